@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/accounts"
+	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/httpapi"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+	"github.com/smtpcreds/smtpcreds/internal/validation"
+	"github.com/smtpcreds/smtpcreds/sqlmigrations"
+)
+
+func openDB(ctx context.Context, c config) (*sqlx.DB, error) {
+	if c.DatabaseURL == "" {
+		return nil, usagef("DATABASE_URL (or -database-url) is required")
+	}
+	return postgres.Open(ctx, c.DatabaseURL, postgres.PoolOptions{
+		MaxOpen: c.DBMaxConns, MaxIdle: c.DBMaxConns, MaxLifetime: 30 * time.Minute,
+	})
+}
+
+func requireKey(c config) error {
+	if len(c.TokenKey) == 0 {
+		return usagef("a token key is required: set SMTPCREDS_TOKEN_KEY or SMTPCREDS_TOKEN_KEY_FILE (32+ random bytes, hex or base64)")
+	}
+	return nil
+}
+
+func newLogger(c config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	c, pos, err := parseConfig("migrate", args, getenv, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("migrate takes no arguments")
+	}
+	db, err := openDB(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := sqlmigrations.Up(ctx, db.DB); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "migrations applied")
+	return nil
+}
+
+func cmdAccountsCreate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	return withAccounts(ctx, "accounts create", args, getenv, func(s *accounts.Service, name string) error {
+		_, tok, err := s.Create(ctx, name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	})
+}
+
+func cmdAccountsRotate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	return withAccounts(ctx, "accounts rotate-token", args, getenv, func(s *accounts.Service, name string) error {
+		tok, err := s.RotateToken(ctx, name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	})
+}
+
+func withAccounts(ctx context.Context, cmd string, args []string, getenv func(string) string, fn func(*accounts.Service, string) error) error {
+	c, pos, err := parseConfig(cmd, args, getenv, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("%s: want exactly one account NAME", cmd)
+	}
+	if err := requireKey(c); err != nil {
+		return err
+	}
+	db, err := openDB(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc, err := accounts.NewService(db, postgres.AccountRepo{}, c.TokenKey)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	err = fn(svc, pos[0])
+	if errors.Is(err, accounts.ErrInvalidName) || errors.Is(err, accounts.ErrNameTaken) || errors.Is(err, accounts.ErrNotFound) {
+		return usagef("%s: %v", cmd, err)
+	}
+	return err
+}
+
+func cmdDomainsAdd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var verified bool
+	c, pos, err := parseConfig("domains add", args, getenv, func(fs *flag.FlagSet) {
+		fs.BoolVar(&verified, "verified", false, "mark the domain verified without DNS checks")
+	})
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("domains add: want NAME DOMAIN")
+	}
+	db, err := openDB(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	name, err := domains.NewService(db, postgres.DomainRepo{}).AddForAccount(ctx, pos[0], pos[1], verified)
+	var verr *validation.Error
+	switch {
+	case errors.As(err, &verr):
+		return usagef("domains add: %s", firstMessage(verr))
+	case errors.Is(err, domains.ErrAccountNotFound):
+		return usagef("domains add: no account named %q", pos[0])
+	case err != nil:
+		return err
+	}
+	fmt.Fprintln(stdout, name)
+	return nil
+}
+
+func firstMessage(v *validation.Error) string {
+	for _, msgs := range v.Fields {
+		if len(msgs) > 0 {
+			return msgs[0]
+		}
+	}
+	return v.Error()
+}
+
+func cmdServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	c, pos, err := parseConfig("serve", args, getenv, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("serve takes no arguments")
+	}
+	return serve(ctx, c, newLogger(c, stderr), nil)
+}
+
+// serve runs the API until ctx ends, then shuts down gracefully. ready, if
+// not nil, gets the bound address once the listener is open.
+func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr string)) error {
+	if err := requireKey(c); err != nil {
+		return err
+	}
+	log.Info("starting smtpcreds", "version", version, "commit", commit, "config", c.logValue())
+	db, err := openDB(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	pending, err := sqlmigrations.Pending(ctx, db.DB)
+	if err != nil {
+		return err
+	}
+	if pending {
+		return errors.New("the database has pending migrations: run 'smtpcreds migrate' first")
+	}
+	// Rate counters go through a small pool of their own with
+	// synchronous_commit=off: losing a counter in a crash is harmless, and
+	// the hot counter row is then held only for the update, not a WAL flush.
+	limDB, err := postgres.Open(ctx, postgres.WithSetting(c.DatabaseURL, "synchronous_commit", "off"),
+		postgres.PoolOptions{MaxOpen: max(c.DBMaxConns/2, 2), MaxIdle: max(c.DBMaxConns/2, 2), MaxLifetime: 30 * time.Minute})
+	if err != nil {
+		return err
+	}
+	defer limDB.Close()
+
+	acc, err := accounts.NewService(db, postgres.AccountRepo{}, c.TokenKey)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
+	e, err := httpapi.NewServer(httpapi.Deps{
+		Accounts:       acc,
+		Credentials:    credentials.NewService(db, postgres.CredentialRepo{}, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme}),
+		Limiter:        limiter,
+		Logger:         log,
+		TrustedProxies: c.TrustedProxies,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", c.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go pruneLoop(ctx, limiter, log)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", c.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func pruneLoop(ctx context.Context, l *ratelimit.Limiter, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := l.Prune(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("prune rate counters", "error", err.Error())
+			}
+		}
+	}
+}

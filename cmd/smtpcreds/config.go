@@ -1,0 +1,239 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/password"
+)
+
+// config is every setting, parsed once here from flags and environment
+// variables (a flag wins over its variable). Nothing in internal/ reads the
+// environment.
+type config struct {
+	DatabaseURL     string
+	Addr            string
+	TokenKey        []byte
+	RateLimit       int
+	AuthFailLimit   int
+	MaxPerDomain    int
+	PasswordScheme  password.Scheme
+	TrustedProxies  []netip.Prefix
+	LogFormat       string
+	LogLevel        slog.Level
+	DBMaxConns      int
+	ShutdownTimeout time.Duration
+	DataDir         string
+}
+
+// setting is one flag and the environment variable that sets its default.
+type setting struct {
+	flag, env, def, usage string
+}
+
+var settings = []setting{
+	{"database-url", "DATABASE_URL", "", "PostgreSQL URL"},
+	{"addr", "SMTPCREDS_ADDR", "127.0.0.1:8080", "HTTP listen address"},
+	{"token-key", "SMTPCREDS_TOKEN_KEY", "", "token HMAC key, hex or base64, >= 32 bytes"},
+	{"token-key-file", "SMTPCREDS_TOKEN_KEY_FILE", "", "file holding the token HMAC key"},
+	{"rate-limit", "SMTPCREDS_RATE_LIMIT", "120", "requests per minute per account, 0 = off"},
+	{"auth-fail-limit", "SMTPCREDS_AUTH_FAIL_LIMIT", "10", "failed logins per minute per client address, 0 = off"},
+	{"max-credentials-per-domain", "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN", "1000", "credential cap per domain, 0 = none"},
+	{"password-scheme", "SMTPCREDS_PASSWORD_SCHEME", "SSHA512", "SSHA512, SHA512-CRYPT, BLF-CRYPT or ARGON2ID"},
+	{"trusted-proxies", "SMTPCREDS_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is trusted"},
+	{"log-format", "SMTPCREDS_LOG_FORMAT", "json", "json or text"},
+	{"log-level", "SMTPCREDS_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"db-max-conns", "SMTPCREDS_DB_MAX_CONNS", "20", "database connection pool size"},
+	{"shutdown-timeout", "SMTPCREDS_SHUTDOWN_TIMEOUT", "15s", "how long in-flight requests may finish on shutdown"},
+	{"data-dir", "SMTPCREDS_DATA_DIR", ".data", "local state of `smtpcreds dev` (PostgreSQL, keys)"},
+}
+
+// usageError is bad command-line input: one line on stderr, exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// parseConfig parses args (after the subcommand) into a config and returns
+// the positional arguments. extra registers subcommand-specific flags.
+func parseConfig(name string, args []string, getenv func(string) string, extra func(*flag.FlagSet)) (config, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	raw := map[string]*string{}
+	for _, s := range settings {
+		def := getenv(s.env)
+		if def == "" {
+			def = s.def
+		}
+		raw[s.flag] = fs.String(s.flag, def, s.usage+" ("+s.env+")")
+	}
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(interleave(fs, args)); err != nil {
+		return config{}, nil, usagef("%s: %v", name, err)
+	}
+	var c config
+	var err error
+	bad := func(flag string, e error) error { return usagef("%s: invalid -%s: %v", name, flag, e) }
+	c.DatabaseURL = *raw["database-url"]
+	c.Addr = *raw["addr"]
+	c.DataDir = *raw["data-dir"]
+	c.LogFormat = *raw["log-format"]
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return c, nil, bad("log-format", fmt.Errorf("want json or text"))
+	}
+	if err = c.LogLevel.UnmarshalText([]byte(*raw["log-level"])); err != nil {
+		return c, nil, bad("log-level", err)
+	}
+	for flag, p := range map[string]*int{
+		"rate-limit": &c.RateLimit, "auth-fail-limit": &c.AuthFailLimit,
+		"max-credentials-per-domain": &c.MaxPerDomain, "db-max-conns": &c.DBMaxConns,
+	} {
+		n, err := strconv.Atoi(*raw[flag])
+		if err != nil || n < 0 {
+			return c, nil, bad(flag, fmt.Errorf("want a non-negative integer"))
+		}
+		*p = n
+	}
+	if c.DBMaxConns == 0 {
+		return c, nil, bad("db-max-conns", fmt.Errorf("want at least 1"))
+	}
+	if c.PasswordScheme, err = password.ParseScheme(*raw["password-scheme"]); err != nil {
+		return c, nil, bad("password-scheme", err)
+	}
+	if c.TrustedProxies, err = parsePrefixes(*raw["trusted-proxies"]); err != nil {
+		return c, nil, bad("trusted-proxies", err)
+	}
+	if c.ShutdownTimeout, err = time.ParseDuration(*raw["shutdown-timeout"]); err != nil {
+		return c, nil, bad("shutdown-timeout", err)
+	}
+	keyText := *raw["token-key"]
+	if f := *raw["token-key-file"]; keyText == "" && f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return c, nil, bad("token-key-file", err)
+		}
+		keyText = strings.TrimSpace(string(b))
+	}
+	if keyText != "" {
+		if c.TokenKey, err = decodeKey(keyText); err != nil {
+			return c, nil, bad("token-key", err)
+		}
+	}
+	return c, fs.Args(), nil
+}
+
+// interleave moves flags after positional arguments to the front, so that
+// `accounts create NAME --flag` works as well as `--flag NAME`.
+func interleave(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil {
+			if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+				continue
+			}
+			if i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+		}
+	}
+	return append(flags, pos...)
+}
+
+// decodeKey reads a key written as hex or standard base64; at least 32 bytes.
+func decodeKey(s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		if b, err = base64.StdEncoding.DecodeString(s); err != nil {
+			return nil, fmt.Errorf("want hex or base64")
+		}
+	}
+	if len(b) < 32 {
+		return nil, fmt.Errorf("want at least 32 bytes, got %d", len(b))
+	}
+	return b, nil
+}
+
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// logValue is the config as logged at start: secrets masked.
+func (c config) logValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("database_url", maskURL(c.DatabaseURL)),
+		slog.String("addr", c.Addr),
+		slog.Bool("token_key_set", len(c.TokenKey) > 0),
+		slog.Int("rate_limit", c.RateLimit),
+		slog.Int("auth_fail_limit", c.AuthFailLimit),
+		slog.Int("max_credentials_per_domain", c.MaxPerDomain),
+		slog.String("password_scheme", string(c.PasswordScheme)),
+		slog.Int("trusted_proxies", len(c.TrustedProxies)),
+		slog.Int("db_max_conns", c.DBMaxConns),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+	)
+}
+
+// maskURL hides the password of a database URL.
+func maskURL(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			userinfo := rest[:at]
+			if c := strings.Index(userinfo, ":"); c >= 0 {
+				return s[:i+3] + userinfo[:c] + ":xxxxx" + rest[at:]
+			}
+		}
+		return s
+	}
+	if strings.Contains(s, "password=") {
+		return "(key=value DSN with password, masked)"
+	}
+	return s
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lib/pq"
+
+	"github.com/smtpcreds/smtpcreds/internal/accounts"
+	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/localpg"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/validation"
+	"github.com/smtpcreds/smtpcreds/sqlmigrations"
+)
+
+const (
+	demoAccount = "demo"
+	demoDomain  = "demo.example"
+)
+
+// cmdDev is `make run`: a working server on a fresh machine. Without
+// DATABASE_URL it keeps a PostgreSQL cluster under <data-dir>/pg; without a
+// token key it keeps one in <data-dir>/token.key. It migrates, makes sure the
+// demo account (with a fresh token) and its verified demo domain exist,
+// prints a curl line that creates a credential, and serves.
+func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, pos, err := parseConfig("dev", args, getenv, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("dev takes no arguments")
+	}
+	log := newLogger(c, stderr)
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return err
+	}
+	if c.DatabaseURL == "" {
+		cluster, err := localpg.Start(ctx, localpg.Options{
+			Dir:  filepath.Join(c.DataDir, "pg"),
+			Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
+		})
+		if err != nil {
+			return fmt.Errorf("local PostgreSQL: %w", err)
+		}
+		if !cluster.Reused() {
+			defer cluster.Stop() //nolint:errcheck // best effort on the way out
+		}
+		if err := ensureDatabase(ctx, cluster.URL("postgres"), "smtpcreds"); err != nil {
+			return err
+		}
+		c.DatabaseURL = cluster.URL("smtpcreds")
+	}
+	if len(c.TokenKey) == 0 {
+		if c.TokenKey, err = ensureKeyFile(filepath.Join(c.DataDir, "token.key")); err != nil {
+			return err
+		}
+	}
+
+	db, err := openDB(ctx, c)
+	if err != nil {
+		return err
+	}
+	if err := sqlmigrations.Up(ctx, db.DB); err != nil {
+		db.Close()
+		return err
+	}
+	acc, err := accounts.NewService(db, postgres.AccountRepo{}, c.TokenKey)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	_, token, err := acc.Create(ctx, demoAccount)
+	if errors.Is(err, accounts.ErrNameTaken) {
+		token, err = acc.RotateToken(ctx, demoAccount)
+	}
+	if err != nil {
+		db.Close()
+		return err
+	}
+	_, err = domains.NewService(db, postgres.DomainRepo{}).AddForAccount(ctx, demoAccount, demoDomain, true)
+	var verr *validation.Error
+	if err != nil && !errors.As(err, &verr) { // already added on an earlier run
+		db.Close()
+		return err
+	}
+	db.Close()
+
+	host := c.Addr
+	if strings.HasPrefix(host, ":") {
+		host = "127.0.0.1" + host
+	}
+	fmt.Fprintf(stdout, `
+smtpcreds is running on http://%[1]s with a local demo.
+  account: %[2]s
+  token:   %[3]s
+  domain:  %[4]s (verified)
+
+Create a credential:
+  curl -s -u '%[2]s:%[3]s' -H 'Content-Type: application/json' -d '{"username":"hello"}' http://%[1]s/api/domains/%[4]s/credentials
+
+`, host, demoAccount, token, demoDomain)
+	return serve(ctx, c, log, nil)
+}
+
+// ensureDatabase creates database name on the server at adminURL if missing.
+func ensureDatabase(ctx context.Context, adminURL, name string) error {
+	db, err := postgres.Open(ctx, adminURL, postgres.PoolOptions{MaxOpen: 1})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var exists bool
+	if err := db.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name); err != nil {
+		return fmt.Errorf("check database: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)); err != nil {
+		return fmt.Errorf("create database: %w", err)
+	}
+	return nil
+}
+
+// ensureKeyFile returns the key in path, first writing 32 random bytes (hex)
+// there with mode 0600 when the file does not exist.
+func ensureKeyFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		var k [32]byte
+		if _, err := rand.Read(k[:]); err != nil {
+			return nil, err
+		}
+		b = []byte(hex.EncodeToString(k[:]) + "\n")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	return decodeKey(strings.TrimSpace(string(b)))
+}

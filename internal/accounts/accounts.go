@@ -1,0 +1,137 @@
+// Package accounts holds API accounts and their tokens. A token is shown once
+// when it is made; the database keeps only its HMAC-SHA256 digest under a
+// server key that lives outside the database, so a leaked database does not
+// leak usable tokens and checking a token costs one HMAC, not a KDF.
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/apitoken"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+)
+
+var (
+	// ErrUnauthorized: unknown account, wrong or malformed token. One error
+	// for every cause, so callers cannot tell them apart.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrNameTaken: an account with that name exists.
+	ErrNameTaken = errors.New("account name taken")
+	// ErrNotFound: no account has that name.
+	ErrNotFound = errors.New("account not found")
+	// ErrInvalidName: the name breaks the rules of ValidName.
+	ErrInvalidName = errors.New("account names are 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Account is an API tenant.
+type Account struct {
+	ID   int64
+	Name string
+}
+
+// Repo is the storage the service needs; postgres.AccountRepo implements it.
+type Repo interface {
+	Insert(ctx context.Context, q sqlx.QueryerContext, name string, digest []byte) (postgres.AccountRow, error)
+	ByName(ctx context.Context, q sqlx.QueryerContext, name string) (postgres.AccountRow, error)
+	SetTokenDigest(ctx context.Context, q sqlx.ExecerContext, name string, digest []byte) error
+}
+
+// Service creates accounts and authenticates API calls.
+type Service struct {
+	db   *sqlx.DB
+	repo Repo
+	key  []byte
+}
+
+// NewService returns a Service whose token digests are keyed by key (at least
+// 32 bytes, kept outside the database).
+func NewService(db *sqlx.DB, repo Repo, key []byte) (*Service, error) {
+	if len(key) < 32 {
+		return nil, fmt.Errorf("token key must be at least 32 bytes, got %d", len(key))
+	}
+	return &Service{db: db, repo: repo, key: key}, nil
+}
+
+// NormalizeName lowercases an account name and checks it (ErrInvalidName).
+// Names are case-insensitive; they never contain ':', so they fit Basic auth.
+func NormalizeName(name string) (string, error) {
+	name = strings.ToLower(name)
+	if !nameRE.MatchString(name) {
+		return "", ErrInvalidName
+	}
+	return name, nil
+}
+
+// Create makes an account and returns it with its API token, which exists
+// nowhere else. ErrInvalidName or ErrNameTaken.
+func (s *Service) Create(ctx context.Context, name string) (Account, string, error) {
+	name, err := NormalizeName(name)
+	if err != nil {
+		return Account{}, "", err
+	}
+	tok, err := apitoken.New()
+	if err != nil {
+		return Account{}, "", fmt.Errorf("create account: %w", err)
+	}
+	row, err := s.repo.Insert(ctx, s.db, name, apitoken.Digest(s.key, tok))
+	if errors.Is(err, postgres.ErrConflict) {
+		return Account{}, "", ErrNameTaken
+	}
+	if err != nil {
+		return Account{}, "", fmt.Errorf("create account: %w", err)
+	}
+	return Account{ID: row.ID, Name: row.Name}, tok, nil
+}
+
+// RotateToken gives the account a new token; the old one stops working at
+// once. ErrInvalidName or ErrNotFound.
+func (s *Service) RotateToken(ctx context.Context, name string) (string, error) {
+	name, err := NormalizeName(name)
+	if err != nil {
+		return "", err
+	}
+	tok, err := apitoken.New()
+	if err != nil {
+		return "", fmt.Errorf("rotate token: %w", err)
+	}
+	err = s.repo.SetTokenDigest(ctx, s.db, name, apitoken.Digest(s.key, tok))
+	if errors.Is(err, postgres.ErrNotFound) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("rotate token: %w", err)
+	}
+	return tok, nil
+}
+
+// Authenticate returns the account whose name and token these are, or
+// ErrUnauthorized. Malformed tokens are refused without a database round trip;
+// digests are compared in constant time.
+func (s *Service) Authenticate(ctx context.Context, name, token string) (Account, error) {
+	if !apitoken.WellFormed(token) {
+		return Account{}, ErrUnauthorized
+	}
+	name, err := NormalizeName(name)
+	if err != nil {
+		return Account{}, ErrUnauthorized
+	}
+	row, err := s.repo.ByName(ctx, s.db, name)
+	if errors.Is(err, postgres.ErrNotFound) {
+		return Account{}, ErrUnauthorized
+	}
+	if err != nil {
+		return Account{}, fmt.Errorf("authenticate: %w", err)
+	}
+	if !apitoken.Equal(apitoken.Digest(s.key, token), row.TokenDigest) {
+		return Account{}, ErrUnauthorized
+	}
+	return Account{ID: row.ID, Name: row.Name}, nil
+}

@@ -1,0 +1,284 @@
+// Package credentials holds the rules of SMTP credentials: who may create,
+// read, rotate and delete them, how usernames and passwords are made, and the
+// transaction boundaries of each change.
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/password"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/validation"
+)
+
+var (
+	// ErrDomainNotFound: the domain does not exist or another account owns it.
+	ErrDomainNotFound = errors.New("domain not found")
+	// ErrNotFound: the credential does not exist in that domain of the account.
+	ErrNotFound = errors.New("credential not found")
+)
+
+// Credential is an SMTP login, <Username>@<Domain>. It never carries a password.
+type Credential struct {
+	ID                int64
+	GUID              uuid.UUID
+	Domain            string
+	Username          string
+	Active            bool
+	CreatedAt         time.Time
+	ModifiedAt        time.Time
+	PasswordChangedAt *time.Time
+	// RemoteSynced says whether the SMTP server's auth backend has the
+	// credential's current state.
+	RemoteSynced bool
+}
+
+// Login is the SMTP login, <username>@<domain>.
+func (c Credential) Login() string { return c.Username + "@" + c.Domain }
+
+// Issued is a credential with the password generated for it: the only place a
+// plaintext password ever exists.
+type Issued struct {
+	Credential Credential
+	Password   string
+	Strength   password.StrengthInfo
+}
+
+// Page is one page of a domain's credentials.
+type Page struct {
+	Domain string
+	Items  []Credential
+	Total  int64
+	Page   int
+	Limit  int
+}
+
+// Repo is the storage the service needs; postgres.CredentialRepo implements it.
+type Repo interface {
+	Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.CredentialDomainRow, error)
+	Count(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64) (int64, error)
+	Insert(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential) (postgres.CredentialRow, error)
+	Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
+	List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]postgres.CredentialRow, error)
+	Delete(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
+	SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string) (postgres.CredentialRow, error)
+}
+
+// Config holds the operator's choices.
+type Config struct {
+	// MaxPerDomain caps the credentials of one domain; 0 means no cap.
+	MaxPerDomain int
+	// Scheme is the Dovecot password scheme of the stored hash.
+	Scheme password.Scheme
+}
+
+// Service implements the credential use cases.
+type Service struct {
+	db   *sqlx.DB
+	repo Repo
+	cfg  Config
+}
+
+// NewService returns a Service over db.
+func NewService(db *sqlx.DB, repo Repo, cfg Config) *Service {
+	return &Service{db: db, repo: repo, cfg: cfg}
+}
+
+// lookupName turns a domain name from a path into its stored form (lowercase
+// punycode, no trailing dot); ErrDomainNotFound when it cannot be a domain.
+func lookupName(name string) (string, error) {
+	n, err := domains.Normalize(name)
+	if err != nil {
+		return "", ErrDomainNotFound
+	}
+	return n, nil
+}
+
+// List returns one page (1-based) of the domain's credentials, oldest first.
+// ErrDomainNotFound unless accountID owns the domain.
+func (s *Service) List(ctx context.Context, accountID int64, domain string, page, limit int) (Page, error) {
+	domain, err := lookupName(domain)
+	if err != nil {
+		return Page{}, err
+	}
+	d, err := s.repo.Domain(ctx, s.db, accountID, domain)
+	if err != nil {
+		return Page{}, s.domainErr("list credentials", err)
+	}
+	total, err := s.repo.Count(ctx, s.db, accountID, d.ID)
+	if err != nil {
+		return Page{}, fmt.Errorf("list credentials: %w", err)
+	}
+	offset := int64(page-1) * int64(limit)
+	items := []Credential{}
+	if offset < total {
+		rows, err := s.repo.List(ctx, s.db, accountID, d.ID, limit, offset)
+		if err != nil {
+			return Page{}, fmt.Errorf("list credentials: %w", err)
+		}
+		items = make([]Credential, len(rows))
+		for i, r := range rows {
+			items[i] = fromRow(r)
+		}
+	}
+	return Page{Domain: d.Name, Items: items, Total: total, Page: page, Limit: limit}, nil
+}
+
+// Create makes the credential <username>@<domain> with a fresh password.
+// ErrDomainNotFound unless accountID owns the domain; a *validation.Error when
+// the domain is not verified, the username breaks the rules or is taken, or
+// the domain is at its cap. Concurrent creates of one username yield exactly
+// one success: the insert waits on the unique index and then reports the
+// conflict.
+func (s *Service) Create(ctx context.Context, accountID int64, domain, username string) (Issued, error) {
+	domain, err := lookupName(domain)
+	if err != nil {
+		return Issued{}, err
+	}
+	if username == "" {
+		return Issued{}, validation.New("username", "The username field is required.")
+	}
+	name, ok := NormalizeUsername(username)
+	if !ok {
+		return Issued{}, validation.New("username", usernameRule)
+	}
+	pw, hash, err := s.newPassword()
+	if err != nil {
+		return Issued{}, fmt.Errorf("create credential: %w", err)
+	}
+
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return Issued{}, fmt.Errorf("create credential: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+
+	d, err := s.repo.Domain(ctx, tx, accountID, domain)
+	if err != nil {
+		return Issued{}, s.domainErr("create credential", err)
+	}
+	if !d.IsVerified {
+		return Issued{}, validation.New("domain", "The domain must be verified before credentials can be created.")
+	}
+	if s.cfg.MaxPerDomain > 0 {
+		n, err := s.repo.Count(ctx, tx, accountID, d.ID)
+		if err != nil {
+			return Issued{}, fmt.Errorf("create credential: %w", err)
+		}
+		if n >= int64(s.cfg.MaxPerDomain) {
+			return Issued{}, validation.New("username",
+				fmt.Sprintf("The domain already has the maximum of %d credentials.", s.cfg.MaxPerDomain))
+		}
+	}
+	row, err := s.repo.Insert(ctx, tx, postgres.NewCredential{
+		GUID: uuid.New(), AccountID: accountID, DomainID: d.ID, Username: name, PasswordHash: hash,
+	})
+	if errors.Is(err, postgres.ErrConflict) {
+		return Issued{}, validation.New("username", "The username has already been taken.")
+	}
+	if err != nil {
+		return Issued{}, fmt.Errorf("create credential: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Issued{}, fmt.Errorf("create credential: commit: %w", err)
+	}
+	return Issued{Credential: fromRow(row), Password: pw, Strength: password.Strength()}, nil
+}
+
+// Get returns one credential. ErrDomainNotFound unless accountID owns the
+// domain, ErrNotFound unless the credential is in it.
+func (s *Service) Get(ctx context.Context, accountID int64, domain string, guid uuid.UUID) (Credential, error) {
+	domain, err := lookupName(domain)
+	if err != nil {
+		return Credential{}, err
+	}
+	row, err := s.repo.Get(ctx, s.db, accountID, domain, guid)
+	if err != nil {
+		return Credential{}, s.credentialErr(ctx, "get credential", accountID, domain, err)
+	}
+	return fromRow(row), nil
+}
+
+// Delete removes a credential; its username may then be used again.
+// ErrDomainNotFound unless accountID owns the domain, ErrNotFound unless the
+// credential is in it.
+func (s *Service) Delete(ctx context.Context, accountID int64, domain string, guid uuid.UUID) error {
+	domain, err := lookupName(domain)
+	if err != nil {
+		return err
+	}
+	if _, err := s.repo.Delete(ctx, s.db, accountID, domain, guid); err != nil {
+		return s.credentialErr(ctx, "delete credential", accountID, domain, err)
+	}
+	return nil
+}
+
+// ResetPassword replaces the credential's password with a fresh one; the old
+// one stops being stored. Errors as for Get.
+func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain string, guid uuid.UUID) (Issued, error) {
+	domain, err := lookupName(domain)
+	if err != nil {
+		return Issued{}, err
+	}
+	pw, hash, err := s.newPassword()
+	if err != nil {
+		return Issued{}, fmt.Errorf("reset password: %w", err)
+	}
+	row, err := s.repo.SetPassword(ctx, s.db, accountID, domain, guid, hash)
+	if err != nil {
+		return Issued{}, s.credentialErr(ctx, "reset password", accountID, domain, err)
+	}
+	return Issued{Credential: fromRow(row), Password: pw, Strength: password.Strength()}, nil
+}
+
+func (s *Service) newPassword() (pw, hash string, err error) {
+	pw, err = password.Generate()
+	if err != nil {
+		return "", "", err
+	}
+	hash, err = password.Hash(s.cfg.Scheme, pw)
+	if err != nil {
+		return "", "", err
+	}
+	return pw, hash, nil
+}
+
+func (s *Service) domainErr(op string, err error) error {
+	if errors.Is(err, postgres.ErrNotFound) {
+		return ErrDomainNotFound
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// credentialErr tells a missing domain from a missing credential once a
+// credential statement matched nothing: the second query runs only on that
+// miss, so the hit path stays one statement.
+func (s *Service) credentialErr(ctx context.Context, op string, accountID int64, domain string, err error) error {
+	if !errors.Is(err, postgres.ErrNotFound) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if _, derr := s.repo.Domain(ctx, s.db, accountID, domain); derr != nil {
+		return s.domainErr(op, derr)
+	}
+	return ErrNotFound
+}
+
+func fromRow(r postgres.CredentialRow) Credential {
+	return Credential{
+		ID:                r.ID,
+		GUID:              r.GUID,
+		Domain:            r.Domain,
+		Username:          r.Username,
+		Active:            r.Status,
+		CreatedAt:         r.CreatedAt,
+		ModifiedAt:        r.ModifiedAt,
+		PasswordChangedAt: r.PasswordChangedAt,
+	}
+}

@@ -1,0 +1,174 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"mime/multipart"
+
+	"github.com/smtpcreds/smtpcreds/gen"
+	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/password"
+	"github.com/smtpcreds/smtpcreds/internal/validation"
+)
+
+const noStore = "no-store"
+
+// ListCredentials serves GET /api/domains/{domain}/credentials.
+func (h *Handler) ListCredentials(ctx context.Context, req gen.ListCredentialsRequestObject) (gen.ListCredentialsResponseObject, error) {
+	page, limit := 1, 15
+	if req.Params.Page != nil {
+		page = *req.Params.Page
+	}
+	if req.Params.Limit != nil {
+		limit = *req.Params.Limit
+	}
+	p, err := h.credentials.List(ctx, accountFrom(ctx).ID, req.Domain, page, limit)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]gen.Credential, len(p.Items))
+	for i, c := range p.Items {
+		items[i] = toAPICredential(c)
+	}
+	return gen.ListCredentials200JSONResponse{Body: gen.CredentialPage{
+		Success:    true,
+		Data:       items,
+		Domain:     p.Domain,
+		Pagination: toAPIPagination(p.Total, p.Page, p.Limit),
+	}}, nil
+}
+
+// CreateCredential serves POST /api/domains/{domain}/credentials.
+func (h *Handler) CreateCredential(ctx context.Context, req gen.CreateCredentialRequestObject) (gen.CreateCredentialResponseObject, error) {
+	var username string
+	switch {
+	case req.JSONBody != nil && req.JSONBody.Username != nil:
+		username = *req.JSONBody.Username
+	case req.FormdataBody != nil && req.FormdataBody.Username != nil:
+		username = *req.FormdataBody.Username
+	case req.MultipartBody != nil:
+		var err error
+		if username, err = multipartUsername(req.MultipartBody); err != nil {
+			return nil, err
+		}
+	}
+	issued, err := h.credentials.Create(ctx, accountFrom(ctx).ID, req.Domain, username)
+	if err != nil {
+		return nil, err
+	}
+	cc := noStore
+	return gen.CreateCredential201JSONResponse{
+		Headers: gen.CreateCredential201ResponseHeaders{CacheControl: &cc},
+		Body: gen.CredentialCreated{
+			Success: true,
+			Message: "Credential created successfully.",
+			Data: gen.IssuedCredential{
+				Credential:   toAPICredential(issued.Credential),
+				Password:     issued.Password,
+				StrengthInfo: toAPIStrength(issued.Strength),
+				RemoteSynced: issued.Credential.RemoteSynced,
+			},
+		},
+	}, nil
+}
+
+// GetCredential serves GET /api/domains/{domain}/credentials/{credential}.
+func (h *Handler) GetCredential(ctx context.Context, req gen.GetCredentialRequestObject) (gen.GetCredentialResponseObject, error) {
+	c, err := h.credentials.Get(ctx, accountFrom(ctx).ID, req.Domain, req.Credential)
+	if err != nil {
+		return nil, err
+	}
+	return gen.GetCredential200JSONResponse{Body: gen.CredentialEnvelope{Success: true, Data: toAPICredential(c)}}, nil
+}
+
+// DeleteCredential serves DELETE /api/domains/{domain}/credentials/{credential}.
+func (h *Handler) DeleteCredential(ctx context.Context, req gen.DeleteCredentialRequestObject) (gen.DeleteCredentialResponseObject, error) {
+	if err := h.credentials.Delete(ctx, accountFrom(ctx).ID, req.Domain, req.Credential); err != nil {
+		return nil, err
+	}
+	return gen.DeleteCredential200JSONResponse{Body: gen.MessageResponse{
+		Success: true, Message: "Credential deleted successfully.",
+	}}, nil
+}
+
+// ResetCredentialPassword serves PUT .../credentials/{credential}/reset-password.
+func (h *Handler) ResetCredentialPassword(ctx context.Context, req gen.ResetCredentialPasswordRequestObject) (gen.ResetCredentialPasswordResponseObject, error) {
+	issued, err := h.credentials.ResetPassword(ctx, accountFrom(ctx).ID, req.Domain, req.Credential)
+	if err != nil {
+		return nil, err
+	}
+	cc := noStore
+	return gen.ResetCredentialPassword200JSONResponse{
+		Headers: gen.ResetCredentialPassword200ResponseHeaders{CacheControl: &cc},
+		Body: gen.PasswordReset{
+			Success: true,
+			Message: "Password reset successfully.",
+			Data: gen.ReissuedCredential{
+				Credential:   toAPICredential(issued.Credential),
+				NewPassword:  issued.Password,
+				StrengthInfo: toAPIStrength(issued.Strength),
+				RemoteSynced: issued.Credential.RemoteSynced,
+			},
+		},
+	}, nil
+}
+
+// multipartUsername reads the username field of a multipart/form-data body
+// (the body is already bounded by MaxBodyBytes).
+func multipartUsername(r *multipart.Reader) (string, error) {
+	for {
+		part, err := r.NextPart()
+		if errors.Is(err, io.EOF) {
+			return "", nil
+		}
+		if err != nil {
+			return "", validation.New("username", "The request body is not valid multipart/form-data.")
+		}
+		if part.FormName() != "username" {
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(part, credentials.MaxUsernameLen+1))
+		if err != nil {
+			return "", validation.New("username", "The request body is not valid multipart/form-data.")
+		}
+		if len(b) == 0 {
+			return "", nil
+		}
+		return string(b), nil
+	}
+}
+
+func toAPICredential(c credentials.Credential) gen.Credential {
+	out := gen.Credential{
+		Id:           c.ID,
+		UserSmtpGuid: c.GUID,
+		Username:     c.Username,
+		Login:        c.Login(),
+		CreatedAt:    c.CreatedAt.Unix(),
+		ModifiedAt:   c.ModifiedAt.Unix(),
+		IsVerified:   c.RemoteSynced,
+		RemoteSynced: c.RemoteSynced,
+		Status:       c.Active,
+	}
+	if c.PasswordChangedAt != nil {
+		t := c.PasswordChangedAt.Unix()
+		out.LastPasswordChanged = &t
+	}
+	return out
+}
+
+func toAPIStrength(s password.StrengthInfo) gen.StrengthInfo {
+	return gen.StrengthInfo{
+		Length: s.Length, Alphabet: s.Alphabet, AlphabetSize: s.AlphabetSize,
+		EntropyBits: s.EntropyBits, Strength: s.Strength,
+	}
+}
+
+func toAPIPagination(total int64, page, limit int) gen.Pagination {
+	last := (total + int64(limit) - 1) / int64(limit)
+	if last < 1 {
+		last = 1
+	}
+	return gen.Pagination{Total: total, Page: page, Limit: limit, Offset: int64(page-1) * int64(limit), LastPage: last}
+}

@@ -1,0 +1,310 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/jmoiron/sqlx"
+	"github.com/labstack/echo/v4"
+
+	"github.com/smtpcreds/smtpcreds/gen"
+	"github.com/smtpcreds/smtpcreds/internal/accounts"
+	"github.com/smtpcreds/smtpcreds/internal/basicauth"
+	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/httpapi"
+	"github.com/smtpcreds/smtpcreds/internal/password"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+)
+
+func TestMain(m *testing.M) { dbtest.Main(m) }
+
+var testKey = bytes.Repeat([]byte{0x42}, 32)
+
+// specRouter matches requests to operations for response validation.
+var specRouter = sync.OnceValue(func() routers.Router {
+	spec, err := gen.GetSwagger()
+	if err != nil {
+		panic(err)
+	}
+	spec.Servers = nil
+	r, err := gorillamux.NewRouter(spec)
+	if err != nil {
+		panic(err)
+	}
+	return r
+})
+
+// opts tune one test server.
+type opts struct {
+	rateLimit     int
+	authFailLimit int
+	maxPerDomain  int
+	trusted       []netip.Prefix
+}
+
+// env is one API server on a fresh database, its log, and helpers.
+type env struct {
+	t    *testing.T
+	db   *sqlx.DB
+	e    *echo.Echo
+	logs *syncBuffer
+	acc  *accounts.Service
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newEnv(t *testing.T, o opts) *env {
+	t.Helper()
+	return newEnvOn(t, dbtest.New(t), o)
+}
+
+// newEnvOn builds a server on db, as `smtpcreds serve` does.
+func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
+	t.Helper()
+	if o.rateLimit == 0 {
+		o.rateLimit = 100000
+	}
+	if o.authFailLimit == 0 {
+		o.authFailLimit = 100000
+	}
+	if o.maxPerDomain == 0 {
+		o.maxPerDomain = 1000
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	acc, err := accounts.NewService(db, postgres.AccountRepo{}, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := httpapi.NewServer(httpapi.Deps{
+		Accounts: acc,
+		Credentials: credentials.NewService(db, postgres.CredentialRepo{},
+			credentials.Config{MaxPerDomain: o.maxPerDomain, Scheme: password.SSHA512}),
+		Limiter:        ratelimit.New(db, postgres.RateCounterRepo{}, o.rateLimit, o.authFailLimit),
+		Logger:         log,
+		TrustedProxies: o.trusted,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return &env{t: t, db: db, e: e, logs: logs, acc: acc}
+}
+
+// user is an account and its Basic auth header.
+type user struct {
+	name, token, auth string
+	id                int64
+}
+
+// MustCreateAccount creates an account through the service the CLI uses.
+func (e *env) MustCreateAccount(name string) user {
+	e.t.Helper()
+	a, tok, err := e.acc.Create(context.Background(), name)
+	if err != nil {
+		e.t.Fatalf("MustCreateAccount(%q): %v", name, err)
+	}
+	return user{name: name, token: tok, auth: basicauth.Format(name, tok), id: a.ID}
+}
+
+// MustAddDomain attaches a domain through the service the CLI uses.
+func (e *env) MustAddDomain(u user, name string, verified bool) {
+	e.t.Helper()
+	if _, err := domains.NewService(e.db, postgres.DomainRepo{}).AddForAccount(context.Background(), u.name, name, verified); err != nil {
+		e.t.Fatalf("MustAddDomain(%q): %v", name, err)
+	}
+}
+
+// req describes one call.
+type req struct {
+	method, path string
+	auth         string
+	body         string
+	contentType  string // default application/json (as the SDKs send, even on GET)
+	header       map[string]string
+	remoteAddr   string
+}
+
+// resp is a recorded response with its decoded JSON body.
+type resp struct {
+	status int
+	header http.Header
+	raw    string
+	body   map[string]any
+}
+
+// do sends r through the server in-process and validates the response
+// against openapi.yaml whenever the request names a documented operation.
+func (e *env) do(r req) resp {
+	e.t.Helper()
+	var body io.Reader
+	if r.body != "" {
+		body = strings.NewReader(r.body)
+	}
+	hr := httptest.NewRequest(r.method, r.path, body)
+	ct := r.contentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	hr.Header.Set("Content-Type", ct)
+	if r.auth != "" {
+		hr.Header.Set("Authorization", r.auth)
+	}
+	for k, v := range r.header {
+		hr.Header.Set(k, v)
+	}
+	if r.remoteAddr != "" {
+		hr.RemoteAddr = r.remoteAddr
+	}
+	rec := httptest.NewRecorder()
+	e.e.ServeHTTP(rec, hr)
+
+	out := resp{status: rec.Code, header: rec.Header(), raw: rec.Body.String()}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out.body); err != nil {
+		e.t.Fatalf("%s %s: response is not a JSON object (%d): %q", r.method, r.path, rec.Code, rec.Body.String())
+	}
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		e.t.Fatalf("%s %s: Content-Type %q", r.method, r.path, ct)
+	}
+	e.validate(r, hr, out)
+	return out
+}
+
+func (e *env) validate(r req, hr *http.Request, out resp) {
+	e.t.Helper()
+	vreq := httptest.NewRequest(r.method, hr.URL.String(), nil)
+	route, params, err := specRouter().FindRoute(vreq)
+	if err != nil {
+		return // not a documented operation (unknown route or method)
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{
+			Request: vreq, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
+		},
+		Status: out.status,
+		Header: out.header,
+		Body:   io.NopCloser(strings.NewReader(out.raw)),
+		Options: &openapi3filter.Options{
+			IncludeResponseStatus: true,
+			MultiError:            true,
+		},
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		e.t.Errorf("%s %s -> %d: response does not match openapi.yaml: %v\nbody: %s", r.method, r.path, out.status, err, out.raw)
+	}
+	observe(route.Operation.OperationID, out.status)
+}
+
+// observed records (operation, status) pairs seen by any test, for the
+// coverage check in TestEveryDocumentedStatus.
+var observed sync.Map
+
+func observe(op string, status int) { observed.Store(op+" "+itoa(status), true) }
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// documentedStatuses lists every (operationId, status) pair in openapi.yaml.
+func documentedStatuses(t *testing.T) []string {
+	spec, err := gen.GetSwagger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, item := range spec.Paths.Map() {
+		for _, op := range item.Operations() {
+			for code := range op.Responses.Map() {
+				out = append(out, op.OperationID+" "+code)
+			}
+		}
+	}
+	return out
+}
+
+var _ = openapi3.MultiError{}
+
+// helpers for JSON bodies
+
+func str(m map[string]any, path ...string) string {
+	v := dig(m, path...)
+	s, _ := v.(string)
+	return s
+}
+
+func dig(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+// wantStatus fails unless r has the status; it prints the body.
+func wantStatus(t *testing.T, r resp, status int) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.raw)
+	}
+}
+
+// wantError checks an error envelope: success false and the message.
+func wantError(t *testing.T, r resp, status int, message string) {
+	t.Helper()
+	wantStatus(t, r, status)
+	if r.body["success"] != false {
+		t.Errorf("success = %v, want false", r.body["success"])
+	}
+	if message != "" && r.body["message"] != message {
+		t.Errorf("message = %q, want %q", r.body["message"], message)
+	}
+}
+
+// wantFieldError checks a 422 with a message for field.
+func wantFieldError(t *testing.T, r resp, field string) []any {
+	t.Helper()
+	wantError(t, r, http.StatusUnprocessableEntity, "Validation failed.")
+	msgs, ok := dig(r.body, "errors", field).([]any)
+	if !ok || len(msgs) == 0 {
+		t.Fatalf("errors.%s missing in %s", field, r.raw)
+	}
+	return msgs
+}

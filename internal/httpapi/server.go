@@ -1,0 +1,110 @@
+// Package httpapi is the HTTP face of smtpcreds: it fills the generated
+// strict-server interface, wires authentication, rate limits and request
+// validation around it, and is the only place that writes error envelopes.
+// It is the only package that imports gen.
+package httpapi
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	oapimw "github.com/oapi-codegen/echo-middleware"
+
+	"github.com/smtpcreds/smtpcreds/gen"
+	"github.com/smtpcreds/smtpcreds/internal/accounts"
+	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+)
+
+// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+const MaxBodyBytes = 16 << 10
+
+// Deps are the services the API calls.
+type Deps struct {
+	Accounts    *accounts.Service
+	Credentials *credentials.Service
+	Limiter     *ratelimit.Limiter
+	Logger      *slog.Logger
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// taking the client address; empty means the TCP peer is the client.
+	TrustedProxies []netip.Prefix
+}
+
+// Handler implements the generated strict-server interface.
+type Handler struct {
+	credentials *credentials.Service
+}
+
+var _ gen.StrictServerInterface = (*Handler)(nil)
+
+// NewServer builds the whole HTTP API: the same constructor serves main and
+// the tests. The spec is parsed and the validator's router built once here.
+func NewServer(d Deps) (*echo.Echo, error) {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	spec, err := gen.GetSwagger()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded spec: %w", err)
+	}
+	spec.Servers = nil // routes are matched on paths only
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.IPExtractor = ipExtractor(d.TrustedProxies)
+	eh := &errorHandler{log: d.Logger}
+	e.HTTPErrorHandler = eh.handle
+	// isAPIRoute is true when the request matched one of the API's routes
+	// with its method, so that authentication and validation leave 404 and
+	// 405 to Echo.
+
+	e.Use(requestLog(d.Logger))
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
+	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", MaxBodyBytes)))
+	routes := map[string]bool{}
+	isAPIRoute := func(c echo.Context) bool {
+		return routes[c.Path()] && c.Get(echo.ContextKeyHeaderAllow) == nil
+	}
+	e.Use(authenticate(d.Accounts, d.Limiter, isAPIRoute))
+	e.Use(oapimw.OapiRequestValidatorWithOptions(spec, &oapimw.Options{
+		Skipper:               func(c echo.Context) bool { return !isAPIRoute(c) },
+		SilenceServersWarning: true,
+		MultiErrorHandler:     func(me openapi3.MultiError) *echo.HTTPError { return &echo.HTTPError{Code: 400, Internal: me} },
+		Options: openapi3filter.Options{
+			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, // authenticate() ran already
+			MultiError:         true,
+			KeepValidatedValue: true,
+			SchemaValidationOptions: []openapi3.SchemaValidationOption{
+				openapi3.WithStringFormatValidator("uuid",
+					openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
+			},
+		},
+	}))
+
+	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials}, nil))
+	for _, r := range e.Routes() {
+		routes[r.Path] = true
+	}
+	return e, nil
+}
+
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		_, n, err := net.ParseCIDR(p.Masked().String())
+		if err == nil {
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}

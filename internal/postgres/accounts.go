@@ -1,0 +1,56 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// AccountRow is a row of accounts.
+type AccountRow struct {
+	ID          int64     `db:"id"`
+	Name        string    `db:"name"`
+	TokenDigest []byte    `db:"token_digest"`
+	CreatedAt   time.Time `db:"created_at"`
+}
+
+// AccountRepo reads and writes accounts.
+type AccountRepo struct{}
+
+// Insert creates an account. ErrConflict when the name is taken.
+func (AccountRepo) Insert(ctx context.Context, q sqlx.QueryerContext, name string, digest []byte) (AccountRow, error) {
+	var r AccountRow
+	err := sqlx.GetContext(ctx, q, &r,
+		`INSERT INTO accounts (name, token_digest) VALUES ($1, $2)
+		 RETURNING id, name, token_digest, created_at`, name, digest)
+	if err != nil {
+		return AccountRow{}, fmt.Errorf("insert account: %w", translate(err))
+	}
+	return r, nil
+}
+
+// ByName returns the account called name. ErrNotFound when there is none.
+func (AccountRepo) ByName(ctx context.Context, q sqlx.QueryerContext, name string) (AccountRow, error) {
+	var r AccountRow
+	err := sqlx.GetContext(ctx, q, &r,
+		`SELECT id, name, token_digest, created_at FROM accounts WHERE name = $1`, name)
+	if err != nil {
+		return AccountRow{}, fmt.Errorf("account by name: %w", translate(err))
+	}
+	return r, nil
+}
+
+// SetTokenDigest replaces the token digest of the account called name.
+// ErrNotFound when there is none.
+func (AccountRepo) SetTokenDigest(ctx context.Context, q sqlx.ExecerContext, name string, digest []byte) error {
+	res, err := q.ExecContext(ctx, `UPDATE accounts SET token_digest = $2 WHERE name = $1`, name, digest)
+	if err != nil {
+		return fmt.Errorf("set token digest: %w", translate(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("set token digest: %w", ErrNotFound)
+	}
+	return nil
+}

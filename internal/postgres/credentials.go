@@ -1,0 +1,153 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+)
+
+// CredentialRow is a row of credentials joined with its domain's name.
+type CredentialRow struct {
+	ID                int64      `db:"id"`
+	GUID              uuid.UUID  `db:"guid"`
+	AccountID         int64      `db:"account_id"`
+	DomainID          int64      `db:"domain_id"`
+	Domain            string     `db:"domain"`
+	Username          string     `db:"username"`
+	Status            bool       `db:"status"`
+	CreatedAt         time.Time  `db:"created_at"`
+	ModifiedAt        time.Time  `db:"modified_at"`
+	PasswordChangedAt *time.Time `db:"password_changed_at"`
+}
+
+// NewCredential is what Insert writes.
+type NewCredential struct {
+	GUID         uuid.UUID
+	AccountID    int64
+	DomainID     int64
+	Username     string
+	PasswordHash string
+}
+
+// CredentialDomainRow is what the credential routes need of a domain.
+type CredentialDomainRow struct {
+	ID         int64  `db:"id"`
+	Name       string `db:"name"`
+	IsVerified bool   `db:"is_verified"`
+}
+
+// CredentialRepo reads and writes credentials; every statement is scoped by
+// the account that owns the rows.
+type CredentialRepo struct{}
+
+const credentialCols = `c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
+	c.status, c.created_at, c.modified_at, c.password_changed_at`
+
+// Domain returns the domain called name if accountID owns it, else ErrNotFound.
+func (CredentialRepo) Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (CredentialDomainRow, error) {
+	var r CredentialDomainRow
+	err := sqlx.GetContext(ctx, q, &r,
+		`SELECT id, name, is_verified FROM domains WHERE account_id = $1 AND name = $2`, accountID, name)
+	if err != nil {
+		return CredentialDomainRow{}, fmt.Errorf("credential domain: %w", translate(err))
+	}
+	return r, nil
+}
+
+// Count returns the number of credentials of domainID owned by accountID.
+func (CredentialRepo) Count(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64) (int64, error) {
+	var n int64
+	err := sqlx.GetContext(ctx, q, &n,
+		`SELECT count(*) FROM credentials WHERE account_id = $1 AND domain_id = $2`, accountID, domainID)
+	if err != nil {
+		return 0, fmt.Errorf("count credentials: %w", translate(err))
+	}
+	return n, nil
+}
+
+// Insert adds a credential. ErrConflict when the domain already has the
+// username; the statement does not raise, so the transaction stays usable and
+// concurrent inserts of one username wait for each other instead of failing.
+func (CredentialRepo) Insert(ctx context.Context, q sqlx.QueryerContext, c NewCredential) (CredentialRow, error) {
+	var r CredentialRow
+	err := sqlx.GetContext(ctx, q, &r, `
+		WITH c AS (
+			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (domain_id, username) DO NOTHING
+			RETURNING *)
+		SELECT `+credentialCols+` FROM c JOIN domains d ON d.id = c.domain_id`,
+		c.GUID, c.AccountID, c.DomainID, c.Username, c.PasswordHash)
+	if err != nil {
+		err = translate(err)
+		if err == ErrNotFound {
+			err = ErrConflict
+		}
+		return CredentialRow{}, fmt.Errorf("insert credential: %w", err)
+	}
+	return r, nil
+}
+
+// Get returns the credential guid of the domain called domain, owned by
+// accountID. ErrNotFound when there is none.
+func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (CredentialRow, error) {
+	var r CredentialRow
+	err := sqlx.GetContext(ctx, q, &r, `
+		SELECT `+credentialCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3`, accountID, domain, guid)
+	if err != nil {
+		return CredentialRow{}, fmt.Errorf("get credential: %w", translate(err))
+	}
+	return r, nil
+}
+
+// List returns up to limit credentials of domainID owned by accountID, in
+// creation order, skipping offset.
+func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]CredentialRow, error) {
+	rows := []CredentialRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		SELECT `+credentialCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE c.account_id = $1 AND c.domain_id = $2
+		ORDER BY c.id
+		LIMIT $3 OFFSET $4`, accountID, domainID, limit, offset)
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// Delete removes the credential guid of the domain called domain, owned by
+// accountID, and returns it as it was. ErrNotFound when there is none.
+func (CredentialRepo) Delete(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (CredentialRow, error) {
+	var r CredentialRow
+	err := sqlx.GetContext(ctx, q, &r, `
+		DELETE FROM credentials c USING domains d
+		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
+		RETURNING `+credentialCols, accountID, domain, guid)
+	if err != nil {
+		return CredentialRow{}, fmt.Errorf("delete credential: %w", translate(err))
+	}
+	return r, nil
+}
+
+// SetPassword stores a new password hash for the credential guid of the domain
+// called domain, owned by accountID, and stamps the change. ErrNotFound when
+// there is none.
+func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string) (CredentialRow, error) {
+	var r CredentialRow
+	err := sqlx.GetContext(ctx, q, &r, `
+		UPDATE credentials c
+		SET password_hash = $4, modified_at = now(), password_changed_at = now()
+		FROM domains d
+		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
+		RETURNING `+credentialCols, accountID, domain, guid, hash)
+	if err != nil {
+		return CredentialRow{}, fmt.Errorf("set credential password: %w", translate(err))
+	}
+	return r, nil
+}

@@ -1,0 +1,84 @@
+// Package postgres holds the sqlx repositories of smtpcreds: rows, SQL and the
+// translation of driver errors into the sentinels below. Every statement that
+// touches tenant data is scoped by the owning account in SQL.
+//
+// Repository methods take a sqlx.ExtContext (or QueryerContext) so that the
+// caller decides whether they run on the pool or inside its transaction.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+var (
+	// ErrNotFound is returned when a statement matched no row.
+	ErrNotFound = errors.New("postgres: not found")
+	// ErrConflict is returned on a unique-constraint violation (SQLSTATE 23505).
+	ErrConflict = errors.New("postgres: conflict")
+)
+
+// translate maps driver errors onto the package sentinels, keeping the
+// original error in the chain for logs.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) && pqErr.Code == "23505" {
+		return fmt.Errorf("%w: %s", ErrConflict, pqErr.Constraint)
+	}
+	return err
+}
+
+// PoolOptions size a connection pool.
+type PoolOptions struct {
+	MaxOpen     int
+	MaxIdle     int
+	MaxLifetime time.Duration
+}
+
+// Open connects to dsn with lib/pq, sizes the pool and pings the server.
+func Open(ctx context.Context, dsn string, opt PoolOptions) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if opt.MaxOpen > 0 {
+		db.SetMaxOpenConns(opt.MaxOpen)
+	}
+	if opt.MaxIdle > 0 {
+		db.SetMaxIdleConns(opt.MaxIdle)
+	}
+	if opt.MaxLifetime > 0 {
+		db.SetConnMaxLifetime(opt.MaxLifetime)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ping database: %w", err)
+	}
+	return db, nil
+}
+
+// WithSetting returns dsn with a PostgreSQL run-time parameter added (lib/pq
+// passes unknown keys to the server), e.g. synchronous_commit=off for a pool
+// whose writes may be lost in a crash. Both URL and key=value DSNs work.
+func WithSetting(dsn, key, value string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set(key, value)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " " + key + "=" + value
+}

@@ -1,0 +1,95 @@
+// Package ratelimit enforces per-minute request limits whose counts live in
+// PostgreSQL, so that every smtpcreds process on one database enforces one
+// limit: per account for authenticated calls, and per client address, more
+// strictly, for failed authentication.
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Decision is the outcome of one check.
+type Decision struct {
+	Allowed    bool
+	Limit      int // requests per minute; 0 when limiting is off
+	Remaining  int
+	RetryAfter int // whole seconds until the window ends
+}
+
+// Repo is the storage the limiter needs; postgres.RateCounterRepo implements it.
+type Repo interface {
+	Hit(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
+	Count(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
+	Prune(ctx context.Context, q sqlx.ExecerContext) (int64, error)
+}
+
+// Limiter applies the limits. db may be a pool opened with
+// synchronous_commit=off: a counter lost in a crash costs nothing, and the
+// counter row is then locked only for the update itself, not a WAL flush.
+type Limiter struct {
+	db           *sqlx.DB
+	repo         Repo
+	perMinute    int
+	authFailures int
+}
+
+// New returns a Limiter allowing perMinute calls per account and
+// authFailures failed logins per client address per minute; 0 turns either off.
+func New(db *sqlx.DB, repo Repo, perMinute, authFailures int) *Limiter {
+	return &Limiter{db: db, repo: repo, perMinute: perMinute, authFailures: authFailures}
+}
+
+// Account counts one call of accountID and says whether it is within the limit.
+func (l *Limiter) Account(ctx context.Context, accountID int64) (Decision, error) {
+	if l.perMinute <= 0 {
+		return Decision{Allowed: true}, nil
+	}
+	hits, left, err := l.repo.Hit(ctx, l.db, "account:"+strconv.FormatInt(accountID, 10))
+	if err != nil {
+		return Decision{}, fmt.Errorf("rate limit: %w", err)
+	}
+	return decide(l.perMinute, hits, hits <= l.perMinute, left), nil
+}
+
+// AuthBlocked says whether addr has used up its failed logins this minute. It
+// is asked before a token is checked, and changes nothing.
+func (l *Limiter) AuthBlocked(ctx context.Context, addr string) (Decision, error) {
+	if l.authFailures <= 0 {
+		return Decision{Allowed: true}, nil
+	}
+	hits, left, err := l.repo.Count(ctx, l.db, "authfail:"+addr)
+	if err != nil {
+		return Decision{}, fmt.Errorf("auth rate limit: %w", err)
+	}
+	return decide(l.authFailures, hits, hits < l.authFailures, left), nil
+}
+
+// AuthFailed counts a failed login from addr.
+func (l *Limiter) AuthFailed(ctx context.Context, addr string) error {
+	if l.authFailures <= 0 {
+		return nil
+	}
+	if _, _, err := l.repo.Hit(ctx, l.db, "authfail:"+addr); err != nil {
+		return fmt.Errorf("auth rate limit: %w", err)
+	}
+	return nil
+}
+
+// Prune drops the counters of ended windows; call it about once a minute.
+func (l *Limiter) Prune(ctx context.Context) error {
+	_, err := l.repo.Prune(ctx, l.db)
+	return err
+}
+
+func decide(limit, hits int, allowed bool, secondsLeft float64) Decision {
+	retry := int(math.Ceil(secondsLeft))
+	if retry < 1 {
+		retry = 1
+	}
+	return Decision{Allowed: allowed, Limit: limit, Remaining: max(limit-hits, 0), RetryAfter: retry}
+}
