@@ -40,7 +40,12 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return usagef("dev takes no arguments")
 	}
 	log := newLogger(c, stderr)
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+	// 0711: the postgres user (when running as root) must traverse it to
+	// reach pg/, but cannot list it; token.key itself is 0600.
+	if err := os.MkdirAll(c.DataDir, 0o711); err != nil {
+		return err
+	}
+	if err := os.Chmod(c.DataDir, 0o711); err != nil {
 		return err
 	}
 	if c.DatabaseURL == "" {

@@ -30,7 +30,7 @@ var profile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(f
 // 1-63 letters, digits and inner hyphens, at least two labels, not all-numeric
 // at the top.
 func Normalize(name string) (string, error) {
-	name = strings.TrimSuffix(strings.TrimSpace(name), ".")
+	name = strings.TrimSuffix(name, ".")
 	ascii, err := profile.ToASCII(name)
 	if err != nil || !validHostname(ascii) {
 		return "", validation.New("domain", nameRule)
