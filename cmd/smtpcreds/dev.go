@@ -99,11 +99,8 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	db.Close()
 
-	host := c.Addr
-	if strings.HasPrefix(host, ":") {
-		host = "127.0.0.1" + host
-	}
-	fmt.Fprintf(stdout, `
+	return serve(ctx, c, log, func(addr string) {
+		fmt.Fprintf(stdout, `
 smtpcreds is running on http://%[1]s with a local demo.
   account: %[2]s
   token:   %[3]s
@@ -112,8 +109,8 @@ smtpcreds is running on http://%[1]s with a local demo.
 Create a credential:
   curl -s -u '%[2]s:%[3]s' -H 'Content-Type: application/json' -d '{"username":"hello"}' http://%[1]s/api/domains/%[4]s/credentials
 
-`, host, demoAccount, token, demoDomain)
-	return serve(ctx, c, log, nil)
+`, addr, demoAccount, token, demoDomain)
+	})
 }
 
 // ensureDatabase creates database name on the server at adminURL if missing.
