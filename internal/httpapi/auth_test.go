@@ -163,3 +163,12 @@ func TestEveryRoute401And429(t *testing.T) {
 		wantError(t, w.do(r), http.StatusTooManyRequests, "Too many attempts. Please try again later.")
 	}
 }
+
+func TestOptionsAnswersWithJSON(t *testing.T) {
+	w := newWorld(t, opts{})
+	r := w.do(req{method: "OPTIONS", path: credsPath})
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(r.header.Get("Allow"), "POST") || r.body["success"] != true {
+		t.Errorf("OPTIONS: %v %s", r.header, r.raw)
+	}
+}

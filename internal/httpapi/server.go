@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -68,6 +69,7 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	e.Use(requestLog(d.Logger))
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
 	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", MaxBodyBytes)))
+	e.Use(answerOptions)
 	routes := map[string]bool{}
 	isAPIRoute := func(c echo.Context) bool {
 		return routes[c.Path()] && c.Get(echo.ContextKeyHeaderAllow) == nil
@@ -93,6 +95,19 @@ func NewServer(d Deps) (*echo.Echo, error) {
 		routes[r.Path] = true
 	}
 	return e, nil
+}
+
+// answerOptions answers OPTIONS on a known path with the allowed methods in
+// a JSON body, where Echo would send an empty 204: every response is JSON.
+func answerOptions(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string)
+		if c.Request().Method != http.MethodOptions || !ok {
+			return next(c)
+		}
+		c.Response().Header().Set(echo.HeaderAllow, allow)
+		return c.JSON(http.StatusOK, map[string]any{"success": true, "message": "Allowed methods: " + allow})
+	}
 }
 
 func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
