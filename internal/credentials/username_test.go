@@ -58,7 +58,9 @@ func rulesHold(s string) bool {
 	if len(s) < 1 || len(s) > 64 || strings.Contains(s, "..") {
 		return false
 	}
-	alnum := func(r byte) bool { return strings.IndexByte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", r) >= 0 }
+	alnum := func(r byte) bool {
+		return strings.IndexByte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", r) >= 0
+	}
 	for i := 0; i < len(s); i++ {
 		if !alnum(s[i]) && strings.IndexByte("._+-", s[i]) < 0 {
 			return false
