@@ -24,6 +24,36 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AuthDomainSetupSuccess.
+const (
+	AuthDomainSetupSuccessTrue AuthDomainSetupSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the AuthDomainSetupSuccess enum.
+func (e AuthDomainSetupSuccess) Valid() bool {
+	switch e {
+	case AuthDomainSetupSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AuthDomainVerificationSuccess.
+const (
+	AuthDomainVerificationSuccessTrue AuthDomainVerificationSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the AuthDomainVerificationSuccess enum.
+func (e AuthDomainVerificationSuccess) Valid() bool {
+	switch e {
+	case AuthDomainVerificationSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CredentialCreatedSuccess.
 const (
 	CredentialCreatedSuccessTrue CredentialCreatedSuccess = true
@@ -63,6 +93,138 @@ const (
 func (e CredentialPageSuccess) Valid() bool {
 	switch e {
 	case CredentialPageSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DNSRecordPurpose.
+const (
+	DNSRecordPurposeAuthDkim DNSRecordPurpose = "auth_dkim"
+	DNSRecordPurposeAuthMx   DNSRecordPurpose = "auth_mx"
+	DNSRecordPurposeAuthSpf  DNSRecordPurpose = "auth_spf"
+	DNSRecordPurposeDkim     DNSRecordPurpose = "dkim"
+	DNSRecordPurposeMx       DNSRecordPurpose = "mx"
+	DNSRecordPurposeSpf      DNSRecordPurpose = "spf"
+	DNSRecordPurposeTracking DNSRecordPurpose = "tracking"
+)
+
+// Valid indicates whether the value is a known member of the DNSRecordPurpose enum.
+func (e DNSRecordPurpose) Valid() bool {
+	switch e {
+	case DNSRecordPurposeAuthDkim:
+		return true
+	case DNSRecordPurposeAuthMx:
+		return true
+	case DNSRecordPurposeAuthSpf:
+		return true
+	case DNSRecordPurposeDkim:
+		return true
+	case DNSRecordPurposeMx:
+		return true
+	case DNSRecordPurposeSpf:
+		return true
+	case DNSRecordPurposeTracking:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DNSRecordType.
+const (
+	CNAME DNSRecordType = "CNAME"
+	MX    DNSRecordType = "MX"
+	TXT   DNSRecordType = "TXT"
+)
+
+// Valid indicates whether the value is a known member of the DNSRecordType enum.
+func (e DNSRecordType) Valid() bool {
+	switch e {
+	case CNAME:
+		return true
+	case MX:
+		return true
+	case TXT:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DomainDkimKeyLength.
+const (
+	N1024 DomainDkimKeyLength = 1024
+	N2048 DomainDkimKeyLength = 2048
+)
+
+// Valid indicates whether the value is a known member of the DomainDkimKeyLength enum.
+func (e DomainDkimKeyLength) Valid() bool {
+	switch e {
+	case N1024:
+		return true
+	case N2048:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DomainCreatedSuccess.
+const (
+	DomainCreatedSuccessTrue DomainCreatedSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the DomainCreatedSuccess enum.
+func (e DomainCreatedSuccess) Valid() bool {
+	switch e {
+	case DomainCreatedSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DomainEnvelopeSuccess.
+const (
+	DomainEnvelopeSuccessTrue DomainEnvelopeSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the DomainEnvelopeSuccess enum.
+func (e DomainEnvelopeSuccess) Valid() bool {
+	switch e {
+	case DomainEnvelopeSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DomainPageSuccess.
+const (
+	DomainPageSuccessTrue DomainPageSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the DomainPageSuccess enum.
+func (e DomainPageSuccess) Valid() bool {
+	switch e {
+	case DomainPageSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DomainVerificationSuccess.
+const (
+	DomainVerificationSuccessTrue DomainVerificationSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the DomainVerificationSuccess enum.
+func (e DomainVerificationSuccess) Valid() bool {
+	switch e {
+	case DomainVerificationSuccessTrue:
 		return true
 	default:
 		return false
@@ -114,6 +276,51 @@ func (e PasswordResetSuccess) Valid() bool {
 	}
 }
 
+// Defines values for TrackingUpdatedSuccess.
+const (
+	TrackingUpdatedSuccessTrue TrackingUpdatedSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the TrackingUpdatedSuccess enum.
+func (e TrackingUpdatedSuccess) Valid() bool {
+	switch e {
+	case TrackingUpdatedSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TracklinkSetupSuccess.
+const (
+	TracklinkSetupSuccessTrue TracklinkSetupSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the TracklinkSetupSuccess enum.
+func (e TracklinkSetupSuccess) Valid() bool {
+	switch e {
+	case TracklinkSetupSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TracklinkVerificationSuccess.
+const (
+	TracklinkVerificationSuccessTrue TracklinkVerificationSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the TracklinkVerificationSuccess enum.
+func (e TracklinkVerificationSuccess) Valid() bool {
+	switch e {
+	case TracklinkVerificationSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ValidationErrorResponseMessage.
 const (
 	ValidationErrorResponseMessageValidationFailed ValidationErrorResponseMessage = "Validation failed."
@@ -142,6 +349,115 @@ func (e ValidationErrorResponseSuccess) Valid() bool {
 	default:
 		return false
 	}
+}
+
+// AuthChecks defines model for AuthChecks.
+type AuthChecks struct {
+	// AuthDkim One record's DNS check, so users can debug their DNS.
+	AuthDkim CheckResult `json:"auth_dkim"`
+
+	// AuthMx One record's DNS check, so users can debug their DNS.
+	AuthMx CheckResult `json:"auth_mx"`
+
+	// AuthSpf One record's DNS check, so users can debug their DNS.
+	AuthSpf CheckResult `json:"auth_spf"`
+}
+
+// AuthDomainInput defines model for AuthDomainInput.
+type AuthDomainInput struct {
+	// AuthDomain The domain itself or a subdomain of it; default `bounce.<domain>`.
+	//
+	// Example: bounce.example.com
+	AuthDomain *string `json:"auth_domain,omitempty"`
+
+	// DkimKeyLength RSA key size of the auth domain's DKIM key; 0 or missing means 2048.
+	//
+	// Example: 2048
+	DkimKeyLength *int `json:"dkim_key_length,omitempty"`
+}
+
+// AuthDomainSetup defines model for AuthDomainSetup.
+type AuthDomainSetup struct {
+	Data AuthDomainSetupData `json:"data"`
+
+	// Message Example: Auth domain set up successfully.
+	Message string                 `json:"message"`
+	Success AuthDomainSetupSuccess `json:"success"`
+}
+
+// AuthDomainSetupSuccess defines model for AuthDomainSetup.Success.
+type AuthDomainSetupSuccess bool
+
+// AuthDomainSetupData defines model for AuthDomainSetupData.
+type AuthDomainSetupData struct {
+	// AuthDomain Example: bounce.example.com
+	AuthDomain string `json:"auth_domain"`
+
+	// AuthDomainDkimRecord Example: v=DKIM1; k=rsa; p=MIIBIjANBgkq...
+	AuthDomainDkimRecord string `json:"auth_domain_dkim_record"`
+
+	// AuthDomainDkimSelector Example: smtpcreds
+	AuthDomainDkimSelector string `json:"auth_domain_dkim_selector"`
+
+	// AuthDomainIsVerified Example: false
+	AuthDomainIsVerified bool        `json:"auth_domain_is_verified"`
+	DnsRecords           []DNSRecord `json:"dns_records"`
+}
+
+// AuthDomainVerification defines model for AuthDomainVerification.
+type AuthDomainVerification struct {
+	Data AuthDomainVerificationData `json:"data"`
+
+	// Message Example: Auth domain verification completed.
+	Message string                        `json:"message"`
+	Records AuthRecords                   `json:"records"`
+	Success AuthDomainVerificationSuccess `json:"success"`
+}
+
+// AuthDomainVerificationSuccess defines model for AuthDomainVerification.Success.
+type AuthDomainVerificationSuccess bool
+
+// AuthDomainVerificationData defines model for AuthDomainVerificationData.
+type AuthDomainVerificationData struct {
+	AuthDomain           string      `json:"auth_domain"`
+	AuthDomainIsVerified bool        `json:"auth_domain_is_verified"`
+	CheckedAt            int64       `json:"checked_at"`
+	Checks               AuthChecks  `json:"checks"`
+	Records              AuthRecords `json:"records"`
+}
+
+// AuthRecords defines model for AuthRecords.
+type AuthRecords struct {
+	AuthDkim bool `json:"auth_dkim"`
+	AuthMx   bool `json:"auth_mx"`
+	AuthSpf  bool `json:"auth_spf"`
+}
+
+// CheckResult One record's DNS check, so users can debug their DNS.
+type CheckResult struct {
+	// Expected Example: an SPF record (v=spf1) with include:_spf.smtpcreds.example
+	Expected string `json:"expected"`
+
+	// Found What DNS returned (at most 10 entries, each at most 512 bytes, escaped).
+	//
+	// Example: ["v=spf1 -all"]
+	Found []string `json:"found"`
+
+	// Name The DNS name looked up.
+	//
+	// Example: example.com
+	Name string `json:"name"`
+
+	// Ok Example: false
+	Ok bool `json:"ok"`
+
+	// Problem Why the check failed.
+	//
+	// Example: the SPF record does not authorise include:_spf.smtpcreds.example
+	Problem *string `json:"problem,omitempty"`
+
+	// Type Example: TXT
+	Type string `json:"type"`
 }
 
 // Credential defines model for Credential.
@@ -244,6 +560,192 @@ type CredentialPage struct {
 // CredentialPageSuccess defines model for CredentialPage.Success.
 type CredentialPageSuccess bool
 
+// DNSRecord A DNS record the domain owner publishes.
+type DNSRecord struct {
+	// Name Example: smtpcreds._domainkey.example.com
+	Name string `json:"name"`
+
+	// Priority MX preference (MX records only).
+	//
+	// Example: 10
+	Priority *int `json:"priority,omitempty"`
+
+	// Purpose Example: dkim
+	Purpose DNSRecordPurpose `json:"purpose"`
+
+	// Type Example: TXT
+	Type DNSRecordType `json:"type"`
+
+	// Value Example: v=DKIM1; k=rsa; p=MIIBIjANBgkq...
+	Value string `json:"value"`
+}
+
+// DNSRecordPurpose Example: dkim
+type DNSRecordPurpose string
+
+// DNSRecordType Example: TXT
+type DNSRecordType string
+
+// Domain defines model for Domain.
+type Domain struct {
+	// AuthDomain The auth (return-path) domain, `""` when none is set up.
+	//
+	// Example:
+	AuthDomain string `json:"auth_domain"`
+
+	// AuthDomainDkimRecord Example:
+	AuthDomainDkimRecord string `json:"auth_domain_dkim_record"`
+
+	// AuthDomainDkimSelector Example:
+	AuthDomainDkimSelector string `json:"auth_domain_dkim_selector"`
+
+	// AuthDomainIsVerified Example: false
+	AuthDomainIsVerified bool `json:"auth_domain_is_verified"`
+
+	// ClickTrack Example: false
+	ClickTrack bool `json:"click_track"`
+
+	// CreatedAt Example: 1764288000
+	CreatedAt int64 `json:"created_at"`
+
+	// DkimKeyLength Example: 2048
+	DkimKeyLength DomainDkimKeyLength `json:"dkim_key_length"`
+
+	// DkimVerified Example: false
+	DkimVerified bool `json:"dkim_verified"`
+
+	// DnsRecord The DKIM TXT value to publish.
+	//
+	// Example: v=DKIM1; k=rsa; p=MIIBIjANBgkq...
+	DnsRecord string `json:"dns_record"`
+
+	// DnsRecords Every record to publish for this domain (and its auth and tracking domains).
+	DnsRecords []DNSRecord `json:"dns_records"`
+
+	// DnsSelector The DKIM selector; the key is published at `<dns_selector>._domainkey.<domain>`.
+	//
+	// Example: smtpcreds
+	DnsSelector string `json:"dns_selector"`
+
+	// Domain The name, lowercase, internationalised names in punycode.
+	//
+	// Example: example.com
+	Domain string `json:"domain"`
+
+	// Id Example: 7
+	Id int64 `json:"id"`
+
+	// IsVerified True while the last DNS check found DKIM and SPF (or an operator marked it verified).
+	//
+	// Example: false
+	IsVerified bool `json:"is_verified"`
+
+	// LastCheckedAt Unix seconds of the last DNS check; null before the first.
+	LastCheckedAt *int64 `json:"last_checked_at"`
+
+	// ModifiedAt Example: 1764288000
+	ModifiedAt int64 `json:"modified_at"`
+
+	// MxVerified Example: false
+	MxVerified bool `json:"mx_verified"`
+
+	// OpenTrack Example: false
+	OpenTrack bool `json:"open_track"`
+
+	// SpfRecord The SPF TXT value to publish at the domain.
+	//
+	// Example: v=spf1 include:_spf.smtpcreds.example ~all
+	SpfRecord string `json:"spf_record"`
+
+	// SpfVerified Example: false
+	SpfVerified bool `json:"spf_verified"`
+
+	// Status Whether the domain is active.
+	//
+	// Example: true
+	Status bool `json:"status"`
+
+	// TracklinkDomain The link-tracking domain, `""` when none is set up.
+	//
+	// Example:
+	TracklinkDomain string `json:"tracklink_domain"`
+
+	// TracklinkDomainIsVerified Example: false
+	TracklinkDomainIsVerified bool `json:"tracklink_domain_is_verified"`
+
+	// UnsubTrack Example: false
+	UnsubTrack bool `json:"unsub_track"`
+}
+
+// DomainDkimKeyLength Example: 2048
+type DomainDkimKeyLength int
+
+// DomainCreated defines model for DomainCreated.
+type DomainCreated struct {
+	Data Domain `json:"data"`
+
+	// Message Example: Domain added successfully.
+	Message string               `json:"message"`
+	Success DomainCreatedSuccess `json:"success"`
+}
+
+// DomainCreatedSuccess defines model for DomainCreated.Success.
+type DomainCreatedSuccess bool
+
+// DomainEnvelope defines model for DomainEnvelope.
+type DomainEnvelope struct {
+	Data    Domain                `json:"data"`
+	Success DomainEnvelopeSuccess `json:"success"`
+}
+
+// DomainEnvelopeSuccess defines model for DomainEnvelope.Success.
+type DomainEnvelopeSuccess bool
+
+// DomainInput defines model for DomainInput.
+type DomainInput struct {
+	// DkimKeyLength RSA key size of the DKIM key; 0 or missing means 2048.
+	//
+	// Example: 2048
+	DkimKeyLength *int `json:"dkim_key_length,omitempty"`
+
+	// Domain A fully qualified domain name; normalised to lowercase punycode.
+	//
+	// Example: example.com
+	Domain *string `json:"domain,omitempty"`
+}
+
+// DomainPage defines model for DomainPage.
+type DomainPage struct {
+	Data       []Domain          `json:"data"`
+	Pagination Pagination        `json:"pagination"`
+	Success    DomainPageSuccess `json:"success"`
+}
+
+// DomainPageSuccess defines model for DomainPage.Success.
+type DomainPageSuccess bool
+
+// DomainVerification defines model for DomainVerification.
+type DomainVerification struct {
+	Data DomainVerificationData `json:"data"`
+
+	// Message Example: Domain verification completed.
+	Message string                    `json:"message"`
+	Records MandatoryRecords          `json:"records"`
+	Success DomainVerificationSuccess `json:"success"`
+}
+
+// DomainVerificationSuccess defines model for DomainVerification.Success.
+type DomainVerificationSuccess bool
+
+// DomainVerificationData defines model for DomainVerificationData.
+type DomainVerificationData struct {
+	CheckedAt  int64            `json:"checked_at"`
+	Checks     MandatoryChecks  `json:"checks"`
+	Domain     string           `json:"domain"`
+	IsVerified bool             `json:"is_verified"`
+	Records    MandatoryRecords `json:"records"`
+}
+
 // ErrorResponse defines model for ErrorResponse.
 type ErrorResponse struct {
 	// Error Present on 401 (`Unauthorized`).
@@ -271,6 +773,25 @@ type IssuedCredential struct {
 
 	// StrengthInfo What the generated password is made of.
 	StrengthInfo StrengthInfo `json:"strength_info"`
+}
+
+// MandatoryChecks defines model for MandatoryChecks.
+type MandatoryChecks struct {
+	// Dkim One record's DNS check, so users can debug their DNS.
+	Dkim CheckResult `json:"dkim"`
+
+	// Mx One record's DNS check, so users can debug their DNS.
+	Mx CheckResult `json:"mx"`
+
+	// Spf One record's DNS check, so users can debug their DNS.
+	Spf CheckResult `json:"spf"`
+}
+
+// MandatoryRecords defines model for MandatoryRecords.
+type MandatoryRecords struct {
+	Dkim bool `json:"dkim"`
+	Mx   bool `json:"mx"`
+	Spf  bool `json:"spf"`
 }
 
 // MessageResponse defines model for MessageResponse.
@@ -352,6 +873,104 @@ type StrengthInfo struct {
 	Strength string `json:"strength"`
 }
 
+// Tracking defines model for Tracking.
+type Tracking struct {
+	ClickTrack bool `json:"click_track"`
+	OpenTrack  bool `json:"open_track"`
+	UnsubTrack bool `json:"unsub_track"`
+}
+
+// TrackingInput defines model for TrackingInput.
+type TrackingInput struct {
+	// ClickTrack Example: true
+	ClickTrack *bool `json:"click_track,omitempty"`
+
+	// OpenTrack Example: true
+	OpenTrack *bool `json:"open_track,omitempty"`
+
+	// UnsubTrack Example: false
+	UnsubTrack *bool `json:"unsub_track,omitempty"`
+}
+
+// TrackingUpdated defines model for TrackingUpdated.
+type TrackingUpdated struct {
+	Data Tracking `json:"data"`
+
+	// Message Example: Domain updated successfully.
+	Message string                 `json:"message"`
+	Success TrackingUpdatedSuccess `json:"success"`
+}
+
+// TrackingUpdatedSuccess defines model for TrackingUpdated.Success.
+type TrackingUpdatedSuccess bool
+
+// TracklinkChecks defines model for TracklinkChecks.
+type TracklinkChecks struct {
+	// Cname One record's DNS check, so users can debug their DNS.
+	Cname CheckResult `json:"cname"`
+}
+
+// TracklinkInput defines model for TracklinkInput.
+type TracklinkInput struct {
+	// TrackingDomain The domain itself or a subdomain of it.
+	//
+	// Example: track.example.com
+	TrackingDomain *string `json:"tracking_domain,omitempty"`
+}
+
+// TracklinkRecords defines model for TracklinkRecords.
+type TracklinkRecords struct {
+	Cname          bool   `json:"cname"`
+	TrackingDomain string `json:"tracking_domain"`
+}
+
+// TracklinkSetup defines model for TracklinkSetup.
+type TracklinkSetup struct {
+	Data TracklinkSetupData `json:"data"`
+
+	// Message Example: Tracking domain set up successfully.
+	Message string                `json:"message"`
+	Success TracklinkSetupSuccess `json:"success"`
+}
+
+// TracklinkSetupSuccess defines model for TracklinkSetup.Success.
+type TracklinkSetupSuccess bool
+
+// TracklinkSetupData defines model for TracklinkSetupData.
+type TracklinkSetupData struct {
+	// CnameTarget Example: track.smtpcreds.example
+	CnameTarget string      `json:"cname_target"`
+	DnsRecords  []DNSRecord `json:"dns_records"`
+
+	// TrackingDomain Example: track.example.com
+	TrackingDomain string `json:"tracking_domain"`
+
+	// TracklinkDomainIsVerified Example: false
+	TracklinkDomainIsVerified bool `json:"tracklink_domain_is_verified"`
+}
+
+// TracklinkVerification defines model for TracklinkVerification.
+type TracklinkVerification struct {
+	Data TracklinkVerificationData `json:"data"`
+
+	// Message Example: Tracking domain verification completed.
+	Message string                       `json:"message"`
+	Records TracklinkRecords             `json:"records"`
+	Success TracklinkVerificationSuccess `json:"success"`
+}
+
+// TracklinkVerificationSuccess defines model for TracklinkVerification.Success.
+type TracklinkVerificationSuccess bool
+
+// TracklinkVerificationData defines model for TracklinkVerificationData.
+type TracklinkVerificationData struct {
+	CheckedAt                 int64            `json:"checked_at"`
+	Checks                    TracklinkChecks  `json:"checks"`
+	Records                   TracklinkRecords `json:"records"`
+	TrackingDomain            string           `json:"tracking_domain"`
+	TracklinkDomainIsVerified bool             `json:"tracklink_domain_is_verified"`
+}
+
 // ValidationErrorResponse Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
 type ValidationErrorResponse struct {
 	// Errors Messages per field. Messages never echo the submitted value.
@@ -399,6 +1018,18 @@ type Unauthorized = ErrorResponse
 // ValidationFailed Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
 type ValidationFailed = ValidationErrorResponse
 
+// ListDomainsParams defines parameters for ListDomains.
+type ListDomainsParams struct {
+	// Page 1-based page number.
+	Page *Page `form:"page,omitempty" json:"page,omitempty"`
+
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Search Only domains whose name contains this text (case-insensitive).
+	Search *string `form:"search,omitempty" json:"search,omitempty"`
+}
+
 // ListCredentialsParams defines parameters for ListCredentials.
 type ListCredentialsParams struct {
 	// Page 1-based page number.
@@ -408,6 +1039,12 @@ type ListCredentialsParams struct {
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
+// CreateDomainJSONRequestBody defines body for CreateDomain for application/json ContentType.
+type CreateDomainJSONRequestBody = DomainInput
+
+// UpdateDomainJSONRequestBody defines body for UpdateDomain for application/json ContentType.
+type UpdateDomainJSONRequestBody = TrackingInput
+
 // CreateCredentialJSONRequestBody defines body for CreateCredential for application/json ContentType.
 type CreateCredentialJSONRequestBody = CredentialInput
 
@@ -416,6 +1053,12 @@ type CreateCredentialFormdataRequestBody = CredentialInput
 
 // CreateCredentialMultipartRequestBody defines body for CreateCredential for multipart/form-data ContentType.
 type CreateCredentialMultipartRequestBody = CredentialInput
+
+// SetupAuthDomainJSONRequestBody defines body for SetupAuthDomain for application/json ContentType.
+type SetupAuthDomainJSONRequestBody = AuthDomainInput
+
+// SetupTracklinkJSONRequestBody defines body for SetupTracklink for application/json ContentType.
+type SetupTracklinkJSONRequestBody = TracklinkInput
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -491,6 +1134,68 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
+	// ListDomains List the caller's sending domains
+	//
+	// One page of the caller's domains, oldest first; `search` filters by a part of the name.
+	//
+	// Corresponds with GET /api/domains (the `ListDomains` operationId).
+	ListDomains(ctx context.Context, params *ListDomainsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateDomainWithBody Add a sending domain
+	//
+	// Adds a domain to the caller's account and generates its DKIM key pair (the private
+	// half never leaves the server). Publish the returned `dns_records`, then call
+	// `verify-mandatory`. A domain belongs to at most one account.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+	CreateDomainWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateDomain Add a sending domain
+	//
+	// Adds a domain to the caller's account and generates its DKIM key pair (the private
+	// half never leaves the server). Publish the returned `dns_records`, then call
+	// `verify-mandatory`. A domain belongs to at most one account.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+	CreateDomain(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteDomain Delete a sending domain and all its credentials
+	//
+	// Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
+	DeleteDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetDomain Get one sending domain
+	//
+	// Corresponds with GET /api/domains/{domain} (the `GetDomain` operationId).
+	GetDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateDomainWithBody Update tracking settings
+	//
+	// Changes only the flags present in the body.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+	UpdateDomainWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateDomain Update tracking settings
+	//
+	// Changes only the flags present in the body.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+	UpdateDomain(ctx context.Context, domain DomainName, body UpdateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteAuthDomain Remove the auth domain and its DKIM key
+	//
+	// Corresponds with DELETE /api/domains/{domain}/auth-domain (the `DeleteAuthDomain` operationId).
+	DeleteAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListCredentials List the SMTP credentials of a domain
 	//
 	// Returns one page of the domain's credentials, oldest first. `data` is a flat array;
@@ -551,6 +1256,215 @@ type ClientInterface interface {
 	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
 	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetupAuthDomainWithBody Set up the authentication (return-path) domain
+	//
+	// Stores the auth domain (the domain itself or a subdomain of it; default
+	// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+	SetupAuthDomainWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetupAuthDomain Set up the authentication (return-path) domain
+	//
+	// Stores the auth domain (the domain itself or a subdomain of it; default
+	// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+	SetupAuthDomain(ctx context.Context, domain DomainName, body SetupAuthDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetupTracklinkWithBody Set up the link-tracking domain
+	//
+	// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+	SetupTracklinkWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetupTracklink Set up the link-tracking domain
+	//
+	// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+	SetupTracklink(ctx context.Context, domain DomainName, body SetupTracklinkJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteTracklink Remove the tracking domain
+	//
+	// Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
+	DeleteTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// VerifyAuthDomain Check the auth domain's DKIM, SPF and MX records in DNS
+	//
+	// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+	//
+	// Corresponds with POST /api/domains/{domain}/verify-auth-domain (the `VerifyAuthDomain` operationId).
+	VerifyAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// VerifyDomain Check the domain's DKIM, SPF and MX records in DNS
+	//
+	// Looks the records up in DNS now, stores the outcome, and reports it. The domain is
+	// verified while DKIM and SPF pass (MX is reported but not required); a domain whose
+	// records later fail stops being verified. A failed check is still a 200 with false
+	// flags; `data.checks` says, per record, what was expected and what was found.
+	//
+	// Corresponds with POST /api/domains/{domain}/verify-mandatory (the `VerifyDomain` operationId).
+	VerifyDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// VerifyTracklink Check the tracking domain's CNAME in DNS
+	//
+	// 422 when no tracking domain is set up.
+	//
+	// Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
+	VerifyTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// ListDomains List the caller's sending domains
+//
+// One page of the caller's domains, oldest first; `search` filters by a part of the name.
+//
+// Corresponds with GET /api/domains (the `ListDomains` operationId).
+func (c *Client) ListDomains(ctx context.Context, params *ListDomainsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListDomainsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateDomainWithBody Add a sending domain
+//
+// Adds a domain to the caller's account and generates its DKIM key pair (the private
+// half never leaves the server). Publish the returned `dns_records`, then call
+// `verify-mandatory`. A domain belongs to at most one account.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+func (c *Client) CreateDomainWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDomainRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateDomain Add a sending domain
+//
+// Adds a domain to the caller's account and generates its DKIM key pair (the private
+// half never leaves the server). Publish the returned `dns_records`, then call
+// `verify-mandatory`. A domain belongs to at most one account.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+func (c *Client) CreateDomain(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDomainRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteDomain Delete a sending domain and all its credentials
+//
+// Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
+func (c *Client) DeleteDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteDomainRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetDomain Get one sending domain
+//
+// Corresponds with GET /api/domains/{domain} (the `GetDomain` operationId).
+func (c *Client) GetDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDomainRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateDomainWithBody Update tracking settings
+//
+// Changes only the flags present in the body.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+func (c *Client) UpdateDomainWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateDomainRequestWithBody(c.Server, domain, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateDomain Update tracking settings
+//
+// Changes only the flags present in the body.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+func (c *Client) UpdateDomain(ctx context.Context, domain DomainName, body UpdateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateDomainRequest(c.Server, domain, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteAuthDomain Remove the auth domain and its DKIM key
+//
+// Corresponds with DELETE /api/domains/{domain}/auth-domain (the `DeleteAuthDomain` operationId).
+func (c *Client) DeleteAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteAuthDomainRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // ListCredentials List the SMTP credentials of a domain
@@ -682,6 +1596,420 @@ func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName,
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// SetupAuthDomainWithBody Set up the authentication (return-path) domain
+//
+// Stores the auth domain (the domain itself or a subdomain of it; default
+// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+func (c *Client) SetupAuthDomainWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetupAuthDomainRequestWithBody(c.Server, domain, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetupAuthDomain Set up the authentication (return-path) domain
+//
+// Stores the auth domain (the domain itself or a subdomain of it; default
+// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+func (c *Client) SetupAuthDomain(ctx context.Context, domain DomainName, body SetupAuthDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetupAuthDomainRequest(c.Server, domain, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetupTracklinkWithBody Set up the link-tracking domain
+//
+// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+func (c *Client) SetupTracklinkWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetupTracklinkRequestWithBody(c.Server, domain, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetupTracklink Set up the link-tracking domain
+//
+// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+func (c *Client) SetupTracklink(ctx context.Context, domain DomainName, body SetupTracklinkJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetupTracklinkRequest(c.Server, domain, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteTracklink Remove the tracking domain
+//
+// Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
+func (c *Client) DeleteTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteTracklinkRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// VerifyAuthDomain Check the auth domain's DKIM, SPF and MX records in DNS
+//
+// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+//
+// Corresponds with POST /api/domains/{domain}/verify-auth-domain (the `VerifyAuthDomain` operationId).
+func (c *Client) VerifyAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewVerifyAuthDomainRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// VerifyDomain Check the domain's DKIM, SPF and MX records in DNS
+//
+// Looks the records up in DNS now, stores the outcome, and reports it. The domain is
+// verified while DKIM and SPF pass (MX is reported but not required); a domain whose
+// records later fail stops being verified. A failed check is still a 200 with false
+// flags; `data.checks` says, per record, what was expected and what was found.
+//
+// Corresponds with POST /api/domains/{domain}/verify-mandatory (the `VerifyDomain` operationId).
+func (c *Client) VerifyDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewVerifyDomainRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// VerifyTracklink Check the tracking domain's CNAME in DNS
+//
+// 422 when no tracking domain is set up.
+//
+// Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
+func (c *Client) VerifyTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewVerifyTracklinkRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// NewListDomainsRequest constructs an http.Request for the ListDomains method
+func NewListDomainsRequest(server string, params *ListDomainsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Page != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "page", *params.Page, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Search != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "search", *params.Search, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateDomainRequest calls the generic CreateDomain builder with application/json body
+func NewCreateDomainRequest(server string, body CreateDomainJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateDomainRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCreateDomainRequestWithBody constructs an http.Request for the CreateDomain method, with any body, and a specified content type
+func NewCreateDomainRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeleteDomainRequest constructs an http.Request for the DeleteDomain method
+func NewDeleteDomainRequest(server string, domain DomainName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetDomainRequest constructs an http.Request for the GetDomain method
+func NewGetDomainRequest(server string, domain DomainName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateDomainRequest calls the generic UpdateDomain builder with application/json body
+func NewUpdateDomainRequest(server string, domain DomainName, body UpdateDomainJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateDomainRequestWithBody(server, domain, "application/json", bodyReader)
+}
+
+// NewUpdateDomainRequestWithBody constructs an http.Request for the UpdateDomain method, with any body, and a specified content type
+func NewUpdateDomainRequestWithBody(server string, domain DomainName, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeleteAuthDomainRequest constructs an http.Request for the DeleteAuthDomain method
+func NewDeleteAuthDomainRequest(server string, domain DomainName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/auth-domain", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
 }
 
 // NewListCredentialsRequest constructs an http.Request for the ListCredentials method
@@ -938,6 +2266,236 @@ func NewResetCredentialPasswordRequest(server string, domain DomainName, credent
 	return req, nil
 }
 
+// NewSetupAuthDomainRequest calls the generic SetupAuthDomain builder with application/json body
+func NewSetupAuthDomainRequest(server string, domain DomainName, body SetupAuthDomainJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetupAuthDomainRequestWithBody(server, domain, "application/json", bodyReader)
+}
+
+// NewSetupAuthDomainRequestWithBody constructs an http.Request for the SetupAuthDomain method, with any body, and a specified content type
+func NewSetupAuthDomainRequestWithBody(server string, domain DomainName, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/setup-auth-domain", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewSetupTracklinkRequest calls the generic SetupTracklink builder with application/json body
+func NewSetupTracklinkRequest(server string, domain DomainName, body SetupTracklinkJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetupTracklinkRequestWithBody(server, domain, "application/json", bodyReader)
+}
+
+// NewSetupTracklinkRequestWithBody constructs an http.Request for the SetupTracklink method, with any body, and a specified content type
+func NewSetupTracklinkRequestWithBody(server string, domain DomainName, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/setup-tracklink", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeleteTracklinkRequest constructs an http.Request for the DeleteTracklink method
+func NewDeleteTracklinkRequest(server string, domain DomainName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/tracklink", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewVerifyAuthDomainRequest constructs an http.Request for the VerifyAuthDomain method
+func NewVerifyAuthDomainRequest(server string, domain DomainName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/verify-auth-domain", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewVerifyDomainRequest constructs an http.Request for the VerifyDomain method
+func NewVerifyDomainRequest(server string, domain DomainName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/verify-mandatory", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewVerifyTracklinkRequest constructs an http.Request for the VerifyTracklink method
+func NewVerifyTracklinkRequest(server string, domain DomainName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/verify-tracklink", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -981,6 +2539,76 @@ func WithBaseURL(baseURL string) ClientOption {
 
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
+
+	// ListDomainsWithResponse List the caller's sending domains
+	//
+	// One page of the caller's domains, oldest first; `search` filters by a part of the name.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/domains (the `ListDomains` operationId).
+	ListDomainsWithResponse(ctx context.Context, params *ListDomainsParams, reqEditors ...RequestEditorFn) (*ListDomainsResponse, error)
+
+	// CreateDomainWithBodyWithResponse Add a sending domain
+	//
+	// Adds a domain to the caller's account and generates its DKIM key pair (the private
+	// half never leaves the server). Publish the returned `dns_records`, then call
+	// `verify-mandatory`. A domain belongs to at most one account.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+	CreateDomainWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
+
+	// CreateDomainWithResponse Add a sending domain
+	//
+	// Adds a domain to the caller's account and generates its DKIM key pair (the private
+	// half never leaves the server). Publish the returned `dns_records`, then call
+	// `verify-mandatory`. A domain belongs to at most one account.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+	CreateDomainWithResponse(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
+
+	// DeleteDomainWithResponse Delete a sending domain and all its credentials
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
+	DeleteDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*DeleteDomainResponse, error)
+
+	// GetDomainWithResponse Get one sending domain
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/domains/{domain} (the `GetDomain` operationId).
+	GetDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*GetDomainResponse, error)
+
+	// UpdateDomainWithBodyWithResponse Update tracking settings
+	//
+	// Changes only the flags present in the body.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+	UpdateDomainWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateDomainResponse, error)
+
+	// UpdateDomainWithResponse Update tracking settings
+	//
+	// Changes only the flags present in the body.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+	UpdateDomainWithResponse(ctx context.Context, domain DomainName, body UpdateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateDomainResponse, error)
+
+	// DeleteAuthDomainWithResponse Remove the auth domain and its DKIM key
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /api/domains/{domain}/auth-domain (the `DeleteAuthDomain` operationId).
+	DeleteAuthDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*DeleteAuthDomainResponse, error)
 
 	// ListCredentialsWithResponse List the SMTP credentials of a domain
 	//
@@ -1050,6 +2678,745 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
 	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
+
+	// SetupAuthDomainWithBodyWithResponse Set up the authentication (return-path) domain
+	//
+	// Stores the auth domain (the domain itself or a subdomain of it; default
+	// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+	SetupAuthDomainWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetupAuthDomainResponse, error)
+
+	// SetupAuthDomainWithResponse Set up the authentication (return-path) domain
+	//
+	// Stores the auth domain (the domain itself or a subdomain of it; default
+	// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+	SetupAuthDomainWithResponse(ctx context.Context, domain DomainName, body SetupAuthDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*SetupAuthDomainResponse, error)
+
+	// SetupTracklinkWithBodyWithResponse Set up the link-tracking domain
+	//
+	// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+	SetupTracklinkWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetupTracklinkResponse, error)
+
+	// SetupTracklinkWithResponse Set up the link-tracking domain
+	//
+	// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+	SetupTracklinkWithResponse(ctx context.Context, domain DomainName, body SetupTracklinkJSONRequestBody, reqEditors ...RequestEditorFn) (*SetupTracklinkResponse, error)
+
+	// DeleteTracklinkWithResponse Remove the tracking domain
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
+	DeleteTracklinkWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*DeleteTracklinkResponse, error)
+
+	// VerifyAuthDomainWithResponse Check the auth domain's DKIM, SPF and MX records in DNS
+	//
+	// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains/{domain}/verify-auth-domain (the `VerifyAuthDomain` operationId).
+	VerifyAuthDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*VerifyAuthDomainResponse, error)
+
+	// VerifyDomainWithResponse Check the domain's DKIM, SPF and MX records in DNS
+	//
+	// Looks the records up in DNS now, stores the outcome, and reports it. The domain is
+	// verified while DKIM and SPF pass (MX is reported but not required); a domain whose
+	// records later fail stops being verified. A failed check is still a 200 with false
+	// flags; `data.checks` says, per record, what was expected and what was found.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains/{domain}/verify-mandatory (the `VerifyDomain` operationId).
+	VerifyDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*VerifyDomainResponse, error)
+
+	// VerifyTracklinkWithResponse Check the tracking domain's CNAME in DNS
+	//
+	// 422 when no tracking domain is set up.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
+	VerifyTracklinkWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*VerifyTracklinkResponse, error)
+}
+
+// ListDomainsResponse200Headers the declared response headers of an HTTP 200 response for ListDomains
+type ListDomainsResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// ListDomainsResponse401Headers the declared response headers of an HTTP 401 response for ListDomains
+type ListDomainsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListDomainsResponse422Headers the declared response headers of an HTTP 422 response for ListDomains
+type ListDomainsResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// ListDomainsResponse429Headers the declared response headers of an HTTP 429 response for ListDomains
+type ListDomainsResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type ListDomainsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DomainPage
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListDomainsResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListDomainsResponse401Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *ListDomainsResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListDomainsResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListDomainsResponse) GetJSON200() *DomainPage {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListDomainsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r ListDomainsResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListDomainsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListDomainsResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListDomainsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListDomainsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListDomainsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListDomainsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateDomainResponse201Headers the declared response headers of an HTTP 201 response for CreateDomain
+type CreateDomainResponse201Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// CreateDomainResponse401Headers the declared response headers of an HTTP 401 response for CreateDomain
+type CreateDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateDomainResponse422Headers the declared response headers of an HTTP 422 response for CreateDomain
+type CreateDomainResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// CreateDomainResponse429Headers the declared response headers of an HTTP 429 response for CreateDomain
+type CreateDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type CreateDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *DomainCreated
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *CreateDomainResponse201Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateDomainResponse401Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *CreateDomainResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateDomainResponse429Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateDomainResponse) GetJSON201() *DomainCreated {
+	return r.JSON201
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateDomainResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateDomainResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r CreateDomainResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteDomainResponse200Headers the declared response headers of an HTTP 200 response for DeleteDomain
+type DeleteDomainResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteDomainResponse401Headers the declared response headers of an HTTP 401 response for DeleteDomain
+type DeleteDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteDomainResponse404Headers the declared response headers of an HTTP 404 response for DeleteDomain
+type DeleteDomainResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteDomainResponse429Headers the declared response headers of an HTTP 429 response for DeleteDomain
+type DeleteDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type DeleteDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MessageResponse
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *DeleteDomainResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteDomainResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DeleteDomainResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteDomainResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteDomainResponse) GetJSON200() *MessageResponse {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteDomainResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetDomainResponse200Headers the declared response headers of an HTTP 200 response for GetDomain
+type GetDomainResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetDomainResponse401Headers the declared response headers of an HTTP 401 response for GetDomain
+type GetDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetDomainResponse404Headers the declared response headers of an HTTP 404 response for GetDomain
+type GetDomainResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetDomainResponse429Headers the declared response headers of an HTTP 429 response for GetDomain
+type GetDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type GetDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DomainEnvelope
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetDomainResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetDomainResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetDomainResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetDomainResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetDomainResponse) GetJSON200() *DomainEnvelope {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetDomainResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateDomainResponse200Headers the declared response headers of an HTTP 200 response for UpdateDomain
+type UpdateDomainResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateDomainResponse401Headers the declared response headers of an HTTP 401 response for UpdateDomain
+type UpdateDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateDomainResponse404Headers the declared response headers of an HTTP 404 response for UpdateDomain
+type UpdateDomainResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateDomainResponse422Headers the declared response headers of an HTTP 422 response for UpdateDomain
+type UpdateDomainResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateDomainResponse429Headers the declared response headers of an HTTP 429 response for UpdateDomain
+type UpdateDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type UpdateDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrackingUpdated
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *UpdateDomainResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateDomainResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *UpdateDomainResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *UpdateDomainResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateDomainResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateDomainResponse) GetJSON200() *TrackingUpdated {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateDomainResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateDomainResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateDomainResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r UpdateDomainResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteAuthDomainResponse200Headers the declared response headers of an HTTP 200 response for DeleteAuthDomain
+type DeleteAuthDomainResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteAuthDomainResponse401Headers the declared response headers of an HTTP 401 response for DeleteAuthDomain
+type DeleteAuthDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteAuthDomainResponse404Headers the declared response headers of an HTTP 404 response for DeleteAuthDomain
+type DeleteAuthDomainResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteAuthDomainResponse422Headers the declared response headers of an HTTP 422 response for DeleteAuthDomain
+type DeleteAuthDomainResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteAuthDomainResponse429Headers the declared response headers of an HTTP 429 response for DeleteAuthDomain
+type DeleteAuthDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type DeleteAuthDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MessageResponse
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *DeleteAuthDomainResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteAuthDomainResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DeleteAuthDomainResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *DeleteAuthDomainResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteAuthDomainResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteAuthDomainResponse) GetJSON200() *MessageResponse {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteAuthDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteAuthDomainResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r DeleteAuthDomainResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteAuthDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteAuthDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteAuthDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteAuthDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteAuthDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteAuthDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 // ListCredentialsResponse200Headers the declared response headers of an HTTP 200 response for ListCredentials
@@ -1603,6 +3970,833 @@ func (r ResetCredentialPasswordResponse) ContentType() string {
 	return ""
 }
 
+// SetupAuthDomainResponse200Headers the declared response headers of an HTTP 200 response for SetupAuthDomain
+type SetupAuthDomainResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// SetupAuthDomainResponse401Headers the declared response headers of an HTTP 401 response for SetupAuthDomain
+type SetupAuthDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SetupAuthDomainResponse404Headers the declared response headers of an HTTP 404 response for SetupAuthDomain
+type SetupAuthDomainResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// SetupAuthDomainResponse422Headers the declared response headers of an HTTP 422 response for SetupAuthDomain
+type SetupAuthDomainResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// SetupAuthDomainResponse429Headers the declared response headers of an HTTP 429 response for SetupAuthDomain
+type SetupAuthDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type SetupAuthDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AuthDomainSetup
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *SetupAuthDomainResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SetupAuthDomainResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *SetupAuthDomainResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *SetupAuthDomainResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SetupAuthDomainResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON200() *AuthDomainSetup {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SetupAuthDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetupAuthDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetupAuthDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetupAuthDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetupTracklinkResponse200Headers the declared response headers of an HTTP 200 response for SetupTracklink
+type SetupTracklinkResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// SetupTracklinkResponse401Headers the declared response headers of an HTTP 401 response for SetupTracklink
+type SetupTracklinkResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SetupTracklinkResponse404Headers the declared response headers of an HTTP 404 response for SetupTracklink
+type SetupTracklinkResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// SetupTracklinkResponse422Headers the declared response headers of an HTTP 422 response for SetupTracklink
+type SetupTracklinkResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// SetupTracklinkResponse429Headers the declared response headers of an HTTP 429 response for SetupTracklink
+type SetupTracklinkResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type SetupTracklinkResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TracklinkSetup
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *SetupTracklinkResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SetupTracklinkResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *SetupTracklinkResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *SetupTracklinkResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SetupTracklinkResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetupTracklinkResponse) GetJSON200() *TracklinkSetup {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SetupTracklinkResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SetupTracklinkResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SetupTracklinkResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SetupTracklinkResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r SetupTracklinkResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SetupTracklinkResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SetupTracklinkResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SetupTracklinkResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetupTracklinkResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetupTracklinkResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetupTracklinkResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteTracklinkResponse200Headers the declared response headers of an HTTP 200 response for DeleteTracklink
+type DeleteTracklinkResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteTracklinkResponse401Headers the declared response headers of an HTTP 401 response for DeleteTracklink
+type DeleteTracklinkResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteTracklinkResponse404Headers the declared response headers of an HTTP 404 response for DeleteTracklink
+type DeleteTracklinkResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteTracklinkResponse422Headers the declared response headers of an HTTP 422 response for DeleteTracklink
+type DeleteTracklinkResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// DeleteTracklinkResponse429Headers the declared response headers of an HTTP 429 response for DeleteTracklink
+type DeleteTracklinkResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type DeleteTracklinkResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MessageResponse
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *DeleteTracklinkResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteTracklinkResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DeleteTracklinkResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *DeleteTracklinkResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteTracklinkResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteTracklinkResponse) GetJSON200() *MessageResponse {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteTracklinkResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteTracklinkResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r DeleteTracklinkResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteTracklinkResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteTracklinkResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteTracklinkResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteTracklinkResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteTracklinkResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteTracklinkResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// VerifyAuthDomainResponse200Headers the declared response headers of an HTTP 200 response for VerifyAuthDomain
+type VerifyAuthDomainResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyAuthDomainResponse401Headers the declared response headers of an HTTP 401 response for VerifyAuthDomain
+type VerifyAuthDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// VerifyAuthDomainResponse404Headers the declared response headers of an HTTP 404 response for VerifyAuthDomain
+type VerifyAuthDomainResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyAuthDomainResponse422Headers the declared response headers of an HTTP 422 response for VerifyAuthDomain
+type VerifyAuthDomainResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyAuthDomainResponse429Headers the declared response headers of an HTTP 429 response for VerifyAuthDomain
+type VerifyAuthDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type VerifyAuthDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AuthDomainVerification
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *VerifyAuthDomainResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *VerifyAuthDomainResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *VerifyAuthDomainResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *VerifyAuthDomainResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *VerifyAuthDomainResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r VerifyAuthDomainResponse) GetJSON200() *AuthDomainVerification {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r VerifyAuthDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r VerifyAuthDomainResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r VerifyAuthDomainResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r VerifyAuthDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r VerifyAuthDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r VerifyAuthDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r VerifyAuthDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r VerifyAuthDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r VerifyAuthDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// VerifyDomainResponse200Headers the declared response headers of an HTTP 200 response for VerifyDomain
+type VerifyDomainResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyDomainResponse401Headers the declared response headers of an HTTP 401 response for VerifyDomain
+type VerifyDomainResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// VerifyDomainResponse404Headers the declared response headers of an HTTP 404 response for VerifyDomain
+type VerifyDomainResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyDomainResponse429Headers the declared response headers of an HTTP 429 response for VerifyDomain
+type VerifyDomainResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type VerifyDomainResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DomainVerification
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *VerifyDomainResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *VerifyDomainResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *VerifyDomainResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *VerifyDomainResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r VerifyDomainResponse) GetJSON200() *DomainVerification {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r VerifyDomainResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r VerifyDomainResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r VerifyDomainResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r VerifyDomainResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r VerifyDomainResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r VerifyDomainResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r VerifyDomainResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r VerifyDomainResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// VerifyTracklinkResponse200Headers the declared response headers of an HTTP 200 response for VerifyTracklink
+type VerifyTracklinkResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyTracklinkResponse401Headers the declared response headers of an HTTP 401 response for VerifyTracklink
+type VerifyTracklinkResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// VerifyTracklinkResponse404Headers the declared response headers of an HTTP 404 response for VerifyTracklink
+type VerifyTracklinkResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyTracklinkResponse422Headers the declared response headers of an HTTP 422 response for VerifyTracklink
+type VerifyTracklinkResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// VerifyTracklinkResponse429Headers the declared response headers of an HTTP 429 response for VerifyTracklink
+type VerifyTracklinkResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type VerifyTracklinkResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TracklinkVerification
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *DomainNotFound
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *VerifyTracklinkResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *VerifyTracklinkResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *VerifyTracklinkResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *VerifyTracklinkResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *VerifyTracklinkResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r VerifyTracklinkResponse) GetJSON200() *TracklinkVerification {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r VerifyTracklinkResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r VerifyTracklinkResponse) GetJSON404() *DomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r VerifyTracklinkResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r VerifyTracklinkResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r VerifyTracklinkResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r VerifyTracklinkResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r VerifyTracklinkResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r VerifyTracklinkResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r VerifyTracklinkResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListDomainsWithResponse List the caller's sending domains
+//
+// One page of the caller's domains, oldest first; `search` filters by a part of the name.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/domains (the `ListDomains` operationId).
+func (c *ClientWithResponses) ListDomainsWithResponse(ctx context.Context, params *ListDomainsParams, reqEditors ...RequestEditorFn) (*ListDomainsResponse, error) {
+	rsp, err := c.ListDomains(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListDomainsResponse(rsp)
+}
+
+// CreateDomainWithBodyWithResponse Add a sending domain
+//
+// Adds a domain to the caller's account and generates its DKIM key pair (the private
+// half never leaves the server). Publish the returned `dns_records`, then call
+// `verify-mandatory`. A domain belongs to at most one account.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+func (c *ClientWithResponses) CreateDomainWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
+	rsp, err := c.CreateDomainWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateDomainResponse(rsp)
+}
+
+// CreateDomainWithResponse Add a sending domain
+//
+// Adds a domain to the caller's account and generates its DKIM key pair (the private
+// half never leaves the server). Publish the returned `dns_records`, then call
+// `verify-mandatory`. A domain belongs to at most one account.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains (the `CreateDomain` operationId).
+func (c *ClientWithResponses) CreateDomainWithResponse(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
+	rsp, err := c.CreateDomain(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateDomainResponse(rsp)
+}
+
+// DeleteDomainWithResponse Delete a sending domain and all its credentials
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
+func (c *ClientWithResponses) DeleteDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*DeleteDomainResponse, error) {
+	rsp, err := c.DeleteDomain(ctx, domain, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteDomainResponse(rsp)
+}
+
+// GetDomainWithResponse Get one sending domain
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/domains/{domain} (the `GetDomain` operationId).
+func (c *ClientWithResponses) GetDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*GetDomainResponse, error) {
+	rsp, err := c.GetDomain(ctx, domain, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDomainResponse(rsp)
+}
+
+// UpdateDomainWithBodyWithResponse Update tracking settings
+//
+// Changes only the flags present in the body.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+func (c *ClientWithResponses) UpdateDomainWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateDomainResponse, error) {
+	rsp, err := c.UpdateDomainWithBody(ctx, domain, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateDomainResponse(rsp)
+}
+
+// UpdateDomainWithResponse Update tracking settings
+//
+// Changes only the flags present in the body.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/domains/{domain} (the `UpdateDomain` operationId).
+func (c *ClientWithResponses) UpdateDomainWithResponse(ctx context.Context, domain DomainName, body UpdateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateDomainResponse, error) {
+	rsp, err := c.UpdateDomain(ctx, domain, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateDomainResponse(rsp)
+}
+
+// DeleteAuthDomainWithResponse Remove the auth domain and its DKIM key
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /api/domains/{domain}/auth-domain (the `DeleteAuthDomain` operationId).
+func (c *ClientWithResponses) DeleteAuthDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*DeleteAuthDomainResponse, error) {
+	rsp, err := c.DeleteAuthDomain(ctx, domain, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteAuthDomainResponse(rsp)
+}
+
 // ListCredentialsWithResponse List the SMTP credentials of a domain
 //
 // Returns one page of the domain's credentials, oldest first. `data` is a flat array;
@@ -1712,6 +4906,955 @@ func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Co
 		return nil, err
 	}
 	return ParseResetCredentialPasswordResponse(rsp)
+}
+
+// SetupAuthDomainWithBodyWithResponse Set up the authentication (return-path) domain
+//
+// Stores the auth domain (the domain itself or a subdomain of it; default
+// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+func (c *ClientWithResponses) SetupAuthDomainWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetupAuthDomainResponse, error) {
+	rsp, err := c.SetupAuthDomainWithBody(ctx, domain, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetupAuthDomainResponse(rsp)
+}
+
+// SetupAuthDomainWithResponse Set up the authentication (return-path) domain
+//
+// Stores the auth domain (the domain itself or a subdomain of it; default
+// `bounce.<domain>`) and generates its own DKIM key. Replaces an earlier setup.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains/{domain}/setup-auth-domain (the `SetupAuthDomain` operationId).
+func (c *ClientWithResponses) SetupAuthDomainWithResponse(ctx context.Context, domain DomainName, body SetupAuthDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*SetupAuthDomainResponse, error) {
+	rsp, err := c.SetupAuthDomain(ctx, domain, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetupAuthDomainResponse(rsp)
+}
+
+// SetupTracklinkWithBodyWithResponse Set up the link-tracking domain
+//
+// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+func (c *ClientWithResponses) SetupTracklinkWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetupTracklinkResponse, error) {
+	rsp, err := c.SetupTracklinkWithBody(ctx, domain, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetupTracklinkResponse(rsp)
+}
+
+// SetupTracklinkWithResponse Set up the link-tracking domain
+//
+// Stores the tracking domain (the domain itself or a subdomain of it). Replaces an earlier setup.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains/{domain}/setup-tracklink (the `SetupTracklink` operationId).
+func (c *ClientWithResponses) SetupTracklinkWithResponse(ctx context.Context, domain DomainName, body SetupTracklinkJSONRequestBody, reqEditors ...RequestEditorFn) (*SetupTracklinkResponse, error) {
+	rsp, err := c.SetupTracklink(ctx, domain, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetupTracklinkResponse(rsp)
+}
+
+// DeleteTracklinkWithResponse Remove the tracking domain
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
+func (c *ClientWithResponses) DeleteTracklinkWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*DeleteTracklinkResponse, error) {
+	rsp, err := c.DeleteTracklink(ctx, domain, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteTracklinkResponse(rsp)
+}
+
+// VerifyAuthDomainWithResponse Check the auth domain's DKIM, SPF and MX records in DNS
+//
+// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains/{domain}/verify-auth-domain (the `VerifyAuthDomain` operationId).
+func (c *ClientWithResponses) VerifyAuthDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*VerifyAuthDomainResponse, error) {
+	rsp, err := c.VerifyAuthDomain(ctx, domain, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseVerifyAuthDomainResponse(rsp)
+}
+
+// VerifyDomainWithResponse Check the domain's DKIM, SPF and MX records in DNS
+//
+// Looks the records up in DNS now, stores the outcome, and reports it. The domain is
+// verified while DKIM and SPF pass (MX is reported but not required); a domain whose
+// records later fail stops being verified. A failed check is still a 200 with false
+// flags; `data.checks` says, per record, what was expected and what was found.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains/{domain}/verify-mandatory (the `VerifyDomain` operationId).
+func (c *ClientWithResponses) VerifyDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*VerifyDomainResponse, error) {
+	rsp, err := c.VerifyDomain(ctx, domain, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseVerifyDomainResponse(rsp)
+}
+
+// VerifyTracklinkWithResponse Check the tracking domain's CNAME in DNS
+//
+// 422 when no tracking domain is set up.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
+func (c *ClientWithResponses) VerifyTracklinkWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*VerifyTracklinkResponse, error) {
+	rsp, err := c.VerifyTracklink(ctx, domain, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseVerifyTracklinkResponse(rsp)
+}
+
+// ParseListDomainsResponse parses an HTTP response from a ListDomainsWithResponse call
+func ParseListDomainsResponse(rsp *http.Response) (*ListDomainsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListDomainsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DomainPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListDomainsResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListDomainsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 422:
+		var headers ListDomainsResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListDomainsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateDomainResponse parses an HTTP response from a CreateDomainWithResponse call
+func ParseCreateDomainResponse(rsp *http.Response) (*CreateDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest DomainCreated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers CreateDomainResponse201Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 401:
+		var headers CreateDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 422:
+		var headers CreateDomainResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteDomainResponse parses an HTTP response from a DeleteDomainWithResponse call
+func ParseDeleteDomainResponse(rsp *http.Response) (*DeleteDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MessageResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers DeleteDomainResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers DeleteDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers DeleteDomainResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetDomainResponse parses an HTTP response from a GetDomainWithResponse call
+func ParseGetDomainResponse(rsp *http.Response) (*GetDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DomainEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetDomainResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetDomainResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateDomainResponse parses an HTTP response from a UpdateDomainWithResponse call
+func ParseUpdateDomainResponse(rsp *http.Response) (*UpdateDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrackingUpdated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers UpdateDomainResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers UpdateDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers UpdateDomainResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers UpdateDomainResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteAuthDomainResponse parses an HTTP response from a DeleteAuthDomainWithResponse call
+func ParseDeleteAuthDomainResponse(rsp *http.Response) (*DeleteAuthDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteAuthDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MessageResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers DeleteAuthDomainResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers DeleteAuthDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers DeleteAuthDomainResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers DeleteAuthDomainResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteAuthDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
 }
 
 // ParseListCredentialsResponse parses an HTTP response from a ListCredentialsWithResponse call
@@ -2415,8 +6558,924 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 	return response, nil
 }
 
+// ParseSetupAuthDomainResponse parses an HTTP response from a SetupAuthDomainWithResponse call
+func ParseSetupAuthDomainResponse(rsp *http.Response) (*SetupAuthDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetupAuthDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AuthDomainSetup
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers SetupAuthDomainResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers SetupAuthDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers SetupAuthDomainResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers SetupAuthDomainResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers SetupAuthDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetupTracklinkResponse parses an HTTP response from a SetupTracklinkWithResponse call
+func ParseSetupTracklinkResponse(rsp *http.Response) (*SetupTracklinkResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetupTracklinkResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TracklinkSetup
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers SetupTracklinkResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers SetupTracklinkResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers SetupTracklinkResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers SetupTracklinkResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers SetupTracklinkResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteTracklinkResponse parses an HTTP response from a DeleteTracklinkWithResponse call
+func ParseDeleteTracklinkResponse(rsp *http.Response) (*DeleteTracklinkResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteTracklinkResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MessageResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers DeleteTracklinkResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers DeleteTracklinkResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers DeleteTracklinkResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers DeleteTracklinkResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteTracklinkResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseVerifyAuthDomainResponse parses an HTTP response from a VerifyAuthDomainWithResponse call
+func ParseVerifyAuthDomainResponse(rsp *http.Response) (*VerifyAuthDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &VerifyAuthDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AuthDomainVerification
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers VerifyAuthDomainResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers VerifyAuthDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers VerifyAuthDomainResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers VerifyAuthDomainResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers VerifyAuthDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseVerifyDomainResponse parses an HTTP response from a VerifyDomainWithResponse call
+func ParseVerifyDomainResponse(rsp *http.Response) (*VerifyDomainResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &VerifyDomainResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DomainVerification
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers VerifyDomainResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers VerifyDomainResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers VerifyDomainResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers VerifyDomainResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseVerifyTracklinkResponse parses an HTTP response from a VerifyTracklinkWithResponse call
+func ParseVerifyTracklinkResponse(rsp *http.Response) (*VerifyTracklinkResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &VerifyTracklinkResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TracklinkVerification
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers VerifyTracklinkResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers VerifyTracklinkResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers VerifyTracklinkResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers VerifyTracklinkResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers VerifyTracklinkResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// ListDomains List the caller's sending domains
+	// (GET /api/domains)
+	ListDomains(ctx echo.Context, params ListDomainsParams) error
+	// CreateDomain Add a sending domain
+	// (POST /api/domains)
+	CreateDomain(ctx echo.Context) error
+	// DeleteDomain Delete a sending domain and all its credentials
+	// (DELETE /api/domains/{domain})
+	DeleteDomain(ctx echo.Context, domain DomainName) error
+	// GetDomain Get one sending domain
+	// (GET /api/domains/{domain})
+	GetDomain(ctx echo.Context, domain DomainName) error
+	// UpdateDomain Update tracking settings
+	// (PUT /api/domains/{domain})
+	UpdateDomain(ctx echo.Context, domain DomainName) error
+	// DeleteAuthDomain Remove the auth domain and its DKIM key
+	// (DELETE /api/domains/{domain}/auth-domain)
+	DeleteAuthDomain(ctx echo.Context, domain DomainName) error
 	// ListCredentials List the SMTP credentials of a domain
 	// (GET /api/domains/{domain}/credentials)
 	ListCredentials(ctx echo.Context, domain DomainName, params ListCredentialsParams) error
@@ -2432,11 +7491,134 @@ type ServerInterface interface {
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
 	ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID) error
+	// SetupAuthDomain Set up the authentication (return-path) domain
+	// (POST /api/domains/{domain}/setup-auth-domain)
+	SetupAuthDomain(ctx echo.Context, domain DomainName) error
+	// SetupTracklink Set up the link-tracking domain
+	// (POST /api/domains/{domain}/setup-tracklink)
+	SetupTracklink(ctx echo.Context, domain DomainName) error
+	// DeleteTracklink Remove the tracking domain
+	// (DELETE /api/domains/{domain}/tracklink)
+	DeleteTracklink(ctx echo.Context, domain DomainName) error
+	// VerifyAuthDomain Check the auth domain's DKIM, SPF and MX records in DNS
+	// (POST /api/domains/{domain}/verify-auth-domain)
+	VerifyAuthDomain(ctx echo.Context, domain DomainName) error
+	// VerifyDomain Check the domain's DKIM, SPF and MX records in DNS
+	// (POST /api/domains/{domain}/verify-mandatory)
+	VerifyDomain(ctx echo.Context, domain DomainName) error
+	// VerifyTracklink Check the tracking domain's CNAME in DNS
+	// (POST /api/domains/{domain}/verify-tracklink)
+	VerifyTracklink(ctx echo.Context, domain DomainName) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
 type ServerInterfaceWrapper struct {
 	Handler ServerInterface
+}
+
+// ListDomains converts echo context to params.
+func (w *ServerInterfaceWrapper) ListDomains(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListDomainsParams
+	// ------------- Optional query parameter "page" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "page", ctx.QueryParams(), &params.Page, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter page: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "search" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "search", ctx.QueryParams(), &params.Search, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter search: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListDomains(ctx, params)
+	return err
+}
+
+// CreateDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateDomain(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateDomain(ctx)
+	return err
+}
+
+// DeleteDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteDomain(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteDomain(ctx, domain)
+	return err
+}
+
+// GetDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) GetDomain(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetDomain(ctx, domain)
+	return err
+}
+
+// UpdateDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateDomain(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateDomain(ctx, domain)
+	return err
+}
+
+// DeleteAuthDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteAuthDomain(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteAuthDomain(ctx, domain)
+	return err
 }
 
 // ListCredentials converts echo context to params.
@@ -2559,6 +7741,102 @@ func (w *ServerInterfaceWrapper) ResetCredentialPassword(ctx echo.Context) error
 	return err
 }
 
+// SetupAuthDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) SetupAuthDomain(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SetupAuthDomain(ctx, domain)
+	return err
+}
+
+// SetupTracklink converts echo context to params.
+func (w *ServerInterfaceWrapper) SetupTracklink(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SetupTracklink(ctx, domain)
+	return err
+}
+
+// DeleteTracklink converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteTracklink(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteTracklink(ctx, domain)
+	return err
+}
+
+// VerifyAuthDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) VerifyAuthDomain(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.VerifyAuthDomain(ctx, domain)
+	return err
+}
+
+// VerifyDomain converts echo context to params.
+func (w *ServerInterfaceWrapper) VerifyDomain(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.VerifyDomain(ctx, domain)
+	return err
+}
+
+// VerifyTracklink converts echo context to params.
+func (w *ServerInterfaceWrapper) VerifyTracklink(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.VerifyTracklink(ctx, domain)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -2606,6 +7884,18 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 		Handler: si,
 	}
 
+	router.GET(options.BaseURL+"/api/domains", wrapper.ListDomains, options.OperationMiddlewares["listDomains"]...)
+	router.POST(options.BaseURL+"/api/domains", wrapper.CreateDomain, options.OperationMiddlewares["createDomain"]...)
+	router.DELETE(options.BaseURL+"/api/domains/:domain", wrapper.DeleteDomain, options.OperationMiddlewares["deleteDomain"]...)
+	router.GET(options.BaseURL+"/api/domains/:domain", wrapper.GetDomain, options.OperationMiddlewares["getDomain"]...)
+	router.PUT(options.BaseURL+"/api/domains/:domain", wrapper.UpdateDomain, options.OperationMiddlewares["updateDomain"]...)
+	router.POST(options.BaseURL+"/api/domains/:domain/verify-mandatory", wrapper.VerifyDomain, options.OperationMiddlewares["verifyDomain"]...)
+	router.POST(options.BaseURL+"/api/domains/:domain/setup-auth-domain", wrapper.SetupAuthDomain, options.OperationMiddlewares["setupAuthDomain"]...)
+	router.POST(options.BaseURL+"/api/domains/:domain/verify-auth-domain", wrapper.VerifyAuthDomain, options.OperationMiddlewares["verifyAuthDomain"]...)
+	router.DELETE(options.BaseURL+"/api/domains/:domain/auth-domain", wrapper.DeleteAuthDomain, options.OperationMiddlewares["deleteAuthDomain"]...)
+	router.POST(options.BaseURL+"/api/domains/:domain/setup-tracklink", wrapper.SetupTracklink, options.OperationMiddlewares["setupTracklink"]...)
+	router.POST(options.BaseURL+"/api/domains/:domain/verify-tracklink", wrapper.VerifyTracklink, options.OperationMiddlewares["verifyTracklink"]...)
+	router.DELETE(options.BaseURL+"/api/domains/:domain/tracklink", wrapper.DeleteTracklink, options.OperationMiddlewares["deleteTracklink"]...)
 	router.GET(options.BaseURL+"/api/domains/:domain/credentials", wrapper.ListCredentials, options.OperationMiddlewares["listCredentials"]...)
 	router.POST(options.BaseURL+"/api/domains/:domain/credentials", wrapper.CreateCredential, options.OperationMiddlewares["createCredential"]...)
 	router.DELETE(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.DeleteCredential, options.OperationMiddlewares["deleteCredential"]...)
@@ -2668,6 +7958,763 @@ type ValidationFailedJSONResponse struct {
 	Body ValidationErrorResponse
 
 	Headers ValidationFailedResponseHeaders
+}
+
+type ListDomainsRequestObject struct {
+	Params ListDomainsParams
+}
+
+type ListDomainsResponseObject interface {
+	VisitListDomainsResponse(w http.ResponseWriter) error
+}
+
+type ListDomains200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type ListDomains200JSONResponse struct {
+	Body    DomainPage
+	Headers ListDomains200ResponseHeaders
+}
+
+func (response ListDomains200JSONResponse) VisitListDomainsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDomains401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ListDomains401JSONResponse) VisitListDomainsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDomains422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response ListDomains422JSONResponse) VisitListDomainsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDomains429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListDomains429JSONResponse) VisitListDomainsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDomains500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ListDomains500JSONResponse) VisitListDomainsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDomainRequestObject struct {
+	Body *CreateDomainJSONRequestBody
+}
+
+type CreateDomainResponseObject interface {
+	VisitCreateDomainResponse(w http.ResponseWriter) error
+}
+
+type CreateDomain201ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type CreateDomain201JSONResponse struct {
+	Body    DomainCreated
+	Headers CreateDomain201ResponseHeaders
+}
+
+func (response CreateDomain201JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDomain400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response CreateDomain400JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CreateDomain401JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDomain413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateDomain413JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDomain422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response CreateDomain422JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateDomain429JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CreateDomain500JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDomainRequestObject struct {
+	Domain DomainName `json:"domain"`
+}
+
+type DeleteDomainResponseObject interface {
+	VisitDeleteDomainResponse(w http.ResponseWriter) error
+}
+
+type DeleteDomain200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type DeleteDomain200JSONResponse struct {
+	Body    MessageResponse
+	Headers DeleteDomain200ResponseHeaders
+}
+
+func (response DeleteDomain200JSONResponse) VisitDeleteDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteDomain401JSONResponse) VisitDeleteDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDomain404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response DeleteDomain404JSONResponse) VisitDeleteDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteDomain429JSONResponse) VisitDeleteDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteDomain500JSONResponse) VisitDeleteDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomainRequestObject struct {
+	Domain DomainName `json:"domain"`
+}
+
+type GetDomainResponseObject interface {
+	VisitGetDomainResponse(w http.ResponseWriter) error
+}
+
+type GetDomain200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type GetDomain200JSONResponse struct {
+	Body    DomainEnvelope
+	Headers GetDomain200ResponseHeaders
+}
+
+func (response GetDomain200JSONResponse) VisitGetDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetDomain401JSONResponse) VisitGetDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomain404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response GetDomain404JSONResponse) VisitGetDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetDomain429JSONResponse) VisitGetDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetDomain500JSONResponse) VisitGetDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomainRequestObject struct {
+	Domain DomainName `json:"domain"`
+	Body   *UpdateDomainJSONRequestBody
+}
+
+type UpdateDomainResponseObject interface {
+	VisitUpdateDomainResponse(w http.ResponseWriter) error
+}
+
+type UpdateDomain200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type UpdateDomain200JSONResponse struct {
+	Body    TrackingUpdated
+	Headers UpdateDomain200ResponseHeaders
+}
+
+func (response UpdateDomain200JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomain400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response UpdateDomain400JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response UpdateDomain401JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomain404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response UpdateDomain404JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomain413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response UpdateDomain413JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomain422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response UpdateDomain422JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateDomain429JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response UpdateDomain500JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAuthDomainRequestObject struct {
+	Domain DomainName `json:"domain"`
+}
+
+type DeleteAuthDomainResponseObject interface {
+	VisitDeleteAuthDomainResponse(w http.ResponseWriter) error
+}
+
+type DeleteAuthDomain200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type DeleteAuthDomain200JSONResponse struct {
+	Body    MessageResponse
+	Headers DeleteAuthDomain200ResponseHeaders
+}
+
+func (response DeleteAuthDomain200JSONResponse) VisitDeleteAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAuthDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteAuthDomain401JSONResponse) VisitDeleteAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAuthDomain404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response DeleteAuthDomain404JSONResponse) VisitDeleteAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAuthDomain422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response DeleteAuthDomain422JSONResponse) VisitDeleteAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAuthDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteAuthDomain429JSONResponse) VisitDeleteAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAuthDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteAuthDomain500JSONResponse) VisitDeleteAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type ListCredentialsRequestObject struct {
@@ -3303,8 +9350,844 @@ func (response ResetCredentialPassword500JSONResponse) VisitResetCredentialPassw
 	return err
 }
 
+type SetupAuthDomainRequestObject struct {
+	Domain DomainName `json:"domain"`
+	Body   *SetupAuthDomainJSONRequestBody
+}
+
+type SetupAuthDomainResponseObject interface {
+	VisitSetupAuthDomainResponse(w http.ResponseWriter) error
+}
+
+type SetupAuthDomain200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type SetupAuthDomain200JSONResponse struct {
+	Body    AuthDomainSetup
+	Headers SetupAuthDomain200ResponseHeaders
+}
+
+func (response SetupAuthDomain200JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupAuthDomain400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SetupAuthDomain400JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupAuthDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SetupAuthDomain401JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupAuthDomain404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response SetupAuthDomain404JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupAuthDomain413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SetupAuthDomain413JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupAuthDomain422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response SetupAuthDomain422JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupAuthDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SetupAuthDomain429JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupAuthDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SetupAuthDomain500JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklinkRequestObject struct {
+	Domain DomainName `json:"domain"`
+	Body   *SetupTracklinkJSONRequestBody
+}
+
+type SetupTracklinkResponseObject interface {
+	VisitSetupTracklinkResponse(w http.ResponseWriter) error
+}
+
+type SetupTracklink200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type SetupTracklink200JSONResponse struct {
+	Body    TracklinkSetup
+	Headers SetupTracklink200ResponseHeaders
+}
+
+func (response SetupTracklink200JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklink400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SetupTracklink400JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklink401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SetupTracklink401JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklink404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response SetupTracklink404JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklink413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SetupTracklink413JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklink422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response SetupTracklink422JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklink429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SetupTracklink429JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetupTracklink500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SetupTracklink500JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteTracklinkRequestObject struct {
+	Domain DomainName `json:"domain"`
+}
+
+type DeleteTracklinkResponseObject interface {
+	VisitDeleteTracklinkResponse(w http.ResponseWriter) error
+}
+
+type DeleteTracklink200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type DeleteTracklink200JSONResponse struct {
+	Body    MessageResponse
+	Headers DeleteTracklink200ResponseHeaders
+}
+
+func (response DeleteTracklink200JSONResponse) VisitDeleteTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteTracklink401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteTracklink401JSONResponse) VisitDeleteTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteTracklink404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response DeleteTracklink404JSONResponse) VisitDeleteTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteTracklink422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response DeleteTracklink422JSONResponse) VisitDeleteTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteTracklink429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteTracklink429JSONResponse) VisitDeleteTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteTracklink500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteTracklink500JSONResponse) VisitDeleteTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAuthDomainRequestObject struct {
+	Domain DomainName `json:"domain"`
+}
+
+type VerifyAuthDomainResponseObject interface {
+	VisitVerifyAuthDomainResponse(w http.ResponseWriter) error
+}
+
+type VerifyAuthDomain200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type VerifyAuthDomain200JSONResponse struct {
+	Body    AuthDomainVerification
+	Headers VerifyAuthDomain200ResponseHeaders
+}
+
+func (response VerifyAuthDomain200JSONResponse) VisitVerifyAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAuthDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response VerifyAuthDomain401JSONResponse) VisitVerifyAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAuthDomain404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response VerifyAuthDomain404JSONResponse) VisitVerifyAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAuthDomain422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response VerifyAuthDomain422JSONResponse) VisitVerifyAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAuthDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response VerifyAuthDomain429JSONResponse) VisitVerifyAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyAuthDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response VerifyAuthDomain500JSONResponse) VisitVerifyAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyDomainRequestObject struct {
+	Domain DomainName `json:"domain"`
+}
+
+type VerifyDomainResponseObject interface {
+	VisitVerifyDomainResponse(w http.ResponseWriter) error
+}
+
+type VerifyDomain200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type VerifyDomain200JSONResponse struct {
+	Body    DomainVerification
+	Headers VerifyDomain200ResponseHeaders
+}
+
+func (response VerifyDomain200JSONResponse) VisitVerifyDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyDomain401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response VerifyDomain401JSONResponse) VisitVerifyDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyDomain404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response VerifyDomain404JSONResponse) VisitVerifyDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyDomain429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response VerifyDomain429JSONResponse) VisitVerifyDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyDomain500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response VerifyDomain500JSONResponse) VisitVerifyDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyTracklinkRequestObject struct {
+	Domain DomainName `json:"domain"`
+}
+
+type VerifyTracklinkResponseObject interface {
+	VisitVerifyTracklinkResponse(w http.ResponseWriter) error
+}
+
+type VerifyTracklink200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type VerifyTracklink200JSONResponse struct {
+	Body    TracklinkVerification
+	Headers VerifyTracklink200ResponseHeaders
+}
+
+func (response VerifyTracklink200JSONResponse) VisitVerifyTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyTracklink401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response VerifyTracklink401JSONResponse) VisitVerifyTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyTracklink404JSONResponse struct{ DomainNotFoundJSONResponse }
+
+func (response VerifyTracklink404JSONResponse) VisitVerifyTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyTracklink422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response VerifyTracklink422JSONResponse) VisitVerifyTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyTracklink429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response VerifyTracklink429JSONResponse) VisitVerifyTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyTracklink500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response VerifyTracklink500JSONResponse) VisitVerifyTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// ListDomains List the caller's sending domains
+	// (GET /api/domains)
+	ListDomains(ctx context.Context, request ListDomainsRequestObject) (ListDomainsResponseObject, error)
+	// CreateDomain Add a sending domain
+	// (POST /api/domains)
+	CreateDomain(ctx context.Context, request CreateDomainRequestObject) (CreateDomainResponseObject, error)
+	// DeleteDomain Delete a sending domain and all its credentials
+	// (DELETE /api/domains/{domain})
+	DeleteDomain(ctx context.Context, request DeleteDomainRequestObject) (DeleteDomainResponseObject, error)
+	// GetDomain Get one sending domain
+	// (GET /api/domains/{domain})
+	GetDomain(ctx context.Context, request GetDomainRequestObject) (GetDomainResponseObject, error)
+	// UpdateDomain Update tracking settings
+	// (PUT /api/domains/{domain})
+	UpdateDomain(ctx context.Context, request UpdateDomainRequestObject) (UpdateDomainResponseObject, error)
+	// DeleteAuthDomain Remove the auth domain and its DKIM key
+	// (DELETE /api/domains/{domain}/auth-domain)
+	DeleteAuthDomain(ctx context.Context, request DeleteAuthDomainRequestObject) (DeleteAuthDomainResponseObject, error)
 	// ListCredentials List the SMTP credentials of a domain
 	// (GET /api/domains/{domain}/credentials)
 	ListCredentials(ctx context.Context, request ListCredentialsRequestObject) (ListCredentialsResponseObject, error)
@@ -3320,6 +10203,24 @@ type StrictServerInterface interface {
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
 	ResetCredentialPassword(ctx context.Context, request ResetCredentialPasswordRequestObject) (ResetCredentialPasswordResponseObject, error)
+	// SetupAuthDomain Set up the authentication (return-path) domain
+	// (POST /api/domains/{domain}/setup-auth-domain)
+	SetupAuthDomain(ctx context.Context, request SetupAuthDomainRequestObject) (SetupAuthDomainResponseObject, error)
+	// SetupTracklink Set up the link-tracking domain
+	// (POST /api/domains/{domain}/setup-tracklink)
+	SetupTracklink(ctx context.Context, request SetupTracklinkRequestObject) (SetupTracklinkResponseObject, error)
+	// DeleteTracklink Remove the tracking domain
+	// (DELETE /api/domains/{domain}/tracklink)
+	DeleteTracklink(ctx context.Context, request DeleteTracklinkRequestObject) (DeleteTracklinkResponseObject, error)
+	// VerifyAuthDomain Check the auth domain's DKIM, SPF and MX records in DNS
+	// (POST /api/domains/{domain}/verify-auth-domain)
+	VerifyAuthDomain(ctx context.Context, request VerifyAuthDomainRequestObject) (VerifyAuthDomainResponseObject, error)
+	// VerifyDomain Check the domain's DKIM, SPF and MX records in DNS
+	// (POST /api/domains/{domain}/verify-mandatory)
+	VerifyDomain(ctx context.Context, request VerifyDomainRequestObject) (VerifyDomainResponseObject, error)
+	// VerifyTracklink Check the tracking domain's CNAME in DNS
+	// (POST /api/domains/{domain}/verify-tracklink)
+	VerifyTracklink(ctx context.Context, request VerifyTracklinkRequestObject) (VerifyTracklinkResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx echo.Context, request any) (any, error)
@@ -3332,6 +10233,206 @@ func NewStrictHandler(ssi StrictServerInterface, middlewares []StrictMiddlewareF
 type strictHandler struct {
 	ssi         StrictServerInterface
 	middlewares []StrictMiddlewareFunc
+}
+
+// ListDomains operation middleware
+func (sh *strictHandler) ListDomains(ctx echo.Context, params ListDomainsParams) error {
+	var request ListDomainsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListDomains(ctx.Request().Context(), request.(ListDomainsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListDomains")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListDomainsResponseObject); ok {
+		return validResponse.VisitListDomainsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateDomain operation middleware
+func (sh *strictHandler) CreateDomain(ctx echo.Context) error {
+	var request CreateDomainRequestObject
+
+	var body CreateDomainJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateDomain(ctx.Request().Context(), request.(CreateDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateDomainResponseObject); ok {
+		return validResponse.VisitCreateDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteDomain operation middleware
+func (sh *strictHandler) DeleteDomain(ctx echo.Context, domain DomainName) error {
+	var request DeleteDomainRequestObject
+
+	request.Domain = domain
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteDomain(ctx.Request().Context(), request.(DeleteDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteDomainResponseObject); ok {
+		return validResponse.VisitDeleteDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetDomain operation middleware
+func (sh *strictHandler) GetDomain(ctx echo.Context, domain DomainName) error {
+	var request GetDomainRequestObject
+
+	request.Domain = domain
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetDomain(ctx.Request().Context(), request.(GetDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetDomainResponseObject); ok {
+		return validResponse.VisitGetDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UpdateDomain operation middleware
+func (sh *strictHandler) UpdateDomain(ctx echo.Context, domain DomainName) error {
+	var request UpdateDomainRequestObject
+
+	request.Domain = domain
+
+	var body UpdateDomainJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateDomain(ctx.Request().Context(), request.(UpdateDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateDomainResponseObject); ok {
+		return validResponse.VisitUpdateDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteAuthDomain operation middleware
+func (sh *strictHandler) DeleteAuthDomain(ctx echo.Context, domain DomainName) error {
+	var request DeleteAuthDomainRequestObject
+
+	request.Domain = domain
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteAuthDomain(ctx.Request().Context(), request.(DeleteAuthDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteAuthDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteAuthDomainResponseObject); ok {
+		return validResponse.VisitDeleteAuthDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
 }
 
 // ListCredentials operation middleware
@@ -3508,70 +10609,315 @@ func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain Domain
 	return nil
 }
 
+// SetupAuthDomain operation middleware
+func (sh *strictHandler) SetupAuthDomain(ctx echo.Context, domain DomainName) error {
+	var request SetupAuthDomainRequestObject
+
+	request.Domain = domain
+
+	var body SetupAuthDomainJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SetupAuthDomain(ctx.Request().Context(), request.(SetupAuthDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetupAuthDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SetupAuthDomainResponseObject); ok {
+		return validResponse.VisitSetupAuthDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SetupTracklink operation middleware
+func (sh *strictHandler) SetupTracklink(ctx echo.Context, domain DomainName) error {
+	var request SetupTracklinkRequestObject
+
+	request.Domain = domain
+
+	var body SetupTracklinkJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SetupTracklink(ctx.Request().Context(), request.(SetupTracklinkRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetupTracklink")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SetupTracklinkResponseObject); ok {
+		return validResponse.VisitSetupTracklinkResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteTracklink operation middleware
+func (sh *strictHandler) DeleteTracklink(ctx echo.Context, domain DomainName) error {
+	var request DeleteTracklinkRequestObject
+
+	request.Domain = domain
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteTracklink(ctx.Request().Context(), request.(DeleteTracklinkRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteTracklink")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteTracklinkResponseObject); ok {
+		return validResponse.VisitDeleteTracklinkResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// VerifyAuthDomain operation middleware
+func (sh *strictHandler) VerifyAuthDomain(ctx echo.Context, domain DomainName) error {
+	var request VerifyAuthDomainRequestObject
+
+	request.Domain = domain
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.VerifyAuthDomain(ctx.Request().Context(), request.(VerifyAuthDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "VerifyAuthDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(VerifyAuthDomainResponseObject); ok {
+		return validResponse.VisitVerifyAuthDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// VerifyDomain operation middleware
+func (sh *strictHandler) VerifyDomain(ctx echo.Context, domain DomainName) error {
+	var request VerifyDomainRequestObject
+
+	request.Domain = domain
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.VerifyDomain(ctx.Request().Context(), request.(VerifyDomainRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "VerifyDomain")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(VerifyDomainResponseObject); ok {
+		return validResponse.VisitVerifyDomainResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// VerifyTracklink operation middleware
+func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) error {
+	var request VerifyTracklinkRequestObject
+
+	request.Domain = domain
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.VerifyTracklink(ctx.Request().Context(), request.(VerifyTracklinkRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "VerifyTracklink")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(VerifyTracklinkResponseObject); ok {
+		return validResponse.VisitVerifyTracklinkResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Ft7c9u2lv8qZ7g7E3uWoiy/2iizM3UezXrzqNd26u7GHhMiDyXUIMAAoBUl4+++A4Bv0Zbsxm3u7c0f",
-	"GUsicA4OfvidF/jVi0SaCY5cK2/81ZshiVHaP1+QaIYvBNdSsPfiRAuJ5usYVSRppqng3tg7YHOyUBBy",
-	"MVDmidCHCUYkVwh6hjAR8QIiIiVFBQQURhJ14PmeimaYEjMf8jz1xh+9cgbvwvf0IkNv7CktKZ96Nze+",
-	"d4xaLg4SjXJZhxOMBI8VaAFzQjVMMBESQZohlE/b4oqpKdc4RWnnPjs7O8j1DLmmEdF3LPI5UTQCiYSl",
-	"/3nuqVRnkcRYnXthr4yG+r8dE41vaUq1/W9ZxDF+ylFpBYQxMccYMpSQUp5rhERI0DOqgESRyLleuaBa",
-	"2jGmhHKjxe0SGSYaKLf7FeVSIteF5BWCbnwvI5KkqEvESIyNFQl7/eHw5bLIUyOheuaJgjBXKC+NIS+n",
-	"OY2tGfEzSTNmJG1N9pMdsouD7WQ3GuxGezh4muz9MNgno2Qbn8Y70Wjk+R41U2dEzzzf4yQ1I2shnu9J",
-	"/JRTibE31jLH5ooSIVOivbGX5zT2+mD3Uhj7vbez9q0mtr+DEQsbEVE4oFwhV1TTa9z0AYNpAGGxpCAS",
-	"aWeJjV/6V+IE3LmKlHx+i3yqZ954e2+nbxVHZNqj/2gwIcogjUwReJ5OUAalEp9ylItaC/NICwsxJiRn",
-	"2huPfCOfpuYMj7bKf76XUl586fcCR6LKBFdocfOcxAUazadIcI3c/kmyjJkzSQUf/q6M1l9r4331UlTK",
-	"Ls3uhXRTOM6hCrjQcE0YjeG/T355b7GcRxEq5Y0TwhTeNBf07xITb+z927Cmw6H7VQ1fSSnkcaGwU79t",
-	"yXeEGSihkwRCAuGQc5VnmZAaY6tS4NV4EvpnkfP4oat9WaBOaEjsPI+3tAbIY4HOqPiZKm1WOUEm+NQS",
-	"L+FCz1A2KarhSn4bVIw0qAiwT69izLDLl4bUGnO0aG29eeohdpWHXKPkhFkDPHQfDjigGQ8issQZw3xG",
-	"GUImhdkMyqeWVAtgPiYCDwze8HOGkYFbQijLJT6DGDWhTAGRCExMpxj7wPEapXGOueQYW1T+UTzWvP9n",
-	"Y9J6xqZTuRdKz/lG2D1LoRkS9q0o3AzO+feO6yOyYILEp0K8JdKx/rfiUy0EMDNp8Mh72xVshZqNJhxG",
-	"+/CGPreoPRXiHeGLMo558FKFgJTwBRCtMc20CuCIITEBrFwAmRp0MKKdc3zMZReghA0hfRvzmWOMsTm4",
-	"lCvfAZ1RE56ROJao1KaxjjDHmZo4zsChQ7w2bB5UcfNdkGpE2B1Ufh/I/sBJrmdC0i94T6JCx/HtGfwG",
-	"BDo/PFqYQJ1PEBLmUvBpg7ZUAK+uUZpcyaROU9TK7rcygaWLHlr7enZ2NujmLHdZtZviWO1+NcGRtdrP",
-	"FmlrWHU9S9QTrwV8yrNcw0QiuTJJoswZPoPQ7poKQZnUaz6j0QwSiiwGwo2fXXznIUYFm05mZD5lUmQo",
-	"NXXRbySRaIwvSU9a+IHTzyZrNvltK3MY/bC/u/3jjzbWrtIYyvX+rrcccBujM7xNRpHd8pwxEzHYB5vQ",
-	"tNGD8YJ1zNAj0wwnE6Oay0+WdaBx61zubq+lOVWXhU63am6P6fqqVxrYcZXMiRAMCS9kXqOkCe0TemKO",
-	"JFEQSkyFxku14BHGoaPsk5dvzMElRiKJXdZuUbueYEaUvsyIUnMh48toRvi0T4UmKkAklinMUCiHgkSF",
-	"+pndU6BJFfMpV3x5wOZZJ9SfA5+8Oz1yTsqH8Dzf2tqJTFpvUkf7CX9yX7qQzX3VSYPThRnxUzsb7uSx",
-	"vpeK2O7Jo56U1q4uizmboY0gdblwhfIa5RMFxoXAhERXyGOYEdUJTJ+oqriiNHG1ldWAMI/m6m41GsGv",
-	"rRFpet2evbWnjcnbxZfW4Vy39rKiguJk8FvLJxOXmESEQUak9s25skXAGDaYmKOMiMLNPqz0VmvqGslH",
-	"z6rTWWFDnRLRfpN+2xBr80C1Fy1KajHrbee3C6q6wCkmv2NkXU/tIF44fZb9REz0Ss97qFSOccPb3DTi",
-	"nOb+NhKcwgBQhD1Jzph1rkt7WcVFVdHWIOtiGVqdrSjH1ar4bjF3G+IVv0YmMnyYJdo2+OOqr6HwoYlj",
-	"lrW9+wjU6C+ZvObTMYwG+7sQzYgkkUZpyT48GPwfkMEX2Bo8hQAu4T9gEPrnXGkitQkvTXyEPDZ/zqme",
-	"AQGGWqM0cWdMp1T79nuRawiDIAzgxJ246sCZGc55zumnHG0d2jG3D90CJ1u4jHitw3mH4cr6ZP8uU42p",
-	"ut92F7KIlGRhwx9XRW2dgBXOJiNTyonbqLtFH9VPfjuk+XXlt6FJH/7aIfaSFbEscLWhd2SCAa5BcNjd",
-	"GsFG2MyBws3e898gkjW4wfq0h5BD3yKXeK0vim78tj5USrbuP51T5CgtO5bPBXCoISLcRJUT12SieI2x",
-	"qxS0XdUP/5Nuf376Jnkrd0+/nP04eR+Nfp397372Uu28/v1gD/uM/G3ij0jwhNqKdCdCKHpjNjAta/Dr",
-	"hiLSdhkuKU/EKhufFA8fmme7W97qzlT270pYx2u+c5C5Hf33g+xD3Vmfakct/mhrVYQJfU2Z97YP0wnq",
-	"pwgbI5jP0DbpJBZpDVhmbIdHo7WCXFYmyPW4vb7nRJIobD+4XhSddQOOUd9TWmh3XG+zgV0gUA6EMWsH",
-	"de/FdjbPifTLjpYzRLVQv7E1/ZvqwHqMhVnuH5ccI103RjtqZXPfSXzWo/8342KO88u/Ax9znNep+nfH",
-	"yK1deAgrt0T1WIxoa4XlvTT5a0piBJEYC7RBRVg2I5MOG3kTonB/u2/jyucvFf3SPlj7231khFxLkS0u",
-	"J9T1EmqWeboV7DWYJhb5hDWw4lrnllaLNnxj8E6vrNKm7bXYArDSUvDpyvS2EFUv0+uuuLOihtC+Pbut",
-	"ZNtTSe8kNR/twSw/28oHYRJJvIAJGo9FrpAH3kWT5Rriii5Hb3OlJ5J1UIhjasYSdtR6osoUlsCwlBC0",
-	"C/NOL2WTHVeug+o7VzvDaCZcRT6fpFQb1F4TlmODiGtjNtm8uN3Us+AL/1HDaL802PJ2G0EY5ZLqxYmh",
-	"B2e9CVE0OsgdKtsGKsp6ZYeqLu2N3Q8HR4egxRWW1b1n7pMCJsQVMHqFEKpUZ1eXgck4y6skxQGmUW3E",
-	"mdaZ6xPQXvaoLl1BSrjdH8u6zZpvIiSoIgF2SZSyOfEVYmarcqmJKAx/ufxYz/CcN7jb1W9JFGHmujCp",
-	"9TFUwZxKHBhuJZpOGFbD4Q2VNA1epYQyp49TLkWuz/nB0aEPSrhpr5HHwrgHWymeC3kFkwXYSpFtDXG2",
-	"cBfnTB7+4fhtcM7PuWsNSZFrtCW+Ricndkr81+npEbjraebXqhC79o4FlZTi5PtlvAFCulsOvpVdXHGx",
-	"SArglKaoNEkzV2pvFWHLGdvqlvNXtwLDpc5NaLcr7O3GhK7iwGiEBT0VV5QOMhLNcLAdbHm+l0tWYEmN",
-	"h8P5fB4Q+3Mg5HRYjFXDt4cvXr0/eWXHGI6g2tJwDbGDo0PPN7SsihtTwZZ7VGTISUa9sbcTbAU7Np7U",
-	"M3uKhiSjwwJ2w6/uj5thA5/moSn2XgHUueQKBEcX8xdJgJvjiWqC3AfBYlQaEiqVDiA08VroNihhBr6G",
-	"6Z6d87CuHlStNJTucqYVoqjteBceuOiYtK+IWIsbnrXTHMbe2HtLlX7RWFP7JuDH/lCkfmRoKz43/lJV",
-	"wmn0BW+7iFbG63030fbaV9FW3EG76NxB297a+mb9z05lq6ft+Utjj5td4O/9esnu1ui2sZU1h612uh20",
-	"u3pQ52acGba9vXrYUg/bDny6emD39siN7+05CNw9rn1xzLrSPE2JXBSnos4Emj5JJECgquhpMlXtsFvZ",
-	"+Oh+Z6hxN9WgOROqh1RcN8HQQqMItHaXDgQHAmUPpLx0ZUtKhDGTo8+5CuDUeNBmEF+H9hPnzgrPani9",
-	"pBXn6+x0zcznnHcaqxVrrZNnlZGniUKp7mMuZ5AX3QvCqPRzES8egQJcV8AApTnb58F8Ph+YnGKQS4Y8",
-	"ErFLLx8+fZozTTMi9dBOWxYjHjph71WNVj+zivk39IpGxmbg3Szx7egRjF02z1aqD3Oiys7Xs8Ib1vhV",
-	"MzHnDqDGW3Zo2b4YMSjejFhFpX1vUXyX96t212G/xk3tP9sbjHZWD+vefvyH9CIOw0B4143c6jlu/NVh",
-	"5/Br/eHG+QmG+tam5NSkSFpkLkcp24q6melHhMPEfm4U29pk+9LK6JDtvYOuVXeOy4s/3QJplUxrma9/",
-	"ja/bU1iPSgod/sYBXDt0+4vOjgPcfc6OXyZjbeS+Rv1HYXtf31Xdd1iNuI2ygU+1qhzX5r/A99eC7zVq",
-	"m7yvD72HB/z+yqc7L+PdXNzbSwxt32nQ7Mj8qQr7XnGfpn0WXhfJhUlqmp0Uf0Vq4cI8wWK7SS3nFpzz",
-	"5osHmlzZl0jcGwgbhAOmmV7Yjz6EPGcs9CH8eOFeFvl6E9qyCWGsKBtivNmXe9i2YbM4UDVZHo1e2h3L",
-	"W5ilCn2NJ5OYMRKVUbExsDHX3zYo/qdmrGO3163qwJPao9wecDY6CJYIGr2Djxfm5Bbjli5P9xZG2tX6",
-	"oO89XmUI7P8DAAD//w==",
+	"7D37c9s2k/8Khnczseco+REnbe3pzOfGac/XJJ/Pdr/kLs5YELmSUJEAC4BW1Izvb7/BgyRAkaIk243b",
+	"Oj9kLIkAFot9Y3f5JYhYmjEKVIrg8EswARwD13++wtEEXjEqOUvesQvJOKivYxARJ5kkjAaHwXEyw3OB",
+	"BpT1hHpiEKIhRDgXgOQE0JDFcxRhzgkIhJGAiIPsB2EgogmkWM0HNE+Dw49BMUPwKQzkPIPgMBCSEzoO",
+	"bm/D4Bwknx+PJPBFGC4gYjQWSDI0w0SiIYwYB8TVEELH/nJ2akIljIHrud+/f3+cywlQSSIsl2zyByxI",
+	"hDjgJP3+KhCpzCIOsbgKBo1rOOB/OMcS3pCUSP3f4hLn8FsOQgqEk4TNIEYZcJQSmktAI8aRnBCBcBSx",
+	"nMrODVWrnUOKCVVQtK+YwEgiQvV5RTnnQKVduWOh2zDIMMcpyIJiOMQKizj56ZfTk8UlL9UK5TPPBBrk",
+	"Avi1QuT1OCexRiN8xmmWqJV2hy9Hz/EB9PZHB1HvIHoBve9GL77pvcR7o334Ln4e7e0FYUDU1BmWkyAM",
+	"KE7VyGqRIAw4/JYTDnFwKHkO7o5GjKdYBodBnpM4aCK7E6bw907P2rSbWP+O1LJoK8ICeoQKoIJIcgPb",
+	"IYL+uI8Gdkv9iKW1LTq/NO/ELLB0Fyn+/AboWE6Cw/0Xz5t2cYbHDfDv9YZYKErDY0A0T4fA+wUQv+XA",
+	"5xUU6hGPFmIY4TyRweFeqNYnqeLhvd3iXxikhNovw0bC4SAyRgVouvkBx5Ya1aeIUQlU/4mzLFE8SRjd",
+	"+VUoqL9UyPsSpCCE3po+C26mMDKHCESZRDc4ITH6r4t/vtO0nEcRCBEcjnAi4Nbd0L9zGAWHwb/tVOJw",
+	"x/wqdl5zzvi5BdiA72PyLU4UKYFZCTGOMEU5FXmWMS4h1iD1g4qemPyR5TTedLcnluqYRCM9z8NtzSHy",
+	"mIFBKnwmQqpdDiFhdKwFL6ZMToC7IspRJR96pUTqlQKwCS47ZqcuL5VQc+bwxNpq81RD9C5PqQROcaIR",
+	"sOk5HFMEajxikRacMZpNSAIo40wdBqFjLVQtYT4kBR4reoPPGUSK3EaYJDmHIxSDxCQRCHNACRuPIQ4R",
+	"hRvgSjnmnEKsqfKu9FjJ/T+aJrVmdJXKWlR6RbcGdV4aqCGDph0NtvtX9LHT9RmeJwzHl4y9wdxI/fuS",
+	"p5IxlKhJ+w98tvWF9aLqoDFFey/Rz+QHTbWXjL3FdF7YMRtvlTGUYjpHWEpIMyn66CwBrAxYPkd4rKgj",
+	"wdIox4fctiVKtMV4qG0+xcYQK8YlVISG0BOizDMcxxyE2FbYYYqdibLjFDnUBK82m3ul3byMpBwLu0aV",
+	"j4Oyf6E4lxPGye+wpqACI+P9GUKHBGo/PJiZQIxOYBzNOKNjR2yJPnp9A1z5Ssp1GoMU+ryFMiyN9eCd",
+	"6/v373t1n2UZVusujobuX8o40lj7UVPaClhdDRPVxCsRPqFZLtGQA54qJ5HnCRyhgT41MUBCuV6zCYkm",
+	"aEQgiRGmSs/OH7mJUZKNhk4h/9UEoqn+lHGWAZfEWL+K9q7jKUm70KonOAehDO/b0IxLP28ySmSjtYbd",
+	"uv7HRwdiZ74KoMqBZ8NfIdLLKgQYVXuqTrsNC8bbWeZqESkgGWkbG4l8WNgBI0Sksne0W4IGQ5bTCPpX",
+	"+e7u88g8o/+Gmv9ln/PdsJoDFQZqq9dTmF8n1s9a8KUvjtEU5kiQ30HBolhXbcgC/Uygk59P36pHjtCu",
+	"gj21oiAFTAXa3z341oNLfRE2efZL8HoBMs8W8Rpj2cmvtUlO1JBbR0A60lQvWJyFAInyDFl5OcqTRHPl",
+	"Av5KgVpGe5QPW5HJkLEEMF2gs2JcBUpo9vOpGxMndt9LqWxdQnCGa/q/5hAxHvtT3XyvDnvvCE2/5wIf",
+	"oez7t6enP5z+evzuh/H0t36/v9LMAhKIpPFNqrnLmFPXHERc3wAnIwI+dFqlLSI+DGIq7G40ooiEVHTR",
+	"zcm7i3ODgIo0Med43iIxilhG+2bbUdy+PR/25aTxLz3IKLW78oo718osc+MMQmr6BKTywhqO0zmNLoDO",
+	"7aP3zGsFBCtx3QI6uphvHfpdpNdI6SeIr7H0InmEypcHwaLstANWwqZV1BsewcqU79NwhWsLqLfFNtSf",
+	"VwAuMSoWsefYDi0/WhOhg2o2sARcw2JBkf6TKvdP7UnpzHcXSOMgRIKhXAAXKMIUxTDMdWSFcPWMYh5/",
+	"80UgxGdDTNHF2Y92erR1873IRnvbaEbkBBEaJXkMhwr+filkC3XQxJ2jImDib+D9BEsNeBFgQVtYopQJ",
+	"ifZ2EVDJCYgQAY4mqPjhxd4+Gs6l/l5EOIN427MGPgYGVtTDSaJwWgrnBah8IVzEb5vMKQWjDlsnjE0h",
+	"Rnm2LDK9sBCbrqZWMs6GCaRNiJobj1YdsHV1fQjUr86BlYEd66sJ2ODUzBcuVVx+uGyM/LtUzqZFKNw+",
+	"GVYkVlBCI6lX1xALDBpxwLKUXz5ufqHkMxLmVsvDyd43Lw/2v/1WR9hXEHkxaO3SuIa906J5kii7WT/o",
+	"OqQ6ZqjQXUUKG9ZUw/FQgWZuJRZhID4XHuyvBDkR1xamVsg1ya0Oejep1lRO7Y5RsQoWaMAhZRKuxZxG",
+	"EA9MoObi5GflrmO1Io7NXZ32VVdbOMFCXmdYiBnj8XU0wXTcBIJLFYWToYaiYijiIEAe6TNFZFRGeoW5",
+	"ct3g8HToqVl+XLy9PDOhqRANjJ+lJLTiEuNp/aPT+UrnasQ/OiRNymJ9Jg/KKd6pNgkr0HFjWWxcAL8B",
+	"/kwYL2+IoynQGE2wqIWjn4nySlVIbG5UuwlCPZqL5WA4IW99MyzJjT+7d6bO5P6Vqy8MV7xx7bg3NWu0",
+	"q56huY6IcIIyzGWo+Epf/cdoK2Ez4BEWsN1EK52SWoNT26EDTkHRoSt+fRLz5UB5Fp5I8iRrG//WiWq5",
+	"gnhl4NnMJzkVIofY0TZtnohzrWER8Eic9wqw1/QGEma09PqY8HFwd9BXALglnrWcBSrqLyR5JU8P0V7v",
+	"5QGKJpjjSCqjl43Q4Lj3vwj3fke7ve9QH12j/0C9QXhFhcRcEjrWUVGgsfpTW7QYJSAlcMQ4ismYyFB/",
+	"z3KJBv3+oI8uDMeVDKdmuKI5Jb/loLNPjOQOUT2tIZmbe7CVmHMJ4oqshOZTXikA4R933fhtivN0KJsM",
+	"jwktowPLlj6rnrw/SgurfA8Hkib6q0Ivi/aR9T+01Sydu9IZBY6yfJgQMQGx6DYV5NoQbupbp3UK864Y",
+	"WcYJ40TOFwF7+wFlHEbAgUaAtt5+sEAKxGgy9wX+3m6Tms5ynjEBbtqYdT6N35l+Ln3sVp80DCTH0VRB",
+	"+8klYjui3WWwCxqH4e2HIAxevTt++9qfpdGdCIMbnORw5zBhjXgKbJROidVxZrFGqik5Ys3guzZztow9",
+	"3cuwnGyX4mFwFVwFAzSbAEWUUVDmiAkM+xp843jqHcKl9x4ljRISTa81Aa04wHPzNnbkFi8gLDnu7e4f",
+	"hPu7B99+6rw+sNNsGhZuCSP8fPoWXX64RJrokGSFgPEPf6OYeC0k7S9urksLKVcuWyVLWqm3pRQjkdZS",
+	"Vx8K9rdPCC147hrvNtC6VNiCq+KRIy2ap6AzHAqhHCMsC2/Knc+4T64Q7nSult4ULGN1JUTCyiwIETGp",
+	"UuoRnBABsX5EIEJRltN5xGJYK3RUczq+WTUg0O6cX/IcbOpV6RSXwUOTvGOQr47/4uxHtGVS9JQIxJJx",
+	"lGI+BUUmqFhkew3X3Q9Fr+i0l/BZf90mLavfR4SLTT32mre8qcBJP68pJ1gGdB25KLLRUrmiTqlJrCgG",
+	"qWyaupDRUdLlUUH0fzhJGv2cbLTmnldx04tb67VcdI3HhNDpUp2sHujVhNnd1HF93fX1Y05FPlydDpq8",
+	"99ICXsBCB4BdN4TOJaOj1Xyd7hGyv53WwMCSUIJD5eG93IHWDYG6Tq+Rsc/Ii+Kq++rUWIx3ik5Yo7Mt",
+	"JmETMHEcP5pohAHpbpGIatcPGIVYmlGzUdbKfeSptNsXx0ifLPotx4mmSbeA4ghRpZiMiSGZE5nYwMy4",
+	"bcXWPYQdqrOtG4FfPX7QFTa4pyyINTMgTh4q+eEtprGy4OZfLwNi1eyHB0pYKDFQZS0sSbHoTKvYGO81",
+	"ZJZ67q5ZDn4G6QJWoajf8AXNGQcBVCJG0cHuHtoauCm+g+1GknModwW1oy2aTYiqaZMLAfym62Lnt9Vj",
+	"osW1RLMJOQaqPCBdBGae66NTiSJMKZNoaGooCdwox3S8YG9/89/p/ufvfh694QeXv7//dvgu2vvX5H9e",
+	"Zifi+U+/Hr+AZr6+j4u2iNER0QVXtauw0osiAhUlZqveuXGtJq8JHbEuHF/Yh0/Vs/Uj94oPS/zXV1jl",
+	"eqjO240qfs3837UThu+YK1yPzy7dZ2s6U3smU1sS02r5SytBZxi3XQatJzg2VUZNoJ155oYPlb2VbKr8",
+	"fKeLPWs5BGNAW3vGb1QsCDaLAmmLqBacXymGkBRZ+NW4F03PsdFIgP/gakGKrG5n7DU9JZk0QrMNB3qD",
+	"SLkgSaLxINbebO3wzJJhUTZrEFFuNHSOpvlQjcg4B4uW9c2zcyCrXgmfeckjj8QBa4D/3jQihdn130Er",
+	"UphVmUGPTi96p7CJbvSWak7DlI1niYhAKY6Vx7t4BYqTbIKHNWkUDLGAl/uNl0n2+WvlQ3uDXu43CSOg",
+	"krNsfj0kUvii67vd/gtH0sQsH7opjKY+X4vV6gqoGPy8ca0Cp7VrR+BzJCRndNx5wVgGmUq01Hdc25Gz",
+	"aNOZXRYXr4vM7N+rdcWXOwOPHcLIC/L58T93omV7aAm6tF0QtoV6W+Lmrclba8dXWzfwSxZvHtMrT7LD",
+	"48/NIo9ErVwW4eM2ezoqUiA2tXbNBEvXbiGcIpB/xxq4Wgq1mrS/dqCshLXVHi8R1XJ54W9kuZSJiszq",
+	"2sClWLxDtZs/x9K41aV/u/K4Ct4a9tF8TtcS83FdpxnSWClp/p5LwxpJZC2avftNVd1grwEU+ojrvHjq",
+	"ukUpj+rukdfGqdYi4vuPwi7Iiz8+CtuOlj8qEFtXLndDX7cU7WaCtYm+g8rXD962NQJo6M9QS5r9qPVd",
+	"8Vln1uOEA47naAhAkcRToP3gk0v0znJOQdFCN4eGALKx/eOYmCSXM++J1autaumOBi6hk2lNOQgqvzO1",
+	"GRBNmOnzkA9TIpWlpBMeHGaskOkyt81FbNjwp/BBo9dhgbDF41YLQZRzIucXirIN9oZYkOg4b7p/tIlO",
+	"Rd+TqnTk0PxwfHaKJJtCkeB0ZD4JXbKGEjIFNFAKbHrd7/erFnzWYyNRhcSJlJnpPkEa3cVSDaIUU30+",
+	"2s12a4pGjCNhE6xt4phOJ5oCZLrqI0XKQJjTyORfywlcUcdZN/VBOIogM709Uh1UIALNCIeeEgtYkmEC",
+	"5XD0M+Ek7b9OMUkMPAa4FKi8osdnp7osUk97AzRm/JkwlUgzxqdoOEe6EkE3HKGJKbZTjiz65fxN/4pe",
+	"UZtBx3Kpk0Sw0x8kNkD85+XlGTJND9WvZaHPyifWL1exnB8WtpMyXjUlhXpt2zhNU1IfXZIUhMRpZkq5",
+	"vCKfYkYf3GL+stfkYKEfyEAf16Cxx8fAZLQnJAIrnmzju+MMRxPo7fd3lWvIE0tL4nBnZzab9bH+uc/4",
+	"eMeOFTtvTl+9fnfxWo9RMoJIPx8PHZ+dBqHyw4Xtw9ffNY8qXxBnJDgMnvd3+891AFFONBft4IzsWLJT",
+	"n605t1g8q+O4NrAb4STRUSI7MEQsiUFIk2B2hAYCMI8mAzQiia4zGM4R9ooSFBb6JimGazFzGgeHwRsi",
+	"5ImFxW8B+bFZ0VWP7Ojb99tw4b5OgS3I79DWgbCIoTa1INz1exB2NB8MF9GWzEuWnk2YMPtGEaNSf6ej",
+	"ZhI+y4YWj23wGtQG6/Rp/FTriri/u3tvHXmc1IeGJjwu4VhEPPoGfge7e21jSyzueI2d1KD9/e5BC22R",
+	"9MDvugfWG5LdhsELc4bLx/m9CLUezdMU87nlNZ+Za0pIKTk8FtWdu9BGUcZEU9FvHCthax0ByfyZC7Gu",
+	"5GQRNxU6d7rICkIZJhxtqVEZJzdYwhWd4KQoNU0A34BtXKWV3nYfndm8TdMI0dbEDxyHaaA7m1ENxhUd",
+	"aHtz3kuLK8FBHx0XALud/GztPKNl4zQjw31RZRLXTtwmqiDkDyye3zNrmajO7WJv031Dp/e4VJGMt7wz",
+	"4kxZzHFsbOBHzskr8IjTInZj5t973j2o3j/xTyk0juNYN9t2BUWjnLgNPcti54v549ZIjgRMYzmfpU70",
+	"9w5Lra2ylvW0Lcr56yG20oWRPF+9JV/96n45yxSVIq7ZPwMOBVB/UZ24e9A9qNa3+GsSt6G/BfrWp4eT",
+	"pH6CLfrRGtA+af8E8i50vY4QL5OLu0lS2m4tRbGkX2P1RJBfmyB/AmOGrCBv1/WWnPbzyj2wF0c+tbzS",
+	"/QZE5eSPEjwWKLMZkLaxf9FD1Cd4cwf4oOaRf1/aaCDt3vtixd1mC3OVRTMCpCTKosQjWfTV0Oh8Mpru",
+	"yIx/G1vLkNoiSa1lb+0opPfcm99ltlfVc+8e7S+3SeFXMcKcfqnaeeGQspsno6um4/5s7HGuT7HeELc0",
+	"tYvAwv1ry1ZWc23DtkjquQ5UCK3W3Yhq2c7XmcSPqvbRIMYSD0xUe5RgifT10NEVHVS1OWVXa7Alv5mJ",
+	"f+rm8zZPzbYx89/W0BDieEOEfOXZu18/IvtirYjsQwY+a+1mOoKfbkP2J7nzZ5Y7Zdx04SKPjcoIqCN1",
+	"XKlwdzu9Mfhq4nZKLDgFKyu3zkOMIly2JyhDuGX8FrEZFX10OYEr6qa6Vgmww7kTmdUSuIzHat9BT+fm",
+	"B1/RWrfDUmqtko1cXNdPsEBkSXD2Vf1dXfftgdRbdSlCcWf73JvNZr0R42kv5wnQiMUmf2Lz6dM8kSTD",
+	"XO7oaYu8nk0nbLSXvCaDZaKEjs0v6y623Q8eMkS92NGuE3xt7dki+iOrDSv6FRM2o4ZAlbasiWX9jsKe",
+	"fUlhlyhteqHho3zVyZNz90i0iKFhhGldjbRqjlXMzp0v1YdaqL2pU+CYUCQky0xiR9HrT7rpURGmaKg/",
+	"OyUpTa5jTdjej+vodJX8Kp5jTZQ8ResfVZx+dd5pj8rflWzX1V1d0XmH4raKrprKnS0U1/YT8T2OmPzq",
+	"pLe5wR92Pl17L+5qwQlPS+zo6syeW7f4hwLccvfwU5klgr16w7DDtTBmHktic3HiKrf+FXXfASjxVLf9",
+	"Ny8D3MIUQZrJuf4YogHNk2QQosHHT+a9jV9uBzpsgpPE5lpCvN3ke+jiWjc4UJYiPph48et6WyRLafqa",
+	"EGiW4KiwihWCi4Zef0uj+C8tsc7NWXvRgWeVRlnf4BQg86xXu1h4gLCGJhmxEOHdkuu9s+2KLnlp23ZD",
+	"TprigCJ83EcWfULZG4B5QoAjjYEm5tcFU7VblPuPO9RfeffAd5/1N8GtcM1S+BF/ysyCJxf5UbjIF6Yk",
+	"smB/m5JPGG1sF73eragRYWVV0sMLsFo3zVWF2PYy+dMsfcqar4dMu6jKjf+IvIuqLLcr7aImfnQb9Sfh",
+	"8yR87iJ8mrrhridtPDmzPAPD5977iaLVy3S/SiitzqJPiRh/wUSMVbjkYXIvbHHHwzsldUuXiOrq1DSK",
+	"L7NPip7wytPqo4P9/bbe2b4g0HXm87umYq1r2nv9A1p4mOUyYmlVBTiBaPrEvH9q5tUtBVreKh5q6lVU",
+	"7LxQh1B08u5iPf1Xr7x6INZ8w9hUeG5nnll4EWWz0LwKzjxhSTm02QoZ41InEyC3GY64ojXeXuBr/bIh",
+	"HX9UU0CMhrm0b4g0xe7bR1VZnC4BvaIFdAmWwHV5vQ1UDkHJzmLJPjq2tff2dRNKZkiSJAij/d1dU0it",
+	"y+2vqM7MPjIZYn3TQ8HkVIS6R4BZMUSzCZZa8xYvGdV7Kb/V77NoCmsYkfRHVTA8iaI/c9FCJVEeVJg8",
+	"tO/uqOsF27VTed/Ril/TNX7il7+56q7R5zNhAx/L2MvpqaJ5xumm8vGTYgs7ZiGm5ReJh9Xb0kuuVkzu",
+	"toLqV6m9BQCLWcHN2ZR+5ZMzkXtVcfvp9v8DAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

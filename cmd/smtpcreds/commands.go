@@ -15,6 +15,8 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/internal/accounts"
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/dkim"
+	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
@@ -37,6 +39,27 @@ func requireKey(c config) error {
 		return usagef("a token key is required: set SMTPCREDS_TOKEN_KEY or SMTPCREDS_TOKEN_KEY_FILE (32+ random bytes, hex or base64)")
 	}
 	return nil
+}
+
+var errNoDKIMKey = usagef("a DKIM key is required: set SMTPCREDS_DKIM_KEY or SMTPCREDS_DKIM_KEY_FILE (32 random bytes, hex or base64)")
+
+// newDomains builds the domains service: DKIM keys sealed under the DKIM
+// key, DNS checks through the configured resolver.
+func newDomains(c config, db *sqlx.DB) (*domains.Service, error) {
+	if len(c.DKIMKey) == 0 {
+		return nil, errNoDKIMKey
+	}
+	sealer, err := dkim.NewSealer(c.DKIMKey)
+	if err != nil {
+		return nil, usagef("dkim key: %v", err)
+	}
+	checker, err := dnscheck.New(dnscheck.Config{Resolver: c.DNS.Resolver, Timeout: c.DNS.Timeout})
+	if err != nil {
+		return nil, usagef("dns resolver: %v", err)
+	}
+	return domains.NewService(db, postgres.DomainRepo{}, sealer, checker, domains.Config{
+		Selector: c.DNS.Selector, SPFInclude: c.DNS.SPFInclude, MXHost: c.DNS.MXHost, TrackingTarget: c.DNS.TrackingTarget,
+	}), nil
 }
 
 func newLogger(c config, w io.Writer) *slog.Logger {
@@ -132,7 +155,11 @@ func cmdDomainsAdd(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	defer db.Close()
-	name, err := domains.NewService(db, postgres.DomainRepo{}).AddForAccount(ctx, pos[0], pos[1], verified)
+	dom, err := newDomains(c, db)
+	if err != nil {
+		return err
+	}
+	d, err := dom.AddForAccount(ctx, pos[0], pos[1], verified)
 	var verr *validation.Error
 	switch {
 	case errors.As(err, &verr):
@@ -142,7 +169,7 @@ func cmdDomainsAdd(ctx context.Context, args []string, getenv func(string) strin
 	case err != nil:
 		return err
 	}
-	fmt.Fprintln(stdout, name)
+	fmt.Fprintln(stdout, d.Name)
 	return nil
 }
 
@@ -172,6 +199,12 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	if err := requireKey(c); err != nil {
 		return err
 	}
+	if c.DatabaseURL == "" {
+		return usagef("DATABASE_URL (or -database-url) is required")
+	}
+	if len(c.DKIMKey) == 0 {
+		return errNoDKIMKey
+	}
 	log.Info("starting smtpcreds", "version", version, "commit", commit, "config", c.logValue())
 	db, err := openDB(ctx, c)
 	if err != nil {
@@ -199,10 +232,15 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return usagef("%v", err)
 	}
+	dom, err := newDomains(c, db)
+	if err != nil {
+		return err
+	}
 	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
 	e, err := httpapi.NewServer(httpapi.Deps{
 		Accounts:       acc,
 		Credentials:    credentials.NewService(db, postgres.CredentialRepo{}, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme}),
+		Domains:        dom,
 		Limiter:        limiter,
 		Logger:         log,
 		TrustedProxies: c.TrustedProxies,

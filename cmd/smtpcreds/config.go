@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -33,6 +35,19 @@ type config struct {
 	DBMaxConns      int
 	ShutdownTimeout time.Duration
 	DataDir         string
+	DKIMKey         []byte
+	DNS             dnsConfig
+}
+
+// dnsConfig is the operator's DNS setup: the records users must publish and
+// the resolver the checks ask.
+type dnsConfig struct {
+	Selector       string
+	SPFInclude     string
+	MXHost         string
+	TrackingTarget string
+	Resolver       string
+	Timeout        time.Duration
 }
 
 // setting is one flag and the environment variable that sets its default.
@@ -45,6 +60,14 @@ var settings = []setting{
 	{"addr", "SMTPCREDS_ADDR", "127.0.0.1:8080", "HTTP listen address"},
 	{"token-key", "SMTPCREDS_TOKEN_KEY", "", "token HMAC key, hex or base64, >= 32 bytes"},
 	{"token-key-file", "SMTPCREDS_TOKEN_KEY_FILE", "", "file holding the token HMAC key"},
+	{"dkim-key", "SMTPCREDS_DKIM_KEY", "", "AES-256 key sealing DKIM private keys, hex or base64, 32 bytes"},
+	{"dkim-key-file", "SMTPCREDS_DKIM_KEY_FILE", "", "file holding the DKIM sealing key"},
+	{"dkim-selector", "SMTPCREDS_DKIM_SELECTOR", "smtpcreds", "DKIM selector of new keys"},
+	{"spf-include", "SMTPCREDS_SPF_INCLUDE", "_spf.smtpcreds.example", "domain users include in their SPF record"},
+	{"mx-host", "SMTPCREDS_MX_HOST", "mx.smtpcreds.example", "the relay's MX host users point MX records at"},
+	{"tracking-cname", "SMTPCREDS_TRACKING_CNAME", "track.smtpcreds.example", "CNAME target of tracking domains"},
+	{"dns-resolver", "SMTPCREDS_DNS_RESOLVER", "", "host:port of the resolver for DNS checks (default: the system resolver)"},
+	{"dns-timeout", "SMTPCREDS_DNS_TIMEOUT", "3s", "timeout of one DNS check"},
 	{"rate-limit", "SMTPCREDS_RATE_LIMIT", "120", "requests per minute per account, 0 = off"},
 	{"auth-fail-limit", "SMTPCREDS_AUTH_FAIL_LIMIT", "10", "failed logins per minute per client address, 0 = off"},
 	{"max-credentials-per-domain", "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN", "1000", "credential cap per domain, 0 = none"},
@@ -64,6 +87,11 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// helpText is asked-for help: printed on stdout, exit code 0.
+type helpText string
+
+func (h helpText) Error() string { return string(h) }
+
 // parseConfig parses args (after the subcommand) into a config and returns
 // the positional arguments. extra registers subcommand-specific flags.
 func parseConfig(name string, args []string, getenv func(string) string, extra func(*flag.FlagSet)) (config, []string, error) {
@@ -81,6 +109,12 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 		extra(fs)
 	}
 	if err := fs.Parse(interleave(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			var b strings.Builder
+			fs.SetOutput(&b)
+			fs.PrintDefaults()
+			return config{}, nil, helpText("usage: smtpcreds " + name + " [flags]\n\n" + b.String())
+		}
 		return config{}, nil, usagef("%s: %v", name, err)
 	}
 	var c config
@@ -118,17 +152,25 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 	if c.ShutdownTimeout, err = time.ParseDuration(*raw["shutdown-timeout"]); err != nil {
 		return c, nil, bad("shutdown-timeout", err)
 	}
-	keyText := *raw["token-key"]
-	if f := *raw["token-key-file"]; keyText == "" && f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return c, nil, bad("token-key-file", err)
-		}
-		keyText = strings.TrimSpace(string(b))
+	if c.TokenKey, err = loadKey(*raw["token-key"], *raw["token-key-file"], 32); err != nil {
+		return c, nil, bad("token-key", err)
 	}
-	if keyText != "" {
-		if c.TokenKey, err = decodeKey(keyText); err != nil {
-			return c, nil, bad("token-key", err)
+	if c.DKIMKey, err = loadKey(*raw["dkim-key"], *raw["dkim-key-file"], 32); err != nil {
+		return c, nil, bad("dkim-key", err)
+	}
+	if len(c.DKIMKey) > 32 {
+		return c, nil, bad("dkim-key", fmt.Errorf("want exactly 32 bytes, got %d", len(c.DKIMKey)))
+	}
+	c.DNS = dnsConfig{
+		Selector: *raw["dkim-selector"], SPFInclude: *raw["spf-include"], MXHost: *raw["mx-host"],
+		TrackingTarget: *raw["tracking-cname"], Resolver: *raw["dns-resolver"],
+	}
+	if c.DNS.Timeout, err = time.ParseDuration(*raw["dns-timeout"]); err != nil || c.DNS.Timeout <= 0 {
+		return c, nil, bad("dns-timeout", fmt.Errorf("want a positive duration such as 3s"))
+	}
+	for flag, v := range map[string]string{"dkim-selector": c.DNS.Selector, "mx-host": c.DNS.MXHost, "tracking-cname": c.DNS.TrackingTarget} {
+		if v == "" || strings.ContainsAny(v, " :/") {
+			return c, nil, bad(flag, fmt.Errorf("want a host name"))
 		}
 	}
 	return c, fs.Args(), nil
@@ -166,16 +208,31 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 	return append(flags, pos...)
 }
 
+// loadKey returns the key given inline, else the one in file, else nil.
+func loadKey(inline, file string, minLen int) ([]byte, error) {
+	if inline == "" && file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		inline = strings.TrimSpace(string(b))
+	}
+	if inline == "" {
+		return nil, nil
+	}
+	return decodeKey(inline, minLen)
+}
+
 // decodeKey reads a key written as hex or standard base64; at least 32 bytes.
-func decodeKey(s string) ([]byte, error) {
+func decodeKey(s string, minLen int) ([]byte, error) {
 	b, err := hex.DecodeString(s)
 	if err != nil {
 		if b, err = base64.StdEncoding.DecodeString(s); err != nil {
 			return nil, fmt.Errorf("want hex or base64")
 		}
 	}
-	if len(b) < 32 {
-		return nil, fmt.Errorf("want at least 32 bytes, got %d", len(b))
+	if len(b) < minLen {
+		return nil, fmt.Errorf("want at least %d bytes, got %d", minLen, len(b))
 	}
 	return b, nil
 }
@@ -210,30 +267,36 @@ func (c config) logValue() slog.Value {
 		slog.String("database_url", maskURL(c.DatabaseURL)),
 		slog.String("addr", c.Addr),
 		slog.Bool("token_key_set", len(c.TokenKey) > 0),
+		slog.Bool("dkim_key_set", len(c.DKIMKey) > 0),
+		slog.String("dkim_selector", c.DNS.Selector),
+		slog.String("spf_include", c.DNS.SPFInclude),
+		slog.String("mx_host", c.DNS.MXHost),
+		slog.String("tracking_cname", c.DNS.TrackingTarget),
+		slog.String("dns_resolver", c.DNS.Resolver),
+		slog.String("dns_timeout", c.DNS.Timeout.String()),
 		slog.Int("rate_limit", c.RateLimit),
 		slog.Int("auth_fail_limit", c.AuthFailLimit),
 		slog.Int("max_credentials_per_domain", c.MaxPerDomain),
 		slog.String("password_scheme", string(c.PasswordScheme)),
 		slog.Int("trusted_proxies", len(c.TrustedProxies)),
 		slog.Int("db_max_conns", c.DBMaxConns),
-		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 	)
 }
 
-// maskURL hides the password of a database URL.
+// maskURL hides the password of a database URL, whether in the user info
+// or in a password= parameter.
 func maskURL(s string) string {
-	if i := strings.Index(s, "://"); i >= 0 {
-		rest := s[i+3:]
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			userinfo := rest[:at]
-			if c := strings.Index(userinfo, ":"); c >= 0 {
-				return s[:i+3] + userinfo[:c] + ":xxxxx" + rest[at:]
-			}
+	if u, err := url.Parse(s); err == nil && u.Scheme != "" {
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
 		}
-		return s
+		return u.Redacted()
 	}
-	if strings.Contains(s, "password=") {
-		return "(key=value DSN with password, masked)"
+	if strings.Contains(s, "password") {
+		return "(key=value DSN with a password, masked)"
 	}
 	return s
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/smtpcreds/smtpcreds/internal/accounts"
-	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/localpg"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
@@ -69,6 +68,11 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			return err
 		}
 	}
+	if len(c.DKIMKey) == 0 {
+		if c.DKIMKey, err = ensureKeyFile(filepath.Join(c.DataDir, "dkim.key")); err != nil {
+			return err
+		}
+	}
 
 	db, err := openDB(ctx, c)
 	if err != nil {
@@ -91,7 +95,12 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		db.Close()
 		return err
 	}
-	_, err = domains.NewService(db, postgres.DomainRepo{}).AddForAccount(ctx, demoAccount, demoDomain, true)
+	dom, err := newDomains(c, db)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	_, err = dom.AddForAccount(ctx, demoAccount, demoDomain, true)
 	var verr *validation.Error
 	if err != nil && !errors.As(err, &verr) { // already added on an earlier run
 		db.Close()
@@ -149,5 +158,5 @@ func ensureKeyFile(path string) ([]byte, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	return decodeKey(strings.TrimSpace(string(b)))
+	return decodeKey(strings.TrimSpace(string(b)), 32)
 }

@@ -45,12 +45,18 @@ func main() {
 // 2 bad command-line input (reported on one line).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	err := dispatch(ctx, args, getenv, stdout, stderr)
-	var ue usageError
+	var (
+		ue usageError
+		ht helpText
+	)
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, errHelp):
 		fmt.Fprintln(stdout, usage)
+		return 0
+	case errors.As(err, &ht):
+		fmt.Fprint(stdout, string(ht))
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, "smtpcreds: "+ue.msg)

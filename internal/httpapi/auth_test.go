@@ -153,6 +153,18 @@ func TestEveryRoute401And429(t *testing.T) {
 		{method: "GET", path: credsPath + "/" + guid},
 		{method: "DELETE", path: credsPath + "/" + guid},
 		{method: "PUT", path: credsPath + "/" + guid + "/reset-password"},
+		{method: "GET", path: "/api/domains"},
+		{method: "POST", path: "/api/domains", body: `{"domain":"x.example"}`},
+		{method: "GET", path: "/api/domains/example.com"},
+		{method: "PUT", path: "/api/domains/example.com", body: `{}`},
+		{method: "DELETE", path: "/api/domains/example.com"},
+		{method: "POST", path: "/api/domains/example.com/verify-mandatory"},
+		{method: "POST", path: "/api/domains/example.com/setup-auth-domain"},
+		{method: "POST", path: "/api/domains/example.com/verify-auth-domain"},
+		{method: "DELETE", path: "/api/domains/example.com/auth-domain"},
+		{method: "POST", path: "/api/domains/example.com/setup-tracklink", body: `{"tracking_domain":"t.example.com"}`},
+		{method: "POST", path: "/api/domains/example.com/verify-tracklink"},
+		{method: "DELETE", path: "/api/domains/example.com/tracklink"},
 	}
 	for _, r := range routes {
 		wantError(t, w.do(r), http.StatusUnauthorized, "Unauthorized")

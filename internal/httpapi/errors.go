@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 )
@@ -105,7 +106,7 @@ func classify(err error) (int, envelope) {
 	switch {
 	case errors.As(err, &verr):
 		return http.StatusUnprocessableEntity, envelope{Message: msgValidation, Errors: verr.Fields}
-	case errors.Is(err, credentials.ErrDomainNotFound):
+	case errors.Is(err, credentials.ErrDomainNotFound), errors.Is(err, domains.ErrNotFound):
 		return http.StatusNotFound, envelope{Message: msgDomainNotFound}
 	case errors.Is(err, credentials.ErrNotFound):
 		return http.StatusNotFound, envelope{Message: msgCredNotFound}

@@ -68,3 +68,51 @@ func TestSecretsNeverLogged(t *testing.T) {
 		}
 	}
 }
+
+// Every domain route: a database failure is a 500 without detail.
+func TestDomainRoutes500(t *testing.T) {
+	w := newWorld(t, opts{})
+	if _, err := w.db.Exec(`ALTER TABLE domains RENAME TO domains_gone`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []req{
+		{method: "GET", path: "/api/domains"},
+		{method: "POST", path: "/api/domains", body: `{"domain":"new.example","dkim_key_length":1024}`},
+		{method: "GET", path: "/api/domains/example.com"},
+		{method: "PUT", path: "/api/domains/example.com", body: `{"open_track":true}`},
+		{method: "DELETE", path: "/api/domains/example.com"},
+		{method: "POST", path: "/api/domains/example.com/verify-mandatory"},
+		{method: "POST", path: "/api/domains/example.com/setup-auth-domain", body: `{"dkim_key_length":1024}`},
+		{method: "POST", path: "/api/domains/example.com/verify-auth-domain"},
+		{method: "DELETE", path: "/api/domains/example.com/auth-domain"},
+		{method: "POST", path: "/api/domains/example.com/setup-tracklink", body: `{"tracking_domain":"t.example.com"}`},
+		{method: "POST", path: "/api/domains/example.com/verify-tracklink"},
+		{method: "DELETE", path: "/api/domains/example.com/tracklink"},
+	} {
+		c.auth = w.alice.auth
+		r := w.do(c)
+		wantError(t, r, http.StatusInternalServerError, "An error occurred while processing the request.")
+		if strings.Contains(r.raw, "domains") {
+			t.Errorf("%s %s leaks: %s", c.method, c.path, r.raw)
+		}
+	}
+}
+
+// Every route with a body: malformed JSON is a 400, a body over 16 KiB a 413.
+func TestBodyRoutes400And413(t *testing.T) {
+	w := newWorld(t, opts{})
+	big := `{"x":"` + strings.Repeat("a", 17<<10) + `"}`
+	for _, c := range []req{
+		{method: "POST", path: "/api/domains"},
+		{method: "PUT", path: "/api/domains/example.com"},
+		{method: "POST", path: "/api/domains/example.com/setup-auth-domain"},
+		{method: "POST", path: "/api/domains/example.com/setup-tracklink"},
+		{method: "POST", path: credsPath},
+	} {
+		c.auth = w.alice.auth
+		c.body = `{"broken`
+		wantError(t, w.do(c), http.StatusBadRequest, "The request body is not valid JSON.")
+		c.body = big
+		wantError(t, w.do(c), http.StatusRequestEntityTooLarge, "")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -25,6 +26,9 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/basicauth"
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	"github.com/smtpcreds/smtpcreds/internal/dkim"
+	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
+	"github.com/smtpcreds/smtpcreds/internal/dnstest"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
 	"github.com/smtpcreds/smtpcreds/internal/password"
@@ -56,6 +60,12 @@ type opts struct {
 	authFailLimit int
 	maxPerDomain  int
 	trusted       []netip.Prefix
+	dnsTimeout    time.Duration
+}
+
+// testDNS is the operator DNS setup of every test server.
+var testDNS = domains.Config{
+	Selector: "smtpcreds", SPFInclude: "_spf.relay.test", MXHost: "mx.relay.test", TrackingTarget: "track.relay.test",
 }
 
 // env is one API server on a fresh database, its log, and helpers.
@@ -65,6 +75,8 @@ type env struct {
 	e    *echo.Echo
 	logs *syncBuffer
 	acc  *accounts.Service
+	dns  *dnstest.Server
+	dom  *domains.Service
 }
 
 type syncBuffer struct {
@@ -107,8 +119,19 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dns := dnstest.Start(t)
+	checker, err := dnscheck.New(dnscheck.Config{Resolver: dns.Addr(), Timeout: o.dnsTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := dkim.NewSealer(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dom := domains.NewService(db, postgres.DomainRepo{}, sealer, checker, testDNS)
 	e, err := httpapi.NewServer(httpapi.Deps{
 		Accounts: acc,
+		Domains:  dom,
 		Credentials: credentials.NewService(db, postgres.CredentialRepo{},
 			credentials.Config{MaxPerDomain: o.maxPerDomain, Scheme: password.SSHA512}),
 		Limiter:        ratelimit.New(db, postgres.RateCounterRepo{}, o.rateLimit, o.authFailLimit),
@@ -123,7 +146,7 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, db: db, e: e, logs: logs, acc: acc}
+	return &env{t: t, db: db, e: e, logs: logs, acc: acc, dns: dns, dom: dom}
 }
 
 // user is an account and its Basic auth header.
@@ -145,7 +168,7 @@ func (e *env) MustCreateAccount(name string) user {
 // MustAddDomain attaches a domain through the service the CLI uses.
 func (e *env) MustAddDomain(u user, name string, verified bool) {
 	e.t.Helper()
-	if _, err := domains.NewService(e.db, postgres.DomainRepo{}).AddForAccount(context.Background(), u.name, name, verified); err != nil {
+	if _, err := e.dom.AddForAccount(context.Background(), u.name, name, verified); err != nil {
 		e.t.Fatalf("MustAddDomain(%q): %v", name, err)
 	}
 }

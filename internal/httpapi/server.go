@@ -20,6 +20,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/accounts"
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 )
 
@@ -30,6 +31,7 @@ const MaxBodyBytes = 16 << 10
 type Deps struct {
 	Accounts    *accounts.Service
 	Credentials *credentials.Service
+	Domains     *domains.Service
 	Limiter     *ratelimit.Limiter
 	Logger      *slog.Logger
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
@@ -40,6 +42,7 @@ type Deps struct {
 // Handler implements the generated strict-server interface.
 type Handler struct {
 	credentials *credentials.Service
+	domains     *domains.Service
 }
 
 var _ gen.StrictServerInterface = (*Handler)(nil)
@@ -90,7 +93,7 @@ func NewServer(d Deps) (*echo.Echo, error) {
 		},
 	}))
 
-	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials}, nil))
+	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials, domains: d.Domains}, nil))
 	for _, r := range e.Routes() {
 		routes[r.Path] = true
 	}
