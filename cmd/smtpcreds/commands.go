@@ -21,6 +21,9 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
+	"github.com/smtpcreds/smtpcreds/internal/sync/webhook"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 	"github.com/smtpcreds/smtpcreds/sqlmigrations"
 )
@@ -43,9 +46,33 @@ func requireKey(c config) error {
 
 var errNoDKIMKey = usagef("a DKIM key is required: set SMTPCREDS_DKIM_KEY or SMTPCREDS_DKIM_KEY_FILE (32 random bytes, hex or base64)")
 
+// newOutbox builds the sync outbox of the configured target; nil when sync
+// is off.
+func newOutbox(c config, db *sqlx.DB, log *slog.Logger) (*syncer.Service, error) {
+	var target syncer.Target
+	switch c.Sync.Target {
+	case "passwd-file":
+		w, err := passwdfile.New(c.Sync.PasswdFile, c.Sync.PasswdGroup)
+		if err != nil {
+			return nil, usagef("passwd-file: %v", err)
+		}
+		target = syncer.NewPasswdFile(w)
+	case "webhook":
+		s, err := webhook.New(c.Sync.WebhookURL, c.Sync.WebhookSecret, 0)
+		if err != nil {
+			return nil, usagef("webhook: %v", err)
+		}
+		target = syncer.NewWebhook(s)
+	default:
+		return nil, nil
+	}
+	return syncer.New(db, target, syncer.Config{ApplyTimeout: c.Sync.Timeout}, log), nil
+}
+
 // newDomains builds the domains service: DKIM keys sealed under the DKIM
-// key, DNS checks through the configured resolver.
-func newDomains(c config, db *sqlx.DB) (*domains.Service, error) {
+// key, DNS checks through the configured resolver, deletions carried to the
+// SMTP backend through outbox.
+func newDomains(c config, db *sqlx.DB, outbox *syncer.Service) (*domains.Service, error) {
 	if len(c.DKIMKey) == 0 {
 		return nil, errNoDKIMKey
 	}
@@ -57,7 +84,7 @@ func newDomains(c config, db *sqlx.DB) (*domains.Service, error) {
 	if err != nil {
 		return nil, usagef("dns resolver: %v", err)
 	}
-	return domains.NewService(db, postgres.DomainRepo{}, sealer, checker, domains.Config{
+	return domains.NewService(db, postgres.DomainRepo{}, sealer, checker, outbox, domains.Config{
 		Selector: c.DNS.Selector, SPFInclude: c.DNS.SPFInclude, MXHost: c.DNS.MXHost, TrackingTarget: c.DNS.TrackingTarget,
 	}), nil
 }
@@ -155,7 +182,7 @@ func cmdDomainsAdd(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	defer db.Close()
-	dom, err := newDomains(c, db)
+	dom, err := newDomains(c, db, nil)
 	if err != nil {
 		return err
 	}
@@ -232,14 +259,18 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return usagef("%v", err)
 	}
-	dom, err := newDomains(c, db)
+	outbox, err := newOutbox(c, db, log)
+	if err != nil {
+		return err
+	}
+	dom, err := newDomains(c, db, outbox)
 	if err != nil {
 		return err
 	}
 	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
 	e, err := httpapi.NewServer(httpapi.Deps{
 		Accounts:       acc,
-		Credentials:    credentials.NewService(db, postgres.CredentialRepo{}, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme}),
+		Credentials:    credentials.NewService(db, postgres.CredentialRepo{}, outbox, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme}),
 		Domains:        dom,
 		Limiter:        limiter,
 		Logger:         log,
@@ -263,6 +294,13 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go pruneLoop(ctx, limiter, log)
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		// Catches up on whatever a request could not apply at once,
+		// including changes made while the target was down.
+		outbox.Run(ctx)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String())
@@ -281,6 +319,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	<-workerDone // the sync worker finishes or releases its batch
 	log.Info("stopped")
 	return nil
 }

@@ -37,6 +37,17 @@ type config struct {
 	DataDir         string
 	DKIMKey         []byte
 	DNS             dnsConfig
+	Sync            syncConfig
+}
+
+// syncConfig chooses and configures the SMTP-backend sync target.
+type syncConfig struct {
+	Target        string // passwd-file, webhook or none
+	PasswdFile    string
+	PasswdGroup   string
+	WebhookURL    string
+	WebhookSecret []byte
+	Timeout       time.Duration
 }
 
 // dnsConfig is the operator's DNS setup: the records users must publish and
@@ -68,6 +79,12 @@ var settings = []setting{
 	{"tracking-cname", "SMTPCREDS_TRACKING_CNAME", "track.smtpcreds.example", "CNAME target of tracking domains"},
 	{"dns-resolver", "SMTPCREDS_DNS_RESOLVER", "", "host:port of the resolver for DNS checks (default: the system resolver)"},
 	{"dns-timeout", "SMTPCREDS_DNS_TIMEOUT", "3s", "timeout of one DNS check"},
+	{"sync-target", "SMTPCREDS_SYNC_TARGET", "", "passwd-file, webhook or none (default: passwd-file when a file is set, else webhook when a URL is set, else none)"},
+	{"passwd-file", "SMTPCREDS_PASSWD_FILE", "", "Dovecot passwd-file to keep in sync; %d in the path means one file per domain"},
+	{"passwd-file-group", "SMTPCREDS_PASSWD_FILE_GROUP", "", "group of the passwd-file (Dovecot's auth process must read it; mode is 0640)"},
+	{"webhook-url", "SMTPCREDS_WEBHOOK_URL", "", "URL of a sync agent receiving HMAC-signed change events"},
+	{"webhook-secret", "SMTPCREDS_WEBHOOK_SECRET", "", "shared secret signing webhook events (16+ characters)"},
+	{"sync-timeout", "SMTPCREDS_SYNC_TIMEOUT", "2s", "how long a request waits for the sync target before answering remote_synced false"},
 	{"rate-limit", "SMTPCREDS_RATE_LIMIT", "120", "requests per minute per account, 0 = off"},
 	{"auth-fail-limit", "SMTPCREDS_AUTH_FAIL_LIMIT", "10", "failed logins per minute per client address, 0 = off"},
 	{"max-credentials-per-domain", "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN", "1000", "credential cap per domain, 0 = none"},
@@ -168,6 +185,9 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 	if c.DNS.Timeout, err = time.ParseDuration(*raw["dns-timeout"]); err != nil || c.DNS.Timeout <= 0 {
 		return c, nil, bad("dns-timeout", fmt.Errorf("want a positive duration such as 3s"))
 	}
+	if c.Sync, err = parseSync(raw); err != nil {
+		return c, nil, usagef("%s: %v", name, err)
+	}
 	for flag, v := range map[string]string{"dkim-selector": c.DNS.Selector, "mx-host": c.DNS.MXHost, "tracking-cname": c.DNS.TrackingTarget} {
 		if v == "" || strings.ContainsAny(v, " :/") {
 			return c, nil, bad(flag, fmt.Errorf("want a host name"))
@@ -206,6 +226,42 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 		}
 	}
 	return append(flags, pos...)
+}
+
+func parseSync(raw map[string]*string) (syncConfig, error) {
+	sc := syncConfig{
+		Target: *raw["sync-target"], PasswdFile: *raw["passwd-file"], PasswdGroup: *raw["passwd-file-group"],
+		WebhookURL: *raw["webhook-url"], WebhookSecret: []byte(*raw["webhook-secret"]),
+	}
+	d, err := time.ParseDuration(*raw["sync-timeout"])
+	if err != nil || d <= 0 {
+		return sc, fmt.Errorf("invalid -sync-timeout: want a positive duration such as 2s")
+	}
+	sc.Timeout = d
+	if sc.Target == "" {
+		switch {
+		case sc.PasswdFile != "":
+			sc.Target = "passwd-file"
+		case sc.WebhookURL != "":
+			sc.Target = "webhook"
+		default:
+			sc.Target = "none"
+		}
+	}
+	switch sc.Target {
+	case "none":
+	case "passwd-file":
+		if sc.PasswdFile == "" {
+			return sc, fmt.Errorf("sync target passwd-file needs -passwd-file (SMTPCREDS_PASSWD_FILE)")
+		}
+	case "webhook":
+		if sc.WebhookURL == "" || len(sc.WebhookSecret) < 16 {
+			return sc, fmt.Errorf("sync target webhook needs -webhook-url and a -webhook-secret of 16+ characters")
+		}
+	default:
+		return sc, fmt.Errorf("invalid -sync-target %q: want passwd-file, webhook or none", sc.Target)
+	}
+	return sc, nil
 }
 
 // loadKey returns the key given inline, else the one in file, else nil.
@@ -274,6 +330,11 @@ func (c config) logValue() slog.Value {
 		slog.String("tracking_cname", c.DNS.TrackingTarget),
 		slog.String("dns_resolver", c.DNS.Resolver),
 		slog.String("dns_timeout", c.DNS.Timeout.String()),
+		slog.String("sync_target", c.Sync.Target),
+		slog.String("passwd_file", c.Sync.PasswdFile),
+		slog.String("webhook_url", maskURL(c.Sync.WebhookURL)),
+		slog.Bool("webhook_secret_set", len(c.Sync.WebhookSecret) > 0),
+		slog.String("sync_timeout", c.Sync.Timeout.String()),
 		slog.Int("rate_limit", c.RateLimit),
 		slog.Int("auth_fail_limit", c.AuthFailLimit),
 		slog.Int("max_credentials_per_domain", c.MaxPerDomain),

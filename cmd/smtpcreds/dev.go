@@ -68,6 +68,14 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			return err
 		}
 	}
+	if c.Sync.Target == "none" && getenv("SMTPCREDS_SYNC_TARGET") == "" {
+		// The working default of `make run`: a Dovecot passwd-file under .data.
+		dir := filepath.Join(c.DataDir, "dovecot")
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return err
+		}
+		c.Sync.Target, c.Sync.PasswdFile = "passwd-file", filepath.Join(dir, "passwd")
+	}
 	if len(c.DKIMKey) == 0 {
 		if c.DKIMKey, err = ensureKeyFile(filepath.Join(c.DataDir, "dkim.key")); err != nil {
 			return err
@@ -95,7 +103,7 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		db.Close()
 		return err
 	}
-	dom, err := newDomains(c, db)
+	dom, err := newDomains(c, db, nil)
 	if err != nil {
 		db.Close()
 		return err

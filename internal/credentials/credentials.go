@@ -15,6 +15,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 )
 
@@ -38,6 +39,10 @@ type Credential struct {
 	// RemoteSynced says whether the SMTP server's auth backend has the
 	// credential's current state.
 	RemoteSynced bool
+	// LastSyncedAt is when the backend last confirmed a version of it.
+	LastSyncedAt *time.Time
+	// SyncError is the last failed attempt's error while unsynced.
+	SyncError *string
 }
 
 // Login is the SMTP login, <username>@<domain>.
@@ -71,6 +76,15 @@ type Repo interface {
 	SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string) (postgres.CredentialRow, error)
 }
 
+// Outbox carries changes to the SMTP server's auth backend;
+// *syncer.Service implements it (a nil one is a disabled sync).
+type Outbox interface {
+	// Enqueue records events inside the change's transaction.
+	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) ([]int64, error)
+	// Apply tries to apply committed jobs now; true when the backend confirmed.
+	Apply(ctx context.Context, ids []int64) bool
+}
+
 // Config holds the operator's choices.
 type Config struct {
 	// MaxPerDomain caps the credentials of one domain; 0 means no cap.
@@ -81,14 +95,18 @@ type Config struct {
 
 // Service implements the credential use cases.
 type Service struct {
-	db   *sqlx.DB
-	repo Repo
-	cfg  Config
+	db     *sqlx.DB
+	repo   Repo
+	outbox Outbox
+	cfg    Config
 }
 
-// NewService returns a Service over db.
-func NewService(db *sqlx.DB, repo Repo, cfg Config) *Service {
-	return &Service{db: db, repo: repo, cfg: cfg}
+// NewService returns a Service over db whose changes go through outbox.
+func NewService(db *sqlx.DB, repo Repo, outbox Outbox, cfg Config) *Service {
+	if outbox == nil {
+		outbox = (*syncer.Service)(nil) // sync disabled
+	}
+	return &Service{db: db, repo: repo, outbox: outbox, cfg: cfg}
 }
 
 // lookupName turns a domain name from a path into its stored form (lowercase
@@ -186,10 +204,32 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 	if err != nil {
 		return Issued{}, fmt.Errorf("create credential: %w", err)
 	}
+	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, hash))
+	if err != nil {
+		return Issued{}, fmt.Errorf("create credential: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return Issued{}, fmt.Errorf("create credential: commit: %w", err)
 	}
-	return Issued{Credential: fromRow(row), Password: pw, Strength: password.Strength()}, nil
+	return s.issued(ctx, row, pw, jobs), nil
+}
+
+// issued applies the change's sync jobs within the outbox's deadline and
+// reports the credential as synced only if the backend confirmed.
+func (s *Service) issued(ctx context.Context, row postgres.CredentialRow, pw string, jobs []int64) Issued {
+	c := fromRow(row)
+	if s.outbox.Apply(ctx, jobs) {
+		now := time.Now()
+		c.RemoteSynced, c.LastSyncedAt, c.SyncError = true, &now, nil
+	}
+	return Issued{Credential: c, Password: pw, Strength: password.Strength()}
+}
+
+func upserted(r postgres.CredentialRow, hash string) syncer.Event {
+	return syncer.Event{
+		Type: syncer.CredentialUpserted, Domain: r.Domain, Username: r.Username, Login: r.Username + "@" + r.Domain,
+		CredentialID: r.ID, GUID: r.GUID.String(), Version: r.Version, PasswordHash: hash,
+	}
 }
 
 // Get returns one credential. ErrDomainNotFound unless accountID owns the
@@ -214,9 +254,26 @@ func (s *Service) Delete(ctx context.Context, accountID int64, domain string, gu
 	if err != nil {
 		return err
 	}
-	if _, err := s.repo.Delete(ctx, s.db, accountID, domain, guid); err != nil {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete credential: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	row, err := s.repo.Delete(ctx, tx, accountID, domain, guid)
+	if err != nil {
 		return s.credentialErr(ctx, "delete credential", accountID, domain, err)
 	}
+	jobs, err := s.outbox.Enqueue(ctx, tx, syncer.Event{
+		Type: syncer.CredentialDeleted, Domain: row.Domain, Username: row.Username,
+		Login: row.Username + "@" + row.Domain, CredentialID: row.ID, GUID: row.GUID.String(),
+	})
+	if err != nil {
+		return fmt.Errorf("delete credential: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("delete credential: commit: %w", err)
+	}
+	s.outbox.Apply(ctx, jobs)
 	return nil
 }
 
@@ -231,11 +288,23 @@ func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain str
 	if err != nil {
 		return Issued{}, fmt.Errorf("reset password: %w", err)
 	}
-	row, err := s.repo.SetPassword(ctx, s.db, accountID, domain, guid, hash)
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return Issued{}, fmt.Errorf("reset password: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	row, err := s.repo.SetPassword(ctx, tx, accountID, domain, guid, hash)
 	if err != nil {
 		return Issued{}, s.credentialErr(ctx, "reset password", accountID, domain, err)
 	}
-	return Issued{Credential: fromRow(row), Password: pw, Strength: password.Strength()}, nil
+	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, hash))
+	if err != nil {
+		return Issued{}, fmt.Errorf("reset password: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Issued{}, fmt.Errorf("reset password: commit: %w", err)
+	}
+	return s.issued(ctx, row, pw, jobs), nil
 }
 
 func (s *Service) newPassword() (pw, hash string, err error) {
@@ -280,5 +349,8 @@ func fromRow(r postgres.CredentialRow) Credential {
 		CreatedAt:         r.CreatedAt,
 		ModifiedAt:        r.ModifiedAt,
 		PasswordChangedAt: r.PasswordChangedAt,
+		RemoteSynced:      r.SyncedVersion >= r.Version,
+		LastSyncedAt:      r.SyncedAt,
+		SyncError:         r.SyncError,
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dkim"
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 )
 
@@ -110,6 +111,7 @@ type Repo interface {
 	List(ctx context.Context, q sqlx.QueryerContext, accountID int64, search string, limit int, offset int64) ([]postgres.DomainRow, int64, error)
 	UpdateTracking(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string, open, click, unsub *bool) (postgres.DomainRow, error)
 	Delete(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.DomainRow, error)
+	Logins(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) ([]string, error)
 	SaveCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string, dkim, spf, mx, verified bool, checks []byte) (postgres.DomainRow, error)
 	SetAuthDomain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, authDomain, selector, publicKey string, sealedKey []byte) (postgres.DomainRow, error)
 	SaveAuthCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, authDomain string, verified bool, checks []byte) (postgres.DomainRow, error)
@@ -119,19 +121,30 @@ type Repo interface {
 	ClearTrackingDomain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.DomainRow, error)
 }
 
+// Outbox carries the removal of a domain's logins to the SMTP server's auth
+// backend; *syncer.Service implements it (a nil one is a disabled sync).
+type Outbox interface {
+	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) ([]int64, error)
+	Apply(ctx context.Context, ids []int64) bool
+}
+
 // Service manages sending domains.
 type Service struct {
 	db     *sqlx.DB
 	repo   Repo
 	sealer *dkim.Sealer
 	dns    Checker
+	outbox Outbox
 	cfg    Config
 }
 
 // NewService returns a Service. sealer encrypts DKIM private keys; dns may be
-// nil for callers that never verify (the operator CLI).
-func NewService(db *sqlx.DB, repo Repo, sealer *dkim.Sealer, dns Checker, cfg Config) *Service {
-	return &Service{db: db, repo: repo, sealer: sealer, dns: dns, cfg: cfg}
+// nil for callers that never verify; outbox nil disables sync.
+func NewService(db *sqlx.DB, repo Repo, sealer *dkim.Sealer, dns Checker, outbox Outbox, cfg Config) *Service {
+	if outbox == nil {
+		outbox = (*syncer.Service)(nil)
+	}
+	return &Service{db: db, repo: repo, sealer: sealer, dns: dns, outbox: outbox, cfg: cfg}
 }
 
 // Config returns the operator DNS setup the service checks against.
@@ -289,10 +302,35 @@ func (s *Service) UpdateTracking(ctx context.Context, accountID int64, name stri
 		})
 }
 
-// Delete removes the domain and all its credentials. ErrNotFound.
+// Delete removes the domain and all its credentials, and carries the removal
+// of their logins to the SMTP backend through the outbox, like a credential
+// deletion. ErrNotFound.
 func (s *Service) Delete(ctx context.Context, accountID int64, name string) error {
-	_, err := s.apply(ctx, accountID, name, "delete domain", s.repo.Delete)
-	return err
+	name, err := lookupName(name)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete domain: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	logins, err := s.repo.Logins(ctx, tx, accountID, name)
+	if err != nil {
+		return fmt.Errorf("delete domain: %w", err)
+	}
+	if _, err := s.repo.Delete(ctx, tx, accountID, name); err != nil {
+		return notFound("delete domain", err)
+	}
+	jobs, err := s.outbox.Enqueue(ctx, tx, syncer.Event{Type: syncer.DomainDeleted, Domain: name, Logins: logins})
+	if err != nil {
+		return fmt.Errorf("delete domain: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("delete domain: commit: %w", err)
+	}
+	s.outbox.Apply(ctx, jobs)
+	return nil
 }
 
 // MandatoryOutcome is the result of VerifyMandatory.

@@ -155,6 +155,13 @@ func toAPICredential(c credentials.Credential) gen.Credential {
 		t := c.PasswordChangedAt.Unix()
 		out.LastPasswordChanged = &t
 	}
+	if c.LastSyncedAt != nil {
+		t := c.LastSyncedAt.Unix()
+		out.LastSyncedAt = &t
+	}
+	if !c.RemoteSynced {
+		out.SyncError = c.SyncError
+	}
 	return out
 }
 

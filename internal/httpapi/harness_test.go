@@ -34,6 +34,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
 func TestMain(m *testing.M) { dbtest.Main(m) }
@@ -61,6 +62,8 @@ type opts struct {
 	maxPerDomain  int
 	trusted       []netip.Prefix
 	dnsTimeout    time.Duration
+	syncTarget    syncer.Target // nil: sync disabled
+	syncConfig    syncer.Config
 }
 
 // testDNS is the operator DNS setup of every test server.
@@ -77,6 +80,8 @@ type env struct {
 	acc  *accounts.Service
 	dns  *dnstest.Server
 	dom  *domains.Service
+	// outbox is the sync outbox (nil when sync is disabled).
+	outbox *syncer.Service
 }
 
 type syncBuffer struct {
@@ -119,6 +124,10 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var outbox *syncer.Service
+	if o.syncTarget != nil {
+		outbox = syncer.New(db, o.syncTarget, o.syncConfig, log)
+	}
 	dns := dnstest.Start(t)
 	checker, err := dnscheck.New(dnscheck.Config{Resolver: dns.Addr(), Timeout: o.dnsTimeout})
 	if err != nil {
@@ -128,11 +137,11 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dom := domains.NewService(db, postgres.DomainRepo{}, sealer, checker, testDNS)
+	dom := domains.NewService(db, postgres.DomainRepo{}, sealer, checker, outbox, testDNS)
 	e, err := httpapi.NewServer(httpapi.Deps{
 		Accounts: acc,
 		Domains:  dom,
-		Credentials: credentials.NewService(db, postgres.CredentialRepo{},
+		Credentials: credentials.NewService(db, postgres.CredentialRepo{}, outbox,
 			credentials.Config{MaxPerDomain: o.maxPerDomain, Scheme: password.SSHA512}),
 		Limiter:        ratelimit.New(db, postgres.RateCounterRepo{}, o.rateLimit, o.authFailLimit),
 		Logger:         log,
@@ -146,7 +155,7 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, db: db, e: e, logs: logs, acc: acc, dns: dns, dom: dom}
+	return &env{t: t, db: db, e: e, logs: logs, acc: acc, dns: dns, dom: dom, outbox: outbox}
 }
 
 // user is an account and its Basic auth header.

@@ -21,6 +21,10 @@ type CredentialRow struct {
 	CreatedAt         time.Time  `db:"created_at"`
 	ModifiedAt        time.Time  `db:"modified_at"`
 	PasswordChangedAt *time.Time `db:"password_changed_at"`
+	Version           int64      `db:"version"`
+	SyncedVersion     int64      `db:"synced_version"`
+	SyncedAt          *time.Time `db:"synced_at"`
+	SyncError         *string    `db:"sync_error"`
 }
 
 // NewCredential is what Insert writes.
@@ -44,7 +48,8 @@ type CredentialDomainRow struct {
 type CredentialRepo struct{}
 
 const credentialCols = `c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
-	c.status, c.created_at, c.modified_at, c.password_changed_at`
+	c.status, c.created_at, c.modified_at, c.password_changed_at,
+	c.version, c.synced_version, c.synced_at, c.sync_error`
 
 // Domain returns the domain called name if accountID owns it, else ErrNotFound.
 func (CredentialRepo) Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (CredentialDomainRow, error) {
@@ -136,13 +141,14 @@ func (CredentialRepo) Delete(ctx context.Context, q sqlx.QueryerContext, account
 }
 
 // SetPassword stores a new password hash for the credential guid of the domain
-// called domain, owned by accountID, and stamps the change. ErrNotFound when
-// there is none.
+// called domain, owned by accountID, stamps the change and bumps its version
+// (the credential is unsynced until the backend confirms the new version).
+// ErrNotFound when there is none.
 func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string) (CredentialRow, error) {
 	var r CredentialRow
 	err := sqlx.GetContext(ctx, q, &r, `
 		UPDATE credentials c
-		SET password_hash = $4, modified_at = now(), password_changed_at = now()
+		SET password_hash = $4, modified_at = now(), password_changed_at = now(), version = c.version + 1
 		FROM domains d
 		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
 		RETURNING `+credentialCols, accountID, domain, guid, hash)

@@ -148,6 +148,18 @@ func (DomainRepo) Delete(ctx context.Context, q sqlx.QueryerContext, accountID i
 		`DELETE FROM domains WHERE account_id = $1 AND name = $2 RETURNING `+domainCols, accountID, name)
 }
 
+// Logins returns the SMTP logins of accountID's domain called name.
+func (DomainRepo) Logins(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) ([]string, error) {
+	logins := []string{}
+	err := sqlx.SelectContext(ctx, q, &logins, `
+		SELECT c.username || '@' || d.name FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE d.account_id = $1 AND d.name = $2 ORDER BY 1`, accountID, name)
+	if err != nil {
+		return nil, fmt.Errorf("domain logins: %w", translate(err))
+	}
+	return logins, nil
+}
+
 // SaveCheck stores the outcome of a mandatory-records check.
 func (DomainRepo) SaveCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string, dkim, spf, mx, verified bool, checks []byte) (DomainRow, error) {
 	return domainUpdate(ctx, q, "save domain check", `

@@ -1,0 +1,202 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// SyncJobRow is a claimed row of sync_jobs.
+type SyncJobRow struct {
+	ID       int64  `db:"id"`
+	Target   string `db:"target"`
+	Scope    string `db:"scope"`
+	Event    []byte `db:"event"`
+	Attempts int    `db:"attempts"`
+}
+
+// SnapshotRow is one credential as a backend stores it.
+type SnapshotRow struct {
+	CredentialID int64  `db:"id"`
+	Version      int64  `db:"version"`
+	Login        string `db:"login"`
+	Hash         string `db:"password_hash"`
+}
+
+// SyncRepo is the transactional outbox of sync jobs. A job is claimed by
+// setting a lease (locked_until); a job whose lease ran out (its worker
+// crashed) is claimable again.
+type SyncRepo struct{}
+
+// Insert adds a job; call it in the transaction of the change it carries.
+func (SyncRepo) Insert(ctx context.Context, q sqlx.QueryerContext, target, scope string, event []byte) (int64, error) {
+	var id int64
+	err := sqlx.GetContext(ctx, q, &id,
+		`INSERT INTO sync_jobs (target, scope, event) VALUES ($1, $2, $3) RETURNING id`, target, scope, event)
+	if err != nil {
+		return 0, fmt.Errorf("insert sync job: %w", translate(err))
+	}
+	return id, nil
+}
+
+const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
+
+// ClaimDue claims the group (same target and scope) of the oldest due job:
+// every unfinished, unleased job of that group, due or not, so that a burst
+// coalesces. Returns nothing when no job is due. Rows locked by a concurrent
+// claimer are skipped.
+func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.Duration) ([]SyncJobRow, error) {
+	rows := []SyncJobRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		WITH first AS (
+			SELECT target, scope FROM sync_jobs
+			WHERE done_at IS NULL AND available_at <= now() AND (locked_until IS NULL OR locked_until < now())
+			ORDER BY available_at, id LIMIT 1
+			FOR UPDATE SKIP LOCKED)
+		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
+		FROM first
+		WHERE j.target = first.target AND j.scope = first.scope AND j.done_at IS NULL
+		  AND (j.locked_until IS NULL OR j.locked_until < now())
+		RETURNING `+claimCols, lease.Milliseconds())
+	if err != nil {
+		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// ClaimGroupOf claims, like ClaimDue, the unleased unfinished jobs of the
+// groups the given jobs belong to, due or not (a request applying its own
+// change at once). Jobs already leased by another worker are left to it.
+func (SyncRepo) ClaimGroupOf(ctx context.Context, q sqlx.QueryerContext, ids []int64, lease time.Duration) ([]SyncJobRow, error) {
+	rows := []SyncJobRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		UPDATE sync_jobs j SET locked_until = now() + $2 * interval '1 millisecond', attempts = j.attempts + 1
+		WHERE (j.target, j.scope) IN (SELECT target, scope FROM sync_jobs WHERE id = ANY($1))
+		  AND j.done_at IS NULL AND (j.locked_until IS NULL OR j.locked_until < now())
+		RETURNING `+claimCols, pq.Array(ids), lease.Milliseconds())
+	if err != nil {
+		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// AllDone reports whether every given job has been applied.
+func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64) (bool, error) {
+	var pending int
+	err := sqlx.GetContext(ctx, q, &pending,
+		`SELECT count(*) FROM sync_jobs WHERE id = ANY($1) AND done_at IS NULL`, pq.Array(ids))
+	if err != nil {
+		return false, fmt.Errorf("sync jobs done: %w", translate(err))
+	}
+	return pending == 0, nil
+}
+
+// LockScope serialises the application of one (target, scope) across
+// processes until the transaction ends, so that a render never overwrites a
+// newer one.
+func (SyncRepo) LockScope(ctx context.Context, q sqlx.ExecerContext, target, scope string) error {
+	_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, target+"\n"+scope)
+	if err != nil {
+		return fmt.Errorf("lock sync scope: %w", translate(err))
+	}
+	return nil
+}
+
+// Snapshot returns the active credentials of domain (every domain when
+// domain is ""), ordered by login, as the backend must hold them.
+func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain string) ([]SnapshotRow, error) {
+	rows := []SnapshotRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		SELECT c.id, c.version, c.username || '@' || d.name AS login, c.password_hash
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE c.status AND ($1 = '' OR d.name = $1)
+		ORDER BY login`, domain)
+	if err != nil {
+		return nil, fmt.Errorf("sync snapshot: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// MarkSynced records that the backend holds version versions[i] of
+// credential ids[i]; a credential changed since keeps its newer version
+// unconfirmed.
+func (SyncRepo) MarkSynced(ctx context.Context, q sqlx.ExecerContext, ids, versions []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := q.ExecContext(ctx, `
+		UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
+		FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
+		WHERE c.id = v.id AND c.synced_version < v.version`, pq.Array(ids), pq.Array(versions))
+	if err != nil {
+		return fmt.Errorf("mark synced: %w", translate(err))
+	}
+	return nil
+}
+
+// MarkError records a failed attempt on credentials that are not yet synced.
+func (SyncRepo) MarkError(ctx context.Context, q sqlx.ExecerContext, ids []int64, msg string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := q.ExecContext(ctx, `
+		UPDATE credentials SET sync_error = $2 WHERE id = ANY($1) AND synced_version < version`, pq.Array(ids), msg)
+	if err != nil {
+		return fmt.Errorf("mark sync error: %w", translate(err))
+	}
+	return nil
+}
+
+// Complete marks jobs applied.
+func (SyncRepo) Complete(ctx context.Context, q sqlx.ExecerContext, ids []int64) error {
+	_, err := q.ExecContext(ctx, `
+		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($1)`, pq.Array(ids))
+	if err != nil {
+		return fmt.Errorf("complete sync jobs: %w", translate(err))
+	}
+	return nil
+}
+
+// Release returns jobs to the queue, due again after delay, with the error
+// of the failed attempt (empty when the worker is only stopping).
+func (SyncRepo) Release(ctx context.Context, q sqlx.ExecerContext, ids []int64, delay time.Duration, msg string) error {
+	_, err := q.ExecContext(ctx, `
+		UPDATE sync_jobs SET locked_until = NULL, available_at = now() + $2 * interval '1 millisecond',
+		       last_error = nullif($3, '')
+		WHERE id = ANY($1) AND done_at IS NULL`, pq.Array(ids), delay.Milliseconds(), msg)
+	if err != nil {
+		return fmt.Errorf("release sync jobs: %w", translate(err))
+	}
+	return nil
+}
+
+// Prune deletes jobs applied longer than age ago.
+func (SyncRepo) Prune(ctx context.Context, q sqlx.ExecerContext, age time.Duration) (int64, error) {
+	res, err := q.ExecContext(ctx,
+		`DELETE FROM sync_jobs WHERE done_at < now() - $1 * interval '1 millisecond'`, age.Milliseconds())
+	if err != nil {
+		return 0, fmt.Errorf("prune sync jobs: %w", translate(err))
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// QueueStats is the state of the outbox, for readiness and metrics.
+type QueueStats struct {
+	Pending       int64      `db:"pending"`
+	OldestPending *time.Time `db:"oldest"`
+}
+
+// Stats counts unfinished jobs and finds the oldest.
+func (SyncRepo) Stats(ctx context.Context, q sqlx.QueryerContext) (QueueStats, error) {
+	var s QueueStats
+	err := sqlx.GetContext(ctx, q, &s,
+		`SELECT count(*) AS pending, min(created_at) AS oldest FROM sync_jobs WHERE done_at IS NULL`)
+	if err != nil {
+		return QueueStats{}, fmt.Errorf("sync stats: %w", translate(err))
+	}
+	return s, nil
+}

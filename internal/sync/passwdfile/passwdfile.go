@@ -1,0 +1,511 @@
+// Package passwdfile writes Dovecot passwd-files: one file for every domain,
+// or one file per domain when the path template contains "%d" (as Dovecot's
+// passwd-file args allow, e.g. "/etc/dovecot/users/%d").
+//
+// Every write replaces the whole file atomically: the new content goes to a
+// temporary file in the same directory, which is fsynced, given mode 0640
+// (and optionally a group, so that Dovecot's auth process can read it), and
+// renamed over the target; the directory is then fsynced. A reader therefore
+// sees either the old or the new file, never a mix, and a crash leaves one of
+// the two.
+//
+// Dovecot re-reads a passwd-file only when its mtime (in whole seconds) or
+// its size changes. Two rewrites of the same length within one second would
+// leave Dovecot serving the older one, so an old password would stay valid.
+// Write therefore gives each new file an mtime at least one second past the
+// previous one's, even when that puts the mtime slightly in the future.
+//
+// A Writer serialises writes to one file within a process. Writers in
+// different processes (or several Writers for the same files) are not
+// coordinated: the caller must make sure that only one of them writes a
+// given file at a time, e.g. with a database advisory lock, or a slower
+// writer may replace a newer render with an older one.
+package passwdfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Entry is one line of a passwd-file.
+type Entry struct {
+	// Login is the user name Dovecot looks up, "user@domain".
+	Login string
+	// Hash is the password field, "{SCHEME}..." as Dovecot expects. It is
+	// never included in error messages.
+	Hash string
+}
+
+// FileMode is the permission of every file Write creates.
+const FileMode fs.FileMode = 0o640
+
+// DirMode is the permission of every directory the Writer creates.
+const DirMode fs.FileMode = 0o750
+
+// domainVar is the Dovecot variable a path template may contain.
+const domainVar = "%d"
+
+// Errors returned (wrapped) by this package; test with errors.Is.
+var (
+	// ErrInvalidEntry means an entry cannot be written as a passwd-file line.
+	ErrInvalidEntry = errors.New("passwdfile: invalid entry")
+	// ErrInvalidDomain means a domain is not a plain lowercase host name.
+	ErrInvalidDomain = errors.New("passwdfile: invalid domain")
+	// ErrMalformed means Parse met data that Render cannot have produced.
+	ErrMalformed = errors.New("passwdfile: malformed file")
+	// ErrSingleFile means Remove was called on a Writer whose one file holds
+	// every domain.
+	ErrSingleFile = errors.New("passwdfile: not in per-domain mode")
+)
+
+// Writer writes the passwd-file(s) of one path template. It is safe for
+// concurrent use; see the package documentation for what it does not
+// coordinate.
+type Writer struct {
+	template  string
+	perDomain bool
+	gid       int // -1: leave the group alone
+
+	mu    sync.Mutex
+	files map[string]*fileState
+
+	// beforeRename, if set (by tests), runs just before the temporary file
+	// is renamed over the target; an error aborts the write.
+	beforeRename func(tmp string) error
+}
+
+// fileState serialises the writes of one path and remembers the last mtime
+// given to it, so that a file that is removed and written again within a
+// second still gets a new mtime.
+type fileState struct {
+	mu        sync.Mutex
+	lastMtime time.Time
+}
+
+// New returns a Writer for pathTemplate, which names one file, or contains
+// "%d" (possibly more than once, also in directory names) to keep one file
+// per domain. No other '%' may appear in it, since Dovecot would expand it
+// differently. The directory of a single-file template is created (mode
+// 0750, with group) if missing; directories that depend on "%d" are created
+// by Write when needed.
+//
+// group "" leaves the files' group alone (the process's default); otherwise
+// it is a group name or a numeric gid, and every file (and directory) the
+// Writer creates is chowned to it, which the process must be allowed to do
+// (be root or a member of the group), or Write fails.
+//
+// New returns an error if the template is empty or malformed, if the group
+// does not exist, or if the directory cannot be created.
+func New(pathTemplate, group string) (*Writer, error) {
+	if err := checkTemplate(pathTemplate); err != nil {
+		return nil, err
+	}
+	gid := -1
+	if group != "" {
+		var err error
+		if gid, err = lookupGroup(group); err != nil {
+			return nil, err
+		}
+	}
+	w := &Writer{
+		template:  pathTemplate,
+		perDomain: strings.Contains(pathTemplate, domainVar),
+		gid:       gid,
+		files:     make(map[string]*fileState),
+	}
+	if dir := filepath.Dir(pathTemplate); !strings.Contains(dir, domainVar) {
+		if err := w.ensureDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+func checkTemplate(t string) error {
+	if t == "" {
+		return errors.New("passwdfile: empty path template")
+	}
+	if strings.ContainsRune(t, 0) {
+		return errors.New("passwdfile: path template contains NUL")
+	}
+	if strings.Contains(strings.ReplaceAll(t, domainVar, ""), "%") {
+		return fmt.Errorf("passwdfile: path template %q: only the variable %%d is supported", t)
+	}
+	if strings.HasSuffix(t, "/") {
+		return fmt.Errorf("passwdfile: path template %q names a directory", t)
+	}
+	if b := filepath.Base(t); b == "." || b == ".." {
+		return fmt.Errorf("passwdfile: path template %q does not name a file", t)
+	}
+	return nil
+}
+
+func lookupGroup(group string) (int, error) {
+	if n, err := strconv.Atoi(group); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("passwdfile: invalid gid %d", n)
+		}
+		return n, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("passwdfile: group %q: %w", group, err)
+	}
+	n, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("passwdfile: group %q has non-numeric gid %q", group, g.Gid)
+	}
+	return n, nil
+}
+
+// PerDomain reports whether the Writer keeps one file per domain (the
+// template contains "%d").
+func (w *Writer) PerDomain() bool { return w.perDomain }
+
+// Path returns the file that holds domain's logins: the template with every
+// "%d" replaced by domain. In single-file mode domain is ignored (and may be
+// empty) and Path returns the template. In per-domain mode a domain that is
+// not a plain lowercase host name (letters a-z, digits, '-', labels of 1-63
+// characters separated by single dots, at most 253 characters; so no '/',
+// "..", or empty name) yields "", which no file has; Write and Remove
+// report ErrInvalidDomain for it.
+func (w *Writer) Path(domain string) string {
+	p, err := w.path(domain)
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+func (w *Writer) path(domain string) (string, error) {
+	if !w.perDomain {
+		return w.template, nil
+	}
+	if !validDomain(domain) {
+		return "", fmt.Errorf("%w: %q", ErrInvalidDomain, domain)
+	}
+	return strings.ReplaceAll(w.template, domainVar, domain), nil
+}
+
+func validDomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// lock returns the locked state of path; the caller unlocks st.mu.
+func (w *Writer) lock(path string) *fileState {
+	w.mu.Lock()
+	st := w.files[path]
+	if st == nil {
+		st = &fileState{}
+		w.files[path] = st
+	}
+	w.mu.Unlock()
+	st.mu.Lock()
+	return st
+}
+
+// Write replaces the file Path(domain) with exactly entries, sorted by
+// login, one "login:hash\n" line each; no entries make an empty file. In
+// single-file mode domain is ignored and the one file must hold every
+// domain's entries.
+//
+// The replacement is atomic (see the package documentation); the new file
+// has mode 0640, the configured group, and an mtime of at least the current
+// time and at least one second past the previous file's (as seen on disk or
+// last written by this Writer). Writes to one path are serialised within the
+// Writer; the caller serialises writers across processes.
+//
+// Write returns an error wrapping ErrInvalidDomain or ErrInvalidEntry for bad
+// input (nothing is written), an error if the target exists but is not a
+// regular file (a symlink or directory is never replaced), or the underlying
+// file system error. On any error the temporary file is removed and the
+// target is either untouched or, if only the final directory fsync failed,
+// already replaced; retrying is safe.
+func (w *Writer) Write(domain string, entries []Entry) error {
+	path, err := w.path(domain)
+	if err != nil {
+		return err
+	}
+	data, err := Render(entries)
+	if err != nil {
+		return err
+	}
+	st := w.lock(path)
+	defer st.mu.Unlock()
+
+	dir := filepath.Dir(path)
+	if err := w.ensureDir(dir); err != nil {
+		return err
+	}
+	mtime := time.Now()
+	fi, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("passwdfile: %s exists and is not a regular file (%v)", path, fi.Mode().Type())
+		}
+		mtime = later(mtime, fi.ModTime().Add(time.Second))
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("passwdfile: %w", err)
+	}
+	if !st.lastMtime.IsZero() {
+		mtime = later(mtime, st.lastMtime.Add(time.Second))
+	}
+
+	if err := w.replace(path, data, mtime); err != nil {
+		return err
+	}
+	st.lastMtime = mtime
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("passwdfile: %s written but its directory not synced: %w", path, err)
+	}
+	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// replace writes data to a temporary file next to path and renames it over
+// path; the temporary file never survives an error.
+func (w *Writer) replace(path string, data []byte, mtime time.Time) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("passwdfile: %w", err)
+	}
+	tmp := f.Name()
+	closed := false
+	defer func() {
+		if err != nil {
+			if !closed {
+				_ = f.Close()
+			}
+			_ = os.Remove(tmp)
+			err = fmt.Errorf("passwdfile: writing %s: %w", path, err)
+		}
+	}()
+
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if w.gid >= 0 {
+		if err = f.Chown(-1, w.gid); err != nil {
+			return err
+		}
+	}
+	// After the chown, which may clear mode bits; Chmod ignores the umask.
+	if err = f.Chmod(FileMode); err != nil {
+		return err
+	}
+	// Last change to the inode before the sync, so that it is durable too.
+	if err = os.Chtimes(tmp, mtime, mtime); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	closed = true
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if w.beforeRename != nil {
+		if err = w.beforeRename(tmp); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, path)
+}
+
+// Remove deletes the file Path(domain) (in per-domain mode, for a domain
+// with no logins left) and fsyncs its directory. It returns nil if the file
+// does not exist, an error wrapping ErrInvalidDomain for a bad domain,
+// ErrSingleFile in single-file mode (the one file holds every domain; write
+// it with fewer entries instead), or the file system error.
+func (w *Writer) Remove(domain string) error {
+	if !w.perDomain {
+		return ErrSingleFile
+	}
+	path, err := w.path(domain)
+	if err != nil {
+		return err
+	}
+	st := w.lock(path)
+	defer st.mu.Unlock()
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("passwdfile: %w", err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("passwdfile: %s removed but its directory not synced: %w", path, err)
+	}
+	return nil
+}
+
+// ensureDir creates dir and any missing parents with DirMode and the
+// Writer's group; existing directories are left as they are.
+func (w *Writer) ensureDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("passwdfile: %s is not a directory", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("passwdfile: %w", err)
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := w.ensureDir(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, DirMode); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return w.ensureDir(dir) // created concurrently; check it is a directory
+		}
+		return fmt.Errorf("passwdfile: %w", err)
+	}
+	if w.gid >= 0 {
+		if err := os.Chown(dir, -1, w.gid); err != nil {
+			return fmt.Errorf("passwdfile: %w", err)
+		}
+	}
+	if err := os.Chmod(dir, DirMode); err != nil { // undo the umask
+		return fmt.Errorf("passwdfile: %w", err)
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+// syncDir fsyncs a directory, making renames and removals in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Render returns the passwd-file content of entries: sorted by login, one
+// "login:hash\n" line each; no entries render as empty content. entries is
+// not modified.
+//
+// It returns an error wrapping ErrInvalidEntry (naming the login, never the
+// hash) if a login or hash is empty, starts with '#', or contains ':' or an
+// ASCII control character (among them '\n', '\r' and NUL), or if two entries
+// have the same login, so that every line reads back as exactly the entry it
+// was made from.
+func Render(entries []Entry) ([]byte, error) {
+	sorted := slices.Clone(entries)
+	slices.SortFunc(sorted, func(a, b Entry) int { return strings.Compare(a.Login, b.Login) })
+	n := 0
+	for i, e := range sorted {
+		if err := checkField(e.Login); err != nil {
+			return nil, fmt.Errorf("%w: login %q: %v", ErrInvalidEntry, e.Login, err)
+		}
+		if err := checkField(e.Hash); err != nil {
+			return nil, fmt.Errorf("%w: hash of login %q: %v", ErrInvalidEntry, e.Login, err)
+		}
+		if i > 0 && sorted[i-1].Login == e.Login {
+			return nil, fmt.Errorf("%w: login %q appears more than once", ErrInvalidEntry, e.Login)
+		}
+		n += len(e.Login) + len(e.Hash) + 2
+	}
+	buf := make([]byte, 0, n)
+	for _, e := range sorted {
+		buf = append(buf, e.Login...)
+		buf = append(buf, ':')
+		buf = append(buf, e.Hash...)
+		buf = append(buf, '\n')
+	}
+	return buf, nil
+}
+
+func checkField(s string) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	if s[0] == '#' {
+		return errors.New("starts with '#'")
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ':':
+			return errors.New("contains ':'")
+		case c < 0x20 || c == 0x7f:
+			return fmt.Errorf("contains control character %q", c)
+		}
+	}
+	return nil
+}
+
+// Parse is the inverse of Render: it returns the entries of data in file
+// order. It is strict, for consistency checks: it returns an error wrapping
+// ErrMalformed if data is not exactly what Render produces for some entries
+// (a missing final newline, which a truncated file would show, a line
+// without exactly one ':', a blank or comment line, an invalid field, a
+// duplicate or out-of-order login). Empty data yields no entries.
+func Parse(data []byte) ([]Entry, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
+	if data[len(data)-1] != '\n' {
+		return nil, fmt.Errorf("%w: no newline at the end", ErrMalformed)
+	}
+	var entries []Entry
+	lineNo := 0
+	for line := range bytes.SplitSeq(data[:len(data)-1], []byte{'\n'}) {
+		lineNo++
+		login, hash, ok := strings.Cut(string(line), ":")
+		if !ok {
+			return nil, fmt.Errorf("%w: line %d has no ':'", ErrMalformed, lineNo)
+		}
+		if err := checkField(login); err != nil {
+			return nil, fmt.Errorf("%w: line %d: login %v", ErrMalformed, lineNo, err)
+		}
+		if err := checkField(hash); err != nil {
+			return nil, fmt.Errorf("%w: line %d: hash %v", ErrMalformed, lineNo, err)
+		}
+		if n := len(entries); n > 0 && entries[n-1].Login >= login {
+			return nil, fmt.Errorf("%w: line %d: login %q out of order or repeated", ErrMalformed, lineNo, login)
+		}
+		entries = append(entries, Entry{Login: login, Hash: hash})
+	}
+	return entries, nil
+}

@@ -1,0 +1,528 @@
+package passwdfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func newWriter(t *testing.T, tmpl, group string) *Writer {
+	t.Helper()
+	w, err := New(tmpl, group)
+	if err != nil {
+		t.Fatalf("New(%q, %q): %v", tmpl, group, err)
+	}
+	return w
+}
+
+// noTemps fails if dir holds anything but the named files.
+func noTemps(t *testing.T, dir string, want ...string) {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, de := range des {
+		got = append(got, de.Name())
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("directory %s holds %q, want %q", dir, got, want)
+	}
+}
+
+func TestWriteContentAndMode(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "passwd")
+	w := newWriter(t, path, "")
+	if w.PerDomain() {
+		t.Fatal("PerDomain() = true for a single-file template")
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "sub")); err != nil || fi.Mode().Perm() != DirMode {
+		t.Fatalf("New did not create the directory with mode %v: %v, %v", DirMode, fi, err)
+	}
+	entries := []Entry{
+		{"zed@example.com", "{SHA512-CRYPT}$6$abc$def"},
+		{"alice@example.org", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA"},
+		{"bob@example.com", "{SSHA512}AAAA"},
+	}
+	orig := append([]Entry(nil), entries...)
+	if err := w.Write("ignored-in-single-file-mode", entries); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(entries) != fmt.Sprint(orig) {
+		t.Fatal("Write reordered the caller's slice")
+	}
+	if w.Path("") != path || w.Path("x.example") != path {
+		t.Fatalf("Path = %q, want %q", w.Path(""), path)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "alice@example.org:{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA\n" +
+		"bob@example.com:{SSHA512}AAAA\n" +
+		"zed@example.com:{SHA512-CRYPT}$6$abc$def\n"
+	if string(got) != want {
+		t.Fatalf("content:\n%s\nwant:\n%s", got, want)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != FileMode {
+		t.Fatalf("mode %v, want %v", fi.Mode(), FileMode)
+	}
+	parsed, err := Parse(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parsed) != 3 || parsed[0] != orig[1] || parsed[1] != orig[2] || parsed[2] != orig[0] {
+		t.Fatalf("Parse = %v", parsed)
+	}
+	noTemps(t, filepath.Join(dir, "sub"), "passwd")
+
+	// An empty list writes an empty file.
+	if err := w.Write("", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(path); err != nil || len(got) != 0 {
+		t.Fatalf("after empty write: %q, %v", got, err)
+	}
+	if err := w.Remove(""); !errors.Is(err, ErrSingleFile) {
+		t.Fatalf("Remove in single-file mode: %v, want ErrSingleFile", err)
+	}
+	noTemps(t, filepath.Join(dir, "sub"), "passwd")
+}
+
+func TestMtimeAdvances(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "passwd")
+	w := newWriter(t, path, "")
+	var prev int64
+	var prevSize int64 = -1
+	for i := range 3 {
+		// Same length every time: only the mtime can tell Dovecot.
+		if err := w.Write("", []Entry{{"a@example.com", fmt.Sprintf("{PLAIN}pw%d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prevSize >= 0 && fi.Size() != prevSize {
+			t.Fatalf("size changed: %d -> %d", prevSize, fi.Size())
+		}
+		sec := fi.ModTime().Unix()
+		if i > 0 && sec <= prev {
+			t.Fatalf("rewrite %d: mtime %d s not after previous %d s", i, sec, prev)
+		}
+		prev, prevSize = sec, fi.Size()
+	}
+
+	// A file written by someone else with a future mtime is still passed.
+	future := time.Now().Add(time.Hour)
+	if err := os.Chtimes(path, future, future); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write("", []Entry{{"a@example.com", "{PLAIN}pwX"}}); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	if fi.ModTime().Unix() <= future.Unix() {
+		t.Fatalf("mtime %v not after the previous file's %v", fi.ModTime(), future)
+	}
+}
+
+func TestMtimeAdvancesAcrossRemove(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, filepath.Join(dir, "%d"), "")
+	e := func(h string) []Entry { return []Entry{{"a@example.com", h}} }
+	if err := w.Write("example.com", e("{PLAIN}one")); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(w.Path("example.com"))
+	first := fi.ModTime().Unix()
+	if err := w.Remove("example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write("example.com", e("{PLAIN}two")); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ = os.Stat(w.Path("example.com"))
+	if fi.ModTime().Unix() <= first {
+		t.Fatalf("mtime after remove+write %d s, not after %d s", fi.ModTime().Unix(), first)
+	}
+}
+
+func TestPerDomain(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, filepath.Join(dir, "%d", "passwd.%d"), "")
+	if !w.PerDomain() {
+		t.Fatal("PerDomain() = false")
+	}
+	want := filepath.Join(dir, "example.com", "passwd.example.com")
+	if got := w.Path("example.com"); got != want {
+		t.Fatalf("Path = %q, want %q", got, want)
+	}
+	if err := w.Write("example.com", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write("xn--bcher-kva.example", []Entry{{"b@xn--bcher-kva.example", "{PLAIN}y"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(want); string(got) != "a@example.com:{PLAIN}x\n" {
+		t.Fatalf("content %q", got)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "example.com")); err != nil || fi.Mode().Perm() != DirMode {
+		t.Fatalf("per-domain directory: %v, %v", fi, err)
+	}
+	noTemps(t, filepath.Join(dir, "example.com"), "passwd.example.com")
+
+	for _, d := range []string{"", "../x", "a/b", "..", ".", "x..y", ".example.com", "example.com.",
+		"Example.com", "a b.com", "-a.com", "a-.com", "a%d.com", "a\x00.com", "a\\b.com",
+		strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 127) + "aa"} {
+		if p := w.Path(d); p != "" {
+			t.Errorf("Path(%q) = %q, want rejection", d, p)
+		}
+		if err := w.Write(d, nil); !errors.Is(err, ErrInvalidDomain) {
+			t.Errorf("Write(%q): %v, want ErrInvalidDomain", d, err)
+		}
+		if err := w.Remove(d); !errors.Is(err, ErrInvalidDomain) {
+			t.Errorf("Remove(%q): %v, want ErrInvalidDomain", d, err)
+		}
+	}
+	noTemps(t, dir, "example.com", "xn--bcher-kva.example")
+
+	if err := w.Remove("example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(want); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after Remove: %v", err)
+	}
+	if err := w.Remove("example.com"); err != nil {
+		t.Fatalf("Remove of an absent file: %v", err)
+	}
+	if err := w.Remove("never.example"); err != nil {
+		t.Fatalf("Remove in an absent directory: %v", err)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	dir := t.TempDir()
+	for _, tmpl := range []string{"", dir + "/", dir + "/%u", dir + "/%%d", dir + "/%", dir + "/..", dir + "/a\x00"} {
+		if _, err := New(tmpl, ""); err == nil {
+			t.Errorf("New(%q) succeeded", tmpl)
+		}
+	}
+	if _, err := New(filepath.Join(dir, "p"), "no-such-group-smtpcreds-test"); err == nil {
+		t.Error("New with an unknown group succeeded")
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(filepath.Join(file, "passwd"), ""); err == nil {
+		t.Error("New under a regular file succeeded")
+	}
+}
+
+func TestRender(t *testing.T) {
+	bad := []Entry{
+		{"", "{PLAIN}x"},
+		{"a@b", ""},
+		{"a:b@c", "{PLAIN}x"},
+		{"a@b", "{PLAIN}x:1000:1000"},
+		{"a@b\n", "{PLAIN}x"},
+		{"a@b", "{PLAIN}x\nroot@b:{PLAIN}y"},
+		{"a@b\r", "{PLAIN}x"},
+		{"a@b", "{PLAIN}\rx"},
+		{"a\x00@b", "{PLAIN}x"},
+		{"a@b", "{PLAIN}x\x00"},
+		{"a@b", "{PLAIN}x\t"},
+		{"#a@b", "{PLAIN}x"},
+		{"a@b", "#{PLAIN}x"},
+	}
+	for _, e := range bad {
+		if b, err := Render([]Entry{{"ok@b", "{PLAIN}ok"}, e}); !errors.Is(err, ErrInvalidEntry) {
+			t.Errorf("Render(%q) = %q, %v; want ErrInvalidEntry", e, b, err)
+		} else if strings.Contains(err.Error(), e.Hash) && e.Hash != "" {
+			t.Errorf("error %q reveals the hash", err)
+		}
+	}
+	if _, err := Render([]Entry{{"a@b", "{PLAIN}1"}, {"a@b", "{PLAIN}2"}}); !errors.Is(err, ErrInvalidEntry) {
+		t.Errorf("duplicate login: %v", err)
+	}
+	if b, err := Render(nil); err != nil || len(b) != 0 {
+		t.Errorf("Render(nil) = %q, %v", b, err)
+	}
+	// '#' inside a field is harmless.
+	if b, err := Render([]Entry{{"a#1@b", "{PLAIN}x#y"}}); err != nil || string(b) != "a#1@b:{PLAIN}x#y\n" {
+		t.Errorf("Render with inner '#' = %q, %v", b, err)
+	}
+}
+
+func TestParse(t *testing.T) {
+	in := []Entry{{"b@x", "{PLAIN}2"}, {"a@x", "{PLAIN}1"}, {"c@x", "{SHA512-CRYPT}$6$s$h"}}
+	b, err := Render(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(out) != fmt.Sprint([]Entry{in[1], in[0], in[2]}) {
+		t.Fatalf("round trip: %v", out)
+	}
+	if again, _ := Render(out); !bytes.Equal(again, b) {
+		t.Fatal("Render(Parse(x)) != x")
+	}
+	if out, err := Parse(nil); err != nil || len(out) != 0 {
+		t.Fatalf("Parse(nil) = %v, %v", out, err)
+	}
+	for _, s := range []string{
+		"a@x:{PLAIN}1",                 // truncated: no final newline
+		"a@x:{PLAIN}1\nb@x:{PL",        // truncated mid-line
+		"\n",                           // blank line
+		"a@x:{PLAIN}1\n\n",             // blank line
+		"# comment\n",                  // comment
+		"a@x\n",                        // no colon
+		"a@x:{PLAIN}1:1000:1000::::\n", // extra fields
+		":{PLAIN}1\n",                  // empty login
+		"a@x:\n",                       // empty hash
+		"b@x:{PLAIN}1\na@x:{PLAIN}2\n", // out of order
+		"a@x:{PLAIN}1\na@x:{PLAIN}2\n", // duplicate
+		"a@x:{PLAIN}1\r\n",             // CR
+		"a@x:{PLAIN}\x001\n",           // NUL
+	} {
+		if out, err := Parse([]byte(s)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Parse(%q) = %v, %v; want ErrMalformed", s, out, err)
+		}
+	}
+}
+
+func TestAtomicRewrites(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "passwd")
+	w := newWriter(t, path, "")
+
+	// Two versions of different sizes; a torn or partial file would match
+	// neither.
+	small := []Entry{{"only@example.com", "{PLAIN}small"}}
+	var big []Entry
+	for i := range 200 {
+		big = append(big, Entry{fmt.Sprintf("user%03d@example.com", i), fmt.Sprintf("{SSHA512}%064d", i)})
+	}
+	smallB, _ := Render(small)
+	bigB, _ := Render(big)
+	if err := w.Write("", small); err != nil {
+		t.Fatal(err)
+	}
+
+	const rewrites = 200
+	done := make(chan struct{})
+	var reads, bad int
+	var firstBad string
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			b, err := os.ReadFile(path)
+			reads++
+			if err != nil {
+				bad++
+				firstBad = err.Error()
+				continue
+			}
+			if _, err := Parse(b); err != nil || !(bytes.Equal(b, smallB) || bytes.Equal(b, bigB)) {
+				bad++
+				if firstBad == "" {
+					firstBad = fmt.Sprintf("%d bytes: %v", len(b), err)
+				}
+			}
+		}
+	})
+	for i := range rewrites {
+		e := small
+		if i%2 == 0 {
+			e = big
+		}
+		if err := w.Write("", e); err != nil {
+			close(done)
+			wg.Wait()
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if bad > 0 {
+		t.Fatalf("%d of %d reads saw a bad file, first: %s", bad, reads, firstBad)
+	}
+	if reads == 0 {
+		t.Fatal("reader never ran")
+	}
+	t.Logf("%d reads during %d rewrites", reads, rewrites)
+	noTemps(t, dir, "passwd")
+}
+
+func TestConcurrentWritesSamePath(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, filepath.Join(dir, "%d.passwd"), "")
+	var wg sync.WaitGroup
+	valid := map[string]bool{}
+	for i := range 8 {
+		e := []Entry{{fmt.Sprintf("u%d@example.com", i), "{PLAIN}x"}}
+		b, _ := Render(e)
+		valid[string(b)] = true
+		wg.Go(func() {
+			for range 10 {
+				if err := w.Write("example.com", e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b, err := os.ReadFile(w.Path("example.com"))
+	if err != nil || !valid[string(b)] {
+		t.Fatalf("final content %q, %v", b, err)
+	}
+	noTemps(t, dir, "example.com.passwd")
+}
+
+func TestFailureLeavesNoTemp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "passwd")
+	w := newWriter(t, path, "")
+	if err := w.Write("", []Entry{{"a@example.com", "{PLAIN}old"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("before rename", func(t *testing.T) {
+		boom := errors.New("boom")
+		var sawTemp string
+		w.beforeRename = func(tmp string) error {
+			sawTemp = tmp
+			if _, err := os.Stat(tmp); err != nil {
+				t.Errorf("temp file missing before rename: %v", err)
+			}
+			return boom
+		}
+		defer func() { w.beforeRename = nil }()
+		if err := w.Write("", []Entry{{"a@example.com", "{PLAIN}new"}}); !errors.Is(err, boom) {
+			t.Fatalf("Write: %v, want boom", err)
+		}
+		if filepath.Dir(sawTemp) != dir || !strings.HasPrefix(filepath.Base(sawTemp), ".passwd.tmp-") {
+			t.Fatalf("temp file %q not a hidden sibling of the target", sawTemp)
+		}
+		noTemps(t, dir, "passwd")
+		if b, _ := os.ReadFile(path); string(b) != "a@example.com:{PLAIN}old\n" {
+			t.Fatalf("target changed after a failed write: %q", b)
+		}
+	})
+
+	t.Run("invalid entry", func(t *testing.T) {
+		if err := w.Write("", []Entry{{"a@example.com", "bad\n"}}); !errors.Is(err, ErrInvalidEntry) {
+			t.Fatalf("Write: %v", err)
+		}
+		noTemps(t, dir, "passwd")
+	})
+
+	t.Run("target is a directory", func(t *testing.T) {
+		d := t.TempDir()
+		w := newWriter(t, filepath.Join(d, "%d"), "")
+		if err := os.Mkdir(filepath.Join(d, "example.com"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write("example.com", nil); err == nil {
+			t.Fatal("Write over a directory succeeded")
+		}
+		noTemps(t, d, "example.com")
+	})
+
+	t.Run("target is a symlink", func(t *testing.T) {
+		d := t.TempDir()
+		real := filepath.Join(d, "real")
+		if err := os.WriteFile(real, []byte("x@y:{PLAIN}z\n"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(real, filepath.Join(d, "passwd")); err != nil {
+			t.Fatal(err)
+		}
+		w := newWriter(t, filepath.Join(d, "passwd"), "")
+		if err := w.Write("", nil); err == nil {
+			t.Fatal("Write over a symlink succeeded")
+		}
+		if b, _ := os.ReadFile(real); string(b) != "x@y:{PLAIN}z\n" {
+			t.Fatalf("symlink target changed: %q", b)
+		}
+		noTemps(t, d, "passwd", "real")
+	})
+
+	t.Run("read-only directory", func(t *testing.T) {
+		if os.Geteuid() == 0 {
+			t.Skip("root ignores directory permissions")
+		}
+		d := t.TempDir()
+		w := newWriter(t, filepath.Join(d, "passwd"), "")
+		if err := os.Chmod(d, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Chmod(d, 0o700)
+		if err := w.Write("", nil); err == nil {
+			t.Fatal("Write into a read-only directory succeeded")
+		}
+		noTemps(t, d)
+	})
+}
+
+func TestGroup(t *testing.T) {
+	gid := os.Getgid()
+	check := func(t *testing.T, group string) {
+		dir := t.TempDir()
+		w := newWriter(t, filepath.Join(dir, "new", "%d"), group)
+		if err := w.Write("example.com", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{w.Path("example.com"), filepath.Join(dir, "new")} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			if !ok {
+				t.Skip("no Stat_t on this platform")
+			}
+			if int(st.Gid) != gid {
+				t.Fatalf("%s has gid %d, want %d", p, st.Gid, gid)
+			}
+		}
+		if fi, _ := os.Stat(w.Path("example.com")); fi.Mode() != FileMode {
+			t.Fatalf("mode %v after chown", fi.Mode())
+		}
+	}
+	t.Run("numeric", func(t *testing.T) { check(t, strconv.Itoa(gid)) })
+	t.Run("name", func(t *testing.T) {
+		g, err := user.LookupGroupId(strconv.Itoa(gid))
+		if err != nil {
+			t.Skipf("no name for gid %d: %v", gid, err)
+		}
+		check(t, g.Name)
+	})
+}

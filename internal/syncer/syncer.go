@@ -1,0 +1,389 @@
+// Package syncer carries every credential change to the SMTP server's auth
+// backend, reliably: a change and its sync job are written in one transaction
+// (the outbox); the request that made the change then tries to apply the job
+// within a short deadline, and a background worker retries whatever is left
+// with capped exponential backoff and jitter until the target confirms.
+//
+// Jobs of one (target, scope) are claimed and applied together, so a burst
+// of changes coalesces into one render; applications of one scope are
+// serialised across processes by an advisory lock, so a render never
+// overwrites a newer one. Claims are leases: a worker that dies leaves its
+// jobs to be reclaimed when the lease runs out. Workers on several processes
+// share one database safely (FOR UPDATE SKIP LOCKED).
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+)
+
+// Event types.
+const (
+	CredentialUpserted = "credential.upserted"
+	CredentialDeleted  = "credential.deleted"
+	DomainDeleted      = "domain.deleted"
+)
+
+// Event is one change, as stored in the outbox and as sent to event targets.
+// It never holds a plaintext password: PasswordHash is what the backend stores.
+type Event struct {
+	Type         string   `json:"type"`
+	Domain       string   `json:"domain"`
+	Login        string   `json:"login,omitempty"`
+	Username     string   `json:"username,omitempty"`
+	CredentialID int64    `json:"credential_id,omitempty"`
+	GUID         string   `json:"user_smtp_guid,omitempty"`
+	Version      int64    `json:"version,omitempty"`
+	PasswordHash string   `json:"password_hash,omitempty"`
+	Logins       []string `json:"logins,omitempty"`
+	OccurredAt   int64    `json:"occurred_at"`
+}
+
+// Entry is one credential as a backend holds it.
+type Entry struct {
+	Login string
+	Hash  string
+}
+
+// Batch is what a target applies at once: the events of one scope, in
+// order, and, for targets that render state, the scope's whole current state.
+type Batch struct {
+	Scope   string
+	JobIDs  []int64
+	Events  []Event
+	Entries []Entry // only for targets whose NeedsSnapshot is true
+}
+
+// Target is a backend smtpcreds keeps in sync. Adding one (a Dovecot SQL
+// view, another MTA's API) means implementing these four methods.
+type Target interface {
+	// Name identifies the target in the outbox.
+	Name() string
+	// Scope is the coalescing key of a change to domain: jobs with the same
+	// scope are applied together and never concurrently.
+	Scope(domain string) string
+	// NeedsSnapshot is true for targets that render the scope's whole state
+	// (the snapshot is read by domain: scope "" means every domain).
+	NeedsSnapshot() bool
+	// Apply makes the backend reflect the batch. It must be idempotent: a
+	// batch may be applied again after a crash. Its error text is shown to
+	// API users, so it must not carry secrets.
+	Apply(ctx context.Context, b Batch) error
+}
+
+// Config tunes the outbox.
+type Config struct {
+	// ApplyTimeout bounds how long a request waits for its change to reach
+	// the target before answering with remote_synced false.
+	ApplyTimeout time.Duration
+	// Lease is how long a claimed job stays claimed; a crashed worker's jobs
+	// are claimable again after it.
+	Lease time.Duration
+	// PollInterval is how often an idle worker looks for due jobs.
+	PollInterval time.Duration
+	// BaseBackoff and MaxBackoff shape the retry delays.
+	BaseBackoff, MaxBackoff time.Duration
+	// KeepDone is how long applied jobs are kept.
+	KeepDone time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = 2 * time.Second
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 500 * time.Millisecond
+	}
+	if c.BaseBackoff <= 0 {
+		c.BaseBackoff = 500 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Minute
+	}
+	if c.KeepDone <= 0 {
+		c.KeepDone = 24 * time.Hour
+	}
+}
+
+// Service is the outbox of one target. A nil *Service is a disabled sync:
+// Enqueue writes nothing and Apply reports false, so nothing ever claims a
+// sync that did not happen.
+type Service struct {
+	db     *sqlx.DB
+	repo   postgres.SyncRepo
+	target Target
+	cfg    Config
+	log    *slog.Logger
+}
+
+// New returns the outbox of target.
+func New(db *sqlx.DB, target Target, cfg Config, log *slog.Logger) *Service {
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{db: db, target: target, cfg: cfg, log: log}
+}
+
+// Enqueue writes one job per event; call it inside the transaction of the
+// change, so that both are committed or neither.
+func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...Event) ([]int64, error) {
+	if s == nil {
+		return nil, nil
+	}
+	ids := make([]int64, 0, len(events))
+	for _, e := range events {
+		if e.OccurredAt == 0 {
+			e.OccurredAt = time.Now().Unix()
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return nil, fmt.Errorf("enqueue sync job: %w", err)
+		}
+		id, err := s.repo.Insert(ctx, q, s.target.Name(), s.target.Scope(e.Domain), b)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// Apply tries to apply the given (committed) jobs now and reports whether
+// the target confirmed all of them within ApplyTimeout. Jobs another worker
+// is applying are waited for. Whatever is not done is left to the workers.
+func (s *Service) Apply(ctx context.Context, ids []int64) bool {
+	if s == nil || len(ids) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	jobs, err := s.repo.ClaimGroupOf(ctx, s.db, ids, s.cfg.Lease)
+	if err != nil {
+		s.log.WarnContext(ctx, "sync: claim", "error", err.Error())
+		return false
+	}
+	if len(jobs) > 0 {
+		s.process(ctx, jobs)
+	}
+	wait := 5 * time.Millisecond
+	for {
+		done, err := s.repo.AllDone(ctx, s.db, ids)
+		if err == nil && done {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 100*time.Millisecond)
+	}
+}
+
+// Run is the background worker: it applies due jobs until ctx ends, then
+// finishes (or releases) the batch in hand and returns.
+func (s *Service) Run(ctx context.Context) {
+	if s == nil {
+		return
+	}
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	for {
+		// The batch in hand is finished even while stopping; bounded by the lease.
+		work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
+		jobs, err := s.repo.ClaimDue(work, s.db, s.cfg.Lease)
+		if err == nil && len(jobs) > 0 {
+			s.process(work, jobs)
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("sync: claim", "error", err.Error())
+		}
+		if err == nil && len(jobs) > 0 && ctx.Err() == nil {
+			continue // more may be due
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-prune.C:
+			if n, err := s.repo.Prune(ctx, s.db, s.cfg.KeepDone); err != nil {
+				s.log.Warn("sync: prune", "error", err.Error())
+			} else if n > 0 {
+				s.log.Debug("sync: pruned applied jobs", "jobs", n)
+			}
+		case <-time.After(s.cfg.PollInterval):
+		}
+	}
+}
+
+// Stats reports the outbox's backlog.
+func (s *Service) Stats(ctx context.Context) (postgres.QueueStats, error) {
+	if s == nil {
+		return postgres.QueueStats{}, nil
+	}
+	return s.repo.Stats(ctx, s.db)
+}
+
+// process applies claimed jobs, one (target, scope) group at a time.
+func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
+	type key struct{ target, scope string }
+	groups := map[key][]postgres.SyncJobRow{}
+	var order []key
+	for _, j := range jobs {
+		k := key{j.Target, j.Scope}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], j)
+	}
+	for _, k := range order {
+		g := groups[k]
+		if k.target != s.target.Name() {
+			// A job of a target this process does not run (configuration
+			// changed): leave it for a process that does.
+			s.release(g, s.cfg.MaxBackoff, "")
+			continue
+		}
+		if err := s.applyGroup(ctx, k.scope, g); err != nil {
+			msg := publicError(err)
+			attempts := 0
+			for _, j := range g {
+				attempts = max(attempts, j.Attempts)
+			}
+			delay := s.backoff(attempts)
+			s.log.Warn("sync: apply failed", "target", k.target, "scope", k.scope, "jobs", len(g),
+				"attempts", attempts, "retry_in", delay.String(), "error", err.Error())
+			s.release(g, delay, msg)
+			s.markError(g, msg)
+		}
+	}
+}
+
+// applyGroup applies one group in a transaction holding the scope's lock;
+// success marks the credentials synced and the jobs done in that same
+// transaction.
+func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) error {
+	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	if err := s.repo.LockScope(ctx, tx, s.target.Name(), scope); err != nil {
+		return err
+	}
+	b := Batch{Scope: scope, JobIDs: jobIDs(g)}
+	for _, j := range g {
+		var e Event
+		if err := json.Unmarshal(j.Event, &e); err != nil {
+			return fmt.Errorf("sync job %d: %w", j.ID, err)
+		}
+		b.Events = append(b.Events, e)
+	}
+	var ids, versions []int64
+	if s.target.NeedsSnapshot() {
+		rows, err := s.repo.Snapshot(ctx, tx, scope)
+		if err != nil {
+			return err
+		}
+		b.Entries = make([]Entry, len(rows))
+		for i, r := range rows {
+			b.Entries[i] = Entry{Login: r.Login, Hash: r.Hash}
+			ids, versions = append(ids, r.CredentialID), append(versions, r.Version)
+		}
+	} else {
+		for _, e := range b.Events {
+			if e.Type == CredentialUpserted {
+				ids, versions = append(ids, e.CredentialID), append(versions, e.Version)
+			}
+		}
+	}
+	if err := s.target.Apply(ctx, b); err != nil {
+		return err
+	}
+	if err := s.repo.MarkSynced(ctx, tx, ids, versions); err != nil {
+		return err
+	}
+	if err := s.repo.Complete(ctx, tx, b.JobIDs); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// release and markError run on a fresh short context: they must happen even
+// when the attempt failed because its context ran out.
+func (s *Service) release(g []postgres.SyncJobRow, delay time.Duration, msg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.repo.Release(ctx, s.db, jobIDs(g), delay, msg); err != nil {
+		s.log.Warn("sync: release", "error", err.Error()) // the lease runs out instead
+	}
+}
+
+func (s *Service) markError(g []postgres.SyncJobRow, msg string) {
+	var ids []int64
+	for _, j := range g {
+		var e Event
+		if json.Unmarshal(j.Event, &e) == nil && e.CredentialID != 0 {
+			ids = append(ids, e.CredentialID)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.repo.MarkError(ctx, s.db, ids, msg); err != nil {
+		s.log.Warn("sync: mark error", "error", err.Error())
+	}
+}
+
+// jobIDs returns the ids of g in ascending order.
+func jobIDs(g []postgres.SyncJobRow) []int64 {
+	ids := make([]int64, len(g))
+	for i, j := range g {
+		ids[i] = j.ID
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// backoff is capped exponential backoff with jitter: a delay drawn from
+// [d/2, d) with d = BaseBackoff * 2^(attempts-1), capped at MaxBackoff.
+func (s *Service) backoff(attempts int) time.Duration {
+	d := s.cfg.BaseBackoff
+	for i := 1; i < attempts && d < s.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.MaxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// publicError is the text of a failed attempt as API users see it: file
+// errors lose their paths, and the text is bounded.
+func publicError(err error) string {
+	var pe *fs.PathError
+	msg := err.Error()
+	if errors.As(err, &pe) {
+		msg = pe.Op + ": " + pe.Err.Error()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg = "the target did not answer in time"
+	}
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}

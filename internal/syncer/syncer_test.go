@@ -1,0 +1,312 @@
+package syncer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
+)
+
+func TestMain(m *testing.M) { dbtest.Main(m) }
+
+// recorder is a backend that records what it is asked to hold; it can be
+// told to fail, and it flags overlapping applies of one scope.
+type recorder struct {
+	mu       sync.Mutex
+	batches  []syncer.Batch
+	state    map[string][]syncer.Entry // scope -> entries
+	fail     atomic.Bool
+	inFlight map[string]int
+	overlap  atomic.Bool
+	delay    time.Duration
+}
+
+func newRecorder() *recorder {
+	return &recorder{state: map[string][]syncer.Entry{}, inFlight: map[string]int{}}
+}
+
+func (r *recorder) Name() string               { return "recorder" }
+func (r *recorder) Scope(domain string) string { return domain }
+func (r *recorder) NeedsSnapshot() bool        { return true }
+func (r *recorder) Apply(_ context.Context, b syncer.Batch) error {
+	r.mu.Lock()
+	r.inFlight[b.Scope]++
+	if r.inFlight[b.Scope] > 1 {
+		r.overlap.Store(true)
+	}
+	r.mu.Unlock()
+	time.Sleep(r.delay) // simulated backend latency, to give overlaps a chance
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inFlight[b.Scope]--
+	if r.fail.Load() {
+		return errors.New("backend unavailable")
+	}
+	r.batches = append(r.batches, b)
+	r.state[b.Scope] = b.Entries
+	return nil
+}
+
+func (r *recorder) applies() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.batches)
+}
+
+func (r *recorder) held(scope string) []syncer.Entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state[scope]
+}
+
+// fixture is one account with domain example.com.
+type fixture struct {
+	db       *sqlx.DB
+	domainID int64
+	account  int64
+}
+
+func newFixture(t *testing.T) fixture {
+	db := dbtest.New(t)
+	f := fixture{db: db}
+	if err := db.Get(&f.account, `INSERT INTO accounts (name, token_digest) VALUES ('a', '\x00') RETURNING id`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Get(&f.domainID, `INSERT INTO domains (account_id, name, is_verified) VALUES ($1, 'example.com', true) RETURNING id`, f.account); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// change inserts (or re-hashes) a credential and enqueues its event in one
+// transaction, as the credential service does; it returns the job ids.
+func (f fixture) change(t *testing.T, s *syncer.Service, user, hash string) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := f.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	var id, version int64
+	err = tx.QueryRowx(`
+		INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+		VALUES (gen_random_uuid(), $1, $2, $3, $4)
+		ON CONFLICT (domain_id, username) DO UPDATE SET password_hash = EXCLUDED.password_hash, version = credentials.version + 1
+		RETURNING id, version`, f.account, f.domainID, user, hash).Scan(&id, &version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialUpserted, Domain: "example.com",
+		Login: user + "@example.com", CredentialID: id, Version: version, PasswordHash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func (f fixture) synced(t *testing.T, user string) bool {
+	t.Helper()
+	var ok bool
+	if err := f.db.Get(&ok, `SELECT synced_version >= version FROM credentials WHERE username = $1`, user); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// eventually waits for cond, polling, up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func fastConfig() syncer.Config {
+	return syncer.Config{ApplyTimeout: time.Second, Lease: 2 * time.Second, PollInterval: 20 * time.Millisecond,
+		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+}
+
+func TestApplyConfirms(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	s := syncer.New(f.db, rec, fastConfig(), nil)
+	ids := f.change(t, s, "alice", "{SSHA512}aaa")
+	if !s.Apply(context.Background(), ids) {
+		t.Fatal("Apply = false with a healthy backend")
+	}
+	if !f.synced(t, "alice") {
+		t.Error("credential not marked synced")
+	}
+	held := rec.held("example.com")
+	if len(held) != 1 || held[0].Login != "alice@example.com" || held[0].Hash != "{SSHA512}aaa" {
+		t.Errorf("backend holds %v", held)
+	}
+	var pending int
+	if err := f.db.Get(&pending, `SELECT count(*) FROM sync_jobs WHERE done_at IS NULL`); err != nil || pending != 0 {
+		t.Errorf("pending jobs %d %v", pending, err)
+	}
+}
+
+func TestDisabledSyncNeverClaims(t *testing.T) {
+	var s *syncer.Service
+	ids, err := s.Enqueue(context.Background(), nil, syncer.Event{Type: syncer.CredentialUpserted})
+	if err != nil || ids != nil || s.Apply(context.Background(), []int64{1}) {
+		t.Errorf("a nil outbox must do nothing and never report success: %v %v", ids, err)
+	}
+}
+
+// A failed apply leaves the change unsynced with an error; the worker
+// retries with backoff and converges once the backend is back.
+func TestFailureThenRecovery(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	rec.fail.Store(true)
+	s := syncer.New(f.db, rec, fastConfig(), nil)
+	ids := f.change(t, s, "bob", "{SSHA512}bbb")
+	if s.Apply(context.Background(), ids) {
+		t.Fatal("Apply = true while the backend fails")
+	}
+	var syncErr *string
+	if err := f.db.Get(&syncErr, `SELECT sync_error FROM credentials WHERE username = 'bob'`); err != nil || syncErr == nil || *syncErr != "backend unavailable" {
+		t.Errorf("sync_error = %v (%v)", syncErr, err)
+	}
+	var job struct {
+		Attempts  int     `db:"attempts"`
+		LastError *string `db:"last_error"`
+		Leased    bool    `db:"leased"`
+	}
+	if err := f.db.Get(&job, `SELECT attempts, last_error, locked_until IS NOT NULL AS leased FROM sync_jobs`); err != nil {
+		t.Fatal(err)
+	}
+	if job.Attempts != 1 || job.LastError == nil || job.Leased {
+		t.Errorf("job after failure: %+v", job)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 3*time.Second, "a few failed retries", func() bool {
+		var n int
+		_ = f.db.Get(&n, `SELECT attempts FROM sync_jobs`)
+		return n >= 3
+	})
+	rec.fail.Store(false)
+	eventually(t, 5*time.Second, "convergence after recovery", func() bool { return f.synced(t, "bob") })
+	var syncErr2 *string
+	if err := f.db.Get(&syncErr2, `SELECT sync_error FROM credentials WHERE username = 'bob'`); err != nil || syncErr2 != nil {
+		t.Errorf("sync_error after recovery = %v", syncErr2)
+	}
+}
+
+// A burst of changes to one scope coalesces into one apply.
+func TestBurstCoalesces(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	s := syncer.New(f.db, rec, fastConfig(), nil)
+	for i := range 20 {
+		f.change(t, s, fmt.Sprintf("u%02d", i), "{SSHA512}x")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	eventually(t, 5*time.Second, "all synced", func() bool {
+		var n int
+		_ = f.db.Get(&n, `SELECT count(*) FROM credentials WHERE synced_version < version`)
+		return n == 0
+	})
+	cancel()
+	<-done
+	if rec.applies() != 1 || len(rec.batches[0].Events) != 20 || len(rec.held("example.com")) != 20 {
+		t.Errorf("%d applies (want 1 with 20 events); held %d", rec.applies(), len(rec.held("example.com")))
+	}
+}
+
+// A worker that claimed jobs and died leaves them to be reclaimed once its
+// lease runs out.
+func TestCrashedWorkersJobsAreReclaimed(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	cfg := fastConfig()
+	s := syncer.New(f.db, rec, cfg, nil)
+	f.change(t, s, "carol", "{SSHA512}ccc")
+	// The "crashed" worker: claims with a short lease and never finishes.
+	claimed, err := postgres.SyncRepo{}.ClaimDue(context.Background(), f.db, 300*time.Millisecond)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 5*time.Second, "reclaim after the lease", func() bool { return f.synced(t, "carol") })
+}
+
+// Workers of several processes share the outbox: every change is applied,
+// and one scope is never applied concurrently.
+func TestWorkersCooperate(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	rec.delay = 5 * time.Millisecond
+	cfg := fastConfig()
+	a := syncer.New(f.db, rec, cfg, nil)
+	b := syncer.New(f.db, rec, cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, s := range []*syncer.Service{a, b, a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Run(ctx) }()
+	}
+	var applied atomic.Int32
+	var writers sync.WaitGroup
+	for w := range 4 {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for i := range 10 {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				ids := f.change(t, s, fmt.Sprintf("w%d-%d", w, i), "{SSHA512}w")
+				if s.Apply(context.Background(), ids) {
+					applied.Add(1)
+				}
+			}
+		}()
+	}
+	writers.Wait()
+	eventually(t, 10*time.Second, "all 40 synced", func() bool {
+		var n int
+		_ = f.db.Get(&n, `SELECT count(*) FROM credentials WHERE synced_version < version`)
+		return n == 0
+	})
+	cancel()
+	wg.Wait()
+	if rec.overlap.Load() {
+		t.Error("one scope was applied concurrently")
+	}
+	if got := len(rec.held("example.com")); got != 40 {
+		t.Errorf("backend holds %d entries, want 40", got)
+	}
+	if applied.Load() < 30 {
+		t.Errorf("only %d of 40 requests saw their change confirmed within the deadline", applied.Load())
+	}
+}
