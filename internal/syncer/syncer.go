@@ -87,8 +87,10 @@ type Config struct {
 	// ApplyTimeout bounds how long a request waits for its change to reach
 	// the target before answering with remote_synced false.
 	ApplyTimeout time.Duration
-	// Lease is how long a claimed job stays claimed; a crashed worker's jobs
-	// are claimable again after it.
+	// Lease is how long a job claimed by a worker stays claimed; a crashed
+	// worker's jobs are claimable again after it. A worker's attempt is
+	// bounded by it. Jobs claimed by a request are leased for ApplyTimeout
+	// plus a margin, since the request gives up by then.
 	Lease time.Duration
 	// PollInterval is how often an idle worker looks for due jobs.
 	PollInterval time.Duration
@@ -103,7 +105,7 @@ func (c *Config) defaults() {
 		c.ApplyTimeout = 2 * time.Second
 	}
 	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
+		c.Lease = 15 * time.Second
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 500 * time.Millisecond
@@ -163,6 +165,9 @@ func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...
 	return ids, nil
 }
 
+// requestLeaseMargin covers the bookkeeping after a request's attempt.
+const requestLeaseMargin = 3 * time.Second
+
 // Apply tries to apply the given (committed) jobs now and reports whether
 // the target confirmed all of them within ApplyTimeout. Jobs another worker
 // is applying are waited for. Whatever is not done is left to the workers.
@@ -172,7 +177,7 @@ func (s *Service) Apply(ctx context.Context, ids []int64) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
-	jobs, err := s.repo.ClaimGroupOf(ctx, s.db, ids, s.cfg.Lease)
+	jobs, err := s.repo.ClaimGroupOf(ctx, s.db, ids, s.cfg.ApplyTimeout+requestLeaseMargin)
 	if err != nil {
 		s.log.WarnContext(ctx, "sync: claim", "error", err.Error())
 		return false

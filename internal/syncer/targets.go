@@ -3,7 +3,10 @@ package syncer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 
 	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
 	"github.com/smtpcreds/smtpcreds/internal/sync/webhook"
@@ -40,10 +43,18 @@ func (p *PasswdFile) Apply(_ context.Context, b Batch) error {
 	for i, e := range b.Entries {
 		entries[i] = passwdfile.Entry{Login: e.Login, Hash: e.Hash}
 	}
+	var err error
 	if p.w.PerDomain() && len(entries) == 0 {
-		return p.w.Remove(b.Scope)
+		err = p.w.Remove(b.Scope)
+	} else {
+		err = p.w.Write(b.Scope, entries)
 	}
-	return p.w.Write(b.Scope, entries)
+	if err != nil {
+		// Users see this text: the server's paths are not theirs to know.
+		dir := filepath.Dir(p.w.Path(b.Scope))
+		return errors.New(strings.ReplaceAll(err.Error(), dir, "<passwd-file dir>"))
+	}
+	return nil
 }
 
 // Webhook posts each batch of events, HMAC-signed, to a sync agent on

@@ -1,0 +1,805 @@
+// Package dovecottest starts a real, auth-only Dovecot as a throwaway process
+// on 127.0.0.1 and checks credentials through Dovecot itself, over the
+// auth-client protocol that Postfix speaks with smtpd_sasl_type = dovecot.
+// It lets tests prove that the passwd-file smtpcreds writes is accepted by
+// the program that will read it in production.
+//
+// Start writes a dovecot.conf into a fresh temporary directory (see Config
+// for its exact contents), checks it with doveconf, runs "dovecot -F" in its
+// own process group and waits until the auth inet_listener answers the
+// handshake. The passdb is passwd-file with the given path (which may
+// contain %d for one file per domain) and default scheme; the auth cache is
+// off, so every Auth sees the file as Dovecot reads it at that moment. No
+// userdb is configured: Dovecot 2.3 answers AUTH requests without one.
+//
+// # Who reads the passwd file
+//
+// When the test runs as root, Dovecot's auth process runs as the "dovecot"
+// user, so the passwd file must be readable by it: for a file with mode
+// 0640, its group must be Server.Group() ("dovecot"), and every directory
+// above it must be searchable by that user. Directories made by t.TempDir
+// are not (their parent is 0700); use TempDir instead. When the test is not
+// root, every Dovecot process runs as the current user and Group returns "".
+//
+// # How Dovecot notices changes to the passwd file (2.3.19)
+//
+// The passwd-file driver keeps the parsed file in memory and re-reads it
+// when a stat(2) shows that its mtime (in whole seconds) or its size has
+// changed. That stat is done at most once per wall-clock second per file:
+// a lookup in the same second as the previous one uses the copy in memory
+// without looking at the file at all. Hence:
+//
+//   - after changing the file, a test must let the wall clock move into a
+//     later second than its last Auth before expecting the change to be
+//     seen (WaitNextSecond does exactly that);
+//   - a rewrite that keeps the size and lands in the same second as the
+//     mtime Dovecot last read is never noticed (until the next change):
+//     writers must make sure that either the size or the whole-second
+//     mtime changes, e.g. by setting the mtime to max(now, previous+1s);
+//   - the whole file is parsed when re-read, so a writer must replace it
+//     atomically (write a temporary file, then rename it), or Dovecot may
+//     parse a half-written file and keep it.
+//
+// With a %d path, a domain whose file does not exist is looked up again on
+// every request, so a new domain file is seen at once; its users are
+// unknown until then.
+//
+// Dovecot lower-cases the login before looking it up (its default
+// auth_username_format is %Lu), so passwd-file lines must hold lower-case
+// logins.
+package dovecottest
+
+import (
+	"bufio"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Timeouts.
+const (
+	readyTimeout = 15 * time.Second // Start: until the auth listener answers
+	authTimeout  = 5 * time.Second  // Auth: one whole exchange
+	stopTimeout  = 10 * time.Second // cleanup: until every process is gone
+	pollInterval = 25 * time.Millisecond
+)
+
+// startAttempts bounds how often Start retries with another port when the
+// one it picked was taken before Dovecot could bind it.
+const startAttempts = 4
+
+// DefaultScheme is the passdb's default password scheme when
+// Options.Scheme is empty.
+const DefaultScheme = "SSHA512"
+
+// internalUser is the unprivileged user Dovecot's Debian package creates,
+// used for the auth process when the test runs as root.
+const internalUser = "dovecot"
+
+// Places searched for the Dovecot binaries after PATH (which often lacks
+// /usr/sbin for non-root users).
+var binDirs = []string{"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"}
+
+// Options configures Start.
+type Options struct {
+	// PasswdFile is the passwd-file the passdb reads: an absolute path (a
+	// relative one is made absolute), which may contain %d for one file per
+	// domain (e.g. ".../passwd.d/%d"). The file need not exist when Start
+	// is called. Required. It must consist of letters, digits and
+	// "/._-+@%=,"; see the package documentation for the permissions it
+	// needs.
+	PasswdFile string
+	// Scheme is the default password scheme of the passdb (scheme=...),
+	// used for passwords without a {SCHEME} prefix. Empty means
+	// DefaultScheme.
+	Scheme string
+}
+
+// Server is a running Dovecot started by Start. Its methods are safe for
+// concurrent use.
+type Server struct {
+	dir     string // temporary directory holding everything below
+	conf    string // dovecot.conf path
+	confTxt string // its contents
+	logPath string
+	errPath string // dovecot's own stdout/stderr
+	addr    string
+	group   string
+
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait has returned
+
+	cpid atomic.Uint32 // CPID of the next Auth connection
+	reqs atomic.Uint32 // id of the next AUTH request
+
+	mu       sync.Mutex
+	lastAuth time.Time // when the last Auth exchange ended
+}
+
+// identity is who the Dovecot services run as.
+type identity struct {
+	root      bool
+	user      string // default_internal_user / default_login_user
+	group     string // default_internal_group
+	uid, gid  int
+	groupIDs  []int // all groups of user, for the permission checks
+	fileGroup string
+}
+
+// Start starts Dovecot as described in the package documentation and
+// registers its shutdown with tb.Cleanup. It fails the test (it does not skip
+// it) when Dovecot is not installed, the configuration is rejected, or the
+// auth listener does not answer within 15 seconds; the message then includes
+// Dovecot's log.
+func Start(tb testing.TB, opt Options) *Server {
+	tb.Helper()
+
+	dovecot, err := findBinary("dovecot")
+	if err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+	doveconf, err := findBinary("doveconf")
+	if err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+
+	if opt.PasswdFile == "" {
+		tb.Fatalf("dovecottest: Options.PasswdFile is required")
+	}
+	passwd, err := filepath.Abs(opt.PasswdFile)
+	if err != nil {
+		tb.Fatalf("dovecottest: PasswdFile %q: %v", opt.PasswdFile, err)
+	}
+	if !safePath.MatchString(passwd) {
+		tb.Fatalf("dovecottest: PasswdFile %q: only letters, digits and \"/._-+@%%=,\" are allowed "+
+			"(the path goes unquoted into the passdb args)", passwd)
+	}
+	scheme := opt.Scheme
+	if scheme == "" {
+		scheme = DefaultScheme
+	}
+	if !safeScheme.MatchString(scheme) {
+		tb.Fatalf("dovecottest: Scheme %q is not a password scheme name", scheme)
+	}
+
+	id, err := currentIdentity()
+	if err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+
+	dir, err := os.MkdirTemp("", "smtpcreds-dovecottest-")
+	if err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			tb.Errorf("dovecottest: remove %s: %v", dir, err)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+
+	if id.root {
+		// The auth process (user dovecot) connects to sockets in base_dir
+		// and opens the passwd file: both must be reachable.
+		if err := checkSearchable(dir, id); err != nil {
+			tb.Fatalf("dovecottest: temporary directory: %v (set TMPDIR to a directory every user can search)", err)
+		}
+		if err := checkSearchable(staticPrefixDir(passwd), id); err != nil {
+			tb.Fatalf("dovecottest: PasswdFile %s: %v; Dovecot's auth process runs as %q and could not "+
+				"read it (create the directory with dovecottest.TempDir, not t.TempDir)", passwd, err, id.user)
+		}
+	}
+
+	var lastErr error
+	for attempt := 1; attempt <= startAttempts; attempt++ {
+		s, retry, err := start(tb, dovecot, doveconf, dir, passwd, scheme, id, attempt)
+		if err == nil {
+			return s
+		}
+		lastErr = err
+		if !retry {
+			break
+		}
+		tb.Logf("dovecottest: attempt %d: %v; retrying with another port", attempt, err)
+	}
+	tb.Fatalf("dovecottest: %v", lastErr)
+	return nil
+}
+
+// start makes one attempt at starting Dovecot in dir with a fresh port. On
+// failure it has already stopped whatever it started; retry reports that the
+// port was taken and another one may work.
+func start(tb testing.TB, dovecot, doveconf, dir, passwd, scheme string, id identity, attempt int) (s *Server, retry bool, err error) {
+	tb.Helper()
+
+	port, err := pickPort()
+	if err != nil {
+		return nil, false, err
+	}
+	s = &Server{
+		dir:     dir,
+		conf:    filepath.Join(dir, "dovecot.conf"),
+		logPath: filepath.Join(dir, fmt.Sprintf("dovecot-%d.log", attempt)),
+		errPath: filepath.Join(dir, fmt.Sprintf("dovecot-%d.stderr", attempt)),
+		addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		group:   id.fileGroup,
+		exited:  make(chan struct{}),
+	}
+	s.cpid.Store(1)
+	s.reqs.Store(1)
+
+	baseDir := filepath.Join(dir, fmt.Sprintf("run-%d", attempt))
+	stateDir := filepath.Join(dir, "state")
+	for _, d := range []string{baseDir, stateDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, false, err
+		}
+	}
+	s.confTxt = config(configParams{
+		BaseDir:  baseDir,
+		StateDir: stateDir,
+		LogPath:  s.logPath,
+		Passwd:   passwd,
+		Scheme:   scheme,
+		Port:     port,
+		ID:       id,
+	})
+	if err := os.WriteFile(s.conf, []byte(s.confTxt), 0o644); err != nil {
+		return nil, false, err
+	}
+
+	// doveconf reports configuration errors with file and line, which the
+	// master would only write to its log.
+	out, err := exec.Command(doveconf, "-c", s.conf, "-n").CombinedOutput()
+	if err != nil {
+		return nil, false, fmt.Errorf("doveconf -c %s -n: %v\n%s\nconfiguration:\n%s", s.conf, err, out, s.confTxt)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "Warning:") {
+			tb.Logf("dovecottest: doveconf: %s", line)
+		}
+	}
+
+	errFile, err := os.Create(s.errPath)
+	if err != nil {
+		return nil, false, err
+	}
+	defer errFile.Close()
+	s.cmd = exec.Command(dovecot, "-F", "-c", s.conf)
+	s.cmd.Dir = dir
+	s.cmd.Stdout = errFile
+	s.cmd.Stderr = errFile
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Dovecot's services inherit the master's process group, so the
+		// whole tree can be found and killed at cleanup.
+		Setpgid: true,
+		// If the test binary dies without cleaning up, the master is
+		// told to shut down (and takes its services with it).
+		Pdeathsig: syscall.SIGTERM,
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, false, fmt.Errorf("start %s: %v", dovecot, err)
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		close(s.exited)
+	}()
+
+	if err := s.waitReady(); err != nil {
+		stopErr := s.stop()
+		log := s.Log()
+		msg := fmt.Sprintf("dovecot did not become ready on %s: %v", s.addr, err)
+		if stopErr != nil {
+			msg += fmt.Sprintf(" (and stopping it: %v)", stopErr)
+		}
+		return nil, strings.Contains(log, "Address already in use"),
+			fmt.Errorf("%s\n--- dovecot log ---\n%s\n--- configuration ---\n%s", msg, log, s.confTxt)
+	}
+	tb.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			tb.Errorf("dovecottest: stop: %v\n--- dovecot log ---\n%s", err, s.Log())
+		}
+	})
+	return s, false, nil
+}
+
+var (
+	safePath   = regexp.MustCompile(`^/[A-Za-z0-9/._+@%=,-]*$`)
+	safeScheme = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+// configParams fills the dovecot.conf template.
+type configParams struct {
+	BaseDir, StateDir, LogPath string
+	Passwd, Scheme             string
+	Port                       int
+	ID                         identity
+}
+
+// config renders dovecot.conf.
+func config(p configParams) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	w("# Written by smtpcreds internal/dovecottest: auth-only Dovecot for tests.")
+	w("base_dir = %s", p.BaseDir)
+	w("state_dir = %s", p.StateDir)
+	w("protocols =")
+	w("listen = 127.0.0.1")
+	w("log_path = %s", p.LogPath)
+	w("info_log_path = %s", p.LogPath)
+	w("auth_verbose = yes")
+	w("auth_failure_delay = 0")
+	w("auth_mechanisms = plain login")
+	w("disable_plaintext_auth = no")
+	w("ssl = no")
+	w("auth_cache_size = 0")
+	w("default_internal_user = %s", p.ID.user)
+	w("default_internal_group = %s", p.ID.group)
+	w("default_login_user = %s", p.ID.user)
+	w("passdb {")
+	w("  driver = passwd-file")
+	w("  args = scheme=%s username_format=%%u %s", p.Scheme, p.Passwd)
+	w("}")
+	w("service auth {")
+	w("  inet_listener auth-inet {")
+	w("    address = 127.0.0.1")
+	w("    port = %d", p.Port)
+	w("  }")
+	w("}")
+	w("service anvil {")
+	w("  # chroot needs root; the default is base_dir/empty.")
+	w("  chroot =")
+	w("}")
+	return b.String()
+}
+
+// currentIdentity returns who Dovecot's services should run as: the dovecot
+// user when root, else the current user.
+func currentIdentity() (identity, error) {
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup(internalUser)
+		if err != nil {
+			return identity{}, fmt.Errorf("running as root, but user %q does not exist (it comes with the dovecot-core package): %v",
+				internalUser, err)
+		}
+		return identityOf(u, true)
+	}
+	u, err := user.Current()
+	if err != nil {
+		return identity{}, fmt.Errorf("current user: %v", err)
+	}
+	return identityOf(u, false)
+}
+
+func identityOf(u *user.User, root bool) (identity, error) {
+	id := identity{root: root, user: u.Username}
+	var err error
+	if id.uid, err = strconv.Atoi(u.Uid); err != nil {
+		return identity{}, fmt.Errorf("user %s: uid %q: %v", u.Username, u.Uid, err)
+	}
+	if id.gid, err = strconv.Atoi(u.Gid); err != nil {
+		return identity{}, fmt.Errorf("user %s: gid %q: %v", u.Username, u.Gid, err)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		return identity{}, fmt.Errorf("group %s of user %s: %v", u.Gid, u.Username, err)
+	}
+	id.group = g.Name
+	id.groupIDs = []int{id.gid}
+	if gids, err := u.GroupIds(); err == nil {
+		for _, s := range gids {
+			if n, err := strconv.Atoi(s); err == nil && !slices.Contains(id.groupIDs, n) {
+				id.groupIDs = append(id.groupIDs, n)
+			}
+		}
+	}
+	if root {
+		id.fileGroup = g.Name
+	}
+	return id, nil
+}
+
+// checkSearchable reports whether id may search dir and every directory
+// above it, judging by the permission bits (ACLs are not looked at).
+func checkSearchable(dir string, id identity) error {
+	dir = filepath.Clean(dir)
+	for {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && dir != "/" {
+				// Not created yet: its parent decides.
+				dir = filepath.Dir(dir)
+				continue
+			}
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		perm := fi.Mode().Perm()
+		var bit os.FileMode
+		switch {
+		case int(st.Uid) == id.uid:
+			bit = 0o100
+		case slices.Contains(id.groupIDs, int(st.Gid)):
+			bit = 0o010
+		default:
+			bit = 0o001
+		}
+		if perm&bit == 0 {
+			return fmt.Errorf("directory %s (mode %04o, uid %d, gid %d) is not searchable by user %s",
+				dir, perm, st.Uid, st.Gid, id.user)
+		}
+		if dir == "/" {
+			return nil
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// staticPrefixDir returns the deepest directory of path that holds no %
+// variable.
+func staticPrefixDir(path string) string {
+	if i := strings.IndexByte(path, '%'); i >= 0 {
+		path = path[:i]
+		if !strings.HasSuffix(path, "/") {
+			return filepath.Dir(path)
+		}
+		return filepath.Clean(path)
+	}
+	return filepath.Dir(path)
+}
+
+// findBinary looks for name in PATH, then in the usual system directories.
+func findBinary(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range binDirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in PATH or %s: Dovecot is not installed "+
+		"(on Debian/Ubuntu: apt-get install dovecot-core)", name, strings.Join(binDirs, ", "))
+}
+
+// pickPort chooses the port of the auth listener; tests replace it.
+var pickPort = freePort
+
+// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitReady polls the auth listener until it completes the server side of
+// the handshake, Dovecot exits, or readyTimeout passes.
+func (s *Server) waitReady() error {
+	deadline := time.Now().Add(readyTimeout)
+	var lastErr error
+	for {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("dovecot exited: %v", s.cmd.ProcessState)
+		default:
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("timed out after %v: %v", readyTimeout, lastErr)
+		}
+		lastErr = s.probe(min(time.Second, time.Until(deadline)))
+		if lastErr == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// probe connects and reads the server's handshake, without authenticating
+// (so that the passwd file is not looked at).
+func (s *Server) probe(timeout time.Duration) error {
+	conn, err := net.DialTimeout("tcp", s.addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err = readHandshake(bufio.NewReader(conn))
+	return err
+}
+
+// stop shuts Dovecot down and waits until no process of its group is left.
+func (s *Server) stop() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
+	}
+	pgid := s.cmd.Process.Pid
+	deadline := time.Now().Add(stopTimeout)
+
+	// The master stops its services on SIGTERM; it is given half of the
+	// time before the whole group is killed.
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	graceful := time.Now().Add(stopTimeout / 2)
+	for time.Now().Before(graceful) && !s.gone(pgid) {
+		time.Sleep(pollInterval)
+	}
+	if !s.gone(pgid) {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		for time.Now().Before(deadline) && !s.gone(pgid) {
+			time.Sleep(pollInterval)
+		}
+	}
+	if !s.gone(pgid) {
+		return fmt.Errorf("dovecot processes of group %d still running after %v: %v",
+			pgid, stopTimeout, groupMembers(pgid))
+	}
+	return nil
+}
+
+// gone reports whether the master has been reaped and no other live
+// process is left in its process group.
+func (s *Server) gone(pgid int) bool {
+	select {
+	case <-s.exited:
+	default:
+		return false
+	}
+	return len(groupMembers(pgid)) == 0
+}
+
+// groupMembers returns the pids of the processes of group pgid that are not
+// zombies. Orphaned zombies are left out: they are dead, and whether they
+// are reaped soon depends on the machine's init, not on us.
+func groupMembers(pgid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		// No /proc: fall back to asking the kernel about the group.
+		if syscall.Kill(-pgid, 0) == nil {
+			return []int{-pgid}
+		}
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces and ')'.
+		i := strings.LastIndexByte(string(data), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(data[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// Addr returns the address of the auth inet_listener, "127.0.0.1:PORT".
+func (s *Server) Addr() string { return s.addr }
+
+// Group returns the group the passwd file must belong to when its mode is
+// 0640 (or 0440): "dovecot" when the test runs as root. It returns "" when
+// the test is not root: Dovecot then runs as the current user, who can read
+// its own files whatever their group.
+func (s *Server) Group() string { return s.group }
+
+// Config returns the dovecot.conf Start wrote.
+func (s *Server) Config() string { return s.confTxt }
+
+// Log returns Dovecot's log file. Anything the master wrote to its own
+// stderr (fatal errors before logging was set up) follows it.
+func (s *Server) Log() string {
+	log, err := os.ReadFile(s.logPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		log = append(log, fmt.Sprintf("(reading %s: %v)\n", s.logPath, err)...)
+	}
+	if stderr, err := os.ReadFile(s.errPath); err == nil && len(stderr) > 0 {
+		log = append(log, "--- dovecot stderr ---\n"...)
+		log = append(log, stderr...)
+	}
+	return string(log)
+}
+
+// WaitNextSecond blocks until the wall clock has moved into a later second
+// than the end of the last Auth. Dovecot stats the passwd file at most once
+// per second (see the package documentation), so a test that changed the
+// file calls it before an Auth that must see the change.
+func (s *Server) WaitNextSecond() {
+	s.mu.Lock()
+	last := s.lastAuth
+	s.mu.Unlock()
+	if last.IsZero() {
+		return
+	}
+	// Dovecot and we read the same clock; the margin covers rounding.
+	next := last.Truncate(time.Second).Add(time.Second + 20*time.Millisecond)
+	if d := time.Until(next); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+// Auth asks Dovecot whether pass is the password of user, over a fresh
+// connection to the auth listener, with the PLAIN mechanism and
+// service=smtp, as Postfix does, plus the no-penalty flag (so that failures
+// do not slow down later calls). It returns true for OK and false for FAIL,
+// which Dovecot sends about half a second after the request even with
+// auth_failure_delay = 0 (it flushes failures on a 500 ms timer).
+// Everything else is an error: an unexpected reply, a connection problem, a
+// 5-second timeout, and also a FAIL with code=temp_fail, which is Dovecot saying
+// that it could not check the password (for instance because it cannot read
+// the passwd file; see Log).
+func (s *Server) Auth(user, pass string) (bool, error) {
+	if strings.ContainsRune(user, 0) || strings.ContainsRune(pass, 0) {
+		return false, errors.New("dovecottest: user and password must not contain NUL")
+	}
+	defer func() {
+		s.mu.Lock()
+		s.lastAuth = time.Now()
+		s.mu.Unlock()
+	}()
+
+	conn, err := net.DialTimeout("tcp", s.addr, authTimeout)
+	if err != nil {
+		return false, fmt.Errorf("dovecottest: auth %s: %w", user, err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(authTimeout)); err != nil {
+		return false, err
+	}
+	r := bufio.NewReader(conn)
+
+	mechs, err := readHandshake(r)
+	if err != nil {
+		return false, fmt.Errorf("dovecottest: auth %s: %w", user, err)
+	}
+	if !slices.Contains(mechs, "PLAIN") {
+		return false, fmt.Errorf("dovecottest: auth %s: server does not offer PLAIN (offers %v)", user, mechs)
+	}
+
+	// Dovecot refuses a second connection with the CPID of one still
+	// open, so concurrent calls use distinct CPIDs.
+	cpid := s.cpid.Add(1) - 1
+	id := s.reqs.Add(1) - 1
+	resp := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+	// no-penalty: Dovecot otherwise delays every request from an address
+	// (requests without rip= all count as one) by 2, 4, 8... up to 15
+	// seconds after failures, correct passwords included.
+	req := fmt.Sprintf("VERSION\t1\t2\nCPID\t%d\nAUTH\t%d\tPLAIN\tservice=smtp\tno-penalty\tresp=%s\n", cpid, id, resp)
+	if _, err := conn.Write([]byte(req)); err != nil {
+		return false, fmt.Errorf("dovecottest: auth %s: send: %w", user, err)
+	}
+
+	line, err := readLine(r)
+	if err != nil {
+		return false, fmt.Errorf("dovecottest: auth %s: reading reply: %w", user, err)
+	}
+	f := strings.Split(line, "\t")
+	if len(f) < 2 || f[1] != strconv.FormatUint(uint64(id), 10) {
+		return false, fmt.Errorf("dovecottest: auth %s: unexpected reply %q", user, line)
+	}
+	switch f[0] {
+	case "OK":
+		return true, nil
+	case "FAIL":
+		// Dovecot 2.3 says code=temp_fail; older versions said temp.
+		if slices.Contains(f[2:], "code=temp_fail") || slices.Contains(f[2:], "temp") {
+			return false, fmt.Errorf("dovecottest: auth %s: temporary failure %q (Dovecot could not check the password; see its log)", user, line)
+		}
+		return false, nil
+	default:
+		return false, fmt.Errorf("dovecottest: auth %s: unexpected reply %q", user, line)
+	}
+}
+
+// readHandshake reads the server's handshake up to DONE and returns the
+// mechanisms offered.
+func readHandshake(r *bufio.Reader) ([]string, error) {
+	var mechs []string
+	sawVersion := false
+	for {
+		line, err := readLine(r)
+		if err != nil {
+			return nil, fmt.Errorf("handshake: %w", err)
+		}
+		f := strings.Split(line, "\t")
+		switch f[0] {
+		case "VERSION":
+			if len(f) < 3 || f[1] != "1" {
+				return nil, fmt.Errorf("handshake: unsupported protocol %q", line)
+			}
+			sawVersion = true
+		case "MECH":
+			if len(f) >= 2 {
+				mechs = append(mechs, f[1])
+			}
+		case "SPID", "CUID", "COOKIE":
+		case "DONE":
+			if !sawVersion {
+				return nil, errors.New("handshake: DONE before VERSION")
+			}
+			return mechs, nil
+		default:
+			// Unknown lines are allowed by the protocol; ignore them.
+		}
+	}
+}
+
+// readLine reads one line without its "\n".
+func readLine(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return "", fmt.Errorf("timeout: %w", err)
+		}
+		if line != "" {
+			return "", fmt.Errorf("partial line %q: %w", line, err)
+		}
+		return "", err
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+// TempDir returns a new temporary directory that Dovecot's auth process can
+// search, for passwd files: unlike t.TempDir, whose parent is private to the
+// test's user, it is made with os.MkdirTemp and mode 0755. It is removed by
+// tb.Cleanup. It fails the test if a directory above it is not searchable
+// by Dovecot's user (set TMPDIR then).
+func TempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "smtpcreds-dovecottest-files-")
+	if err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			tb.Errorf("dovecottest: remove %s: %v", dir, err)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+	if id, err := currentIdentity(); err == nil && id.root {
+		if err := checkSearchable(dir, id); err != nil {
+			tb.Fatalf("dovecottest: %v (set TMPDIR to a directory every user can search)", err)
+		}
+	}
+	return dir
+}

@@ -1,0 +1,240 @@
+package httpapi_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
+	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
+)
+
+// syncWorld is a world whose credentials are synced to a Dovecot passwd-file
+// read by a real, running Dovecot.
+type syncWorld struct {
+	world
+	dovecot *dovecottest.Server
+	dir     string // holds the passwd file(s)
+	file    func(domain string) string
+}
+
+func newSyncWorld(t *testing.T, perDomain bool) syncWorld {
+	t.Helper()
+	dir := dovecottest.TempDir(t)
+	tmpl := filepath.Join(dir, "auth", "passwd")
+	if perDomain {
+		tmpl = filepath.Join(dir, "auth", "%d")
+	}
+	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512"})
+	w, err := passwdfile.New(tmpl, dc.Group())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
+		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	return syncWorld{
+		world:   newWorld(t, opts{syncTarget: syncer.NewPasswdFile(w), syncConfig: cfg}),
+		dovecot: dc, dir: dir, file: w.Path,
+	}
+}
+
+// auth asks Dovecot, after the passwd file's changes became visible to it.
+func (s syncWorld) auth(login, pw string) bool {
+	s.t.Helper()
+	s.dovecot.WaitNextSecond()
+	ok, err := s.dovecot.Auth(login, pw)
+	if err != nil {
+		s.t.Fatalf("dovecot auth %s: %v\ndovecot log:\n%s", login, err, s.dovecot.Log())
+	}
+	return ok
+}
+
+// wantFileMatchesDB checks that the passwd file of domain holds exactly the
+// domain's active credentials as the database has them, and no plaintext.
+func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
+	s.t.Helper()
+	data, err := os.ReadFile(s.file(domain))
+	if err != nil && !os.IsNotExist(err) {
+		s.t.Fatal(err)
+	}
+	entries, err := passwdfile.Parse(data)
+	if err != nil {
+		s.t.Fatalf("passwd file does not parse: %v\n%s", err, data)
+	}
+	var want []passwdfile.Entry
+	if err := s.db.Select(&want, `
+		SELECT c.username || '@' || d.name AS login, c.password_hash AS hash
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE d.name = $1 ORDER BY login`, domain); err != nil {
+		s.t.Fatal(err)
+	}
+	if len(entries) != len(want) {
+		s.t.Fatalf("file has %d lines, database %d active credentials\n%s", len(entries), len(want), data)
+	}
+	for i := range want {
+		if entries[i] != want[i] {
+			s.t.Errorf("line %d = %+v, database %+v", i, entries[i], want[i])
+		}
+	}
+	for _, p := range plaintexts {
+		if strings.Contains(string(data), p) {
+			s.t.Error("the passwd file contains a plaintext password")
+		}
+	}
+}
+
+func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
+	s := newSyncWorld(t, false)
+	d := s.MustCreateCredential("mailer")
+	pw := d["password"].(string)
+	if d["remote_synced"] != true || dig(d, "credential", "remote_synced") != true {
+		t.Fatalf("remote_synced should be true with a healthy passwd-file: %v", d)
+	}
+	if !s.auth("mailer@example.com", pw) {
+		t.Fatalf("Dovecot refuses the password the API returned\n%s", s.dovecot.Log())
+	}
+	if s.auth("mailer@example.com", pw[:31]+"x") {
+		t.Error("Dovecot accepts a wrong password")
+	}
+	if s.auth("nobody@example.com", pw) {
+		t.Error("Dovecot accepts an unknown login")
+	}
+	g := s.do(req{method: "GET", path: credsPath + "/" + str(d, "credential", "user_smtp_guid"), auth: s.alice.auth})
+	if dig(g.body, "data", "remote_synced") != true || dig(g.body, "data", "last_synced_at") == nil || dig(g.body, "data", "sync_error") != nil {
+		t.Errorf("GET sync state: %s", g.raw)
+	}
+	fi, err := os.Stat(s.file("example.com"))
+	if err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("passwd file mode %v (%v), want 0640", fi.Mode(), err)
+	}
+	s.wantFileMatchesDB("example.com", pw)
+}
+
+// Two resets in one second: only the newest password works (the rewrite
+// bumps the file's mtime so that Dovecot re-reads a same-size file).
+func TestSyncResetTwiceInOneSecond(t *testing.T) {
+	s := newSyncWorld(t, false)
+	d := s.MustCreateCredential("rot")
+	first := d["password"].(string)
+	path := credsPath + "/" + str(d, "credential", "user_smtp_guid") + "/reset-password"
+	if !s.auth("rot@example.com", first) {
+		t.Fatal("created password refused")
+	}
+	var pws []string
+	for range 2 {
+		r := s.do(req{method: "PUT", path: path, auth: s.alice.auth})
+		wantStatus(t, r, http.StatusOK)
+		if dig(r.body, "data", "remote_synced") != true {
+			t.Fatalf("reset not synced: %s", r.raw)
+		}
+		pws = append(pws, str(r.body, "data", "new_password"))
+	}
+	if !s.auth("rot@example.com", pws[1]) {
+		t.Errorf("newest password refused\n%s", s.dovecot.Log())
+	}
+	for i, old := range []string{first, pws[0]} {
+		if s.auth("rot@example.com", old) {
+			t.Errorf("old password %d still works after the resets", i)
+		}
+	}
+	s.wantFileMatchesDB("example.com", first, pws[0], pws[1])
+}
+
+func TestSyncDeleteCredentialAndDomain(t *testing.T) {
+	for _, perDomain := range []bool{false, true} {
+		name := "one file"
+		if perDomain {
+			name = "file per domain"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newSyncWorld(t, perDomain)
+			a := s.MustCreateCredential("gone")
+			b := s.MustCreateCredential("stays")
+			c := s.MustCreateCredential("withdomain")
+			wantStatus(t, s.do(req{method: "DELETE", path: credsPath + "/" + str(a, "credential", "user_smtp_guid"), auth: s.alice.auth}), http.StatusOK)
+			if s.auth("gone@example.com", a["password"].(string)) {
+				t.Error("a deleted credential still authenticates")
+			}
+			if !s.auth("stays@example.com", b["password"].(string)) {
+				t.Error("deleting one credential broke another")
+			}
+			s.wantFileMatchesDB("example.com")
+
+			wantStatus(t, s.do(req{method: "DELETE", path: "/api/domains/example.com", auth: s.alice.auth}), http.StatusOK)
+			for login, pw := range map[string]string{"stays@example.com": b["password"].(string), "withdomain@example.com": c["password"].(string)} {
+				if s.auth(login, pw) {
+					t.Errorf("%s still authenticates after its domain was deleted", login)
+				}
+			}
+			data, _ := os.ReadFile(s.file("example.com"))
+			if strings.Contains(string(data), "@example.com") {
+				t.Errorf("lines remain after the domain was deleted:\n%s", data)
+			}
+		})
+	}
+}
+
+// With the target unavailable, a create still succeeds (remote_synced false,
+// with the error on GET); once the target is back the worker converges by
+// itself and the credential authenticates. Nothing is lost.
+func TestSyncTargetDownThenRecovers(t *testing.T) {
+	s := newSyncWorld(t, false)
+	authDir := filepath.Join(s.dir, "auth")
+	away := filepath.Join(s.dir, "auth.away")
+	if err := os.Rename(authDir, away); err != nil {
+		t.Fatal(err)
+	}
+	// A plain file where the directory was: every write fails, even as root.
+	if err := os.WriteFile(authDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := s.do(req{method: "POST", path: credsPath, auth: s.alice.auth, body: `{"username":"patient"}`})
+	wantStatus(t, r, http.StatusCreated)
+	if dig(r.body, "data", "remote_synced") != false {
+		t.Fatalf("remote_synced true while the target is down: %s", r.raw)
+	}
+	pw := str(r.body, "data", "password")
+	guid := str(r.body, "data", "credential", "user_smtp_guid")
+	g := s.do(req{method: "GET", path: credsPath + "/" + guid, auth: s.alice.auth})
+	if dig(g.body, "data", "remote_synced") != false || str(g.body, "data", "sync_error") == "" {
+		t.Errorf("GET while down: %s", g.raw)
+	}
+	if strings.Contains(g.raw, s.dir) {
+		t.Errorf("sync_error leaks a server path: %s", g.raw)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.outbox.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	if err := os.Remove(authDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, authDir); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g = s.do(req{method: "GET", path: credsPath + "/" + guid, auth: s.alice.auth})
+		if dig(g.body, "data", "remote_synced") == true {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged 10s after recovery: %s", g.raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if dig(g.body, "data", "sync_error") != nil {
+		t.Errorf("sync_error after convergence: %s", g.raw)
+	}
+	if !s.auth("patient@example.com", pw) {
+		t.Errorf("converged credential refused by Dovecot\n%s", s.dovecot.Log())
+	}
+	s.wantFileMatchesDB("example.com", pw)
+}
