@@ -1,0 +1,131 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/sync/webhook"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
+)
+
+// agent is a sync agent on "another host": it verifies signatures and keeps
+// the logins it was told about.
+type agent struct {
+	secret []byte
+	down   atomic.Bool
+	mu     sync.Mutex
+	hashes map[string]string // login -> hash
+	bodies []string
+	bad    atomic.Int32
+}
+
+func (a *agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if a.down.Load() {
+		http.Error(w, "maintenance", http.StatusServiceUnavailable)
+		return
+	}
+	if webhook.Verify(a.secret, r.Header.Get("X-Smtpcreds-Signature"), body, time.Now(), time.Minute) != nil {
+		a.bad.Add(1)
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	var batch struct {
+		Events []syncer.Event `json:"events"`
+	}
+	if json.Unmarshal(body, &batch) != nil {
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.bodies = append(a.bodies, string(body))
+	for _, e := range batch.Events {
+		switch e.Type {
+		case syncer.CredentialUpserted:
+			a.hashes[e.Login] = e.PasswordHash
+		case syncer.CredentialDeleted:
+			delete(a.hashes, e.Login)
+		case syncer.DomainDeleted:
+			for _, l := range e.Logins {
+				delete(a.hashes, l)
+			}
+		}
+	}
+}
+
+func (a *agent) hash(login string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.hashes[login]
+}
+
+func TestWebhookSyncDownThenRecovers(t *testing.T) {
+	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}}
+	srv := httptest.NewServer(ag)
+	defer srv.Close()
+	sender, err := webhook.New(srv.URL, ag.secret, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, opts{syncTarget: syncer.NewWebhook(sender), syncConfig: syncer.Config{
+		ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	}})
+	d := w.MustCreateCredential("hooked")
+	if d["remote_synced"] != true {
+		t.Fatalf("remote_synced false with a healthy agent: %v", d)
+	}
+	var hash string
+	if err := w.db.Get(&hash, `SELECT password_hash FROM credentials WHERE username = 'hooked'`); err != nil {
+		t.Fatal(err)
+	}
+	if ag.hash("hooked@example.com") != hash {
+		t.Errorf("agent holds %q, database %q", ag.hash("hooked@example.com"), hash)
+	}
+
+	ag.down.Store(true)
+	r := w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: `{"username":"later"}`})
+	wantStatus(t, r, http.StatusCreated)
+	if dig(r.body, "data", "remote_synced") != false {
+		t.Fatalf("remote_synced true while the agent is down: %s", r.raw)
+	}
+	guid := str(r.body, "data", "credential", "user_smtp_guid")
+	g := w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth})
+	if !strings.Contains(str(g.body, "data", "sync_error"), "503") {
+		t.Errorf("sync_error should name the agent's answer: %s", g.raw)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.outbox.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	ag.down.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for ag.hash("later@example.com") == "" || dig(w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth}).body, "data", "remote_synced") != true {
+		if time.Now().After(deadline) {
+			t.Fatal("webhook sync did not converge after the agent came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantStatus(t, w.do(req{method: "DELETE", path: "/api/domains/example.com", auth: w.alice.auth}), http.StatusOK)
+	if ag.hash("hooked@example.com") != "" || ag.hash("later@example.com") != "" {
+		t.Error("the domain's deletion did not reach the agent")
+	}
+	if ag.bad.Load() != 0 {
+		t.Errorf("%d deliveries with a bad signature", ag.bad.Load())
+	}
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	for _, b := range ag.bodies {
+		if strings.Contains(b, d["password"].(string)) || strings.Contains(b, str(r.body, "data", "password")) {
+			t.Error("a plaintext password reached the webhook")
+		}
+	}
+}
