@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -19,6 +21,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
+	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
@@ -32,9 +35,19 @@ func openDB(ctx context.Context, c config) (*sqlx.DB, error) {
 	if c.DatabaseURL == "" {
 		return nil, usagef("DATABASE_URL (or -database-url) is required")
 	}
-	return postgres.Open(ctx, c.DatabaseURL, postgres.PoolOptions{
+	return postgres.Open(ctx, withConnectTimeout(c.DatabaseURL), postgres.PoolOptions{
 		MaxOpen: c.DBMaxConns, MaxIdle: c.DBMaxConns, MaxLifetime: 30 * time.Minute,
 	})
+}
+
+// withConnectTimeout bounds new connections, so that an unreachable
+// database fails requests fast instead of holding them (unless the URL sets
+// its own connect_timeout).
+func withConnectTimeout(dsn string) string {
+	if strings.Contains(dsn, "connect_timeout") {
+		return dsn
+	}
+	return postgres.WithSetting(dsn, "connect_timeout", "3")
 }
 
 func requireKey(c config) error {
@@ -248,7 +261,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	// Rate counters go through a small pool of their own with
 	// synchronous_commit=off: losing a counter in a crash is harmless, and
 	// the hot counter row is then held only for the update, not a WAL flush.
-	limDB, err := postgres.Open(ctx, postgres.WithSetting(c.DatabaseURL, "synchronous_commit", "off"),
+	limDB, err := postgres.Open(ctx, postgres.WithSetting(withConnectTimeout(c.DatabaseURL), "synchronous_commit", "off"),
 		postgres.PoolOptions{MaxOpen: max(c.DBMaxConns/2, 2), MaxIdle: max(c.DBMaxConns/2, 2), MaxLifetime: 30 * time.Minute})
 	if err != nil {
 		return err
@@ -268,6 +281,15 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		return err
 	}
 	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
+	m := metrics.New()
+	m.RegisterDB("main", db.DB)
+	m.RegisterDB("ratelimit", limDB.DB)
+	if outbox != nil {
+		m.RegisterQueue(func(ctx context.Context) (int64, *time.Time, error) {
+			st, err := outbox.Stats(ctx)
+			return st.Pending, st.OldestPending, err
+		})
+	}
 	e, err := httpapi.NewServer(httpapi.Deps{
 		Accounts:       acc,
 		Credentials:    credentials.NewService(db, postgres.CredentialRepo{}, outbox, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme}),
@@ -275,9 +297,19 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		Limiter:        limiter,
 		Logger:         log,
 		TrustedProxies: c.TrustedProxies,
+		Metrics:        m,
+		Ready:          readiness(db, outbox),
+		RequestTimeout: c.RequestTimeout,
 	})
 	if err != nil {
 		return err
+	}
+	if c.OperatorAddr != "" {
+		stop, err := serveOperator(c, m, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 
 	ln, err := net.Listen("tcp", c.Addr)
@@ -322,6 +354,55 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	<-workerDone // the sync worker finishes or releases its batch
 	log.Info("stopped")
 	return nil
+}
+
+// readiness is what /readyz checks: the database answers, its schema is
+// current, and the sync worker goes round (when sync is on).
+func readiness(db *sqlx.DB, outbox *syncer.Service) func(context.Context) map[string]string {
+	return func(ctx context.Context) map[string]string {
+		checks := map[string]string{"database": "ok", "migrations": "ok", "sync_worker": "ok"}
+		if err := db.PingContext(ctx); err != nil {
+			checks["database"] = "unreachable"
+			checks["migrations"] = "unknown"
+		} else if pending, err := sqlmigrations.Pending(ctx, db.DB); err != nil {
+			checks["migrations"] = "unknown"
+		} else if pending {
+			checks["migrations"] = "pending: run smtpcreds migrate"
+		}
+		switch {
+		case outbox == nil:
+			checks["sync_worker"] = "disabled"
+		case !outbox.Running():
+			checks["sync_worker"] = "not running"
+		}
+		return checks
+	}
+}
+
+// serveOperator starts the operator listener: /metrics, and pprof when
+// enabled. It returns a function that stops it.
+func serveOperator(c config, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	if c.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	ln, err := net.Listen("tcp", c.OperatorAddr)
+	if err != nil {
+		return nil, fmt.Errorf("operator listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("operator listener", "error", err.Error())
+		}
+	}()
+	log.Info("operator listener", "addr", ln.Addr().String(), "pprof", c.Pprof)
+	return func() { _ = srv.Close() }, nil
 }
 
 func pruneLoop(ctx context.Context, l *ratelimit.Limiter, log *slog.Logger) {

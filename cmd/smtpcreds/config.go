@@ -38,6 +38,9 @@ type config struct {
 	DKIMKey         []byte
 	DNS             dnsConfig
 	Sync            syncConfig
+	OperatorAddr    string
+	Pprof           bool
+	RequestTimeout  time.Duration
 }
 
 // syncConfig chooses and configures the SMTP-backend sync target.
@@ -85,6 +88,9 @@ var settings = []setting{
 	{"webhook-url", "SMTPCREDS_WEBHOOK_URL", "", "URL of a sync agent receiving HMAC-signed change events"},
 	{"webhook-secret", "SMTPCREDS_WEBHOOK_SECRET", "", "shared secret signing webhook events (16+ characters)"},
 	{"sync-timeout", "SMTPCREDS_SYNC_TIMEOUT", "2s", "how long a request waits for the sync target before answering remote_synced false"},
+	{"operator-addr", "SMTPCREDS_OPERATOR_ADDR", "", "operator listener for /metrics (and pprof); empty = off; keep it private, e.g. 127.0.0.1:9090"},
+	{"pprof", "SMTPCREDS_PPROF", "false", "serve net/http/pprof on the operator listener"},
+	{"request-timeout", "SMTPCREDS_REQUEST_TIMEOUT", "5s", "bound on one API request; an unreachable database fails requests with 503 after it"},
 	{"rate-limit", "SMTPCREDS_RATE_LIMIT", "120", "requests per minute per account, 0 = off"},
 	{"auth-fail-limit", "SMTPCREDS_AUTH_FAIL_LIMIT", "10", "failed logins per minute per client address, 0 = off"},
 	{"max-credentials-per-domain", "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN", "1000", "credential cap per domain, 0 = none"},
@@ -184,6 +190,16 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 	}
 	if c.DNS.Timeout, err = time.ParseDuration(*raw["dns-timeout"]); err != nil || c.DNS.Timeout <= 0 {
 		return c, nil, bad("dns-timeout", fmt.Errorf("want a positive duration such as 3s"))
+	}
+	c.OperatorAddr = *raw["operator-addr"]
+	if c.Pprof, err = strconv.ParseBool(*raw["pprof"]); err != nil {
+		return c, nil, bad("pprof", fmt.Errorf("want true or false"))
+	}
+	if c.Pprof && c.OperatorAddr == "" {
+		return c, nil, bad("pprof", fmt.Errorf("needs -operator-addr"))
+	}
+	if c.RequestTimeout, err = time.ParseDuration(*raw["request-timeout"]); err != nil || c.RequestTimeout <= 0 {
+		return c, nil, bad("request-timeout", fmt.Errorf("want a positive duration such as 5s"))
 	}
 	if c.Sync, err = parseSync(raw); err != nil {
 		return c, nil, usagef("%s: %v", name, err)
@@ -335,6 +351,9 @@ func (c config) logValue() slog.Value {
 		slog.String("webhook_url", maskURL(c.Sync.WebhookURL)),
 		slog.Bool("webhook_secret_set", len(c.Sync.WebhookSecret) > 0),
 		slog.String("sync_timeout", c.Sync.Timeout.String()),
+		slog.String("operator_addr", c.OperatorAddr),
+		slog.Bool("pprof", c.Pprof),
+		slog.String("request_timeout", c.RequestTimeout.String()),
 		slog.Int("rate_limit", c.RateLimit),
 		slog.Int("auth_fail_limit", c.AuthFailLimit),
 		slog.Int("max_credentials_per_domain", c.MaxPerDomain),

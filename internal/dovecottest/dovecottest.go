@@ -40,9 +40,21 @@
 //     atomically (write a temporary file, then rename it), or Dovecot may
 //     parse a half-written file and keep it.
 //
-// With a %d path, a domain whose file does not exist is looked up again on
-// every request, so a new domain file is seen at once; its users are
-// unknown until then.
+// A missing file makes its users unknown (FAIL, not a temporary failure),
+// also when it is the single file and Dovecot starts without it. With a %d
+// path, a domain whose file does not exist is looked for again on every
+// request, so a new domain file is seen at once; a removed one is noticed
+// from the next second on. A file that exists but cannot be read is a
+// temporary failure (Auth returns an error) and an error in the log.
+//
+// # Failures are slow, penalties are off
+//
+// Dovecot answers FAIL about half a second after the request even with
+// auth_failure_delay = 0, because it flushes failures on a 500 ms timer.
+// Auth sends the no-penalty flag: without it Dovecot's anvil-based penalty
+// (keyed by the client's rip=, and requests without one all share a key)
+// delays every later request, correct passwords included, by 2, 4, 8...
+// up to 15 seconds.
 //
 // Dovecot lower-cases the login before looking it up (its default
 // auth_username_format is %Lu), so passwd-file lines must hold lower-case
@@ -60,6 +72,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,11 +110,11 @@ var binDirs = []string{"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/b
 // Options configures Start.
 type Options struct {
 	// PasswdFile is the passwd-file the passdb reads: an absolute path (a
-	// relative one is made absolute), which may contain %d for one file per
-	// domain (e.g. ".../passwd.d/%d"). The file need not exist when Start
-	// is called. Required. It must consist of letters, digits and
-	// "/._-+@%=,"; see the package documentation for the permissions it
-	// needs.
+	// relative one is made absolute), which may contain %d (or %{domain})
+	// for one file per domain, e.g. ".../passwd.d/%d". The file need not
+	// exist when Start is called. Required. It must consist of letters,
+	// digits and "/._-+@%=,{}"; see the package documentation for the
+	// permissions it needs.
 	PasswdFile string
 	// Scheme is the default password scheme of the passdb (scheme=...),
 	// used for passwords without a {SCHEME} prefix. Empty means
@@ -165,7 +178,7 @@ func Start(tb testing.TB, opt Options) *Server {
 		tb.Fatalf("dovecottest: PasswdFile %q: %v", opt.PasswdFile, err)
 	}
 	if !safePath.MatchString(passwd) {
-		tb.Fatalf("dovecottest: PasswdFile %q: only letters, digits and \"/._-+@%%=,\" are allowed "+
+		tb.Fatalf("dovecottest: PasswdFile %q: only letters, digits and \"/._-+@%%=,{}\" are allowed "+
 			"(the path goes unquoted into the passdb args)", passwd)
 	}
 	scheme := opt.Scheme
@@ -216,7 +229,8 @@ func Start(tb testing.TB, opt Options) *Server {
 		if !retry {
 			break
 		}
-		tb.Logf("dovecottest: attempt %d: %v; retrying with another port", attempt, err)
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		tb.Logf("dovecottest: attempt %d: %s: port already in use; retrying with another port", attempt, first)
 	}
 	tb.Fatalf("dovecottest: %v", lastErr)
 	return nil
@@ -276,6 +290,12 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd, scheme string, id iden
 		}
 	}
 
+	// An unknown default scheme is only reported in the log, at the first
+	// lookup of a password without a {SCHEME} prefix, which then just fails.
+	if err := checkScheme(s.conf, scheme); err != nil {
+		return nil, false, err
+	}
+
 	errFile, err := os.Create(s.errPath)
 	if err != nil {
 		return nil, false, err
@@ -293,13 +313,23 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd, scheme string, id iden
 		// told to shut down (and takes its services with it).
 		Pdeathsig: syscall.SIGTERM,
 	}
-	if err := s.cmd.Start(); err != nil {
-		return nil, false, fmt.Errorf("start %s: %v", dovecot, err)
-	}
+	// Pdeathsig fires when the OS thread that started the child exits,
+	// not the process, so the child is started from a goroutine that
+	// keeps its thread until the master has exited.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with us
+		if err := s.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = s.cmd.Wait()
 		close(s.exited)
 	}()
+	if err := <-started; err != nil {
+		return nil, false, fmt.Errorf("start %s: %v", dovecot, err)
+	}
 
 	if err := s.waitReady(); err != nil {
 		stopErr := s.stop()
@@ -320,7 +350,7 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd, scheme string, id iden
 }
 
 var (
-	safePath   = regexp.MustCompile(`^/[A-Za-z0-9/._+@%=,-]*$`)
+	safePath   = regexp.MustCompile(`^/[A-Za-z0-9/._+@%=,{}-]*$`)
 	safeScheme = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
@@ -467,6 +497,27 @@ func staticPrefixDir(path string) string {
 	return filepath.Dir(path)
 }
 
+// checkScheme asks "doveadm pw -l" whether Dovecot knows scheme. It does
+// not fail when doveadm itself cannot be run.
+func checkScheme(conf, scheme string) error {
+	doveadm, err := findBinary("doveadm")
+	if err != nil {
+		return nil
+	}
+	out, err := exec.Command(doveadm, "-c", conf, "pw", "-l").Output()
+	if err != nil {
+		return nil
+	}
+	known := strings.Fields(string(out))
+	for _, k := range known {
+		if strings.EqualFold(k, scheme) {
+			return nil
+		}
+	}
+	return fmt.Errorf("Scheme %q is not a password scheme this Dovecot knows (doveadm pw -l: %s)",
+		scheme, strings.Join(known, " "))
+}
+
 // findBinary looks for name in PATH, then in the usual system directories.
 func findBinary(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
@@ -512,6 +563,11 @@ func (s *Server) waitReady() error {
 		lastErr = s.probe(min(time.Second, time.Until(deadline)))
 		if lastErr == nil {
 			return nil
+		}
+		// A service that cannot start is restarted by the master after
+		// a pause; no point waiting for the deadline.
+		if log := s.Log(); strings.Contains(log, "Fatal:") {
+			return fmt.Errorf("dovecot logged a fatal error (last attempt: %v)", lastErr)
 		}
 		select {
 		case <-s.exited:

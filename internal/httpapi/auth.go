@@ -38,7 +38,7 @@ func authenticate(acc *accounts.Service, lim *ratelimit.Limiter, isAPIRoute func
 				return err
 			}
 			if !blocked.Allowed {
-				return &rateLimited{d: blocked}
+				return &rateLimited{d: blocked, limit: "auth_failures"}
 			}
 
 			account, err := accounts.Account{}, accounts.ErrUnauthorized
@@ -65,7 +65,7 @@ func authenticate(acc *accounts.Service, lim *ratelimit.Limiter, isAPIRoute func
 				h.Set("X-RateLimit-Remaining", strconv.Itoa(d.Remaining))
 			}
 			if !d.Allowed {
-				return &rateLimited{d: d}
+				return &rateLimited{d: d, limit: "account"}
 			}
 			c.Set(logAccountKey, account.Name)
 			c.SetRequest(req.WithContext(context.WithValue(ctx, accountKey{}, account)))

@@ -146,8 +146,30 @@ func TestRequestID(t *testing.T) {
 // every route: no auth is a 401, and past the account's budget a 429.
 func TestEveryRoute401And429(t *testing.T) {
 	w := newWorld(t, opts{rateLimit: 1})
-	guid := "00000000-0000-4000-8000-000000000001"
-	routes := []req{
+	routes := everyRoute("00000000-0000-4000-8000-000000000001")
+	for _, r := range routes {
+		wantError(t, w.do(r), http.StatusUnauthorized, "Unauthorized")
+	}
+	w.do(req{method: "GET", path: credsPath, auth: w.alice.auth}) // uses the budget of 1
+	for _, r := range routes {
+		r.auth = w.alice.auth
+		wantError(t, w.do(r), http.StatusTooManyRequests, "Too many attempts. Please try again later.")
+	}
+}
+
+func TestOptionsAnswersWithJSON(t *testing.T) {
+	w := newWorld(t, opts{})
+	r := w.do(req{method: "OPTIONS", path: credsPath})
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(r.header.Get("Allow"), "POST") || r.body["success"] != true {
+		t.Errorf("OPTIONS: %v %s", r.header, r.raw)
+	}
+}
+
+// everyRoute is one request to each documented operation, on alice's
+// example.com and the credential guid.
+func everyRoute(guid string) []req {
+	return []req{
 		{method: "GET", path: credsPath},
 		{method: "POST", path: credsPath, body: `{"username":"x"}`},
 		{method: "GET", path: credsPath + "/" + guid},
@@ -165,22 +187,5 @@ func TestEveryRoute401And429(t *testing.T) {
 		{method: "POST", path: "/api/domains/example.com/setup-tracklink", body: `{"tracking_domain":"t.example.com"}`},
 		{method: "POST", path: "/api/domains/example.com/verify-tracklink"},
 		{method: "DELETE", path: "/api/domains/example.com/tracklink"},
-	}
-	for _, r := range routes {
-		wantError(t, w.do(r), http.StatusUnauthorized, "Unauthorized")
-	}
-	w.do(req{method: "GET", path: credsPath, auth: w.alice.auth}) // uses the budget of 1
-	for _, r := range routes {
-		r.auth = w.alice.auth
-		wantError(t, w.do(r), http.StatusTooManyRequests, "Too many attempts. Please try again later.")
-	}
-}
-
-func TestOptionsAnswersWithJSON(t *testing.T) {
-	w := newWorld(t, opts{})
-	r := w.do(req{method: "OPTIONS", path: credsPath})
-	wantStatus(t, r, http.StatusOK)
-	if !strings.Contains(r.header.Get("Allow"), "POST") || r.body["success"] != true {
-		t.Errorf("OPTIONS: %v %s", r.header, r.raw)
 	}
 }

@@ -15,32 +15,40 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/metrics"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 )
 
 // Messages of the envelopes in shared/CONTRACT.md.
 const (
-	msgInternal        = "An error occurred while processing the request."
-	msgTooMany         = "Too many attempts. Please try again later."
-	msgValidation      = "Validation failed."
-	msgDomainNotFound  = "Domain not found"
-	msgCredNotFound    = "Credential not found"
-	msgNotFound        = "Not found"
-	msgMethod          = "Method not allowed"
-	msgTooLarge        = "The request body is too large (at most 16 KiB)."
-	msgMalformed       = "The request body is not valid JSON."
-	msgNotObject       = "The request body must be a JSON object."
-	msgContentType     = "Unsupported Content-Type: send application/json."
-	msgUnreadable      = "The request body could not be read."
-	unauthorizedReason = "Unauthorized"
+	msgInternal       = "An error occurred while processing the request."
+	msgTooMany        = "Too many attempts. Please try again later."
+	msgValidation     = "Validation failed."
+	msgDomainNotFound = "Domain not found"
+	msgCredNotFound   = "Credential not found"
+	msgNotFound       = "Not found"
+	msgMethod         = "Method not allowed"
+	msgTooLarge       = "The request body is too large (at most 16 KiB)."
+	msgMalformed      = "The request body is not valid JSON."
+	msgNotObject      = "The request body must be a JSON object."
+	msgContentType    = "Unsupported Content-Type: send application/json."
+	msgUnreadable     = "The request body could not be read."
+	msgUnavailable    = "The service is temporarily unavailable. Please try again later."
+	// retryAfterUnavailable is the Retry-After of 503s, in seconds.
+	retryAfterUnavailable = "5"
+	unauthorizedReason    = "Unauthorized"
 )
 
 // errUnauthorized is raised by authenticate for every failed login.
 var errUnauthorized = errors.New("unauthorized")
 
-// rateLimited is raised when a limit is exceeded.
-type rateLimited struct{ d ratelimit.Decision }
+// rateLimited is raised when a limit is exceeded; limit names it for metrics.
+type rateLimited struct {
+	d     ratelimit.Decision
+	limit string
+}
 
 func (e *rateLimited) Error() string { return "rate limited" }
 
@@ -52,7 +60,10 @@ type envelope struct {
 	Errors  map[string][]string `json:"errors,omitempty"`
 }
 
-type errorHandler struct{ log *slog.Logger }
+type errorHandler struct {
+	log     *slog.Logger
+	metrics *metrics.Metrics
+}
 
 // handle is Echo's HTTPErrorHandler: the one place that turns an error into a
 // response, through the status table in classify.
@@ -65,6 +76,11 @@ func (h *errorHandler) handle(err error, c echo.Context) {
 	switch {
 	case status == http.StatusUnauthorized:
 		hdr.Set(echo.HeaderWWWAuthenticate, `Basic realm="smtpcreds"`)
+		h.metrics.AuthFailed()
+	case status == http.StatusServiceUnavailable:
+		hdr.Set("Retry-After", retryAfterUnavailable)
+		h.log.WarnContext(c.Request().Context(), "database unavailable",
+			"request_id", requestID(c), "method", c.Request().Method, "route", c.Path(), "error", err.Error())
 	case status == http.StatusMethodNotAllowed:
 		if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok {
 			hdr.Set(echo.HeaderAllow, allow)
@@ -75,6 +91,7 @@ func (h *errorHandler) handle(err error, c echo.Context) {
 	}
 	var rl *rateLimited
 	if errors.As(err, &rl) {
+		h.metrics.RateLimited(rl.limit)
 		hdr.Set("Retry-After", strconv.Itoa(rl.d.RetryAfter))
 		hdr.Set("X-RateLimit-Limit", strconv.Itoa(rl.d.Limit))
 		hdr.Set("X-RateLimit-Remaining", strconv.Itoa(rl.d.Remaining))
@@ -119,6 +136,8 @@ func classify(err error) (int, envelope) {
 			return classifyValidator(herr.Internal)
 		}
 		return classifyHTTP(herr)
+	case postgres.IsUnavailable(err):
+		return http.StatusServiceUnavailable, envelope{Message: msgUnavailable}
 	}
 	return http.StatusInternalServerError, envelope{Message: msgInternal}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dnstest"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
+	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
@@ -64,6 +65,8 @@ type opts struct {
 	dnsTimeout    time.Duration
 	syncTarget    syncer.Target // nil: sync disabled
 	syncConfig    syncer.Config
+	ready         func(context.Context) map[string]string
+	timeout       time.Duration
 }
 
 // testDNS is the operator DNS setup of every test server.
@@ -81,7 +84,21 @@ type env struct {
 	dns  *dnstest.Server
 	dom  *domains.Service
 	// outbox is the sync outbox (nil when sync is disabled).
-	outbox *syncer.Service
+	outbox  *syncer.Service
+	metrics *metrics.Metrics
+}
+
+// Every secret the tests saw and every server log they produced: a final
+// test checks that no secret reached any log.
+var (
+	allLogs    sync.Map // *syncBuffer -> true
+	allSecrets sync.Map // string -> what it is
+)
+
+func rememberSecret(s, what string) {
+	if s != "" {
+		allSecrets.Store(s, what)
+	}
 }
 
 type syncBuffer struct {
@@ -119,6 +136,8 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 		o.maxPerDomain = 1000
 	}
 	logs := &syncBuffer{}
+	allLogs.Store(logs, true)
+	m := metrics.New()
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	acc, err := accounts.NewService(db, postgres.AccountRepo{}, testKey)
 	if err != nil {
@@ -146,6 +165,9 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 		Limiter:        ratelimit.New(db, postgres.RateCounterRepo{}, o.rateLimit, o.authFailLimit),
 		Logger:         log,
 		TrustedProxies: o.trusted,
+		Metrics:        m,
+		Ready:          o.ready,
+		RequestTimeout: o.timeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +177,7 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, db: db, e: e, logs: logs, acc: acc, dns: dns, dom: dom, outbox: outbox}
+	return &env{t: t, db: db, e: e, logs: logs, acc: acc, dns: dns, dom: dom, outbox: outbox, metrics: m}
 }
 
 // user is an account and its Basic auth header.
@@ -171,7 +193,10 @@ func (e *env) MustCreateAccount(name string) user {
 	if err != nil {
 		e.t.Fatalf("MustCreateAccount(%q): %v", name, err)
 	}
-	return user{name: name, token: tok, auth: basicauth.Format(name, tok), id: a.ID}
+	u := user{name: name, token: tok, auth: basicauth.Format(name, tok), id: a.ID}
+	rememberSecret(tok, "API token")
+	rememberSecret(strings.TrimPrefix(u.auth, "Basic "), "Authorization header")
+	return u
 }
 
 // MustAddDomain attaches a domain through the service the CLI uses.
@@ -216,6 +241,9 @@ func (e *env) do(r req) resp {
 	hr.Header.Set("Content-Type", ct)
 	if r.auth != "" {
 		hr.Header.Set("Authorization", r.auth)
+		if cred, ok := strings.CutPrefix(r.auth, "Basic "); ok && len(cred) > 8 {
+			rememberSecret(cred, "Authorization header")
+		}
 	}
 	for k, v := range r.header {
 		hr.Header.Set(k, v)
@@ -233,6 +261,8 @@ func (e *env) do(r req) resp {
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		e.t.Fatalf("%s %s: Content-Type %q", r.method, r.path, ct)
 	}
+	rememberSecret(str(out.body, "data", "password"), "password")
+	rememberSecret(str(out.body, "data", "new_password"), "password")
 	e.validate(r, hr, out)
 	return out
 }

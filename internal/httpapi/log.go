@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/smtpcreds/smtpcreds/internal/metrics"
 )
 
 const (
@@ -43,7 +45,7 @@ func newRequestID() string {
 // requestLog gives every request an id (the client's X-Request-ID when it is
 // sane), echoes it, and writes one access line after the response. It logs
 // no header and no body, so no secret can reach the log through it.
-func requestLog(log *slog.Logger) echo.MiddlewareFunc {
+func requestLog(log *slog.Logger, m *metrics.Metrics) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
@@ -57,6 +59,7 @@ func requestLog(log *slog.Logger) echo.MiddlewareFunc {
 				c.Error(err) // write the error response now, so its status is logged
 			}
 			account, _ := c.Get(logAccountKey).(string)
+			m.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, time.Since(start))
 			log.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
 				slog.String(requestIDKey, id),
 				slog.String("method", c.Request().Method),

@@ -5,11 +5,13 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -21,6 +23,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/accounts"
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 )
 
@@ -37,6 +40,14 @@ type Deps struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// taking the client address; empty means the TCP peer is the client.
 	TrustedProxies []netip.Prefix
+	// Metrics records requests, rejections and failures (nil: off).
+	Metrics *metrics.Metrics
+	// Ready reports the readiness checks served at /readyz: each check's
+	// name and "ok" or what is wrong. Nil means always ready.
+	Ready func(ctx context.Context) map[string]string
+	// RequestTimeout bounds each API request, database work included, so
+	// that an unreachable database fails requests fast (0: 10 s).
+	RequestTimeout time.Duration
 }
 
 // Handler implements the generated strict-server interface.
@@ -63,13 +74,16 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.IPExtractor = ipExtractor(d.TrustedProxies)
-	eh := &errorHandler{log: d.Logger}
+	if d.RequestTimeout <= 0 {
+		d.RequestTimeout = 10 * time.Second
+	}
+	eh := &errorHandler{log: d.Logger, metrics: d.Metrics}
 	e.HTTPErrorHandler = eh.handle
 	// isAPIRoute is true when the request matched one of the API's routes
 	// with its method, so that authentication and validation leave 404 and
 	// 405 to Echo.
 
-	e.Use(requestLog(d.Logger))
+	e.Use(requestLog(d.Logger, d.Metrics))
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
 	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", MaxBodyBytes)))
 	e.Use(answerOptions)
@@ -77,6 +91,7 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	isAPIRoute := func(c echo.Context) bool {
 		return routes[c.Path()] && c.Get(echo.ContextKeyHeaderAllow) == nil
 	}
+	e.Use(timeout(d.RequestTimeout, isAPIRoute))
 	e.Use(authenticate(d.Accounts, d.Limiter, isAPIRoute))
 	e.Use(oapimw.OapiRequestValidatorWithOptions(spec, &oapimw.Options{
 		Skipper:               func(c echo.Context) bool { return !isAPIRoute(c) },
@@ -97,6 +112,9 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	for _, r := range e.Routes() {
 		routes[r.Path] = true
 	}
+	// Operational routes: unauthenticated, outside the rate limit.
+	e.GET("/healthz", healthz)
+	e.GET("/readyz", readyz(d.Ready))
 	return e, nil
 }
 

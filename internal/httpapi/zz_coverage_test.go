@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"flag"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -23,4 +24,24 @@ func TestEveryDocumentedStatus(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("documented but never produced by a test: %v", missing)
 	}
+}
+
+// TestNoSecretInAnyLog runs last: no password, token or Authorization header
+// that any test above saw reached any server log.
+func TestNoSecretInAnyLog(t *testing.T) {
+	secrets := 0
+	allSecrets.Range(func(_, _ any) bool { secrets++; return true })
+	if secrets < 20 {
+		t.Fatalf("only %d secrets collected: the suite did not run", secrets)
+	}
+	allLogs.Range(func(k, _ any) bool {
+		logs := k.(*syncBuffer).String()
+		allSecrets.Range(func(s, what any) bool {
+			if strings.Contains(logs, s.(string)) {
+				t.Errorf("a %s reached a server log", what)
+			}
+			return true
+		})
+		return true
+	})
 }

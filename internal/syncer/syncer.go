@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -130,6 +131,8 @@ type Service struct {
 	target Target
 	cfg    Config
 	log    *slog.Logger
+	// beat is when Run last went round its loop (Unix nanoseconds).
+	beat atomic.Int64
 }
 
 // New returns the outbox of target.
@@ -208,7 +211,10 @@ func (s *Service) Run(ctx context.Context) {
 	}
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
+	defer s.beat.Store(0)
+	failures := 0
 	for {
+		s.beat.Store(time.Now().UnixNano())
 		// The batch in hand is finished even while stopping; bounded by the lease.
 		work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
 		jobs, err := s.repo.ClaimDue(work, s.db, s.cfg.Lease)
@@ -216,8 +222,19 @@ func (s *Service) Run(ctx context.Context) {
 			s.process(work, jobs)
 		}
 		cancel()
+		wait := s.cfg.PollInterval
 		if err != nil && ctx.Err() == nil {
-			s.log.Warn("sync: claim", "error", err.Error())
+			// The database is away: back off, and say so once per streak.
+			failures++
+			if failures == 1 {
+				s.log.Warn("sync: claim", "error", err.Error())
+			}
+			wait = min(s.cfg.PollInterval<<min(failures, 4), 5*time.Second)
+		} else if err == nil {
+			if failures > 0 {
+				s.log.Info("sync: claims work again", "failed_rounds", failures)
+			}
+			failures = 0
 		}
 		if err == nil && len(jobs) > 0 && ctx.Err() == nil {
 			continue // more may be due
@@ -231,9 +248,20 @@ func (s *Service) Run(ctx context.Context) {
 			} else if n > 0 {
 				s.log.Debug("sync: pruned applied jobs", "jobs", n)
 			}
-		case <-time.After(s.cfg.PollInterval):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// Running reports whether Run is going round its loop: it went round within
+// the last Lease (a round takes a poll interval, or one attempt bounded by
+// the lease). A disabled sync (nil) is never running.
+func (s *Service) Running() bool {
+	if s == nil {
+		return false
+	}
+	last := s.beat.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < s.cfg.Lease+s.cfg.PollInterval
 }
 
 // Stats reports the outbox's backlog.
