@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -281,6 +282,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		return err
 	}
 	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
+	var stopping atomic.Bool // set on SIGTERM: /readyz fails while draining
 	m := metrics.New()
 	m.RegisterDB("main", db.DB)
 	m.RegisterDB("ratelimit", limDB.DB)
@@ -298,7 +300,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		Logger:         log,
 		TrustedProxies: c.TrustedProxies,
 		Metrics:        m,
-		Ready:          readiness(db, outbox),
+		Ready:          readiness(db, outbox, &stopping),
 		RequestTimeout: c.RequestTimeout,
 	})
 	if err != nil {
@@ -345,7 +347,12 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "timeout", c.ShutdownTimeout)
+	stopping.Store(true)
+	if c.ShutdownDelay > 0 {
+		log.Info("draining: /readyz fails, still serving", "delay", c.ShutdownDelay.String())
+		time.Sleep(c.ShutdownDelay)
+	}
+	log.Info("shutting down", "timeout", c.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -357,10 +364,14 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 }
 
 // readiness is what /readyz checks: the database answers, its schema is
-// current, and the sync worker goes round (when sync is on).
-func readiness(db *sqlx.DB, outbox *syncer.Service) func(context.Context) map[string]string {
+// current, the sync worker goes round (when sync is on), and the process is
+// not shutting down.
+func readiness(db *sqlx.DB, outbox *syncer.Service, stopping *atomic.Bool) func(context.Context) map[string]string {
 	return func(ctx context.Context) map[string]string {
-		checks := map[string]string{"database": "ok", "migrations": "ok", "sync_worker": "ok"}
+		checks := map[string]string{"database": "ok", "migrations": "ok", "sync_worker": "ok", "shutdown": "ok"}
+		if stopping.Load() {
+			checks["shutdown"] = "in progress"
+		}
 		if err := db.PingContext(ctx); err != nil {
 			checks["database"] = "unreachable"
 			checks["migrations"] = "unknown"

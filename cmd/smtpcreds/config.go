@@ -41,6 +41,7 @@ type config struct {
 	OperatorAddr    string
 	Pprof           bool
 	RequestTimeout  time.Duration
+	ShutdownDelay   time.Duration
 }
 
 // syncConfig chooses and configures the SMTP-backend sync target.
@@ -100,6 +101,7 @@ var settings = []setting{
 	{"log-level", "SMTPCREDS_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"db-max-conns", "SMTPCREDS_DB_MAX_CONNS", "20", "database connection pool size"},
 	{"shutdown-timeout", "SMTPCREDS_SHUTDOWN_TIMEOUT", "15s", "how long in-flight requests may finish on shutdown"},
+	{"shutdown-delay", "SMTPCREDS_SHUTDOWN_DELAY", "0s", "after SIGTERM, keep serving this long with /readyz failing, so a load balancer stops sending first"},
 	{"data-dir", "SMTPCREDS_DATA_DIR", ".data", "local state of `smtpcreds dev` (PostgreSQL, keys)"},
 }
 
@@ -174,6 +176,9 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 	}
 	if c.ShutdownTimeout, err = time.ParseDuration(*raw["shutdown-timeout"]); err != nil {
 		return c, nil, bad("shutdown-timeout", err)
+	}
+	if c.ShutdownDelay, err = time.ParseDuration(*raw["shutdown-delay"]); err != nil || c.ShutdownDelay < 0 {
+		return c, nil, bad("shutdown-delay", fmt.Errorf("want a duration such as 5s"))
 	}
 	if c.TokenKey, err = loadKey(*raw["token-key"], *raw["token-key-file"], 32); err != nil {
 		return c, nil, bad("token-key", err)

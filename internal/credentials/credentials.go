@@ -69,6 +69,7 @@ type Page struct {
 type Repo interface {
 	Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.CredentialDomainRow, error)
 	Count(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64) (int64, error)
+	LockDomainCap(ctx context.Context, q sqlx.ExecerContext, domainID int64) error
 	Insert(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential) (postgres.CredentialRow, error)
 	Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
 	List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]postgres.CredentialRow, error)
@@ -186,6 +187,12 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 		return Issued{}, validation.New("domain", "The domain must be verified before credentials can be created.")
 	}
 	if s.cfg.MaxPerDomain > 0 {
+		// Exact under concurrency: creates of one domain that check the cap
+		// take turns from here to commit (a few ms each). With no cap
+		// configured they do not wait for each other.
+		if err := s.repo.LockDomainCap(ctx, tx, d.ID); err != nil {
+			return Issued{}, fmt.Errorf("create credential: %w", err)
+		}
 		n, err := s.repo.Count(ctx, tx, accountID, d.ID)
 		if err != nil {
 			return Issued{}, fmt.Errorf("create credential: %w", err)

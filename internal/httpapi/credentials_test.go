@@ -419,3 +419,34 @@ func TestTenantIsolation(t *testing.T) {
 	}
 
 }
+
+// The per-domain cap is exact under concurrent creates.
+func TestCreateCapExactUnderConcurrency(t *testing.T) {
+	w := newWorld(t, opts{maxPerDomain: 5})
+	const n = 16
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: fmt.Sprintf(`{"username":"c%d"}`, i)}).status
+		}()
+	}
+	wg.Wait()
+	created := 0
+	for _, s := range statuses {
+		if s == http.StatusCreated {
+			created++
+		} else if s != http.StatusUnprocessableEntity {
+			t.Errorf("status %d", s)
+		}
+	}
+	var stored int
+	if err := w.db.Get(&stored, `SELECT count(*) FROM credentials`); err != nil {
+		t.Fatal(err)
+	}
+	if created != 5 || stored != 5 {
+		t.Errorf("%d created, %d stored; the cap is 5", created, stored)
+	}
+}

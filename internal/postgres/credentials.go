@@ -62,6 +62,17 @@ func (CredentialRepo) Domain(ctx context.Context, q sqlx.QueryerContext, account
 	return r, nil
 }
 
+// LockDomainCap serialises, until the transaction ends, the creates of
+// domainID that check its credential cap, so that the count they see is exact.
+func (CredentialRepo) LockDomainCap(ctx context.Context, q sqlx.ExecerContext, domainID int64) error {
+	// The two-key form keeps this lock space apart from the sync scope locks.
+	_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock(1, $1::int4)`, int32(domainID))
+	if err != nil {
+		return fmt.Errorf("lock domain cap: %w", translate(err))
+	}
+	return nil
+}
+
 // Count returns the number of credentials of domainID owned by accountID.
 func (CredentialRepo) Count(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64) (int64, error) {
 	var n int64
