@@ -21,9 +21,10 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzRoundTrip$$' -fuzztime=$(FUZZTIME) ./internal/basicauth/
 	$(GO) test -run='^$$' -fuzz='^FuzzNormalizeUsername$$' -fuzztime=$(FUZZTIME) ./internal/credentials/
 
-## generate: regenerate gen/ from openapi.yaml
+## generate: regenerate gen/ and the TypeScript bindings from openapi.yaml
 generate:
 	$(GO) generate ./...
+	scripts/gen-ts.sh
 
 ## check-generated: fail when gen/ differs from what openapi.yaml generates
 check-generated:
@@ -31,6 +32,7 @@ check-generated:
 	sed "s#^output: .*#output: $$tmp/api.gen.go#" oapi-codegen.yaml > $$tmp/cfg.yaml && \
 	$(GO) tool oapi-codegen -config $$tmp/cfg.yaml openapi.yaml && \
 	diff -u gen/api.gen.go $$tmp/api.gen.go > $$tmp/diff || { cat $$tmp/diff | head -50; echo "gen/ is stale: run make generate"; exit 1; }
+	@scripts/gen-ts.sh --check
 
 ## lint: go vet and gofmt
 lint:

@@ -33,6 +33,11 @@ func TestTypeScriptClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	ensureNodeModules(t, npm, pkg)
+	// Compile before anything else, so that a type error against the
+	// generated schema fails fast, as such; tsc writes to
+	// clients/typescript/build (ignored by git).
+	tsc := filepath.Join(pkg, "node_modules", "typescript", "bin", "tsc")
+	runNode(t, pkg, nil, 2*time.Minute, node, tsc, "-p", "tsconfig.json")
 
 	bin := buildBinary(t, t.TempDir())
 	env := map[string]string{
@@ -47,10 +52,6 @@ func TestTypeScriptClient(t *testing.T) {
 	mustRun(t, bin, env, "domains", "add", "--verified", "tsclient", "example.com")
 	srv := startServer(t, bin, env)
 
-	// Compile first, so that a type error against the generated schema is
-	// reported as such; tsc writes to clients/typescript/build (ignored by git).
-	tsc := filepath.Join(pkg, "node_modules", "typescript", "bin", "tsc")
-	runNode(t, pkg, nil, 2*time.Minute, node, tsc, "-p", "tsconfig.json")
 	out := runNode(t, pkg, map[string]string{
 		"SMTPCREDS_URL":     "http://" + srv.addr,
 		"SMTPCREDS_ACCOUNT": "tsclient",

@@ -169,3 +169,17 @@ func TestDatabaseOutage(t *testing.T) {
 	}
 	t.Logf("responses: %v", counts)
 }
+
+func TestDocsMounted(t *testing.T) {
+	w := newWorld(t, opts{})
+	rec := httptest.NewRecorder()
+	w.e.ServeHTTP(rec, httptest.NewRequest("GET", "/openapi.yaml", nil))
+	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.0.3") {
+		t.Errorf("/openapi.yaml: %d %.40q", rec.Code, rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	w.e.ServeHTTP(rec, httptest.NewRequest("GET", "/docs", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "<html") {
+		t.Errorf("/docs without credentials: %d", rec.Code)
+	}
+}

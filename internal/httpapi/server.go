@@ -19,9 +19,11 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	oapimw "github.com/oapi-codegen/echo-middleware"
 
+	"github.com/smtpcreds/smtpcreds"
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/accounts"
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/docs"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
@@ -115,6 +117,11 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	// Operational routes: unauthenticated, outside the rate limit.
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", readyz(d.Ready))
+	// The spec and its interactive reference, served from the binary.
+	dh := echo.WrapHandler(docs.Handler(smtpcreds.OpenAPI))
+	for _, p := range docs.Paths() {
+		e.Match([]string{http.MethodGet, http.MethodHead}, p, dh)
+	}
 	return e, nil
 }
 
