@@ -189,6 +189,33 @@ func replaceDBName(t *testing.T, dsn, name string) string {
 	return dsn + " dbname=" + name
 }
 
+// randomHexKey is a fresh 32-byte key, hex-encoded, as the key settings take.
+func randomHexKey(t *testing.T) string {
+	t.Helper()
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(key[:])
+}
+
+// serverEnv is the environment of a binary under test: an empty database,
+// fresh keys, a kernel-picked port, plus extra settings.
+func serverEnv(t *testing.T, extra map[string]string) map[string]string {
+	t.Helper()
+	env := map[string]string{
+		"DATABASE_URL":               emptyDatabase(t),
+		"SMTPCREDS_TOKEN_KEY":        randomHexKey(t),
+		"SMTPCREDS_DKIM_KEY":         randomHexKey(t),
+		"SMTPCREDS_ADDR":             "127.0.0.1:0",
+		"SMTPCREDS_SHUTDOWN_TIMEOUT": "5s",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
 // server is a running `smtpcreds serve`.
 type server struct {
 	cmd    *exec.Cmd

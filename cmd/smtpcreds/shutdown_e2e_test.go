@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,25 +40,13 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		t.Skip("builds and runs the real binary")
 	}
 	bin := buildBinary(t, t.TempDir())
-	keys := make([]string, 2)
-	for i := range keys {
-		var k [32]byte
-		if _, err := rand.Read(k[:]); err != nil {
-			t.Fatal(err)
-		}
-		keys[i] = hex.EncodeToString(k[:])
-	}
-	dbURL := emptyDatabase(t)
-	env := map[string]string{
-		"DATABASE_URL":                         dbURL,
-		"SMTPCREDS_TOKEN_KEY":                  keys[0],
-		"SMTPCREDS_DKIM_KEY":                   keys[1],
-		"SMTPCREDS_ADDR":                       "127.0.0.1:0",
+	env := serverEnv(t, map[string]string{
 		"SMTPCREDS_RATE_LIMIT":                 "0",
 		"SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN": "0",
 		"SMTPCREDS_SHUTDOWN_TIMEOUT":           "10s",
 		"SMTPCREDS_SHUTDOWN_DELAY":             "1s",
-	}
+	})
+	dbURL := env["DATABASE_URL"]
 	mustRun(t, bin, env, "migrate")
 	token := createToken(t, bin, env, "accounts", "create", "load")
 	mustRun(t, bin, env, "domains", "add", "load", "load.example", "--verified")

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -43,25 +41,12 @@ func TestSyncSurvivesKill9MidBurst(t *testing.T) {
 	passwd := filepath.Join(dovecottest.TempDir(t), "passwd")
 	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: passwd, Scheme: "SSHA512"})
 
-	keys := make([]string, 2)
-	for i := range keys {
-		var k [32]byte
-		if _, err := rand.Read(k[:]); err != nil {
-			t.Fatal(err)
-		}
-		keys[i] = hex.EncodeToString(k[:])
-	}
-	dbURL := emptyDatabase(t)
-	env := map[string]string{
-		"DATABASE_URL":                dbURL,
-		"SMTPCREDS_TOKEN_KEY":         keys[0],
-		"SMTPCREDS_DKIM_KEY":          keys[1],
-		"SMTPCREDS_ADDR":              "127.0.0.1:0",
+	env := serverEnv(t, map[string]string{
 		"SMTPCREDS_RATE_LIMIT":        "0",
 		"SMTPCREDS_PASSWD_FILE":       passwd,
 		"SMTPCREDS_PASSWD_FILE_GROUP": dc.Group(),
-		"SMTPCREDS_SHUTDOWN_TIMEOUT":  "5s",
-	}
+	})
+	dbURL := env["DATABASE_URL"]
 	mustRun(t, bin, env, "migrate")
 	token := createToken(t, bin, env, "accounts", "create", "burst")
 	mustRun(t, bin, env, "domains", "add", "burst", "burst.example", "--verified")

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -40,13 +38,7 @@ func TestTypeScriptClient(t *testing.T) {
 	runNode(t, pkg, nil, 2*time.Minute, node, tsc, "-p", "tsconfig.json")
 
 	bin := buildBinary(t, t.TempDir())
-	env := map[string]string{
-		"DATABASE_URL":               emptyDatabase(t),
-		"SMTPCREDS_TOKEN_KEY":        randomHexKey(t),
-		"SMTPCREDS_DKIM_KEY":         randomHexKey(t),
-		"SMTPCREDS_ADDR":             "127.0.0.1:0",
-		"SMTPCREDS_SHUTDOWN_TIMEOUT": "5s",
-	}
+	env := serverEnv(t, nil)
 	mustRun(t, bin, env, "migrate")
 	token := createToken(t, bin, env, "accounts", "create", "tsclient")
 	mustRun(t, bin, env, "domains", "add", "--verified", "tsclient", "example.com")
@@ -62,15 +54,6 @@ func TestTypeScriptClient(t *testing.T) {
 		t.Logf("node --test:\n%s", out)
 	}
 	srv.stop(t)
-}
-
-func randomHexKey(t *testing.T) string {
-	t.Helper()
-	var key [32]byte
-	if _, err := rand.Read(key[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(key[:])
 }
 
 // lookNode returns the paths of node and npm, failing the test when either
