@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: run test fuzz generate check-generated lint build migrate
+.PHONY: run test fuzz generate check-generated lint lint-spec check-breaking build migrate
 
 ## run: local demo server on 127.0.0.1:8080 (embedded PostgreSQL under ./.data unless DATABASE_URL is set)
 run:
@@ -38,6 +38,14 @@ check-generated:
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+
+## lint-spec: lint openapi.yaml with the pinned Spectral and .spectral.yaml; fails on any warning
+lint-spec:
+	scripts/spec-lint.sh
+
+## check-breaking: fail when openapi.yaml breaks the published spec (latest v* tag, else api/openapi.baseline.yaml)
+check-breaking:
+	scripts/spec-breaking.sh
 
 ## build: the smtpcreds binary with version and commit stamped
 build:

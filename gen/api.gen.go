@@ -351,7 +351,7 @@ func (e ValidationErrorResponseSuccess) Valid() bool {
 	}
 }
 
-// AuthChecks defines model for AuthChecks.
+// AuthChecks The auth domain's DNS checks in detail, per record.
 type AuthChecks struct {
 	// AuthDkim One record's DNS check, so users can debug their DNS.
 	AuthDkim CheckResult `json:"auth_dkim"`
@@ -363,7 +363,9 @@ type AuthChecks struct {
 	AuthSpf CheckResult `json:"auth_spf"`
 }
 
-// AuthDomainInput defines model for AuthDomainInput.
+// AuthDomainInput The auth (return-path) domain to set up.
+//
+// Example: {"auth_domain":"bounce.example.com"}
 type AuthDomainInput struct {
 	// AuthDomain The domain itself or a subdomain of it; default `bounce.<domain>`.
 	//
@@ -376,66 +378,116 @@ type AuthDomainInput struct {
 	DkimKeyLength *int `json:"dkim_key_length,omitempty"`
 }
 
-// AuthDomainSetup defines model for AuthDomainSetup.
+// AuthDomainSetup The auth domain that was set up, with the DNS records to publish.
 type AuthDomainSetup struct {
+	// Data The auth domain, its DKIM key and the DNS records to publish for it.
 	Data AuthDomainSetupData `json:"data"`
 
-	// Message Example: Auth domain set up successfully.
-	Message string                 `json:"message"`
+	// Message A human-readable confirmation.
+	//
+	// Example: Auth domain set up successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
 	Success AuthDomainSetupSuccess `json:"success"`
 }
 
-// AuthDomainSetupSuccess defines model for AuthDomainSetup.Success.
+// AuthDomainSetupSuccess Always true.
 type AuthDomainSetupSuccess bool
 
-// AuthDomainSetupData defines model for AuthDomainSetupData.
+// AuthDomainSetupData The auth domain, its DKIM key and the DNS records to publish for it.
 type AuthDomainSetupData struct {
-	// AuthDomain Example: bounce.example.com
+	// AuthDomain The auth (return-path) domain.
+	//
+	// Example: bounce.example.com
 	AuthDomain string `json:"auth_domain"`
 
-	// AuthDomainDkimRecord Example: v=DKIM1; k=rsa; p=MIIBIjANBgkq...
+	// AuthDomainDkimRecord The DKIM TXT value to publish for the auth domain.
+	//
+	// Example: v=DKIM1; k=rsa; p=MIIBIjANBgkq...
 	AuthDomainDkimRecord string `json:"auth_domain_dkim_record"`
 
-	// AuthDomainDkimSelector Example: smtpcreds
+	// AuthDomainDkimSelector The DKIM selector of the auth domain's key.
+	//
+	// Example: smtpcreds
 	AuthDomainDkimSelector string `json:"auth_domain_dkim_selector"`
 
-	// AuthDomainIsVerified Example: false
-	AuthDomainIsVerified bool        `json:"auth_domain_is_verified"`
-	DnsRecords           []DNSRecord `json:"dns_records"`
+	// AuthDomainIsVerified Whether the auth domain is verified; false until `verify-auth-domain` passes.
+	//
+	// Example: false
+	AuthDomainIsVerified bool `json:"auth_domain_is_verified"`
+
+	// DnsRecords The auth domain's records to publish (`auth_dkim`, `auth_spf`, `auth_mx`).
+	DnsRecords []DNSRecord `json:"dns_records"`
 }
 
-// AuthDomainVerification defines model for AuthDomainVerification.
+// AuthDomainVerification The outcome of a DNS check of the auth domain's records.
 type AuthDomainVerification struct {
+	// Data The auth domain's verification state after a DNS check, with each record's result.
 	Data AuthDomainVerificationData `json:"data"`
 
-	// Message Example: Auth domain verification completed.
-	Message string                        `json:"message"`
-	Records AuthRecords                   `json:"records"`
+	// Message A human-readable confirmation that the check ran.
+	//
+	// Example: Auth domain verification completed.
+	Message string `json:"message"`
+
+	// Records Which of the auth domain's records passed the DNS check.
+	Records AuthRecords `json:"records"`
+
+	// Success Always true, also when a check failed.
 	Success AuthDomainVerificationSuccess `json:"success"`
 }
 
-// AuthDomainVerificationSuccess defines model for AuthDomainVerification.Success.
+// AuthDomainVerificationSuccess Always true, also when a check failed.
 type AuthDomainVerificationSuccess bool
 
-// AuthDomainVerificationData defines model for AuthDomainVerificationData.
+// AuthDomainVerificationData The auth domain's verification state after a DNS check, with each record's result.
 type AuthDomainVerificationData struct {
-	AuthDomain           string      `json:"auth_domain"`
-	AuthDomainIsVerified bool        `json:"auth_domain_is_verified"`
-	CheckedAt            int64       `json:"checked_at"`
-	Checks               AuthChecks  `json:"checks"`
-	Records              AuthRecords `json:"records"`
+	// AuthDomain The auth domain that was checked.
+	//
+	// Example: bounce.example.com
+	AuthDomain string `json:"auth_domain"`
+
+	// AuthDomainIsVerified Whether the auth domain is verified now (DKIM and SPF passed).
+	//
+	// Example: true
+	AuthDomainIsVerified bool `json:"auth_domain_is_verified"`
+
+	// CheckedAt Unix seconds of the check.
+	//
+	// Example: 1764288300
+	CheckedAt int64 `json:"checked_at"`
+
+	// Checks The auth domain's DNS checks in detail, per record.
+	Checks AuthChecks `json:"checks"`
+
+	// Records Which of the auth domain's records passed the DNS check.
+	Records AuthRecords `json:"records"`
 }
 
-// AuthRecords defines model for AuthRecords.
+// AuthRecords Which of the auth domain's records passed the DNS check.
 type AuthRecords struct {
+	// AuthDkim Whether the auth domain's DKIM key is published.
+	//
+	// Example: true
 	AuthDkim bool `json:"auth_dkim"`
-	AuthMx   bool `json:"auth_mx"`
-	AuthSpf  bool `json:"auth_spf"`
+
+	// AuthMx Whether the auth domain's MX record points to the relay (reported, not required).
+	//
+	// Example: false
+	AuthMx bool `json:"auth_mx"`
+
+	// AuthSpf Whether the auth domain's SPF record authorises the relay.
+	//
+	// Example: true
+	AuthSpf bool `json:"auth_spf"`
 }
 
 // CheckResult One record's DNS check, so users can debug their DNS.
 type CheckResult struct {
-	// Expected Example: an SPF record (v=spf1) with include:_spf.smtpcreds.example
+	// Expected What the check wants to find, in words.
+	//
+	// Example: one SPF record (v=spf1 ...) containing include:_spf.smtpcreds.example, without +all
 	Expected string `json:"expected"`
 
 	// Found What DNS returned (at most 10 entries, each at most 512 bytes, escaped).
@@ -448,19 +500,23 @@ type CheckResult struct {
 	// Example: example.com
 	Name string `json:"name"`
 
-	// Ok Example: false
+	// Ok Whether DNS has what is expected.
+	//
+	// Example: false
 	Ok bool `json:"ok"`
 
-	// Problem Why the check failed.
+	// Problem Why the check failed; absent when it passed.
 	//
-	// Example: the SPF record does not authorise include:_spf.smtpcreds.example
+	// Example: the SPF record at example.com does not contain include:_spf.smtpcreds.example
 	Problem *string `json:"problem,omitempty"`
 
-	// Type Example: TXT
+	// Type The record type looked up.
+	//
+	// Example: TXT
 	Type string `json:"type"`
 }
 
-// Credential defines model for Credential.
+// Credential An SMTP credential of a domain; its password is never part of it.
 type Credential struct {
 	// CreatedAt Unix seconds.
 	//
@@ -470,7 +526,9 @@ type Credential struct {
 	// DeletedAt Always null; deleted credentials are not returned.
 	DeletedAt *int64 `json:"deleted_at"`
 
-	// Id Example: 42
+	// Id The credential's numeric id.
+	//
+	// Example: 42
 	Id int64 `json:"id"`
 
 	// IsDeleted Always false; deleted credentials are not returned.
@@ -512,7 +570,9 @@ type Credential struct {
 	// SyncError While not synced, why the last attempt failed (retried automatically).
 	SyncError *string `json:"sync_error"`
 
-	// UserSmtpGuid Example: 0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11
+	// UserSmtpGuid The credential's stable identifier, used in its URLs.
+	//
+	// Example: 0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11
 	UserSmtpGuid openapi_types.UUID `json:"user_smtp_guid"`
 
 	// Username The bare local part, as stored (lowercase).
@@ -521,28 +581,38 @@ type Credential struct {
 	Username string `json:"username"`
 }
 
-// CredentialCreated defines model for CredentialCreated.
+// CredentialCreated The credential that was created, with its password.
 type CredentialCreated struct {
+	// Data A new credential and its generated password, shown only once.
 	Data IssuedCredential `json:"data"`
 
-	// Message Example: Credential created successfully.
-	Message string                   `json:"message"`
+	// Message A human-readable confirmation.
+	//
+	// Example: Credential created successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
 	Success CredentialCreatedSuccess `json:"success"`
 }
 
-// CredentialCreatedSuccess defines model for CredentialCreated.Success.
+// CredentialCreatedSuccess Always true.
 type CredentialCreatedSuccess bool
 
-// CredentialEnvelope defines model for CredentialEnvelope.
+// CredentialEnvelope One credential.
 type CredentialEnvelope struct {
-	Data    Credential                `json:"data"`
+	// Data An SMTP credential of a domain; its password is never part of it.
+	Data Credential `json:"data"`
+
+	// Success Always true.
 	Success CredentialEnvelopeSuccess `json:"success"`
 }
 
-// CredentialEnvelopeSuccess defines model for CredentialEnvelope.Success.
+// CredentialEnvelopeSuccess Always true.
 type CredentialEnvelopeSuccess bool
 
-// CredentialInput defines model for CredentialInput.
+// CredentialInput The credential to create.
+//
+// Example: {"username":"myuser"}
 type CredentialInput struct {
 	// Username The local part of the SMTP login: 1-64 characters of `A-Z a-z 0-9 . _ + -`,
 	// starting and ending with a letter or digit, without `..`. Stored lowercase and
@@ -553,22 +623,31 @@ type CredentialInput struct {
 	Username *string `json:"username,omitempty"`
 }
 
-// CredentialPage defines model for CredentialPage.
+// CredentialPage One page of a domain's credentials.
 type CredentialPage struct {
+	// Data The credentials on this page, oldest first.
 	Data []Credential `json:"data"`
 
-	// Domain Example: example.com
-	Domain     string                `json:"domain"`
-	Pagination Pagination            `json:"pagination"`
-	Success    CredentialPageSuccess `json:"success"`
+	// Domain The domain the credentials belong to.
+	//
+	// Example: example.com
+	Domain string `json:"domain"`
+
+	// Pagination Where a page sits in the whole list.
+	Pagination Pagination `json:"pagination"`
+
+	// Success Always true.
+	Success CredentialPageSuccess `json:"success"`
 }
 
-// CredentialPageSuccess defines model for CredentialPage.Success.
+// CredentialPageSuccess Always true.
 type CredentialPageSuccess bool
 
 // DNSRecord A DNS record the domain owner publishes.
 type DNSRecord struct {
-	// Name Example: smtpcreds._domainkey.example.com
+	// Name The fully qualified name the record is published at.
+	//
+	// Example: smtpcreds._domainkey.example.com
 	Name string `json:"name"`
 
 	// Priority MX preference (MX records only).
@@ -576,48 +655,76 @@ type DNSRecord struct {
 	// Example: 10
 	Priority *int `json:"priority,omitempty"`
 
-	// Purpose Example: dkim
+	// Purpose What the record is for: the domain's `dkim`, `spf` and `mx`, the auth domain's
+	// `auth_dkim`, `auth_spf` and `auth_mx`, or the link-tracking CNAME (`tracking`).
+	//
+	//
+	// Example: dkim
 	Purpose DNSRecordPurpose `json:"purpose"`
 
-	// Type Example: TXT
+	// Type The DNS record type.
+	//
+	// Example: TXT
 	Type DNSRecordType `json:"type"`
 
-	// Value Example: v=DKIM1; k=rsa; p=MIIBIjANBgkq...
+	// Value The record's value (for MX, the mail host).
+	//
+	// Example: v=DKIM1; k=rsa; p=MIIBIjANBgkq...
 	Value string `json:"value"`
 }
 
-// DNSRecordPurpose Example: dkim
+// DNSRecordPurpose What the record is for: the domain's `dkim`, `spf` and `mx`, the auth domain's
+// `auth_dkim`, `auth_spf` and `auth_mx`, or the link-tracking CNAME (`tracking`).
+//
+// Example: dkim
 type DNSRecordPurpose string
 
-// DNSRecordType Example: TXT
+// DNSRecordType The DNS record type.
+//
+// Example: TXT
 type DNSRecordType string
 
-// Domain defines model for Domain.
+// Domain A sending domain: its DKIM key, verification state, tracking flags, optional auth
+// (return-path) and link-tracking domains, and every DNS record to publish.
 type Domain struct {
 	// AuthDomain The auth (return-path) domain, `""` when none is set up.
 	//
 	// Example:
 	AuthDomain string `json:"auth_domain"`
 
-	// AuthDomainDkimRecord Example:
+	// AuthDomainDkimRecord The DKIM TXT value to publish for the auth domain, `""` when none is set up.
+	//
+	// Example:
 	AuthDomainDkimRecord string `json:"auth_domain_dkim_record"`
 
-	// AuthDomainDkimSelector Example:
+	// AuthDomainDkimSelector The DKIM selector of the auth domain's key, `""` when none is set up.
+	//
+	// Example:
 	AuthDomainDkimSelector string `json:"auth_domain_dkim_selector"`
 
-	// AuthDomainIsVerified Example: false
+	// AuthDomainIsVerified Whether the last DNS check found the auth domain's DKIM and SPF.
+	//
+	// Example: false
 	AuthDomainIsVerified bool `json:"auth_domain_is_verified"`
 
-	// ClickTrack Example: false
+	// ClickTrack Whether links in mail are rewritten to count clicks.
+	//
+	// Example: false
 	ClickTrack bool `json:"click_track"`
 
-	// CreatedAt Example: 1764288000
+	// CreatedAt Unix seconds when the domain was added.
+	//
+	// Example: 1764288000
 	CreatedAt int64 `json:"created_at"`
 
-	// DkimKeyLength Example: 2048
+	// DkimKeyLength RSA key size of the domain's DKIM key, in bits.
+	//
+	// Example: 2048
 	DkimKeyLength DomainDkimKeyLength `json:"dkim_key_length"`
 
-	// DkimVerified Example: false
+	// DkimVerified Whether the last DNS check found the DKIM key.
+	//
+	// Example: false
 	DkimVerified bool `json:"dkim_verified"`
 
 	// DnsRecord The DKIM TXT value to publish.
@@ -638,7 +745,9 @@ type Domain struct {
 	// Example: example.com
 	Domain string `json:"domain"`
 
-	// Id Example: 7
+	// Id The domain's numeric id.
+	//
+	// Example: 7
 	Id int64 `json:"id"`
 
 	// IsVerified True while the last DNS check found DKIM and SPF (or an operator marked it verified).
@@ -649,13 +758,19 @@ type Domain struct {
 	// LastCheckedAt Unix seconds of the last DNS check; null before the first.
 	LastCheckedAt *int64 `json:"last_checked_at"`
 
-	// ModifiedAt Example: 1764288000
+	// ModifiedAt Unix seconds of the last change.
+	//
+	// Example: 1764288000
 	ModifiedAt int64 `json:"modified_at"`
 
-	// MxVerified Example: false
+	// MxVerified Whether the last DNS check found the MX record (reported, not required).
+	//
+	// Example: false
 	MxVerified bool `json:"mx_verified"`
 
-	// OpenTrack Example: false
+	// OpenTrack Whether a tracking pixel counts opens.
+	//
+	// Example: false
 	OpenTrack bool `json:"open_track"`
 
 	// SpfRecord The SPF TXT value to publish at the domain.
@@ -663,7 +778,9 @@ type Domain struct {
 	// Example: v=spf1 include:_spf.smtpcreds.example ~all
 	SpfRecord string `json:"spf_record"`
 
-	// SpfVerified Example: false
+	// SpfVerified Whether the last DNS check found an SPF record that authorises the relay.
+	//
+	// Example: false
 	SpfVerified bool `json:"spf_verified"`
 
 	// Status Whether the domain is active.
@@ -676,38 +793,56 @@ type Domain struct {
 	// Example:
 	TracklinkDomain string `json:"tracklink_domain"`
 
-	// TracklinkDomainIsVerified Example: false
+	// TracklinkDomainIsVerified Whether the last DNS check found the tracking domain's CNAME.
+	//
+	// Example: false
 	TracklinkDomainIsVerified bool `json:"tracklink_domain_is_verified"`
 
-	// UnsubTrack Example: false
+	// UnsubTrack Whether an unsubscribe link is added.
+	//
+	// Example: false
 	UnsubTrack bool `json:"unsub_track"`
 }
 
-// DomainDkimKeyLength Example: 2048
+// DomainDkimKeyLength RSA key size of the domain's DKIM key, in bits.
+//
+// Example: 2048
 type DomainDkimKeyLength int
 
-// DomainCreated defines model for DomainCreated.
+// DomainCreated The domain that was added, with the DNS records to publish.
 type DomainCreated struct {
+	// Data A sending domain: its DKIM key, verification state, tracking flags, optional auth
+	// (return-path) and link-tracking domains, and every DNS record to publish.
 	Data Domain `json:"data"`
 
-	// Message Example: Domain added successfully.
-	Message string               `json:"message"`
+	// Message A human-readable confirmation.
+	//
+	// Example: Domain added successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
 	Success DomainCreatedSuccess `json:"success"`
 }
 
-// DomainCreatedSuccess defines model for DomainCreated.Success.
+// DomainCreatedSuccess Always true.
 type DomainCreatedSuccess bool
 
-// DomainEnvelope defines model for DomainEnvelope.
+// DomainEnvelope One domain.
 type DomainEnvelope struct {
-	Data    Domain                `json:"data"`
+	// Data A sending domain: its DKIM key, verification state, tracking flags, optional auth
+	// (return-path) and link-tracking domains, and every DNS record to publish.
+	Data Domain `json:"data"`
+
+	// Success Always true.
 	Success DomainEnvelopeSuccess `json:"success"`
 }
 
-// DomainEnvelopeSuccess defines model for DomainEnvelope.Success.
+// DomainEnvelopeSuccess Always true.
 type DomainEnvelopeSuccess bool
 
-// DomainInput defines model for DomainInput.
+// DomainInput The domain to add.
+//
+// Example: {"dkim_key_length":2048,"domain":"example.com"}
 type DomainInput struct {
 	// DkimKeyLength RSA key size of the DKIM key; 0 or missing means 2048.
 	//
@@ -720,51 +855,87 @@ type DomainInput struct {
 	Domain *string `json:"domain,omitempty"`
 }
 
-// DomainPage defines model for DomainPage.
+// DomainPage One page of the caller's domains.
 type DomainPage struct {
-	Data       []Domain          `json:"data"`
-	Pagination Pagination        `json:"pagination"`
-	Success    DomainPageSuccess `json:"success"`
+	// Data The domains on this page, oldest first.
+	Data []Domain `json:"data"`
+
+	// Pagination Where a page sits in the whole list.
+	Pagination Pagination `json:"pagination"`
+
+	// Success Always true.
+	Success DomainPageSuccess `json:"success"`
 }
 
-// DomainPageSuccess defines model for DomainPage.Success.
+// DomainPageSuccess Always true.
 type DomainPageSuccess bool
 
-// DomainVerification defines model for DomainVerification.
+// DomainVerification The outcome of a DNS check of the domain's records.
 type DomainVerification struct {
+	// Data The domain's verification state after a DNS check, with each record's result.
 	Data DomainVerificationData `json:"data"`
 
-	// Message Example: Domain verification completed.
-	Message string                    `json:"message"`
-	Records MandatoryRecords          `json:"records"`
+	// Message A human-readable confirmation that the check ran.
+	//
+	// Example: Domain verification completed.
+	Message string `json:"message"`
+
+	// Records Which of the domain's records passed the DNS check.
+	Records MandatoryRecords `json:"records"`
+
+	// Success Always true, also when a check failed.
 	Success DomainVerificationSuccess `json:"success"`
 }
 
-// DomainVerificationSuccess defines model for DomainVerification.Success.
+// DomainVerificationSuccess Always true, also when a check failed.
 type DomainVerificationSuccess bool
 
-// DomainVerificationData defines model for DomainVerificationData.
+// DomainVerificationData The domain's verification state after a DNS check, with each record's result.
 type DomainVerificationData struct {
-	CheckedAt  int64            `json:"checked_at"`
-	Checks     MandatoryChecks  `json:"checks"`
-	Domain     string           `json:"domain"`
-	IsVerified bool             `json:"is_verified"`
-	Records    MandatoryRecords `json:"records"`
+	// CheckedAt Unix seconds of the check.
+	//
+	// Example: 1764288300
+	CheckedAt int64 `json:"checked_at"`
+
+	// Checks The domain's DNS checks in detail, per record.
+	Checks MandatoryChecks `json:"checks"`
+
+	// Domain The domain that was checked.
+	//
+	// Example: example.com
+	Domain string `json:"domain"`
+
+	// IsVerified Whether the domain is verified now (DKIM and SPF passed).
+	//
+	// Example: false
+	IsVerified bool `json:"is_verified"`
+
+	// Records Which of the domain's records passed the DNS check.
+	Records MandatoryRecords `json:"records"`
 }
 
-// ErrorResponse defines model for ErrorResponse.
+// ErrorResponse The body of every error except 422.
 type ErrorResponse struct {
 	// Error Present on 401 (`Unauthorized`).
-	Error   *string              `json:"error,omitempty"`
-	Message string               `json:"message"`
+	//
+	// Example: Unauthorized
+	Error *string `json:"error,omitempty"`
+
+	// Message What went wrong, for humans; never echoes submitted values.
+	//
+	// Example: Domain not found
+	Message string `json:"message"`
+
+	// Success Always false.
 	Success ErrorResponseSuccess `json:"success"`
 }
 
-// ErrorResponseSuccess defines model for ErrorResponse.Success.
+// ErrorResponseSuccess Always false.
 type ErrorResponseSuccess bool
 
-// IssuedCredential defines model for IssuedCredential.
+// IssuedCredential A new credential and its generated password, shown only once.
 type IssuedCredential struct {
+	// Credential An SMTP credential of a domain; its password is never part of it.
 	Credential Credential `json:"credential"`
 
 	// Password The generated password. It cannot be retrieved again.
@@ -781,7 +952,7 @@ type IssuedCredential struct {
 	StrengthInfo StrengthInfo `json:"strength_info"`
 }
 
-// MandatoryChecks defines model for MandatoryChecks.
+// MandatoryChecks The domain's DNS checks in detail, per record.
 type MandatoryChecks struct {
 	// Dkim One record's DNS check, so users can debug their DNS.
 	Dkim CheckResult `json:"dkim"`
@@ -793,36 +964,58 @@ type MandatoryChecks struct {
 	Spf CheckResult `json:"spf"`
 }
 
-// MandatoryRecords defines model for MandatoryRecords.
+// MandatoryRecords Which of the domain's records passed the DNS check.
 type MandatoryRecords struct {
+	// Dkim Whether the DKIM key is published.
+	//
+	// Example: true
 	Dkim bool `json:"dkim"`
-	Mx   bool `json:"mx"`
-	Spf  bool `json:"spf"`
+
+	// Mx Whether the MX record points to the relay (reported, not required).
+	//
+	// Example: true
+	Mx bool `json:"mx"`
+
+	// Spf Whether the SPF record authorises the relay.
+	//
+	// Example: false
+	Spf bool `json:"spf"`
 }
 
-// MessageResponse defines model for MessageResponse.
+// MessageResponse A confirmation without data.
 type MessageResponse struct {
-	Message string                 `json:"message"`
+	// Message A human-readable confirmation.
+	//
+	// Example: Domain deleted successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
 	Success MessageResponseSuccess `json:"success"`
 }
 
-// MessageResponseSuccess defines model for MessageResponse.Success.
+// MessageResponseSuccess Always true.
 type MessageResponseSuccess bool
 
-// Pagination defines model for Pagination.
+// Pagination Where a page sits in the whole list.
 type Pagination struct {
 	// LastPage Number of the last page (1 when there are no items).
 	//
 	// Example: 1
 	LastPage int64 `json:"last_page"`
 
-	// Limit Example: 15
+	// Limit Page size.
+	//
+	// Example: 15
 	Limit int `json:"limit"`
 
-	// Offset Example: 0
+	// Offset Number of items before this page.
+	//
+	// Example: 0
 	Offset int64 `json:"offset"`
 
-	// Page Example: 1
+	// Page This page's number, 1-based.
+	//
+	// Example: 1
 	Page int `json:"page"`
 
 	// Total Number of items in all pages.
@@ -831,20 +1024,26 @@ type Pagination struct {
 	Total int64 `json:"total"`
 }
 
-// PasswordReset defines model for PasswordReset.
+// PasswordReset The credential whose password was replaced, with the new password.
 type PasswordReset struct {
+	// Data A credential and its new generated password, shown only once.
 	Data ReissuedCredential `json:"data"`
 
-	// Message Example: Password reset successfully.
-	Message string               `json:"message"`
+	// Message A human-readable confirmation.
+	//
+	// Example: Password reset successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
 	Success PasswordResetSuccess `json:"success"`
 }
 
-// PasswordResetSuccess defines model for PasswordReset.Success.
+// PasswordResetSuccess Always true.
 type PasswordResetSuccess bool
 
-// ReissuedCredential defines model for ReissuedCredential.
+// ReissuedCredential A credential and its new generated password, shown only once.
 type ReissuedCredential struct {
+	// Credential An SMTP credential of a domain; its password is never part of it.
 	Credential Credential `json:"credential"`
 
 	// NewPassword The generated password. It cannot be retrieved again.
@@ -863,60 +1062,96 @@ type ReissuedCredential struct {
 
 // StrengthInfo What the generated password is made of.
 type StrengthInfo struct {
-	// Alphabet Example: base62
+	// Alphabet Name of the character set the characters are drawn from.
+	//
+	// Example: base62
 	Alphabet string `json:"alphabet"`
 
-	// AlphabetSize Example: 62
+	// AlphabetSize Number of distinct characters in the alphabet.
+	//
+	// Example: 62
 	AlphabetSize int `json:"alphabet_size"`
 
-	// EntropyBits Example: 190.5
+	// EntropyBits Entropy of the password in bits, `length * log2(alphabet_size)`.
+	//
+	// Example: 190.5
 	EntropyBits float64 `json:"entropy_bits"`
 
-	// Length Example: 32
+	// Length Number of characters.
+	//
+	// Example: 32
 	Length int `json:"length"`
 
-	// Strength Example: very strong
+	// Strength A coarse human-readable rating of the entropy.
+	//
+	// Example: very strong
 	Strength string `json:"strength"`
 }
 
-// Tracking defines model for Tracking.
+// Tracking A domain's tracking flags.
 type Tracking struct {
+	// ClickTrack Whether links are rewritten to count clicks.
+	//
+	// Example: true
 	ClickTrack bool `json:"click_track"`
-	OpenTrack  bool `json:"open_track"`
+
+	// OpenTrack Whether a tracking pixel counts opens.
+	//
+	// Example: true
+	OpenTrack bool `json:"open_track"`
+
+	// UnsubTrack Whether an unsubscribe link is added.
+	//
+	// Example: false
 	UnsubTrack bool `json:"unsub_track"`
 }
 
-// TrackingInput defines model for TrackingInput.
+// TrackingInput The tracking flags to change; flags left out keep their value.
+//
+// Example: {"click_track":true,"open_track":true}
 type TrackingInput struct {
-	// ClickTrack Example: true
+	// ClickTrack Rewrite links to count clicks.
+	//
+	// Example: true
 	ClickTrack *bool `json:"click_track,omitempty"`
 
-	// OpenTrack Example: true
+	// OpenTrack Count opens with a tracking pixel.
+	//
+	// Example: true
 	OpenTrack *bool `json:"open_track,omitempty"`
 
-	// UnsubTrack Example: false
+	// UnsubTrack Add an unsubscribe link.
+	//
+	// Example: false
 	UnsubTrack *bool `json:"unsub_track,omitempty"`
 }
 
-// TrackingUpdated defines model for TrackingUpdated.
+// TrackingUpdated The domain's tracking flags after an update.
 type TrackingUpdated struct {
+	// Data A domain's tracking flags.
 	Data Tracking `json:"data"`
 
-	// Message Example: Domain updated successfully.
-	Message string                 `json:"message"`
+	// Message A human-readable confirmation.
+	//
+	// Example: Domain updated successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
 	Success TrackingUpdatedSuccess `json:"success"`
 }
 
-// TrackingUpdatedSuccess defines model for TrackingUpdated.Success.
+// TrackingUpdatedSuccess Always true.
 type TrackingUpdatedSuccess bool
 
-// TracklinkChecks defines model for TracklinkChecks.
+// TracklinkChecks The tracking domain's DNS check in detail.
 type TracklinkChecks struct {
 	// Cname One record's DNS check, so users can debug their DNS.
 	Cname CheckResult `json:"cname"`
 }
 
-// TracklinkInput defines model for TracklinkInput.
+// TracklinkInput The link-tracking domain to set up.
+//
+// Example: {"tracking_domain":"track.example.com"}
 type TracklinkInput struct {
 	// TrackingDomain The domain itself or a subdomain of it.
 	//
@@ -924,71 +1159,119 @@ type TracklinkInput struct {
 	TrackingDomain *string `json:"tracking_domain,omitempty"`
 }
 
-// TracklinkRecords defines model for TracklinkRecords.
+// TracklinkRecords Whether the tracking domain's CNAME passed the DNS check.
 type TracklinkRecords struct {
-	Cname          bool   `json:"cname"`
+	// Cname Whether the CNAME points to the configured target.
+	//
+	// Example: true
+	Cname bool `json:"cname"`
+
+	// TrackingDomain The tracking domain that was checked.
+	//
+	// Example: track.example.com
 	TrackingDomain string `json:"tracking_domain"`
 }
 
-// TracklinkSetup defines model for TracklinkSetup.
+// TracklinkSetup The tracking domain that was set up, with the CNAME to publish.
 type TracklinkSetup struct {
+	// Data The tracking domain and the CNAME to publish for it.
 	Data TracklinkSetupData `json:"data"`
 
-	// Message Example: Tracking domain set up successfully.
-	Message string                `json:"message"`
+	// Message A human-readable confirmation.
+	//
+	// Example: Tracking domain set up successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
 	Success TracklinkSetupSuccess `json:"success"`
 }
 
-// TracklinkSetupSuccess defines model for TracklinkSetup.Success.
+// TracklinkSetupSuccess Always true.
 type TracklinkSetupSuccess bool
 
-// TracklinkSetupData defines model for TracklinkSetupData.
+// TracklinkSetupData The tracking domain and the CNAME to publish for it.
 type TracklinkSetupData struct {
-	// CnameTarget Example: track.smtpcreds.example
-	CnameTarget string      `json:"cname_target"`
-	DnsRecords  []DNSRecord `json:"dns_records"`
+	// CnameTarget Where the tracking domain's CNAME must point.
+	//
+	// Example: track.smtpcreds.example
+	CnameTarget string `json:"cname_target"`
 
-	// TrackingDomain Example: track.example.com
+	// DnsRecords The tracking domain's record to publish (its CNAME).
+	DnsRecords []DNSRecord `json:"dns_records"`
+
+	// TrackingDomain The link-tracking domain.
+	//
+	// Example: track.example.com
 	TrackingDomain string `json:"tracking_domain"`
 
-	// TracklinkDomainIsVerified Example: false
+	// TracklinkDomainIsVerified Whether the tracking domain is verified; false until `verify-tracklink` passes.
+	//
+	// Example: false
 	TracklinkDomainIsVerified bool `json:"tracklink_domain_is_verified"`
 }
 
-// TracklinkVerification defines model for TracklinkVerification.
+// TracklinkVerification The outcome of a DNS check of the tracking domain's CNAME.
 type TracklinkVerification struct {
+	// Data The tracking domain's verification state after a DNS check, with the CNAME's result.
 	Data TracklinkVerificationData `json:"data"`
 
-	// Message Example: Tracking domain verification completed.
-	Message string                       `json:"message"`
-	Records TracklinkRecords             `json:"records"`
+	// Message A human-readable confirmation that the check ran.
+	//
+	// Example: Tracking domain verification completed.
+	Message string `json:"message"`
+
+	// Records Whether the tracking domain's CNAME passed the DNS check.
+	Records TracklinkRecords `json:"records"`
+
+	// Success Always true, also when the check failed.
 	Success TracklinkVerificationSuccess `json:"success"`
 }
 
-// TracklinkVerificationSuccess defines model for TracklinkVerification.Success.
+// TracklinkVerificationSuccess Always true, also when the check failed.
 type TracklinkVerificationSuccess bool
 
-// TracklinkVerificationData defines model for TracklinkVerificationData.
+// TracklinkVerificationData The tracking domain's verification state after a DNS check, with the CNAME's result.
 type TracklinkVerificationData struct {
-	CheckedAt                 int64            `json:"checked_at"`
-	Checks                    TracklinkChecks  `json:"checks"`
-	Records                   TracklinkRecords `json:"records"`
-	TrackingDomain            string           `json:"tracking_domain"`
-	TracklinkDomainIsVerified bool             `json:"tracklink_domain_is_verified"`
+	// CheckedAt Unix seconds of the check.
+	//
+	// Example: 1764288300
+	CheckedAt int64 `json:"checked_at"`
+
+	// Checks The tracking domain's DNS check in detail.
+	Checks TracklinkChecks `json:"checks"`
+
+	// Records Whether the tracking domain's CNAME passed the DNS check.
+	Records TracklinkRecords `json:"records"`
+
+	// TrackingDomain The tracking domain that was checked.
+	//
+	// Example: track.example.com
+	TrackingDomain string `json:"tracking_domain"`
+
+	// TracklinkDomainIsVerified Whether the tracking domain is verified now (its CNAME passed).
+	//
+	// Example: true
+	TracklinkDomainIsVerified bool `json:"tracklink_domain_is_verified"`
 }
 
-// ValidationErrorResponse Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
+// ValidationErrorResponse The body of a 422; `errors` names each field that breaks a rule.
+//
+// Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
 type ValidationErrorResponse struct {
 	// Errors Messages per field. Messages never echo the submitted value.
-	Errors  map[string][]string            `json:"errors"`
+	Errors map[string][]string `json:"errors"`
+
+	// Message Always `Validation failed.`
 	Message ValidationErrorResponseMessage `json:"message"`
+
+	// Success Always false.
 	Success ValidationErrorResponseSuccess `json:"success"`
 }
 
-// ValidationErrorResponseMessage defines model for ValidationErrorResponse.Message.
+// ValidationErrorResponseMessage Always `Validation failed.`
 type ValidationErrorResponseMessage string
 
-// ValidationErrorResponseSuccess defines model for ValidationErrorResponse.Success.
+// ValidationErrorResponseSuccess Always false.
 type ValidationErrorResponseSuccess bool
 
 // CredentialGUID defines model for CredentialGUID.
@@ -1000,28 +1283,33 @@ type DomainName = string
 // Page defines model for Page.
 type Page = int
 
-// BadRequest defines model for BadRequest.
+// BadRequest The body of every error except 422.
 type BadRequest = ErrorResponse
 
-// DomainNotFound defines model for DomainNotFound.
+// DomainNotFound The body of every error except 422.
 type DomainNotFound = ErrorResponse
 
-// InternalError defines model for InternalError.
+// InternalError The body of every error except 422.
 type InternalError = ErrorResponse
 
-// NotFound defines model for NotFound.
+// NotFound The body of every error except 422.
 type NotFound = ErrorResponse
 
-// PayloadTooLarge defines model for PayloadTooLarge.
+// PayloadTooLarge The body of every error except 422.
 type PayloadTooLarge = ErrorResponse
 
-// TooManyRequests defines model for TooManyRequests.
+// ServiceUnavailable The body of every error except 422.
+type ServiceUnavailable = ErrorResponse
+
+// TooManyRequests The body of every error except 422.
 type TooManyRequests = ErrorResponse
 
-// Unauthorized defines model for Unauthorized.
+// Unauthorized The body of every error except 422.
 type Unauthorized = ErrorResponse
 
-// ValidationFailed Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
+// ValidationFailed The body of a 422; `errors` names each field that breaks a rule.
+//
+// Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
 type ValidationFailed = ValidationErrorResponse
 
 // ListDomainsParams defines parameters for ListDomains.
@@ -1171,10 +1459,19 @@ type ClientInterface interface {
 
 	// DeleteDomain Delete a sending domain and all its credentials
 	//
+	// Deletes the domain, its DKIM keys, its auth and tracking domains and every SMTP
+	// credential on it; their logins are removed from the SMTP server's auth backend
+	// (retried automatically while it is unreachable). The name can then be added
+	// again, by this or another account.
+	//
 	// Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
 	DeleteDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetDomain Get one sending domain
+	//
+	// Returns the domain with its verification state, tracking flags, auth and tracking
+	// domains, and every DNS record to publish (`dns_records`). Reads the stored state:
+	// call `verify-mandatory` to check DNS again.
 	//
 	// Corresponds with GET /api/domains/{domain} (the `GetDomain` operationId).
 	GetDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1198,6 +1495,9 @@ type ClientInterface interface {
 	UpdateDomain(ctx context.Context, domain DomainName, body UpdateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteAuthDomain Remove the auth domain and its DKIM key
+	//
+	// Removes the auth (return-path) domain, its DKIM key and its verification state; the
+	// domain's own records are unaffected. 422 when no auth domain is set up.
 	//
 	// Corresponds with DELETE /api/domains/{domain}/auth-domain (the `DeleteAuthDomain` operationId).
 	DeleteAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1252,6 +1552,9 @@ type ClientInterface interface {
 
 	// GetCredential Get one SMTP credential
 	//
+	// Returns one credential of the domain, found by its `user_smtp_guid`, with its sync
+	// state. The password is never returned: reset it to get a new one.
+	//
 	// Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
 	GetCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -1303,12 +1606,18 @@ type ClientInterface interface {
 
 	// DeleteTracklink Remove the tracking domain
 	//
+	// Removes the link-tracking domain and its verification state; its CNAME record can
+	// then be deleted from DNS. 422 when no tracking domain is set up.
+	//
 	// Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
 	DeleteTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// VerifyAuthDomain Check the auth domain's DKIM, SPF and MX records in DNS
 	//
-	// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+	// Looks the auth domain's records up in DNS now, stores the outcome, and reports it.
+	// The auth domain is verified while its DKIM and SPF pass (MX is reported but not
+	// required). A failed check is still a 200 with false flags; `data.checks` says, per
+	// record, what was expected and what was found. 422 when no auth domain is set up.
 	//
 	// Corresponds with POST /api/domains/{domain}/verify-auth-domain (the `VerifyAuthDomain` operationId).
 	VerifyAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1325,7 +1634,10 @@ type ClientInterface interface {
 
 	// VerifyTracklink Check the tracking domain's CNAME in DNS
 	//
-	// 422 when no tracking domain is set up.
+	// Looks the tracking domain's CNAME up in DNS now, stores the outcome, and reports
+	// it. The tracking domain is verified while the CNAME points to the configured
+	// target. A failed check is still a 200 with false flags; `data.checks` says what
+	// was expected and what was found. 422 when no tracking domain is set up.
 	//
 	// Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
 	VerifyTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1392,6 +1704,11 @@ func (c *Client) CreateDomain(ctx context.Context, body CreateDomainJSONRequestB
 
 // DeleteDomain Delete a sending domain and all its credentials
 //
+// Deletes the domain, its DKIM keys, its auth and tracking domains and every SMTP
+// credential on it; their logins are removed from the SMTP server's auth backend
+// (retried automatically while it is unreachable). The name can then be added
+// again, by this or another account.
+//
 // Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
 func (c *Client) DeleteDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteDomainRequest(c.Server, domain)
@@ -1406,6 +1723,10 @@ func (c *Client) DeleteDomain(ctx context.Context, domain DomainName, reqEditors
 }
 
 // GetDomain Get one sending domain
+//
+// Returns the domain with its verification state, tracking flags, auth and tracking
+// domains, and every DNS record to publish (`dns_records`). Reads the stored state:
+// call `verify-mandatory` to check DNS again.
 //
 // Corresponds with GET /api/domains/{domain} (the `GetDomain` operationId).
 func (c *Client) GetDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1459,6 +1780,9 @@ func (c *Client) UpdateDomain(ctx context.Context, domain DomainName, body Updat
 }
 
 // DeleteAuthDomain Remove the auth domain and its DKIM key
+//
+// Removes the auth (return-path) domain, its DKIM key and its verification state; the
+// domain's own records are unaffected. 422 when no auth domain is set up.
 //
 // Corresponds with DELETE /api/domains/{domain}/auth-domain (the `DeleteAuthDomain` operationId).
 func (c *Client) DeleteAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1573,6 +1897,9 @@ func (c *Client) DeleteCredential(ctx context.Context, domain DomainName, creden
 
 // GetCredential Get one SMTP credential
 //
+// Returns one credential of the domain, found by its `user_smtp_guid`, with its sync
+// state. The password is never returned: reset it to get a new one.
+//
 // Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
 func (c *Client) GetCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetCredentialRequest(c.Server, domain, credential)
@@ -1684,6 +2011,9 @@ func (c *Client) SetupTracklink(ctx context.Context, domain DomainName, body Set
 
 // DeleteTracklink Remove the tracking domain
 //
+// Removes the link-tracking domain and its verification state; its CNAME record can
+// then be deleted from DNS. 422 when no tracking domain is set up.
+//
 // Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
 func (c *Client) DeleteTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteTracklinkRequest(c.Server, domain)
@@ -1699,7 +2029,10 @@ func (c *Client) DeleteTracklink(ctx context.Context, domain DomainName, reqEdit
 
 // VerifyAuthDomain Check the auth domain's DKIM, SPF and MX records in DNS
 //
-// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+// Looks the auth domain's records up in DNS now, stores the outcome, and reports it.
+// The auth domain is verified while its DKIM and SPF pass (MX is reported but not
+// required). A failed check is still a 200 with false flags; `data.checks` says, per
+// record, what was expected and what was found. 422 when no auth domain is set up.
 //
 // Corresponds with POST /api/domains/{domain}/verify-auth-domain (the `VerifyAuthDomain` operationId).
 func (c *Client) VerifyAuthDomain(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1736,7 +2069,10 @@ func (c *Client) VerifyDomain(ctx context.Context, domain DomainName, reqEditors
 
 // VerifyTracklink Check the tracking domain's CNAME in DNS
 //
-// 422 when no tracking domain is set up.
+// Looks the tracking domain's CNAME up in DNS now, stores the outcome, and reports
+// it. The tracking domain is verified while the CNAME points to the configured
+// target. A failed check is still a 200 with false flags; `data.checks` says what
+// was expected and what was found. 422 when no tracking domain is set up.
 //
 // Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
 func (c *Client) VerifyTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2579,12 +2915,21 @@ type ClientWithResponsesInterface interface {
 
 	// DeleteDomainWithResponse Delete a sending domain and all its credentials
 	//
+	// Deletes the domain, its DKIM keys, its auth and tracking domains and every SMTP
+	// credential on it; their logins are removed from the SMTP server's auth backend
+	// (retried automatically while it is unreachable). The name can then be added
+	// again, by this or another account.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
 	DeleteDomainWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*DeleteDomainResponse, error)
 
 	// GetDomainWithResponse Get one sending domain
+	//
+	// Returns the domain with its verification state, tracking flags, auth and tracking
+	// domains, and every DNS record to publish (`dns_records`). Reads the stored state:
+	// call `verify-mandatory` to check DNS again.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2610,6 +2955,9 @@ type ClientWithResponsesInterface interface {
 	UpdateDomainWithResponse(ctx context.Context, domain DomainName, body UpdateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateDomainResponse, error)
 
 	// DeleteAuthDomainWithResponse Remove the auth domain and its DKIM key
+	//
+	// Removes the auth (return-path) domain, its DKIM key and its verification state; the
+	// domain's own records are unaffected. 422 when no auth domain is set up.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2670,6 +3018,9 @@ type ClientWithResponsesInterface interface {
 
 	// GetCredentialWithResponse Get one SMTP credential
 	//
+	// Returns one credential of the domain, found by its `user_smtp_guid`, with its sync
+	// state. The password is never returned: reset it to get a new one.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
@@ -2725,6 +3076,9 @@ type ClientWithResponsesInterface interface {
 
 	// DeleteTracklinkWithResponse Remove the tracking domain
 	//
+	// Removes the link-tracking domain and its verification state; its CNAME record can
+	// then be deleted from DNS. 422 when no tracking domain is set up.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
@@ -2732,7 +3086,10 @@ type ClientWithResponsesInterface interface {
 
 	// VerifyAuthDomainWithResponse Check the auth domain's DKIM, SPF and MX records in DNS
 	//
-	// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+	// Looks the auth domain's records up in DNS now, stores the outcome, and reports it.
+	// The auth domain is verified while its DKIM and SPF pass (MX is reported but not
+	// required). A failed check is still a 200 with false flags; `data.checks` says, per
+	// record, what was expected and what was found. 422 when no auth domain is set up.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2753,7 +3110,10 @@ type ClientWithResponsesInterface interface {
 
 	// VerifyTracklinkWithResponse Check the tracking domain's CNAME in DNS
 	//
-	// 422 when no tracking domain is set up.
+	// Looks the tracking domain's CNAME up in DNS now, stores the outcome, and reports
+	// it. The tracking domain is verified while the CNAME points to the configured
+	// target. A failed check is still a 200 with false flags; `data.checks` says what
+	// was expected and what was found. 422 when no tracking domain is set up.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2785,6 +3145,11 @@ type ListDomainsResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// ListDomainsResponse503Headers the declared response headers of an HTTP 503 response for ListDomains
+type ListDomainsResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListDomainsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2798,6 +3163,8 @@ type ListDomainsResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *ListDomainsResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -2806,6 +3173,8 @@ type ListDomainsResponse struct {
 	Headers422 *ListDomainsResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListDomainsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListDomainsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2831,6 +3200,11 @@ func (r ListDomainsResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListDomainsResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListDomainsResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2886,6 +3260,11 @@ type CreateDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// CreateDomainResponse503Headers the declared response headers of an HTTP 503 response for CreateDomain
+type CreateDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type CreateDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2903,6 +3282,8 @@ type CreateDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *CreateDomainResponse201Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -2911,6 +3292,8 @@ type CreateDomainResponse struct {
 	Headers422 *CreateDomainResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CreateDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateDomainResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -2946,6 +3329,11 @@ func (r CreateDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r CreateDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CreateDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3001,6 +3389,11 @@ type DeleteDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// DeleteDomainResponse503Headers the declared response headers of an HTTP 503 response for DeleteDomain
+type DeleteDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3014,6 +3407,8 @@ type DeleteDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DeleteDomainResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3022,6 +3417,8 @@ type DeleteDomainResponse struct {
 	Headers404 *DeleteDomainResponse404Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteDomainResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3047,6 +3444,11 @@ func (r DeleteDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3102,6 +3504,11 @@ type GetDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// GetDomainResponse503Headers the declared response headers of an HTTP 503 response for GetDomain
+type GetDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type GetDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3115,6 +3522,8 @@ type GetDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *GetDomainResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3123,6 +3532,8 @@ type GetDomainResponse struct {
 	Headers404 *GetDomainResponse404Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetDomainResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3148,6 +3559,11 @@ func (r GetDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3209,6 +3625,11 @@ type UpdateDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// UpdateDomainResponse503Headers the declared response headers of an HTTP 503 response for UpdateDomain
+type UpdateDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type UpdateDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3228,6 +3649,8 @@ type UpdateDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *UpdateDomainResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3238,6 +3661,8 @@ type UpdateDomainResponse struct {
 	Headers422 *UpdateDomainResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UpdateDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateDomainResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3278,6 +3703,11 @@ func (r UpdateDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r UpdateDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r UpdateDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3339,6 +3769,11 @@ type DeleteAuthDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// DeleteAuthDomainResponse503Headers the declared response headers of an HTTP 503 response for DeleteAuthDomain
+type DeleteAuthDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteAuthDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3354,6 +3789,8 @@ type DeleteAuthDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DeleteAuthDomainResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3364,6 +3801,8 @@ type DeleteAuthDomainResponse struct {
 	Headers422 *DeleteAuthDomainResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteAuthDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteAuthDomainResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3394,6 +3833,11 @@ func (r DeleteAuthDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteAuthDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteAuthDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3455,6 +3899,11 @@ type ListCredentialsResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// ListCredentialsResponse503Headers the declared response headers of an HTTP 503 response for ListCredentials
+type ListCredentialsResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListCredentialsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3470,6 +3919,8 @@ type ListCredentialsResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *ListCredentialsResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3480,6 +3931,8 @@ type ListCredentialsResponse struct {
 	Headers422 *ListCredentialsResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListCredentialsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListCredentialsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3510,6 +3963,11 @@ func (r ListCredentialsResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListCredentialsResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListCredentialsResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3572,6 +4030,11 @@ type CreateCredentialResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// CreateCredentialResponse503Headers the declared response headers of an HTTP 503 response for CreateCredential
+type CreateCredentialResponse503Headers struct {
+	RetryAfter *int
+}
+
 type CreateCredentialResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3591,6 +4054,8 @@ type CreateCredentialResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *CreateCredentialResponse201Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3601,6 +4066,8 @@ type CreateCredentialResponse struct {
 	Headers422 *CreateCredentialResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CreateCredentialResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateCredentialResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -3641,6 +4108,11 @@ func (r CreateCredentialResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r CreateCredentialResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CreateCredentialResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3696,6 +4168,11 @@ type DeleteCredentialResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// DeleteCredentialResponse503Headers the declared response headers of an HTTP 503 response for DeleteCredential
+type DeleteCredentialResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteCredentialResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3709,6 +4186,8 @@ type DeleteCredentialResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DeleteCredentialResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3717,6 +4196,8 @@ type DeleteCredentialResponse struct {
 	Headers404 *DeleteCredentialResponse404Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteCredentialResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteCredentialResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3742,6 +4223,11 @@ func (r DeleteCredentialResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteCredentialResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteCredentialResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3797,6 +4283,11 @@ type GetCredentialResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// GetCredentialResponse503Headers the declared response headers of an HTTP 503 response for GetCredential
+type GetCredentialResponse503Headers struct {
+	RetryAfter *int
+}
+
 type GetCredentialResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3810,6 +4301,8 @@ type GetCredentialResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *GetCredentialResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3818,6 +4311,8 @@ type GetCredentialResponse struct {
 	Headers404 *GetCredentialResponse404Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetCredentialResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetCredentialResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3843,6 +4338,11 @@ func (r GetCredentialResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetCredentialResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetCredentialResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3899,6 +4399,11 @@ type ResetCredentialPasswordResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// ResetCredentialPasswordResponse503Headers the declared response headers of an HTTP 503 response for ResetCredentialPassword
+type ResetCredentialPasswordResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ResetCredentialPasswordResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3912,6 +4417,8 @@ type ResetCredentialPasswordResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *ResetCredentialPasswordResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3920,6 +4427,8 @@ type ResetCredentialPasswordResponse struct {
 	Headers404 *ResetCredentialPasswordResponse404Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ResetCredentialPasswordResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ResetCredentialPasswordResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3945,6 +4454,11 @@ func (r ResetCredentialPasswordResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ResetCredentialPasswordResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ResetCredentialPasswordResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4006,6 +4520,11 @@ type SetupAuthDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// SetupAuthDomainResponse503Headers the declared response headers of an HTTP 503 response for SetupAuthDomain
+type SetupAuthDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type SetupAuthDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4025,6 +4544,8 @@ type SetupAuthDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *SetupAuthDomainResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4035,6 +4556,8 @@ type SetupAuthDomainResponse struct {
 	Headers422 *SetupAuthDomainResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *SetupAuthDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SetupAuthDomainResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4075,6 +4598,11 @@ func (r SetupAuthDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r SetupAuthDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r SetupAuthDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4136,6 +4664,11 @@ type SetupTracklinkResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// SetupTracklinkResponse503Headers the declared response headers of an HTTP 503 response for SetupTracklink
+type SetupTracklinkResponse503Headers struct {
+	RetryAfter *int
+}
+
 type SetupTracklinkResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4155,6 +4688,8 @@ type SetupTracklinkResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *SetupTracklinkResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4165,6 +4700,8 @@ type SetupTracklinkResponse struct {
 	Headers422 *SetupTracklinkResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *SetupTracklinkResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SetupTracklinkResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4205,6 +4742,11 @@ func (r SetupTracklinkResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r SetupTracklinkResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r SetupTracklinkResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4266,6 +4808,11 @@ type DeleteTracklinkResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// DeleteTracklinkResponse503Headers the declared response headers of an HTTP 503 response for DeleteTracklink
+type DeleteTracklinkResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteTracklinkResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4281,6 +4828,8 @@ type DeleteTracklinkResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DeleteTracklinkResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4291,6 +4840,8 @@ type DeleteTracklinkResponse struct {
 	Headers422 *DeleteTracklinkResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteTracklinkResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteTracklinkResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4321,6 +4872,11 @@ func (r DeleteTracklinkResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteTracklinkResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteTracklinkResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4382,6 +4938,11 @@ type VerifyAuthDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// VerifyAuthDomainResponse503Headers the declared response headers of an HTTP 503 response for VerifyAuthDomain
+type VerifyAuthDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type VerifyAuthDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4397,6 +4958,8 @@ type VerifyAuthDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *VerifyAuthDomainResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4407,6 +4970,8 @@ type VerifyAuthDomainResponse struct {
 	Headers422 *VerifyAuthDomainResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *VerifyAuthDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *VerifyAuthDomainResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4437,6 +5002,11 @@ func (r VerifyAuthDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r VerifyAuthDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r VerifyAuthDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4492,6 +5062,11 @@ type VerifyDomainResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// VerifyDomainResponse503Headers the declared response headers of an HTTP 503 response for VerifyDomain
+type VerifyDomainResponse503Headers struct {
+	RetryAfter *int
+}
+
 type VerifyDomainResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4505,6 +5080,8 @@ type VerifyDomainResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *VerifyDomainResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4513,6 +5090,8 @@ type VerifyDomainResponse struct {
 	Headers404 *VerifyDomainResponse404Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *VerifyDomainResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *VerifyDomainResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4538,6 +5117,11 @@ func (r VerifyDomainResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r VerifyDomainResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r VerifyDomainResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4599,6 +5183,11 @@ type VerifyTracklinkResponse429Headers struct {
 	XRateLimitRemaining *int
 }
 
+// VerifyTracklinkResponse503Headers the declared response headers of an HTTP 503 response for VerifyTracklink
+type VerifyTracklinkResponse503Headers struct {
+	RetryAfter *int
+}
+
 type VerifyTracklinkResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4614,6 +5203,8 @@ type VerifyTracklinkResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *VerifyTracklinkResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4624,6 +5215,8 @@ type VerifyTracklinkResponse struct {
 	Headers422 *VerifyTracklinkResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *VerifyTracklinkResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *VerifyTracklinkResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4654,6 +5247,11 @@ func (r VerifyTracklinkResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r VerifyTracklinkResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r VerifyTracklinkResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4736,6 +5334,11 @@ func (c *ClientWithResponses) CreateDomainWithResponse(ctx context.Context, body
 
 // DeleteDomainWithResponse Delete a sending domain and all its credentials
 //
+// Deletes the domain, its DKIM keys, its auth and tracking domains and every SMTP
+// credential on it; their logins are removed from the SMTP server's auth backend
+// (retried automatically while it is unreachable). The name can then be added
+// again, by this or another account.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /api/domains/{domain} (the `DeleteDomain` operationId).
@@ -4748,6 +5351,10 @@ func (c *ClientWithResponses) DeleteDomainWithResponse(ctx context.Context, doma
 }
 
 // GetDomainWithResponse Get one sending domain
+//
+// Returns the domain with its verification state, tracking flags, auth and tracking
+// domains, and every DNS record to publish (`dns_records`). Reads the stored state:
+// call `verify-mandatory` to check DNS again.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4791,6 +5398,9 @@ func (c *ClientWithResponses) UpdateDomainWithResponse(ctx context.Context, doma
 }
 
 // DeleteAuthDomainWithResponse Remove the auth domain and its DKIM key
+//
+// Removes the auth (return-path) domain, its DKIM key and its verification state; the
+// domain's own records are unaffected. 422 when no auth domain is set up.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4887,6 +5497,9 @@ func (c *ClientWithResponses) DeleteCredentialWithResponse(ctx context.Context, 
 
 // GetCredentialWithResponse Get one SMTP credential
 //
+// Returns one credential of the domain, found by its `user_smtp_guid`, with its sync
+// state. The password is never returned: reset it to get a new one.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
@@ -4978,6 +5591,9 @@ func (c *ClientWithResponses) SetupTracklinkWithResponse(ctx context.Context, do
 
 // DeleteTracklinkWithResponse Remove the tracking domain
 //
+// Removes the link-tracking domain and its verification state; its CNAME record can
+// then be deleted from DNS. 422 when no tracking domain is set up.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /api/domains/{domain}/tracklink (the `DeleteTracklink` operationId).
@@ -4991,7 +5607,10 @@ func (c *ClientWithResponses) DeleteTracklinkWithResponse(ctx context.Context, d
 
 // VerifyAuthDomainWithResponse Check the auth domain's DKIM, SPF and MX records in DNS
 //
-// The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+// Looks the auth domain's records up in DNS now, stores the outcome, and reports it.
+// The auth domain is verified while its DKIM and SPF pass (MX is reported but not
+// required). A failed check is still a 200 with false flags; `data.checks` says, per
+// record, what was expected and what was found. 422 when no auth domain is set up.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -5024,7 +5643,10 @@ func (c *ClientWithResponses) VerifyDomainWithResponse(ctx context.Context, doma
 
 // VerifyTracklinkWithResponse Check the tracking domain's CNAME in DNS
 //
-// 422 when no tracking domain is set up.
+// Looks the tracking domain's CNAME up in DNS now, stores the outcome, and reports
+// it. The tracking domain is verified while the CNAME points to the configured
+// target. A failed check is still a 200 with false flags; `data.checks` says what
+// was expected and what was found. 422 when no tracking domain is set up.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -5085,6 +5707,13 @@ func ParseListDomainsResponse(rsp *http.Response) (*ListDomainsResponse, error) 
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -5157,6 +5786,16 @@ func ParseListDomainsResponse(rsp *http.Response) (*ListDomainsResponse, error) 
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListDomainsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5224,6 +5863,13 @@ func ParseCreateDomainResponse(rsp *http.Response) (*CreateDomainResponse, error
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -5296,6 +5942,16 @@ func ParseCreateDomainResponse(rsp *http.Response) (*CreateDomainResponse, error
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5349,6 +6005,13 @@ func ParseDeleteDomainResponse(rsp *http.Response) (*DeleteDomainResponse, error
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -5421,6 +6084,16 @@ func ParseDeleteDomainResponse(rsp *http.Response) (*DeleteDomainResponse, error
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5474,6 +6147,13 @@ func ParseGetDomainResponse(rsp *http.Response) (*GetDomainResponse, error) {
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -5546,6 +6226,16 @@ func ParseGetDomainResponse(rsp *http.Response) (*GetDomainResponse, error) {
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5620,6 +6310,13 @@ func ParseUpdateDomainResponse(rsp *http.Response) (*UpdateDomainResponse, error
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -5709,6 +6406,16 @@ func ParseUpdateDomainResponse(rsp *http.Response) (*UpdateDomainResponse, error
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5769,6 +6476,13 @@ func ParseDeleteAuthDomainResponse(rsp *http.Response) (*DeleteAuthDomainRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -5858,6 +6572,16 @@ func ParseDeleteAuthDomainResponse(rsp *http.Response) (*DeleteAuthDomainRespons
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteAuthDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5918,6 +6642,13 @@ func ParseListCredentialsResponse(rsp *http.Response) (*ListCredentialsResponse,
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -6007,6 +6738,16 @@ func ParseListCredentialsResponse(rsp *http.Response) (*ListCredentialsResponse,
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListCredentialsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6081,6 +6822,13 @@ func ParseCreateCredentialResponse(rsp *http.Response) (*CreateCredentialRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -6177,6 +6925,16 @@ func ParseCreateCredentialResponse(rsp *http.Response) (*CreateCredentialRespons
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateCredentialResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6230,6 +6988,13 @@ func ParseDeleteCredentialResponse(rsp *http.Response) (*DeleteCredentialRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -6302,6 +7067,16 @@ func ParseDeleteCredentialResponse(rsp *http.Response) (*DeleteCredentialRespons
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteCredentialResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6355,6 +7130,13 @@ func ParseGetCredentialResponse(rsp *http.Response) (*GetCredentialResponse, err
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -6427,6 +7209,16 @@ func ParseGetCredentialResponse(rsp *http.Response) (*GetCredentialResponse, err
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetCredentialResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6480,6 +7272,13 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -6559,6 +7358,16 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ResetCredentialPasswordResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6633,6 +7442,13 @@ func ParseSetupAuthDomainResponse(rsp *http.Response) (*SetupAuthDomainResponse,
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -6722,6 +7538,16 @@ func ParseSetupAuthDomainResponse(rsp *http.Response) (*SetupAuthDomainResponse,
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers SetupAuthDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6796,6 +7622,13 @@ func ParseSetupTracklinkResponse(rsp *http.Response) (*SetupTracklinkResponse, e
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -6885,6 +7718,16 @@ func ParseSetupTracklinkResponse(rsp *http.Response) (*SetupTracklinkResponse, e
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers SetupTracklinkResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6945,6 +7788,13 @@ func ParseDeleteTracklinkResponse(rsp *http.Response) (*DeleteTracklinkResponse,
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7034,6 +7884,16 @@ func ParseDeleteTracklinkResponse(rsp *http.Response) (*DeleteTracklinkResponse,
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteTracklinkResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -7094,6 +7954,13 @@ func ParseVerifyAuthDomainResponse(rsp *http.Response) (*VerifyAuthDomainRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7183,6 +8050,16 @@ func ParseVerifyAuthDomainResponse(rsp *http.Response) (*VerifyAuthDomainRespons
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers VerifyAuthDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -7236,6 +8113,13 @@ func ParseVerifyDomainResponse(rsp *http.Response) (*VerifyDomainResponse, error
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7308,6 +8192,16 @@ func ParseVerifyDomainResponse(rsp *http.Response) (*VerifyDomainResponse, error
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers VerifyDomainResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -7368,6 +8262,13 @@ func ParseVerifyTracklinkResponse(rsp *http.Response) (*VerifyTracklinkResponse,
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7457,6 +8358,16 @@ func ParseVerifyTracklinkResponse(rsp *http.Response) (*VerifyTracklinkResponse,
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers VerifyTracklinkResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -7936,6 +8847,15 @@ type NotFoundJSONResponse struct {
 
 type PayloadTooLargeJSONResponse ErrorResponse
 
+type ServiceUnavailableResponseHeaders struct {
+	RetryAfter *int
+}
+type ServiceUnavailableJSONResponse struct {
+	Body ErrorResponse
+
+	Headers ServiceUnavailableResponseHeaders
+}
+
 type TooManyRequestsResponseHeaders struct {
 	RetryAfter          *int
 	XRateLimitLimit     *int
@@ -8072,6 +8992,23 @@ func (response ListDomains500JSONResponse) VisitListDomainsResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDomains503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListDomains503JSONResponse) VisitListDomainsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8214,6 +9151,23 @@ func (response CreateDomain500JSONResponse) VisitCreateDomainResponse(w http.Res
 	return err
 }
 
+type CreateDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response CreateDomain503JSONResponse) VisitCreateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteDomainRequestObject struct {
 	Domain DomainName `json:"domain"`
 }
@@ -8324,6 +9278,23 @@ func (response DeleteDomain500JSONResponse) VisitDeleteDomainResponse(w http.Res
 	return err
 }
 
+type DeleteDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteDomain503JSONResponse) VisitDeleteDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDomainRequestObject struct {
 	Domain DomainName `json:"domain"`
 }
@@ -8430,6 +9401,23 @@ func (response GetDomain500JSONResponse) VisitGetDomainResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response GetDomain503JSONResponse) VisitGetDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8593,6 +9581,23 @@ func (response UpdateDomain500JSONResponse) VisitUpdateDomainResponse(w http.Res
 	return err
 }
 
+type UpdateDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response UpdateDomain503JSONResponse) VisitUpdateDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteAuthDomainRequestObject struct {
 	Domain DomainName `json:"domain"`
 }
@@ -8719,6 +9724,23 @@ func (response DeleteAuthDomain500JSONResponse) VisitDeleteAuthDomainResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAuthDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteAuthDomain503JSONResponse) VisitDeleteAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8850,6 +9872,23 @@ func (response ListCredentials500JSONResponse) VisitListCredentialsResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCredentials503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListCredentials503JSONResponse) VisitListCredentialsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9019,6 +10058,23 @@ func (response CreateCredential500JSONResponse) VisitCreateCredentialResponse(w 
 	return err
 }
 
+type CreateCredential503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response CreateCredential503JSONResponse) VisitCreateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteCredentialRequestObject struct {
 	Domain     DomainName     `json:"domain"`
 	Credential CredentialGUID `json:"credential"`
@@ -9126,6 +10182,23 @@ func (response DeleteCredential500JSONResponse) VisitDeleteCredentialResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteCredential503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteCredential503JSONResponse) VisitDeleteCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9241,6 +10314,23 @@ func (response GetCredential500JSONResponse) VisitGetCredentialResponse(w http.R
 	return err
 }
 
+type GetCredential503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response GetCredential503JSONResponse) VisitGetCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResetCredentialPasswordRequestObject struct {
 	Domain     DomainName     `json:"domain"`
 	Credential CredentialGUID `json:"credential"`
@@ -9352,6 +10442,23 @@ func (response ResetCredentialPassword500JSONResponse) VisitResetCredentialPassw
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetCredentialPassword503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ResetCredentialPassword503JSONResponse) VisitResetCredentialPasswordResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9515,6 +10622,23 @@ func (response SetupAuthDomain500JSONResponse) VisitSetupAuthDomainResponse(w ht
 	return err
 }
 
+type SetupAuthDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response SetupAuthDomain503JSONResponse) VisitSetupAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SetupTracklinkRequestObject struct {
 	Domain DomainName `json:"domain"`
 	Body   *SetupTracklinkJSONRequestBody
@@ -9674,6 +10798,23 @@ func (response SetupTracklink500JSONResponse) VisitSetupTracklinkResponse(w http
 	return err
 }
 
+type SetupTracklink503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response SetupTracklink503JSONResponse) VisitSetupTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteTracklinkRequestObject struct {
 	Domain DomainName `json:"domain"`
 }
@@ -9800,6 +10941,23 @@ func (response DeleteTracklink500JSONResponse) VisitDeleteTracklinkResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteTracklink503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteTracklink503JSONResponse) VisitDeleteTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9934,6 +11092,23 @@ func (response VerifyAuthDomain500JSONResponse) VisitVerifyAuthDomainResponse(w 
 	return err
 }
 
+type VerifyAuthDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response VerifyAuthDomain503JSONResponse) VisitVerifyAuthDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type VerifyDomainRequestObject struct {
 	Domain DomainName `json:"domain"`
 }
@@ -10040,6 +11215,23 @@ func (response VerifyDomain500JSONResponse) VisitVerifyDomainResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyDomain503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response VerifyDomain503JSONResponse) VisitVerifyDomainResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10170,6 +11362,23 @@ func (response VerifyTracklink500JSONResponse) VisitVerifyTracklinkResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VerifyTracklink503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response VerifyTracklink503JSONResponse) VisitVerifyTracklinkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10822,109 +12031,161 @@ func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) er
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7D37c9s2k/8Khnczseco+REnbe3pzOfGac/XJJ/Pdr/kLs5YELmSUJEAC4BW1Izvb7/BgyRAkaIk243b",
-	"Oj9kLIkAFot972L5JYhYmjEKVIrg8EswARwD13++wtEEXjEqOUvesQvJOKivYxARJ5kkjAaHwXEyw3OB",
-	"BpT1hHpiEKIhRDgXgOQE0JDFcxRhzgkIhJGAiIPsB2EgogmkWM0HNE+Dw49BMUPwKQzkPIPgMBCSEzoO",
-	"bm/D4Bwknx+PJPBFGC4gYjQWSDI0w0SiIYwYB8TVEELH/nJ2akIljIHrud+/f3+cywlQSSIsl2zyByxI",
-	"hDjgJP3+KhCpzCIOsbgKBo1rOOB/OMcS3pCUSP3f4hLn8FsOQgqEk4TNIEYZcJQSmktAI8aRnBCBcBSx",
-	"nMrODVWrnUOKCVVQtK+YwEgiQvV5RTnnQKVduWOh2zDIMMcpyIJiOMQKizj56ZfTk8UlL9UK5TPPBBrk",
-	"Avi1QuT1OCexRiN8xmmWqJV2hy9Hz/EB9PZHB1HvIHoBve9GL77pvcR7o334Ln4e7e0FYUDU1BmWkyAM",
-	"KE7VyGqRIAw4/JYTDnFwKHkO7o5GjKdYBodBnpM4aCK7E6bw907P2rSbWP+O1LJoK8ICeoQKoIJIcgPb",
-	"IYL+uI8Gdkv9iKW1LTq/NO/ELLB0Fyn+/AboWE6Cw/0Xz5t2cYbHDfDv9YZYKErDY0A0T4fA+wUQv+XA",
-	"5xUU6hGPFmIY4TyRweFeqNYnqeLhvd3iXxikhNovw0bC4SAyRgVouvkBx5Ya1aeIUQlU/4mzLFE8SRjd",
-	"+VUoqL9UyPsSpCCE3po+C26mMDKHCESZRDc4ITH6r4t/vtO0nEcRCBEcjnAi4Nbd0L9zGAWHwb/tVOJw",
-	"x/wqdl5zzvi5BdiA72PyLU4UKYFZCTGOMEU5FXmWMS4h1iD1g4qemPyR5TTedLcnluqYRCM9z8NtzSHy",
-	"mIFBKnwmQqpdDiFhdKwFL6ZMToC7IspRJR96pUTqlQKwCS47ZqcuL5VQc+bwxNpq81RD9C5PqQROcaIR",
-	"sOk5HFMEajxikRacMZpNSAIo40wdBqFjLVQtYT4kBR4reoPPGUSK3EaYJDmHIxSDxCQRCHNACRuPIQ4R",
-	"hRvgSjnmnEKsqfKu9FjJ/T+aJrVmdJXKWlR6RbcGdV4aqCGDph0NtvtX9LHT9RmeJwzHl4y9wdxI/fuS",
-	"p5IxlKhJ+w98tvWF9aLqoDFFey/Rz+QHTbWXjL3FdF7YMRtvlTGUYjpHWEpIMyn66CwBrAxYPkd4rKgj",
-	"wdIox4fctiVKtMV4qG0+xcYQK8YlVISG0BOizDMcxxyE2FbYYYqdibLjFDnUBK82m3ul3byMpBwLu0aV",
-	"j4Oyf6E4lxPGye+wpqACI+P9GUKHBGo/PJiZQIxOYBzNOKNjR2yJPnp9A1z5Ssp1GoMU+ryFMiyN9eCd",
-	"6/v373t1n2UZVusujobuX8o40lj7UVPaClhdDRPVxCsRPqFZLtGQA54qJ5HnCRyhgT41MUBCuV6zCYkm",
-	"aEQgiRGmSs/OH7mJUZKNhk4h/9UEoqn+lHGWAZfEWL+K9q7jKUm70KonOAehDO/b0IxLP28ySmSjtYbd",
-	"uv7HRwdiZ74KoMqBZ8NfIdLLKgQYVXuqTrsNC8bbWeZqESkgGWkbG4l8WNgBI0Sksne0W4IGQ5bTCPpX",
-	"+e7u88g8o/+Gmv9ln/PdsJoDFQZqq9dTmF8n1s9a8KUvjtEU5kiQ30HBolhXbcgC/Uygk59P36pHjtCu",
-	"gj21oiAFTAXa3z341oNLfRE2efZL8HoBMs8W8Rpj2cmvtUlO1JBbR0A60lQvWJyFAInyDFl5OcqTRHPl",
-	"Av5KgVpGe5QPW5HJkLEEMF2gs2JcBUpo9vOpGxMndt9LqWxdQnCGa/q/5hAxHvtT3XyvDnvvCE2/5wIf",
-	"oez7t6enP5z+evzuh/H0t36/v9LMAhKIpPFNqrnLmFPXHERc3wAnIwI+dFqlLSI+DGIq7G40ooiEVHTR",
-	"zcm7i3ODgIo0Med43iIxilhG+2bbUdy+PR/25aTxLz3IKLW78oo718osc+MMQmr6BKTywhqO0zmNLoDO",
-	"7aP3zGsFBCtx3QI6uphvHfpdpNdI6SeIr7H0InmEypcHwaLstANWwqZV1BsewcqU79NwhWsLqLfFNtSf",
-	"VwAuMSoWsefYDi0/WhOhg2o2sARcw2JBkf6TKvdP7UnpzHcXSOMgRIKhXAAXKMIUxTDMdWSFcPWMYh5/",
-	"80UgxGdDTNHF2Y92erR1873IRnvbaEbkBBEaJXkMhwr+filkC3XQxJ2jImDib+D9BEsNeBFgQVtYopQJ",
-	"ifZ2EVDJCYgQAY4mqPjhxd4+Gs6l/l5EOIN427MGPgYGVtTDSaJwWgrnBah8IVzEb5vMKQWjDlsnjE0h",
-	"Rnm2LDK9sBCbrqZWMs6GCaRNiJobj1YdsHV1fQjUr86BlYEd66sJ2ODUzBcuVVx+uGyM/LtUzqZFKNw+",
-	"GVYkVlBCI6lXaYgFBo04YFnKLx83v1DyGQmT1fJwsvfNy4P9b7/VEfYVRF4MWrs0rmFzWjRPEmU36wdd",
-	"h1THDBW6q0hhw5pqOB4q0ExWYhEG4nPhwf5KkBNxbWFqhVyT3Oqgd5NqTeXUcoyKVbBAAw4pk3At5jSC",
-	"eGACNRcnPyt3HasVcWxyddpXXW3hBAt5nWEhZozH19EE03ETCC5VFE6GGoqKoYiDAHmkzxSRURnpFSbl",
-	"usHhacjMVjsJFc0mQCvPZ4ijKdDYQBgxOiI6QYKVBSSU8aN3QIRzcJsCycZtPuPF28szEz8L0cA4g0qN",
-	"KFY27uA/Oj3EdK5G/KNDHKYs1oTzoOzskV6TRAUd3JbFxgXwG+DPhH8gEyxqMfNnosz7ColN2rebatWj",
-	"uVgOhhOX1+lrSW782b0zdSef0+gaitxMfQGSGP42mAjRzOoSTWs2jFtET7c4KJ0bKySwFEsS4SSZawXb",
-	"QlrVqfrZaV9vrJic7kgxmzXatfTQZG4inKAMcxkqEaSrJGK0lbAZ8AgL2G6i2E6lpsGp7dABp+Cr0NVU",
-	"PqH7IrOkCE96e0qoTdTVSXtB8HgEsVzTvjLQbubcnQqRQ+yo7TaXzskPWfQ8kihIBdhregMJM+bO+pjw",
-	"cXB30FcAuCUwuJxBKt4oVGIl8w/RXu/lAYommONIKu+BjdDguPe/CPd+R7u971AfXaP/QL1BeEWFxFwS",
-	"OtbhZaCx+lO7BhglICVwxDiKyZjIUH/PcokG/f6gjy4MP5bsqGa4ojklv+Wgy3iMdglRvT4kmZuE4kqs",
-	"uwRxRXlH8ymvFMnxj7vuRTQFzDoUYobHhJZhlmVLn1VP3h+lhVXhjANJE/1VMaxFQ9M6ctr9kE7SeUaB",
-	"oywfJkRMQCz6nwW5NsTt+tb7n8K8K9iYccI4kfNFwN5+QBmHEXCgEaCttx8skAIxanVbZWPsNpkSWc4z",
-	"JsCtv7NevHHg089lsKLVuQ8DyXE0VdB+conYjmj3veyCxvN6+yEIg1fvjt++9mdp9MvC4AYnOdw53loj",
-	"ngIbpXdnNaBZrJFqSo5YM4uhTbEt45j0Miwn26V4GFwFV8HAmNGUUVAmk4mw+/p948D0HeLO9x5ujhIS",
-	"Ta81Aa04wPOXN/aIFzM5lhz3dvcPwv3dg28/deZh7DSbxtdb4jE/n75Flx8ukSY6JFkhYPzD3yi5UIvt",
-	"+4ubvHMh5cplq6pTK/W2lGIk0noT6kPB/vYJoQXPXRMHBlqXCltwVTxypEXzFHSpSCGUY4Rl4fG58xkX",
-	"zxXCnQ7g0pTLMlZXQiSszIIQEVNzph7BCREQ60cEIhRlOZ1HLIa1YnA1l+SbVSMr7VGOS56DrWEr/aky",
-	"CmuqoAzy1fFfnP2ItkytoxKBWDKOUsynoMgEFYtsrxED8WP6K0Y/Svhs4MNWf6vfR4SLTUMfNY9+U4GT",
-	"fl5TTrAM6DpyUWSjpXJFnVKTWFEMUtk0dSGjw83Lw6vo/3CSNPo52WjNPa8SSijS/2uFETQeE0KnS3Wy",
-	"eqBXE2Z3U8f1ddfXjzkV+XB1Omjy7UsLeAELHQB2pVqdbK2j1Xyd7hGyv53WsMGSQIND5eG9JJPrhkBd",
-	"p9fI2GfkRXHVnYM2FuOdohPW6GyLSdhKVhzHjyYaYUC6WySi2vUDRiGWliZtVP5zHwU/7fbFMdIni37L",
-	"caJp0r2JcoSoUkzGxJDMiUxsYGbctmLrHsIO1dnWjcCvHj/oChvcUznJmqUkJw9VRfIW01hZcPOvV0qy",
-	"ahnJA1V+lBioyj+W1Kp01qdsjPcaMks9d9dyEb8UdwGrLcmWMw4CqESMooPdPbQ1cGulB9uNJOdQ7gpq",
-	"R1s0mxBV0yYXAvhNeXfnt9VjokXSotmEHANVHpC+TWee66NTiSJMKZNoaC6jErhRjul4wd7+5r/T/c/f",
-	"/Tx6ww8uf3//7fBdtPevyf+8zE7E859+PX4BzXx9H8nAKjFbS9eVXhQRqLirt2pekGs1eU3oiHXh+MI+",
-	"fKqerR+5d4uzxH99hToqmsiiztuNKn7NQuq1K6/vWHRdj88u3WdrXVh7SVhbNdhqhWArQWcYt10GrSc4",
-	"NlVGTaCdeeaGD5XNWTZdoX2nb83WijHGgLb2ymoIDrYcBWmLqBacXymGkBTXGapxL5qeY6ORAP/B1YIU",
-	"Wd3O2Gt6SjJphGYbDvQGkXJBkkTjQay92drhmSXD4v6xQUS50dA5muZDNSLjHCxa1jfPzoGsmhI+86pw",
-	"HokD1gD/vWlECrPrv4NWpDCrSqwenV70TmET3egt1VzPKhvPEhGBUhwrj3cxBYqTbIKHNWkUDLGAl/uN",
-	"yST7/LXyob1BL/ebhBFQyVk2vx4SKXzR9d1u/4UjaWKWD91aUNPoQIvVKgVUDH7euFaB01raEfgcCckZ",
-	"HXcmGMsgU4mW+o5rO3IWbTqzyyLxusjMfl6tK77cGXjsEEZekM+P/7kTLdtDS9ClLUHYFuptiZu3Pb5+",
-	"fLV1A79k8eYxvfIkOzz+3CzySNTKZRE+brOno6IEYlNr10ywdO0WwikC+Xe8TFirRVeT9tcOlJWwttrj",
-	"JaJakhf+RpZLmagoUa8NXIrFO1wb9OdYGre69LMrj+vmYMM+ms/pWmI+rus0Qxor3T645zt2jSSyFs3e",
-	"PVNVN9hrAIU+4joTT11ZlPKo7h55bZxqLSK+/yjsgrz446Ow7Wj5owKxdeVyN/R1S9FuJlib6DuofP3g",
-	"bVtHhYZGF7Wi2Y9a3xWfdfU/TjjgeI6GABRJPAXaDz65RO8s59zMWmiL0RBANrZ/HBNT5HLmPbH6tbVa",
-	"uaOBS+hiWnOvBpXfmUsuEE2YaZiRD1MilaWkCx4cZqyQ6TK3rUVs2PCn8EGj12GBsMXjVgtBlHMi5xeK",
-	"sg32hliQ6Dhvyj/aQqeigUx1veXQ/HB8dookm0JR4HRkPgl99w8lZApooBTY9Lrf71e9DK3HRqIKiRMp",
-	"M9PGgzS6i6UaRCmm+ny0m+1ezhoxjoQtsLaFY7qcaAqQ6ZspKVIGwpxGpv5aTuCKOs66uWiFowgy0yQl",
-	"1UEFItCMcOgpsYAlGSZQDkc/E07S/usUk8TAY4BLgcorenx2qu+X6mlvgMaMPxPmSteM8SkazpG+p6A7",
-	"t9DE3DRRjiz65fxN/4peUVtBx3Kpi0Sw02glNkD85+XlGTLdI9Wv5WWklU+sX65iOT8sbCdlvGpKCvXa",
-	"tgOdpqQ+uiQpCInTzNyJ8y4iFTP64Bbzl007BwuNVQb6uAaNzVIGpqI9IRFY8WQ7CB5nOJpAb7+/q1xD",
-	"nlhaEoc7O7PZrI/1z33Gxzt2rNh5c/rq9buL13qMkhFE+vV46PjsNAgDe58sOAz2+rvmUeUL4owEh8Hz",
-	"/m7/uQ4gyonmoh2ckR1LduqzNecWbyHrOK4N7EY4SXSUyA4MEUtiENIUmB2hgQDMo8kAjUii7xkM5wh7",
-	"lxIUFvqmKIZrMXMaB4fBGyLkiYXF76X5sVnRVY/s6Oz7bbiQr1NgC/I7tLVyLGKoTb0cd/1mjh1dHMNF",
-	"tCXzkqVnEybMvlHEqNTf6aiZhM+yoVdmG7wGtcE6DS8/1dpL7u/u3ltrI6f0oaGbkUs4FhGPvhPiwe5e",
-	"29gSiztehyw1aH+/e9BCfyk98LvugfXObrdh8MKc4fJxflNHrUfzNMV8bnnNZ+aaElJKDo9FlXMX2ijK",
-	"mGi6PR3HSthaR0Ayf+ZCrCs5WcRNha6dLqqCUIYJR1tqVMbJDZZwRSc4Ke7sJoBvwHYA00pvu4/ObN2m",
-	"6ShpmwsMHIdpoFvEUQ3GFR1oe3PeS4uU4KCPjguA3ZaItgkBo2UHOiPDfVFlCtdO3G60IOQPLJ7fM2uZ",
-	"qM7tYpPYfUOn97hUUYy3vMXkTFnMcWxs4EfOySvwiNNrd2Pm33vePajeiPJPKTSO41h3LXcFRaOcuA09",
-	"y2Lni/nj1kiOBEyHPp+lTvT3DkutrbKWNQcu+iLUQ2ylCyN5vnpvw3rqfjnLFDdFXLN/BhwKoP6iOnH3",
-	"oHtQrQH01yRuQ38L9K1PDydJ/QRb9KM1oH3S/gnkXeh6HSFeFhd3k6S0bW+Ky5L+HasngvzaBPkTGDNk",
-	"BXm7rrfk9PFX7oFNHPnU8kp3IxCVkz9K8FigzFZA2jckFM1YfYI3OcAHNY/8fGmjgbR774sVuc0W5iov",
-	"zQiQkiiLEo9k0ftDo/PJaLojM/5tbC1DaosktZa9taOQ3nMzv8tsr6p54T3aX263x69ihDmNZ7XzwiFl",
-	"N09GV03H/dnY41yfYr2zcGlqF4GF+9eWrazm2oZtkdRzHagQWq27EdWyL7IziR9V7aNBjCUemKj2KMES",
-	"6fTQ0RUdVHdzyvbgYK/8Zib+qbv42zo12w/Of+1FQ4jjDRHylWfvfv2I7Iu1IrIPGfistZvpCH66ne2f",
-	"5M6fWe6UcdOFRB4blRFQR+q4UuHudnpj8NXE7ZRYcC6srNzeDzFquhB69yar+C1iMyr66HICV9Qtda0K",
-	"YIdzJzKrJXAZj9W+g57OrQ++orW2kaXUWqUauUjXT7BAZElw9lX9pWf37YHUW3UpQnFn+9ybzWa9EeNp",
-	"L+cJ0IjFpn5i8+nTPJEkw1zu6GmLup5NJ2y0l7xGiGWhhI7NL+sutt0PHjJEvdjRrhN8be3ZS/RHVhtW",
-	"9CsmbEYNgSptWRPL+mWPPfu2xy5R2vRmyEf5zpgn5+6RaBFDwwjTuhpp1RyrmJ07X6oPtVB7U6fAMaFI",
-	"SJaZwo6i1590y6MiTNFQf3aupDS5jjVhez+uo9NV8qt4jjVR8hStf1Rx+tV5pz0qf1eyXVd3dUXnHYrb",
-	"KrpqKne2UFzbT8T3OGLyq5Pe5gZ/2Pl07QXDqwUnPC2xo29n9tx7i38owC25h5/KKhHs3TcMO1wLY+ax",
-	"JDaJE1e59a+o+zJFiaf6/QnmrYpbmCJIMznXH0M0oHmSDEI0+PjJvADzy+1Ah01wkthaS4i3m3wPfbnW",
-	"DQ6UVxEfTLz493pbJEtp+poQaJbgqLCKFYKLhl5/S6P4Ly2xzs1Ze9GBZ5VGWd/gFCDzrFdLLDxAWEOT",
-	"jFiI8G7J9V5+d0WXvP1uu6EmTXFAET7uI4s+oewNwDwhwJHGQBPz6wtTtSzK/ccd6u8OfODcZ/2Veiuk",
-	"WQo/4k9ZWfDkIj8KF/nCXIks2N+W5BNGG9tFr5cVNSKsvJX08AKs1k1zVSG2vUz+NEuf8s7XQ5ZdVNeN",
-	"/4i6i+pablfZRU386DbqT8LnSfjcRfg0dcNdT9p4cmZ5BYbPvfcTRatf0/0qobQ6iz4VYvwFCzFW4ZKH",
-	"qb2wlzse3impW7pEVKlT0yi+rD4pesIrT6uPDvb323pn+4JA3zOf37UUa13T3usf0MLDLJcRS6tbgBOI",
-	"pk/M+6dmXt1SoOX17KGmXkXFzgt1CEUn7y7W03/1m1cPxJpvGJsKz+3MMwsvomwWmhfFmScsKYe2WiFj",
-	"XOpiAuQ2wxFXtMbbC3ytXzak449qCojRMJf2VZvmsvv2UXUtTl8BvaIFdAmWwPX1ehuoHIKSncWSfXRc",
-	"vLPPvG5CyQxJkgRhtL+7ay5S6+v2V1RXZh+ZCrG+6aFgaipC3SPArBii2QRLrXmLt7XqvZTf6vdZNIU1",
-	"jEj6o24wPImiP/OlhUqiPKgweWjf3VHXC7Zrp/K+oxW/pmv8xC9/c9Vdo89nwgY+lrGX01NF84zTTeXj",
-	"J8UWdsxCTMu/JB5Wr50vuVoxudsKql+V9hYALFYFN1dT+jefnIncVMXtp9v/DwAA//8=",
+	"7L17c9u2tij+VTD8/WZi303LjzhpY09ntpu0vTlNcnxtdyfnRBkLIiGJ2xTAAqBlNeP72e9gASRBEnzo",
+	"4TxO3T86MUUCC8DCej8+ewGbJ4wSKoV38tmbERwSDv98iYMZecmo5Cx+xy4l40Q9DokIeJTIiFHvxDuL",
+	"F3gp0IiyPaHeGPloTAKcCoLkjKAxC5cowJxHRCCMBAk4kQPP98gdnicx8U687EvP90QwI3OsJiE0nXsn",
+	"H4sfP/meXCbqfSF5RKfe/b3vXRDJl2cTSXgdsEsSMBoKJBla4EiiMZkwThBXn0R0WoLhmT21mSaikkwJ",
+	"h3nev39/lsoZoTIKsGzZhZ+xiALECY7nPw09MZdJwEkoht6ovObG9zwHJNaCP1xgSd5E80jC/+qAXJA/",
+	"UyKkQDiO2YKEKCEczSOaSoImjCM5iwTCQcBSWj6Gw6ODjk0o5r4gcxxRBVPz/DGZSBRRQIIg5ZxQaeAo",
+	"T3v4Q+u0976XYI7nRGZIyUmozgHHv/3x+lUdgCs1X/7OE4FGqSD8Wm3x9TSNwspBHIyfT57iY7J3NDkO",
+	"9o6DZ2TvxeTZD3vP8eHkiLwInwaHh57vRWroBMuZ53sUz9WXxSSe73HyZxpxEnonkqfEXtGE8TmW3omX",
+	"plHouZD4FVO7+Q5Gda0mhN+RmhbtBFiQvYgKQkUko1uy6yMymA7QyCxpELB5ZYnWL+6V6AlaVzHHd28I",
+	"ncqZd3L07KlrFed46oD/cG+MhcJCPCWIpvMx4YMMiD9TwpcFFOqVEvaHZILTWHonh76aP5orinB4kP3n",
+	"e/OImoe+E3E4EQmjggDe/IxDg5vqr4BRSSj8EydJrG51xOj+v4WC+nOxeZ+9OREClgZnwfUQmqxFAlEm",
+	"0S2OoxD9x+V/vlNLE2kQECG8kwmOBbm3F/T/czLxTrz/b7+guPv6V7H/C+eMXxiANfh1THDP6mePMPyJ",
+	"2PjfJJA+Clgah/DDWAGOQx8xjhZYIEGoHNJFJGcIU5RSkSYJ45KEaPRSb8ze1TIho8GQegWCMvkrS2m4",
+	"7va9MmjMJJrAOA+7V+bWhIzozSF3kZBqA8YkZnQKfAFTJmeE2/TQYn8f9nKCt5dTWxdc5pv9KnFWNNMa",
+	"o0Q1+41TfAKrfE0l4RTHsAHrnsMZRUR9j1gAdDlEi1kUE5Rwpg4jolOg2QbTHxKlzxTukbuEBAr1JjiK",
+	"U05OUUgkjmKBMCcoZtMpCX1EyS3hinennJJwoLZ2U3wsGMmXxklgwzaXWglLh3RnVL1LI/XJyLWi0a66",
+	"xN84Xp/jZcxweMXYG8w1G9kWgZaMoVgNinawRHMmJDp8jn6Pft59aGJdhQSgUCePqQEB0PiS8NsoIH9Q",
+	"fIujGI/jjZYv9GiwcjJPGMc8ipcoLUYfoPOYYCWd8yXCU4VGMZaaLT8o7mOJlSygQEspJziYKXDQjpAs",
+	"SdQd50RIzGVEpz5iqURsggJGKQnUKAKYlzpNEbPFkMK9EAvCkWJjRs7MtlxGc8JSuTtA75j6caomXXBG",
+	"p/C2/e6JVgiGFCstAo1Ao9gDlWKktBWlQtRukPVSF85bGgpszBVjbzFdZmLy2mfNGJpjukRYqnOW4msd",
+	"qyFKaIdxHxQMRcZJqAh3pA4NCF0cKekfhyEnQuyqw2CKnEdKTVDkYLCV7fW/Qcr2B8WpnDEe/UVWZFRE",
+	"8/jyCL6FApUfHuqQ30ZaJlCiI9yggm2JAfrllnCl3yt1f0qkgPMWSlNRZK9yru/fv9+rqtFtu1rVugG6",
+	"fym5F3btV8C0HrvabyeKgXshfkSTVKIxJ/hGIIx4GpNTNIJTEyMk8FIouSqYoUlE4hBhquSs5TcuYuZo",
+	"A9CpzX85I8GNcCumCv+MTPNEoFfvLlEAbyu1XwtxPpgfOAkYD9XSE84SwmWkVTL1/XV4E827jgaAuCBC",
+	"aYP3vv5ufrfOVyKZrPTZva0Uf7QgtsYrACpsVFoHU9OqTdTi2muFMS07uaPF2z2lnO9msqJkSBCJ0qSk",
+	"02d7pxX3E2/MUhqQga3p37t323zRYmeIpCDxRN13jEQ6zmTWCYqkks1BJ0cjM+MwPTh4Guh34N+kYnxw",
+	"QFazHvie2tLrG7K8jo2RoWZWujxDN2SJRPQXUbDIOvr9/vqteuUUHSjY54ZszQmmAh0dHP9Ygks98F1G",
+	"rpbzuyQyTTpvghLwpNGy1bn5hcihboi+CyDXJ+k4jsSsfi+UqNSFpRWwXqlP7i32UDNQolk6x3SPExyC",
+	"3BUwOon4HAhe+cjOrMXoNSDDXCZpHAMJqx1gzn0aDKOSp9rup8266s/isowZiwmmtduWDVosy9d786n7",
+	"nF6ZPWw9Kx9EkAxzgEY3nxNIN1pWWfFiNd7uda6KNRtQomsNqXtmWNrVhyt0i+OUVBdTuURlaG5/Uh8f",
+	"nqKbn7jApyj56e3r1z+//vfZu5+nN38OBoNewAkSk0Ay3gJe9or7Wt+QZRmu3FbeNX8krm8JjyYRcWzO",
+	"+xkBnboyoRJNs49OEUhSKKUyitEIHi/31Mt7+uURSrAQRJTgg2/qmO17IRXmqHpxUwf+7Yxy9jPy0Sjj",
+	"P/m/53cjUGojSeaii368end5oRGnIHqYc7xs4HmZibj5hJtRs/lcytvSfq3/BR9p0c69gyyVAZsDf8CF",
+	"OOLGKzPnpsTXBmozGqz5BqhLADXHLWT51poWKQBjIknovJIWznUt6cK82pOe+wjHgqHFjFCEDdRa+9sK",
+	"pc8A70Xza+fQ44qVNlFILAnSRgALeQz3JjiYGZQB3FHC4bqMoComwDxmzzbgBZuSO0TZAu0ARVZ88PL8",
+	"V03ewt0SZNoxVCdvZhXX2CHh/kGju8yWkt1GeL/sCfzh+fHRjz8+PTjwC6dZROXzY68uqZkJe6G1UWHW",
+	"vAu9qWGZrhXYawAtbVETMl80MYj3oEq2UTJzWrkAk29wi87VC0ks2Vrhi+FGFYRtQgtLVes72dsPZkko",
+	"YRGVwAK1wS7GSyVGaVeVDzbu7Gh2+zFhWwfsC4+6CQYgY3ARRBQQ9diGzZVIWyetgf6flBS0yaJcgqFU",
+	"EC5QgJU+Pk7BsRNx9U4dMTI/jGtrSoxpgc2hTCIa+krXX2SctKBfjBJ743ZufxLJ5BANBoNdxfWkNjmg",
+	"iAZxGpITtQWDXLLLyJ4mviyV6B84jl0EcJI5gBwQayleO4ws4/8BIlTyiAhfU/Xsh2eHR2i8lPBcBDip",
+	"4tRHz6xhT8HyyRKzalCVxanMwe0UgN9dar9+zNgNCatqvtdB/9lNMyKroWdYoIXai0ig7Hz7XZSEs3FM",
+	"nERiaeGCZvenCI8FoVKLApE0pKi8FPWRfZUkshZXOMAMcnRghmsz9IPPTk8MTKleaNroqw9XztgM+96y",
+	"myxYwbzpF5cmQ0Xn5S0CReriFEWXb6/ObV8gSK+a+pyCfqp2U10xcPODHzTBXGqLTP0eB5xg2YMRu3jv",
+	"QU/eGxKQN51zGAGRpnF8isyLts0Y3LqadGfOXMec6nPtCyuRVAuGKOwR+0PTOeFRgKIyMh4f9VpmJK7N",
+	"AhqXCReo/zq7L16rGHepSAUWaMTJnElyLZY0IOFIO14uX/0utFSp9Asd6AW2534Tx1jI6wzVroMZplMX",
+	"CC5ZTn1aYCkngshTQAAUTXLPvdBhf2ucNECml9otXgIJypn4GAc3hIYaQqNtkRBhJfUKJfbDCiJhHdy6",
+	"QLJpk9QPFxx+99FIG0wVX1aURJtM/9lpRZ0v1Rf/7GAHcxYC4jzo3S+hXrscBQsXhN8S/kSUD0RxJlm9",
+	"rVmYIOhi/bBWvZqKdjAs2gqxjzK6Jb2EV7XGa5LF2tQE8ljfb70TPloYzgi4ZtyymTd0hxMlc4AEyZS+",
+	"H+A4XoKA0YBaxamWwxd7ED0hwbgQwZNJRLiv5MAQads++uPijVgrBrIjklFD2izrjHU8T4Bj4F++ImQQ",
+	"2huinZgtCA+wILsuvO/kzABOZZ8scLLb6dvMsXxdyoQ3x6sSDyjxvSaCWb0gNfJVQqt2ceGlhrbryC1T",
+	"gv7AGC1s2WE9O9drIVISWvLLljwMVqCSAfl78DAUUP9Cb0nMXOKm0sXKvGT1XS/v9wOvu8dqW/yWNhIy",
+	"c5YVR2VBFLLbXPNMttONgmRk8kbBUE/Q4d7zYxTMMMeBVLoum6DR2d5/I7z3FzrYe4EG6Br9A+2N/CHN",
+	"oovAvkVoGGXhQBjFRErCEeMojKaRLBTP0WAwGqBLTaZyKqVGGNKURn+mBDzcmTupGp0dL3XsUC+K1nIE",
+	"7uBqhWwQWG2pDE9EKUCjEQHbzlIgMEdHAkb3EYtDIiSaRFzHg/ZyMJSxuKoS9/BDywpMOiISSbaSipzg",
+	"aURzn0EbwOfFm1/o2vlF5L0FpusyFt4aB9kt3JWwZ5nDfkGVpmisdQ5MaL5xQITRnymOjWVYqR2yUKRt",
+	"KyDCssE/NzCG0Ruy7LJjJzxiPJLLOjhvP6CEkwnhhAYE7eS2QYWiRoAqBNkDl7yapDxhgrSYtYpVTRg/",
+	"sfbwiUCjzNsmkskICMdofjfy62bCIW3wzumPMgednwX/xhG92ZMcBzeKDL18d/b2F7Qzyh5kUbtZFpSx",
+	"FmpD4fwutzw3GhF9LxtK4VNxOuaLFYwnNnYtExvnjdHk7QfP92AB5amcJhXfA090m53miTDe6h2l1b79",
+	"oDd7jqMYzZiQuxu7qSuXMkOQ3KhjZEYNqPM2NhCvMyQMW9FYcVIKL/AdDicf5SgwifFU+IjBYDgG7BrS",
+	"ctSAQqUy4uiJhK95GgTj2QdWBJkAOm0rbkHpsd7QG2ltmzIKUb2OOCXvy0YwbBmubQQvbA+k3g4+UEAL",
+	"9zcYJpucOsbV10/ZDuIouLkG3GuGQOEnRADCjcWQcbngkZQEgtl0tDCM1DNwoq9BszD9GA6oNCIchhXL",
+	"26qmznUi02qOM3CTjCMpLPJ5eHB07B8dHP/4qTMuzYCx4fFnwKwar7LixdxCGFFrrIwOOa5RuCK71Rz/",
+	"jsJtRYAB7SG2q0I1txIto6FdgVScwmFUvakIy8w4aI+nrYG2KNVpK2wNkGoj94rv+YWSo3AW0s00Q4qE",
+	"kQThcicpXQYsJCvJ4k3Wq/y6NJjrf+hrrW++IFc8JSbPrfGOlGIfdhhHmCLFL7Gi73PMb4jCpzxgYncF",
+	"u/qq0RFl+Iwx3SSwq99zVWwNS3VvK3EJGG3f2oSSzu82JWBFZMBmUQAsIbSLjeGCWiTRHYk14xIKIWhP",
+	"xiWSSSsFVWjmlGyMXuKOygQfdLt3FP3fBne5gmiDM8DU9uCC1bEzImIjy30RpbSC1R7OTUkhrbKtS4ze",
+	"TFarzrsFga0C3xOhFcV+G5xSkY470Vynf4/Vb2O9K7DdNbGpYRqXIT43atROomOTuuJErVBTSzopy6Wl",
+	"213ehEYbf4tXwLrD/lYiYavyZFW0q1zSMtmsc5PuAFqtrLa6EqoRiXD6D5S3YHTnLTkSTB40APw9uBA0",
+	"vO3ug4Lsb7K7X8tt0JnqVOQ14TCs+ApqypZWh/I0p9b8prU0tW1kDTVL1Wc1U6pVy+UUUSU0acFaMsu7",
+	"sIZwfd94FN2uAzC04zgGL71RjVZxHJhPtuE0KPC3qmR923b8LvP9VhIYtpO78MXzFl49VMrCW0xDpZst",
+	"v7u8hVVyFh4uXeEbDdnPj7WI2+/lLWxLp+gyTPSV1NdOm2iU0tfG9Qom5mLppmkI5eR3dyQPC5cKKbS/",
+	"QRcTIncBSSQ6PjpyhJa7Q6jOOYGoYUbR8cEh2hnZFQ1GFT9PpdpBPfatiXiBm28B0cmc0amOlQR6Jk5N",
+	"cCIJZowIJNLxPJKShFojF04yZpcKWlnABCywiAz8vQ6VcR1cLVjHQccpWdgxG5mFdEoo4RCGk8UL+UjM",
+	"2IKClxUxGhBnoLE1U/9QgGwKN27VQRmg1xIFmOaFzCSPyC0JdZWT8iH98H/mR3cvfp+84cdXf73/cfwu",
+	"OPzX7L+eJ6/E09/+ffaMuLnNNgIai+DSSshhbrWLgBLDteprIeEgyV5HdMK69vjSvPxavVtFoFKpwnz/",
+	"qzNUt8KFZFXi3M6yVi8JsUY1iJULQWxYA6Lqi2/dpn4JXWvmcnWnca2fuNWVs7WFLK3GsNuu/KxVMrL6",
+	"2a16nammvc2s8awsF2chZEoKrJ/dFq0fWfLBt2L/cG3eeUl9qx0tJwhrfVQofmSivxYzFhMUR8IhvJro",
+	"W9cOvoMyo5XkhClBO4e5i1jNB+kZCNTSShxRL2E2dtffPdeL+KviKnnmGoJNJoLItgUAdCUWolZSGrqf",
+	"6O3eqatsRO17GxPuI1Oxtboj9SElky4howp8RBGOY5hFrLzNFVzTU/pZqVh9BPk++hZSuHFQM74L4tz1",
+	"SjzrYsYEKbJalGrBSRLjoGQaVQLVZjHWFyR6oCjr81JGzvdgHnXshYvK1gVYdQxfVIilZHH9dxBkbfz+",
+	"9kTZ0imsI86WpmqOEK2fpRKo5jgkiE0cOfZxMsNjJ2XH88LkmgWtg4ex9EQnD4YcLyiacDav1IbAgjw/",
+	"coaLmYmvFQNqI81hJGREA2lPaZhuNkZpzudHLg5AqOQsWV6PI+mK09G/Zsstdk5HQvlopA316H+hmE2P",
+	"dkrA75aDWg5fHAyeWfwiZOnYzgLWzAvYcoPxv1h7seTSFE+dS8xQyi3tYS5IlR5zDDkGZtVmiypOfMKX",
+	"SEjO6LQzOjV3E+ZIVT3myjlYMLsw/ioLC3YsKFdDykGpDqrZPxCwfwBgkzqw3WiNplm+hre85KkuO7Ft",
+	"cNqOscXRVj5E2HqI4Tk1D6BBg1JQbghJTGUIMHxVnHKlw9bbZx+JenK/EoJcADoQgyDbRomXMBgcfJbd",
+	"U8aNzdHhLAxdqNATAxrP8o8k7PLR1+5m5gKgKIWv15NBc6KwXbe8Bum7cMxfZXEpbXatejhO4aPL7VsO",
+	"apll2qxrcdIDtILdQgdckU6NZUWz94rSovCkvbJo7aP1qotW6oXU5u3l9M53pMXyVsjBDQFWPe1vgTuF",
+	"yp7ADFcykcG9maZcTYD5tCJqtYa1dW1y7ZhbvWL9triOiXVgWnGzpW5qI7y12ql6IzeNPirDtM2iqVeV",
+	"lXw/hVMde9LrrLJqqdWTaayTCshzrVG+yQrYdinnqZD6KrnQuFeNoM4inPW564kGO5E0IG0pgaDX1XaR",
+	"8ZWv8yZRqtXz7yyVmk+1SqHUqsWvsjV+GYs6A0q7oiNz5N80OKclVHcDMvUFw3SqBGz78To11rxGvE61",
+	"9NiXithpPpGeZGSF6J2cqH5/sTtVMXoz5Pg6Is8D0UgdKJSzjhWKq3aSxA4auHoMUFMrjNZoIIyOj46s",
+	"Fhg6VwxC0XQLDDiZUsOMivKhvyxXBPkIc2R/Q90oHCsKt0RjoggCviF04H2yCaMFv0Umag1SHEFK2nwb",
+	"hpHOeTsvvdG/4GOlhoGGS0Dgg67IhvJnRQSSbp1SjkGyyG1xOs0MwDQhrS9/ZGXtOzbn09eMZfKzra9j",
+	"ogKDBCmP5PJS0Ql9DmMsouAsdRllTQZl1pSoKLF2on84O3+NJLshWebkqf5LQFlIFEc3BI2UIHlzPRgM",
+	"wAQN9MlY3aOgOI6ZlIluDZO5NKByZSCL0hpFJiZSt1LiiBKuVp7y2IwgTvb3p5GcpWNFi/bzD6x/gUdM",
+	"1LHKHpwCKlUKSUI5i0pFAgFS+w0hCcRLzJHSVJY0yBnPkFquIZPiFQQk0Z195uDCigRaRJzsKSqOZaQk",
+	"jZxv/R7xaD74BXK/YSQN3BwaTp6dv4aqtDDsLaEh40+Erlu4YPwGjZfaRAn2cxrrcmrQM+yPizeDIR1S",
+	"k/vLUgmpWdjqDhRqIP731dU50t111a95xb3eKDHIZzFUz8+UOMS4DnaEhpulZpsDdBXNiZB4nmiTd6na",
+	"XjZiGdxs/Lw78qjWDcgUD3F2+BnpDYGrg8RMTcooQcTklvho9HmY3bahd6Lvq4+G2b1Tz4beYDAYevej",
+	"U029EQ5DMaQZCffR3EG6zugyb7QWYE1E9N5DFOcYl8pg7vpDenz0Au2wW8MjOQbb7zySp7oxs7Pn2q6P",
+	"nh0coB3s6hHpD6luDKlzDojB1111Qs8OnqId2dxw7lQ3fNPS15C6J9flMuIoIIbtmRt9luBgRvaOBge1",
+	"a7xYLAYYfh4wPt0334r9N69f/vLu8hf4RrGKSJaztNHZ+WvP90xBSu/EOxwc6FdZQihOIu/Eezo4GDyF",
+	"uAc5AxK4j5No31xp9bdTo+7K8SjnaJyikSCYB7MRmkQxeATHS4jKKQpvqV0Y6BQ7DhzkdeideG8iIV8Z",
+	"WMrdmj+6Zb7ilX3ITrn3W6NoXM2Cs9APV7fgg3K74I4+wX592+JlTi51FAiIHqYysdD+b0nupKMbcxO8",
+	"emu9VVoqf6o0MD46OFitg5zWND/26BXVUpOlVwGHlsoppXIEjeVMtODr8DTZxT/sfPOmTLFymQw9hl3J",
+	"otdySlaij3V23lzZKi82VSm0pGshmdJHPWBQWGlmbZpAxyo2jN87Sbx5orwkl7pPxbS6tpSeFSo/ZZPO",
+	"7xwmOGt45+45cbGYzC5ytflO9pls67vqnrRhc63qXWvssEu3LcbO64Hlg+uaXcX4TXZURYnKNU5Kl9qZ",
+	"namLffxQSa3R97FWEQMu9ovD50Cr7eoUpR/uagNV3dDlkgur1Uool0Ywo5kSBUYtr9UVcFsTWo0HeqiS",
+	"d1mro5+qKY5WgOthHm2q0CWLGj3IojoP81jMQ1tvM475fs0vrVxRR79LW5KwEkS/6Z7SxweHTd/mbHW/",
+	"lFWkPjo66v6o1oEUPnzR/WG19++97z3TTL39u3Lbd/jqafdXjsbSoFCn8znmSyO3lQXDirKosBlPRZFe",
+	"JsDOkjAhnUERIq9Cmrs6s5Ez9UvpM1k0nSh330twxLXknvDoFksypDMcZwXkY4JvTZC/EfYH6Nw4ZHTk",
+	"v+n0MbK4ty7USAGMIc38EvMsOWM0QFnQU6nfuukIotQpA7fWB8piry6p8CozwhmV6GcWLrfWktZOptfd",
+	"WSsS4eE6EmFVIGwV/zqkuzahznh4SlJd9mwjsc4M8ijXfT25bmsigTnLmkxA0zh2SQMGUUrSgBnDFgfM",
+	"o23JA9lwXQJBJ/83AzkEANt+3VrWZBMGn5WBaerR7yic+I0z+R7s82ccGpbrrS0XHPZguOd4GTMcXjH2",
+	"BnMwa/y95AkIi6zIEE4R4t4vGbD2P+t/3GuhIibS4dt4Bc+FlS5Zbt4r/PZaj1aB3Mu3V+dDandcotDb",
+	"WofAQl35LG55zm5JCCH4HWkTulJvvcWHqTkYyYoVcneAspKLYEQFMWVM9LUbUsgI8dF4qY1NUIuQ6RDk",
+	"ZoFEb5ElkGxiPKoRo6Ysw/XIUTWZsp0gZWk+tnNjQTjJgPofqowcHHd/pE/nHZO/QlGC75R0aNStUQ84",
+	"eBzH1cNvUEycVvALUAxEqTBw1h2lT0HuGkUZ0r5Ft9FOSRnZHaALgkOjxOiWEjDpyZAqYoHqCoqO2ifB",
+	"DUyg88QcN/83Ird07d0awrdoMnZpF48240eb8aPN+O9jMzbha/1sxg4t8TsxGrcpjZtog3kdym7pq70M",
+	"6KPs9R3LXr8Rbersobit6t03G6RIDTg4XClKLyEpURQBPzqvLTHFwUxW8piFy3rkgc6Ye1ATbDnR0mmE",
+	"XVPE6pFX2ddQ1JRotx5xqOYjNlCHXFAWRMqI5rmIJpPdVIt/NB9tQE0erU7d5EtjaR0bV7I87avz2rPD",
+	"zN1WqAuwCImim467O1LJr5UZL+rK5qmOuMxzBNiC5gwWc4JSiicT3bQdovNMWXq7j49VoL7RInSWytnW",
+	"rUJnFgxfxTRkb4IuzgPGukdxpCSO/I0Igb6b1UZX+fXL7uP2BZtGomJbrJqCNDPzFKsEa7q6eVaKaqOR",
+	"EiVGOhh5EmOJIAHhdEhHRSjJCAm8hN5YJrsyr7I2QFmBKNOr3jRqN93qHeTkTSTky5IV7usHez5bKdhz",
+	"ezGVjUamokW08WEqpfb4qNRJOtPomhTdeht+NcXTH46P1RTVfvj5b4d5G3p3w/ianpyNWKkc5VJk7V7o",
+	"el3VvuR924g7GgJ/arQI9ImJevZAMVGV9rsdcVGVrruPPOjvyIPykKpaLo7VotniQDaH2Fy9dsZlaZe/",
+	"YhGWx9MkxWRXUae+/NPRWg4xinCRw2i3ZobQLiWzCvBlDqldG62omDZeWkFbwI3zUC1Q+SNaKSg3pKMS",
+	"PSo4WJ/ydVly4AwLFLXEbb2068g9hOGg2j9dIYo92t3eYrHYmzA+30t5TGjAQp1duv7w8zSWUYK53Idh",
+	"M0PDugM6xe4CiZ6IIi0TwvbaGrXvDrytRa+VazZ+YUash3Kx4Gzi1Vhw9tXXZsF2XfY+1Scb4K2UeSwq",
+	"IRZVCytFCp8fVQsJmmJ/mZfu6ZFdhq9UPO++ZAwrMBgZpNiSRloM3BE/ZZePxSKD4rRS/1DYZUmVXF6R",
+	"F15CjtlLpjYl7uLx8LJ59x27lIyTqrzwaGt7tLVtR7zR6A99IMvyTaNI00c33v9c/NEaAwZlcBR1RUKy",
+	"RCcNR3SaO6hydhRgCKZKhV1c12Uaq0gB2zGNWXToq1jGKlToMUbqf0p0VP9r53cbm+z4x0kprFL3Hx0v",
+	"wWw2KssYI7+InlK8f0jBkq2jGW0WV7YmnZga5JFEkqEpkQhDaWlGSUM80xZvpiU3bllStIPX+4qK5uk2",
+	"hERnVLotJXpQkwZKZaEwCqEXB6ZiQTioXRHU8tuqELmpgNUVkmBh7U7WYEPhYrb7u49k7rsPROhP5NY3",
+	"l/idbxc4+dsfr1/1NPOXRJl9oHl7dpuALwpwQ8DFb3n6HS6V9/c7DDNajWFxqKNFbAlsMKRXkIOnq4JI",
+	"fEMEokyXhtrBFJF5Ipfwp49GigKOfDT6+GmEGEejz/cjcEDgODbFZki462IL0LjDtsrmlf+3xiC+nmGh",
+	"l4X/4Hu18Fc7Znj/Gj+lFz+K938evpl/eB7894H8L3L8e/ofL2bn+OjV5Ldv08TQ0VJlPe5X7kvTwPic",
+	"jWhO8x4dWa/6v6Vh4ZGhNnnEAU1Kpv8nhay0utIuiEyTvUqszAP4LADbRM2VvyN71RE/RcY9PKQjE0rt",
+	"8GzsOnLR1eXJ4gQGyGyfUIoXwTyOdKsWd6gNFE+uRNps36lQTLD9eMTvJuVjlVSLx2SBjZMFyqU17biv",
+	"hhrn63HBArV1vfgeYV+Z3e+7DEp/tIZ/79bwS43+GZcylR0jRp1RoavFo2pOm6eFPDyfrVYu7slrd9vY",
+	"pJtJ5pWeHzJiv+iJstWQ/VIHg5bGAw0s6iGzrfp0bumVaFQi9z3bWmyQaFB0COnKM+joO/FI8x9p/pek",
+	"+a6GHKsR+RJ575Ny4Gzl1JZfUJSbN8npAaZDmhWbyLyTUN/i1bvLcpaBo5Z9V6ZBmbRvx5tapUBfxaVa",
+	"3YvHhIPHYE874aAPGXiYHANTMuLhbTJvGLupmWTy/khCUcWIQo4wZQtf17fQ75vGOb4J/kwYlyY2s6rQ",
+	"2e0yssI5JnNDfXt5/isYr9DO2w8IPBNqLBKicSoRZXJIs04DuwN0ZrobZP35BBIyimOE0dHBgXZi66ZF",
+	"kG96qpMpBrpDhg459VFCuBozAO/IImssklcjVzDlT8FrvmaeFjSVWW4xT2tNm46rJnNDzn3RD6awoQAM",
+	"em96moRg09Q16X75k7+6oYfdVHqqXH24gj7JxgxSBhhT9PZDxiihz5i60ZIhp12kAL6ArBEIY7lKOBvH",
+	"ZO6deJRZc2GJnF8WNpoMZpFMKkCDw/T812yoHWNEGgwGu1nFcrWKdqOSj+Z3J65Vgs7n/EXHgbBUon/o",
+	"WgjWUfY2Y/XYufrxlXsKWdinX83P1ux5sW8gGDQas5r7XW0w2+bGsFJfsgbpxOpMVur19CiW/B3FEmi9",
+	"5WDUisD6QCsU38qpjzBsezXVpVqp6sGFjvXFDGR3nxVDWpEweksXKBcuTos6x9AfIpMRBIqxJFx3RNEB",
+	"EmOiqG82ZX+pZEjbxRK0klTSKHJsWdzoFha+upzQT0DYmmzgHR44X7Hh7ABJs//vlfNPGZvqtVVZfg8p",
+	"CXKIiiViiayPUMggykhmq93+Ur2a5NFUuMrhprT7zFoSg0KtvO5UZnJ1FXXpJZB0jrxZhahH6eNvWhSq",
+	"ECIeVH54aAdXIT80NZVeTZ4Y0kygaOv0qQWL7vbvQ2r6v2/BWAEsf0hXsk+sZOHVAsP2LLz9ZYa8zb7N",
+	"j8tmbZsjN3vlckbV8IrNlF3Osxpr1v65ikZqwLXq/3V45e6347wz5L3Zct6LoawD/Ybev0cm86jirsud",
+	"msh6G0+yusoCo7H6yX78BK50/U0tWqLcHcc3BePtspiK4trXbFAUsckAqNe/cdeKKJdjtAayYzXvP93/",
+	"vwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -43,7 +43,12 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** Get one sending domain */
+        /**
+         * Get one sending domain
+         * @description Returns the domain with its verification state, tracking flags, auth and tracking
+         *     domains, and every DNS record to publish (`dns_records`). Reads the stored state:
+         *     call `verify-mandatory` to check DNS again.
+         */
         get: operations["getDomain"];
         /**
          * Update tracking settings
@@ -51,7 +56,13 @@ export interface paths {
          */
         put: operations["updateDomain"];
         post?: never;
-        /** Delete a sending domain and all its credentials */
+        /**
+         * Delete a sending domain and all its credentials
+         * @description Deletes the domain, its DKIM keys, its auth and tracking domains and every SMTP
+         *     credential on it; their logins are removed from the SMTP server's auth backend
+         *     (retried automatically while it is unreachable). The name can then be added
+         *     again, by this or another account.
+         */
         delete: operations["deleteDomain"];
         options?: never;
         head?: never;
@@ -131,7 +142,10 @@ export interface paths {
         put?: never;
         /**
          * Check the auth domain's DKIM, SPF and MX records in DNS
-         * @description The auth domain is verified while its DKIM and SPF pass. 422 when none is set up.
+         * @description Looks the auth domain's records up in DNS now, stores the outcome, and reports it.
+         *     The auth domain is verified while its DKIM and SPF pass (MX is reported but not
+         *     required). A failed check is still a 200 with false flags; `data.checks` says, per
+         *     record, what was expected and what was found. 422 when no auth domain is set up.
          */
         post: operations["verifyAuthDomain"];
         delete?: never;
@@ -156,7 +170,11 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Remove the auth domain and its DKIM key */
+        /**
+         * Remove the auth domain and its DKIM key
+         * @description Removes the auth (return-path) domain, its DKIM key and its verification state; the
+         *     domain's own records are unaffected. 422 when no auth domain is set up.
+         */
         delete: operations["deleteAuthDomain"];
         options?: never;
         head?: never;
@@ -206,7 +224,10 @@ export interface paths {
         put?: never;
         /**
          * Check the tracking domain's CNAME in DNS
-         * @description 422 when no tracking domain is set up.
+         * @description Looks the tracking domain's CNAME up in DNS now, stores the outcome, and reports
+         *     it. The tracking domain is verified while the CNAME points to the configured
+         *     target. A failed check is still a 200 with false flags; `data.checks` says what
+         *     was expected and what was found. 422 when no tracking domain is set up.
          */
         post: operations["verifyTracklink"];
         delete?: never;
@@ -231,7 +252,11 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Remove the tracking domain */
+        /**
+         * Remove the tracking domain
+         * @description Removes the link-tracking domain and its verification state; its CNAME record can
+         *     then be deleted from DNS. 422 when no tracking domain is set up.
+         */
         delete: operations["deleteTracklink"];
         options?: never;
         head?: never;
@@ -289,7 +314,11 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** Get one SMTP credential */
+        /**
+         * Get one SMTP credential
+         * @description Returns one credential of the domain, found by its `user_smtp_guid`, with its sync
+         *     state. The password is never returned: reset it to get a new one.
+         */
         get: operations["getCredential"];
         put?: never;
         post?: never;
@@ -342,18 +371,27 @@ export interface components {
         /** @description A DNS record the domain owner publishes. */
         DNSRecord: {
             /**
+             * @description What the record is for: the domain's `dkim`, `spf` and `mx`, the auth domain's
+             *     `auth_dkim`, `auth_spf` and `auth_mx`, or the link-tracking CNAME (`tracking`).
              * @example dkim
              * @enum {string}
              */
             purpose: "dkim" | "spf" | "mx" | "auth_dkim" | "auth_spf" | "auth_mx" | "tracking";
             /**
+             * @description The DNS record type.
              * @example TXT
              * @enum {string}
              */
             type: "TXT" | "MX" | "CNAME";
-            /** @example smtpcreds._domainkey.example.com */
+            /**
+             * @description The fully qualified name the record is published at.
+             * @example smtpcreds._domainkey.example.com
+             */
             name: string;
-            /** @example v=DKIM1; k=rsa; p=MIIBIjANBgkq... */
+            /**
+             * @description The record's value (for MX, the mail host).
+             * @example v=DKIM1; k=rsa; p=MIIBIjANBgkq...
+             */
             value: string;
             /**
              * @description MX preference (MX records only).
@@ -363,16 +401,25 @@ export interface components {
         };
         /** @description One record's DNS check, so users can debug their DNS. */
         CheckResult: {
-            /** @example false */
+            /**
+             * @description Whether DNS has what is expected.
+             * @example false
+             */
             ok: boolean;
             /**
              * @description The DNS name looked up.
              * @example example.com
              */
             name: string;
-            /** @example TXT */
+            /**
+             * @description The record type looked up.
+             * @example TXT
+             */
             type: string;
-            /** @example an SPF record (v=spf1) with include:_spf.smtpcreds.example */
+            /**
+             * @description What the check wants to find, in words.
+             * @example one SPF record (v=spf1 ...) containing include:_spf.smtpcreds.example, without +all
+             */
             expected: string;
             /**
              * @description What DNS returned (at most 10 entries, each at most 512 bytes, escaped).
@@ -382,14 +429,19 @@ export interface components {
              */
             found: string[];
             /**
-             * @description Why the check failed.
-             * @example the SPF record does not authorise include:_spf.smtpcreds.example
+             * @description Why the check failed; absent when it passed.
+             * @example the SPF record at example.com does not contain include:_spf.smtpcreds.example
              */
             problem?: string;
         };
+        /**
+         * @description A sending domain: its DKIM key, verification state, tracking flags, optional auth
+         *     (return-path) and link-tracking domains, and every DNS record to publish.
+         */
         Domain: {
             /**
              * Format: int64
+             * @description The domain's numeric id.
              * @example 7
              */
             id: number;
@@ -403,9 +455,15 @@ export interface components {
              * @example
              */
             tracklink_domain: string;
-            /** @example false */
+            /**
+             * @description Whether the last DNS check found the tracking domain's CNAME.
+             * @example false
+             */
             tracklink_domain_is_verified: boolean;
-            /** @example false */
+            /**
+             * @description Whether the last DNS check found the auth domain's DKIM and SPF.
+             * @example false
+             */
             auth_domain_is_verified: boolean;
             /**
              * @description The DKIM selector; the key is published at `<dns_selector>._domainkey.<domain>`.
@@ -417,11 +475,20 @@ export interface components {
              * @example v=DKIM1; k=rsa; p=MIIBIjANBgkq...
              */
             dns_record: string;
-            /** @example false */
+            /**
+             * @description Whether links in mail are rewritten to count clicks.
+             * @example false
+             */
             click_track: boolean;
-            /** @example false */
+            /**
+             * @description Whether a tracking pixel counts opens.
+             * @example false
+             */
             open_track: boolean;
-            /** @example false */
+            /**
+             * @description Whether an unsubscribe link is added.
+             * @example false
+             */
             unsub_track: boolean;
             /**
              * @description True while the last DNS check found DKIM and SPF (or an operator marked it verified).
@@ -435,11 +502,13 @@ export interface components {
             status: boolean;
             /**
              * Format: int64
+             * @description Unix seconds when the domain was added.
              * @example 1764288000
              */
             created_at: number;
             /**
              * Format: int64
+             * @description Unix seconds of the last change.
              * @example 1764288000
              */
             modified_at: number;
@@ -453,20 +522,36 @@ export interface components {
              * @example
              */
             auth_domain: string;
-            /** @example  */
+            /**
+             * @description The DKIM selector of the auth domain's key, `""` when none is set up.
+             * @example
+             */
             auth_domain_dkim_selector: string;
-            /** @example  */
+            /**
+             * @description The DKIM TXT value to publish for the auth domain, `""` when none is set up.
+             * @example
+             */
             auth_domain_dkim_record: string;
             /**
+             * @description RSA key size of the domain's DKIM key, in bits.
              * @example 2048
              * @enum {integer}
              */
             dkim_key_length: 1024 | 2048;
-            /** @example false */
+            /**
+             * @description Whether the last DNS check found the DKIM key.
+             * @example false
+             */
             dkim_verified: boolean;
-            /** @example false */
+            /**
+             * @description Whether the last DNS check found an SPF record that authorises the relay.
+             * @example false
+             */
             spf_verified: boolean;
-            /** @example false */
+            /**
+             * @description Whether the last DNS check found the MX record (reported, not required).
+             * @example false
+             */
             mx_verified: boolean;
             /**
              * Format: int64
@@ -477,6 +562,13 @@ export interface components {
             /** @description Every record to publish for this domain (and its auth and tracking domains). */
             dns_records: components["schemas"]["DNSRecord"][];
         };
+        /**
+         * @description The domain to add.
+         * @example {
+         *       "domain": "example.com",
+         *       "dkim_key_length": 2048
+         *     }
+         */
         DomainInput: {
             /**
              * @description A fully qualified domain name; normalised to lowercase punycode.
@@ -489,14 +581,36 @@ export interface components {
              */
             dkim_key_length?: number;
         };
+        /**
+         * @description The tracking flags to change; flags left out keep their value.
+         * @example {
+         *       "open_track": true,
+         *       "click_track": true
+         *     }
+         */
         TrackingInput: {
-            /** @example true */
+            /**
+             * @description Count opens with a tracking pixel.
+             * @example true
+             */
             open_track?: boolean;
-            /** @example true */
+            /**
+             * @description Rewrite links to count clicks.
+             * @example true
+             */
             click_track?: boolean;
-            /** @example false */
+            /**
+             * @description Add an unsubscribe link.
+             * @example false
+             */
             unsub_track?: boolean;
         };
+        /**
+         * @description The auth (return-path) domain to set up.
+         * @example {
+         *       "auth_domain": "bounce.example.com"
+         *     }
+         */
         AuthDomainInput: {
             /**
              * @description The domain itself or a subdomain of it; default `bounce.<domain>`.
@@ -509,6 +623,12 @@ export interface components {
              */
             dkim_key_length?: number;
         };
+        /**
+         * @description The link-tracking domain to set up.
+         * @example {
+         *       "tracking_domain": "track.example.com"
+         *     }
+         */
         TracklinkInput: {
             /**
              * @description The domain itself or a subdomain of it.
@@ -516,98 +636,212 @@ export interface components {
              */
             tracking_domain?: string;
         };
+        /** @description A domain's tracking flags. */
         Tracking: {
+            /**
+             * @description Whether a tracking pixel counts opens.
+             * @example true
+             */
             open_track: boolean;
+            /**
+             * @description Whether links are rewritten to count clicks.
+             * @example true
+             */
             click_track: boolean;
+            /**
+             * @description Whether an unsubscribe link is added.
+             * @example false
+             */
             unsub_track: boolean;
         };
+        /** @description One page of the caller's domains. */
         DomainPage: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
+            /** @description The domains on this page, oldest first. */
             data: components["schemas"]["Domain"][];
             pagination: components["schemas"]["Pagination"];
         };
+        /** @description One domain. */
         DomainEnvelope: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
             data: components["schemas"]["Domain"];
         };
+        /** @description The domain that was added, with the DNS records to publish. */
         DomainCreated: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Domain added successfully. */
+            /**
+             * @description A human-readable confirmation.
+             * @example Domain added successfully.
+             */
             message: string;
             data: components["schemas"]["Domain"];
         };
+        /** @description The domain's tracking flags after an update. */
         TrackingUpdated: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Domain updated successfully. */
+            /**
+             * @description A human-readable confirmation.
+             * @example Domain updated successfully.
+             */
             message: string;
             data: components["schemas"]["Tracking"];
         };
+        /** @description Which of the domain's records passed the DNS check. */
         MandatoryRecords: {
+            /**
+             * @description Whether the DKIM key is published.
+             * @example true
+             */
             dkim: boolean;
+            /**
+             * @description Whether the SPF record authorises the relay.
+             * @example false
+             */
             spf: boolean;
+            /**
+             * @description Whether the MX record points to the relay (reported, not required).
+             * @example true
+             */
             mx: boolean;
         };
+        /** @description The domain's DNS checks in detail, per record. */
         MandatoryChecks: {
             dkim: components["schemas"]["CheckResult"];
             spf: components["schemas"]["CheckResult"];
             mx: components["schemas"]["CheckResult"];
         };
+        /** @description The outcome of a DNS check of the domain's records. */
         DomainVerification: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true, also when a check failed.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Domain verification completed. */
+            /**
+             * @description A human-readable confirmation that the check ran.
+             * @example Domain verification completed.
+             */
             message: string;
             records: components["schemas"]["MandatoryRecords"];
             data: components["schemas"]["DomainVerificationData"];
         };
+        /** @description Which of the auth domain's records passed the DNS check. */
         AuthRecords: {
+            /**
+             * @description Whether the auth domain's DKIM key is published.
+             * @example true
+             */
             auth_dkim: boolean;
+            /**
+             * @description Whether the auth domain's SPF record authorises the relay.
+             * @example true
+             */
             auth_spf: boolean;
+            /**
+             * @description Whether the auth domain's MX record points to the relay (reported, not required).
+             * @example false
+             */
             auth_mx: boolean;
         };
+        /** @description The auth domain's DNS checks in detail, per record. */
         AuthChecks: {
             auth_dkim: components["schemas"]["CheckResult"];
             auth_spf: components["schemas"]["CheckResult"];
             auth_mx: components["schemas"]["CheckResult"];
         };
+        /** @description The outcome of a DNS check of the auth domain's records. */
         AuthDomainVerification: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true, also when a check failed.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Auth domain verification completed. */
+            /**
+             * @description A human-readable confirmation that the check ran.
+             * @example Auth domain verification completed.
+             */
             message: string;
             records: components["schemas"]["AuthRecords"];
             data: components["schemas"]["AuthDomainVerificationData"];
         };
+        /** @description The auth domain that was set up, with the DNS records to publish. */
         AuthDomainSetup: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Auth domain set up successfully. */
+            /**
+             * @description A human-readable confirmation.
+             * @example Auth domain set up successfully.
+             */
             message: string;
             data: components["schemas"]["AuthDomainSetupData"];
         };
+        /** @description Whether the tracking domain's CNAME passed the DNS check. */
         TracklinkRecords: {
+            /**
+             * @description Whether the CNAME points to the configured target.
+             * @example true
+             */
             cname: boolean;
+            /**
+             * @description The tracking domain that was checked.
+             * @example track.example.com
+             */
             tracking_domain: string;
         };
+        /** @description The outcome of a DNS check of the tracking domain's CNAME. */
         TracklinkVerification: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true, also when the check failed.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Tracking domain verification completed. */
+            /**
+             * @description A human-readable confirmation that the check ran.
+             * @example Tracking domain verification completed.
+             */
             message: string;
             records: components["schemas"]["TracklinkRecords"];
             data: components["schemas"]["TracklinkVerificationData"];
         };
+        /** @description The tracking domain that was set up, with the CNAME to publish. */
         TracklinkSetup: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Tracking domain set up successfully. */
+            /**
+             * @description A human-readable confirmation.
+             * @example Tracking domain set up successfully.
+             */
             message: string;
             data: components["schemas"]["TracklinkSetupData"];
         };
+        /**
+         * @description The credential to create.
+         * @example {
+         *       "username": "myuser"
+         *     }
+         */
         CredentialInput: {
             /**
              * @description The local part of the SMTP login: 1-64 characters of `A-Z a-z 0-9 . _ + -`,
@@ -617,14 +851,17 @@ export interface components {
              */
             username?: string;
         };
+        /** @description An SMTP credential of a domain; its password is never part of it. */
         Credential: {
             /**
              * Format: int64
+             * @description The credential's numeric id.
              * @example 42
              */
             id: number;
             /**
              * Format: uuid
+             * @description The credential's stable identifier, used in its URLs.
              * @example 0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11
              */
             user_smtp_guid: string;
@@ -696,20 +933,34 @@ export interface components {
         };
         /** @description What the generated password is made of. */
         StrengthInfo: {
-            /** @example 32 */
+            /**
+             * @description Number of characters.
+             * @example 32
+             */
             length: number;
-            /** @example base62 */
+            /**
+             * @description Name of the character set the characters are drawn from.
+             * @example base62
+             */
             alphabet: string;
-            /** @example 62 */
+            /**
+             * @description Number of distinct characters in the alphabet.
+             * @example 62
+             */
             alphabet_size: number;
             /**
              * Format: double
+             * @description Entropy of the password in bits, `length * log2(alphabet_size)`.
              * @example 190.5
              */
             entropy_bits: number;
-            /** @example very strong */
+            /**
+             * @description A coarse human-readable rating of the entropy.
+             * @example very strong
+             */
             strength: string;
         };
+        /** @description Where a page sits in the whole list. */
         Pagination: {
             /**
              * Format: int64
@@ -717,12 +968,19 @@ export interface components {
              * @example 1
              */
             total: number;
-            /** @example 1 */
+            /**
+             * @description This page's number, 1-based.
+             * @example 1
+             */
             page: number;
-            /** @example 15 */
+            /**
+             * @description Page size.
+             * @example 15
+             */
             limit: number;
             /**
              * Format: int64
+             * @description Number of items before this page.
              * @example 0
              */
             offset: number;
@@ -733,33 +991,60 @@ export interface components {
              */
             last_page: number;
         };
+        /** @description One page of a domain's credentials. */
         CredentialPage: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
+            /** @description The credentials on this page, oldest first. */
             data: components["schemas"]["Credential"][];
-            /** @example example.com */
+            /**
+             * @description The domain the credentials belong to.
+             * @example example.com
+             */
             domain: string;
             pagination: components["schemas"]["Pagination"];
         };
+        /** @description One credential. */
         CredentialEnvelope: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
             data: components["schemas"]["Credential"];
         };
+        /** @description The credential that was created, with its password. */
         CredentialCreated: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Credential created successfully. */
+            /**
+             * @description A human-readable confirmation.
+             * @example Credential created successfully.
+             */
             message: string;
             data: components["schemas"]["IssuedCredential"];
         };
+        /** @description The credential whose password was replaced, with the new password. */
         PasswordReset: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
-            /** @example Password reset successfully. */
+            /**
+             * @description A human-readable confirmation.
+             * @example Password reset successfully.
+             */
             message: string;
             data: components["schemas"]["ReissuedCredential"];
         };
+        /** @description A new credential and its generated password, shown only once. */
         IssuedCredential: {
             credential: components["schemas"]["Credential"];
             /**
@@ -774,6 +1059,7 @@ export interface components {
              */
             remote_synced: boolean;
         };
+        /** @description A credential and its new generated password, shown only once. */
         ReissuedCredential: {
             credential: components["schemas"]["Credential"];
             /**
@@ -788,19 +1074,39 @@ export interface components {
              */
             remote_synced: boolean;
         };
+        /** @description A confirmation without data. */
         MessageResponse: {
-            /** @enum {boolean} */
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
             success: true;
+            /**
+             * @description A human-readable confirmation.
+             * @example Domain deleted successfully.
+             */
             message: string;
         };
+        /** @description The body of every error except 422. */
         ErrorResponse: {
-            /** @enum {boolean} */
+            /**
+             * @description Always false.
+             * @enum {boolean}
+             */
             success: false;
+            /**
+             * @description What went wrong, for humans; never echoes submitted values.
+             * @example Domain not found
+             */
             message: string;
-            /** @description Present on 401 (`Unauthorized`). */
+            /**
+             * @description Present on 401 (`Unauthorized`).
+             * @example Unauthorized
+             */
             error?: string;
         };
         /**
+         * @description The body of a 422; `errors` names each field that breaks a rule.
          * @example {
          *       "success": false,
          *       "message": "Validation failed.",
@@ -812,65 +1118,139 @@ export interface components {
          *     }
          */
         ValidationErrorResponse: {
-            /** @enum {boolean} */
+            /**
+             * @description Always false.
+             * @enum {boolean}
+             */
             success: false;
-            /** @enum {string} */
+            /**
+             * @description Always `Validation failed.`
+             * @enum {string}
+             */
             message: "Validation failed.";
             /** @description Messages per field. Messages never echo the submitted value. */
             errors: {
                 [key: string]: string[];
             };
         };
+        /** @description The domain's verification state after a DNS check, with each record's result. */
         DomainVerificationData: {
+            /**
+             * @description The domain that was checked.
+             * @example example.com
+             */
             domain: string;
+            /**
+             * @description Whether the domain is verified now (DKIM and SPF passed).
+             * @example false
+             */
             is_verified: boolean;
             records: components["schemas"]["MandatoryRecords"];
             checks: components["schemas"]["MandatoryChecks"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Unix seconds of the check.
+             * @example 1764288300
+             */
             checked_at: number;
         };
+        /** @description The auth domain's verification state after a DNS check, with each record's result. */
         AuthDomainVerificationData: {
+            /**
+             * @description The auth domain that was checked.
+             * @example bounce.example.com
+             */
             auth_domain: string;
+            /**
+             * @description Whether the auth domain is verified now (DKIM and SPF passed).
+             * @example true
+             */
             auth_domain_is_verified: boolean;
             records: components["schemas"]["AuthRecords"];
             checks: components["schemas"]["AuthChecks"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Unix seconds of the check.
+             * @example 1764288300
+             */
             checked_at: number;
         };
+        /** @description The auth domain, its DKIM key and the DNS records to publish for it. */
         AuthDomainSetupData: {
-            /** @example bounce.example.com */
+            /**
+             * @description The auth (return-path) domain.
+             * @example bounce.example.com
+             */
             auth_domain: string;
-            /** @example smtpcreds */
+            /**
+             * @description The DKIM selector of the auth domain's key.
+             * @example smtpcreds
+             */
             auth_domain_dkim_selector: string;
-            /** @example v=DKIM1; k=rsa; p=MIIBIjANBgkq... */
+            /**
+             * @description The DKIM TXT value to publish for the auth domain.
+             * @example v=DKIM1; k=rsa; p=MIIBIjANBgkq...
+             */
             auth_domain_dkim_record: string;
-            /** @example false */
+            /**
+             * @description Whether the auth domain is verified; false until `verify-auth-domain` passes.
+             * @example false
+             */
             auth_domain_is_verified: boolean;
+            /** @description The auth domain's records to publish (`auth_dkim`, `auth_spf`, `auth_mx`). */
             dns_records: components["schemas"]["DNSRecord"][];
         };
+        /** @description The tracking domain's verification state after a DNS check, with the CNAME's result. */
         TracklinkVerificationData: {
+            /**
+             * @description The tracking domain that was checked.
+             * @example track.example.com
+             */
             tracking_domain: string;
+            /**
+             * @description Whether the tracking domain is verified now (its CNAME passed).
+             * @example true
+             */
             tracklink_domain_is_verified: boolean;
             records: components["schemas"]["TracklinkRecords"];
             checks: components["schemas"]["TracklinkChecks"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Unix seconds of the check.
+             * @example 1764288300
+             */
             checked_at: number;
         };
+        /** @description The tracking domain and the CNAME to publish for it. */
         TracklinkSetupData: {
-            /** @example track.example.com */
+            /**
+             * @description The link-tracking domain.
+             * @example track.example.com
+             */
             tracking_domain: string;
-            /** @example track.smtpcreds.example */
+            /**
+             * @description Where the tracking domain's CNAME must point.
+             * @example track.smtpcreds.example
+             */
             cname_target: string;
-            /** @example false */
+            /**
+             * @description Whether the tracking domain is verified; false until `verify-tracklink` passes.
+             * @example false
+             */
             tracklink_domain_is_verified: boolean;
+            /** @description The tracking domain's record to publish (its CNAME). */
             dns_records: components["schemas"]["DNSRecord"][];
         };
+        /** @description The tracking domain's DNS check in detail. */
         TracklinkChecks: {
             cname: components["schemas"]["CheckResult"];
         };
     };
     responses: {
-        /** @description Malformed JSON or an unsupported body. */
+        /**
+         * @description The body is not valid JSON, is not a JSON object, could not be read, or was sent
+         *     with an unsupported `Content-Type`.
+         */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -948,7 +1328,7 @@ export interface components {
                 /**
                  * @example {
                  *       "success": false,
-                 *       "message": "The request body is too large."
+                 *       "message": "The request body is too large (at most 16 KiB)."
                  *     }
                  */
                 "application/json": components["schemas"]["ErrorResponse"];
@@ -998,6 +1378,26 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
+        /**
+         * @description The database is unreachable (stopped, restarting, out of connections, or too slow
+         *     to answer within the request timeout). Nothing is wrong with the request: retry
+         *     after `Retry-After` seconds.
+         */
+        ServiceUnavailable: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "success": false,
+                 *       "message": "The service is temporarily unavailable. Please try again later."
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
     };
     parameters: {
         /**
@@ -1015,15 +1415,30 @@ export interface components {
     };
     requestBodies: never;
     headers: {
-        /** @description Requests allowed per minute for this account. */
+        /**
+         * @description Requests allowed per minute for this account.
+         * @example 120
+         */
         XRateLimitLimit: number;
-        /** @description Requests left in the current minute. */
+        /**
+         * @description Requests left in the current minute.
+         * @example 117
+         */
         XRateLimitRemaining: number;
-        /** @description Seconds to wait before retrying. */
+        /**
+         * @description Seconds to wait before retrying.
+         * @example 5
+         */
         RetryAfter: number;
-        /** @description Always `no-store`, because the body carries a secret. */
+        /**
+         * @description Always `no-store`, because the body carries a secret.
+         * @example no-store
+         */
         CacheControlNoStore: "no-store";
-        /** @description Always `Basic realm="smtpcreds"`. */
+        /**
+         * @description Always `Basic realm="smtpcreds"`.
+         * @example Basic realm="smtpcreds"
+         */
         WWWAuthenticate: string;
     };
     pathItems: never;
@@ -1054,6 +1469,91 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "data": [
+                     *         {
+                     *           "id": 7,
+                     *           "domain": "example.com",
+                     *           "tracklink_domain": "track.example.com",
+                     *           "tracklink_domain_is_verified": true,
+                     *           "auth_domain_is_verified": true,
+                     *           "dns_selector": "smtpcreds",
+                     *           "dns_record": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *           "click_track": true,
+                     *           "open_track": true,
+                     *           "unsub_track": false,
+                     *           "is_verified": true,
+                     *           "status": true,
+                     *           "created_at": 1764288000,
+                     *           "modified_at": 1764291600,
+                     *           "spf_record": "v=spf1 include:_spf.smtpcreds.example ~all",
+                     *           "auth_domain": "bounce.example.com",
+                     *           "auth_domain_dkim_selector": "smtpcreds",
+                     *           "auth_domain_dkim_record": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *           "dkim_key_length": 2048,
+                     *           "dkim_verified": true,
+                     *           "spf_verified": true,
+                     *           "mx_verified": true,
+                     *           "last_checked_at": 1764291600,
+                     *           "dns_records": [
+                     *             {
+                     *               "purpose": "dkim",
+                     *               "type": "TXT",
+                     *               "name": "smtpcreds._domainkey.example.com",
+                     *               "value": "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *             },
+                     *             {
+                     *               "purpose": "spf",
+                     *               "type": "TXT",
+                     *               "name": "example.com",
+                     *               "value": "v=spf1 include:_spf.smtpcreds.example ~all"
+                     *             },
+                     *             {
+                     *               "purpose": "mx",
+                     *               "type": "MX",
+                     *               "name": "example.com",
+                     *               "value": "mx.smtpcreds.example",
+                     *               "priority": 10
+                     *             },
+                     *             {
+                     *               "purpose": "auth_dkim",
+                     *               "type": "TXT",
+                     *               "name": "smtpcreds._domainkey.bounce.example.com",
+                     *               "value": "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *             },
+                     *             {
+                     *               "purpose": "auth_spf",
+                     *               "type": "TXT",
+                     *               "name": "bounce.example.com",
+                     *               "value": "v=spf1 include:_spf.smtpcreds.example ~all"
+                     *             },
+                     *             {
+                     *               "purpose": "auth_mx",
+                     *               "type": "MX",
+                     *               "name": "bounce.example.com",
+                     *               "value": "mx.smtpcreds.example",
+                     *               "priority": 10
+                     *             },
+                     *             {
+                     *               "purpose": "tracking",
+                     *               "type": "CNAME",
+                     *               "name": "track.example.com",
+                     *               "value": "track.smtpcreds.example"
+                     *             }
+                     *           ]
+                     *         }
+                     *       ],
+                     *       "pagination": {
+                     *         "total": 1,
+                     *         "page": 1,
+                     *         "limit": 10,
+                     *         "offset": 0,
+                     *         "last_page": 1
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["DomainPage"];
                 };
             };
@@ -1061,6 +1561,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     createDomain: {
@@ -1084,6 +1585,58 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Domain added successfully.",
+                     *       "data": {
+                     *         "id": 7,
+                     *         "domain": "example.com",
+                     *         "tracklink_domain": "",
+                     *         "tracklink_domain_is_verified": false,
+                     *         "auth_domain_is_verified": false,
+                     *         "dns_selector": "smtpcreds",
+                     *         "dns_record": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *         "click_track": false,
+                     *         "open_track": false,
+                     *         "unsub_track": false,
+                     *         "is_verified": false,
+                     *         "status": true,
+                     *         "created_at": 1764288000,
+                     *         "modified_at": 1764288000,
+                     *         "spf_record": "v=spf1 include:_spf.smtpcreds.example ~all",
+                     *         "auth_domain": "",
+                     *         "auth_domain_dkim_selector": "",
+                     *         "auth_domain_dkim_record": "",
+                     *         "dkim_key_length": 2048,
+                     *         "dkim_verified": false,
+                     *         "spf_verified": false,
+                     *         "mx_verified": false,
+                     *         "last_checked_at": null,
+                     *         "dns_records": [
+                     *           {
+                     *             "purpose": "dkim",
+                     *             "type": "TXT",
+                     *             "name": "smtpcreds._domainkey.example.com",
+                     *             "value": "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *           },
+                     *           {
+                     *             "purpose": "spf",
+                     *             "type": "TXT",
+                     *             "name": "example.com",
+                     *             "value": "v=spf1 include:_spf.smtpcreds.example ~all"
+                     *           },
+                     *           {
+                     *             "purpose": "mx",
+                     *             "type": "MX",
+                     *             "name": "example.com",
+                     *             "value": "mx.smtpcreds.example",
+                     *             "priority": 10
+                     *           }
+                     *         ]
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["DomainCreated"];
                 };
             };
@@ -1093,6 +1646,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     getDomain: {
@@ -1118,6 +1672,82 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "data": {
+                     *         "id": 7,
+                     *         "domain": "example.com",
+                     *         "tracklink_domain": "track.example.com",
+                     *         "tracklink_domain_is_verified": false,
+                     *         "auth_domain_is_verified": false,
+                     *         "dns_selector": "smtpcreds",
+                     *         "dns_record": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *         "click_track": true,
+                     *         "open_track": true,
+                     *         "unsub_track": false,
+                     *         "is_verified": true,
+                     *         "status": true,
+                     *         "created_at": 1764288000,
+                     *         "modified_at": 1764291600,
+                     *         "spf_record": "v=spf1 include:_spf.smtpcreds.example ~all",
+                     *         "auth_domain": "bounce.example.com",
+                     *         "auth_domain_dkim_selector": "smtpcreds",
+                     *         "auth_domain_dkim_record": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *         "dkim_key_length": 2048,
+                     *         "dkim_verified": true,
+                     *         "spf_verified": true,
+                     *         "mx_verified": false,
+                     *         "last_checked_at": 1764288300,
+                     *         "dns_records": [
+                     *           {
+                     *             "purpose": "dkim",
+                     *             "type": "TXT",
+                     *             "name": "smtpcreds._domainkey.example.com",
+                     *             "value": "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *           },
+                     *           {
+                     *             "purpose": "spf",
+                     *             "type": "TXT",
+                     *             "name": "example.com",
+                     *             "value": "v=spf1 include:_spf.smtpcreds.example ~all"
+                     *           },
+                     *           {
+                     *             "purpose": "mx",
+                     *             "type": "MX",
+                     *             "name": "example.com",
+                     *             "value": "mx.smtpcreds.example",
+                     *             "priority": 10
+                     *           },
+                     *           {
+                     *             "purpose": "auth_dkim",
+                     *             "type": "TXT",
+                     *             "name": "smtpcreds._domainkey.bounce.example.com",
+                     *             "value": "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *           },
+                     *           {
+                     *             "purpose": "auth_spf",
+                     *             "type": "TXT",
+                     *             "name": "bounce.example.com",
+                     *             "value": "v=spf1 include:_spf.smtpcreds.example ~all"
+                     *           },
+                     *           {
+                     *             "purpose": "auth_mx",
+                     *             "type": "MX",
+                     *             "name": "bounce.example.com",
+                     *             "value": "mx.smtpcreds.example",
+                     *             "priority": 10
+                     *           },
+                     *           {
+                     *             "purpose": "tracking",
+                     *             "type": "CNAME",
+                     *             "name": "track.example.com",
+                     *             "value": "track.smtpcreds.example"
+                     *           }
+                     *         ]
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["DomainEnvelope"];
                 };
             };
@@ -1125,6 +1755,7 @@ export interface operations {
             404: components["responses"]["DomainNotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     updateDomain: {
@@ -1154,6 +1785,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Domain updated successfully.",
+                     *       "data": {
+                     *         "open_track": true,
+                     *         "click_track": true,
+                     *         "unsub_track": false
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["TrackingUpdated"];
                 };
             };
@@ -1164,6 +1806,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     deleteDomain: {
@@ -1202,6 +1845,7 @@ export interface operations {
             404: components["responses"]["DomainNotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     verifyDomain: {
@@ -1227,6 +1871,57 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Domain verification completed.",
+                     *       "records": {
+                     *         "dkim": true,
+                     *         "spf": false,
+                     *         "mx": true
+                     *       },
+                     *       "data": {
+                     *         "domain": "example.com",
+                     *         "is_verified": false,
+                     *         "records": {
+                     *           "dkim": true,
+                     *           "spf": false,
+                     *           "mx": true
+                     *         },
+                     *         "checks": {
+                     *           "dkim": {
+                     *             "ok": true,
+                     *             "name": "smtpcreds._domainkey.example.com",
+                     *             "type": "TXT",
+                     *             "expected": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *             "found": [
+                     *               "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *             ]
+                     *           },
+                     *           "spf": {
+                     *             "ok": false,
+                     *             "name": "example.com",
+                     *             "type": "TXT",
+                     *             "expected": "one SPF record (v=spf1 ...) containing include:_spf.smtpcreds.example, mx:mx.smtpcreds.example or a:mx.smtpcreds.example, without +all",
+                     *             "found": [
+                     *               "v=spf1 include:_spf.google.com ~all"
+                     *             ],
+                     *             "problem": "the SPF record at example.com does not contain include:_spf.smtpcreds.example, mx:mx.smtpcreds.example or a:mx.smtpcreds.example"
+                     *           },
+                     *           "mx": {
+                     *             "ok": true,
+                     *             "name": "example.com",
+                     *             "type": "MX",
+                     *             "expected": "an MX record pointing to mx.smtpcreds.example",
+                     *             "found": [
+                     *               "10 mx.smtpcreds.example."
+                     *             ]
+                     *           }
+                     *         },
+                     *         "checked_at": 1764288300
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["DomainVerification"];
                 };
             };
@@ -1234,6 +1929,7 @@ export interface operations {
             404: components["responses"]["DomainNotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     setupAuthDomain: {
@@ -1263,6 +1959,39 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Auth domain set up successfully.",
+                     *       "data": {
+                     *         "auth_domain": "bounce.example.com",
+                     *         "auth_domain_dkim_selector": "smtpcreds",
+                     *         "auth_domain_dkim_record": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *         "auth_domain_is_verified": false,
+                     *         "dns_records": [
+                     *           {
+                     *             "purpose": "auth_dkim",
+                     *             "type": "TXT",
+                     *             "name": "smtpcreds._domainkey.bounce.example.com",
+                     *             "value": "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *           },
+                     *           {
+                     *             "purpose": "auth_spf",
+                     *             "type": "TXT",
+                     *             "name": "bounce.example.com",
+                     *             "value": "v=spf1 include:_spf.smtpcreds.example ~all"
+                     *           },
+                     *           {
+                     *             "purpose": "auth_mx",
+                     *             "type": "MX",
+                     *             "name": "bounce.example.com",
+                     *             "value": "mx.smtpcreds.example",
+                     *             "priority": 10
+                     *           }
+                     *         ]
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthDomainSetup"];
                 };
             };
@@ -1273,6 +2002,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     verifyAuthDomain: {
@@ -1298,6 +2028,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Auth domain verification completed.",
+                     *       "records": {
+                     *         "auth_dkim": true,
+                     *         "auth_spf": true,
+                     *         "auth_mx": false
+                     *       },
+                     *       "data": {
+                     *         "auth_domain": "bounce.example.com",
+                     *         "auth_domain_is_verified": true,
+                     *         "records": {
+                     *           "auth_dkim": true,
+                     *           "auth_spf": true,
+                     *           "auth_mx": false
+                     *         },
+                     *         "checks": {
+                     *           "auth_dkim": {
+                     *             "ok": true,
+                     *             "name": "smtpcreds._domainkey.bounce.example.com",
+                     *             "type": "TXT",
+                     *             "expected": "v=DKIM1; k=rsa; p=MIIBIjANBgkq...",
+                     *             "found": [
+                     *               "v=DKIM1; k=rsa; p=MIIBIjANBgkq..."
+                     *             ]
+                     *           },
+                     *           "auth_spf": {
+                     *             "ok": true,
+                     *             "name": "bounce.example.com",
+                     *             "type": "TXT",
+                     *             "expected": "one SPF record (v=spf1 ...) containing include:_spf.smtpcreds.example, mx:mx.smtpcreds.example or a:mx.smtpcreds.example, without +all",
+                     *             "found": [
+                     *               "v=spf1 include:_spf.smtpcreds.example ~all"
+                     *             ]
+                     *           },
+                     *           "auth_mx": {
+                     *             "ok": false,
+                     *             "name": "bounce.example.com",
+                     *             "type": "MX",
+                     *             "expected": "an MX record pointing to mx.smtpcreds.example",
+                     *             "found": [],
+                     *             "problem": "no MX record at bounce.example.com"
+                     *           }
+                     *         },
+                     *         "checked_at": 1764288300
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthDomainVerification"];
                 };
             };
@@ -1306,6 +2085,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     deleteAuthDomain: {
@@ -1345,6 +2125,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     setupTracklink: {
@@ -1374,6 +2155,25 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Tracking domain set up successfully.",
+                     *       "data": {
+                     *         "tracking_domain": "track.example.com",
+                     *         "cname_target": "track.smtpcreds.example",
+                     *         "tracklink_domain_is_verified": false,
+                     *         "dns_records": [
+                     *           {
+                     *             "purpose": "tracking",
+                     *             "type": "CNAME",
+                     *             "name": "track.example.com",
+                     *             "value": "track.smtpcreds.example"
+                     *           }
+                     *         ]
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["TracklinkSetup"];
                 };
             };
@@ -1384,6 +2184,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     verifyTracklink: {
@@ -1409,6 +2210,36 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Tracking domain verification completed.",
+                     *       "records": {
+                     *         "cname": true,
+                     *         "tracking_domain": "track.example.com"
+                     *       },
+                     *       "data": {
+                     *         "tracking_domain": "track.example.com",
+                     *         "tracklink_domain_is_verified": true,
+                     *         "records": {
+                     *           "cname": true,
+                     *           "tracking_domain": "track.example.com"
+                     *         },
+                     *         "checks": {
+                     *           "cname": {
+                     *             "ok": true,
+                     *             "name": "track.example.com",
+                     *             "type": "CNAME",
+                     *             "expected": "a CNAME record pointing to track.smtpcreds.example",
+                     *             "found": [
+                     *               "track.smtpcreds.example."
+                     *             ]
+                     *           }
+                     *         },
+                     *         "checked_at": 1764288300
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["TracklinkVerification"];
                 };
             };
@@ -1417,6 +2248,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     deleteTracklink: {
@@ -1456,6 +2288,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     listCredentials: {
@@ -1486,6 +2319,37 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "data": [
+                     *         {
+                     *           "id": 42,
+                     *           "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+                     *           "username": "myuser",
+                     *           "login": "myuser@example.com",
+                     *           "created_at": 1764288000,
+                     *           "modified_at": 1764374400,
+                     *           "is_verified": true,
+                     *           "status": true,
+                     *           "is_deleted": false,
+                     *           "deleted_at": null,
+                     *           "last_password_changed": 1764374400,
+                     *           "remote_synced": true,
+                     *           "last_synced_at": 1764374401,
+                     *           "sync_error": null
+                     *         }
+                     *       ],
+                     *       "domain": "example.com",
+                     *       "pagination": {
+                     *         "total": 1,
+                     *         "page": 1,
+                     *         "limit": 15,
+                     *         "offset": 0,
+                     *         "last_page": 1
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["CredentialPage"];
                 };
             };
@@ -1494,6 +2358,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     createCredential: {
@@ -1527,6 +2392,39 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Credential created successfully.",
+                     *       "data": {
+                     *         "credential": {
+                     *           "id": 42,
+                     *           "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+                     *           "username": "myuser",
+                     *           "login": "myuser@example.com",
+                     *           "created_at": 1764288000,
+                     *           "modified_at": 1764288000,
+                     *           "is_verified": true,
+                     *           "status": true,
+                     *           "is_deleted": false,
+                     *           "deleted_at": null,
+                     *           "last_password_changed": null,
+                     *           "remote_synced": true,
+                     *           "last_synced_at": 1764288000,
+                     *           "sync_error": null
+                     *         },
+                     *         "password": "7Qm2x9KfLr4TzW8bNc1VhY6pDs3GjA5e",
+                     *         "strength_info": {
+                     *           "length": 32,
+                     *           "alphabet": "base62",
+                     *           "alphabet_size": 62,
+                     *           "entropy_bits": 190.5,
+                     *           "strength": "very strong"
+                     *         },
+                     *         "remote_synced": true
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["CredentialCreated"];
                 };
             };
@@ -1537,6 +2435,7 @@ export interface operations {
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     getCredential: {
@@ -1567,6 +2466,27 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "data": {
+                     *         "id": 42,
+                     *         "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+                     *         "username": "myuser",
+                     *         "login": "myuser@example.com",
+                     *         "created_at": 1764288000,
+                     *         "modified_at": 1764288000,
+                     *         "is_verified": false,
+                     *         "status": true,
+                     *         "is_deleted": false,
+                     *         "deleted_at": null,
+                     *         "last_password_changed": null,
+                     *         "remote_synced": false,
+                     *         "last_synced_at": null,
+                     *         "sync_error": "the target did not answer in time"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["CredentialEnvelope"];
                 };
             };
@@ -1574,6 +2494,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     deleteCredential: {
@@ -1617,6 +2538,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     resetCredentialPassword: {
@@ -1648,6 +2570,39 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Password reset successfully.",
+                     *       "data": {
+                     *         "credential": {
+                     *           "id": 42,
+                     *           "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+                     *           "username": "myuser",
+                     *           "login": "myuser@example.com",
+                     *           "created_at": 1764288000,
+                     *           "modified_at": 1764374400,
+                     *           "is_verified": true,
+                     *           "status": true,
+                     *           "is_deleted": false,
+                     *           "deleted_at": null,
+                     *           "last_password_changed": 1764374400,
+                     *           "remote_synced": true,
+                     *           "last_synced_at": 1764374400,
+                     *           "sync_error": null
+                     *         },
+                     *         "new_password": "Vb3nR8sWq1LmX6cZ0tYe4KuJ9hPa2DfG",
+                     *         "strength_info": {
+                     *           "length": 32,
+                     *           "alphabet": "base62",
+                     *           "alphabet_size": 62,
+                     *           "entropy_bits": 190.5,
+                     *           "strength": "very strong"
+                     *         },
+                     *         "remote_synced": true
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["PasswordReset"];
                 };
             };
@@ -1655,6 +2610,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
 }
