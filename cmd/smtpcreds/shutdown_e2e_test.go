@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -15,6 +18,31 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/gen"
 )
+
+// freeAddr is a 127.0.0.1 address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	r, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	if err != nil || r.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, r.StatusCode, err)
+	}
+	return string(b)
+}
 
 func getJSON(t *testing.T, url string) (int, map[string]any) {
 	t.Helper()
@@ -40,7 +68,9 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		t.Skip("builds and runs the real binary")
 	}
 	bin := buildBinary(t, t.TempDir())
+	opAddr := freeAddr(t)
 	env := serverEnv(t, map[string]string{
+		"SMTPCREDS_OPERATOR_ADDR":              opAddr,
 		"SMTPCREDS_RATE_LIMIT":                 "0",
 		"SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN": "0",
 		"SMTPCREDS_SHUTDOWN_TIMEOUT":           "10s",
@@ -113,6 +143,24 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	}
 	if st, body := getJSON(t, "http://"+srv.addr+"/readyz"); st != http.StatusOK || body["success"] != true {
 		t.Errorf("/readyz before SIGTERM: %d %v", st, body)
+	}
+	// The operator listener serves the metrics of the load so far; the
+	// public listener does not.
+	metrics := getText(t, "http://"+opAddr+"/metrics")
+	for _, want := range []string{
+		`smtpcreds_http_requests_total{method="POST",route="/api/domains/:domain/credentials",status="201"}`,
+		`go_sql_max_open_connections{db_name="main"}`,
+		`smtpcreds_http_request_duration_seconds_bucket`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if r, err := http.Get("http://" + srv.addr + "/metrics"); err == nil {
+		r.Body.Close()
+		if r.StatusCode != http.StatusNotFound {
+			t.Errorf("/metrics on the public listener: %d, want 404", r.StatusCode)
+		}
 	}
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
