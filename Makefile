@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: run test fuzz generate check-generated lint lint-spec check-breaking build migrate
+.PHONY: run test fuzz generate check-generated lint lint-spec check-breaking build migrate bench
 
 ## run: local demo server on 127.0.0.1:8080 (embedded PostgreSQL under ./.data unless DATABASE_URL is set)
 run:
@@ -50,6 +50,11 @@ check-breaking:
 ## build: the smtpcreds binary with version and commit stamped
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/smtpcreds ./cmd/smtpcreds
+
+## bench: creates vs pgbench running the same SQL, read growth to 1M credentials, micro-benchmarks;
+## writes bench/results.md and bench/latency.png (go run ./cmd/smtpcreds-bench -quick: a smoke run)
+bench:
+	$(GO) run ./cmd/smtpcreds-bench
 
 ## migrate: apply migrations to DATABASE_URL
 migrate:

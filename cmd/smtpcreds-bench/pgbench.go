@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/localpg"
+)
+
+// step is one line of the pgbench script. A server step holds the SQL text
+// exactly as the server sends it (with $n placeholders) and the pgbench
+// variables bound to $1..$n; a harness step is SQL the server does not issue
+// but pgbench needs to carry values between statements (the server computes
+// them in Go); a meta step is a pgbench backslash command.
+type step struct {
+	comment string
+	sql     string   // server SQL, or harness SQL already in pgbench syntax
+	args    []string // pgbench variables for $1..$n (server steps)
+	suffix  string   // \gset / \aset, replacing the semicolon
+	harness bool
+	meta    string
+}
+
+// createSteps is what one POST /api/domains/{domain}/credentials issues with
+// the bench configuration: rate limit 0 (no account counter), the default
+// failed-login limit (one read of its counter), no credential cap (no cap
+// lock, no count), the passwd-file sync target with one file (scope "",
+// written as a literal: pgbench variables cannot be empty).
+// Transaction boundaries are the server's: the auth reads run on their own,
+// the create is one transaction, the request's sync claim runs on its own,
+// the apply is one transaction, then the request checks its jobs are done.
+var createSteps = []step{
+	{meta: `\set u random(1, 999999999999)`},
+	{harness: true, comment: "harness: a fresh credential guid (the server makes it in Go)",
+		sql: `SELECT gen_random_uuid() AS g`, suffix: `\gset`},
+	{comment: "ratelimit.Limiter.AuthBlocked (postgres.RateCounterRepo.Count): failed logins of the client address",
+		sql: `
+		SELECT coalesce((SELECT hits FROM rate_counters
+		                  WHERE key = $1 AND window_start = floor(extract(epoch FROM now()) / 60)::bigint), 0),
+		       ((floor(extract(epoch FROM now()) / 60) + 1) * 60 - extract(epoch FROM now()))::float8`,
+		args: []string{"ratekey"}},
+	{comment: "accounts.Service.Authenticate (postgres.AccountRepo.ByName)",
+		sql: `SELECT id, name, token_digest, created_at FROM accounts WHERE name = $1`, args: []string{"acct"}},
+	{comment: "credentials.Service.Create: one transaction", sql: `BEGIN READ WRITE`},
+	{comment: "postgres.CredentialRepo.Domain",
+		sql: `SELECT id, name, is_verified FROM domains WHERE account_id = $1 AND name = $2`, args: []string{"aid", "dom"}},
+	{comment: "postgres.CredentialRepo.Insert",
+		sql: `
+		WITH c AS (
+			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (domain_id, username) DO NOTHING
+			RETURNING *)
+		SELECT c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
+	c.status, c.created_at, c.modified_at, c.password_changed_at,
+	c.version, c.synced_version, c.synced_at, c.sync_error FROM c JOIN domains d ON d.id = c.domain_id`,
+		args: []string{"g", "aid", "did", "u", "hash"}},
+	{comment: "syncer.Service.Enqueue (postgres.SyncRepo.Insert)",
+		sql:  `INSERT INTO sync_jobs (target, scope, event) VALUES ($1, $2, $3) RETURNING id`,
+		args: []string{"target", "''", "event"}, suffix: `\gset j_`},
+	{sql: `COMMIT`},
+	{harness: true, comment: "harness: the job id array (the server builds it in Go)",
+		sql: `SELECT ARRAY[CAST(:j_id AS bigint)]::text AS ids`, suffix: `\gset`},
+	{meta: `\set c_id 0`},
+	{comment: "syncer.Service.Apply (postgres.SyncRepo.ClaimGroupOf): claims the group of the request's job",
+		sql: `
+		UPDATE sync_jobs j SET locked_until = now() + $2 * interval '1 millisecond', attempts = j.attempts + 1
+		WHERE (j.target, j.scope) IN (SELECT target, scope FROM sync_jobs WHERE id = ANY($1))
+		  AND j.done_at IS NULL AND (j.locked_until IS NULL OR j.locked_until < now())
+		RETURNING j.id, j.target, j.scope, j.event, j.attempts`,
+		args: []string{"ids", "lease"}, suffix: `\aset c_`},
+	{comment: "only when the claim got jobs (a concurrent request may have claimed ours)", meta: `\if :c_id > 0`},
+	{comment: "syncer.Service.applyGroup: one transaction", sql: `BEGIN READ WRITE`},
+	{comment: "postgres.SyncRepo.LockScope",
+		sql: `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, args: []string{"lockkey"}},
+	{comment: "postgres.SyncRepo.Snapshot: every active credential of the scope",
+		sql: `
+		SELECT c.id, c.version, c.username || '@' || d.name AS login, c.password_hash
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE c.status AND ($1 = '' OR d.name = $1)
+		ORDER BY login`, args: []string{"''", "''"}},
+	{harness: true, comment: "harness: the snapshot's ids and versions and the claimed job ids (the server has them in Go)",
+		sql: `SELECT coalesce((SELECT array_agg(c.id)::text FROM credentials c JOIN domains d ON d.id = c.domain_id
+		  WHERE c.status), '{}') AS sids,
+		coalesce((SELECT array_agg(c.version)::text FROM credentials c JOIN domains d ON d.id = c.domain_id
+		  WHERE c.status), '{}') AS svers,
+		coalesce((SELECT array_agg(id)::text FROM sync_jobs WHERE target = :target AND scope = ''
+		  AND done_at IS NULL AND locked_until > now()), '{}') AS cids`, suffix: `\gset`},
+	{comment: "postgres.SyncRepo.MarkSynced",
+		sql: `
+		UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
+		FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
+		WHERE c.id = v.id AND c.synced_version < v.version`, args: []string{"sids", "svers"}},
+	{comment: "postgres.SyncRepo.Complete",
+		sql: `
+		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($1)`,
+		args: []string{"cids"}},
+	{sql: `COMMIT`},
+	{meta: `\endif`},
+	{comment: "syncer.Service.Apply (postgres.SyncRepo.AllDone)",
+		sql: `SELECT count(*) FROM sync_jobs WHERE id = ANY($1) AND done_at IS NULL`, args: []string{"ids"}},
+}
+
+var wsRe = regexp.MustCompile(`\s+`)
+
+// normSQL makes SQL comparable: whitespace collapsed, no trailing semicolon.
+func normSQL(s string) string {
+	s = strings.TrimSpace(wsRe.ReplaceAllString(s, " "))
+	return strings.TrimSpace(strings.TrimSuffix(s, ";"))
+}
+
+var (
+	stringLitRe = regexp.MustCompile(`'(?:[^']|'')*'`)
+	extractRe   = regexp.MustCompile(`(?i)extract\(\s*\w+\s+FROM`)
+	paramRe     = regexp.MustCompile(`\$\d+`)
+	nullRe      = regexp.MustCompile(`(?i)\bNULL\b`)
+	numberLitRe = regexp.MustCompile(`\b\d+(?:\.\d+)?\b`)
+)
+
+// shapeSQL is normSQL with every constant and parameter replaced by "?", as
+// pg_stat_statements stores statements with their constants as $n.
+func shapeSQL(s string) string {
+	s = normSQL(s)
+	s = stringLitRe.ReplaceAllString(s, "?")
+	s = extractRe.ReplaceAllString(s, "extract(? FROM")
+	s = paramRe.ReplaceAllString(s, "?")
+	s = nullRe.ReplaceAllString(s, "?")
+	return numberLitRe.ReplaceAllString(s, "?")
+}
+
+var placeholderRe = regexp.MustCompile(`\$(\d+)`)
+
+// script renders createSteps as a pgbench script.
+func script() (string, error) {
+	var b strings.Builder
+	b.WriteString("-- Generated by cmd/smtpcreds-bench: the SQL of one POST /api/domains/{domain}/credentials,\n")
+	b.WriteString("-- with the server's transaction boundaries. Statements marked \"harness\" are not issued\n")
+	b.WriteString("-- by the server (it computes those values in Go); they are cheap and make pgbench's\n")
+	b.WriteString("-- figure, if anything, a little lower. The server's poll wait in Apply is not modelled.\n")
+	for _, s := range createSteps {
+		if s.comment != "" {
+			b.WriteString("-- " + s.comment + "\n")
+		}
+		if s.meta != "" {
+			b.WriteString(s.meta + "\n")
+			continue
+		}
+		sql := normSQL(s.sql)
+		if !s.harness {
+			var bad error
+			sql = placeholderRe.ReplaceAllStringFunc(sql, func(m string) string {
+				n, _ := strconv.Atoi(m[1:])
+				if n < 1 || n > len(s.args) {
+					bad = fmt.Errorf("statement %q: no variable for %s", sql, m)
+					return m
+				}
+				if a := s.args[n-1]; strings.HasPrefix(a, "'") {
+					return a // a constant pgbench cannot pass as a variable (empty)
+				}
+				return ":" + s.args[n-1]
+			})
+			if bad != nil {
+				return "", bad
+			}
+		}
+		if s.suffix != "" {
+			b.WriteString(sql + " " + s.suffix + "\n")
+		} else {
+			b.WriteString(sql + ";\n")
+		}
+	}
+	return b.String(), nil
+}
+
+// serverStmt is a statement the server ran during the warm-up.
+type serverStmt struct {
+	SQL         string
+	CallsPerReq float64
+	MeanMs      float64
+	InScript    bool
+}
+
+// captureStatements reads pg_stat_statements after n sequential creates and
+// returns the statements run about once per request.
+func (e *env) captureStatements(ctx context.Context, n int) ([]serverStmt, error) {
+	rows := []struct {
+		Query string  `db:"query"`
+		Calls int64   `db:"calls"`
+		Mean  float64 `db:"mean_exec_time"`
+	}{}
+	err := e.db.SelectContext(ctx, &rows, `
+		SELECT query, calls, mean_exec_time FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query NOT ILIKE '%pg_stat_statements%'`)
+	if err != nil {
+		return nil, err
+	}
+	// BEGIN/COMMIT are counted together; fold identical normalized texts.
+	calls := map[string]int64{}
+	means := map[string]float64{}
+	for _, r := range rows {
+		k := shapeSQL(r.Query)
+		calls[k] += r.Calls
+		means[k] = r.Mean
+	}
+	var out []serverStmt
+	for k, c := range calls {
+		per := float64(c) / float64(n)
+		if per < 0.9 {
+			continue // background work (sync worker polls, metrics), not per request
+		}
+		out = append(out, serverStmt{SQL: k, CallsPerReq: per, MeanMs: means[k]})
+	}
+	slices.SortFunc(out, func(a, b serverStmt) int { return strings.Compare(a.SQL, b.SQL) })
+	return out, nil
+}
+
+// checkScript compares the server's per-request statements with the
+// script's server steps; the error lists every difference.
+func checkScript(got []serverStmt) error {
+	want := map[string]int{}
+	for _, s := range createSteps {
+		if s.meta == "" && !s.harness {
+			want[shapeSQL(s.sql)]++
+		}
+	}
+	var msgs []string
+	seen := map[string]bool{}
+	for i := range got {
+		if _, ok := want[got[i].SQL]; ok {
+			got[i].InScript = true
+			seen[got[i].SQL] = true
+			// The script runs BEGIN/COMMIT twice per create, like the server.
+			if w := float64(want[got[i].SQL]); got[i].CallsPerReq < w-0.1 || got[i].CallsPerReq > w+0.1 {
+				msgs = append(msgs, fmt.Sprintf("  calls per request %.2f, script has %v: %s", got[i].CallsPerReq, w, got[i].SQL))
+			}
+			continue
+		}
+		msgs = append(msgs, "  the server runs, the script lacks: "+got[i].SQL)
+	}
+	for k := range want {
+		if !seen[k] {
+			msgs = append(msgs, "  the script has, the server no longer runs: "+k)
+		}
+	}
+	if len(msgs) > 0 {
+		slices.Sort(msgs)
+		return fmt.Errorf("pgbench script does not match the SQL the server runs for one create "+
+			"(update createSteps in cmd/smtpcreds-bench/pgbench.go):\n%s", strings.Join(msgs, "\n"))
+	}
+	return nil
+}
+
+// pgbenchResult is one pgbench run.
+type pgbenchResult struct {
+	TPS       float64
+	LatencyMs float64
+	Failed    string
+}
+
+func pgbenchPath() (string, error) {
+	dir, err := localpg.BinDir()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "pgbench")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("pgbench not found next to initdb: %w", err)
+	}
+	return p, nil
+}
+
+var tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+var latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+
+// runPgbench runs the create script at concurrency conc for dur.
+func (e *env) runPgbench(ctx context.Context, vars map[string]string, conc int, dur time.Duration) (pgbenchResult, error) {
+	pb, err := pgbenchPath()
+	if err != nil {
+		return pgbenchResult{}, err
+	}
+	sc, err := script()
+	if err != nil {
+		return pgbenchResult{}, err
+	}
+	path := filepath.Join(e.tmp, "create.sql")
+	if err := os.WriteFile(path, []byte(sc), 0o644); err != nil {
+		return pgbenchResult{}, err
+	}
+	args := []string{"-n", "-M", "extended", "-c", strconv.Itoa(conc), "-j", strconv.Itoa(min(conc, runtime.NumCPU())),
+		"-T", strconv.Itoa(max(1, int(dur.Round(time.Second)/time.Second))), "-f", path,
+		"-h", "127.0.0.1", "-p", strconv.Itoa(e.cluster.Port()), "-U", "postgres"}
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		args = append(args, "-D", k+"="+vars[k])
+	}
+	args = append(args, "smtpcreds")
+	cmd := exec.CommandContext(ctx, pb, args...)
+	out, err := cmd.CombinedOutput()
+	m := tpsRe.FindSubmatch(out)
+	if m == nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench: %v\n%s", err, out)
+	}
+	r := pgbenchResult{}
+	r.TPS, _ = strconv.ParseFloat(string(m[1]), 64)
+	if l := latRe.FindSubmatch(out); l != nil {
+		r.LatencyMs, _ = strconv.ParseFloat(string(l[1]), 64)
+	}
+	if err != nil || strings.Contains(string(out), "aborted") {
+		r.Failed = fmt.Sprintf("pgbench reported errors (%v); see %s.out", err, path)
+		_ = os.WriteFile(path+".out", out, 0o644)
+	}
+	return r, nil
+}
+
+// pgbenchVars are the constants of the script, read from the database as
+// the warm-up left it.
+func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, error) {
+	var ids struct {
+		AID int64 `db:"aid"`
+		DID int64 `db:"did"`
+	}
+	err := e.db.GetContext(ctx, &ids, `
+		SELECT a.id AS aid, d.id AS did FROM accounts a JOIN domains d ON d.account_id = a.id
+		WHERE a.name = $1 AND d.name = $2`, e.account, e.domain)
+	if err != nil {
+		return nil, err
+	}
+	var event string
+	err = e.db.GetContext(ctx, &event, `SELECT event::text FROM sync_jobs ORDER BY id DESC LIMIT 1`)
+	if err != nil {
+		return nil, fmt.Errorf("a sync job of the warm-up: %w", err)
+	}
+	return map[string]string{
+		"ratekey": "authfail:127.0.0.1",
+		"acct":    e.account,
+		"aid":     strconv.FormatInt(ids.AID, 10),
+		"did":     strconv.FormatInt(ids.DID, 10),
+		"dom":     e.domain,
+		"hash":    hash,
+		"target":  "passwd-file",
+		"event":   event,
+		"lease":   "5000", // the default sync timeout (2 s) plus the request lease margin (3 s)
+		"lockkey": "passwd-file\n",
+	}, nil
+}
+
+// resetCreates brings the bench domain back to the first n credentials and
+// empties the outbox, so that the pgbench and API runs start equal.
+func (e *env) resetCreates(ctx context.Context, keepBelowID int64) error {
+	for _, q := range []string{
+		`DELETE FROM credentials c USING domains d WHERE d.id = c.domain_id AND d.name = '` + e.domain + `' AND c.id > ` + strconv.FormatInt(keepBelowID, 10),
+		`DELETE FROM sync_jobs`,
+		`VACUUM ANALYZE credentials`,
+		`VACUUM ANALYZE sync_jobs`,
+		`CHECKPOINT`,
+	} {
+		if _, err := e.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// readsDomain holds the bulk-inserted credentials of the read benchmark.
+const readsDomain = "reads.example"
+
+// readPoint is the read latencies at one data size.
+type readPoint struct {
+	Size               int
+	FirstP50, FirstP99 time.Duration
+	DeepP50, DeepP99   time.Duration
+	GetP50, GetP99     time.Duration
+	DeepPage           int
+	Errors             int
+}
+
+// fillTo bulk-inserts credentials into readsDomain until it holds n, in
+// batches of at most 100 000 rows, every row with the same valid hash.
+func (e *env) fillTo(ctx context.Context, n int, hash string, logf func(string, ...any)) error {
+	var have int
+	if err := e.db.GetContext(ctx, &have, `
+		SELECT count(*) FROM credentials c JOIN domains d ON d.id = c.domain_id WHERE d.name = $1`, readsDomain); err != nil {
+		return err
+	}
+	for have < n {
+		batch := min(n-have, 100_000)
+		t0 := time.Now()
+		_, err := e.db.ExecContext(ctx, `
+			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash, synced_version)
+			SELECT gen_random_uuid(), d.account_id, d.id, 'u' || g, $2, 1
+			FROM domains d, generate_series($3::int + 1, $3::int + $4::int) g
+			WHERE d.name = $1`, readsDomain, hash, have, batch)
+		if err != nil {
+			return fmt.Errorf("bulk insert: %w", err)
+		}
+		have += batch
+		logf("  %d credentials in %s (batch of %d in %s)", have, readsDomain, batch, time.Since(t0).Round(time.Millisecond))
+	}
+	_, err := e.db.ExecContext(ctx, `VACUUM ANALYZE credentials`)
+	return err
+}
+
+// measure repeats fn sequentially up to max times or for budget, at least
+// min times, and returns p50 and p99.
+func measure(ctx context.Context, minN, maxN int, budget time.Duration, fn func() error) (p50, p99 time.Duration, errs int) {
+	var lat []time.Duration
+	start := time.Now()
+	for i := 0; i < maxN && ctx.Err() == nil; i++ {
+		if i >= minN && time.Since(start) > budget {
+			break
+		}
+		t0 := time.Now()
+		if err := fn(); err != nil {
+			errs++
+			continue
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return percentile(lat, .50), percentile(lat, .99), errs
+}
+
+// measureReads measures list (first and deepest page, limit 15) and get at
+// the current size of readsDomain, one request at a time.
+func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint, error) {
+	client := newClient(1)
+	var guids []string
+	if err := e.db.SelectContext(ctx, &guids, `
+		SELECT c.guid::text FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE d.name = $1 ORDER BY random() LIMIT 500`, readsDomain); err != nil {
+		return readPoint{}, err
+	}
+	base := e.baseURL + "/api/domains/" + readsDomain + "/credentials"
+	p := readPoint{Size: size, DeepPage: (size + 14) / 15}
+	minN, maxN, budget := 30, 300, 8*time.Second
+	if quick {
+		minN, maxN, budget = 20, 100, 2*time.Second
+	}
+	check := func(url string) func() error {
+		return func() error {
+			st, err := e.getJSON(ctx, client, url, nil)
+			if err != nil {
+				return err
+			}
+			if st != http.StatusOK {
+				return fmt.Errorf("GET %s: status %d", url, st)
+			}
+			return nil
+		}
+	}
+	// Warm the connection and caches.
+	for range 5 {
+		_ = check(base + "?page=1&limit=15")()
+	}
+	var errs int
+	p.FirstP50, p.FirstP99, errs = measure(ctx, minN, maxN, budget, check(base+"?page=1&limit=15"))
+	p.Errors += errs
+	p.DeepP50, p.DeepP99, errs = measure(ctx, minN, maxN, budget, check(fmt.Sprintf("%s?page=%d&limit=15", base, p.DeepPage)))
+	p.Errors += errs
+	p.GetP50, p.GetP99, errs = measure(ctx, minN, maxN, budget, func() error {
+		return check(base + "/" + guids[rand.IntN(len(guids))])()
+	})
+	p.Errors += errs
+	return p, nil
+}

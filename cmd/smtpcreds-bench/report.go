@@ -1,0 +1,257 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+const (
+	changesHeader = "## Changes and what they bought"
+	dataMarker    = "<!-- bench-data "
+)
+
+// figure is one compared number: higher says whether bigger is better.
+type figure struct {
+	Key    string  `json:"key"`
+	Value  float64 `json:"value"`
+	Higher bool    `json:"higher"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func mark(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func render(r *results, prev []byte) string {
+	var b strings.Builder
+	var figs []figure
+	add := func(key string, v float64, higher bool) { figs = append(figs, figure{key, v, higher}) }
+
+	fmt.Fprintf(&b, "# smtpcreds benchmark results\n\n")
+	fmt.Fprintf(&b, "Written by `go run ./cmd/smtpcreds-bench` (`make bench`); overwritten on every run.\n\n")
+	mode := "full"
+	if r.Quick {
+		mode = "quick (smoke sizes, not comparable with a full run)"
+	}
+	fmt.Fprintf(&b, "| machine | |\n|---|---|\n| date | %s |\n| cores | %d |\n| PostgreSQL | %s (durable: fsync on) |\n| synchronous_commit | %s |\n| run | %s, %s per create run, concurrency %d |\n\n",
+		r.Date.Format("2006-01-02 15:04 MST"), r.Cores, r.PGVersion, r.SyncCommit, mode, r.Duration, r.Concurrency)
+
+	b.WriteString("## Headline\n\n| figure | measured | budget | |\n|---|---|---|---|\n")
+	ratio := 0.0
+	if r.Pgbench.TPS > 0 {
+		ratio = r.API.RPS / r.Pgbench.TPS
+		add("create_ratio", ratio, true)
+		fmt.Fprintf(&b, "| **create: API rps / pgbench tps** (c=%d) | **%.2fx** (%.0f / %.0f) | >= 0.5x | %s |\n",
+			r.Concurrency, ratio, r.API.RPS, r.Pgbench.TPS, mark(ratio >= 0.5))
+	} else {
+		fmt.Fprintf(&b, "| **create: API rps / pgbench tps** | not measured (%s) | >= 0.5x | **not met** |\n", firstLine(r.ScriptErr))
+	}
+	fmt.Fprintf(&b, "| create p99 at c=%d | %.2f ms | < 25 ms | %s |\n", r.Concurrency, ms(r.API.P99), mark(r.API.P99 < 25*time.Millisecond))
+	fmt.Fprintf(&b, "| create errors | %d of %d | 0 | %s |\n", r.API.Errors, r.API.Requests, mark(r.API.Errors == 0 && r.API.Requests > 0))
+	fmt.Fprintf(&b, "| server peak RSS (VmHWM) | %.1f MB | < 150 MB | %s |\n", r.API.PeakRSSMB, mark(r.API.PeakRSSMB > 0 && r.API.PeakRSSMB < 150))
+	add("create_p99_ms", ms(r.API.P99), false)
+	add("peak_rss_mb", r.API.PeakRSSMB, false)
+	if len(r.Reads) >= 2 {
+		lo, hi := r.Reads[0], r.Reads[len(r.Reads)-1]
+		for _, g := range []struct {
+			name   string
+			lo, hi time.Duration
+		}{{"list first page", lo.FirstP99, hi.FirstP99}, {"list deepest page", lo.DeepP99, hi.DeepP99}, {"get", lo.GetP99, hi.GetP99}} {
+			gr := float64(g.hi) / float64(max(g.lo, time.Microsecond))
+			fmt.Fprintf(&b, "| **reads growth p99 %s** (%s vs %s) | **%.2fx** (%.2f ms vs %.2f ms) | <= 1.5x | %s |\n",
+				g.name, count(hi.Size), count(lo.Size), gr, ms(g.hi), ms(g.lo), mark(gr <= 1.5))
+			add("growth_"+strings.ReplaceAll(g.name, " ", "_"), gr, false)
+		}
+	}
+	for _, m := range r.Micro {
+		budget, ok := "", true
+		switch {
+		case strings.Contains(strings.ToLower(m.Name), "validat"):
+			budget, ok = "<= 20 us, <= 150 allocs", m.NsOp <= 20000 && m.Allocs >= 0 && m.Allocs <= 150
+		case strings.Contains(strings.ToLower(m.Name), "auth") && m.Pkg == "internal/httpapi":
+			budget, ok = "<= 20 us", m.NsOp <= 20000
+		default:
+			continue
+		}
+		fmt.Fprintf(&b, "| %s %s | %s | %s | %s |\n", m.Pkg, m.Name, microFig(m), budget, mark(ok))
+	}
+	b.WriteString("\n")
+
+	b.WriteString("## Creates\n\n| run | req/s | p50 | p95 | p99 | errors | server CPU s / 1000 req | peak RSS |\n|---|---|---|---|---|---|---|---|\n")
+	if r.Pgbench.TPS > 0 {
+		fmt.Fprintf(&b, "| pgbench, same SQL, c=%d | %.0f tps | avg %.2f ms | | | %s | | |\n", r.Concurrency, r.Pgbench.TPS, r.Pgbench.LatencyMs, orNone(r.Pgbench.Failed))
+		add("pgbench_tps", r.Pgbench.TPS, true)
+	}
+	for _, l := range r.Sweep {
+		fmt.Fprintf(&b, "| API c=%d (%s) | %.0f | %.2f ms | %.2f ms | %.2f ms | %d | %.3f | %.1f MB |\n",
+			l.Concurrency, l.Duration.Round(time.Second), l.RPS, ms(l.P50), ms(l.P95), ms(l.P99), l.Errors, l.CPUPer1000, l.PeakRSSMB)
+		add(fmt.Sprintf("api_rps_c%d", l.Concurrency), l.RPS, true)
+	}
+	add("cpu_s_per_1000", r.API.CPUPer1000, false)
+	if r.API.FirstError != "" {
+		fmt.Fprintf(&b, "\nFirst API error: `%s`\n", strings.ReplaceAll(r.API.FirstError, "\n", " "))
+	}
+
+	b.WriteString("\nStatements one create runs (pg_stat_statements over the sequential warm-up; the pgbench script is checked against this set):\n\n| calls / request | mean ms | in script | statement |\n|---|---|---|---|\n")
+	for _, s := range r.Statements {
+		q := s.SQL
+		if len(q) > 110 {
+			q = q[:110] + "…"
+		}
+		fmt.Fprintf(&b, "| %.2f | %.3f | %v | `%s` |\n", s.CallsPerReq, s.MeanMs, s.InScript, strings.ReplaceAll(q, "|", "\\|"))
+	}
+	if r.ScriptErr != "" {
+		fmt.Fprintf(&b, "\n**Script mismatch:**\n\n```\n%s\n```\n", r.ScriptErr)
+	}
+
+	if len(r.Reads) > 0 {
+		b.WriteString("\n## Reads (one domain, one request at a time, limit 15)\n\n| credentials | list page 1 p50 / p99 | list deepest page p50 / p99 | get p50 / p99 | errors |\n|---|---|---|---|---|\n")
+		for _, p := range r.Reads {
+			fmt.Fprintf(&b, "| %s | %.2f / %.2f ms | page %d: %.2f / %.2f ms | %.2f / %.2f ms | %d |\n",
+				count(p.Size), ms(p.FirstP50), ms(p.FirstP99), p.DeepPage, ms(p.DeepP50), ms(p.DeepP99), ms(p.GetP50), ms(p.GetP99), p.Errors)
+			add(fmt.Sprintf("list_deep_p99_ms_%d", p.Size), ms(p.DeepP99), false)
+			add(fmt.Sprintf("list_first_p99_ms_%d", p.Size), ms(p.FirstP99), false)
+			add(fmt.Sprintf("get_p99_ms_%d", p.Size), ms(p.GetP99), false)
+		}
+	}
+
+	b.WriteString("\n## Micro-benchmarks (`go test -bench`)\n\n| package | benchmark | ns/op | allocs/op |\n|---|---|---|---|\n")
+	if len(r.Micro) == 0 {
+		b.WriteString("| – | none found | | |\n")
+	}
+	for _, m := range r.Micro {
+		al := "–"
+		if m.Allocs >= 0 {
+			al = fmt.Sprintf("%.0f", m.Allocs)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %s |\n", m.Pkg, m.Name, m.NsOp, al)
+		add("micro_ns_"+m.Pkg+"."+m.Name, m.NsOp, false)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\nNote: %s\n", n)
+	}
+
+	b.WriteString("\n## Compared with the previous results file\n\n")
+	b.WriteString(compare(prev, figs, r.Quick))
+
+	b.WriteString("\n" + changesHeader + "\n\n")
+	b.WriteString(previousChanges(prev))
+
+	data, _ := json.Marshal(struct {
+		Quick   bool     `json:"quick"`
+		Figures []figure `json:"figures"`
+	}{r.Quick, figs})
+	fmt.Fprintf(&b, "\n%s%s -->\n", dataMarker, data)
+	return b.String()
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "0"
+	}
+	return s
+}
+
+func microFig(m microResult) string {
+	s := fmt.Sprintf("%.2f us", m.NsOp/1000)
+	if m.Allocs >= 0 {
+		s += fmt.Sprintf(", %.0f allocs", m.Allocs)
+	}
+	return s
+}
+
+func count(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+var dataRe = regexp.MustCompile(`<!-- bench-data (\{.*\}) -->`)
+
+// compare lists figures that got more than 20% worse than in prev.
+func compare(prev []byte, figs []figure, quick bool) string {
+	m := dataRe.FindSubmatch(prev)
+	if m == nil {
+		return "No previous figures.\n"
+	}
+	var old struct {
+		Quick   bool     `json:"quick"`
+		Figures []figure `json:"figures"`
+	}
+	if err := json.Unmarshal(m[1], &old); err != nil {
+		return "Previous figures unreadable: " + err.Error() + "\n"
+	}
+	var b strings.Builder
+	if old.Quick != quick {
+		b.WriteString("(The previous run was a different mode (quick vs full): sizes and durations differ.)\n\n")
+	}
+	byKey := map[string]figure{}
+	for _, f := range old.Figures {
+		byKey[f.Key] = f
+	}
+	var regs, gains []string
+	for _, f := range figs {
+		o, ok := byKey[f.Key]
+		if !ok || o.Value == 0 {
+			continue
+		}
+		change := (f.Value - o.Value) / o.Value
+		worse := change > 0.2
+		better := change < -0.2
+		if f.Higher {
+			worse, better = change < -0.2, change > 0.2
+		}
+		line := fmt.Sprintf("- %s: %.4g → %.4g (%+.0f%%)", f.Key, o.Value, f.Value, change*100)
+		if worse {
+			regs = append(regs, line)
+		} else if better {
+			gains = append(gains, line)
+		}
+	}
+	slices.Sort(regs)
+	slices.Sort(gains)
+	if len(regs) == 0 {
+		b.WriteString("No regression of more than 20%.\n")
+	} else {
+		b.WriteString("**REGRESSIONS of more than 20%:**\n\n" + strings.Join(regs, "\n") + "\n")
+	}
+	if len(gains) > 0 {
+		b.WriteString("\nImproved by more than 20%:\n\n" + strings.Join(gains, "\n") + "\n")
+	}
+	return b.String()
+}
+
+// previousChanges keeps what earlier sessions wrote under the changes header.
+func previousChanges(prev []byte) string {
+	s := string(prev)
+	i := strings.Index(s, changesHeader)
+	if i < 0 {
+		return "_(Each performance change: what it was, and the figures before and after.)_\n"
+	}
+	s = s[i+len(changesHeader):]
+	if j := strings.Index(s, dataMarker); j >= 0 {
+		s = s[:j]
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "_(Each performance change: what it was, and the figures before and after.)_\n"
+	}
+	return s + "\n"
+}
