@@ -477,3 +477,40 @@ func TestTracklink(t *testing.T) {
 		t.Errorf("after delete: %s", g.raw)
 	}
 }
+
+// Every verify route answers 200 with false flags and a timeout explanation
+// when the resolver drops queries, within a bounded time.
+func TestEveryVerifyRouteResolverTimeout(t *testing.T) {
+	w := newWorld(t, opts{dnsTimeout: 300 * time.Millisecond})
+	base := "/api/domains/example.com/"
+	wantStatus(t, w.do(req{method: "POST", path: base + "setup-auth-domain", auth: w.alice.auth, body: `{"dkim_key_length":1024}`}), http.StatusOK)
+	wantStatus(t, w.do(req{method: "POST", path: base + "setup-tracklink", auth: w.alice.auth, body: `{"tracking_domain":"t.example.com"}`}), http.StatusOK)
+	w.dns.SetDrop(true)
+	for route, check := range map[string]string{"verify-mandatory": "dkim", "verify-auth-domain": "auth_dkim", "verify-tracklink": "cname"} {
+		start := time.Now()
+		r := w.do(req{method: "POST", path: base + route, auth: w.alice.auth})
+		wantStatus(t, r, http.StatusOK)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%s took %v with a silent resolver", route, took)
+		}
+		if dig(r.body, "records", check) != false || !strings.Contains(strings.ToLower(str(r.body, "data", "checks", check, "problem")), "time") {
+			t.Errorf("%s: %s", route, r.raw)
+		}
+	}
+}
+
+// The auth domain's DKIM check fails on another key and on the main
+// domain's key, which the auth domain must not reuse.
+func TestVerifyAuthDomainWrongKey(t *testing.T) {
+	w := newWorld(t, opts{})
+	d := w.MustCreateDomain(w.alice, `{"domain":"keys.example","dkim_key_length":1024}`)
+	r := w.do(req{method: "POST", path: "/api/domains/keys.example/setup-auth-domain", auth: w.alice.auth, body: `{"dkim_key_length":1024}`})
+	wantStatus(t, r, http.StatusOK)
+	w.publish(r.body["data"].(map[string]any))
+	w.dns.SetTXT("smtpcreds._domainkey.bounce.keys.example", d["dns_record"].(string))
+	r = w.do(req{method: "POST", path: "/api/domains/keys.example/verify-auth-domain", auth: w.alice.auth})
+	if dig(r.body, "records", "auth_dkim") != false || dig(r.body, "records", "auth_spf") != true ||
+		dig(r.body, "data", "auth_domain_is_verified") != false || str(r.body, "data", "checks", "auth_dkim", "problem") == "" {
+		t.Errorf("auth DKIM with the main domain's key: %s", r.raw)
+	}
+}
