@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -154,30 +153,11 @@ func TestCreate422DuplicateUsername(t *testing.T) {
 
 func TestCreateConcurrentSameUsername(t *testing.T) {
 	w := newWorld(t, opts{})
-	const n = 16
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: `{"username":"race"}`})
-			statuses[i] = r.status
-		}()
-	}
-	wg.Wait()
-	created := 0
-	for _, s := range statuses {
-		switch s {
-		case http.StatusCreated:
-			created++
-		case http.StatusUnprocessableEntity:
-		default:
-			t.Errorf("unexpected status %d", s)
-		}
-	}
+	created := w.concurrent(16, func(int) req {
+		return req{method: "POST", path: credsPath, auth: w.alice.auth, body: `{"username":"race"}`}
+	})
 	if created != 1 {
-		t.Errorf("%d creates succeeded, want exactly 1 (%v)", created, statuses)
+		t.Errorf("%d creates succeeded, want exactly 1", created)
 	}
 }
 
@@ -423,25 +403,9 @@ func TestTenantIsolation(t *testing.T) {
 // The per-domain cap is exact under concurrent creates.
 func TestCreateCapExactUnderConcurrency(t *testing.T) {
 	w := newWorld(t, opts{maxPerDomain: 5})
-	const n = 16
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			statuses[i] = w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: fmt.Sprintf(`{"username":"c%d"}`, i)}).status
-		}()
-	}
-	wg.Wait()
-	created := 0
-	for _, s := range statuses {
-		if s == http.StatusCreated {
-			created++
-		} else if s != http.StatusUnprocessableEntity {
-			t.Errorf("status %d", s)
-		}
-	}
+	created := w.concurrent(16, func(i int) req {
+		return req{method: "POST", path: credsPath, auth: w.alice.auth, body: fmt.Sprintf(`{"username":"c%d"}`, i)}
+	})
 	var stored int
 	if err := w.db.Get(&stored, `SELECT count(*) FROM credentials`); err != nil {
 		t.Fatal(err)

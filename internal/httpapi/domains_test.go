@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -177,33 +176,15 @@ func TestCreateDomain422Taken(t *testing.T) {
 
 func TestCreateDomainConcurrentClaims(t *testing.T) {
 	w := newWorld(t, opts{})
-	const n = 8
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			u := w.alice
-			if i%2 == 1 {
-				u = w.bob
-			}
-			statuses[i] = w.do(req{method: "POST", path: "/api/domains", auth: u.auth, body: `{"domain":"contested.example","dkim_key_length":1024}`}).status
-		}()
-	}
-	wg.Wait()
-	won := 0
-	for _, s := range statuses {
-		switch s {
-		case http.StatusCreated:
-			won++
-		case http.StatusUnprocessableEntity:
-		default:
-			t.Errorf("status %d", s)
+	won := w.concurrent(8, func(i int) req {
+		u := w.alice
+		if i%2 == 1 {
+			u = w.bob
 		}
-	}
+		return req{method: "POST", path: "/api/domains", auth: u.auth, body: `{"domain":"contested.example","dkim_key_length":1024}`}
+	})
 	if won != 1 {
-		t.Errorf("%d claims won, want 1: %v", won, statuses)
+		t.Errorf("%d claims won, want 1", won)
 	}
 }
 

@@ -370,3 +370,30 @@ func wantFieldError(t *testing.T, r resp, field string) []any {
 	}
 	return msgs
 }
+
+// concurrent sends n requests at once (request(i) makes the i-th) and
+// returns how many got 201; any status other than 201 or 422 fails the test.
+func (e *env) concurrent(n int, request func(i int) req) int {
+	e.t.Helper()
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = e.do(request(i)).status
+		}()
+	}
+	wg.Wait()
+	created := 0
+	for _, s := range statuses {
+		switch s {
+		case http.StatusCreated:
+			created++
+		case http.StatusUnprocessableEntity:
+		default:
+			e.t.Errorf("unexpected status %d among %v", s, statuses)
+		}
+	}
+	return created
+}
