@@ -84,15 +84,15 @@ var createSteps = []step{
 		sql: `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, args: []string{"lockkey"}},
 	{comment: "postgres.SyncRepo.Snapshot: every active credential of the scope",
 		sql: `
-		SELECT c.id, c.version, c.username || '@' || d.name AS login, c.password_hash
+		SELECT c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
 		WHERE c.status AND ($1 = '' OR d.name = $1)
 		ORDER BY login`, args: []string{"''", "''"}},
-	{harness: true, comment: "harness: the snapshot's ids and versions and the claimed job ids (the server has them in Go)",
+	{harness: true, comment: "harness: the unsynced snapshot rows' ids and versions and the claimed job ids (the server has them in Go)",
 		sql: `SELECT coalesce((SELECT array_agg(c.id)::text FROM credentials c JOIN domains d ON d.id = c.domain_id
-		  WHERE c.status), '{}') AS sids,
+		  WHERE c.status AND c.synced_version < c.version), '{}') AS sids,
 		coalesce((SELECT array_agg(c.version)::text FROM credentials c JOIN domains d ON d.id = c.domain_id
-		  WHERE c.status), '{}') AS svers,
+		  WHERE c.status AND c.synced_version < c.version), '{}') AS svers,
 		coalesce((SELECT array_agg(id)::text FROM sync_jobs WHERE target = :target AND scope = ''
 		  AND done_at IS NULL AND locked_until > now()), '{}') AS cids`, suffix: `\gset`},
 	{comment: "postgres.SyncRepo.MarkSynced",

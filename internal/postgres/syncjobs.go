@@ -20,10 +20,11 @@ type SyncJobRow struct {
 
 // SnapshotRow is one credential as a backend stores it.
 type SnapshotRow struct {
-	CredentialID int64  `db:"id"`
-	Version      int64  `db:"version"`
-	Login        string `db:"login"`
-	Hash         string `db:"password_hash"`
+	CredentialID  int64  `db:"id"`
+	Version       int64  `db:"version"`
+	SyncedVersion int64  `db:"synced_version"`
+	Login         string `db:"login"`
+	Hash          string `db:"password_hash"`
 }
 
 // SyncRepo is the transactional outbox of sync jobs. A job is claimed by
@@ -110,7 +111,7 @@ func (SyncRepo) LockScope(ctx context.Context, q sqlx.ExecerContext, target, sco
 func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain string) ([]SnapshotRow, error) {
 	rows := []SnapshotRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
-		SELECT c.id, c.version, c.username || '@' || d.name AS login, c.password_hash
+		SELECT c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
 		WHERE c.status AND ($1 = '' OR d.name = $1)
 		ORDER BY login`, domain)

@@ -337,7 +337,9 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 		b.Entries = make([]Entry, len(rows))
 		for i, r := range rows {
 			b.Entries[i] = Entry{Login: r.Login, Hash: r.Hash}
-			ids, versions = append(ids, r.CredentialID), append(versions, r.Version)
+			if r.SyncedVersion < r.Version { // only these need marking
+				ids, versions = append(ids, r.CredentialID), append(versions, r.Version)
+			}
 		}
 	} else {
 		for _, e := range b.Events {
