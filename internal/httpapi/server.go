@@ -95,20 +95,7 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	}
 	e.Use(timeout(d.RequestTimeout, isAPIRoute))
 	e.Use(authenticate(d.Accounts, d.Limiter, isAPIRoute))
-	e.Use(oapimw.OapiRequestValidatorWithOptions(spec, &oapimw.Options{
-		Skipper:               func(c echo.Context) bool { return !isAPIRoute(c) },
-		SilenceServersWarning: true,
-		MultiErrorHandler:     func(me openapi3.MultiError) *echo.HTTPError { return &echo.HTTPError{Code: 400, Internal: me} },
-		Options: openapi3filter.Options{
-			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, // authenticate() ran already
-			MultiError:         true,
-			KeepValidatedValue: true,
-			SchemaValidationOptions: []openapi3.SchemaValidationOption{
-				openapi3.WithStringFormatValidator("uuid",
-					openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
-			},
-		},
-	}))
+	e.Use(requestValidator(spec, func(c echo.Context) bool { return !isAPIRoute(c) }))
 
 	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials, domains: d.Domains}, nil))
 	for _, r := range e.Routes() {
@@ -123,6 +110,27 @@ func NewServer(d Deps) (*echo.Echo, error) {
 		e.Match([]string{http.MethodGet, http.MethodHead}, p, dh)
 	}
 	return e, nil
+}
+
+// requestValidator checks requests against the spec (built once, here):
+// schemas, parameters and bodies; the uuid format; several findings at once.
+// Authentication is not its job (authenticate ran already). skip exempts
+// requests that are not API routes.
+func requestValidator(spec *openapi3.T, skip func(echo.Context) bool) echo.MiddlewareFunc {
+	return oapimw.OapiRequestValidatorWithOptions(spec, &oapimw.Options{
+		Skipper:               skip,
+		SilenceServersWarning: true,
+		MultiErrorHandler:     func(me openapi3.MultiError) *echo.HTTPError { return &echo.HTTPError{Code: 400, Internal: me} },
+		Options: openapi3filter.Options{
+			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
+			MultiError:         true,
+			KeepValidatedValue: true,
+			SchemaValidationOptions: []openapi3.SchemaValidationOption{
+				openapi3.WithStringFormatValidator("uuid",
+					openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
+			},
+		},
+	})
 }
 
 // answerOptions answers OPTIONS on a known path with the allowed methods in
