@@ -65,28 +65,25 @@ type DomainRepo struct{}
 
 // Insert adds a domain to accountID. ErrConflict when any account has it.
 func (DomainRepo) Insert(ctx context.Context, q sqlx.QueryerContext, accountID int64, d NewDomain) (DomainRow, error) {
-	var r DomainRow
-	err := sqlx.GetContext(ctx, q, &r, `
-		INSERT INTO domains (account_id, name, is_verified, dkim_selector, dkim_key_bits, dkim_public_key, dkim_private_key)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		RETURNING `+domainCols,
-		accountID, d.Name, d.Verified, d.DKIMSelector, d.DKIMKeyBits, d.DKIMPublicKey, d.DKIMSealedKey)
-	if err != nil {
-		return DomainRow{}, fmt.Errorf("insert domain: %w", translate(err))
-	}
-	return r, nil
+	return insertDomain(ctx, q, "id = $1", accountID, d)
 }
 
 // InsertForAccountName adds a domain to the account called accountName (the
 // operator CLI). ErrNotFound when there is no such account, ErrConflict when
 // any account has the domain.
 func (DomainRepo) InsertForAccountName(ctx context.Context, q sqlx.QueryerContext, accountName string, d NewDomain) (DomainRow, error) {
+	return insertDomain(ctx, q, "name = $1", accountName, d)
+}
+
+// insertDomain inserts d for the account that accountWhere ($1 = account)
+// selects; no row (ErrNotFound) when none does.
+func insertDomain(ctx context.Context, q sqlx.QueryerContext, accountWhere string, account any, d NewDomain) (DomainRow, error) {
 	var r DomainRow
 	err := sqlx.GetContext(ctx, q, &r, `
 		INSERT INTO domains (account_id, name, is_verified, dkim_selector, dkim_key_bits, dkim_public_key, dkim_private_key)
-		SELECT id, $2, $3, $4, $5, $6, $7 FROM accounts WHERE name = $1
+		SELECT id, $2, $3, $4, $5, $6, $7 FROM accounts WHERE `+accountWhere+`
 		RETURNING `+domainCols,
-		accountName, d.Name, d.Verified, d.DKIMSelector, d.DKIMKeyBits, d.DKIMPublicKey, d.DKIMSealedKey)
+		account, d.Name, d.Verified, d.DKIMSelector, d.DKIMKeyBits, d.DKIMPublicKey, d.DKIMSealedKey)
 	if err != nil {
 		return DomainRow{}, fmt.Errorf("insert domain: %w", translate(err))
 	}

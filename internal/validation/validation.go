@@ -26,14 +26,6 @@ func (e *Error) Add(field, message string) {
 	e.Fields[field] = append(e.Fields[field], message)
 }
 
-// OrNil returns e when it holds a violation, else nil (as an error interface).
-func (e *Error) OrNil() error {
-	if e == nil || len(e.Fields) == 0 {
-		return nil
-	}
-	return e
-}
-
 func (e *Error) Error() string {
 	keys := make([]string, 0, len(e.Fields))
 	for k := range e.Fields {
