@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -255,4 +256,32 @@ func procHWM(pid int) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM")
+}
+
+// cpuProfile writes the server's CPU profile over most of a run of length d
+// (the server's operator listener serves pprof in the bench).
+func (e *env) cpuProfile(ctx context.Context, path string, d time.Duration) error {
+	secs := max(1, int((d-time.Second)/time.Second))
+	req, err := http.NewRequestWithContext(ctx, "GET",
+		"http://"+e.opAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: status %d", resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

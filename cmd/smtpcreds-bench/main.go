@@ -29,6 +29,7 @@ type options struct {
 	keep        bool
 	out         string
 	plot        string
+	cpuProfile  string
 }
 
 func main() {
@@ -40,6 +41,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (cluster, server log, pgbench script)")
 	flag.StringVar(&o.out, "out", "bench/results.md", "results file (read first for the comparison, then overwritten)")
 	flag.StringVar(&o.plot, "plot", "bench/latency.png", "PNG plot")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the c=N create run to this file (go tool pprof)")
 	flag.Parse()
 	if o.quick && !isSet("duration") {
 		o.duration = 4 * time.Second
@@ -162,8 +164,17 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	logf("API: creates at c=%d for %s", o.concurrency, o.duration)
+	profiled := make(chan error, 1)
+	if o.cpuProfile != "" {
+		go func() { profiled <- e.cpuProfile(ctx, o.cpuProfile, o.duration) }()
+	} else {
+		profiled <- nil
+	}
 	if r.API, err = e.runCreates(ctx, "c", o.concurrency, o.duration); err != nil {
 		return err
+	}
+	if err := <-profiled; err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
 	}
 	logf("  %.0f req/s, p50 %s p99 %s, %d errors %s", r.API.RPS, r.API.P50, r.API.P99, r.API.Errors, r.API.FirstError)
 

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -96,25 +97,52 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 }
 
 // LockScope serialises the application of one (target, scope) across
-// processes until the transaction ends, so that a render never overwrites a
-// newer one.
-func (SyncRepo) LockScope(ctx context.Context, q sqlx.ExecerContext, target, scope string) error {
-	_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, target+"\n"+scope)
+// processes until the transaction ends (it locks the scope's row in
+// sync_scopes), so that a render never overwrites a newer one. It stamps the
+// scope with token and returns the token of the previous apply (0 when
+// there was none).
+//
+// It also makes the transaction's commit asynchronous: the transaction only
+// records that the backend already holds a state, and if a crash loses it
+// the jobs are applied again, which is idempotent. The commit is still
+// visible at once, so the next holder of the lock renders from it.
+func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, token int64) (int64, error) {
+	var prev sql.NullInt64
+	err := q.QueryRowxContext(ctx, `
+		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
+		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
+		RETURNING prev_token, set_config('synchronous_commit', 'off', true)`, target, scope, token).Scan(&prev, new(string))
 	if err != nil {
-		return fmt.Errorf("lock sync scope: %w", translate(err))
+		return 0, fmt.Errorf("lock sync scope: %w", translate(err))
 	}
-	return nil
+	return prev.Int64, nil
 }
 
+const snapshotCols = `c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash`
+
 // Snapshot returns the active credentials of domain (every domain when
-// domain is ""), ordered by login, as the backend must hold them.
+// domain is ""), as the backend must hold them, in no particular order
+// (targets order them as they need, cheaper than a collated sort here).
 func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain string) ([]SnapshotRow, error) {
 	rows := []SnapshotRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
-		SELECT c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
+		SELECT `+snapshotCols+`
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.status AND ($1 = '' OR d.name = $1)
-		ORDER BY login`, domain)
+		WHERE c.status AND ($1 = '' OR d.name = $1)`, domain)
+	if err != nil {
+		return nil, fmt.Errorf("sync snapshot: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// SnapshotOf returns, like Snapshot, the given credentials that are active;
+// a credential not returned is deleted or disabled.
+func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int64) ([]SnapshotRow, error) {
+	rows := []SnapshotRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		SELECT `+snapshotCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE c.id = ANY($1) AND c.status`, pq.Array(ids))
 	if err != nil {
 		return nil, fmt.Errorf("sync snapshot: %w", translate(err))
 	}

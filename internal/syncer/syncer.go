@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,7 +64,7 @@ type Batch struct {
 	Scope   string
 	JobIDs  []int64
 	Events  []Event
-	Entries []Entry // only for targets whose NeedsSnapshot is true
+	Entries []Entry // only for targets whose NeedsSnapshot is true: sorted by login, read-only
 }
 
 // Target is a backend smtpcreds keeps in sync. Adding one (a Dovecot SQL
@@ -133,6 +134,25 @@ type Service struct {
 	log    *slog.Logger
 	// beat is when Run last went round its loop (Unix nanoseconds).
 	beat atomic.Int64
+
+	// waiters maps a job id to the requests of this process waiting for
+	// it, so that an apply made here wakes them at once instead of them
+	// polling the outbox.
+	mu      sync.Mutex
+	waiters map[int64][]*waiter
+	// held is what this process last wrote to each scope of a snapshot
+	// target; an entry is taken out while its scope is being applied.
+	held map[string]*held
+	// applying serialises this process's applies of a scope (the database
+	// lock serialises processes): an apply waits here, not on a pooled
+	// connection, and finds what the previous one put back in held.
+	applying map[string]chan struct{}
+}
+
+// waiter is one Apply call waiting for its jobs.
+type waiter struct {
+	left int           // jobs not yet applied; guarded by Service.mu
+	done chan struct{} // closed when left reaches 0
 }
 
 // New returns the outbox of target.
@@ -180,6 +200,8 @@ func (s *Service) Apply(ctx context.Context, ids []int64) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
+	w := s.wait(ids)
+	defer s.unwait(ids, w)
 	jobs, err := s.repo.ClaimGroupOf(ctx, s.db, ids, s.cfg.ApplyTimeout+requestLeaseMargin)
 	if err != nil {
 		s.log.WarnContext(ctx, "sync: claim", "error", err.Error())
@@ -188,18 +210,67 @@ func (s *Service) Apply(ctx context.Context, ids []int64) bool {
 	if len(jobs) > 0 {
 		s.process(ctx, jobs)
 	}
-	wait := 5 * time.Millisecond
+	// Jobs claimed by this process (by this request, a concurrent one, or
+	// the worker) wake w when applied; jobs leased by another process are
+	// only seen by asking the outbox, which is done rarely.
+	wait := 25 * time.Millisecond
+	poll := time.NewTimer(wait)
+	defer poll.Stop()
 	for {
-		done, err := s.repo.AllDone(ctx, s.db, ids)
-		if err == nil && done {
-			return true
-		}
 		select {
+		case <-w.done:
+			return true
 		case <-ctx.Done():
 			return false
-		case <-time.After(wait):
+		case <-poll.C:
+			if done, err := s.repo.AllDone(ctx, s.db, ids); err == nil && done {
+				return true
+			}
+			wait = min(wait*2, 200*time.Millisecond)
+			poll.Reset(wait)
 		}
-		wait = min(wait*2, 100*time.Millisecond)
+	}
+}
+
+// wait registers a waiter for ids.
+func (s *Service) wait(ids []int64) *waiter {
+	w := &waiter{left: len(ids), done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waiters == nil {
+		s.waiters = map[int64][]*waiter{}
+	}
+	for _, id := range ids {
+		s.waiters[id] = append(s.waiters[id], w)
+	}
+	return w
+}
+
+// unwait removes w.
+func (s *Service) unwait(ids []int64, w *waiter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		ws := slices.DeleteFunc(s.waiters[id], func(x *waiter) bool { return x == w })
+		if len(ws) == 0 {
+			delete(s.waiters, id)
+		} else {
+			s.waiters[id] = ws
+		}
+	}
+}
+
+// applied wakes the waiters of jobs whose application has been committed.
+func (s *Service) applied(ids []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		for _, w := range s.waiters[id] {
+			if w.left--; w.left == 0 {
+				close(w.done)
+			}
+		}
+		delete(s.waiters, id)
 	}
 }
 
@@ -312,12 +383,21 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 // transaction.
 func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) error {
 	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
+	turn := s.scopeTurn(scope)
+	select {
+	case turn <- struct{}{}:
+		defer func() { <-turn }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	if err := s.repo.LockScope(ctx, tx, s.target.Name(), scope); err != nil {
+	token := rand.Int64N(1<<62) + 1
+	prev, err := s.repo.LockScope(ctx, tx, s.target.Name(), scope, token)
+	if err != nil {
 		return err
 	}
 	b := Batch{Scope: scope, JobIDs: jobIDs(g)}
@@ -329,14 +409,28 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 		b.Events = append(b.Events, e)
 	}
 	var ids, versions []int64
+	var h *held
 	if s.target.NeedsSnapshot() {
-		rows, err := s.repo.Snapshot(ctx, tx, scope)
-		if err != nil {
-			return err
+		// What this process last wrote is taken out while the scope is
+		// applied, and put back only once the apply has committed: a failed
+		// apply leaves the backend in doubt, so the next one reads it whole.
+		h = s.takeHeld(scope)
+		changed, single := changedCredentials(b.Events)
+		var rows []postgres.SnapshotRow
+		if h != nil && h.token == prev && single && time.Since(h.readAt) < fullReadEvery {
+			if rows, err = s.repo.SnapshotOf(ctx, tx, changed); err != nil {
+				return err
+			}
+			h.merge(changed, rows)
+		} else {
+			if rows, err = s.repo.Snapshot(ctx, tx, scope); err != nil {
+				return err
+			}
+			h = newHeld(rows, time.Now())
 		}
-		b.Entries = make([]Entry, len(rows))
-		for i, r := range rows {
-			b.Entries[i] = Entry{Login: r.Login, Hash: r.Hash}
+		h.token = token
+		b.Entries = h.entries
+		for _, r := range rows {
 			if r.SyncedVersion < r.Version { // only these need marking
 				ids, versions = append(ids, r.CredentialID), append(versions, r.Version)
 			}
@@ -357,7 +451,46 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 	if err := s.repo.Complete(ctx, tx, b.JobIDs); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if h != nil {
+		s.putHeld(scope, h)
+	}
+	s.applied(b.JobIDs)
+	return nil
+}
+
+// scopeTurn returns the channel (a semaphore of one) of scope's applies.
+func (s *Service) scopeTurn(scope string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applying == nil {
+		s.applying = map[string]chan struct{}{}
+	}
+	c, ok := s.applying[scope]
+	if !ok {
+		c = make(chan struct{}, 1)
+		s.applying[scope] = c
+	}
+	return c
+}
+
+func (s *Service) takeHeld(scope string) *held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.held[scope]
+	delete(s.held, scope)
+	return h
+}
+
+func (s *Service) putHeld(scope string, h *held) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil {
+		s.held = map[string]*held{}
+	}
+	s.held[scope] = h
 }
 
 // release and markError run on a fresh short context: they must happen even

@@ -310,3 +310,36 @@ func TestWorkersCooperate(t *testing.T) {
 		t.Errorf("only %d of 40 requests saw their change confirmed within the deadline", applied.Load())
 	}
 }
+
+// A process applies only what changed on top of what it last wrote, unless
+// another process wrote the scope since: then it reads the scope whole, so
+// the other's changes stay in the backend.
+func TestApplyAfterAnotherProcessReadsWhole(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	a := syncer.New(f.db, rec, fastConfig(), nil)
+	b := syncer.New(f.db, rec, fastConfig(), nil)
+	ctx := context.Background()
+	for i, s := range []*syncer.Service{a, a, b, a, a} {
+		user := fmt.Sprintf("u%d", i)
+		if !s.Apply(ctx, f.change(t, s, user, "{SSHA512}"+user)) {
+			t.Fatalf("apply of %s not confirmed", user)
+		}
+		var logins []string
+		for _, e := range rec.held("example.com") {
+			logins = append(logins, e.Login)
+		}
+		if len(logins) != i+1 {
+			t.Fatalf("after %s the backend holds %v, want u0..u%d", user, logins, i)
+		}
+	}
+	// A reset and a deletion merge into what a holds.
+	ids := f.change(t, a, "u1", "{SSHA512}new")
+	if !a.Apply(ctx, ids) {
+		t.Fatal("reset not confirmed")
+	}
+	got := rec.held("example.com")
+	if len(got) != 5 || got[1].Login != "u1@example.com" || got[1].Hash != "{SSHA512}new" {
+		t.Errorf("after the reset the backend holds %v", got)
+	}
+}
