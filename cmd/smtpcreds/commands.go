@@ -282,6 +282,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		return err
 	}
 	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
+	creds := credentials.NewService(db, postgres.CredentialRepo{}, outbox, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme})
 	var stopping atomic.Bool // set on SIGTERM: /readyz fails while draining
 	m := metrics.New()
 	m.RegisterDB("main", db.DB)
@@ -294,7 +295,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	}
 	e, err := httpapi.NewServer(httpapi.Deps{
 		Accounts:       acc,
-		Credentials:    credentials.NewService(db, postgres.CredentialRepo{}, outbox, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme}),
+		Credentials:    creds,
 		Domains:        dom,
 		Limiter:        limiter,
 		Logger:         log,
@@ -327,7 +328,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	go pruneLoop(ctx, limiter, log)
+	go maintain(ctx, limiter, creds, log)
 	workerDone := make(chan struct{})
 	go func() {
 		defer close(workerDone)
@@ -416,14 +417,22 @@ func serveOperator(c config, m *metrics.Metrics, log *slog.Logger) (func(), erro
 	return func() { _ = srv.Close() }, nil
 }
 
-func pruneLoop(ctx context.Context, l *ratelimit.Limiter, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
+// maintain runs the periodic housekeeping: folding credential count
+// deltas every few seconds, pruning expired rate counters every minute.
+func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Service, log *slog.Logger) {
+	compact := time.NewTicker(5 * time.Second)
+	defer compact.Stop()
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-compact.C:
+			if err := creds.CompactCounts(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("compact credential counts", "error", err.Error())
+			}
+		case <-prune.C:
 			if err := l.Prune(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("prune rate counters", "error", err.Error())
 			}

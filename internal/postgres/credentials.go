@@ -73,11 +73,13 @@ func (CredentialRepo) LockDomainCap(ctx context.Context, q sqlx.ExecerContext, d
 	return nil
 }
 
-// Count returns the number of credentials of domainID owned by accountID.
-func (CredentialRepo) Count(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64) (int64, error) {
+// Count returns the number of credentials of domainID (a domain's
+// credentials all belong to its account), from credential_counts: it reads
+// about count/1024 rows, and is exact within the caller's snapshot.
+func (CredentialRepo) Count(ctx context.Context, q sqlx.QueryerContext, domainID int64) (int64, error) {
 	var n int64
 	err := sqlx.GetContext(ctx, q, &n,
-		`SELECT count(*) FROM credentials WHERE account_id = $1 AND domain_id = $2`, accountID, domainID)
+		`SELECT coalesce(sum(n), 0)::bigint FROM credential_counts WHERE domain_id = $1`, domainID)
 	if err != nil {
 		return 0, fmt.Errorf("count credentials: %w", translate(err))
 	}
@@ -122,19 +124,48 @@ func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID 
 }
 
 // List returns up to limit credentials of domainID owned by accountID, in
-// creation order, skipping offset.
+// creation (id) order, skipping offset. It does not skip offset rows: the
+// per-bucket counts find the bucket of ids holding the first row wanted, and
+// the scan starts there (keyset), skipping fewer than 1024 rows; a page
+// deep in a million credentials costs about what the first one does.
 func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]CredentialRow, error) {
 	rows := []CredentialRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
+		WITH b AS (
+			SELECT bucket, sum(n)::bigint AS n FROM credential_counts WHERE domain_id = $2 GROUP BY bucket),
+		cum AS (
+			SELECT bucket, n, (sum(n) OVER (ORDER BY bucket))::bigint - n AS before FROM b),
+		start AS (
+			SELECT bucket, before FROM cum WHERE before + n > $4 ORDER BY bucket LIMIT 1)
 		SELECT `+credentialCols+`
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.account_id = $1 AND c.domain_id = $2
+		WHERE c.account_id = $1 AND c.domain_id = $2 AND c.id >= (SELECT bucket << 10 FROM start)
 		ORDER BY c.id
-		LIMIT $3 OFFSET $4`, accountID, domainID, limit, offset)
+		LIMIT $3 OFFSET $4 - (SELECT before FROM start)`, accountID, domainID, limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("list credentials: %w", translate(err))
 	}
 	return rows, nil
+}
+
+// CompactCounts folds the delta rows of credential_counts into one row per
+// bucket (dropping empty buckets), at most batch buckets at a time.
+// Deltas written concurrently are left for the next run.
+func (CredentialRepo) CompactCounts(ctx context.Context, q sqlx.ExecerContext, batch int) error {
+	_, err := q.ExecContext(ctx, `
+		WITH pick AS (
+			SELECT domain_id, bucket FROM credential_counts
+			GROUP BY domain_id, bucket HAVING count(*) > 1 OR sum(n) = 0 LIMIT $1),
+		gone AS (
+			DELETE FROM credential_counts c USING pick
+			WHERE c.domain_id = pick.domain_id AND c.bucket = pick.bucket
+			RETURNING c.domain_id, c.bucket, c.n)
+		INSERT INTO credential_counts (domain_id, bucket, n)
+		SELECT domain_id, bucket, sum(n) FROM gone GROUP BY domain_id, bucket HAVING sum(n) <> 0`, batch)
+	if err != nil {
+		return fmt.Errorf("compact credential counts: %w", translate(err))
+	}
+	return nil
 }
 
 // Delete removes the credential guid of the domain called domain, owned by
