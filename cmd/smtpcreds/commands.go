@@ -283,6 +283,15 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	}
 	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
 	creds := credentials.NewService(db, postgres.CredentialRepo{}, outbox, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme})
+	if c.AuthCache {
+		// Authentication then costs no round trip in the steady state; a
+		// token rotation or a failed login anywhere reaches every process
+		// when it commits.
+		postgres.Listen(ctx, withConnectTimeout(c.DatabaseURL), log, map[string]postgres.Subscriber{
+			postgres.AccountsChannel: acc.CacheTokens(),
+			postgres.AuthFailChannel: limiter.CacheFailures(),
+		})
+	}
 	var stopping atomic.Bool // set on SIGTERM: /readyz fails while draining
 	m := metrics.New()
 	m.RegisterDB("main", db.DB)

@@ -40,6 +40,7 @@ type config struct {
 	Sync            syncConfig
 	OperatorAddr    string
 	Pprof           bool
+	AuthCache       bool
 	RequestTimeout  time.Duration
 	ShutdownDelay   time.Duration
 }
@@ -91,6 +92,7 @@ var settings = []setting{
 	{"sync-timeout", "SMTPCREDS_SYNC_TIMEOUT", "2s", "how long a request waits for the sync target before answering remote_synced false"},
 	{"operator-addr", "SMTPCREDS_OPERATOR_ADDR", "", "operator listener for /metrics (and pprof); empty = off; keep it private, e.g. 127.0.0.1:9090"},
 	{"pprof", "SMTPCREDS_PPROF", "false", "serve net/http/pprof on the operator listener"},
+	{"auth-cache", "SMTPCREDS_AUTH_CACHE", "true", "cache token digests and failed-login counts in process, kept true by LISTEN/NOTIFY (turn off behind a pooler that cannot LISTEN)"},
 	{"request-timeout", "SMTPCREDS_REQUEST_TIMEOUT", "5s", "bound on one API request; an unreachable database fails requests with 503 after it"},
 	{"rate-limit", "SMTPCREDS_RATE_LIMIT", "120", "requests per minute per account, 0 = off"},
 	{"auth-fail-limit", "SMTPCREDS_AUTH_FAIL_LIMIT", "10", "failed logins per minute per client address, 0 = off"},
@@ -197,6 +199,9 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 		return c, nil, bad("dns-timeout", fmt.Errorf("want a positive duration such as 3s"))
 	}
 	c.OperatorAddr = *raw["operator-addr"]
+	if c.AuthCache, err = strconv.ParseBool(*raw["auth-cache"]); err != nil {
+		return c, nil, bad("auth-cache", fmt.Errorf("want true or false"))
+	}
 	if c.Pprof, err = strconv.ParseBool(*raw["pprof"]); err != nil {
 		return c, nil, bad("pprof", fmt.Errorf("want true or false"))
 	}
@@ -358,6 +363,7 @@ func (c config) logValue() slog.Value {
 		slog.String("sync_timeout", c.Sync.Timeout.String()),
 		slog.String("operator_addr", c.OperatorAddr),
 		slog.Bool("pprof", c.Pprof),
+		slog.Bool("auth_cache", c.AuthCache),
 		slog.String("request_timeout", c.RequestTimeout.String()),
 		slog.Int("rate_limit", c.RateLimit),
 		slog.Int("auth_fail_limit", c.AuthFailLimit),

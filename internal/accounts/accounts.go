@@ -46,9 +46,10 @@ type Repo interface {
 
 // Service creates accounts and authenticates API calls.
 type Service struct {
-	db   *sqlx.DB
-	repo Repo
-	key  []byte
+	db    *sqlx.DB
+	repo  Repo
+	key   []byte
+	cache *postgres.Cache[postgres.AccountRow] // by name; nil unless CacheTokens was called
 }
 
 // NewService returns a Service whose token digests are keyed by key (at least
@@ -103,6 +104,9 @@ func (s *Service) RotateToken(ctx context.Context, name string) (string, error) 
 		return "", fmt.Errorf("rotate token: %w", err)
 	}
 	err = s.repo.SetTokenDigest(ctx, s.db, name, apitoken.Digest(s.key, tok))
+	if s.cache != nil {
+		s.cache.Drop(name) // here at once; elsewhere when the announcement arrives
+	}
 	if errors.Is(err, postgres.ErrNotFound) {
 		return "", ErrNotFound
 	}
@@ -123,6 +127,16 @@ func (s *Service) Authenticate(ctx context.Context, name, token string) (Account
 	if err != nil {
 		return Account{}, ErrUnauthorized
 	}
+	digest := apitoken.Digest(s.key, token)
+	var gen uint64
+	if s.cache != nil {
+		var row postgres.AccountRow
+		var ok bool
+		if row, gen, ok = s.cache.Get(name); ok && apitoken.Equal(digest, row.TokenDigest) {
+			return Account{ID: row.ID, Name: row.Name}, nil
+		}
+		// Not cached, or another token: the database decides.
+	}
 	row, err := s.repo.ByName(ctx, s.db, name)
 	if errors.Is(err, postgres.ErrNotFound) {
 		return Account{}, ErrUnauthorized
@@ -130,8 +144,11 @@ func (s *Service) Authenticate(ctx context.Context, name, token string) (Account
 	if err != nil {
 		return Account{}, fmt.Errorf("authenticate: %w", err)
 	}
-	if !apitoken.Equal(apitoken.Digest(s.key, token), row.TokenDigest) {
+	if !apitoken.Equal(digest, row.TokenDigest) {
 		return Account{}, ErrUnauthorized
+	}
+	if s.cache != nil {
+		s.cache.Put(row.Name, row, gen)
 	}
 	return Account{ID: row.ID, Name: row.Name}, nil
 }

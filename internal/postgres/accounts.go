@@ -42,10 +42,17 @@ func (AccountRepo) ByName(ctx context.Context, q sqlx.QueryerContext, name strin
 	return r, nil
 }
 
-// SetTokenDigest replaces the token digest of the account called name.
-// ErrNotFound when there is none.
+// AccountsChannel is the LISTEN/NOTIFY channel on which a change of an
+// account's token is announced (the payload is the account's name), so that
+// processes caching token digests drop the old one when the change commits.
+const AccountsChannel = "smtpcreds_accounts"
+
+// SetTokenDigest replaces the token digest of the account called name and
+// announces it on AccountsChannel. ErrNotFound when there is none.
 func (AccountRepo) SetTokenDigest(ctx context.Context, q sqlx.ExecerContext, name string, digest []byte) error {
-	res, err := q.ExecContext(ctx, `UPDATE accounts SET token_digest = $2 WHERE name = $1`, name, digest)
+	res, err := q.ExecContext(ctx, `
+		WITH u AS (UPDATE accounts SET token_digest = $2 WHERE name = $1 RETURNING name)
+		SELECT pg_notify('`+AccountsChannel+`', name) FROM u`, name, digest)
 	if err != nil {
 		return fmt.Errorf("set token digest: %w", translate(err))
 	}

@@ -29,6 +29,30 @@ func (RateCounterRepo) Hit(ctx context.Context, q sqlx.QueryerContext, key strin
 	return hits, secondsLeft, nil
 }
 
+// AuthFailChannel is the LISTEN/NOTIFY channel on which a failed login is
+// announced (the payload is the counter's key), so that processes caching
+// counts drop theirs.
+const AuthFailChannel = "smtpcreds_authfail"
+
+// HitAnnounced is Hit, announcing the key on AuthFailChannel in the same
+// statement.
+func (RateCounterRepo) HitAnnounced(ctx context.Context, q sqlx.QueryerContext, key string) (hits int, secondsLeft float64, err error) {
+	err = q.QueryRowxContext(ctx, `
+		WITH h AS (
+			INSERT INTO rate_counters AS r (key, window_start, hits)
+			VALUES ($1, floor(extract(epoch FROM now()) / 60)::bigint, 1)
+			ON CONFLICT (key) DO UPDATE
+			SET hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + 1 ELSE 1 END,
+			    window_start = EXCLUDED.window_start
+			RETURNING hits, ((window_start + 1) * 60 - extract(epoch FROM now()))::float8 AS secs)
+		SELECT hits, secs FROM h, pg_notify('`+AuthFailChannel+`', $1)`, key).
+		Scan(&hits, &secondsLeft)
+	if err != nil {
+		return 0, 0, fmt.Errorf("rate counter hit: %w", translate(err))
+	}
+	return hits, secondsLeft, nil
+}
+
 // Count returns key's count in the current window (0 when none) and the
 // seconds left in the window, without changing it.
 func (RateCounterRepo) Count(ctx context.Context, q sqlx.QueryerContext, key string) (hits int, secondsLeft float64, err error) {

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 )
 
 // Decision is the outcome of one check.
@@ -24,6 +27,7 @@ type Decision struct {
 // Repo is the storage the limiter needs; postgres.RateCounterRepo implements it.
 type Repo interface {
 	Hit(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
+	HitAnnounced(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
 	Count(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
 	Prune(ctx context.Context, q sqlx.ExecerContext) (int64, error)
 }
@@ -36,6 +40,7 @@ type Limiter struct {
 	repo         Repo
 	perMinute    int
 	authFailures int
+	cache        *postgres.Cache[failEntry] // by key; nil unless CacheFailures was called
 }
 
 // New returns a Limiter allowing perMinute calls per account and
@@ -62,9 +67,23 @@ func (l *Limiter) AuthBlocked(ctx context.Context, addr string) (Decision, error
 	if l.authFailures <= 0 {
 		return Decision{Allowed: true}, nil
 	}
-	hits, left, err := l.repo.Count(ctx, l.db, "authfail:"+addr)
+	key := "authfail:" + addr
+	var gen uint64
+	if l.cache != nil {
+		now := time.Now()
+		var e failEntry
+		var ok bool
+		if e, gen, ok = l.cache.Get(key); ok && now.Before(e.ends) {
+			return decide(l.authFailures, e.hits, e.hits < l.authFailures, e.ends.Sub(now).Seconds()), nil
+		}
+	}
+	start := time.Now()
+	hits, left, err := l.repo.Count(ctx, l.db, key)
 	if err != nil {
 		return Decision{}, fmt.Errorf("auth rate limit: %w", err)
+	}
+	if l.cache != nil {
+		l.cache.Put(key, failEntry{hits: hits, ends: start.Add(time.Duration(left * float64(time.Second)))}, gen)
 	}
 	return decide(l.authFailures, hits, hits < l.authFailures, left), nil
 }
@@ -74,7 +93,11 @@ func (l *Limiter) AuthFailed(ctx context.Context, addr string) error {
 	if l.authFailures <= 0 {
 		return nil
 	}
-	if _, _, err := l.repo.Hit(ctx, l.db, "authfail:"+addr); err != nil {
+	key := "authfail:" + addr
+	if l.cache != nil {
+		l.cache.Drop(key) // here at once; elsewhere when the announcement arrives
+	}
+	if _, _, err := l.repo.HitAnnounced(ctx, l.db, key); err != nil {
 		return fmt.Errorf("auth rate limit: %w", err)
 	}
 	return nil

@@ -1,0 +1,105 @@
+package accounts_test
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/accounts"
+	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+)
+
+func TestMain(m *testing.M) { dbtest.Main(m) }
+
+// countingRepo is the real repository, counting lookups by name.
+type countingRepo struct {
+	postgres.AccountRepo
+	lookups *atomic.Int64
+}
+
+func (r countingRepo) ByName(ctx context.Context, q sqlx.QueryerContext, name string) (postgres.AccountRow, error) {
+	r.lookups.Add(1)
+	return r.AccountRepo.ByName(ctx, q, name)
+}
+
+var key = []byte("0123456789abcdef0123456789abcdef")
+
+// process is one smtpcreds process: its own accounts service with a token
+// cache, listening on the shared database.
+func process(t *testing.T, ctx context.Context, db *sqlx.DB, url string) (*accounts.Service, *atomic.Int64) {
+	t.Helper()
+	lookups := &atomic.Int64{}
+	s, err := accounts.NewService(db, countingRepo{lookups: lookups}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	postgres.Listen(ctx, url, slog.New(slog.DiscardHandler), map[string]postgres.Subscriber{
+		postgres.AccountsChannel: s.CacheTokens(),
+	})
+	return s, lookups
+}
+
+// waitFor polls cond until it holds, or fails the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A cached token costs no lookup; rotating it refuses the old token at once
+// in the rotating process and, through the announcement, in the others.
+func TestTokenCacheRevocation(t *testing.T) {
+	url := dbtest.NewURL(t)
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, aLookups := process(t, ctx, db, url)
+	b, _ := process(t, ctx, db, url)
+	_, tok, err := a.Create(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The cache is used once its listener is up: then a second call costs
+	// no lookup.
+	waitFor(t, 5*time.Second, "authentication served from the cache", func() bool {
+		if _, err := a.Authenticate(ctx, "acme", tok); err != nil {
+			t.Fatal(err)
+		}
+		before := aLookups.Load()
+		if _, err := a.Authenticate(ctx, "acme", tok); err != nil {
+			t.Fatal(err)
+		}
+		return aLookups.Load() == before
+	})
+	if _, err := a.Authenticate(ctx, "acme", tok+"x"); err == nil {
+		t.Fatal("a wrong token authenticated")
+	}
+	newTok, err := b.RotateToken(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Authenticate(ctx, "acme", tok); err == nil {
+		t.Error("the rotating process still accepts the old token")
+	}
+	waitFor(t, 5*time.Second, "the other process to refuse the old token", func() bool {
+		_, err := a.Authenticate(ctx, "acme", tok)
+		return err != nil
+	})
+	if _, err := a.Authenticate(ctx, "acme", newTok); err != nil {
+		t.Errorf("the new token: %v", err)
+	}
+}
