@@ -49,6 +49,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/smtpcreds/smtpcreds/internal/localpg"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/sqlmigrations"
 )
 
@@ -283,7 +284,8 @@ func NewURL(tb testing.TB) string {
 func New(tb testing.TB) *sqlx.DB {
 	tb.Helper()
 	u := NewURL(tb)
-	db, err := sqlx.Open("postgres", u)
+	// The connection mode the server uses (see postgres.Open).
+	db, err := sqlx.Open("postgres", postgres.WithSetting(u, "binary_parameters", "yes"))
 	if err != nil {
 		tb.Fatalf("dbtest: opening %s: %v", redact(u), err)
 	}

@@ -162,7 +162,7 @@ func (DomainRepo) SaveCheck(ctx context.Context, q sqlx.QueryerContext, accountI
 	return domainUpdate(ctx, q, "save domain check", `
 		UPDATE domains SET dkim_verified = $3, spf_verified = $4, mx_verified = $5, is_verified = $6,
 		       checks = $7, checked_at = now(), modified_at = now()
-		WHERE account_id = $1 AND name = $2 RETURNING `+domainCols, accountID, name, dkim, spf, mx, verified, checks)
+		WHERE account_id = $1 AND name = $2 RETURNING `+domainCols, accountID, name, dkim, spf, mx, verified, jsonArg(checks))
 }
 
 // SetAuthDomain replaces the auth domain and its DKIM key, resetting its
@@ -180,7 +180,7 @@ func (DomainRepo) SetAuthDomain(ctx context.Context, q sqlx.QueryerContext, acco
 func (DomainRepo) SaveAuthCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, authDomain string, verified bool, checks []byte) (DomainRow, error) {
 	return domainUpdate(ctx, q, "save auth check", `
 		UPDATE domains SET auth_verified = $4, auth_checks = $5, auth_checked_at = now(), modified_at = now()
-		WHERE account_id = $1 AND name = $2 AND auth_domain = $3 RETURNING `+domainCols, accountID, name, authDomain, verified, checks)
+		WHERE account_id = $1 AND name = $2 AND auth_domain = $3 RETURNING `+domainCols, accountID, name, authDomain, verified, jsonArg(checks))
 }
 
 // ClearAuthDomain removes the auth domain and its key.
@@ -205,7 +205,7 @@ func (DomainRepo) SetTrackingDomain(ctx context.Context, q sqlx.QueryerContext, 
 func (DomainRepo) SaveTrackingCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, tracking string, verified bool, checks []byte) (DomainRow, error) {
 	return domainUpdate(ctx, q, "save tracking check", `
 		UPDATE domains SET tracking_verified = $4, tracking_checks = $5, tracking_checked_at = now(), modified_at = now()
-		WHERE account_id = $1 AND name = $2 AND tracking_domain = $3 RETURNING `+domainCols, accountID, name, tracking, verified, checks)
+		WHERE account_id = $1 AND name = $2 AND tracking_domain = $3 RETURNING `+domainCols, accountID, name, tracking, verified, jsonArg(checks))
 }
 
 // ClearTrackingDomain removes the link-tracking domain.

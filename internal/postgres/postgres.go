@@ -49,8 +49,12 @@ type PoolOptions struct {
 }
 
 // Open connects to dsn with lib/pq, sizes the pool and pings the server.
+//
+// Statements with parameters go in one round trip, not two (lib/pq's
+// binary_parameters: parse, bind and execute are sent together, and []byte
+// parameters go as binary, which suits bytea; pass JSON through jsonArg).
 func Open(ctx context.Context, dsn string, opt PoolOptions) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", dsn)
+	db, err := sqlx.Open("postgres", WithSetting(dsn, "binary_parameters", "yes"))
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -68,6 +72,15 @@ func Open(ctx context.Context, dsn string, opt PoolOptions) (*sqlx.DB, error) {
 		return nil, fmt.Errorf("ping database: %w", err)
 	}
 	return db, nil
+}
+
+// jsonArg passes JSON to a json or jsonb parameter as text: as []byte it
+// would be sent in the binary format, which jsonb does not take as is.
+func jsonArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
 }
 
 // WithSetting returns dsn with a PostgreSQL run-time parameter added (lib/pq

@@ -37,7 +37,7 @@ type SyncRepo struct{}
 func (SyncRepo) Insert(ctx context.Context, q sqlx.QueryerContext, target, scope string, event []byte) (int64, error) {
 	var id int64
 	err := sqlx.GetContext(ctx, q, &id,
-		`INSERT INTO sync_jobs (target, scope, event) VALUES ($1, $2, $3) RETURNING id`, target, scope, event)
+		`INSERT INTO sync_jobs (target, scope, event) VALUES ($1, $2, $3) RETURNING id`, target, scope, jsonArg(event))
 	if err != nil {
 		return 0, fmt.Errorf("insert sync job: %w", translate(err))
 	}
