@@ -167,7 +167,7 @@ func (e *env) startServer(ctx context.Context) error {
 	e.srv = exec.Command(e.bin, "serve")
 	e.srv.Env = append(e.environ(),
 		"SMTPCREDS_ADDR="+addr,
-		"SMTPCREDS_RATE_LIMIT=0",
+		"SMTPCREDS_RATE_LIMIT=100000000", // on, and never reached
 		"SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN=0",
 		"SMTPCREDS_PASSWD_FILE="+e.passwd,
 		"SMTPCREDS_OPERATOR_ADDR="+e.opAddr,

@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -76,12 +77,16 @@ type results struct {
 
 	Statements []serverStmt
 	ScriptErr  string
-	Pgbench    pgbenchResult
-	API        loadResult
-	Sweep      []loadResult // API throughput by concurrency
-	Reads      []readPoint
-	Micro      []microResult
-	Notes      []string
+	// Per create at the bench concurrency: requests that ran the sync
+	// claim, and applies (a request's turn serves the creates committed
+	// meanwhile); pgbench claims in the same share.
+	ClaimShare, ApplyShare float64
+	Pgbench                pgbenchResult
+	API                    loadResult
+	Sweep                  []loadResult // API throughput by concurrency
+	Reads                  []readPoint
+	Micro                  []microResult
+	Notes                  []string
 }
 
 func run(ctx context.Context, o options) error {
@@ -143,24 +148,12 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	// The physical limit.
-	if r.ScriptErr == "" {
-		vars, err := e.pgbenchVars(ctx, hash)
-		if err != nil {
-			return err
-		}
-		if err := e.resetCreates(ctx, baseID); err != nil {
-			return err
-		}
-		logf("pgbench: the create's SQL at c=%d for %s", o.concurrency, o.duration)
-		if r.Pgbench, err = e.runPgbench(ctx, vars, o.concurrency, o.duration); err != nil {
-			return err
-		}
-		logf("  %.0f tps, latency %.2f ms %s", r.Pgbench.TPS, r.Pgbench.LatencyMs, r.Pgbench.Failed)
-	}
-
-	// The API at the same concurrency, from the same starting state.
+	// The API at the bench concurrency, counting how many of its requests
+	// ran the sync claim (the rest were served by another request's apply).
 	if err := e.resetCreates(ctx, baseID); err != nil {
+		return err
+	}
+	if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
 		return err
 	}
 	logf("API: creates at c=%d for %s", o.concurrency, o.duration)
@@ -177,6 +170,27 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("cpu profile: %w", err)
 	}
 	logf("  %.0f req/s, p50 %s p99 %s, %d errors %s", r.API.RPS, r.API.P50, r.API.P99, r.API.Errors, r.API.FirstError)
+	if r.ClaimShare, r.ApplyShare, err = e.syncShares(ctx, r.API.Requests); err != nil {
+		return err
+	}
+	logf("  sync: %.3f claims and %.3f applies per create", r.ClaimShare, r.ApplyShare)
+
+	// The physical limit: the same SQL, in the same proportions.
+	if r.ScriptErr == "" {
+		vars, err := e.pgbenchVars(ctx, hash)
+		if err != nil {
+			return err
+		}
+		vars["claimppm"] = strconv.Itoa(int(math.Round(r.ClaimShare * 1e6)))
+		if err := e.resetCreates(ctx, baseID); err != nil {
+			return err
+		}
+		logf("pgbench: the create's SQL at c=%d for %s", o.concurrency, o.duration)
+		if r.Pgbench, err = e.runPgbench(ctx, vars, o.concurrency, o.duration); err != nil {
+			return err
+		}
+		logf("  %.0f tps, latency %.2f ms %s", r.Pgbench.TPS, r.Pgbench.LatencyMs, r.Pgbench.Failed)
+	}
 
 	// Throughput against concurrency.
 	sweepDur := max(o.duration/4, 2*time.Second)

@@ -31,26 +31,31 @@ type step struct {
 }
 
 // createSteps is what one POST /api/domains/{domain}/credentials issues with
-// the bench configuration: rate limit 0 (no account counter), the default
-// failed-login limit (one read of its counter), no credential cap (no cap
-// lock, no count), the passwd-file sync target with one file (scope "",
-// written as a literal: pgbench variables cannot be empty).
-// Transaction boundaries are the server's: the auth reads run on their own,
+// the bench configuration: a high rate limit (one counter upsert), the
+// default failed-login limit and the token cache (both answered in process
+// once warm, no SQL), no credential cap (no cap lock, no count), the
+// passwd-file sync target with one file (scope "", written as a literal:
+// pgbench variables cannot be empty).
+// Transaction boundaries are the server's: the rate counter runs on its own,
 // the create is one transaction, the request's sync claim runs on its own,
-// the apply is one transaction. A request whose job a concurrent request
-// claimed is woken in process when that apply commits, without SQL.
+// the apply is one transaction. (Under load the server does less: a request
+// whose job another request's turn applied is woken in process without any
+// of the sync SQL; pgbench clients always claim.)
 var createSteps = []step{
 	{meta: `\set u random(1, 999999999999)`},
 	{harness: true, comment: "harness: a fresh credential guid (the server makes it in Go)",
 		sql: `SELECT gen_random_uuid() AS g`, suffix: `\gset`},
-	{comment: "ratelimit.Limiter.AuthBlocked (postgres.RateCounterRepo.Count): failed logins of the client address",
+	{harness: true, comment: "harness: the server's rate-limit pool runs with synchronous_commit off", sql: `SET synchronous_commit = off`},
+	{comment: "ratelimit.Limiter.Account (postgres.RateCounterRepo.Hit): the account's per-minute counter",
 		sql: `
-		SELECT coalesce((SELECT hits FROM rate_counters
-		                  WHERE key = $1 AND window_start = floor(extract(epoch FROM now()) / 60)::bigint), 0),
-		       ((floor(extract(epoch FROM now()) / 60) + 1) * 60 - extract(epoch FROM now()))::float8`,
+		INSERT INTO rate_counters AS r (key, window_start, hits)
+		VALUES ($1, floor(extract(epoch FROM now()) / 60)::bigint, 1)
+		ON CONFLICT (key) DO UPDATE
+		SET hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + 1 ELSE 1 END,
+		    window_start = EXCLUDED.window_start
+		RETURNING hits, ((window_start + 1) * 60 - extract(epoch FROM now()))::float8`,
 		args: []string{"ratekey"}},
-	{comment: "accounts.Service.Authenticate (postgres.AccountRepo.ByName)",
-		sql: `SELECT id, name, token_digest, created_at FROM accounts WHERE name = $1`, args: []string{"acct"}},
+	{harness: true, sql: `SET synchronous_commit = on`},
 	{comment: "credentials.Service.Create: one transaction", sql: `BEGIN READ WRITE`},
 	{comment: "postgres.CredentialRepo.Domain",
 		sql: `SELECT id, name, is_verified FROM domains WHERE account_id = $1 AND name = $2`, args: []string{"aid", "dom"}},
@@ -67,18 +72,19 @@ var createSteps = []step{
 		args: []string{"g", "aid", "did", "u", "hash"}},
 	{comment: "syncer.Service.Enqueue (postgres.SyncRepo.Insert)",
 		sql:  `INSERT INTO sync_jobs (target, scope, event) VALUES ($1, $2, $3) RETURNING id`,
-		args: []string{"target", "''", "event"}, suffix: `\gset j_`},
+		args: []string{"target", "''", "event"}},
 	{sql: `COMMIT`},
-	{harness: true, comment: "harness: the job id array (the server builds it in Go)",
-		sql: `SELECT ARRAY[CAST(:j_id AS bigint)]::text AS ids`, suffix: `\gset`},
 	{meta: `\set c_id 0`},
-	{comment: "syncer.Service.Apply (postgres.SyncRepo.ClaimGroupOf): claims the group of the request's job",
+	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
+		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
+	{meta: `\if :r <= :claimppm`},
+	{comment: "syncer.Service.Apply (postgres.SyncRepo.ClaimScope): in its scope's turn, claims the scope's pending jobs",
 		sql: `
-		UPDATE sync_jobs j SET locked_until = now() + $2 * interval '1 millisecond', attempts = j.attempts + 1
-		WHERE (j.target, j.scope) IN (SELECT target, scope FROM sync_jobs WHERE id = ANY($1))
+		UPDATE sync_jobs j SET locked_until = now() + $3 * interval '1 millisecond', attempts = j.attempts + 1
+		WHERE j.target = $1 AND j.scope = $2
 		  AND j.done_at IS NULL AND (j.locked_until IS NULL OR j.locked_until < now())
 		RETURNING j.id, j.target, j.scope, j.event, j.attempts`,
-		args: []string{"ids", "lease"}, suffix: `\aset c_`},
+		args: []string{"target", "''", "lease"}, suffix: `\aset c_`},
 	{comment: "only when the claim got jobs (a concurrent request may have claimed ours)", meta: `\if :c_id > 0`},
 	{comment: "syncer.Service.applyGroup: one transaction", sql: `BEGIN READ WRITE`},
 	{meta: `\set tok random(1, 4611686018427387904)`},
@@ -100,16 +106,16 @@ var createSteps = []step{
 	{harness: true, comment: "harness: which of them are not yet marked synced (the server knows from the row above)",
 		sql: `SELECT coalesce(array_agg(id)::text, '{}') AS sids, coalesce(array_agg(version)::text, '{}') AS svers
 		FROM credentials WHERE id = ANY(CAST(:chg AS bigint[])) AND status AND synced_version < version`, suffix: `\gset`},
-	{comment: "postgres.SyncRepo.MarkSynced",
+	{comment: "postgres.SyncRepo.Finish: credentials synced, jobs done",
 		sql: `
-		UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
-		FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
-		WHERE c.id = v.id AND c.synced_version < v.version`, args: []string{"sids", "svers"}},
-	{comment: "postgres.SyncRepo.Complete",
-		sql: `
-		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($1)`,
-		args: []string{"cids"}},
+		WITH synced AS (
+			UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
+			FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
+			WHERE c.id = v.id AND c.synced_version < v.version)
+		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($3)`,
+		args: []string{"sids", "svers", "cids"}},
 	{sql: `COMMIT`},
+	{meta: `\endif`},
 	{meta: `\endif`},
 }
 
@@ -348,16 +354,15 @@ func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, 
 		return nil, fmt.Errorf("a sync job of the warm-up: %w", err)
 	}
 	return map[string]string{
-		"ratekey": "authfail:127.0.0.1",
-		"acct":    e.account,
-		"aid":     strconv.FormatInt(ids.AID, 10),
-		"did":     strconv.FormatInt(ids.DID, 10),
-		"dom":     e.domain,
-		"hash":    hash,
-		"target":  "passwd-file",
-		"event":   event,
-		"lease":   "5000", // the default sync timeout (2 s) plus the request lease margin (3 s)
-		"lockkey": "passwd-file\n",
+		"ratekey":  "account:" + strconv.FormatInt(ids.AID, 10),
+		"aid":      strconv.FormatInt(ids.AID, 10),
+		"did":      strconv.FormatInt(ids.DID, 10),
+		"dom":      e.domain,
+		"hash":     hash,
+		"target":   "passwd-file",
+		"event":    event,
+		"lease":    "5000",    // the default sync timeout (2 s) plus the request lease margin (3 s)
+		"claimppm": "1000000", // every create claims, unless the API run measured otherwise
 	}, nil
 }
 
@@ -376,4 +381,25 @@ func (e *env) resetCreates(ctx context.Context, keepBelowID int64) error {
 		}
 	}
 	return nil
+}
+
+// syncShares returns, per create of a run of creates requests, how many sync
+// claims and applies the server ran (pg_stat_statements since its reset).
+func (e *env) syncShares(ctx context.Context, creates int) (claims, applies float64, err error) {
+	if creates == 0 {
+		return 0, 0, nil
+	}
+	var n struct {
+		Claims  int64 `db:"claims"`
+		Applies int64 `db:"applies"`
+	}
+	err = e.db.GetContext(ctx, &n, `
+		SELECT coalesce(sum(calls) FILTER (WHERE query ILIKE '%UPDATE sync_jobs j SET locked_until%scope = $2%'), 0)::bigint AS claims,
+		       coalesce(sum(calls) FILTER (WHERE query ILIKE 'INSERT INTO sync_scopes%'), 0)::bigint AS applies
+		FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sync shares: %w", err)
+	}
+	return float64(n.Claims) / float64(creates), float64(n.Applies) / float64(creates), nil
 }

@@ -100,6 +100,11 @@ func render(r *results, prev []byte) string {
 		fmt.Fprintf(&b, "\nFirst API error: `%s`\n", strings.ReplaceAll(r.API.FirstError, "\n", " "))
 	}
 
+	if r.API.Requests > 0 {
+		fmt.Fprintf(&b, "\nUnder load (c=%d), %.3f sync claims and %.3f applies ran per create: a request whose job another request's turn "+
+			"applied is woken without SQL. The pgbench script claims (and applies, when the claim got jobs) in the same share.\n",
+			r.Concurrency, r.ClaimShare, r.ApplyShare)
+	}
 	b.WriteString("\nStatements one create runs (pg_stat_statements over the sequential warm-up; the pgbench script is checked against this set):\n\n| calls / request | mean ms | in script | statement |\n|---|---|---|---|\n")
 	for _, s := range r.Statements {
 		q := s.SQL

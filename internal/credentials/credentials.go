@@ -82,9 +82,9 @@ type Repo interface {
 // *syncer.Service implements it (a nil one is a disabled sync).
 type Outbox interface {
 	// Enqueue records events inside the change's transaction.
-	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) ([]int64, error)
+	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) (syncer.Pending, error)
 	// Apply tries to apply committed jobs now; true when the backend confirmed.
-	Apply(ctx context.Context, ids []int64) bool
+	Apply(ctx context.Context, p syncer.Pending) bool
 }
 
 // Config holds the operator's choices.
@@ -231,7 +231,7 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 
 // issued applies the change's sync jobs within the outbox's deadline and
 // reports the credential as synced only if the backend confirmed.
-func (s *Service) issued(ctx context.Context, row postgres.CredentialRow, pw string, jobs []int64) Issued {
+func (s *Service) issued(ctx context.Context, row postgres.CredentialRow, pw string, jobs syncer.Pending) Issued {
 	c := fromRow(row)
 	if s.outbox.Apply(ctx, jobs) {
 		now := time.Now()

@@ -124,8 +124,8 @@ type Repo interface {
 // Outbox carries the removal of a domain's logins to the SMTP server's auth
 // backend; *syncer.Service implements it (a nil one is a disabled sync).
 type Outbox interface {
-	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) ([]int64, error)
-	Apply(ctx context.Context, ids []int64) bool
+	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) (syncer.Pending, error)
+	Apply(ctx context.Context, p syncer.Pending) bool
 }
 
 // Service manages sending domains.

@@ -69,16 +69,16 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.
 	return rows, nil
 }
 
-// ClaimGroupOf claims, like ClaimDue, the unleased unfinished jobs of the
-// groups the given jobs belong to, due or not (a request applying its own
-// change at once). Jobs already leased by another worker are left to it.
-func (SyncRepo) ClaimGroupOf(ctx context.Context, q sqlx.QueryerContext, ids []int64, lease time.Duration) ([]SyncJobRow, error) {
+// ClaimScope claims every unleased unfinished job of (target, scope), due
+// or not (a request applying its change at once takes along whatever else
+// is pending there). Jobs leased by another worker are left to it.
+func (SyncRepo) ClaimScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, lease time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
-		UPDATE sync_jobs j SET locked_until = now() + $2 * interval '1 millisecond', attempts = j.attempts + 1
-		WHERE (j.target, j.scope) IN (SELECT target, scope FROM sync_jobs WHERE id = ANY($1))
+		UPDATE sync_jobs j SET locked_until = now() + $3 * interval '1 millisecond', attempts = j.attempts + 1
+		WHERE j.target = $1 AND j.scope = $2
 		  AND j.done_at IS NULL AND (j.locked_until IS NULL OR j.locked_until < now())
-		RETURNING `+claimCols, pq.Array(ids), lease.Milliseconds())
+		RETURNING `+claimCols, target, scope, lease.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
 	}
@@ -149,19 +149,19 @@ func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int
 	return rows, nil
 }
 
-// MarkSynced records that the backend holds version versions[i] of
-// credential ids[i]; a credential changed since keeps its newer version
-// unconfirmed.
-func (SyncRepo) MarkSynced(ctx context.Context, q sqlx.ExecerContext, ids, versions []int64) error {
-	if len(ids) == 0 {
-		return nil
-	}
+// Finish records a committed apply in one statement: the backend holds
+// version versions[i] of credential ids[i] (a credential changed since
+// keeps its newer version unconfirmed), and the jobs are done.
+func (SyncRepo) Finish(ctx context.Context, q sqlx.ExecerContext, ids, versions, jobs []int64) error {
 	_, err := q.ExecContext(ctx, `
-		UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
-		FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
-		WHERE c.id = v.id AND c.synced_version < v.version`, pq.Array(ids), pq.Array(versions))
+		WITH synced AS (
+			UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
+			FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
+			WHERE c.id = v.id AND c.synced_version < v.version)
+		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($3)`,
+		pq.Array(ids), pq.Array(versions), pq.Array(jobs))
 	if err != nil {
-		return fmt.Errorf("mark synced: %w", translate(err))
+		return fmt.Errorf("finish sync jobs: %w", translate(err))
 	}
 	return nil
 }
@@ -175,16 +175,6 @@ func (SyncRepo) MarkError(ctx context.Context, q sqlx.ExecerContext, ids []int64
 		UPDATE credentials SET sync_error = $2 WHERE id = ANY($1) AND synced_version < version`, pq.Array(ids), msg)
 	if err != nil {
 		return fmt.Errorf("mark sync error: %w", translate(err))
-	}
-	return nil
-}
-
-// Complete marks jobs applied.
-func (SyncRepo) Complete(ctx context.Context, q sqlx.ExecerContext, ids []int64) error {
-	_, err := q.ExecContext(ctx, `
-		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($1)`, pq.Array(ids))
-	if err != nil {
-		return fmt.Errorf("complete sync jobs: %w", translate(err))
 	}
 	return nil
 }

@@ -164,55 +164,81 @@ func New(db *sqlx.DB, target Target, cfg Config, log *slog.Logger) *Service {
 	return &Service{db: db, target: target, cfg: cfg, log: log}
 }
 
+// Pending is the jobs of one change, as Enqueue made them, for Apply.
+type Pending struct {
+	ids    []int64
+	scopes []string // distinct
+}
+
 // Enqueue writes one job per event; call it inside the transaction of the
 // change, so that both are committed or neither.
-func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...Event) ([]int64, error) {
+func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...Event) (Pending, error) {
 	if s == nil {
-		return nil, nil
+		return Pending{}, nil
 	}
-	ids := make([]int64, 0, len(events))
+	var p Pending
 	for _, e := range events {
 		if e.OccurredAt == 0 {
 			e.OccurredAt = time.Now().Unix()
 		}
 		b, err := json.Marshal(e)
 		if err != nil {
-			return nil, fmt.Errorf("enqueue sync job: %w", err)
+			return Pending{}, fmt.Errorf("enqueue sync job: %w", err)
 		}
-		id, err := s.repo.Insert(ctx, q, s.target.Name(), s.target.Scope(e.Domain), b)
+		scope := s.target.Scope(e.Domain)
+		id, err := s.repo.Insert(ctx, q, s.target.Name(), scope, b)
 		if err != nil {
-			return nil, err
+			return Pending{}, err
 		}
-		ids = append(ids, id)
+		p.ids = append(p.ids, id)
+		if !slices.Contains(p.scopes, scope) {
+			p.scopes = append(p.scopes, scope)
+		}
 	}
-	return ids, nil
+	return p, nil
 }
 
 // requestLeaseMargin covers the bookkeeping after a request's attempt.
 const requestLeaseMargin = 3 * time.Second
 
-// Apply tries to apply the given (committed) jobs now and reports whether
-// the target confirmed all of them within ApplyTimeout. Jobs another worker
-// is applying are waited for. Whatever is not done is left to the workers.
-func (s *Service) Apply(ctx context.Context, ids []int64) bool {
-	if s == nil || len(ids) == 0 {
+// Apply tries to apply the (committed) jobs of p now and reports whether
+// the target confirmed all of them within ApplyTimeout. Whatever is not done
+// is left to the workers.
+//
+// Applies of a scope take turns in process. When its turn comes, a request
+// claims every job of the scope then pending (its own and those committed
+// meanwhile by others), so that under load one apply serves many requests;
+// a request whose jobs another turn applied meanwhile is woken without SQL.
+func (s *Service) Apply(ctx context.Context, p Pending) bool {
+	if s == nil || len(p.ids) == 0 {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
-	w := s.wait(ids)
-	defer s.unwait(ids, w)
-	jobs, err := s.repo.ClaimGroupOf(ctx, s.db, ids, s.cfg.ApplyTimeout+requestLeaseMargin)
-	if err != nil {
-		s.log.WarnContext(ctx, "sync: claim", "error", err.Error())
-		return false
+	w := s.wait(p.ids)
+	defer s.unwait(p.ids, w)
+	for _, scope := range p.scopes {
+		turn := s.scopeTurn(scope)
+		select {
+		case <-w.done:
+			return true
+		case <-ctx.Done():
+			return false
+		case turn <- struct{}{}:
+		}
+		jobs, err := s.repo.ClaimScope(ctx, s.db, s.target.Name(), scope, s.cfg.ApplyTimeout+requestLeaseMargin)
+		if err != nil {
+			s.log.WarnContext(ctx, "sync: claim", "error", err.Error())
+		} else if len(jobs) > 0 {
+			s.applyOrRelease(ctx, scope, jobs)
+		}
+		<-turn
+		if err != nil {
+			return false
+		}
 	}
-	if len(jobs) > 0 {
-		s.process(ctx, jobs)
-	}
-	// Jobs claimed by this process (by this request, a concurrent one, or
-	// the worker) wake w when applied; jobs leased by another process are
-	// only seen by asking the outbox, which is done rarely.
+	// Jobs applied in this process wake w; jobs leased by another process
+	// are only seen by asking the outbox, which is done rarely.
 	wait := 25 * time.Millisecond
 	poll := time.NewTimer(wait)
 	defer poll.Stop()
@@ -223,7 +249,7 @@ func (s *Service) Apply(ctx context.Context, ids []int64) bool {
 		case <-ctx.Done():
 			return false
 		case <-poll.C:
-			if done, err := s.repo.AllDone(ctx, s.db, ids); err == nil && done {
+			if done, err := s.repo.AllDone(ctx, s.db, p.ids); err == nil && done {
 				return true
 			}
 			wait = min(wait*2, 200*time.Millisecond)
@@ -363,18 +389,33 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 			s.release(g, s.cfg.MaxBackoff, "")
 			continue
 		}
-		if err := s.applyGroup(ctx, k.scope, g); err != nil {
-			msg := publicError(err)
-			attempts := 0
-			for _, j := range g {
-				attempts = max(attempts, j.Attempts)
-			}
-			delay := s.backoff(attempts)
-			s.log.Warn("sync: apply failed", "target", k.target, "scope", k.scope, "jobs", len(g),
-				"attempts", attempts, "retry_in", delay.String(), "error", err.Error())
-			s.release(g, delay, msg)
-			s.markError(g, msg)
+		turn := s.scopeTurn(k.scope)
+		select {
+		case turn <- struct{}{}:
+		case <-ctx.Done():
+			s.release(g, 0, "")
+			continue
 		}
+		s.applyOrRelease(ctx, k.scope, g)
+		<-turn
+	}
+}
+
+// applyOrRelease applies a claimed group of scope (the caller has the
+// scope's turn); on failure the jobs are released with a backoff and the
+// credentials marked with the error.
+func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres.SyncJobRow) {
+	if err := s.applyGroup(ctx, scope, g); err != nil {
+		msg := publicError(err)
+		attempts := 0
+		for _, j := range g {
+			attempts = max(attempts, j.Attempts)
+		}
+		delay := s.backoff(attempts)
+		s.log.Warn("sync: apply failed", "target", s.target.Name(), "scope", scope, "jobs", len(g),
+			"attempts", attempts, "retry_in", delay.String(), "error", err.Error())
+		s.release(g, delay, msg)
+		s.markError(g, msg)
 	}
 }
 
@@ -383,13 +424,6 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 // transaction.
 func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) error {
 	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
-	turn := s.scopeTurn(scope)
-	select {
-	case turn <- struct{}{}:
-		defer func() { <-turn }()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
@@ -445,10 +479,7 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 	if err := s.target.Apply(ctx, b); err != nil {
 		return err
 	}
-	if err := s.repo.MarkSynced(ctx, tx, ids, versions); err != nil {
-		return err
-	}
-	if err := s.repo.Complete(ctx, tx, b.JobIDs); err != nil {
+	if err := s.repo.Finish(ctx, tx, ids, versions, b.JobIDs); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

@@ -89,7 +89,7 @@ func newFixture(t *testing.T) fixture {
 
 // change inserts (or re-hashes) a credential and enqueues its event in one
 // transaction, as the credential service does; it returns the job ids.
-func (f fixture) change(t *testing.T, s *syncer.Service, user, hash string) []int64 {
+func (f fixture) change(t *testing.T, s *syncer.Service, user, hash string) syncer.Pending {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := f.db.BeginTxx(ctx, nil)
@@ -166,9 +166,9 @@ func TestApplyConfirms(t *testing.T) {
 
 func TestDisabledSyncNeverClaims(t *testing.T) {
 	var s *syncer.Service
-	ids, err := s.Enqueue(context.Background(), nil, syncer.Event{Type: syncer.CredentialUpserted})
-	if err != nil || ids != nil || s.Apply(context.Background(), []int64{1}) {
-		t.Errorf("a nil outbox must do nothing and never report success: %v %v", ids, err)
+	p, err := s.Enqueue(context.Background(), nil, syncer.Event{Type: syncer.CredentialUpserted})
+	if err != nil || s.Apply(context.Background(), p) {
+		t.Errorf("a nil outbox must do nothing and never report success: %+v %v", p, err)
 	}
 }
 
