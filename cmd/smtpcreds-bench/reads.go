@@ -78,7 +78,7 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 	}
 	base := e.baseURL + "/api/domains/" + readsDomain + "/credentials"
 	p := readPoint{Size: size, DeepPage: (size + 14) / 15}
-	minN, maxN, budget := 30, 300, 8*time.Second
+	minN, maxN, budget := 100, 2000, 6*time.Second
 	if quick {
 		minN, maxN, budget = 20, 100, 2*time.Second
 	}

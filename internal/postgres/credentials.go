@@ -75,11 +75,11 @@ func (CredentialRepo) LockDomainCap(ctx context.Context, q sqlx.ExecerContext, d
 
 // Count returns the number of credentials of domainID (a domain's
 // credentials all belong to its account), from credential_counts: it reads
-// about count/1024 rows, and is exact within the caller's snapshot.
+// about count/65536 rows, and is exact within the caller's snapshot.
 func (CredentialRepo) Count(ctx context.Context, q sqlx.QueryerContext, domainID int64) (int64, error) {
 	var n int64
 	err := sqlx.GetContext(ctx, q, &n,
-		`SELECT coalesce(sum(n), 0)::bigint FROM credential_counts WHERE domain_id = $1`, domainID)
+		`SELECT coalesce(sum(n), 0)::bigint FROM credential_counts WHERE domain_id = $1 AND level = 1`, domainID)
 	if err != nil {
 		return 0, fmt.Errorf("count credentials: %w", translate(err))
 	}
@@ -125,18 +125,30 @@ func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID 
 
 // List returns up to limit credentials of domainID owned by accountID, in
 // creation (id) order, skipping offset. It does not skip offset rows: the
-// per-bucket counts find the bucket of ids holding the first row wanted, and
-// the scan starts there (keyset), skipping fewer than 1024 rows; a page
-// deep in a million credentials costs about what the first one does.
+// running sums of the level-1 counts find the range of 65536 ids holding the
+// first row wanted, those of its (at most 64) buckets the bucket, and the
+// scan starts at the bucket's first id (keyset), skipping fewer than 1024
+// rows: a page deep in a million credentials costs about what the first
+// one does.
 func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]CredentialRow, error) {
 	rows := []CredentialRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
-		WITH b AS (
-			SELECT bucket, sum(n)::bigint AS n FROM credential_counts WHERE domain_id = $2 GROUP BY bucket),
-		cum AS (
-			SELECT bucket, n, (sum(n) OVER (ORDER BY bucket))::bigint - n AS before FROM b),
+		WITH r AS (
+			SELECT bucket, sum(n)::bigint AS n FROM credential_counts
+			WHERE domain_id = $2 AND level = 1 GROUP BY bucket),
+		rc AS (
+			SELECT bucket, n, (sum(n) OVER (ORDER BY bucket))::bigint - n AS before FROM r),
+		range AS (
+			SELECT bucket, before FROM rc WHERE before + n > $4 ORDER BY bucket LIMIT 1),
+		b AS (
+			SELECT bucket, sum(n)::bigint AS n FROM credential_counts
+			WHERE domain_id = $2 AND level = 0
+			  AND bucket >= (SELECT bucket << 6 FROM range) AND bucket < (SELECT (bucket + 1) << 6 FROM range)
+			GROUP BY bucket),
+		bc AS (
+			SELECT bucket, n, (sum(n) OVER (ORDER BY bucket))::bigint - n + (SELECT before FROM range) AS before FROM b),
 		start AS (
-			SELECT bucket, before FROM cum WHERE before + n > $4 ORDER BY bucket LIMIT 1)
+			SELECT bucket, before FROM bc WHERE before + n > $4 ORDER BY bucket LIMIT 1)
 		SELECT `+credentialCols+`
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
 		WHERE c.account_id = $1 AND c.domain_id = $2 AND c.id >= (SELECT bucket << 10 FROM start)
@@ -149,19 +161,19 @@ func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID
 }
 
 // CompactCounts folds the delta rows of credential_counts into one row per
-// bucket (dropping empty buckets), at most batch buckets at a time.
+// range (dropping empty ones), at most batch ranges at a time.
 // Deltas written concurrently are left for the next run.
 func (CredentialRepo) CompactCounts(ctx context.Context, q sqlx.ExecerContext, batch int) error {
 	_, err := q.ExecContext(ctx, `
 		WITH pick AS (
-			SELECT domain_id, bucket FROM credential_counts
-			GROUP BY domain_id, bucket HAVING count(*) > 1 OR sum(n) = 0 LIMIT $1),
+			SELECT domain_id, level, bucket FROM credential_counts
+			GROUP BY domain_id, level, bucket HAVING count(*) > 1 OR sum(n) = 0 LIMIT $1),
 		gone AS (
 			DELETE FROM credential_counts c USING pick
-			WHERE c.domain_id = pick.domain_id AND c.bucket = pick.bucket
-			RETURNING c.domain_id, c.bucket, c.n)
-		INSERT INTO credential_counts (domain_id, bucket, n)
-		SELECT domain_id, bucket, sum(n) FROM gone GROUP BY domain_id, bucket HAVING sum(n) <> 0`, batch)
+			WHERE c.domain_id = pick.domain_id AND c.level = pick.level AND c.bucket = pick.bucket
+			RETURNING c.domain_id, c.level, c.bucket, c.n)
+		INSERT INTO credential_counts (domain_id, level, bucket, n)
+		SELECT domain_id, level, bucket, sum(n) FROM gone GROUP BY domain_id, level, bucket HAVING sum(n) <> 0`, batch)
 	if err != nil {
 		return fmt.Errorf("compact credential counts: %w", translate(err))
 	}

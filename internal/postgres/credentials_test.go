@@ -12,10 +12,10 @@ import (
 
 func TestMain(m *testing.M) { dbtest.Main(m) }
 
-// Paging through the per-bucket counts returns exactly what OFFSET over the
+// Paging through the counts returns exactly what OFFSET over the
 // credentials would, and the count is exact, whatever the history: ids of
-// two domains interleaved across several buckets, deletions, delta rows
-// before and after a compaction.
+// two domains interleaved across several buckets and ranges, deletions,
+// delta rows before and after a compaction.
 func TestListPagesMatchOffset(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
@@ -63,6 +63,9 @@ func TestListPagesMatchOffset(t *testing.T) {
 	for i := range 6 { // interleave the two domains' ids over several buckets of 1024
 		insert(a, 500, "a"+string(rune('0'+i))+"-")
 		insert(b, 300, "b"+string(rune('0'+i))+"-")
+		if i == 3 { // and over two ranges of 65536 ids
+			insert(b, 70000, "bulk-")
+		}
 	}
 	check("after inserts")
 	_, err := db.Exec(`DELETE FROM credentials WHERE domain_id = $1 AND id % 7 = 0`, a)
@@ -71,7 +74,7 @@ func TestListPagesMatchOffset(t *testing.T) {
 	must(t, repo.CompactCounts(ctx, db, 10000))
 	var rows int
 	must(t, db.Get(&rows, `SELECT count(*) FROM credential_counts c WHERE domain_id = $1
-		AND EXISTS (SELECT 1 FROM credential_counts o WHERE o.domain_id = c.domain_id AND o.bucket = c.bucket AND o.ctid <> c.ctid)`, a))
+		AND EXISTS (SELECT 1 FROM credential_counts o WHERE o.domain_id = c.domain_id AND o.level = c.level AND o.bucket = c.bucket AND o.ctid <> c.ctid)`, a))
 	if rows != 0 {
 		t.Errorf("after compaction %d rows share a bucket", rows)
 	}
