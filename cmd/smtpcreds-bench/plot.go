@@ -1,19 +1,26 @@
 package main
 
 import (
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
 )
 
 // series is one line of a panel.
 type series struct {
-	c    color.RGBA
-	x, y []float64
+	c     color.RGBA
+	label string
+	x, y  []float64
 }
 
 var (
@@ -31,32 +38,35 @@ var (
 // at the bench concurrency (red dot). Tick marks are at powers of ten on log
 // axes and at fifths of the range on linear ones.
 func writePlot(path string, r *results) error {
-	const w, h = 1000, 420
+	const w, h = 1000, 440
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			img.Set(x, y, white)
 		}
 	}
-	var first, deep, get series
-	first.c, deep.c, get.c = blue, red, green
+	first := series{c: blue, label: "list, first page"}
+	deep := series{c: red, label: "list, deepest page"}
+	get := series{c: green, label: "get one"}
 	for _, p := range r.Reads {
 		x := math.Log10(float64(p.Size))
 		first.x, first.y = append(first.x, x), append(first.y, logMs(p.FirstP99))
 		deep.x, deep.y = append(deep.x, x), append(deep.y, logMs(p.DeepP99))
 		get.x, get.y = append(get.x, x), append(get.y, logMs(p.GetP99))
 	}
-	panel(img, image.Rect(50, 30, 480, 380), []series{first, deep, get}, true)
-	var api series
-	api.c = blue
+	panel(img, image.Rect(60, 40, 480, 370), []series{first, deep, get}, true,
+		"read p99 latency against credentials in the domain", "credentials (log)", "ms (log)", sizeLabel, msLabel)
+	api := series{c: blue, label: "API creates/s"}
 	for _, l := range r.Sweep {
 		api.x, api.y = append(api.x, float64(l.Concurrency)), append(api.y, l.RPS)
 	}
-	pg := series{c: red}
+	pg := series{c: red, label: "pgbench, same SQL (tps)"}
 	if r.Pgbench.TPS > 0 {
 		pg.x, pg.y = []float64{float64(r.Concurrency)}, []float64{r.Pgbench.TPS}
 	}
-	panel(img, image.Rect(560, 30, 970, 380), []series{api, pg}, false)
+	panel(img, image.Rect(570, 40, 970, 370), []series{api, pg}, false,
+		"create throughput against concurrency", "concurrent clients", "per second", intLabel, intLabel)
+	text(img, 10, h-12, fmt.Sprintf("smtpcreds make bench, %s, %d cores, PostgreSQL %s", r.Date.UTC().Format("2006-01-02"), r.Cores, r.PGVersion), black)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -73,7 +83,33 @@ func writePlot(path string, r *results) error {
 
 func logMs(d time.Duration) float64 { return math.Log10(math.Max(ms(d), 0.01)) }
 
-func panel(img *image.RGBA, box image.Rectangle, ss []series, logAxes bool) {
+// Tick labels: log axes hold log10 of the value.
+func sizeLabel(v float64) string {
+	n := math.Pow(10, v)
+	switch {
+	case n >= 1e6:
+		return strconv.FormatFloat(n/1e6, 'f', -1, 64) + "M"
+	case n >= 1e3:
+		return strconv.FormatFloat(n/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.FormatFloat(n, 'f', -1, 64)
+}
+
+func msLabel(v float64) string { return strconv.FormatFloat(math.Pow(10, v), 'f', -1, 64) }
+
+func intLabel(v float64) string { return strconv.Itoa(int(math.Round(v))) }
+
+// text draws s with its baseline's left end at (x, y).
+func text(img *image.RGBA, x, y int, s string, c color.RGBA) {
+	d := font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
+	d.DrawString(s)
+}
+
+func textWidth(s string) int { return font.MeasureString(basicfont.Face7x13, s).Round() }
+
+// panel draws the series in box with grid, ticks, tick labels, a title,
+// axis names and a legend.
+func panel(img *image.RGBA, box image.Rectangle, ss []series, logAxes bool, title, xName, yName string, xLabel, yLabel func(float64) string) {
 	minX, maxX, minY, maxY := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
 	for _, s := range ss {
 		for i := range s.x {
@@ -121,11 +157,18 @@ func panel(img *image.RGBA, box image.Rectangle, ss []series, logAxes bool) {
 	for _, v := range xt {
 		line(img, px(v), box.Min.Y, px(v), box.Max.Y, grey)
 		line(img, px(v), box.Max.Y, px(v), box.Max.Y+6, black)
+		l := xLabel(v)
+		text(img, px(v)-textWidth(l)/2, box.Max.Y+19, l, black)
 	}
 	for _, v := range yt {
 		line(img, box.Min.X, py(v), box.Max.X, py(v), grey)
 		line(img, box.Min.X-6, py(v), box.Min.X, py(v), black)
+		l := yLabel(v)
+		text(img, box.Min.X-9-textWidth(l), py(v)+4, l, black)
 	}
+	text(img, box.Min.X, box.Min.Y-22, title, black)
+	text(img, box.Max.X-textWidth(xName), box.Max.Y+34, xName, black)
+	text(img, box.Min.X, box.Min.Y-6, yName, black)
 	line(img, box.Min.X, box.Max.Y, box.Max.X, box.Max.Y, black)
 	line(img, box.Min.X, box.Min.Y, box.Min.X, box.Max.Y, black)
 	for _, s := range ss {
@@ -142,6 +185,18 @@ func panel(img *image.RGBA, box image.Rectangle, ss []series, logAxes bool) {
 				}
 			}
 		}
+	}
+	// Legend, on white, in the top left corner (lines rise to the right).
+	lx := box.Min.X + 8
+	for y := box.Min.Y + 2; y < box.Min.Y+8+16*len(ss); y++ {
+		line(img, lx-4, y, lx+186, y, white)
+	}
+	for i, s := range ss {
+		y := box.Min.Y + 14 + 16*i
+		for dy := -4; dy <= 0; dy++ {
+			line(img, lx, y+dy, lx+15, y+dy, s.c)
+		}
+		text(img, lx+22, y, s.label, black)
 	}
 }
 
