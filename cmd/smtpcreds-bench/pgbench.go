@@ -57,19 +57,17 @@ var createSteps = []step{
 		args: []string{"ratekey"}},
 	{harness: true, sql: `SET synchronous_commit = on`},
 	{comment: "credentials.Service.Create: one transaction", sql: `BEGIN READ WRITE`},
-	{comment: "postgres.CredentialRepo.Domain",
-		sql: `SELECT id, name, is_verified FROM domains WHERE account_id = $1 AND name = $2`, args: []string{"aid", "dom"}},
-	{comment: "postgres.CredentialRepo.Insert",
+	{comment: "postgres.CredentialRepo.InsertVerified: finds the verified domain and inserts",
 		sql: `
 		WITH c AS (
 			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
-			VALUES ($1, $2, $3, $4, $5)
+			SELECT $1, $2, d.id, $4, $5 FROM domains d WHERE d.account_id = $2 AND d.name = $3 AND d.is_verified
 			ON CONFLICT (domain_id, username) DO NOTHING
 			RETURNING *)
 		SELECT c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
 	c.status, c.created_at, c.modified_at, c.password_changed_at,
 	c.version, c.synced_version, c.synced_at, c.sync_error FROM c JOIN domains d ON d.id = c.domain_id`,
-		args: []string{"g", "aid", "did", "u", "hash"}},
+		args: []string{"g", "aid", "dom", "u", "hash"}},
 	{comment: "syncer.Service.Enqueue (postgres.SyncRepo.Insert)",
 		sql:  `INSERT INTO sync_jobs (target, scope, event) VALUES ($1, $2, $3) RETURNING id`,
 		args: []string{"target", "''", "event"}},

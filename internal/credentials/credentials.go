@@ -71,6 +71,7 @@ type Repo interface {
 	Count(ctx context.Context, q sqlx.QueryerContext, domainID int64) (int64, error)
 	LockDomainCap(ctx context.Context, q sqlx.ExecerContext, domainID int64) error
 	Insert(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential) (postgres.CredentialRow, error)
+	InsertVerified(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential, domain string) (postgres.CredentialRow, error)
 	Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
 	List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]postgres.CredentialRow, error)
 	Delete(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
@@ -187,37 +188,22 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 
-	d, err := s.repo.Domain(ctx, tx, accountID, domain)
-	if err != nil {
-		return Issued{}, s.domainErr("create credential", err)
-	}
-	if !d.IsVerified {
-		return Issued{}, validation.New("domain", "The domain must be verified before credentials can be created.")
-	}
+	newCred := postgres.NewCredential{GUID: uuid.New(), AccountID: accountID, Username: name, PasswordHash: hash}
+	var row postgres.CredentialRow
 	if s.cfg.MaxPerDomain > 0 {
-		// Exact under concurrency: creates of one domain that check the cap
-		// take turns from here to commit (a few ms each). With no cap
-		// configured they do not wait for each other.
-		if err := s.repo.LockDomainCap(ctx, tx, d.ID); err != nil {
-			return Issued{}, fmt.Errorf("create credential: %w", err)
+		row, err = s.insertUnderCap(ctx, tx, newCred, domain)
+	} else {
+		// No cap to check: the domain is found by the insert itself, and
+		// only a failed insert asks why.
+		row, err = s.repo.InsertVerified(ctx, tx, newCred, domain)
+		if errors.Is(err, postgres.ErrNotFound) {
+			err = s.whyNotInserted(ctx, tx, accountID, domain)
+		} else if err != nil {
+			err = fmt.Errorf("create credential: %w", err)
 		}
-		n, err := s.repo.Count(ctx, tx, d.ID)
-		if err != nil {
-			return Issued{}, fmt.Errorf("create credential: %w", err)
-		}
-		if n >= int64(s.cfg.MaxPerDomain) {
-			return Issued{}, validation.New("username",
-				fmt.Sprintf("The domain already has the maximum of %d credentials.", s.cfg.MaxPerDomain))
-		}
-	}
-	row, err := s.repo.Insert(ctx, tx, postgres.NewCredential{
-		GUID: uuid.New(), AccountID: accountID, DomainID: d.ID, Username: name, PasswordHash: hash,
-	})
-	if errors.Is(err, postgres.ErrConflict) {
-		return Issued{}, validation.New("username", "The username has already been taken.")
 	}
 	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
+		return Issued{}, err
 	}
 	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, hash))
 	if err != nil {
@@ -227,6 +213,58 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 		return Issued{}, fmt.Errorf("create credential: commit: %w", err)
 	}
 	return s.issued(ctx, row, pw, jobs), nil
+}
+
+func errNotVerified() error {
+	return validation.New("domain", "The domain must be verified before credentials can be created.")
+}
+
+func errTaken() error { return validation.New("username", "The username has already been taken.") }
+
+// insertUnderCap inserts c into domain after checking the domain's cap.
+// Exact under concurrency: creates of one domain that check the cap take
+// turns from here to commit (a few ms each).
+func (s *Service) insertUnderCap(ctx context.Context, tx *sqlx.Tx, c postgres.NewCredential, domain string) (postgres.CredentialRow, error) {
+	d, err := s.repo.Domain(ctx, tx, c.AccountID, domain)
+	if err != nil {
+		return postgres.CredentialRow{}, s.domainErr("create credential", err)
+	}
+	if !d.IsVerified {
+		return postgres.CredentialRow{}, errNotVerified()
+	}
+	if err := s.repo.LockDomainCap(ctx, tx, d.ID); err != nil {
+		return postgres.CredentialRow{}, fmt.Errorf("create credential: %w", err)
+	}
+	n, err := s.repo.Count(ctx, tx, d.ID)
+	if err != nil {
+		return postgres.CredentialRow{}, fmt.Errorf("create credential: %w", err)
+	}
+	if n >= int64(s.cfg.MaxPerDomain) {
+		return postgres.CredentialRow{}, validation.New("username",
+			fmt.Sprintf("The domain already has the maximum of %d credentials.", s.cfg.MaxPerDomain))
+	}
+	c.DomainID = d.ID
+	row, err := s.repo.Insert(ctx, tx, c)
+	if errors.Is(err, postgres.ErrConflict) {
+		return postgres.CredentialRow{}, errTaken()
+	}
+	if err != nil {
+		return postgres.CredentialRow{}, fmt.Errorf("create credential: %w", err)
+	}
+	return row, nil
+}
+
+// whyNotInserted is the error of an InsertVerified that added nothing: the
+// domain is missing or unverified, or else the username is taken.
+func (s *Service) whyNotInserted(ctx context.Context, tx *sqlx.Tx, accountID int64, domain string) error {
+	d, err := s.repo.Domain(ctx, tx, accountID, domain)
+	if err != nil {
+		return s.domainErr("create credential", err)
+	}
+	if !d.IsVerified {
+		return errNotVerified()
+	}
+	return errTaken()
 }
 
 // issued applies the change's sync jobs within the outbox's deadline and

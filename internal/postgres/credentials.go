@@ -109,6 +109,26 @@ func (CredentialRepo) Insert(ctx context.Context, q sqlx.QueryerContext, c NewCr
 	return r, nil
 }
 
+// InsertVerified adds a credential to the verified domain called domain
+// owned by c.AccountID (c.DomainID is ignored), finding the domain in the
+// same statement. ErrNotFound when no row was added: the domain is missing
+// or not verified, or the username is taken (the caller tells which).
+func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext, c NewCredential, domain string) (CredentialRow, error) {
+	var r CredentialRow
+	err := sqlx.GetContext(ctx, q, &r, `
+		WITH c AS (
+			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+			SELECT $1, $2, d.id, $4, $5 FROM domains d WHERE d.account_id = $2 AND d.name = $3 AND d.is_verified
+			ON CONFLICT (domain_id, username) DO NOTHING
+			RETURNING *)
+		SELECT `+credentialCols+` FROM c JOIN domains d ON d.id = c.domain_id`,
+		c.GUID, c.AccountID, domain, c.Username, c.PasswordHash)
+	if err != nil {
+		return CredentialRow{}, fmt.Errorf("insert credential: %w", translate(err))
+	}
+	return r, nil
+}
+
 // Get returns the credential guid of the domain called domain, owned by
 // accountID. ErrNotFound when there is none.
 func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (CredentialRow, error) {
