@@ -24,6 +24,7 @@ package passwdfile
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -432,18 +433,17 @@ func syncDir(dir string) error {
 // have the same login, so that every line reads back as exactly the entry it
 // was made from.
 func Render(entries []Entry) ([]byte, error) {
-	sorted := slices.Clone(entries)
-	slices.SortFunc(sorted, func(a, b Entry) int { return strings.Compare(a.Login, b.Login) })
+	sorted := entries
+	byLogin := func(a, b Entry) int { return strings.Compare(a.Login, b.Login) }
+	if !slices.IsSortedFunc(entries, byLogin) {
+		sorted = slices.Clone(entries)
+		slices.SortFunc(sorted, byLogin)
+	}
 	n := 0
 	for i, e := range sorted {
-		if err := checkField(e.Login); err != nil {
-			return nil, fmt.Errorf("%w: login %q: %v", ErrInvalidEntry, e.Login, err)
-		}
-		if err := checkField(e.Hash); err != nil {
-			return nil, fmt.Errorf("%w: hash of login %q: %v", ErrInvalidEntry, e.Login, err)
-		}
-		if i > 0 && sorted[i-1].Login == e.Login {
-			return nil, fmt.Errorf("%w: login %q appears more than once", ErrInvalidEntry, e.Login)
+		if e.Login == "" || e.Hash == "" || e.Login[0] == '#' || e.Hash[0] == '#' ||
+			i > 0 && sorted[i-1].Login == e.Login {
+			return nil, invalid(sorted)
 		}
 		n += len(e.Login) + len(e.Hash) + 2
 	}
@@ -454,7 +454,61 @@ func Render(entries []Entry) ([]byte, error) {
 		buf = append(buf, e.Hash...)
 		buf = append(buf, '\n')
 	}
+	// Each line got exactly one ':' and one '\n': if the whole content has
+	// no more of them and no other control character, no field has any.
+	if bytes.Count(buf, []byte{':'}) != len(sorted) || bytes.IndexByte(buf, 0x7f) >= 0 || !onlyNewlines(buf, len(sorted)) {
+		return nil, invalid(sorted)
+	}
 	return buf, nil
+}
+
+// invalid names the first invalid entry of sorted (checked one by one,
+// only once the fast checks of Render failed).
+func invalid(sorted []Entry) error {
+	for i, e := range sorted {
+		if err := checkField(e.Login); err != nil {
+			return fmt.Errorf("%w: login %q: %v", ErrInvalidEntry, e.Login, err)
+		}
+		if err := checkField(e.Hash); err != nil {
+			return fmt.Errorf("%w: hash of login %q: %v", ErrInvalidEntry, e.Login, err)
+		}
+		if i > 0 && sorted[i-1].Login == e.Login {
+			return fmt.Errorf("%w: login %q appears more than once", ErrInvalidEntry, e.Login)
+		}
+	}
+	return fmt.Errorf("%w", ErrInvalidEntry) // not reached: Render's checks mirror these
+}
+
+// onlyNewlines reports whether the control characters (< 0x20) of b are
+// exactly lines newlines. Eight bytes at a time: a word without a byte
+// below 0x20 is skipped whole.
+func onlyNewlines(b []byte, lines int) bool {
+	const highs, spaces = 0x8080808080808080, 0x2020202020202020
+	newlines := 0
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		v := binary.LittleEndian.Uint64(b[i:])
+		if (v-spaces)&^v&highs == 0 { // no byte below 0x20 (bytes >= 0x80 never flag)
+			continue
+		}
+		for _, c := range b[i : i+8] {
+			if c < 0x20 {
+				if c != '\n' {
+					return false
+				}
+				newlines++
+			}
+		}
+	}
+	for _, c := range b[i:] {
+		if c < 0x20 {
+			if c != '\n' {
+				return false
+			}
+			newlines++
+		}
+	}
+	return newlines == lines
 }
 
 func checkField(s string) error {

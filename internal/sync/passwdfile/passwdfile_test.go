@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -524,5 +525,50 @@ func TestGroup(t *testing.T) {
 			t.Skipf("no name for gid %d: %v", gid, err)
 		}
 		check(t, g.Name)
+	})
+}
+
+// renderAccepts is Render's contract checked the slow way: every field is
+// valid and no login repeats.
+func renderAccepts(entries []Entry) bool {
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if checkField(e.Login) != nil || checkField(e.Hash) != nil || seen[e.Login] {
+			return false
+		}
+		seen[e.Login] = true
+	}
+	return true
+}
+
+// Render's fast checks (whole-buffer counts, eight bytes at a time) accept
+// exactly what the field-by-field rules accept, and what they accept parses
+// back to the same entries.
+func FuzzRender(f *testing.F) {
+	f.Add("alice@example.com", "{SSHA512}abcdefghijklmnopqrstuvwxyz0123456789", "bob@example.com", "{SSHA512}x")
+	f.Add("a@b", "{PLAIN}x\x1fy", "c@d", "{PLAIN}z")
+	f.Add("long-login-with-a-tab\t-after-eight@example.com", "{PLAIN}x", "b@c", "{PLAIN}\x7f")
+	f.Add("ünïcödé@example.com", "{PLAIN}\u00e9\u00e8", "x@y", "#z")
+	f.Fuzz(func(t *testing.T, l1, h1, l2, h2 string) {
+		entries := []Entry{{l1, h1}, {l2, h2}}
+		b, err := Render(entries)
+		if want := renderAccepts(entries); (err == nil) != want {
+			t.Fatalf("Render(%q) error %v, the field rules say valid=%v", entries, err, want)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrInvalidEntry) {
+				t.Fatalf("error %v does not wrap ErrInvalidEntry", err)
+			}
+			return
+		}
+		got, err := Parse(b)
+		if err != nil {
+			t.Fatalf("Parse(Render(%q)): %v", entries, err)
+		}
+		want := slices.Clone(entries)
+		slices.SortFunc(want, func(a, b Entry) int { return strings.Compare(a.Login, b.Login) })
+		if !slices.Equal(got, want) {
+			t.Fatalf("round trip: got %q, want %q", got, want)
+		}
 	})
 }
