@@ -23,7 +23,8 @@ type held struct {
 	readAt  time.Time // when the whole scope was last read
 	byLogin map[string]heldEntry
 	ids     map[int64]string // credential id -> login
-	entries []Entry          // sorted by login; never modified, only replaced
+	entries []Entry          // sorted by login
+	spare   []Entry          // the previous entries, whose array the next merge reuses
 }
 
 type heldEntry struct {
@@ -46,7 +47,8 @@ func newHeld(rows []postgres.SnapshotRow, now time.Time) *held {
 
 // merge brings h up to date with the current rows of the changed
 // credentials: a changed credential without a row is gone. It costs
-// O(entries) in memory copies and O(changes log changes) otherwise.
+// O(entries) in memory copies and O(changes log changes) otherwise. The
+// entries of the merge before are overwritten (their apply is over).
 func (h *held) merge(changed []int64, rows []postgres.SnapshotRow) {
 	dirty := map[string]bool{}
 	for _, id := range changed {
@@ -73,7 +75,7 @@ func (h *held) merge(changed []int64, rows []postgres.SnapshotRow) {
 		}
 	}
 	slices.SortFunc(added, func(a, b Entry) int { return cmp.Compare(a.Login, b.Login) })
-	out := make([]Entry, 0, len(h.byLogin))
+	out := slices.Grow(h.spare[:0], len(h.byLogin))
 	i := 0
 	for _, e := range h.entries {
 		if dirty[e.Login] {
@@ -85,7 +87,7 @@ func (h *held) merge(changed []int64, rows []postgres.SnapshotRow) {
 		}
 		out = append(out, e)
 	}
-	h.entries = append(out, added[i:]...)
+	h.spare, h.entries = h.entries, append(out, added[i:]...)
 }
 
 // changedCredentials returns the credentials the events change, or false

@@ -28,6 +28,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
 )
 
 // Event types.
@@ -52,11 +53,10 @@ type Event struct {
 	OccurredAt   int64    `json:"occurred_at"`
 }
 
-// Entry is one credential as a backend holds it.
-type Entry struct {
-	Login string
-	Hash  string
-}
+// Entry is one credential as a backend holds it: a login and the hash it
+// verifies. (The passwd-file writer's own type, so that the state the syncer
+// holds goes to the file without a copy.)
+type Entry = passwdfile.Entry
 
 // Batch is what a target applies at once: the events of one scope, in
 // order, and, for targets that render state, the scope's whole current state.

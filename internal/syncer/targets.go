@@ -39,10 +39,7 @@ func (*PasswdFile) NeedsSnapshot() bool { return true }
 // Apply implements Target: it rewrites the scope's file; a per-domain file
 // with no logins left is removed.
 func (p *PasswdFile) Apply(_ context.Context, b Batch) error {
-	entries := make([]passwdfile.Entry, len(b.Entries))
-	for i, e := range b.Entries {
-		entries[i] = passwdfile.Entry{Login: e.Login, Hash: e.Hash}
-	}
+	entries := b.Entries
 	var err error
 	if p.w.PerDomain() && len(entries) == 0 {
 		err = p.w.Remove(b.Scope)

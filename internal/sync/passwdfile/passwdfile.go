@@ -91,6 +91,7 @@ type Writer struct {
 type fileState struct {
 	mu        sync.Mutex
 	lastMtime time.Time
+	buf       []byte // the last content rendered, reused for the next
 }
 
 // New returns a Writer for pathTemplate, which names one file, or contains
@@ -251,12 +252,13 @@ func (w *Writer) Write(domain string, entries []Entry) error {
 	if err != nil {
 		return err
 	}
-	data, err := Render(entries)
+	st := w.lock(path)
+	defer st.mu.Unlock()
+	data, err := appendRender(st.buf[:0], entries)
 	if err != nil {
 		return err
 	}
-	st := w.lock(path)
-	defer st.mu.Unlock()
+	st.buf = data
 
 	dir := filepath.Dir(path)
 	if err := w.ensureDir(dir); err != nil {
@@ -432,7 +434,10 @@ func syncDir(dir string) error {
 // ASCII control character (among them '\n', '\r' and NUL), or if two entries
 // have the same login, so that every line reads back as exactly the entry it
 // was made from.
-func Render(entries []Entry) ([]byte, error) {
+func Render(entries []Entry) ([]byte, error) { return appendRender(nil, entries) }
+
+// appendRender is Render appending to buf.
+func appendRender(buf []byte, entries []Entry) ([]byte, error) {
 	sorted := entries
 	byLogin := func(a, b Entry) int { return strings.Compare(a.Login, b.Login) }
 	if !slices.IsSortedFunc(entries, byLogin) {
@@ -447,7 +452,8 @@ func Render(entries []Entry) ([]byte, error) {
 		}
 		n += len(e.Login) + len(e.Hash) + 2
 	}
-	buf := make([]byte, 0, n)
+	buf = slices.Grow(buf, n)
+	start := len(buf)
 	for _, e := range sorted {
 		buf = append(buf, e.Login...)
 		buf = append(buf, ':')
@@ -456,7 +462,8 @@ func Render(entries []Entry) ([]byte, error) {
 	}
 	// Each line got exactly one ':' and one '\n': if the whole content has
 	// no more of them and no other control character, no field has any.
-	if bytes.Count(buf, []byte{':'}) != len(sorted) || bytes.IndexByte(buf, 0x7f) >= 0 || !onlyNewlines(buf, len(sorted)) {
+	out := buf[start:]
+	if bytes.Count(out, []byte{':'}) != len(sorted) || bytes.IndexByte(out, 0x7f) >= 0 || !onlyNewlines(out, len(sorted)) {
 		return nil, invalid(sorted)
 	}
 	return buf, nil
