@@ -12,8 +12,15 @@
 // Dovecot re-reads a passwd-file only when its mtime (in whole seconds) or
 // its size changes. Two rewrites of the same length within one second would
 // leave Dovecot serving the older one, so an old password would stay valid.
-// Write therefore gives each new file an mtime at least one second past the
-// previous one's, even when that puts the mtime slightly in the future.
+// Write therefore gives a new file the current second as its mtime unless a
+// file of the same size already had that second (as far as this Writer
+// knows: it remembers the sizes it wrote in its last second, and trusts
+// them only while the file on disk is still the one it wrote); then, and
+// whenever it does not know, it uses one second past the previous file's
+// mtime, even when that puts the mtime in the future. A burst of creates or
+// deletes (each changes the size) keeps the mtime at the current time; a
+// burst of same-length changes (password resets) moves it ahead by one
+// second per write.
 //
 // A Writer serialises writes to one file within a process. Writers in
 // different processes (or several Writers for the same files) are not
@@ -35,6 +42,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -90,8 +98,10 @@ type Writer struct {
 // second still gets a new mtime.
 type fileState struct {
 	mu        sync.Mutex
-	lastMtime time.Time
-	buf       []byte // the last content rendered, reused for the next
+	lastMtime time.Time      // the mtime this Writer last gave the file (whole seconds)
+	lastIno   uint64         // and the file's inode then (0: unknown)
+	sizes     map[int64]bool // the sizes this Writer gave the file with lastMtime
+	buf       []byte         // the last content rendered, reused for the next
 }
 
 // New returns a Writer for pathTemplate, which names one file, or contains
@@ -264,36 +274,67 @@ func (w *Writer) Write(domain string, entries []Entry) error {
 	if err := w.ensureDir(dir); err != nil {
 		return err
 	}
-	mtime := time.Now()
 	fi, err := os.Lstat(path)
+	exists := err == nil
 	switch {
-	case err == nil:
-		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("passwdfile: %s exists and is not a regular file (%v)", path, fi.Mode().Type())
-		}
-		mtime = later(mtime, fi.ModTime().Add(time.Second))
-	case !errors.Is(err, fs.ErrNotExist):
+	case exists && !fi.Mode().IsRegular():
+		return fmt.Errorf("passwdfile: %s exists and is not a regular file (%v)", path, fi.Mode().Type())
+	case !exists && !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("passwdfile: %w", err)
 	}
-	if !st.lastMtime.IsZero() {
-		mtime = later(mtime, st.lastMtime.Add(time.Second))
-	}
-
+	mtime := st.nextMtime(fi, exists, int64(len(data)), time.Now())
 	if err := w.replace(path, data, mtime); err != nil {
+		st.lastIno = 0 // the file is in doubt
 		return err
 	}
-	st.lastMtime = mtime
+	if fi, err := os.Lstat(path); err == nil {
+		st.wrote(mtime, inode(fi), int64(len(data)))
+	} else {
+		st.lastIno = 0
+	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("passwdfile: %s written but its directory not synced: %w", path, err)
 	}
 	return nil
 }
 
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
+// nextMtime is the mtime of a new file of size bytes replacing the file
+// described by fi (when exists): see the package documentation.
+func (st *fileState) nextMtime(fi fs.FileInfo, exists bool, size int64, now time.Time) time.Time {
+	sec := now.Unix()
+	known := false // the file on disk is the one this Writer wrote last
+	if exists {
+		known = st.lastIno != 0 && inode(fi) == st.lastIno && fi.ModTime().Equal(st.lastMtime)
+		if !known {
+			sec = max(sec, fi.ModTime().Unix()+1)
+		}
 	}
-	return a
+	if !st.lastMtime.IsZero() {
+		if last := st.lastMtime.Unix(); sec <= last {
+			sec = last
+			if !known || st.sizes[size] {
+				sec = last + 1
+			}
+		}
+	}
+	return time.Unix(sec, 0)
+}
+
+// wrote records a file this Writer wrote.
+func (st *fileState) wrote(mtime time.Time, ino uint64, size int64) {
+	if !mtime.Equal(st.lastMtime) || st.sizes == nil {
+		st.sizes = map[int64]bool{}
+	}
+	st.sizes[size] = true
+	st.lastMtime, st.lastIno = mtime, ino
+}
+
+// inode is fi's inode number, or 0 when the platform does not say.
+func inode(fi fs.FileInfo) uint64 {
+	if s, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return s.Ino
+	}
+	return 0
 }
 
 // replace writes data to a temporary file next to path and renames it over

@@ -572,3 +572,42 @@ func FuzzRender(f *testing.F) {
 		}
 	})
 }
+
+// Writes that change the size keep the mtime at the current second (Dovecot
+// sees the size change): a burst of creates does not push it into the
+// future. A size seen before in the same second still moves the mtime on.
+func TestMtimeStaysCurrentWhileSizesDiffer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "passwd")
+	w := newWriter(t, path, "")
+	var entries []Entry
+	stat := func() os.FileInfo {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	for i := range 50 {
+		entries = append(entries, Entry{fmt.Sprintf("u%03d@example.com", i), "{PLAIN}pw"})
+		if err := w.Write("", entries); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, now := stat().ModTime().Unix(), time.Now().Unix(); got > now {
+		t.Fatalf("after 50 growing writes the mtime is %d s, %d s ahead of now", got, got-now)
+	}
+	// Shrink back to a size already written: if that happened in the same
+	// second as the size's first write, the mtime must move past it.
+	first := stat()
+	if err := w.Write("", entries[:49]); err != nil { // a size written before
+		t.Fatal(err)
+	}
+	if err := w.Write("", entries[:50]); err != nil { // and again the size of first
+		t.Fatal(err)
+	}
+	if fi := stat(); fi.Size() != first.Size() || fi.ModTime().Unix() == first.ModTime().Unix() {
+		t.Fatalf("same size %d as a file of second %d, and the same second %d: Dovecot would not reload",
+			fi.Size(), first.ModTime().Unix(), fi.ModTime().Unix())
+	}
+}
