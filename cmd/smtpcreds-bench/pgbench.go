@@ -78,9 +78,13 @@ var createSteps = []step{
 	{meta: `\if :r <= :claimppm`},
 	{comment: "syncer.Service.Apply (postgres.SyncRepo.ClaimScope): in its scope's turn, claims the scope's pending jobs",
 		sql: `
+		WITH c AS (
+			SELECT id FROM sync_jobs
+			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
+			ORDER BY id
+			FOR UPDATE SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $3 * interval '1 millisecond', attempts = j.attempts + 1
-		WHERE j.target = $1 AND j.scope = $2
-		  AND j.done_at IS NULL AND (j.locked_until IS NULL OR j.locked_until < now())
+		FROM c WHERE j.id = c.id
 		RETURNING j.id, j.target, j.scope, j.event, j.attempts`,
 		args: []string{"target", "''", "lease"}, suffix: `\aset c_`},
 	{comment: "only when the claim got jobs (a concurrent request may have claimed ours)", meta: `\if :c_id > 0`},
@@ -392,7 +396,7 @@ func (e *env) syncShares(ctx context.Context, creates int) (claims, applies floa
 		Applies int64 `db:"applies"`
 	}
 	err = e.db.GetContext(ctx, &n, `
-		SELECT coalesce(sum(calls) FILTER (WHERE query ILIKE '%UPDATE sync_jobs j SET locked_until%scope = $2%'), 0)::bigint AS claims,
+		SELECT coalesce(sum(calls) FILTER (WHERE query ILIKE '%scope = $2 AND done_at IS NULL%FOR UPDATE SKIP LOCKED%'), 0)::bigint AS claims,
 		       coalesce(sum(calls) FILTER (WHERE query ILIKE 'INSERT INTO sync_scopes%'), 0)::bigint AS applies
 		FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`)

@@ -49,7 +49,8 @@ const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 // ClaimDue claims the group (same target and scope) of the oldest due job:
 // every unfinished, unleased job of that group, due or not, so that a burst
 // coalesces. Returns nothing when no job is due. Rows locked by a concurrent
-// claimer are skipped.
+// claimer are skipped, never waited for: two claims that each wait for the
+// other's rows deadlock (PostgreSQL then stalls both for deadlock_timeout).
 func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
@@ -57,11 +58,15 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.
 			SELECT target, scope FROM sync_jobs
 			WHERE done_at IS NULL AND available_at <= now() AND (locked_until IS NULL OR locked_until < now())
 			ORDER BY available_at, id LIMIT 1
-			FOR UPDATE SKIP LOCKED)
+			FOR UPDATE SKIP LOCKED),
+		c AS (
+			SELECT j.id FROM sync_jobs j, first
+			WHERE j.target = first.target AND j.scope = first.scope AND j.done_at IS NULL
+			  AND (j.locked_until IS NULL OR j.locked_until < now())
+			ORDER BY j.id
+			FOR UPDATE OF j SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
-		FROM first
-		WHERE j.target = first.target AND j.scope = first.scope AND j.done_at IS NULL
-		  AND (j.locked_until IS NULL OR j.locked_until < now())
+		FROM c WHERE j.id = c.id
 		RETURNING `+claimCols, lease.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
@@ -71,13 +76,19 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.
 
 // ClaimScope claims every unleased unfinished job of (target, scope), due
 // or not (a request applying its change at once takes along whatever else
-// is pending there). Jobs leased by another worker are left to it.
+// is pending there). Jobs leased by another worker are left to it, and so
+// are rows another claim is locking at this moment (skipped, as in
+// ClaimDue).
 func (SyncRepo) ClaimScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, lease time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
+		WITH c AS (
+			SELECT id FROM sync_jobs
+			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
+			ORDER BY id
+			FOR UPDATE SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $3 * interval '1 millisecond', attempts = j.attempts + 1
-		WHERE j.target = $1 AND j.scope = $2
-		  AND j.done_at IS NULL AND (j.locked_until IS NULL OR j.locked_until < now())
+		FROM c WHERE j.id = c.id
 		RETURNING `+claimCols, target, scope, lease.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
