@@ -37,7 +37,7 @@ type step struct {
 // passwd-file sync target with one file (scope "", written as a literal:
 // pgbench variables cannot be empty).
 // Transaction boundaries are the server's: the rate counter runs on its own,
-// the create is one transaction, the request's sync claim runs on its own,
+// the create is one statement, the request's sync claim runs on its own,
 // the apply is one transaction. (Under load the server does less: a request
 // whose job another request's turn applied is woken in process without any
 // of the sync SQL; pgbench clients always claim.)
@@ -56,22 +56,21 @@ var createSteps = []step{
 		RETURNING hits, ((window_start + 1) * 60 - extract(epoch FROM now()))::float8`,
 		args: []string{"ratekey"}},
 	{harness: true, sql: `SET synchronous_commit = on`},
-	{comment: "credentials.Service.Create: one transaction", sql: `BEGIN READ WRITE`},
-	{comment: "postgres.CredentialRepo.InsertVerified: finds the verified domain and inserts",
+	{comment: "credentials.Service.Create (postgres.CredentialRepo.InsertVerified): the credential and its sync job, one statement",
 		sql: `
 		WITH c AS (
 			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
 			SELECT $1, $2, d.id, $4, $5 FROM domains d WHERE d.account_id = $2 AND d.name = $3 AND d.is_verified
 			ON CONFLICT (domain_id, username) DO NOTHING
-			RETURNING *)
+			RETURNING *),
+		j AS (
+			INSERT INTO sync_jobs (target, scope, event)
+			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
+			RETURNING id)
 		SELECT c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
 	c.status, c.created_at, c.modified_at, c.password_changed_at,
-	c.version, c.synced_version, c.synced_at, c.sync_error FROM c JOIN domains d ON d.id = c.domain_id`,
-		args: []string{"g", "aid", "dom", "u", "hash"}},
-	{comment: "syncer.Service.Enqueue (postgres.SyncRepo.Insert)",
-		sql:  `INSERT INTO sync_jobs (target, scope, event) VALUES ($1, $2, $3) RETURNING id`,
-		args: []string{"target", "''", "event"}},
-	{sql: `COMMIT`},
+	c.version, c.synced_version, c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`,
+		args: []string{"g", "aid", "dom", "u", "hash", "target", "''", "event"}},
 	{meta: `\set c_id 0`},
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},

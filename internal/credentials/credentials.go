@@ -71,7 +71,7 @@ type Repo interface {
 	Count(ctx context.Context, q sqlx.QueryerContext, domainID int64) (int64, error)
 	LockDomainCap(ctx context.Context, q sqlx.ExecerContext, domainID int64) error
 	Insert(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential) (postgres.CredentialRow, error)
-	InsertVerified(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential, domain string) (postgres.CredentialRow, error)
+	InsertVerified(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential, domain string, job *postgres.JobDraft) (postgres.CredentialRow, int64, error)
 	Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
 	List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]postgres.CredentialRow, error)
 	Delete(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
@@ -84,6 +84,10 @@ type Repo interface {
 type Outbox interface {
 	// Enqueue records events inside the change's transaction.
 	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) (syncer.Pending, error)
+	// Draft and Drafted: a job written by the statement that inserts its
+	// credential, and its Pending once committed.
+	Draft(e syncer.Event) (*postgres.JobDraft, error)
+	Drafted(id int64, d *postgres.JobDraft) syncer.Pending
 	// Apply tries to apply committed jobs now; true when the backend confirmed.
 	Apply(ctx context.Context, p syncer.Pending) bool
 }
@@ -182,30 +186,70 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 		return Issued{}, fmt.Errorf("create credential: %w", err)
 	}
 
+	newCred := postgres.NewCredential{GUID: uuid.New(), AccountID: accountID, Username: name, PasswordHash: hash}
+	if s.cfg.MaxPerDomain > 0 {
+		return s.createUnderCap(ctx, newCred, domain, pw)
+	}
+	// No cap to check: one statement finds the verified domain, inserts the
+	// credential and its sync job, and commits; only an insert that added
+	// nothing asks why.
+	draft, err := s.outbox.Draft(upserted(postgres.CredentialRow{
+		GUID: newCred.GUID, Domain: domain, Username: name, Version: 1}, hash))
+	if err != nil {
+		return Issued{}, fmt.Errorf("create credential: %w", err)
+	}
+	row, jobID, err := s.repo.InsertVerified(ctx, s.db, newCred, domain, draft)
+	if errors.Is(err, postgres.ErrNotFound) {
+		return Issued{}, s.whyNotInserted(ctx, s.db, accountID, domain)
+	}
+	if err != nil {
+		return Issued{}, fmt.Errorf("create credential: %w", err)
+	}
+	return s.issued(ctx, row, pw, s.outbox.Drafted(jobID, draft)), nil
+}
+
+func errNotVerified() error {
+	return validation.New("domain", "The domain must be verified before credentials can be created.")
+}
+
+func errTaken() error { return validation.New("username", "The username has already been taken.") }
+
+// createUnderCap creates c in domain in a transaction that checks the
+// domain's cap first. Exact under concurrency: creates of one domain that
+// check the cap take turns from the check to commit (a few ms each).
+func (s *Service) createUnderCap(ctx context.Context, c postgres.NewCredential, domain, pw string) (Issued, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return Issued{}, fmt.Errorf("create credential: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-
-	newCred := postgres.NewCredential{GUID: uuid.New(), AccountID: accountID, Username: name, PasswordHash: hash}
-	var row postgres.CredentialRow
-	if s.cfg.MaxPerDomain > 0 {
-		row, err = s.insertUnderCap(ctx, tx, newCred, domain)
-	} else {
-		// No cap to check: the domain is found by the insert itself, and
-		// only a failed insert asks why.
-		row, err = s.repo.InsertVerified(ctx, tx, newCred, domain)
-		if errors.Is(err, postgres.ErrNotFound) {
-			err = s.whyNotInserted(ctx, tx, accountID, domain)
-		} else if err != nil {
-			err = fmt.Errorf("create credential: %w", err)
-		}
+	d, err := s.repo.Domain(ctx, tx, c.AccountID, domain)
+	if err != nil {
+		return Issued{}, s.domainErr("create credential", err)
+	}
+	if !d.IsVerified {
+		return Issued{}, errNotVerified()
+	}
+	if err := s.repo.LockDomainCap(ctx, tx, d.ID); err != nil {
+		return Issued{}, fmt.Errorf("create credential: %w", err)
+	}
+	n, err := s.repo.Count(ctx, tx, d.ID)
+	if err != nil {
+		return Issued{}, fmt.Errorf("create credential: %w", err)
+	}
+	if n >= int64(s.cfg.MaxPerDomain) {
+		return Issued{}, validation.New("username",
+			fmt.Sprintf("The domain already has the maximum of %d credentials.", s.cfg.MaxPerDomain))
+	}
+	c.DomainID = d.ID
+	row, err := s.repo.Insert(ctx, tx, c)
+	if errors.Is(err, postgres.ErrConflict) {
+		return Issued{}, errTaken()
 	}
 	if err != nil {
-		return Issued{}, err
+		return Issued{}, fmt.Errorf("create credential: %w", err)
 	}
-	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, hash))
+	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, c.PasswordHash))
 	if err != nil {
 		return Issued{}, fmt.Errorf("create credential: %w", err)
 	}
@@ -215,49 +259,10 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 	return s.issued(ctx, row, pw, jobs), nil
 }
 
-func errNotVerified() error {
-	return validation.New("domain", "The domain must be verified before credentials can be created.")
-}
-
-func errTaken() error { return validation.New("username", "The username has already been taken.") }
-
-// insertUnderCap inserts c into domain after checking the domain's cap.
-// Exact under concurrency: creates of one domain that check the cap take
-// turns from here to commit (a few ms each).
-func (s *Service) insertUnderCap(ctx context.Context, tx *sqlx.Tx, c postgres.NewCredential, domain string) (postgres.CredentialRow, error) {
-	d, err := s.repo.Domain(ctx, tx, c.AccountID, domain)
-	if err != nil {
-		return postgres.CredentialRow{}, s.domainErr("create credential", err)
-	}
-	if !d.IsVerified {
-		return postgres.CredentialRow{}, errNotVerified()
-	}
-	if err := s.repo.LockDomainCap(ctx, tx, d.ID); err != nil {
-		return postgres.CredentialRow{}, fmt.Errorf("create credential: %w", err)
-	}
-	n, err := s.repo.Count(ctx, tx, d.ID)
-	if err != nil {
-		return postgres.CredentialRow{}, fmt.Errorf("create credential: %w", err)
-	}
-	if n >= int64(s.cfg.MaxPerDomain) {
-		return postgres.CredentialRow{}, validation.New("username",
-			fmt.Sprintf("The domain already has the maximum of %d credentials.", s.cfg.MaxPerDomain))
-	}
-	c.DomainID = d.ID
-	row, err := s.repo.Insert(ctx, tx, c)
-	if errors.Is(err, postgres.ErrConflict) {
-		return postgres.CredentialRow{}, errTaken()
-	}
-	if err != nil {
-		return postgres.CredentialRow{}, fmt.Errorf("create credential: %w", err)
-	}
-	return row, nil
-}
-
 // whyNotInserted is the error of an InsertVerified that added nothing: the
 // domain is missing or unverified, or else the username is taken.
-func (s *Service) whyNotInserted(ctx context.Context, tx *sqlx.Tx, accountID int64, domain string) error {
-	d, err := s.repo.Domain(ctx, tx, accountID, domain)
+func (s *Service) whyNotInserted(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string) error {
+	d, err := s.repo.Domain(ctx, q, accountID, domain)
 	if err != nil {
 		return s.domainErr("create credential", err)
 	}

@@ -109,24 +109,49 @@ func (CredentialRepo) Insert(ctx context.Context, q sqlx.QueryerContext, c NewCr
 	return r, nil
 }
 
+// JobDraft is a sync job to be inserted in the statement that inserts the
+// credential it is about: the credential's id is added to its event there.
+type JobDraft struct {
+	Target, Scope string
+	Event         []byte // JSON, without credential_id
+}
+
 // InsertVerified adds a credential to the verified domain called domain
 // owned by c.AccountID (c.DomainID is ignored), finding the domain in the
-// same statement. ErrNotFound when no row was added: the domain is missing
-// or not verified, or the username is taken (the caller tells which).
-func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext, c NewCredential, domain string) (CredentialRow, error) {
-	var r CredentialRow
+// same statement, and with it job (when not nil) with the new credential's
+// id in its event: one statement, so one round trip and, outside a
+// transaction, one commit. It returns the credential and the job's id.
+// ErrNotFound when no row was added: the domain is missing or not
+// verified, or the username is taken (the caller tells which).
+func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext, c NewCredential, domain string, job *JobDraft) (CredentialRow, int64, error) {
+	var r struct {
+		CredentialRow
+		JobID *int64 `db:"job_id"`
+	}
+	var target, scope, event any // NULL: no job
+	if job != nil {
+		target, scope, event = job.Target, job.Scope, jsonArg(job.Event)
+	}
 	err := sqlx.GetContext(ctx, q, &r, `
 		WITH c AS (
 			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
 			SELECT $1, $2, d.id, $4, $5 FROM domains d WHERE d.account_id = $2 AND d.name = $3 AND d.is_verified
 			ON CONFLICT (domain_id, username) DO NOTHING
-			RETURNING *)
-		SELECT `+credentialCols+` FROM c JOIN domains d ON d.id = c.domain_id`,
-		c.GUID, c.AccountID, domain, c.Username, c.PasswordHash)
+			RETURNING *),
+		j AS (
+			INSERT INTO sync_jobs (target, scope, event)
+			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
+			RETURNING id)
+		SELECT `+credentialCols+`, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`,
+		c.GUID, c.AccountID, domain, c.Username, c.PasswordHash, target, scope, event)
 	if err != nil {
-		return CredentialRow{}, fmt.Errorf("insert credential: %w", translate(err))
+		return CredentialRow{}, 0, fmt.Errorf("insert credential: %w", translate(err))
 	}
-	return r, nil
+	var id int64
+	if r.JobID != nil {
+		id = *r.JobID
+	}
+	return r.CredentialRow, id, nil
 }
 
 // Get returns the credential guid of the domain called domain, owned by

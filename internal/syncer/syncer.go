@@ -198,6 +198,33 @@ func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...
 	return p, nil
 }
 
+// Draft returns the job of e for the caller's own insert statement to
+// write together with the new credential it is about (whose id the
+// statement adds to the event): see postgres.CredentialRepo.InsertVerified.
+// Nil when sync is disabled.
+func (s *Service) Draft(e Event) (*postgres.JobDraft, error) {
+	if s == nil {
+		return nil, nil
+	}
+	if e.OccurredAt == 0 {
+		e.OccurredAt = time.Now().Unix()
+	}
+	e.CredentialID = 0 // the statement sets it
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("draft sync job: %w", err)
+	}
+	return &postgres.JobDraft{Target: s.target.Name(), Scope: s.target.Scope(e.Domain), Event: b}, nil
+}
+
+// Drafted is the Pending of a drafted job, inserted (and committed) as id.
+func (s *Service) Drafted(id int64, d *postgres.JobDraft) Pending {
+	if s == nil || d == nil || id == 0 {
+		return Pending{}
+	}
+	return Pending{ids: []int64{id}, scopes: []string{d.Scope}}
+}
+
 // requestLeaseMargin covers the bookkeeping after a request's attempt.
 const requestLeaseMargin = 3 * time.Second
 
