@@ -132,7 +132,7 @@ func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext,
 	if job != nil {
 		target, scope, event = job.Target, job.Scope, jsonArg(job.Event)
 	}
-	err := sqlx.GetContext(ctx, q, &r, `
+	err := getHot(ctx, q, &r, `
 		WITH c AS (
 			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
 			SELECT $1, $2, d.id, $4, $5 FROM domains d WHERE d.account_id = $2 AND d.name = $3 AND d.is_verified

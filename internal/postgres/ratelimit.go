@@ -15,7 +15,7 @@ type RateCounterRepo struct{}
 // Hit adds one to key's counter in the current window and returns the new
 // count and the seconds left in the window.
 func (RateCounterRepo) Hit(ctx context.Context, q sqlx.QueryerContext, key string) (hits int, secondsLeft float64, err error) {
-	err = q.QueryRowxContext(ctx, `
+	err = queryRowHot(ctx, q, `
 		INSERT INTO rate_counters AS r (key, window_start, hits)
 		VALUES ($1, floor(extract(epoch FROM now()) / 60)::bigint, 1)
 		ON CONFLICT (key) DO UPDATE

@@ -81,7 +81,7 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.
 // ClaimDue).
 func (SyncRepo) ClaimScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, lease time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
-	err := sqlx.SelectContext(ctx, q, &rows, `
+	err := selectHot(ctx, q, &rows, `
 		WITH c AS (
 			SELECT id FROM sync_jobs
 			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
