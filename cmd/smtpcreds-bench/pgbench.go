@@ -306,7 +306,7 @@ func (e *env) runPgbench(ctx context.Context, vars map[string]string, conc int, 
 	if err := os.WriteFile(path, []byte(sc), 0o644); err != nil {
 		return pgbenchResult{}, err
 	}
-	args := []string{"-n", "-M", "extended", "-c", strconv.Itoa(conc), "-j", strconv.Itoa(min(conc, runtime.NumCPU())),
+	args := []string{"-n", "-M", "prepared", "-c", strconv.Itoa(conc), "-j", strconv.Itoa(min(conc, runtime.NumCPU())),
 		"-T", strconv.Itoa(max(1, int(dur.Round(time.Second)/time.Second))), "-f", path,
 		"-h", "127.0.0.1", "-p", strconv.Itoa(e.cluster.Port()), "-U", "postgres"}
 	keys := make([]string, 0, len(vars))
