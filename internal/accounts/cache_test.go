@@ -103,3 +103,47 @@ func TestTokenCacheRevocation(t *testing.T) {
 		t.Errorf("the new token: %v", err)
 	}
 }
+
+// A change made while the listening connection is down is never
+// announced to this process: losing the connection empties the cache and
+// keeps it off until the connection is back, so the old token stops
+// working all the same.
+func TestTokenCacheForgetsWhenTheListenerDrops(t *testing.T) {
+	url := dbtest.NewURL(t)
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, lookups := process(t, ctx, db, url)
+	_, tok, err := a.Create(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "authentication served from the cache", func() bool {
+		if _, err := a.Authenticate(ctx, "acme", tok); err != nil {
+			t.Fatal(err)
+		}
+		before := lookups.Load()
+		if _, err := a.Authenticate(ctx, "acme", tok); err != nil {
+			t.Fatal(err)
+		}
+		return lookups.Load() == before
+	})
+	// Cut the listening connection, and change the token behind its back
+	// (no announcement), as a change during an outage would.
+	var killed int
+	if err := db.Get(&killed, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query ILIKE 'LISTEN%') t`); err != nil || killed == 0 {
+		t.Fatalf("terminating the listener: %d %v", killed, err)
+	}
+	if _, err := db.Exec(`UPDATE accounts SET token_digest = '\x00' WHERE name = 'acme'`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the old token to be refused", func() bool {
+		_, err := a.Authenticate(ctx, "acme", tok)
+		return err != nil
+	})
+}
