@@ -85,7 +85,7 @@ var settings = []setting{
 	{"dns-resolver", "SMTPCREDS_DNS_RESOLVER", "", "host:port of the resolver for DNS checks (default: the system resolver)"},
 	{"dns-timeout", "SMTPCREDS_DNS_TIMEOUT", "3s", "timeout of one DNS check"},
 	{"sync-target", "SMTPCREDS_SYNC_TARGET", "", "passwd-file, webhook or none (default: passwd-file when a file is set, else webhook when a URL is set, else none)"},
-	{"passwd-file", "SMTPCREDS_PASSWD_FILE", "", "Dovecot passwd-file to keep in sync; %d in the path means one file per domain"},
+	{"passwd-file", "SMTPCREDS_PASSWD_FILE", "", "Dovecot passwd-file to keep in sync; %d in the path means one file per domain, %2Mu shard files by login (as in Dovecot's args)"},
 	{"passwd-file-group", "SMTPCREDS_PASSWD_FILE_GROUP", "", "group of the passwd-file (Dovecot's auth process must read it; mode is 0640)"},
 	{"webhook-url", "SMTPCREDS_WEBHOOK_URL", "", "URL of a sync agent receiving HMAC-signed change events"},
 	{"webhook-secret", "SMTPCREDS_WEBHOOK_SECRET", "", "shared secret signing webhook events (16+ characters)"},

@@ -2,10 +2,13 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,16 +23,22 @@ type syncWorld struct {
 	world
 	dovecot *dovecottest.Server
 	dir     string // holds the passwd file(s)
-	file    func(domain string) string
+	files   *passwdfile.Writer
 }
 
-func newSyncWorld(t *testing.T, perDomain bool) syncWorld {
+// The passwd-file layouts: one file, one per domain, shards per domain.
+const (
+	oneFile   = "passwd"
+	perDomain = "%d"
+	sharded   = "%d/%2Mu"
+)
+
+// newSyncWorld syncs to the passwd-file(s) layout (oneFile, perDomain or
+// sharded) under a temporary directory.
+func newSyncWorld(t *testing.T, layout string) syncWorld {
 	t.Helper()
 	dir := dovecottest.TempDir(t)
-	tmpl := filepath.Join(dir, "auth", "passwd")
-	if perDomain {
-		tmpl = filepath.Join(dir, "auth", "%d")
-	}
+	tmpl := filepath.Join(dir, "auth", layout)
 	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512"})
 	w, err := passwdfile.New(tmpl, dc.Group())
 	if err != nil {
@@ -39,8 +48,35 @@ func newSyncWorld(t *testing.T, perDomain bool) syncWorld {
 		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	return syncWorld{
 		world:   newWorld(t, opts{syncTarget: syncer.NewPasswdFile(w), syncConfig: cfg}),
-		dovecot: dc, dir: dir, file: w.Path,
+		dovecot: dc, dir: dir, files: w,
 	}
+}
+
+// read returns the content of domain's passwd file(s), all shards
+// concatenated, and checks that each shard's lines belong in it.
+func (s syncWorld) read(domain string) []byte {
+	s.t.Helper()
+	var all []byte
+	for _, shard := range s.files.Shards() {
+		data, err := os.ReadFile(s.files.Path(domain, shard))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		entries, err := passwdfile.Parse(data)
+		if err != nil {
+			s.t.Fatalf("passwd file %q does not parse: %v\n%s", shard, err, data)
+		}
+		for _, e := range entries {
+			if got := s.files.Shard(e.Login); got != shard {
+				s.t.Errorf("%s is in shard %q, belongs in %q", e.Login, shard, got)
+			}
+		}
+		all = append(all, data...)
+	}
+	return all
 }
 
 // auth asks Dovecot, after the passwd file's changes became visible to it.
@@ -58,14 +94,13 @@ func (s syncWorld) auth(login, pw string) bool {
 // domain's active credentials as the database has them, and no plaintext.
 func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
 	s.t.Helper()
-	data, err := os.ReadFile(s.file(domain))
-	if err != nil && !os.IsNotExist(err) {
-		s.t.Fatal(err)
+	data := s.read(domain)
+	var entries []passwdfile.Entry
+	for line := range strings.Lines(string(data)) {
+		login, hash, _ := strings.Cut(strings.TrimSuffix(line, "\n"), ":")
+		entries = append(entries, passwdfile.Entry{Login: login, Hash: hash})
 	}
-	entries, err := passwdfile.Parse(data)
-	if err != nil {
-		s.t.Fatalf("passwd file does not parse: %v\n%s", err, data)
-	}
+	slices.SortFunc(entries, func(a, b passwdfile.Entry) int { return strings.Compare(a.Login, b.Login) })
 	var want []passwdfile.Entry
 	if err := s.db.Select(&want, `
 		SELECT c.username || '@' || d.name AS login, c.password_hash AS hash
@@ -89,7 +124,7 @@ func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
 }
 
 func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
-	s := newSyncWorld(t, false)
+	s := newSyncWorld(t, oneFile)
 	d := s.MustCreateCredential("mailer")
 	pw := d["password"].(string)
 	if d["remote_synced"] != true || dig(d, "credential", "remote_synced") != true {
@@ -108,7 +143,7 @@ func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
 	if dig(g.body, "data", "remote_synced") != true || dig(g.body, "data", "last_synced_at") == nil || dig(g.body, "data", "sync_error") != nil {
 		t.Errorf("GET sync state: %s", g.raw)
 	}
-	fi, err := os.Stat(s.file("example.com"))
+	fi, err := os.Stat(s.files.Path("example.com", ""))
 	if err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("passwd file mode %v (%v), want 0640", fi.Mode(), err)
 	}
@@ -118,7 +153,7 @@ func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
 // Two resets in one second: only the newest password works (the rewrite
 // bumps the file's mtime so that Dovecot re-reads a same-size file).
 func TestSyncResetTwiceInOneSecond(t *testing.T) {
-	s := newSyncWorld(t, false)
+	s := newSyncWorld(t, oneFile)
 	d := s.MustCreateCredential("rot")
 	first := d["password"].(string)
 	path := credsPath + "/" + str(d, "credential", "user_smtp_guid") + "/reset-password"
@@ -146,13 +181,9 @@ func TestSyncResetTwiceInOneSecond(t *testing.T) {
 }
 
 func TestSyncDeleteCredentialAndDomain(t *testing.T) {
-	for _, perDomain := range []bool{false, true} {
-		name := "one file"
-		if perDomain {
-			name = "file per domain"
-		}
+	for name, layout := range map[string]string{"one file": oneFile, "file per domain": perDomain, "shards": sharded} {
 		t.Run(name, func(t *testing.T) {
-			s := newSyncWorld(t, perDomain)
+			s := newSyncWorld(t, layout)
 			a := s.MustCreateCredential("gone")
 			b := s.MustCreateCredential("stays")
 			c := s.MustCreateCredential("withdomain")
@@ -171,8 +202,7 @@ func TestSyncDeleteCredentialAndDomain(t *testing.T) {
 					t.Errorf("%s still authenticates after its domain was deleted", login)
 				}
 			}
-			data, _ := os.ReadFile(s.file("example.com"))
-			if strings.Contains(string(data), "@example.com") {
+			if data := s.read("example.com"); strings.Contains(string(data), "@example.com") {
 				t.Errorf("lines remain after the domain was deleted:\n%s", data)
 			}
 		})
@@ -183,7 +213,7 @@ func TestSyncDeleteCredentialAndDomain(t *testing.T) {
 // with the error on GET); once the target is back the worker converges by
 // itself and the credential authenticates. Nothing is lost.
 func TestSyncTargetDownThenRecovers(t *testing.T) {
-	s := newSyncWorld(t, false)
+	s := newSyncWorld(t, oneFile)
 	authDir := filepath.Join(s.dir, "auth")
 	away := filepath.Join(s.dir, "auth.away")
 	if err := os.Rename(authDir, away); err != nil {
@@ -237,4 +267,57 @@ func TestSyncTargetDownThenRecovers(t *testing.T) {
 		t.Errorf("converged credential refused by Dovecot\n%s", s.dovecot.Log())
 	}
 	s.wantFileMatchesDB("example.com", pw)
+}
+
+// With the files sharded by Dovecot's own "%2Mu", every login is where
+// Dovecot looks for it: logins spread over many shards all authenticate,
+// and a change rewrites only its own shard.
+func TestSyncShardsAreWhereDovecotLooks(t *testing.T) {
+	s := newSyncWorld(t, sharded)
+	pws := map[string]string{}
+	shards := map[string]bool{}
+	for i := range 24 {
+		user := fmt.Sprintf("tenant%d", i)
+		pws[user+"@example.com"] = s.MustCreateCredential(user)["password"].(string)
+		shards[s.files.Shard(user+"@example.com")] = true
+	}
+	if len(shards) < 12 {
+		t.Fatalf("24 logins fell into only %d shards", len(shards))
+	}
+	s.wantFileMatchesDB("example.com")
+	s.dovecot.WaitNextSecond()
+	for login, pw := range pws {
+		ok, err := s.dovecot.Auth(login, pw)
+		if err != nil || !ok {
+			t.Fatalf("Dovecot refuses %s (%v): it looks for it in another file than %q\n%s", login, err, s.files.Shard(login), s.dovecot.Log())
+		}
+	}
+
+	// A reset touches one file: the others keep their inode.
+	inodes := map[string]uint64{}
+	for shard := range shards {
+		inodes[shard] = inodeOf(t, s.files.Path("example.com", shard))
+	}
+	d := s.MustCreateCredential("resetme")
+	r := s.do(req{method: "PUT", path: credsPath + "/" + str(d, "credential", "user_smtp_guid") + "/reset-password", auth: s.alice.auth})
+	wantStatus(t, r, http.StatusOK)
+	own := s.files.Shard("resetme@example.com")
+	for shard, ino := range inodes {
+		if shard != own && inodeOf(t, s.files.Path("example.com", shard)) != ino {
+			t.Errorf("shard %q was rewritten for a change in shard %q", shard, own)
+		}
+	}
+	if !s.auth("resetme@example.com", str(r.body, "data", "new_password")) {
+		t.Errorf("reset password refused\n%s", s.dovecot.Log())
+	}
+	s.wantFileMatchesDB("example.com")
+}
+
+func inodeOf(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
 }

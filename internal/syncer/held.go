@@ -13,18 +13,19 @@ import (
 // changes made to the database behind smtpcreds' back.
 const fullReadEvery = time.Minute
 
-// held is what this process last wrote to one scope of a snapshot target.
-// While no other process has applied the scope since (the scope's token is
-// still ours), the next apply reads only the credentials its jobs changed
-// and merges them in, instead of reading the whole scope: an apply then
-// costs the database O(changes), not O(credentials).
+// held is what this process last wrote to one scope of a snapshot target,
+// in the target's parts. While no other process has applied the scope since
+// (the scope's token is still ours), the next apply reads only the
+// credentials its jobs changed and merges them into their parts, instead of
+// reading the whole scope: an apply then costs the database O(changes), not
+// O(credentials), and the process O(changes + size of the parts changed).
 type held struct {
 	token   int64     // the token this process stamped on the scope
 	readAt  time.Time // when the whole scope was last read
+	partOf  func(login string) string
 	byLogin map[string]heldEntry
 	ids     map[int64]string // credential id -> login
-	entries []Entry          // sorted by login
-	spare   []Entry          // the previous entries, whose array the next merge reuses
+	parts   map[string]*part
 }
 
 type heldEntry struct {
@@ -32,24 +33,58 @@ type heldEntry struct {
 	hash string
 }
 
-// newHeld is the state of a whole-scope read.
-func newHeld(rows []postgres.SnapshotRow, now time.Time) *held {
-	h := &held{readAt: now, byLogin: make(map[string]heldEntry, len(rows)), ids: make(map[int64]string, len(rows))}
-	h.entries = make([]Entry, 0, len(rows))
+// part is the entries of one part, sorted by login. spare is the previous
+// entries, whose array the next merge of the part reuses (the apply that
+// was given them is over by then).
+type part struct {
+	entries, spare []Entry
+}
+
+// newHeld is the state of a whole-scope read, split by partOf (nil: one
+// part, "").
+func newHeld(rows []postgres.SnapshotRow, now time.Time, partOf func(string) string) *held {
+	if partOf == nil {
+		partOf = func(string) string { return "" }
+	}
+	h := &held{readAt: now, partOf: partOf, byLogin: make(map[string]heldEntry, len(rows)),
+		ids: make(map[int64]string, len(rows)), parts: map[string]*part{}}
 	for _, r := range rows {
 		h.byLogin[r.Login] = heldEntry{r.CredentialID, r.Hash}
 		h.ids[r.CredentialID] = r.Login
-		h.entries = append(h.entries, Entry{Login: r.Login, Hash: r.Hash})
+		k := partOf(r.Login)
+		p := h.parts[k]
+		if p == nil {
+			p = &part{}
+			h.parts[k] = p
+		}
+		p.entries = append(p.entries, Entry{Login: r.Login, Hash: r.Hash})
 	}
-	slices.SortFunc(h.entries, func(a, b Entry) int { return cmp.Compare(a.Login, b.Login) })
+	for _, p := range h.parts {
+		slices.SortFunc(p.entries, byLogin)
+	}
 	return h
 }
 
+func byLogin(a, b Entry) int { return cmp.Compare(a.Login, b.Login) }
+
+// all returns every non-empty part, by key.
+func (h *held) all() []Part {
+	out := make([]Part, 0, len(h.parts))
+	for k, p := range h.parts {
+		if len(p.entries) > 0 {
+			out = append(out, Part{Key: k, Entries: p.entries})
+		}
+	}
+	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	return out
+}
+
 // merge brings h up to date with the current rows of the changed
-// credentials: a changed credential without a row is gone. It costs
-// O(entries) in memory copies and O(changes log changes) otherwise. The
-// entries of the merge before are overwritten (their apply is over).
-func (h *held) merge(changed []int64, rows []postgres.SnapshotRow) {
+// credentials (a changed credential without a row is gone) and returns the
+// parts that hold a changed login, by key, with their new entries (possibly
+// none). It costs O(changes log changes) plus memory copies of the parts
+// returned.
+func (h *held) merge(changed []int64, rows []postgres.SnapshotRow) []Part {
 	dirty := map[string]bool{}
 	for _, id := range changed {
 		if login, ok := h.ids[id]; ok {
@@ -68,26 +103,40 @@ func (h *held) merge(changed []int64, rows []postgres.SnapshotRow) {
 		h.ids[r.CredentialID] = r.Login
 		dirty[r.Login] = true
 	}
-	var added []Entry
+	added := map[string][]Entry{} // part -> its changed logins still present
 	for login := range dirty {
+		k := h.partOf(login)
 		if e, ok := h.byLogin[login]; ok {
-			added = append(added, Entry{Login: login, Hash: e.hash})
+			added[k] = append(added[k], Entry{Login: login, Hash: e.hash})
+		} else if _, ok := added[k]; !ok {
+			added[k] = nil
 		}
 	}
-	slices.SortFunc(added, func(a, b Entry) int { return cmp.Compare(a.Login, b.Login) })
-	out := slices.Grow(h.spare[:0], len(h.byLogin))
-	i := 0
-	for _, e := range h.entries {
-		if dirty[e.Login] {
-			continue
+	out := make([]Part, 0, len(added))
+	for k, add := range added {
+		p := h.parts[k]
+		if p == nil {
+			p = &part{}
+			h.parts[k] = p
 		}
-		for i < len(added) && added[i].Login < e.Login {
-			out = append(out, added[i])
-			i++
+		slices.SortFunc(add, byLogin)
+		merged := slices.Grow(p.spare[:0], len(p.entries)+len(add))
+		i := 0
+		for _, e := range p.entries {
+			if dirty[e.Login] {
+				continue
+			}
+			for i < len(add) && add[i].Login < e.Login {
+				merged = append(merged, add[i])
+				i++
+			}
+			merged = append(merged, e)
 		}
-		out = append(out, e)
+		p.spare, p.entries = p.entries, append(merged, add[i:]...)
+		out = append(out, Part{Key: k, Entries: p.entries})
 	}
-	h.spare, h.entries = h.entries, append(out, added[i:]...)
+	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	return out
 }
 
 // changedCredentials returns the credentials the events change, or false

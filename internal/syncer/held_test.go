@@ -13,8 +13,16 @@ import (
 // Merging the changed credentials' rows into what was held must give
 // exactly what a whole-scope read of the new state gives, whatever the
 // changes: new logins, new hashes, deletions, a login taken over by a new
-// credential whose predecessor's deletion is not among the changes.
+// credential whose predecessor's deletion is not among the changes; and the
+// parts a merge returns must be exactly those of the changed logins.
 func TestHeldMergeEqualsFullRead(t *testing.T) {
+	t.Run("one part", func(t *testing.T) { testHeldMerge(t, nil) })
+	t.Run("parts", func(t *testing.T) {
+		testHeldMerge(t, func(login string) string { return login[len(login)-13 : len(login)-12] }) // last digit
+	})
+}
+
+func testHeldMerge(t *testing.T, partOf func(string) string) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	db := map[int64]postgres.SnapshotRow{} // the "database": id -> active row
 	nextID := int64(1)
@@ -33,7 +41,13 @@ func TestHeldMergeEqualsFullRead(t *testing.T) {
 		}
 		return 0, false
 	}
-	h := newHeld(nil, time.Now())
+	h := newHeld(nil, time.Now(), partOf)
+	key := func(login string) string {
+		if partOf == nil {
+			return ""
+		}
+		return partOf(login)
+	}
 	for round := range 300 {
 		var changed []int64
 		for range 1 + rng.IntN(6) {
@@ -62,10 +76,39 @@ func TestHeldMergeEqualsFullRead(t *testing.T) {
 				rows = append(rows, r)
 			}
 		}
-		h.merge(changed, rows)
-		want := newHeld(rowsOf(), time.Now()).entries
-		if !slices.Equal(h.entries, want) {
-			t.Fatalf("round %d: merged %d entries, a full read has %d:\n got %v\nwant %v", round, len(h.entries), len(want), h.entries, want)
+		before := map[int64]string{} // what the changed credentials were held as
+		for _, id := range changed {
+			if login, ok := h.ids[id]; ok {
+				before[id] = login
+			}
+		}
+		parts := h.merge(changed, rows)
+		full := newHeld(rowsOf(), time.Now(), partOf).all()
+		if got := h.all(); !slices.EqualFunc(got, full, equalPart) {
+			t.Fatalf("round %d: merged state differs from a full read:\n got %v\nwant %v", round, got, full)
+		}
+		wantKeys := map[string]bool{}
+		for _, login := range before {
+			wantKeys[key(login)] = true
+		}
+		for _, r := range rows {
+			wantKeys[key(r.Login)] = true
+		}
+		var gotKeys []string
+		for _, p := range parts {
+			gotKeys = append(gotKeys, p.Key)
+			i := slices.IndexFunc(full, func(f Part) bool { return f.Key == p.Key })
+			if len(p.Entries) > 0 && (i < 0 || !equalPart(p, full[i])) || len(p.Entries) == 0 && i >= 0 {
+				t.Fatalf("round %d: part %q returned as %v, a full read has it as %v", round, p.Key, p.Entries, full)
+			}
+		}
+		if !slices.IsSorted(gotKeys) || len(gotKeys) != len(wantKeys) {
+			t.Fatalf("round %d: merge returned parts %q, want the %d parts of the changed logins %v", round, gotKeys, len(wantKeys), wantKeys)
+		}
+		for _, k := range gotKeys {
+			if !wantKeys[k] {
+				t.Fatalf("round %d: merge returned part %q, which no changed login is in", round, k)
+			}
 		}
 	}
 }
@@ -79,3 +122,5 @@ func TestChangedCredentials(t *testing.T) {
 		t.Error("a domain deletion must call for a whole-scope read")
 	}
 }
+
+func equalPart(a, b Part) bool { return a.Key == b.Key && slices.Equal(a.Entries, b.Entries) }

@@ -59,12 +59,34 @@ type Event struct {
 type Entry = passwdfile.Entry
 
 // Batch is what a target applies at once: the events of one scope, in
-// order, and, for targets that render state, the scope's whole current state.
+// order, and, for targets that render state, the current state of the parts
+// of the scope the events changed.
 type Batch struct {
-	Scope   string
-	JobIDs  []int64
-	Events  []Event
-	Entries []Entry // only for targets whose NeedsSnapshot is true: sorted by login, read-only
+	Scope  string
+	JobIDs []int64
+	Events []Event
+	// Parts, only for targets whose NeedsSnapshot is true, holds the whole
+	// current state of each part (see Partitioner) that holds a login the
+	// events changed, by key; a part may now be empty. Read-only.
+	Parts []Part
+	// Whole means that Parts holds every non-empty part of the scope, and
+	// any other part is empty (the scope was read whole: the backend may
+	// hold anything, e.g. after a restart).
+	Whole bool
+}
+
+// Part is the state of one part of a scope: its entries, sorted by login.
+type Part struct {
+	Key     string
+	Entries []Entry
+}
+
+// Partitioner is implemented by snapshot targets that keep a scope's state
+// in parts, e.g. the passwd-file target's shards: a login's part is
+// Partition(login), and a batch carries only the parts it changed. A target
+// without it has one part, "", holding the scope's whole state.
+type Partitioner interface {
+	Partition(login string) string
 }
 
 // Target is a backend smtpcreds keeps in sync. Adding one (a Dovecot SQL
@@ -482,15 +504,19 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 			if rows, err = s.repo.SnapshotOf(ctx, tx, changed); err != nil {
 				return err
 			}
-			h.merge(changed, rows)
+			b.Parts = h.merge(changed, rows)
 		} else {
 			if rows, err = s.repo.Snapshot(ctx, tx, scope); err != nil {
 				return err
 			}
-			h = newHeld(rows, time.Now())
+			var partOf func(string) string
+			if p, ok := s.target.(Partitioner); ok {
+				partOf = p.Partition
+			}
+			h = newHeld(rows, time.Now(), partOf)
+			b.Parts, b.Whole = h.all(), true
 		}
 		h.token = token
-		b.Entries = h.entries
 		for _, r := range rows {
 			if r.SyncedVersion < r.Version { // only these need marking
 				ids, versions = append(ids, r.CredentialID), append(versions, r.Version)

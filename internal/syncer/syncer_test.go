@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) { dbtest.Main(m) }
 type recorder struct {
 	mu       sync.Mutex
 	batches  []syncer.Batch
-	state    map[string][]syncer.Entry // scope -> entries
+	state    map[string]map[string][]syncer.Entry // scope -> part -> entries
 	fail     atomic.Bool
 	inFlight map[string]int
 	overlap  atomic.Bool
@@ -31,8 +33,14 @@ type recorder struct {
 }
 
 func newRecorder() *recorder {
-	return &recorder{state: map[string][]syncer.Entry{}, inFlight: map[string]int{}}
+	return &recorder{state: map[string]map[string][]syncer.Entry{}, inFlight: map[string]int{}}
 }
+
+// partitioned is a recorder whose scopes are split into parts by the
+// login's first letter.
+type partitioned struct{ *recorder }
+
+func (partitioned) Partition(login string) string { return login[:1] }
 
 func (r *recorder) Name() string               { return "recorder" }
 func (r *recorder) Scope(domain string) string { return domain }
@@ -52,7 +60,15 @@ func (r *recorder) Apply(_ context.Context, b syncer.Batch) error {
 		return errors.New("backend unavailable")
 	}
 	r.batches = append(r.batches, b)
-	r.state[b.Scope] = b.Entries
+	if b.Whole || r.state[b.Scope] == nil {
+		if !b.Whole {
+			return errors.New("recorder: a first batch must carry the whole state")
+		}
+		r.state[b.Scope] = map[string][]syncer.Entry{}
+	}
+	for _, p := range b.Parts {
+		r.state[b.Scope][p.Key] = slices.Clone(p.Entries)
+	}
 	return nil
 }
 
@@ -62,10 +78,16 @@ func (r *recorder) applies() int {
 	return len(r.batches)
 }
 
+// held returns what the backend holds of scope, sorted by login.
 func (r *recorder) held(scope string) []syncer.Entry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.state[scope]
+	var all []syncer.Entry
+	for _, entries := range r.state[scope] {
+		all = append(all, entries...)
+	}
+	slices.SortFunc(all, func(a, b syncer.Entry) int { return strings.Compare(a.Login, b.Login) })
+	return all
 }
 
 // fixture is one account with domain example.com.
@@ -341,5 +363,51 @@ func TestApplyAfterAnotherProcessReadsWhole(t *testing.T) {
 	got := rec.held("example.com")
 	if len(got) != 5 || got[1].Login != "u1@example.com" || got[1].Hash != "{SSHA512}new" {
 		t.Errorf("after the reset the backend holds %v", got)
+	}
+}
+
+// A partitioned target is given only the parts a batch changed, except
+// when the scope is read whole (first apply, or another process wrote
+// since), when it is given every part.
+func TestBatchesCarryOnlyChangedParts(t *testing.T) {
+	f := newFixture(t)
+	rec := partitioned{newRecorder()}
+	a := syncer.New(f.db, rec, fastConfig(), nil)
+	b := syncer.New(f.db, rec, fastConfig(), nil)
+	ctx := context.Background()
+	steps := []struct {
+		s         *syncer.Service
+		user      string
+		whole     bool
+		wantParts string // keys of the batch's parts
+	}{
+		{a, "alice", true, "a"},
+		{a, "bob", false, "b"},
+		{a, "anna", false, "a"},
+		{a, "alice", false, "a"}, // a reset
+		{b, "carol", true, "abc"},
+		{a, "bert", true, "abc"},
+		{a, "carl", false, "c"},
+	}
+	for i, st := range steps {
+		hash := fmt.Sprintf("{SSHA512}%s-%d", st.user, i)
+		if !st.s.Apply(ctx, f.change(t, st.s, st.user, hash)) {
+			t.Fatalf("step %d: apply of %s not confirmed", i, st.user)
+		}
+		last := rec.batches[len(rec.batches)-1]
+		keys := ""
+		for _, p := range last.Parts {
+			keys += p.Key
+		}
+		if last.Whole != st.whole || keys != st.wantParts {
+			t.Fatalf("step %d (%s): batch whole=%v parts %q, want whole=%v parts %q", i, st.user, last.Whole, keys, st.whole, st.wantParts)
+		}
+	}
+	var want []syncer.Entry
+	if err := f.db.Select(&want, `SELECT username || '@example.com' AS login, password_hash AS hash FROM credentials ORDER BY 1`); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.held("example.com"); !slices.Equal(got, want) {
+		t.Errorf("backend holds %v, database %v", got, want)
 	}
 }

@@ -13,19 +13,27 @@ import (
 )
 
 // PasswdFile keeps Dovecot passwd-file(s) equal to the database: each apply
-// renders the scope's whole state, so retries are idempotent and a crash
-// leaves either the old or the new file.
+// rewrites the files (shards) its changes touch, each rendered whole from
+// the state, so retries are idempotent and a crash leaves either the old or
+// the new file.
 type PasswdFile struct {
 	w *passwdfile.Writer
+	// dir is the directory of the files up to the first variable, which
+	// error messages do not show.
+	dir string
 }
 
 // NewPasswdFile returns the target writing w's file(s).
-func NewPasswdFile(w *passwdfile.Writer) *PasswdFile { return &PasswdFile{w: w} }
+func NewPasswdFile(w *passwdfile.Writer) *PasswdFile {
+	static, _, _ := strings.Cut(w.Template(), "%")
+	return &PasswdFile{w: w, dir: filepath.Dir(static + "x")}
+}
 
 // Name implements Target.
 func (*PasswdFile) Name() string { return "passwd-file" }
 
-// Scope implements Target: one file holds every domain, or one file per domain.
+// Scope implements Target: one scope holds every domain, or one scope per
+// domain when each has its own file(s).
 func (p *PasswdFile) Scope(domain string) string {
 	if p.w.PerDomain() {
 		return domain
@@ -36,20 +44,54 @@ func (p *PasswdFile) Scope(domain string) string {
 // NeedsSnapshot implements Target.
 func (*PasswdFile) NeedsSnapshot() bool { return true }
 
-// Apply implements Target: it rewrites the scope's file; a per-domain file
-// with no logins left is removed.
+// Partition implements Partitioner: a login's part is its shard ("", one
+// file per scope, when the path has no shard variable).
+func (p *PasswdFile) Partition(login string) string { return p.w.Shard(login) }
+
+// Apply implements Target: it rewrites the file of each part given; a file
+// whose path has a variable and that has no login left is removed. A whole
+// state also visits the parts not given, and rewrites only the files whose
+// content differs.
 func (p *PasswdFile) Apply(_ context.Context, b Batch) error {
-	entries := b.Entries
-	var err error
-	if p.w.PerDomain() && len(entries) == 0 {
-		err = p.w.Remove(b.Scope)
-	} else {
-		err = p.w.Write(b.Scope, entries)
-	}
-	if err != nil {
+	if err := p.apply(b); err != nil {
 		// Users see this text: the server's paths are not theirs to know.
-		dir := filepath.Dir(p.w.Path(b.Scope))
-		return errors.New(strings.ReplaceAll(err.Error(), dir, "<passwd-file dir>"))
+		return errors.New(strings.ReplaceAll(err.Error(), p.dir, "<passwd-file dir>"))
+	}
+	return nil
+}
+
+func (p *PasswdFile) apply(b Batch) error {
+	removable := p.w.PerDomain() || p.w.Sharded() // else the one file stays, maybe empty
+	put := func(shard string, entries []Entry, ensure bool) error {
+		switch {
+		case len(entries) == 0 && removable:
+			return p.w.Remove(b.Scope, shard)
+		case ensure:
+			return p.w.Ensure(b.Scope, shard, entries)
+		default:
+			return p.w.Write(b.Scope, shard, entries)
+		}
+	}
+	if !b.Whole {
+		for _, part := range b.Parts {
+			if err := put(part.Key, part.Entries, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	given := make(map[string][]Entry, len(b.Parts))
+	for _, part := range b.Parts {
+		given[part.Key] = part.Entries
+	}
+	for _, shard := range p.w.Shards() {
+		if err := put(shard, given[shard], true); err != nil {
+			return err
+		}
+		delete(given, shard)
+	}
+	for k := range given {
+		return fmt.Errorf("sync: part %q is not a shard of the passwd-file template", k)
 	}
 	return nil
 }

@@ -1,6 +1,11 @@
 // Package passwdfile writes Dovecot passwd-files: one file for every domain,
 // or one file per domain when the path template contains "%d" (as Dovecot's
-// passwd-file args allow, e.g. "/etc/dovecot/users/%d").
+// passwd-file args allow, e.g. "/etc/dovecot/users/%d"), and optionally
+// split further into shards by login with Dovecot's "%<k>Mu" (k = 1 to 3):
+// the first k hex digits of the MD5 of the login. With
+// "/etc/dovecot/users/%d/%2Mu" a domain's logins spread over up to 256
+// files, so that a change rewrites a file of about 1/256 of the domain, and
+// Dovecot re-reads only that file.
 //
 // Every write replaces the whole file atomically: the new content goes to a
 // temporary file in the same directory, which is fsynced, given mode 0640
@@ -31,7 +36,9 @@ package passwdfile
 
 import (
 	"bytes"
+	"crypto/md5"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -61,8 +68,13 @@ const FileMode fs.FileMode = 0o640
 // DirMode is the permission of every directory the Writer creates.
 const DirMode fs.FileMode = 0o750
 
-// domainVar is the Dovecot variable a path template may contain.
+// domainVar is the Dovecot variable of the domain a path template may
+// contain.
 const domainVar = "%d"
+
+// MaxShardDigits is the largest k of a "%<k>Mu" shard variable: 16^3 files
+// per domain at most, so that a whole-state write can visit every name.
+const MaxShardDigits = 3
 
 // Errors returned (wrapped) by this package; test with errors.Is.
 var (
@@ -72,18 +84,22 @@ var (
 	ErrInvalidDomain = errors.New("passwdfile: invalid domain")
 	// ErrMalformed means Parse met data that Render cannot have produced.
 	ErrMalformed = errors.New("passwdfile: malformed file")
+	// ErrInvalidShard means a shard name is not one of the template's (see
+	// Writer.Shard), or an entry does not belong in the shard written.
+	ErrInvalidShard = errors.New("passwdfile: invalid shard")
 	// ErrSingleFile means Remove was called on a Writer whose one file holds
-	// every domain.
-	ErrSingleFile = errors.New("passwdfile: not in per-domain mode")
+	// every login.
+	ErrSingleFile = errors.New("passwdfile: not in per-domain or sharded mode")
 )
 
 // Writer writes the passwd-file(s) of one path template. It is safe for
 // concurrent use; see the package documentation for what it does not
 // coordinate.
 type Writer struct {
-	template  string
-	perDomain bool
-	gid       int // -1: leave the group alone
+	template    string
+	perDomain   bool
+	shardDigits int // the largest k of the template's "%<k>Mu"; 0: not sharded
+	gid         int // -1: leave the group alone
 
 	mu    sync.Mutex
 	files map[string]*fileState
@@ -106,10 +122,11 @@ type fileState struct {
 
 // New returns a Writer for pathTemplate, which names one file, or contains
 // "%d" (possibly more than once, also in directory names) to keep one file
-// per domain. No other '%' may appear in it, since Dovecot would expand it
-// differently. The directory of a single-file template is created (mode
-// 0750, with group) if missing; directories that depend on "%d" are created
-// by Write when needed.
+// per domain, and/or "%1Mu", "%2Mu" or "%3Mu" to shard by login (see the
+// package documentation). No other '%' may appear in it, since Dovecot would
+// expand it differently. The directory of a template without variables is
+// created (mode 0750, with group) if missing; directories that depend on a
+// variable are created by Write when needed.
 //
 // group "" leaves the files' group alone (the process's default); otherwise
 // it is a group name or a numeric gid, and every file (and directory) the
@@ -119,7 +136,8 @@ type fileState struct {
 // New returns an error if the template is empty or malformed, if the group
 // does not exist, or if the directory cannot be created.
 func New(pathTemplate, group string) (*Writer, error) {
-	if err := checkTemplate(pathTemplate); err != nil {
+	digits, err := checkTemplate(pathTemplate)
+	if err != nil {
 		return nil, err
 	}
 	gid := -1
@@ -130,12 +148,13 @@ func New(pathTemplate, group string) (*Writer, error) {
 		}
 	}
 	w := &Writer{
-		template:  pathTemplate,
-		perDomain: strings.Contains(pathTemplate, domainVar),
-		gid:       gid,
-		files:     make(map[string]*fileState),
+		template:    pathTemplate,
+		perDomain:   strings.Contains(pathTemplate, domainVar),
+		shardDigits: digits,
+		gid:         gid,
+		files:       make(map[string]*fileState),
 	}
-	if dir := filepath.Dir(pathTemplate); !strings.Contains(dir, domainVar) {
+	if dir := filepath.Dir(pathTemplate); !strings.Contains(dir, "%") {
 		if err := w.ensureDir(dir); err != nil {
 			return nil, err
 		}
@@ -143,23 +162,37 @@ func New(pathTemplate, group string) (*Writer, error) {
 	return w, nil
 }
 
-func checkTemplate(t string) error {
+// checkTemplate checks t and returns the largest k of its "%<k>Mu", or 0.
+func checkTemplate(t string) (digits int, err error) {
 	if t == "" {
-		return errors.New("passwdfile: empty path template")
+		return 0, errors.New("passwdfile: empty path template")
 	}
 	if strings.ContainsRune(t, 0) {
-		return errors.New("passwdfile: path template contains NUL")
+		return 0, errors.New("passwdfile: path template contains NUL")
 	}
-	if strings.Contains(strings.ReplaceAll(t, domainVar, ""), "%") {
-		return fmt.Errorf("passwdfile: path template %q: only the variable %%d is supported", t)
+	for rest := t; ; {
+		i := strings.IndexByte(rest, '%')
+		if i < 0 {
+			break
+		}
+		rest = rest[i:]
+		switch {
+		case strings.HasPrefix(rest, domainVar):
+			rest = rest[len(domainVar):]
+		case len(rest) >= 4 && rest[1] >= '1' && rest[1] <= '0'+MaxShardDigits && rest[2:4] == "Mu":
+			digits = max(digits, int(rest[1]-'0'))
+			rest = rest[4:]
+		default:
+			return 0, fmt.Errorf("passwdfile: path template %q: only the variables %%d and %%1Mu to %%%dMu are supported", t, MaxShardDigits)
+		}
 	}
 	if strings.HasSuffix(t, "/") {
-		return fmt.Errorf("passwdfile: path template %q names a directory", t)
+		return 0, fmt.Errorf("passwdfile: path template %q names a directory", t)
 	}
 	if b := filepath.Base(t); b == "." || b == ".." {
-		return fmt.Errorf("passwdfile: path template %q does not name a file", t)
+		return 0, fmt.Errorf("passwdfile: path template %q does not name a file", t)
 	}
-	return nil
+	return digits, nil
 }
 
 func lookupGroup(group string) (int, error) {
@@ -184,29 +217,93 @@ func lookupGroup(group string) (int, error) {
 // template contains "%d").
 func (w *Writer) PerDomain() bool { return w.perDomain }
 
-// Path returns the file that holds domain's logins: the template with every
-// "%d" replaced by domain. In single-file mode domain is ignored (and may be
-// empty) and Path returns the template. In per-domain mode a domain that is
-// not a plain lowercase host name (letters a-z, digits, '-', labels of 1-63
+// Template returns the path template the Writer was made with.
+func (w *Writer) Template() string { return w.template }
+
+// Sharded reports whether the template splits logins over shards ("%<k>Mu").
+func (w *Writer) Sharded() bool { return w.shardDigits > 0 }
+
+// Shard returns the shard that holds login: the first k hex digits of the
+// MD5 of login, as Dovecot expands "%<k>Mu" (k the largest in the
+// template), or "" when the template has no shard variable.
+func (w *Writer) Shard(login string) string {
+	if w.shardDigits == 0 {
+		return ""
+	}
+	sum := md5.Sum([]byte(login))
+	return hex.EncodeToString(sum[:2])[:w.shardDigits]
+}
+
+// Shards returns every shard name of the template in order ("" alone when
+// it has no shard variable).
+func (w *Writer) Shards() []string {
+	if w.shardDigits == 0 {
+		return []string{""}
+	}
+	n := 1 << (4 * w.shardDigits)
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("%0*x", w.shardDigits, i)
+	}
+	return names
+}
+
+// Path returns the file that holds the logins of domain in shard: the
+// template with every "%d" replaced by domain and every "%<k>Mu" by the
+// first k characters of shard. Without "%d", domain is ignored (and may be
+// empty); without a shard variable, shard must be "". A domain that is not
+// a plain lowercase host name (letters a-z, digits, '-', labels of 1-63
 // characters separated by single dots, at most 253 characters; so no '/',
-// "..", or empty name) yields "", which no file has; Write and Remove
-// report ErrInvalidDomain for it.
-func (w *Writer) Path(domain string) string {
-	p, err := w.path(domain)
+// "..", or empty name), or a shard that is not one of Shards, yields "",
+// which no file has; Write and Remove report ErrInvalidDomain or
+// ErrInvalidShard for it.
+func (w *Writer) Path(domain, shard string) string {
+	p, err := w.path(domain, shard)
 	if err != nil {
 		return ""
 	}
 	return p
 }
 
-func (w *Writer) path(domain string) (string, error) {
-	if !w.perDomain {
-		return w.template, nil
-	}
-	if !validDomain(domain) {
+func (w *Writer) path(domain, shard string) (string, error) {
+	if w.perDomain && !validDomain(domain) {
 		return "", fmt.Errorf("%w: %q", ErrInvalidDomain, domain)
 	}
-	return strings.ReplaceAll(w.template, domainVar, domain), nil
+	if !w.validShard(shard) {
+		return "", fmt.Errorf("%w: %q", ErrInvalidShard, shard)
+	}
+	if !w.perDomain && w.shardDigits == 0 {
+		return w.template, nil
+	}
+	var b strings.Builder
+	for rest := w.template; ; {
+		i := strings.IndexByte(rest, '%')
+		if i < 0 {
+			b.WriteString(rest)
+			break
+		}
+		b.WriteString(rest[:i])
+		if rest = rest[i:]; strings.HasPrefix(rest, domainVar) {
+			b.WriteString(domain)
+			rest = rest[len(domainVar):]
+		} else { // "%<k>Mu", as checkTemplate made sure
+			b.WriteString(shard[:rest[1]-'0'])
+			rest = rest[4:]
+		}
+	}
+	return b.String(), nil
+}
+
+func (w *Writer) validShard(s string) bool {
+	if len(s) != w.shardDigits {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func validDomain(s string) bool {
@@ -240,10 +337,10 @@ func (w *Writer) lock(path string) *fileState {
 	return st
 }
 
-// Write replaces the file Path(domain) with exactly entries, sorted by
-// login, one "login:hash\n" line each; no entries make an empty file. In
-// single-file mode domain is ignored and the one file must hold every
-// domain's entries.
+// Write replaces the file Path(domain, shard) with exactly entries, sorted
+// by login, one "login:hash\n" line each; no entries make an empty file.
+// Without "%d" in the template domain is ignored and the file holds every
+// domain's entries (of the shard).
 //
 // The replacement is atomic (see the package documentation); the new file
 // has mode 0640, the configured group, and an mtime of at least the current
@@ -251,16 +348,36 @@ func (w *Writer) lock(path string) *fileState {
 // last written by this Writer). Writes to one path are serialised within the
 // Writer; the caller serialises writers across processes.
 //
-// Write returns an error wrapping ErrInvalidDomain or ErrInvalidEntry for bad
+// Write returns an error wrapping ErrInvalidDomain, ErrInvalidShard (also
+// for an entry whose login is not in shard) or ErrInvalidEntry for bad
 // input (nothing is written), an error if the target exists but is not a
 // regular file (a symlink or directory is never replaced), or the underlying
 // file system error. On any error the temporary file is removed and the
 // target is either untouched or, if only the final directory fsync failed,
 // already replaced; retrying is safe.
-func (w *Writer) Write(domain string, entries []Entry) error {
-	path, err := w.path(domain)
+func (w *Writer) Write(domain, shard string, entries []Entry) error {
+	return w.write(domain, shard, entries, false)
+}
+
+// Ensure is Write, except that a file that already holds exactly the
+// content Write would write is left alone (neither rewritten nor given a
+// new mtime). It suits writing a whole state of which most files are
+// likely current, e.g. after a restart.
+func (w *Writer) Ensure(domain, shard string, entries []Entry) error {
+	return w.write(domain, shard, entries, true)
+}
+
+func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) error {
+	path, err := w.path(domain, shard)
 	if err != nil {
 		return err
+	}
+	if w.shardDigits > 0 {
+		for _, e := range entries {
+			if w.Shard(e.Login) != shard {
+				return fmt.Errorf("%w: login %q is not in shard %q", ErrInvalidShard, e.Login, shard)
+			}
+		}
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
@@ -282,6 +399,9 @@ func (w *Writer) Write(domain string, entries []Entry) error {
 	case !exists && !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("passwdfile: %w", err)
 	}
+	if unlessSame && exists && fi.Size() == int64(len(data)) && w.holds(path, fi, data) {
+		return nil
+	}
 	mtime := st.nextMtime(fi, exists, int64(len(data)), time.Now())
 	if err := w.replace(path, data, mtime); err != nil {
 		st.lastIno = 0 // the file is in doubt
@@ -296,6 +416,19 @@ func (w *Writer) Write(domain string, entries []Entry) error {
 		return fmt.Errorf("passwdfile: %s written but its directory not synced: %w", path, err)
 	}
 	return nil
+}
+
+// holds reports whether the file at path, described by fi, has content
+// data and the mode and group Write would give it.
+func (w *Writer) holds(path string, fi fs.FileInfo, data []byte) bool {
+	if fi.Mode().Perm() != FileMode {
+		return false
+	}
+	if s, ok := fi.Sys().(*syscall.Stat_t); w.gid >= 0 && (!ok || int(s.Gid) != w.gid) {
+		return false
+	}
+	old, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(old, data)
 }
 
 // nextMtime is the mtime of a new file of size bytes replacing the file
@@ -391,21 +524,31 @@ func (w *Writer) replace(path string, data []byte, mtime time.Time) (err error) 
 	return os.Rename(tmp, path)
 }
 
-// Remove deletes the file Path(domain) (in per-domain mode, for a domain
-// with no logins left) and fsyncs its directory. It returns nil if the file
-// does not exist, an error wrapping ErrInvalidDomain for a bad domain,
-// ErrSingleFile in single-file mode (the one file holds every domain; write
-// it with fewer entries instead), or the file system error.
-func (w *Writer) Remove(domain string) error {
-	if !w.perDomain {
+// Remove deletes the file Path(domain, shard) (for a domain or shard with
+// no logins left) and fsyncs its directory. It returns nil if the file does
+// not exist, an error wrapping ErrInvalidDomain or ErrInvalidShard for a
+// bad name, ErrSingleFile when the template has no variable (the one file
+// holds every login; write it with fewer entries instead), or the file
+// system error.
+func (w *Writer) Remove(domain, shard string) error {
+	if !w.perDomain && w.shardDigits == 0 {
 		return ErrSingleFile
 	}
-	path, err := w.path(domain)
+	path, err := w.path(domain, shard)
 	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	known := w.files[path] != nil
+	w.mu.Unlock()
+	if !known { // no state to keep for a file that is not there
+		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
+	st.buf = nil
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil

@@ -58,14 +58,14 @@ func TestWriteContentAndMode(t *testing.T) {
 		{"bob@example.com", "{SSHA512}AAAA"},
 	}
 	orig := append([]Entry(nil), entries...)
-	if err := w.Write("ignored-in-single-file-mode", entries); err != nil {
+	if err := w.Write("ignored-in-single-file-mode", "", entries); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(entries) != fmt.Sprint(orig) {
 		t.Fatal("Write reordered the caller's slice")
 	}
-	if w.Path("") != path || w.Path("x.example") != path {
-		t.Fatalf("Path = %q, want %q", w.Path(""), path)
+	if w.Path("", "") != path || w.Path("x.example", "") != path {
+		t.Fatalf("Path = %q, want %q", w.Path("", ""), path)
 	}
 	got, err := os.ReadFile(path)
 	if err != nil {
@@ -94,13 +94,13 @@ func TestWriteContentAndMode(t *testing.T) {
 	noTemps(t, filepath.Join(dir, "sub"), "passwd")
 
 	// An empty list writes an empty file.
-	if err := w.Write("", nil); err != nil {
+	if err := w.Write("", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := os.ReadFile(path); err != nil || len(got) != 0 {
 		t.Fatalf("after empty write: %q, %v", got, err)
 	}
-	if err := w.Remove(""); !errors.Is(err, ErrSingleFile) {
+	if err := w.Remove("", ""); !errors.Is(err, ErrSingleFile) {
 		t.Fatalf("Remove in single-file mode: %v, want ErrSingleFile", err)
 	}
 	noTemps(t, filepath.Join(dir, "sub"), "passwd")
@@ -114,7 +114,7 @@ func TestMtimeAdvances(t *testing.T) {
 	var prevSize int64 = -1
 	for i := range 3 {
 		// Same length every time: only the mtime can tell Dovecot.
-		if err := w.Write("", []Entry{{"a@example.com", fmt.Sprintf("{PLAIN}pw%d", i)}}); err != nil {
+		if err := w.Write("", "", []Entry{{"a@example.com", fmt.Sprintf("{PLAIN}pw%d", i)}}); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Stat(path)
@@ -136,7 +136,7 @@ func TestMtimeAdvances(t *testing.T) {
 	if err := os.Chtimes(path, future, future); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write("", []Entry{{"a@example.com", "{PLAIN}pwX"}}); err != nil {
+	if err := w.Write("", "", []Entry{{"a@example.com", "{PLAIN}pwX"}}); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(path)
@@ -149,18 +149,18 @@ func TestMtimeAdvancesAcrossRemove(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "%d"), "")
 	e := func(h string) []Entry { return []Entry{{"a@example.com", h}} }
-	if err := w.Write("example.com", e("{PLAIN}one")); err != nil {
+	if err := w.Write("example.com", "", e("{PLAIN}one")); err != nil {
 		t.Fatal(err)
 	}
-	fi, _ := os.Stat(w.Path("example.com"))
+	fi, _ := os.Stat(w.Path("example.com", ""))
 	first := fi.ModTime().Unix()
-	if err := w.Remove("example.com"); err != nil {
+	if err := w.Remove("example.com", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write("example.com", e("{PLAIN}two")); err != nil {
+	if err := w.Write("example.com", "", e("{PLAIN}two")); err != nil {
 		t.Fatal(err)
 	}
-	fi, _ = os.Stat(w.Path("example.com"))
+	fi, _ = os.Stat(w.Path("example.com", ""))
 	if fi.ModTime().Unix() <= first {
 		t.Fatalf("mtime after remove+write %d s, not after %d s", fi.ModTime().Unix(), first)
 	}
@@ -173,13 +173,13 @@ func TestPerDomain(t *testing.T) {
 		t.Fatal("PerDomain() = false")
 	}
 	want := filepath.Join(dir, "example.com", "passwd.example.com")
-	if got := w.Path("example.com"); got != want {
+	if got := w.Path("example.com", ""); got != want {
 		t.Fatalf("Path = %q, want %q", got, want)
 	}
-	if err := w.Write("example.com", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+	if err := w.Write("example.com", "", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write("xn--bcher-kva.example", []Entry{{"b@xn--bcher-kva.example", "{PLAIN}y"}}); err != nil {
+	if err := w.Write("xn--bcher-kva.example", "", []Entry{{"b@xn--bcher-kva.example", "{PLAIN}y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(want); string(got) != "a@example.com:{PLAIN}x\n" {
@@ -193,28 +193,28 @@ func TestPerDomain(t *testing.T) {
 	for _, d := range []string{"", "../x", "a/b", "..", ".", "x..y", ".example.com", "example.com.",
 		"Example.com", "a b.com", "-a.com", "a-.com", "a%d.com", "a\x00.com", "a\\b.com",
 		strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 127) + "aa"} {
-		if p := w.Path(d); p != "" {
+		if p := w.Path(d, ""); p != "" {
 			t.Errorf("Path(%q) = %q, want rejection", d, p)
 		}
-		if err := w.Write(d, nil); !errors.Is(err, ErrInvalidDomain) {
+		if err := w.Write(d, "", nil); !errors.Is(err, ErrInvalidDomain) {
 			t.Errorf("Write(%q): %v, want ErrInvalidDomain", d, err)
 		}
-		if err := w.Remove(d); !errors.Is(err, ErrInvalidDomain) {
+		if err := w.Remove(d, ""); !errors.Is(err, ErrInvalidDomain) {
 			t.Errorf("Remove(%q): %v, want ErrInvalidDomain", d, err)
 		}
 	}
 	noTemps(t, dir, "example.com", "xn--bcher-kva.example")
 
-	if err := w.Remove("example.com"); err != nil {
+	if err := w.Remove("example.com", ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(want); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("after Remove: %v", err)
 	}
-	if err := w.Remove("example.com"); err != nil {
+	if err := w.Remove("example.com", ""); err != nil {
 		t.Fatalf("Remove of an absent file: %v", err)
 	}
-	if err := w.Remove("never.example"); err != nil {
+	if err := w.Remove("never.example", ""); err != nil {
 		t.Fatalf("Remove in an absent directory: %v", err)
 	}
 }
@@ -327,7 +327,7 @@ func TestAtomicRewrites(t *testing.T) {
 	}
 	smallB, _ := Render(small)
 	bigB, _ := Render(big)
-	if err := w.Write("", small); err != nil {
+	if err := w.Write("", "", small); err != nil {
 		t.Fatal(err)
 	}
 
@@ -363,7 +363,7 @@ func TestAtomicRewrites(t *testing.T) {
 		if i%2 == 0 {
 			e = big
 		}
-		if err := w.Write("", e); err != nil {
+		if err := w.Write("", "", e); err != nil {
 			close(done)
 			wg.Wait()
 			t.Fatal(err)
@@ -392,7 +392,7 @@ func TestConcurrentWritesSamePath(t *testing.T) {
 		valid[string(b)] = true
 		wg.Go(func() {
 			for range 10 {
-				if err := w.Write("example.com", e); err != nil {
+				if err := w.Write("example.com", "", e); err != nil {
 					t.Error(err)
 					return
 				}
@@ -400,7 +400,7 @@ func TestConcurrentWritesSamePath(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	b, err := os.ReadFile(w.Path("example.com"))
+	b, err := os.ReadFile(w.Path("example.com", ""))
 	if err != nil || !valid[string(b)] {
 		t.Fatalf("final content %q, %v", b, err)
 	}
@@ -411,7 +411,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "passwd")
 	w := newWriter(t, path, "")
-	if err := w.Write("", []Entry{{"a@example.com", "{PLAIN}old"}}); err != nil {
+	if err := w.Write("", "", []Entry{{"a@example.com", "{PLAIN}old"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -426,7 +426,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 			return boom
 		}
 		defer func() { w.beforeRename = nil }()
-		if err := w.Write("", []Entry{{"a@example.com", "{PLAIN}new"}}); !errors.Is(err, boom) {
+		if err := w.Write("", "", []Entry{{"a@example.com", "{PLAIN}new"}}); !errors.Is(err, boom) {
 			t.Fatalf("Write: %v, want boom", err)
 		}
 		if filepath.Dir(sawTemp) != dir || !strings.HasPrefix(filepath.Base(sawTemp), ".passwd.tmp-") {
@@ -439,7 +439,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 	})
 
 	t.Run("invalid entry", func(t *testing.T) {
-		if err := w.Write("", []Entry{{"a@example.com", "bad\n"}}); !errors.Is(err, ErrInvalidEntry) {
+		if err := w.Write("", "", []Entry{{"a@example.com", "bad\n"}}); !errors.Is(err, ErrInvalidEntry) {
 			t.Fatalf("Write: %v", err)
 		}
 		noTemps(t, dir, "passwd")
@@ -451,7 +451,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(d, "example.com"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Write("example.com", nil); err == nil {
+		if err := w.Write("example.com", "", nil); err == nil {
 			t.Fatal("Write over a directory succeeded")
 		}
 		noTemps(t, d, "example.com")
@@ -467,7 +467,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := newWriter(t, filepath.Join(d, "passwd"), "")
-		if err := w.Write("", nil); err == nil {
+		if err := w.Write("", "", nil); err == nil {
 			t.Fatal("Write over a symlink succeeded")
 		}
 		if b, _ := os.ReadFile(real); string(b) != "x@y:{PLAIN}z\n" {
@@ -486,7 +486,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer os.Chmod(d, 0o700)
-		if err := w.Write("", nil); err == nil {
+		if err := w.Write("", "", nil); err == nil {
 			t.Fatal("Write into a read-only directory succeeded")
 		}
 		noTemps(t, d)
@@ -498,10 +498,10 @@ func TestGroup(t *testing.T) {
 	check := func(t *testing.T, group string) {
 		dir := t.TempDir()
 		w := newWriter(t, filepath.Join(dir, "new", "%d"), group)
-		if err := w.Write("example.com", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+		if err := w.Write("example.com", "", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range []string{w.Path("example.com"), filepath.Join(dir, "new")} {
+		for _, p := range []string{w.Path("example.com", ""), filepath.Join(dir, "new")} {
 			fi, err := os.Stat(p)
 			if err != nil {
 				t.Fatal(err)
@@ -514,7 +514,7 @@ func TestGroup(t *testing.T) {
 				t.Fatalf("%s has gid %d, want %d", p, st.Gid, gid)
 			}
 		}
-		if fi, _ := os.Stat(w.Path("example.com")); fi.Mode() != FileMode {
+		if fi, _ := os.Stat(w.Path("example.com", "")); fi.Mode() != FileMode {
 			t.Fatalf("mode %v after chown", fi.Mode())
 		}
 	}
@@ -590,7 +590,7 @@ func TestMtimeStaysCurrentWhileSizesDiffer(t *testing.T) {
 	}
 	for i := range 50 {
 		entries = append(entries, Entry{fmt.Sprintf("u%03d@example.com", i), "{PLAIN}pw"})
-		if err := w.Write("", entries); err != nil {
+		if err := w.Write("", "", entries); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -600,14 +600,106 @@ func TestMtimeStaysCurrentWhileSizesDiffer(t *testing.T) {
 	// Shrink back to a size already written: if that happened in the same
 	// second as the size's first write, the mtime must move past it.
 	first := stat()
-	if err := w.Write("", entries[:49]); err != nil { // a size written before
+	if err := w.Write("", "", entries[:49]); err != nil { // a size written before
 		t.Fatal(err)
 	}
-	if err := w.Write("", entries[:50]); err != nil { // and again the size of first
+	if err := w.Write("", "", entries[:50]); err != nil { // and again the size of first
 		t.Fatal(err)
 	}
 	if fi := stat(); fi.Size() != first.Size() || fi.ModTime().Unix() == first.ModTime().Unix() {
 		t.Fatalf("same size %d as a file of second %d, and the same second %d: Dovecot would not reload",
 			fi.Size(), first.ModTime().Unix(), fi.ModTime().Unix())
+	}
+}
+
+func TestSharded(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, filepath.Join(dir, "%d", "%2Mu"), "")
+	if !w.PerDomain() || !w.Sharded() {
+		t.Fatalf("PerDomain() = %v, Sharded() = %v", w.PerDomain(), w.Sharded())
+	}
+	// Dovecot's %2Mu: the first two hex digits of the MD5 (md5sum's output).
+	for login, want := range map[string]string{"a@example.com": "b4", "bob@example.org": "10"} {
+		if got := w.Shard(login); got != want {
+			t.Errorf("Shard(%q) = %q, want %q", login, got, want)
+		}
+	}
+	if names := w.Shards(); len(names) != 256 || names[0] != "00" || names[10] != "0a" || names[255] != "ff" {
+		t.Fatalf("Shards() = %d names %q...", len(names), names[:3])
+	}
+	if got, want := w.Path("example.com", "b4"), filepath.Join(dir, "example.com", "b4"); got != want {
+		t.Fatalf("Path = %q, want %q", got, want)
+	}
+	for _, s := range []string{"", "b", "b4f", "B4", "g0", "/."} {
+		if p := w.Path("example.com", s); p != "" {
+			t.Errorf("Path(shard %q) = %q, want rejection", s, p)
+		}
+		if err := w.Write("example.com", s, nil); !errors.Is(err, ErrInvalidShard) {
+			t.Errorf("Write(shard %q): %v, want ErrInvalidShard", s, err)
+		}
+	}
+	if err := w.Write("example.com", "10", []Entry{{"a@example.com", "{PLAIN}x"}}); !errors.Is(err, ErrInvalidShard) {
+		t.Errorf("Write of a login into another shard: %v, want ErrInvalidShard", err)
+	}
+	if err := w.Write("example.com", "b4", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(w.Path("example.com", "b4")); string(got) != "a@example.com:{PLAIN}x\n" {
+		t.Fatalf("content %q", got)
+	}
+	if err := w.Remove("example.com", "b4"); err != nil {
+		t.Fatal(err)
+	}
+	noTemps(t, filepath.Join(dir, "example.com"))
+
+	// Shards without domains, and a shorter prefix in the directory.
+	w = newWriter(t, filepath.Join(dir, "all", "%1Mu", "%3Mu"), "")
+	if w.PerDomain() || w.Shard("a@example.com") != "b41" || len(w.Shards()) != 4096 {
+		t.Fatalf("PerDomain() = %v, Shard = %q, %d shards", w.PerDomain(), w.Shard("a@example.com"), len(w.Shards()))
+	}
+	if got, want := w.Path("ignored", "b41"), filepath.Join(dir, "all", "b", "b41"); got != want {
+		t.Fatalf("Path = %q, want %q", got, want)
+	}
+	for _, tmpl := range []string{"%0Mu", "%4Mu", "%2Mn", "%2M", "%Mu", "%2Lu"} {
+		if _, err := New(filepath.Join(dir, tmpl), ""); err == nil {
+			t.Errorf("New(%q) succeeded", tmpl)
+		}
+	}
+}
+
+// Ensure leaves a file that already holds the content alone, and rewrites
+// one whose content or mode differs.
+func TestEnsure(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, filepath.Join(dir, "passwd"), "")
+	entries := []Entry{{"a@example.com", "{PLAIN}x"}}
+	if err := w.Ensure("", "", entries); err != nil {
+		t.Fatal(err)
+	}
+	path := w.Path("", "")
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Ensure("", "", entries); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.Stat(path); inode(after) != inode(before) || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatal("Ensure rewrote a file that held the same content")
+	}
+	if err := w.Ensure("", "", []Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "a@example.com:{PLAIN}y\n" {
+		t.Fatalf("Ensure with a different hash left %q", got)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Ensure("", "", []Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != FileMode {
+		t.Fatalf("Ensure left mode %v", fi.Mode().Perm())
 	}
 }
