@@ -39,6 +39,7 @@ type env struct {
 	baseURL string
 	opAddr  string
 	passwd  string
+	layout  string // passwd-file template below tmp/passwd
 
 	srv    *exec.Cmd
 	srvLog *os.File
@@ -63,7 +64,7 @@ func freeAddr() (string, error) {
 
 // setupEnv builds the server, starts PostgreSQL with pg_stat_statements
 // loaded, migrates and creates the bench account and domain.
-func setupEnv(ctx context.Context, logf func(string, ...any)) (*env, error) {
+func setupEnv(ctx context.Context, layout string, logf func(string, ...any)) (*env, error) {
 	tmp, err := os.MkdirTemp("", "smtpcreds-bench-")
 	if err != nil {
 		return nil, err
@@ -72,7 +73,7 @@ func setupEnv(ctx context.Context, logf func(string, ...any)) (*env, error) {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, err
 	}
-	e := &env{tmp: tmp, tokenKey: randHex(32), dkimKey: randHex(32), account: "bench", domain: "bench.example"}
+	e := &env{tmp: tmp, tokenKey: randHex(32), dkimKey: randHex(32), account: "bench", domain: "bench.example", layout: layout}
 	e.bin = filepath.Join(tmp, "smtpcreds")
 	logf("building the server binary")
 	build := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/smtpcreds")
@@ -157,8 +158,8 @@ func (e *env) startServer(ctx context.Context) error {
 		return err
 	}
 	e.baseURL = "http://" + addr
-	e.passwd = filepath.Join(e.tmp, "passwd", "users")
-	if err := os.MkdirAll(filepath.Dir(e.passwd), 0o755); err != nil {
+	e.passwd = filepath.Join(e.tmp, "passwd", e.layout)
+	if err := os.MkdirAll(filepath.Join(e.tmp, "passwd"), 0o755); err != nil {
 		return err
 	}
 	if e.srvLog, err = os.Create(filepath.Join(e.tmp, "server.log")); err != nil {

@@ -31,6 +31,7 @@ type options struct {
 	out         string
 	plot        string
 	cpuProfile  string
+	layout      string
 }
 
 func main() {
@@ -42,6 +43,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (cluster, server log, pgbench script)")
 	flag.StringVar(&o.out, "out", "bench/results.md", "results file (read first for the comparison, then overwritten)")
 	flag.StringVar(&o.plot, "plot", "bench/latency.png", "PNG plot")
+	flag.StringVar(&o.layout, "passwd-layout", "%d", `the passwd-file path below the bench directory: "%d" (a file per domain), "%d/%2Mu" (256 shard files per domain)`)
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the c=N create run to this file (go tool pprof)")
 	flag.Parse()
 	if o.quick && !isSet("duration") {
@@ -74,6 +76,7 @@ type results struct {
 	Quick       bool
 	Duration    time.Duration
 	Concurrency int
+	Layout      string // of the passwd-file sync target
 
 	Statements []serverStmt
 	ScriptErr  string
@@ -94,9 +97,9 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("run from the repository root: %w", err)
 	}
 	var failed error
-	r := &results{Date: time.Now(), Cores: runtime.NumCPU(), Quick: o.quick, Duration: o.duration, Concurrency: o.concurrency}
+	r := &results{Date: time.Now(), Cores: runtime.NumCPU(), Quick: o.quick, Duration: o.duration, Concurrency: o.concurrency, Layout: o.layout}
 
-	e, err := setupEnv(ctx, logf)
+	e, err := setupEnv(ctx, o.layout, logf)
 	defer func() {
 		if e != nil {
 			e.close(o.keep)

@@ -34,8 +34,7 @@ type step struct {
 // the bench configuration: a high rate limit (one counter upsert), the
 // default failed-login limit and the token cache (both answered in process
 // once warm, no SQL), no credential cap (no cap lock, no count), the
-// passwd-file sync target with one file (scope "", written as a literal:
-// pgbench variables cannot be empty).
+// passwd-file sync target with shard files per domain (scope: the domain).
 // Transaction boundaries are the server's: the rate counter runs on its own,
 // the create is one statement, the request's sync claim runs on its own,
 // the apply is one transaction. (Under load the server does less: a request
@@ -70,7 +69,7 @@ var createSteps = []step{
 		SELECT c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
 	c.status, c.created_at, c.modified_at, c.password_changed_at,
 	c.version, c.synced_version, c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`,
-		args: []string{"g", "aid", "dom", "u", "hash", "target", "''", "event"}},
+		args: []string{"g", "aid", "dom", "u", "hash", "target", "dom", "event"}},
 	{meta: `\set c_id 0`},
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
@@ -85,7 +84,7 @@ var createSteps = []step{
 		UPDATE sync_jobs j SET locked_until = now() + $3 * interval '1 millisecond', attempts = j.attempts + 1
 		FROM c WHERE j.id = c.id
 		RETURNING j.id, j.target, j.scope, j.event, j.attempts`,
-		args: []string{"target", "''", "lease"}, suffix: `\aset c_`},
+		args: []string{"target", "dom", "lease"}, suffix: `\aset c_`},
 	{comment: "only when the claim got jobs (a concurrent request may have claimed ours)", meta: `\if :c_id > 0`},
 	{comment: "syncer.Service.applyGroup: one transaction", sql: `BEGIN READ WRITE`},
 	{meta: `\set tok random(1, 4611686018427387904)`},
@@ -94,11 +93,11 @@ var createSteps = []step{
 		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
 		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
 		RETURNING prev_token, set_config('synchronous_commit', 'off', true)`,
-		args: []string{"target", "''", "tok"}, suffix: `\gset l_`},
+		args: []string{"target", "dom", "tok"}, suffix: `\gset l_`},
 	{harness: true, comment: "harness: the claimed jobs and the credentials they change (the server has them in Go)",
 		sql: `SELECT coalesce(array_agg(id)::text, '{}') AS cids,
 		coalesce(array_agg((event->>'credential_id')::bigint)::text, '{}') AS chg
-		FROM sync_jobs WHERE target = :target AND scope = '' AND done_at IS NULL AND locked_until > now()`, suffix: `\gset`},
+		FROM sync_jobs WHERE target = :target AND scope = :dom AND done_at IS NULL AND locked_until > now()`, suffix: `\gset`},
 	{comment: "postgres.SyncRepo.SnapshotOf: the changed credentials (the server holds the rest of the file in memory)",
 		sql: `
 		SELECT c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash

@@ -41,8 +41,8 @@ func render(r *results, prev []byte) string {
 	if r.Quick {
 		mode = "quick (smoke sizes, not comparable with a full run)"
 	}
-	fmt.Fprintf(&b, "| machine | |\n|---|---|\n| date | %s |\n| cores | %d |\n| PostgreSQL | %s (durable: fsync on) |\n| synchronous_commit | %s |\n| run | %s, %s per create run, concurrency %d |\n\n",
-		r.Date.Format("2006-01-02 15:04 MST"), r.Cores, r.PGVersion, r.SyncCommit, mode, r.Duration, r.Concurrency)
+	fmt.Fprintf(&b, "| machine | |\n|---|---|\n| date | %s |\n| cores | %d |\n| PostgreSQL | %s (durable: fsync on) |\n| synchronous_commit | %s |\n| run | %s, %s per create run, concurrency %d |\n| sync target | passwd-file `<dir>/%s` (each write fsynced) |\n\n",
+		r.Date.Format("2006-01-02 15:04 MST"), r.Cores, r.PGVersion, r.SyncCommit, mode, r.Duration, r.Concurrency, r.Layout)
 
 	b.WriteString("## Headline\n\n| figure | measured | budget | |\n|---|---|---|---|\n")
 	ratio := 0.0
@@ -151,15 +151,16 @@ func render(r *results, prev []byte) string {
 	}
 
 	b.WriteString("\n## Compared with the previous results file\n\n")
-	b.WriteString(compare(prev, figs, r.Quick))
+	b.WriteString(compare(prev, figs, r.Quick, r.Layout))
 
 	b.WriteString("\n" + changesHeader + "\n\n")
 	b.WriteString(previousChanges(prev))
 
 	data, _ := json.Marshal(struct {
 		Quick   bool     `json:"quick"`
+		Layout  string   `json:"layout"`
 		Figures []figure `json:"figures"`
-	}{r.Quick, figs})
+	}{r.Quick, r.Layout, figs})
 	fmt.Fprintf(&b, "\n%s%s -->\n", dataMarker, data)
 	return b.String()
 }
@@ -197,13 +198,14 @@ func count(n int) string {
 var dataRe = regexp.MustCompile(`<!-- bench-data (\{.*\}) -->`)
 
 // compare lists figures that got more than 20% worse than in prev.
-func compare(prev []byte, figs []figure, quick bool) string {
+func compare(prev []byte, figs []figure, quick bool, layout string) string {
 	m := dataRe.FindSubmatch(prev)
 	if m == nil {
 		return "No previous figures.\n"
 	}
 	var old struct {
 		Quick   bool     `json:"quick"`
+		Layout  string   `json:"layout"`
 		Figures []figure `json:"figures"`
 	}
 	if err := json.Unmarshal(m[1], &old); err != nil {
@@ -212,6 +214,12 @@ func compare(prev []byte, figs []figure, quick bool) string {
 	var b strings.Builder
 	if old.Quick != quick {
 		b.WriteString("(The previous run was a different mode (quick vs full): sizes and durations differ.)\n\n")
+	}
+	if old.Layout == "" {
+		old.Layout = "users" // runs before the layout was recorded wrote one file
+	}
+	if old.Layout != layout {
+		fmt.Fprintf(&b, "(The previous run synced to passwd-file layout %q, this one to %q: create figures differ by design.)\n\n", old.Layout, layout)
 	}
 	byKey := map[string]figure{}
 	for _, f := range old.Figures {
