@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -17,8 +19,13 @@ type readPoint struct {
 	FirstP50, FirstP99 time.Duration
 	DeepP50, DeepP99   time.Duration
 	GetP50, GetP99     time.Duration
-	DeepPage           int
-	Errors             int
+	// Creates into the domain, one at a time, through the sync target:
+	// what a change costs at this size.
+	CreateP50, CreateP99 time.Duration
+	// RSSMB is the server's VmHWM after them.
+	RSSMB    float64
+	DeepPage int
+	Errors   int
 }
 
 // fillTo bulk-inserts credentials into readsDomain until it holds n, in
@@ -107,5 +114,71 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 		return check(base + "/" + guids[rand.IntN(len(guids))])()
 	})
 	p.Errors += errs
+
+	// Creates: the first after the bulk insert makes the server read the
+	// domain whole and write its file(s); the ones measured apply one
+	// change each.
+	n := 0
+	create := func() error {
+		n++
+		req, err := http.NewRequestWithContext(ctx, "POST", base, bytes.NewReader(fmt.Appendf(nil, `{"username":"grow%d-%d"}`, size, n)))
+		if err != nil {
+			return err
+		}
+		req.SetBasicAuth(e.account, e.token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Data struct {
+				RemoteSynced bool `json:"remote_synced"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated || !out.Data.RemoteSynced {
+			// Not synced within the sync timeout counts as an error.
+			return fmt.Errorf("create: status %d, remote_synced %v, %v", resp.StatusCode, out.Data.RemoteSynced, err)
+		}
+		return nil
+	}
+	for range 2 {
+		_ = create() // may time out while the whole domain is read and written
+	}
+	if err := e.waitSynced(ctx, time.Minute); err != nil {
+		return p, err
+	}
+	minC, maxC, budgetC := 10, 300, 4*time.Second
+	if quick {
+		minC, maxC, budgetC = 5, 50, time.Second
+	}
+	p.CreateP50, p.CreateP99, errs = measure(ctx, minC, maxC, budgetC, create)
+	p.Errors += errs
+	if e.srv != nil {
+		p.RSSMB, _ = procHWM(e.srv.Process.Pid)
+	}
 	return p, nil
+}
+
+// waitSynced waits until the outbox has no pending job.
+func (e *env) waitSynced(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		var pending int
+		if err := e.db.GetContext(ctx, &pending, `SELECT count(*) FROM sync_jobs WHERE done_at IS NULL`); err != nil {
+			return err
+		}
+		if pending == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d sync jobs still pending after %s", pending, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
