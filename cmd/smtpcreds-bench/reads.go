@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 )
 
@@ -49,6 +53,13 @@ func (e *env) fillTo(ctx context.Context, n int, hash string, logf func(string, 
 		}
 		have += batch
 		logf("  %d credentials in %s (batch of %d in %s)", have, readsDomain, batch, time.Since(t0).Round(time.Millisecond))
+	}
+	// The rows went in behind the server's back: a new token on the
+	// domain's sync scope tells it (as another process's apply would) to
+	// read the domain whole at its next apply, so that its file(s) hold
+	// every credential from then on.
+	if _, err := e.db.ExecContext(ctx, `UPDATE sync_scopes SET token = token + 1 WHERE scope = $1`, readsDomain); err != nil {
+		return err
 	}
 	_, err := e.db.ExecContext(ctx, `VACUUM ANALYZE credentials`)
 	return err
@@ -155,6 +166,12 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 	}
 	p.CreateP50, p.CreateP99, errs = measure(ctx, minC, maxC, budgetC, create)
 	p.Errors += errs
+	if err := e.waitSynced(ctx, time.Minute); err != nil {
+		return p, err
+	}
+	if err := e.checkFiles(ctx); err != nil {
+		return p, err
+	}
 	if e.srv != nil {
 		p.RSSMB, _ = procHWM(e.srv.Process.Pid)
 	}
@@ -181,4 +198,34 @@ func (e *env) waitSynced(ctx context.Context, limit time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+var shardVarRe = regexp.MustCompile(`%[1-3]Mu`)
+
+// checkFiles makes sure that the passwd-file(s) of readsDomain hold one
+// line per active credential, so that the creates measured paid for a file
+// of the domain's real size.
+func (e *env) checkFiles(ctx context.Context) error {
+	var want int
+	if err := e.db.GetContext(ctx, &want, `
+		SELECT count(*) FROM credentials c JOIN domains d ON d.id = c.domain_id WHERE d.name = $1 AND c.status`, readsDomain); err != nil {
+		return err
+	}
+	pattern := shardVarRe.ReplaceAllString(strings.ReplaceAll(e.passwd, "%d", readsDomain), "*")
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		return err
+	}
+	lines := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		lines += bytes.Count(b, []byte{'\n'})
+	}
+	if lines != want {
+		return fmt.Errorf("the passwd-file(s) %s hold %d lines, the domain %d active credentials", pattern, lines, want)
+	}
+	return nil
 }
