@@ -109,6 +109,12 @@ type Writer struct {
 	beforeRename func(tmp string) error
 }
 
+// renderBufs holds render buffers between writes: under load a write
+// reuses one instead of allocating the file's size again, and an idle
+// process lets the garbage collector have them (a Writer of 256 shards per
+// domain would otherwise keep the size of every file it ever wrote).
+var renderBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // fileState serialises the writes of one path and remembers the last mtime
 // given to it, so that a file that is removed and written again within a
 // second still gets a new mtime.
@@ -117,7 +123,6 @@ type fileState struct {
 	lastMtime time.Time      // the mtime this Writer last gave the file (whole seconds)
 	lastIno   uint64         // and the file's inode then (0: unknown)
 	sizes     map[int64]bool // the sizes this Writer gave the file with lastMtime
-	buf       []byte         // the last content rendered, reused for the next
 }
 
 // New returns a Writer for pathTemplate, which names one file, or contains
@@ -381,11 +386,13 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) e
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
-	data, err := appendRender(st.buf[:0], entries)
+	buf := renderBufs.Get().(*[]byte)
+	defer renderBufs.Put(buf)
+	data, err := appendRender((*buf)[:0], entries)
 	if err != nil {
 		return err
 	}
-	st.buf = data
+	*buf = data
 
 	dir := filepath.Dir(path)
 	if err := w.ensureDir(dir); err != nil {
@@ -548,7 +555,6 @@ func (w *Writer) Remove(domain, shard string) error {
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
-	st.buf = nil
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
