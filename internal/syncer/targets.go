@@ -62,38 +62,30 @@ func (p *PasswdFile) Apply(_ context.Context, b Batch) error {
 
 func (p *PasswdFile) apply(b Batch) error {
 	removable := p.w.PerDomain() || p.w.Sharded() // else the one file stays, maybe empty
-	put := func(shard string, entries []Entry, ensure bool) error {
-		switch {
-		case len(entries) == 0 && removable:
-			return p.w.Remove(b.Scope, shard)
-		case ensure:
-			return p.w.Ensure(b.Scope, shard, entries)
-		default:
-			return p.w.Write(b.Scope, shard, entries)
-		}
+	file := func(shard string, entries []Entry) passwdfile.File {
+		return passwdfile.File{Shard: shard, Entries: entries, Remove: len(entries) == 0 && removable}
 	}
 	if !b.Whole {
+		files := make([]passwdfile.File, 0, len(b.Parts))
 		for _, part := range b.Parts {
-			if err := put(part.Key, part.Entries, false); err != nil {
-				return err
-			}
+			files = append(files, file(part.Key, part.Entries))
 		}
-		return nil
+		return p.w.Update(b.Scope, files, false)
 	}
 	given := make(map[string][]Entry, len(b.Parts))
 	for _, part := range b.Parts {
 		given[part.Key] = part.Entries
 	}
-	for _, shard := range p.w.Shards() {
-		if err := put(shard, given[shard], true); err != nil {
-			return err
-		}
+	shards := p.w.Shards()
+	files := make([]passwdfile.File, 0, len(shards))
+	for _, shard := range shards {
+		files = append(files, file(shard, given[shard]))
 		delete(given, shard)
 	}
 	for k := range given {
 		return fmt.Errorf("sync: part %q is not a shard of the passwd-file template", k)
 	}
-	return nil
+	return p.w.Update(b.Scope, files, true)
 }
 
 // Webhook posts each batch of events, HMAC-signed, to a sync agent on

@@ -361,7 +361,7 @@ func (w *Writer) lock(path string) *fileState {
 // target is either untouched or, if only the final directory fsync failed,
 // already replaced; retrying is safe.
 func (w *Writer) Write(domain, shard string, entries []Entry) error {
-	return w.write(domain, shard, entries, false)
+	return w.Update(domain, []File{{Shard: shard, Entries: entries}}, false)
 }
 
 // Ensure is Write, except that a file that already holds exactly the
@@ -369,18 +369,64 @@ func (w *Writer) Write(domain, shard string, entries []Entry) error {
 // new mtime). It suits writing a whole state of which most files are
 // likely current, e.g. after a restart.
 func (w *Writer) Ensure(domain, shard string, entries []Entry) error {
-	return w.write(domain, shard, entries, true)
+	return w.Update(domain, []File{{Shard: shard, Entries: entries}}, true)
 }
 
-func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) error {
+// File is the new state of one of a domain's files, for Update: the file
+// of Shard holds exactly Entries or, with Remove, is removed.
+type File struct {
+	Shard   string
+	Entries []Entry
+	Remove  bool
+}
+
+// Update brings files of domain to their new states in order, as Write
+// (Ensure when unlessSame) and Remove would one by one, except that each
+// directory is fsynced once, after its last rename or removal, instead of
+// after each: a batch of changes to several shards costs one directory
+// sync. Each file is still replaced atomically; on an error the files
+// before it are already replaced (their directory maybe not yet synced),
+// those after it untouched, and retrying is safe.
+func (w *Writer) Update(domain string, files []File, unlessSame bool) error {
+	var dirs []string // to sync, in order of first change
+	for _, f := range files {
+		var dir string
+		var err error
+		if f.Remove {
+			dir, err = w.remove(domain, f.Shard)
+		} else {
+			dir, err = w.write(domain, f.Shard, f.Entries, unlessSame)
+		}
+		if dir != "" && !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+		if err != nil {
+			return errors.Join(err, w.syncDirs(dirs))
+		}
+	}
+	return w.syncDirs(dirs)
+}
+
+func (w *Writer) syncDirs(dirs []string) error {
+	for _, dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("passwdfile: files in %s replaced but the directory not synced: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// write replaces one file and returns its directory if it changed there
+// (which the caller syncs).
+func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (changedDir string, err error) {
 	path, err := w.path(domain, shard)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if w.shardDigits > 0 {
 		for _, e := range entries {
 			if w.Shard(e.Login) != shard {
-				return fmt.Errorf("%w: login %q is not in shard %q", ErrInvalidShard, e.Login, shard)
+				return "", fmt.Errorf("%w: login %q is not in shard %q", ErrInvalidShard, e.Login, shard)
 			}
 		}
 	}
@@ -390,39 +436,36 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) e
 	defer renderBufs.Put(buf)
 	data, err := appendRender((*buf)[:0], entries)
 	if err != nil {
-		return err
+		return "", err
 	}
 	*buf = data
 
 	dir := filepath.Dir(path)
 	if err := w.ensureDir(dir); err != nil {
-		return err
+		return "", err
 	}
 	fi, err := os.Lstat(path)
 	exists := err == nil
 	switch {
 	case exists && !fi.Mode().IsRegular():
-		return fmt.Errorf("passwdfile: %s exists and is not a regular file (%v)", path, fi.Mode().Type())
+		return "", fmt.Errorf("passwdfile: %s exists and is not a regular file (%v)", path, fi.Mode().Type())
 	case !exists && !errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("passwdfile: %w", err)
+		return "", fmt.Errorf("passwdfile: %w", err)
 	}
 	if unlessSame && exists && fi.Size() == int64(len(data)) && w.holds(path, fi, data) {
-		return nil
+		return "", nil
 	}
 	mtime := st.nextMtime(fi, exists, int64(len(data)), time.Now())
 	if err := w.replace(path, data, mtime); err != nil {
 		st.lastIno = 0 // the file is in doubt
-		return err
+		return "", err
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		st.wrote(mtime, inode(fi), int64(len(data)))
 	} else {
 		st.lastIno = 0
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("passwdfile: %s written but its directory not synced: %w", path, err)
-	}
-	return nil
+	return dir, nil
 }
 
 // holds reports whether the file at path, described by fi, has content
@@ -538,33 +581,35 @@ func (w *Writer) replace(path string, data []byte, mtime time.Time) (err error) 
 // holds every login; write it with fewer entries instead), or the file
 // system error.
 func (w *Writer) Remove(domain, shard string) error {
+	return w.Update(domain, []File{{Shard: shard, Remove: true}}, false)
+}
+
+// remove removes one file and returns its directory if it was there.
+func (w *Writer) remove(domain, shard string) (changedDir string, err error) {
 	if !w.perDomain && w.shardDigits == 0 {
-		return ErrSingleFile
+		return "", ErrSingleFile
 	}
 	path, err := w.path(domain, shard)
 	if err != nil {
-		return err
+		return "", err
 	}
 	w.mu.Lock()
 	known := w.files[path] != nil
 	w.mu.Unlock()
 	if !known { // no state to keep for a file that is not there
 		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
-			return nil
+			return "", nil
 		}
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+			return "", nil
 		}
-		return fmt.Errorf("passwdfile: %w", err)
+		return "", fmt.Errorf("passwdfile: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("passwdfile: %s removed but its directory not synced: %w", path, err)
-	}
-	return nil
+	return filepath.Dir(path), nil
 }
 
 // ensureDir creates dir and any missing parents with DirMode and the

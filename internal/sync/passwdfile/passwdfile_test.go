@@ -703,3 +703,27 @@ func TestEnsure(t *testing.T) {
 		t.Fatalf("Ensure left mode %v", fi.Mode().Perm())
 	}
 }
+
+// Update changes several files in order, removing and writing, and stops at
+// the first bad one: files before it are replaced, files after it untouched.
+func TestUpdate(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, filepath.Join(dir, "%d", "%1Mu"), "")
+	a, b := Entry{"a@example.com", "{PLAIN}a"}, Entry{"bob@example.org", "{PLAIN}b"} // shards "b" and "1"
+	if err := w.Update("example.com", []File{{Shard: "b", Entries: []Entry{a}}, {Shard: "1", Entries: []Entry{b}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	noTemps(t, filepath.Join(dir, "example.com"), "1", "b")
+	err := w.Update("example.com", []File{
+		{Shard: "b", Remove: true},
+		{Shard: "2", Entries: []Entry{a}}, // not a's shard
+		{Shard: "1", Remove: true},
+	}, false)
+	if !errors.Is(err, ErrInvalidShard) {
+		t.Fatalf("Update with a misplaced entry: %v, want ErrInvalidShard", err)
+	}
+	noTemps(t, filepath.Join(dir, "example.com"), "1")
+	if got, _ := os.ReadFile(w.Path("example.com", "1")); string(got) != "bob@example.org:{PLAIN}b\n" {
+		t.Fatalf("file after the failed file changed: %q", got)
+	}
+}
