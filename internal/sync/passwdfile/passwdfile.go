@@ -109,12 +109,6 @@ type Writer struct {
 	beforeRename func(tmp string) error
 }
 
-// renderBufs holds render buffers between writes: under load a write
-// reuses one instead of allocating the file's size again, and an idle
-// process lets the garbage collector have them (a Writer of 256 shards per
-// domain would otherwise keep the size of every file it ever wrote).
-var renderBufs = sync.Pool{New: func() any { return new([]byte) }}
-
 // fileState serialises the writes of one path and remembers the last mtime
 // given to it, so that a file that is removed and written again within a
 // second still gets a new mtime.
@@ -123,6 +117,7 @@ type fileState struct {
 	lastMtime time.Time      // the mtime this Writer last gave the file (whole seconds)
 	lastIno   uint64         // and the file's inode then (0: unknown)
 	sizes     map[int64]bool // the sizes this Writer gave the file with lastMtime
+	buf       []byte         // the last content rendered, reused for the next
 }
 
 // New returns a Writer for pathTemplate, which names one file, or contains
@@ -432,13 +427,11 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
-	buf := renderBufs.Get().(*[]byte)
-	defer renderBufs.Put(buf)
-	data, err := appendRender((*buf)[:0], entries)
+	data, err := appendRender(st.buf[:0], entries)
 	if err != nil {
 		return "", err
 	}
-	*buf = data
+	st.buf = data
 
 	dir := filepath.Dir(path)
 	if err := w.ensureDir(dir); err != nil {
@@ -603,6 +596,7 @@ func (w *Writer) remove(domain, shard string) (changedDir string, err error) {
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
+	st.buf = nil
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", nil
