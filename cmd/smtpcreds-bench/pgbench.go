@@ -370,8 +370,15 @@ func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, 
 // empties the outbox, so that the pgbench and API runs start equal.
 func (e *env) resetCreates(ctx context.Context, keepBelowID int64) error {
 	for _, q := range []string{
-		`DELETE FROM credentials c USING domains d WHERE d.id = c.domain_id AND d.name = '` + e.domain + `' AND c.id > ` + strconv.FormatInt(keepBelowID, 10),
+		// No job left for the server's worker to claim (it was still
+		// syncing pgbench's creates).
 		`DELETE FROM sync_jobs`,
+		`DELETE FROM credentials c USING domains d WHERE d.id = c.domain_id AND d.name = '` + e.domain + `' AND c.id > ` + strconv.FormatInt(keepBelowID, 10),
+		// Waits for an apply in flight (it holds its scope's row), and,
+		// since the rows above went behind the server's back, makes the
+		// next apply read its scope whole instead of merging into a state
+		// that still has them: every run starts from the same file.
+		`UPDATE sync_scopes SET token = token + 1`,
 		`VACUUM ANALYZE credentials`,
 		`VACUUM ANALYZE sync_jobs`,
 		`CHECKPOINT`,
