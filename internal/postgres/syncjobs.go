@@ -131,19 +131,33 @@ func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, sc
 
 const snapshotCols = `c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash`
 
-// Snapshot returns the active credentials of domain (every domain when
-// domain is ""), as the backend must hold them, in no particular order
+// Snapshot calls fn with each active credential of domain (every domain
+// when domain is ""), as the backend must hold them, in no particular order
 // (targets order them as they need, cheaper than a collated sort here).
-func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain string) ([]SnapshotRow, error) {
-	rows := []SnapshotRow{}
-	err := sqlx.SelectContext(ctx, q, &rows, `
+// Rows are streamed, not collected: a scope of a million credentials costs
+// the caller only what it keeps of them. An error from fn stops the scan.
+func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain string, fn func(SnapshotRow) error) error {
+	rows, err := q.QueryxContext(ctx, `
 		SELECT `+snapshotCols+`
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
 		WHERE c.status AND ($1 = '' OR d.name = $1)`, domain)
 	if err != nil {
-		return nil, fmt.Errorf("sync snapshot: %w", translate(err))
+		return fmt.Errorf("sync snapshot: %w", translate(err))
 	}
-	return rows, nil
+	defer rows.Close()
+	for rows.Next() {
+		var r SnapshotRow
+		if err := rows.Scan(&r.CredentialID, &r.Version, &r.SyncedVersion, &r.Login, &r.Hash); err != nil {
+			return fmt.Errorf("sync snapshot: %w", err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sync snapshot: %w", translate(err))
+	}
+	return nil
 }
 
 // SnapshotOf returns, like Snapshot, the given credentials that are active;

@@ -41,28 +41,58 @@ type part struct {
 }
 
 // newHeld is the state of a whole-scope read, split by partOf (nil: one
-// part, "").
-func newHeld(rows []postgres.SnapshotRow, now time.Time, partOf func(string) string) *held {
+// part, ""), for rows to be added with add and then done.
+func newHeld(now time.Time, partOf func(string) string) *held {
 	if partOf == nil {
 		partOf = func(string) string { return "" }
 	}
-	h := &held{readAt: now, partOf: partOf, byLogin: make(map[string]heldEntry, len(rows)),
-		ids: make(map[int64]string, len(rows)), parts: map[string]*part{}}
-	for _, r := range rows {
-		h.byLogin[r.Login] = heldEntry{r.CredentialID, r.Hash}
-		h.ids[r.CredentialID] = r.Login
-		k := partOf(r.Login)
-		p := h.parts[k]
-		if p == nil {
-			p = &part{}
-			h.parts[k] = p
-		}
-		p.entries = append(p.entries, Entry{Login: r.Login, Hash: r.Hash})
+	return &held{readAt: now, partOf: partOf, byLogin: map[string]heldEntry{},
+		ids: map[int64]string{}, parts: map[string]*part{}}
+}
+
+// add adds a row of the whole-scope read.
+func (h *held) add(r postgres.SnapshotRow) {
+	h.byLogin[r.Login] = heldEntry{r.CredentialID, r.Hash}
+	h.ids[r.CredentialID] = r.Login
+	k := h.partOf(r.Login)
+	p := h.parts[k]
+	if p == nil {
+		p = &part{}
+		h.parts[k] = p
 	}
+	p.entries = append(p.entries, Entry{Login: r.Login, Hash: r.Hash})
+}
+
+// done sorts the parts once every row is added.
+func (h *held) done() *held {
 	for _, p := range h.parts {
 		slices.SortFunc(p.entries, byLogin)
 	}
 	return h
+}
+
+// grouping is a whole-scope read split into parts, for a target that keeps
+// the state itself (a PartStore): no maps, only the entries, for the time
+// of one apply.
+type grouping struct {
+	partOf func(string) string
+	parts  map[string][]Entry
+}
+
+func (g grouping) add(r postgres.SnapshotRow) {
+	k := g.partOf(r.Login)
+	g.parts[k] = append(g.parts[k], Entry{Login: r.Login, Hash: r.Hash})
+}
+
+// all returns the parts, by key, each sorted by login.
+func (g grouping) all() []Part {
+	out := make([]Part, 0, len(g.parts))
+	for k, entries := range g.parts {
+		slices.SortFunc(entries, byLogin)
+		out = append(out, Part{Key: k, Entries: entries})
+	}
+	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	return out
 }
 
 func byLogin(a, b Entry) int { return cmp.Compare(a.Login, b.Login) }

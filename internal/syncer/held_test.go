@@ -41,7 +41,7 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 		}
 		return 0, false
 	}
-	h := newHeld(nil, time.Now(), partOf)
+	h := newHeld(time.Now(), partOf).done()
 	key := func(login string) string {
 		if partOf == nil {
 			return ""
@@ -83,7 +83,11 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 			}
 		}
 		parts := h.merge(changed, rows)
-		full := newHeld(rowsOf(), time.Now(), partOf).all()
+		whole := newHeld(time.Now(), partOf)
+		for _, r := range rowsOf() {
+			whole.add(r)
+		}
+		full := whole.done().all()
 		if got := h.all(); !slices.EqualFunc(got, full, equalPart) {
 			t.Fatalf("round %d: merged state differs from a full read:\n got %v\nwant %v", round, got, full)
 		}

@@ -13,6 +13,7 @@
 package syncer
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,6 +88,21 @@ type Part struct {
 // without it has one part, "", holding the scope's whole state.
 type Partitioner interface {
 	Partition(login string) string
+}
+
+// PartStore is implemented by partitioned targets that can return a part's
+// current state cheaply, e.g. by reading a small shard file: the syncer then
+// keeps no copy of a scope's state (memory O(changes), not O(credentials))
+// and builds a batch's parts from what ReadPart returns plus the changes.
+// While it trusts the backend (no other process applied the scope since,
+// and it was read whole less than a minute ago) the backend is taken to
+// hold what this process wrote; an error from ReadPart makes the apply read
+// the scope whole.
+type PartStore interface {
+	Partitioner
+	// ReadPart returns the entries the backend holds in part key of scope,
+	// sorted by login (none for a part it does not have).
+	ReadPart(scope, key string) ([]Entry, error)
 }
 
 // Target is a backend smtpcreds keeps in sync. Adding one (a Dovecot SQL
@@ -499,22 +515,49 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 		// apply leaves the backend in doubt, so the next one reads it whole.
 		h = s.takeHeld(scope)
 		changed, single := changedCredentials(b.Events)
+		store, _ := s.target.(PartStore)
 		var rows []postgres.SnapshotRow
 		if h != nil && h.token == prev && single && time.Since(h.readAt) < fullReadEvery {
 			if rows, err = s.repo.SnapshotOf(ctx, tx, changed); err != nil {
 				return err
 			}
-			b.Parts = h.merge(changed, rows)
-		} else {
-			if rows, err = s.repo.Snapshot(ctx, tx, scope); err != nil {
-				return err
+			if store == nil {
+				b.Parts = h.merge(changed, rows)
+			} else if b.Parts, err = s.changedParts(store, scope, b.Events, rows); err != nil {
+				s.log.Warn("sync: reading the parts to change failed, reading the scope whole",
+					"target", s.target.Name(), "scope", scope, "error", err.Error())
+				h = nil
 			}
+		} else {
+			h = nil
+		}
+		if h == nil {
 			var partOf func(string) string
 			if p, ok := s.target.(Partitioner); ok {
 				partOf = p.Partition
 			}
-			h = newHeld(rows, time.Now(), partOf)
-			b.Parts, b.Whole = h.all(), true
+			var add func(postgres.SnapshotRow)
+			var all func() []Part
+			if store == nil {
+				full := newHeld(time.Now(), partOf)
+				h, add, all = full, full.add, func() []Part { return full.done().all() }
+			} else {
+				// The target keeps the state: hold only when it was read.
+				grouped := grouping{partOf: partOf, parts: map[string][]Entry{}}
+				h, add, all = &held{readAt: time.Now()}, grouped.add, grouped.all
+			}
+			rows = nil
+			err := s.repo.Snapshot(ctx, tx, scope, func(r postgres.SnapshotRow) error {
+				add(r)
+				if r.SyncedVersion < r.Version { // only these need marking
+					ids, versions = append(ids, r.CredentialID), append(versions, r.Version)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			b.Parts, b.Whole = all(), true
 		}
 		h.token = token
 		for _, r := range rows {
@@ -543,6 +586,47 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 	}
 	s.applied(b.JobIDs)
 	return nil
+}
+
+// changedParts returns the new state of each part that holds a login the
+// events change, from the part's state in store and the changed
+// credentials' current rows (a changed login without a row is gone).
+func (s *Service) changedParts(store PartStore, scope string, events []Event, rows []postgres.SnapshotRow) ([]Part, error) {
+	partOf := s.target.(Partitioner).Partition
+	changed := map[string][]Entry{} // part -> the changed logins' current entries
+	gone := map[string]bool{}       // logins changed (whether gone or not)
+	for _, e := range events {
+		if e.Login == "" {
+			return nil, fmt.Errorf("event %s of credential %d has no login", e.Type, e.CredentialID)
+		}
+		gone[e.Login] = true
+		if _, ok := changed[partOf(e.Login)]; !ok {
+			changed[partOf(e.Login)] = nil
+		}
+	}
+	for _, r := range rows {
+		gone[r.Login] = true
+		k := partOf(r.Login)
+		changed[k] = append(changed[k], Entry{Login: r.Login, Hash: r.Hash})
+	}
+	parts := make([]Part, 0, len(changed))
+	for k, add := range changed {
+		cur, err := store.ReadPart(scope, k)
+		if err != nil {
+			return nil, err
+		}
+		entries := make([]Entry, 0, len(cur)+len(add))
+		for _, e := range cur {
+			if !gone[e.Login] {
+				entries = append(entries, e)
+			}
+		}
+		entries = append(entries, add...)
+		slices.SortFunc(entries, byLogin)
+		parts = append(parts, Part{Key: k, Entries: entries})
+	}
+	slices.SortFunc(parts, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	return parts, nil
 }
 
 // scopeTurn returns the channel (a semaphore of one) of scope's applies.

@@ -42,6 +42,25 @@ type partitioned struct{ *recorder }
 
 func (partitioned) Partition(login string) string { return login[:1] }
 
+// stored is a partitioned recorder that is also a PartStore: the syncer
+// reads the parts it changes back from it. readErr, when set, fails
+// ReadPart.
+type stored struct {
+	partitioned
+	readErr atomic.Bool
+	reads   atomic.Int64
+}
+
+func (s *stored) ReadPart(scope, key string) ([]syncer.Entry, error) {
+	s.reads.Add(1)
+	if s.readErr.Load() {
+		return nil, errors.New("part unreadable")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.state[scope][key]), nil
+}
+
 func (r *recorder) Name() string               { return "recorder" }
 func (r *recorder) Scope(domain string) string { return domain }
 func (r *recorder) NeedsSnapshot() bool        { return true }
@@ -370,10 +389,23 @@ func TestApplyAfterAnotherProcessReadsWhole(t *testing.T) {
 // when the scope is read whole (first apply, or another process wrote
 // since), when it is given every part.
 func TestBatchesCarryOnlyChangedParts(t *testing.T) {
+	t.Run("held in memory", func(t *testing.T) {
+		rec := partitioned{newRecorder()}
+		testChangedParts(t, rec, rec.recorder)
+	})
+	t.Run("read back from the target", func(t *testing.T) {
+		st := &stored{partitioned: partitioned{newRecorder()}}
+		testChangedParts(t, st, st.recorder)
+		if st.reads.Load() == 0 {
+			t.Error("the syncer never read a part back from the PartStore")
+		}
+	})
+}
+
+func testChangedParts(t *testing.T, target syncer.Target, rec *recorder) {
 	f := newFixture(t)
-	rec := partitioned{newRecorder()}
-	a := syncer.New(f.db, rec, fastConfig(), nil)
-	b := syncer.New(f.db, rec, fastConfig(), nil)
+	a := syncer.New(f.db, target, fastConfig(), nil)
+	b := syncer.New(f.db, target, fastConfig(), nil)
 	ctx := context.Background()
 	steps := []struct {
 		s         *syncer.Service
@@ -408,6 +440,34 @@ func TestBatchesCarryOnlyChangedParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := rec.held("example.com"); !slices.Equal(got, want) {
+		t.Errorf("backend holds %v, database %v", got, want)
+	}
+}
+
+// A part that cannot be read back makes the apply read the scope whole,
+// and the backend still ends up equal to the database.
+func TestUnreadablePartReadsWhole(t *testing.T) {
+	f := newFixture(t)
+	st := &stored{partitioned: partitioned{newRecorder()}}
+	s := syncer.New(f.db, st, fastConfig(), nil)
+	ctx := context.Background()
+	for i, user := range []string{"alice", "bob", "anna"} {
+		if i == 2 {
+			st.readErr.Store(true)
+		}
+		if !s.Apply(ctx, f.change(t, s, user, "{SSHA512}"+user)) {
+			t.Fatalf("apply of %s not confirmed", user)
+		}
+	}
+	last := st.batches[len(st.batches)-1]
+	if !last.Whole || len(last.Parts) != 2 {
+		t.Fatalf("after a failed ReadPart the batch is whole=%v with %d parts, want a whole read of parts a and b", last.Whole, len(last.Parts))
+	}
+	var want []syncer.Entry
+	if err := f.db.Select(&want, `SELECT username || '@example.com' AS login, password_hash AS hash FROM credentials ORDER BY 1`); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.held("example.com"); !slices.Equal(got, want) {
 		t.Errorf("backend holds %v, database %v", got, want)
 	}
 }

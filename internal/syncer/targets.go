@@ -23,10 +23,29 @@ type PasswdFile struct {
 	dir string
 }
 
-// NewPasswdFile returns the target writing w's file(s).
-func NewPasswdFile(w *passwdfile.Writer) *PasswdFile {
+// NewPasswdFile returns the target writing w's file(s). With shards the
+// target is also a PartStore: the syncer reads a changed shard's file
+// instead of holding every login of the domain in memory.
+func NewPasswdFile(w *passwdfile.Writer) Target {
 	static, _, _ := strings.Cut(w.Template(), "%")
-	return &PasswdFile{w: w, dir: filepath.Dir(static + "x")}
+	p := &PasswdFile{w: w, dir: filepath.Dir(static + "x")}
+	if w.Sharded() {
+		return shardFiles{p}
+	}
+	return p
+}
+
+// shardFiles is the passwd-file target with shards, whose files are small
+// enough to read back at each change.
+type shardFiles struct{ *PasswdFile }
+
+// ReadPart implements PartStore.
+func (p shardFiles) ReadPart(scope, key string) ([]Entry, error) {
+	entries, err := p.w.Read(scope, key)
+	if err != nil {
+		return nil, errors.New(strings.ReplaceAll(err.Error(), p.dir, "<passwd-file dir>"))
+	}
+	return entries, nil
 }
 
 // Name implements Target.

@@ -567,6 +567,36 @@ func (w *Writer) replace(path string, data []byte, mtime time.Time) (err error) 
 	return os.Rename(tmp, path)
 }
 
+// Read returns the entries of the file Path(domain, shard) as Parse reads
+// them (sorted by login), or none if the file does not exist. It returns an
+// error wrapping ErrMalformed for content Write cannot have written, and
+// ErrInvalidShard for a line whose login belongs in another shard.
+func (w *Writer) Read(domain, shard string) ([]Entry, error) {
+	path, err := w.path(domain, shard)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("passwdfile: %w", err)
+	}
+	entries, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if w.shardDigits > 0 {
+		for _, e := range entries {
+			if w.Shard(e.Login) != shard {
+				return nil, fmt.Errorf("%w: %s holds %q of shard %q", ErrInvalidShard, path, e.Login, w.Shard(e.Login))
+			}
+		}
+	}
+	return entries, nil
+}
+
 // Remove deletes the file Path(domain, shard) (for a domain or shard with
 // no logins left) and fsyncs its directory. It returns nil if the file does
 // not exist, an error wrapping ErrInvalidDomain or ErrInvalidShard for a

@@ -727,3 +727,31 @@ func TestUpdate(t *testing.T) {
 		t.Fatalf("file after the failed file changed: %q", got)
 	}
 }
+
+func TestRead(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, filepath.Join(dir, "%d", "%1Mu"), "")
+	if got, err := w.Read("example.com", "b"); err != nil || got != nil {
+		t.Fatalf("Read of a missing file: %v, %v", got, err)
+	}
+	a := Entry{"a@example.com", "{PLAIN}a"} // shard "b"
+	if err := w.Write("example.com", "b", []Entry{a}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := w.Read("example.com", "b"); err != nil || !slices.Equal(got, []Entry{a}) {
+		t.Fatalf("Read = %v, %v", got, err)
+	}
+	path := w.Path("example.com", "1")
+	if err := os.WriteFile(path, []byte("a@example.com:{PLAIN}a\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Read("example.com", "1"); !errors.Is(err, ErrInvalidShard) {
+		t.Errorf("Read of a login in the wrong shard: %v, want ErrInvalidShard", err)
+	}
+	if err := os.WriteFile(path, []byte("no colon\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Read("example.com", "1"); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Read of a malformed file: %v, want ErrMalformed", err)
+	}
+}
