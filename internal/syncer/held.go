@@ -19,6 +19,8 @@ const fullReadEvery = time.Minute
 // credentials its jobs changed and merges them into their parts, instead of
 // reading the whole scope: an apply then costs the database O(changes), not
 // O(credentials), and the process O(changes + size of the parts changed).
+// For a PartStore target, which keeps the state itself, only token and
+// readAt are set.
 type held struct {
 	token   int64     // the token this process stamped on the scope
 	readAt  time.Time // when the whole scope was last read
