@@ -22,17 +22,10 @@ const fullReadEvery = time.Minute
 // For a PartStore target, which keeps the state itself, only token and
 // readAt are set.
 type held struct {
-	token   int64     // the token this process stamped on the scope
-	readAt  time.Time // when the whole scope was last read
-	partOf  func(login string) string
-	byLogin map[string]heldEntry
-	ids     map[int64]string // credential id -> login
-	parts   map[string]*part
-}
-
-type heldEntry struct {
-	id   int64
-	hash string
+	token  int64     // the token this process stamped on the scope
+	readAt time.Time // when the whole scope was last read
+	partOf func(login string) string
+	parts  map[string]*part
 }
 
 // part is the entries of one part, sorted by login. spare is the previous
@@ -48,14 +41,11 @@ func newHeld(now time.Time, partOf func(string) string) *held {
 	if partOf == nil {
 		partOf = func(string) string { return "" }
 	}
-	return &held{readAt: now, partOf: partOf, byLogin: map[string]heldEntry{},
-		ids: map[int64]string{}, parts: map[string]*part{}}
+	return &held{readAt: now, partOf: partOf, parts: map[string]*part{}}
 }
 
 // add adds a row of the whole-scope read.
 func (h *held) add(r postgres.SnapshotRow) {
-	h.byLogin[r.Login] = heldEntry{r.CredentialID, r.Hash}
-	h.ids[r.CredentialID] = r.Login
 	k := h.partOf(r.Login)
 	p := h.parts[k]
 	if p == nil {
@@ -73,9 +63,114 @@ func (h *held) done() *held {
 	return h
 }
 
+// all returns every non-empty part, by key.
+func (h *held) all() []Part {
+	out := make([]Part, 0, len(h.parts))
+	for k, p := range h.parts {
+		if len(p.entries) > 0 {
+			out = append(out, Part{Key: k, Entries: p.entries})
+		}
+	}
+	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	return out
+}
+
+// merge brings h up to date with the changed logins, given the current rows
+// of the changed credentials (a changed login without a row is gone), and
+// returns the parts that hold a changed login, by key, with their new
+// entries (possibly none). It costs O(changes log changes) plus a copy of
+// the parts returned.
+func (h *held) merge(logins []string, rows []postgres.SnapshotRow) []Part {
+	parts, _ := changedParts(h.partOf, logins, rows,
+		func(k string) ([]Entry, error) {
+			if p := h.parts[k]; p != nil {
+				return p.entries, nil
+			}
+			return nil, nil
+		},
+		func(k string) []Entry {
+			if p := h.parts[k]; p != nil {
+				return p.spare[:0]
+			}
+			return nil
+		})
+	for _, np := range parts {
+		p := h.parts[np.Key]
+		if p == nil {
+			p = &part{}
+			h.parts[np.Key] = p
+		}
+		p.spare, p.entries = p.entries, np.Entries
+	}
+	return parts
+}
+
+// changedParts returns the new state of each part that holds one of the
+// changed logins, by key: the part's current entries (from read) without
+// the changed logins, plus the changed credentials' current rows. buf, if
+// not nil, gives the array to build a part's new entries in.
+func changedParts(partOf func(string) string, logins []string, rows []postgres.SnapshotRow,
+	read func(key string) ([]Entry, error), buf func(key string) []Entry) ([]Part, error) {
+	gone := make(map[string]bool, len(logins)+len(rows)) // changed: dropped from the current entries
+	added := map[string][]Entry{}                        // part -> the changed logins' current entries
+	for _, l := range logins {
+		gone[l] = true
+		if k := partOf(l); added[k] == nil {
+			added[k] = []Entry{}
+		}
+	}
+	for _, r := range rows {
+		gone[r.Login] = true
+		k := partOf(r.Login)
+		added[k] = append(added[k], Entry{Login: r.Login, Hash: r.Hash})
+	}
+	parts := make([]Part, 0, len(added))
+	for k, add := range added {
+		cur, err := read(k)
+		if err != nil {
+			return nil, err
+		}
+		// A login has one active credential, so rows have distinct logins;
+		// should one repeat, the last row wins.
+		slices.SortStableFunc(add, byLogin)
+		add = lastOfEach(add)
+		var out []Entry
+		if buf != nil {
+			out = buf(k)
+		}
+		out = slices.Grow(out, len(cur)+len(add))
+		i := 0
+		for _, e := range cur {
+			if gone[e.Login] {
+				continue
+			}
+			for i < len(add) && add[i].Login < e.Login {
+				out = append(out, add[i])
+				i++
+			}
+			out = append(out, e)
+		}
+		parts = append(parts, Part{Key: k, Entries: append(out, add[i:]...)})
+	}
+	slices.SortFunc(parts, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	return parts, nil
+}
+
+// lastOfEach keeps, of each run of entries with one login, the last.
+func lastOfEach(sorted []Entry) []Entry {
+	out := sorted[:0]
+	for i, e := range sorted {
+		if i+1 < len(sorted) && sorted[i+1].Login == e.Login {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
 // grouping is a whole-scope read split into parts, for a target that keeps
-// the state itself (a PartStore): no maps, only the entries, for the time
-// of one apply.
+// the state itself (a PartStore): only the entries, for the time of one
+// apply.
 type grouping struct {
 	partOf func(string) string
 	parts  map[string][]Entry
@@ -99,88 +194,18 @@ func (g grouping) all() []Part {
 
 func byLogin(a, b Entry) int { return cmp.Compare(a.Login, b.Login) }
 
-// all returns every non-empty part, by key.
-func (h *held) all() []Part {
-	out := make([]Part, 0, len(h.parts))
-	for k, p := range h.parts {
-		if len(p.entries) > 0 {
-			out = append(out, Part{Key: k, Entries: p.entries})
-		}
-	}
-	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
-	return out
-}
-
-// merge brings h up to date with the current rows of the changed
-// credentials (a changed credential without a row is gone) and returns the
-// parts that hold a changed login, by key, with their new entries (possibly
-// none). It costs O(changes log changes) plus memory copies of the parts
-// returned.
-func (h *held) merge(changed []int64, rows []postgres.SnapshotRow) []Part {
-	dirty := map[string]bool{}
-	for _, id := range changed {
-		if login, ok := h.ids[id]; ok {
-			delete(h.ids, id)
-			delete(h.byLogin, login)
-			dirty[login] = true
-		}
-	}
-	for _, r := range rows {
-		// A login belongs to one credential at a time: one that now holds
-		// it replaces a deleted one whose job is not in this batch.
-		if old, ok := h.byLogin[r.Login]; ok && old.id != r.CredentialID {
-			delete(h.ids, old.id)
-		}
-		h.byLogin[r.Login] = heldEntry{r.CredentialID, r.Hash}
-		h.ids[r.CredentialID] = r.Login
-		dirty[r.Login] = true
-	}
-	added := map[string][]Entry{} // part -> its changed logins still present
-	for login := range dirty {
-		k := h.partOf(login)
-		if e, ok := h.byLogin[login]; ok {
-			added[k] = append(added[k], Entry{Login: login, Hash: e.hash})
-		} else if _, ok := added[k]; !ok {
-			added[k] = nil
-		}
-	}
-	out := make([]Part, 0, len(added))
-	for k, add := range added {
-		p := h.parts[k]
-		if p == nil {
-			p = &part{}
-			h.parts[k] = p
-		}
-		slices.SortFunc(add, byLogin)
-		merged := slices.Grow(p.spare[:0], len(p.entries)+len(add))
-		i := 0
-		for _, e := range p.entries {
-			if dirty[e.Login] {
-				continue
-			}
-			for i < len(add) && add[i].Login < e.Login {
-				merged = append(merged, add[i])
-				i++
-			}
-			merged = append(merged, e)
-		}
-		p.spare, p.entries = p.entries, append(merged, add[i:]...)
-		out = append(out, Part{Key: k, Entries: p.entries})
-	}
-	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
-	return out
-}
-
-// changedCredentials returns the credentials the events change, or false
-// when an event changes more than single credentials (a domain deletion),
-// which calls for a whole-scope read.
-func changedCredentials(events []Event) ([]int64, bool) {
-	ids := make([]int64, 0, len(events))
+// changedCredentials returns the credentials the events change and their
+// logins, or false when an event changes more than single credentials (a
+// domain deletion), or does not name its login, which calls for a
+// whole-scope read.
+func changedCredentials(events []Event) (ids []int64, logins []string, ok bool) {
+	ids = make([]int64, 0, len(events))
+	logins = make([]string, 0, len(events))
 	for _, e := range events {
-		if e.Type != CredentialUpserted && e.Type != CredentialDeleted || e.CredentialID == 0 {
-			return nil, false
+		if e.Type != CredentialUpserted && e.Type != CredentialDeleted || e.CredentialID == 0 || e.Login == "" {
+			return nil, nil, false
 		}
-		ids = append(ids, e.CredentialID)
+		ids, logins = append(ids, e.CredentialID), append(logins, e.Login)
 	}
-	return ids, true
+	return ids, logins, true
 }

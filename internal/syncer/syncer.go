@@ -13,7 +13,6 @@
 package syncer
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -514,7 +513,7 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 		// applied, and put back only once the apply has committed: a failed
 		// apply leaves the backend in doubt, so the next one reads it whole.
 		h = s.takeHeld(scope)
-		changed, single := changedCredentials(b.Events)
+		changed, logins, single := changedCredentials(b.Events)
 		store, _ := s.target.(PartStore)
 		var rows []postgres.SnapshotRow
 		if h != nil && h.token == prev && single && time.Since(h.readAt) < fullReadEvery {
@@ -522,8 +521,10 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 				return err
 			}
 			if store == nil {
-				b.Parts = h.merge(changed, rows)
-			} else if b.Parts, err = s.changedParts(store, scope, b.Events, rows); err != nil {
+				b.Parts = h.merge(logins, rows)
+			} else if b.Parts, err = changedParts(store.Partition, logins, rows, func(k string) ([]Entry, error) {
+				return store.ReadPart(scope, k)
+			}, nil); err != nil {
 				s.log.Warn("sync: reading the parts to change failed, reading the scope whole",
 					"target", s.target.Name(), "scope", scope, "error", err.Error())
 				h = nil
@@ -586,47 +587,6 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 	}
 	s.applied(b.JobIDs)
 	return nil
-}
-
-// changedParts returns the new state of each part that holds a login the
-// events change, from the part's state in store and the changed
-// credentials' current rows (a changed login without a row is gone).
-func (s *Service) changedParts(store PartStore, scope string, events []Event, rows []postgres.SnapshotRow) ([]Part, error) {
-	partOf := s.target.(Partitioner).Partition
-	changed := map[string][]Entry{} // part -> the changed logins' current entries
-	gone := map[string]bool{}       // logins changed (whether gone or not)
-	for _, e := range events {
-		if e.Login == "" {
-			return nil, fmt.Errorf("event %s of credential %d has no login", e.Type, e.CredentialID)
-		}
-		gone[e.Login] = true
-		if _, ok := changed[partOf(e.Login)]; !ok {
-			changed[partOf(e.Login)] = nil
-		}
-	}
-	for _, r := range rows {
-		gone[r.Login] = true
-		k := partOf(r.Login)
-		changed[k] = append(changed[k], Entry{Login: r.Login, Hash: r.Hash})
-	}
-	parts := make([]Part, 0, len(changed))
-	for k, add := range changed {
-		cur, err := store.ReadPart(scope, k)
-		if err != nil {
-			return nil, err
-		}
-		entries := make([]Entry, 0, len(cur)+len(add))
-		for _, e := range cur {
-			if !gone[e.Login] {
-				entries = append(entries, e)
-			}
-		}
-		entries = append(entries, add...)
-		slices.SortFunc(entries, byLogin)
-		parts = append(parts, Part{Key: k, Entries: entries})
-	}
-	slices.SortFunc(parts, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
-	return parts, nil
 }
 
 // scopeTurn returns the channel (a semaphore of one) of scope's applies.
