@@ -61,8 +61,14 @@ func (e *env) fillTo(ctx context.Context, n int, hash string, logf func(string, 
 	if _, err := e.db.ExecContext(ctx, `UPDATE sync_scopes SET token = token + 1 WHERE scope = $1`, readsDomain); err != nil {
 		return err
 	}
-	_, err := e.db.ExecContext(ctx, `VACUUM ANALYZE credentials`)
-	return err
+	// Vacuumed, and written out by a checkpoint, so that the reads do not
+	// meet the bulk load's background writes.
+	for _, q := range []string{`VACUUM ANALYZE credentials`, `VACUUM ANALYZE credential_counts`, `CHECKPOINT`} {
+		if _, err := e.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
 }
 
 // measure repeats fn sequentially up to max times or for budget, at least
