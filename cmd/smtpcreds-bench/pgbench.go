@@ -96,13 +96,21 @@ var createSteps = []step{
 		args: []string{"target", "dom", "tok"}, suffix: `\gset l_`},
 	{harness: true, comment: "harness: the claimed jobs and the credentials they change (the server has them in Go)",
 		sql: `SELECT coalesce(array_agg(id)::text, '{}') AS cids,
-		coalesce(array_agg((event->>'credential_id')::bigint)::text, '{}') AS chg
+		coalesce(array_agg((event->>'credential_id')::bigint)::text, '{}') AS chg,
+		coalesce(array_agg(split_part(event->>'login', '@', 1))::text, '{}') AS usrs,
+		coalesce(array_agg(split_part(event->>'login', '@', 2))::text, '{}') AS doms
 		FROM sync_jobs WHERE target = :target AND scope = :dom AND done_at IS NULL AND locked_until > now()`, suffix: `\gset`},
-	{comment: "postgres.SyncRepo.SnapshotOf: the changed credentials (the server holds the rest of the file in memory)",
+	{comment: "postgres.SyncRepo.SnapshotOf: the changed credentials and the holders of their logins (the server holds the rest of the file in memory)",
 		sql: `
 		SELECT c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.id = ANY($1) AND c.status`, args: []string{"chg"}},
+		WHERE c.id = ANY($1) AND c.status
+		UNION
+		SELECT c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
+		FROM unnest($2::text[], $3::text[]) AS l(username, domain)
+		JOIN domains d ON d.name = l.domain
+		JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
+		WHERE c.status`, args: []string{"chg", "usrs", "doms"}},
 	{harness: true, comment: "harness: which of them are not yet marked synced (the server knows from the row above)",
 		sql: `SELECT coalesce(array_agg(id)::text, '{}') AS sids, coalesce(array_agg(version)::text, '{}') AS svers
 		FROM credentials WHERE id = ANY(CAST(:chg AS bigint[])) AND status AND synced_version < version`, suffix: `\gset`},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -160,14 +161,28 @@ func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain stri
 	return nil
 }
 
-// SnapshotOf returns, like Snapshot, the given credentials that are active;
-// a credential not returned is deleted or disabled.
-func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int64) ([]SnapshotRow, error) {
+// SnapshotOf returns, like Snapshot, the given credentials that are active,
+// and the active credentials that hold the given logins ("user@domain")
+// now: a login whose old credential changed may have passed to a new one
+// meanwhile, and only a login no active credential holds is gone.
+func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int64, logins []string) ([]SnapshotRow, error) {
+	users, domains := make([]string, 0, len(logins)), make([]string, 0, len(logins))
+	for _, l := range logins {
+		if u, d, ok := strings.Cut(l, "@"); ok {
+			users, domains = append(users, u), append(domains, d)
+		}
+	}
 	rows := []SnapshotRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
 		SELECT `+snapshotCols+`
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.id = ANY($1) AND c.status`, pq.Array(ids))
+		WHERE c.id = ANY($1) AND c.status
+		UNION
+		SELECT `+snapshotCols+`
+		FROM unnest($2::text[], $3::text[]) AS l(username, domain)
+		JOIN domains d ON d.name = l.domain
+		JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
+		WHERE c.status`, pq.Array(ids), pq.Array(users), pq.Array(domains))
 	if err != nil {
 		return nil, fmt.Errorf("sync snapshot: %w", translate(err))
 	}

@@ -76,7 +76,8 @@ func (h *held) all() []Part {
 }
 
 // merge brings h up to date with the changed logins, given the current rows
-// of the changed credentials (a changed login without a row is gone), and
+// of the changed credentials and of those holding a changed login now (as
+// SnapshotOf returns them: a changed login without a row is gone), and
 // returns the parts that hold a changed login, by key, with their new
 // entries (possibly none). It costs O(changes log changes) plus a copy of
 // the parts returned.
@@ -107,7 +108,8 @@ func (h *held) merge(logins []string, rows []postgres.SnapshotRow) []Part {
 
 // changedParts returns the new state of each part that holds one of the
 // changed logins, by key: the part's current entries (from read) without
-// the changed logins, plus the changed credentials' current rows. buf, if
+// the changed logins, plus rows, the current rows of the changed
+// credentials and of those holding a changed login now. buf, if
 // not nil, gives the array to build a part's new entries in.
 func changedParts(partOf func(string) string, logins []string, rows []postgres.SnapshotRow,
 	read func(key string) ([]Entry, error), buf func(key string) []Entry) ([]Part, error) {

@@ -48,6 +48,11 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 		}
 		return partOf(login)
 	}
+	type db0 struct {
+		id    int64
+		login string
+	}
+	var gone []db0 // deleted credentials
 	for round := range 300 {
 		var changed []int64
 		var logins []string // the events' logins
@@ -57,6 +62,10 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 			case taken && rng.IntN(3) == 0: // delete
 				delete(db, id)
 				changed, logins = append(changed, id), append(logins, login)
+				gone = append(gone, db0{id, login})
+			case len(gone) > 0 && rng.IntN(8) == 0: // a late job of a deleted credential, whose login may have a new owner
+				g := gone[rng.IntN(len(gone))]
+				changed, logins = append(changed, g.id), append(logins, g.login)
 			case taken && rng.IntN(2) == 0: // reset
 				r := db[id]
 				r.Hash = fmt.Sprintf("{SSHA512}%d", rng.Int())
@@ -64,6 +73,7 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 				changed, logins = append(changed, id), append(logins, login)
 			case taken: // deleted, and its login created again; the deletion's job is elsewhere
 				delete(db, id)
+				gone = append(gone, db0{id, login})
 				fallthrough
 			default: // create
 				db[nextID] = postgres.SnapshotRow{CredentialID: nextID, Login: login, Hash: fmt.Sprintf("{SSHA512}%d", rng.Int())}
@@ -71,9 +81,11 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 				nextID++
 			}
 		}
-		var rows []postgres.SnapshotRow // as SnapshotOf returns them: once per credential
-		for _, id := range changed {
-			if r, ok := db[id]; ok && !slices.ContainsFunc(rows, func(x postgres.SnapshotRow) bool { return x.CredentialID == id }) {
+		// As SnapshotOf returns them: once each, the active credentials
+		// changed and those that hold a changed login now.
+		var rows []postgres.SnapshotRow
+		for _, r := range db {
+			if slices.Contains(changed, r.CredentialID) || slices.Contains(logins, r.Login) {
 				rows = append(rows, r)
 			}
 		}

@@ -517,7 +517,7 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 		store, _ := s.target.(PartStore)
 		var rows []postgres.SnapshotRow
 		if h != nil && h.token == prev && single && time.Since(h.readAt) < fullReadEvery {
-			if rows, err = s.repo.SnapshotOf(ctx, tx, changed); err != nil {
+			if rows, err = s.repo.SnapshotOf(ctx, tx, changed, logins); err != nil {
 				return err
 			}
 			if store == nil {

@@ -471,3 +471,52 @@ func TestUnreadablePartReadsWhole(t *testing.T) {
 		t.Errorf("backend holds %v, database %v", got, want)
 	}
 }
+
+// A credential's deletion applied late, after its login was created again
+// for a new credential and that was applied, leaves the new credential in
+// the backend: a login is gone only when no active credential holds it.
+func TestLateDeleteKeepsTheLoginsNewOwner(t *testing.T) {
+	for name, target := range map[string]func() (syncer.Target, *recorder){
+		"held in memory": func() (syncer.Target, *recorder) { r := partitioned{newRecorder()}; return r, r.recorder },
+		"read back from the target": func() (syncer.Target, *recorder) {
+			st := &stored{partitioned: partitioned{newRecorder()}}
+			return st, st.recorder
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			tgt, rec := target()
+			s := syncer.New(f.db, tgt, fastConfig(), nil)
+			ctx := context.Background()
+			if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}old")) {
+				t.Fatal("create not confirmed")
+			}
+			tx := f.db.MustBegin()
+			var id int64
+			if err := tx.Get(&id, `DELETE FROM credentials WHERE username = 'alice' RETURNING id`); err != nil {
+				t.Fatal(err)
+			}
+			del, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialDeleted, Domain: "example.com",
+				Login: "alice@example.com", CredentialID: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			// The deletion's job is leased by a worker that stalls.
+			f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() + interval '1 hour' WHERE done_at IS NULL`)
+			if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}new")) {
+				t.Fatal("re-create not confirmed")
+			}
+			f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() - interval '1 second' WHERE done_at IS NULL`)
+			if !s.Apply(ctx, del) {
+				t.Fatal("late deletion not confirmed")
+			}
+			want := []syncer.Entry{{Login: "alice@example.com", Hash: "{SSHA512}new"}}
+			if got := rec.held("example.com"); !slices.Equal(got, want) {
+				t.Errorf("after the late deletion the backend holds %v, want %v", got, want)
+			}
+		})
+	}
+}
