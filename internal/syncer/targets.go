@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
@@ -18,9 +19,9 @@ import (
 // the new file.
 type PasswdFile struct {
 	w *passwdfile.Writer
-	// dir is the directory of the files up to the first variable, which
-	// error messages do not show.
-	dir string
+	// dirRe matches the directory of the files up to the first variable,
+	// which error messages do not show (nil for "." or "/").
+	dirRe *regexp.Regexp
 }
 
 // NewPasswdFile returns the target writing w's file(s). With shards the
@@ -28,7 +29,11 @@ type PasswdFile struct {
 // instead of holding every login of the domain in memory.
 func NewPasswdFile(w *passwdfile.Writer) Target {
 	static, _, _ := strings.Cut(w.Template(), "%")
-	p := &PasswdFile{w: w, dir: filepath.Dir(static + "x")}
+	p := &PasswdFile{w: w}
+	if dir := filepath.Dir(static + "x"); dir != "." && dir != "/" {
+		// The directory as a whole path component, not inside a name.
+		p.dirRe = regexp.MustCompile(regexp.QuoteMeta(dir) + `(/|[^A-Za-z0-9._+@-]|$)`)
+	}
 	if w.Sharded() {
 		return shardFiles{p}
 	}
@@ -43,7 +48,7 @@ type shardFiles struct{ *PasswdFile }
 func (p shardFiles) ReadPart(scope, key string) ([]Entry, error) {
 	entries, err := p.w.Read(scope, key)
 	if err != nil {
-		return nil, errors.New(strings.ReplaceAll(err.Error(), p.dir, "<passwd-file dir>"))
+		return nil, p.hidePaths(err)
 	}
 	return entries, nil
 }
@@ -73,10 +78,19 @@ func (p *PasswdFile) Partition(login string) string { return p.w.Shard(login) }
 // content differs.
 func (p *PasswdFile) Apply(_ context.Context, b Batch) error {
 	if err := p.apply(b); err != nil {
-		// Users see this text: the server's paths are not theirs to know.
-		return errors.New(strings.ReplaceAll(err.Error(), p.dir, "<passwd-file dir>"))
+		return p.hidePaths(err)
 	}
 	return nil
+}
+
+// hidePaths returns err with the files' directory (up to the first
+// variable) replaced: users see sync errors, and the server's paths are not
+// theirs to know.
+func (p *PasswdFile) hidePaths(err error) error {
+	if p.dirRe == nil {
+		return err
+	}
+	return errors.New(p.dirRe.ReplaceAllString(err.Error(), "<passwd-file dir>$1"))
 }
 
 func (p *PasswdFile) apply(b Batch) error {

@@ -117,7 +117,7 @@ type fileState struct {
 	lastMtime time.Time      // the mtime this Writer last gave the file (whole seconds)
 	lastIno   uint64         // and the file's inode then (0: unknown)
 	sizes     map[int64]bool // the sizes this Writer gave the file with lastMtime
-	buf       []byte         // the last content rendered, reused for the next
+	buf       []byte         // the last content rendered, reused for the next (not kept for shards)
 }
 
 // New returns a Writer for pathTemplate, which names one file, or contains
@@ -431,7 +431,9 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 	if err != nil {
 		return "", err
 	}
-	st.buf = data
+	if w.shardDigits == 0 {
+		st.buf = data // reused by the next render of this (large) file
+	}
 
 	dir := filepath.Dir(path)
 	if err := w.ensureDir(dir); err != nil {
@@ -446,7 +448,10 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 		return "", fmt.Errorf("passwdfile: %w", err)
 	}
 	if unlessSame && exists && fi.Size() == int64(len(data)) && w.holds(path, fi, data) {
-		return "", nil
+		// Left alone, but its directory is synced all the same: the
+		// file may be the rename of a process that crashed before it
+		// synced the directory.
+		return dir, nil
 	}
 	mtime := st.nextMtime(fi, exists, int64(len(data)), time.Now())
 	if err := w.replace(path, data, mtime); err != nil {
