@@ -71,7 +71,7 @@ func (h *held) all() []Part {
 			out = append(out, Part{Key: k, Entries: p.entries})
 		}
 	}
-	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	slices.SortFunc(out, byKey)
 	return out
 }
 
@@ -118,7 +118,7 @@ func changedParts(partOf func(string) string, logins []string, rows []postgres.S
 	for _, l := range logins {
 		gone[l] = true
 		if k := partOf(l); added[k] == nil {
-			added[k] = []Entry{}
+			added[k] = []Entry{} // the part changes even if nothing is added to it
 		}
 	}
 	for _, r := range rows {
@@ -154,7 +154,7 @@ func changedParts(partOf func(string) string, logins []string, rows []postgres.S
 		}
 		parts = append(parts, Part{Key: k, Entries: append(out, add[i:]...)})
 	}
-	slices.SortFunc(parts, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
+	slices.SortFunc(parts, byKey)
 	return parts, nil
 }
 
@@ -170,31 +170,9 @@ func lastOfEach(sorted []Entry) []Entry {
 	return out
 }
 
-// grouping is a whole-scope read split into parts, for a target that keeps
-// the state itself (a PartStore): only the entries, for the time of one
-// apply.
-type grouping struct {
-	partOf func(string) string
-	parts  map[string][]Entry
-}
-
-func (g grouping) add(r postgres.SnapshotRow) {
-	k := g.partOf(r.Login)
-	g.parts[k] = append(g.parts[k], Entry{Login: r.Login, Hash: r.Hash})
-}
-
-// all returns the parts, by key, each sorted by login.
-func (g grouping) all() []Part {
-	out := make([]Part, 0, len(g.parts))
-	for k, entries := range g.parts {
-		slices.SortFunc(entries, byLogin)
-		out = append(out, Part{Key: k, Entries: entries})
-	}
-	slices.SortFunc(out, func(a, b Part) int { return cmp.Compare(a.Key, b.Key) })
-	return out
-}
-
 func byLogin(a, b Entry) int { return cmp.Compare(a.Login, b.Login) }
+
+func byKey(a, b Part) int { return cmp.Compare(a.Key, b.Key) }
 
 // changedCredentials returns the credentials the events change and their
 // logins, or false when an event changes more than single credentials (a

@@ -537,19 +537,10 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 			if p, ok := s.target.(Partitioner); ok {
 				partOf = p.Partition
 			}
-			var add func(postgres.SnapshotRow)
-			var all func() []Part
-			if store == nil {
-				full := newHeld(time.Now(), partOf)
-				h, add, all = full, full.add, func() []Part { return full.done().all() }
-			} else {
-				// The target keeps the state: hold only when it was read.
-				grouped := grouping{partOf: partOf, parts: map[string][]Entry{}}
-				h, add, all = &held{readAt: time.Now()}, grouped.add, grouped.all
-			}
+			h = newHeld(time.Now(), partOf)
 			rows = nil
 			err := s.repo.Snapshot(ctx, tx, scope, func(r postgres.SnapshotRow) error {
-				add(r)
+				h.add(r)
 				if r.SyncedVersion < r.Version { // only these need marking
 					ids, versions = append(ids, r.CredentialID), append(versions, r.Version)
 				}
@@ -558,7 +549,11 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 			if err != nil {
 				return err
 			}
-			b.Parts, b.Whole = all(), true
+			b.Parts, b.Whole = h.done().all(), true
+			if store != nil {
+				// The target keeps the state: hold only when it was read.
+				h = &held{readAt: h.readAt}
+			}
 		}
 		h.token = token
 		for _, r := range rows {

@@ -158,6 +158,19 @@ func (f fixture) change(t *testing.T, s *syncer.Service, user, hash string) sync
 	return ids
 }
 
+// wantBackendMatchesDB checks that rec holds exactly the credentials of
+// example.com as the database has them.
+func (f fixture) wantBackendMatchesDB(t *testing.T, rec *recorder) {
+	t.Helper()
+	var want []syncer.Entry
+	if err := f.db.Select(&want, `SELECT username || '@example.com' AS login, password_hash AS hash FROM credentials ORDER BY 1`); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.held("example.com"); !slices.Equal(got, want) {
+		t.Errorf("backend holds %v, database %v", got, want)
+	}
+}
+
 func (f fixture) synced(t *testing.T, user string) bool {
 	t.Helper()
 	var ok bool
@@ -435,13 +448,7 @@ func testChangedParts(t *testing.T, target syncer.Target, rec *recorder) {
 			t.Fatalf("step %d (%s): batch whole=%v parts %q, want whole=%v parts %q", i, st.user, last.Whole, keys, st.whole, st.wantParts)
 		}
 	}
-	var want []syncer.Entry
-	if err := f.db.Select(&want, `SELECT username || '@example.com' AS login, password_hash AS hash FROM credentials ORDER BY 1`); err != nil {
-		t.Fatal(err)
-	}
-	if got := rec.held("example.com"); !slices.Equal(got, want) {
-		t.Errorf("backend holds %v, database %v", got, want)
-	}
+	f.wantBackendMatchesDB(t, rec)
 }
 
 // A part that cannot be read back makes the apply read the scope whole,
@@ -463,13 +470,7 @@ func TestUnreadablePartReadsWhole(t *testing.T) {
 	if !last.Whole || len(last.Parts) != 2 {
 		t.Fatalf("after a failed ReadPart the batch is whole=%v with %d parts, want a whole read of parts a and b", last.Whole, len(last.Parts))
 	}
-	var want []syncer.Entry
-	if err := f.db.Select(&want, `SELECT username || '@example.com' AS login, password_hash AS hash FROM credentials ORDER BY 1`); err != nil {
-		t.Fatal(err)
-	}
-	if got := st.held("example.com"); !slices.Equal(got, want) {
-		t.Errorf("backend holds %v, database %v", got, want)
-	}
+	f.wantBackendMatchesDB(t, st.recorder)
 }
 
 // A credential's deletion applied late, after its login was created again
