@@ -359,14 +359,6 @@ func (w *Writer) Write(domain, shard string, entries []Entry) error {
 	return w.Update(domain, []File{{Shard: shard, Entries: entries}}, false)
 }
 
-// Ensure is Write, except that a file that already holds exactly the
-// content Write would write is left alone (neither rewritten nor given a
-// new mtime). It suits writing a whole state of which most files are
-// likely current, e.g. after a restart.
-func (w *Writer) Ensure(domain, shard string, entries []Entry) error {
-	return w.Update(domain, []File{{Shard: shard, Entries: entries}}, true)
-}
-
 // File is the new state of one of a domain's files, for Update: the file
 // of Shard holds exactly Entries or, with Remove, is removed.
 type File struct {
@@ -375,13 +367,16 @@ type File struct {
 	Remove  bool
 }
 
-// Update brings files of domain to their new states in order, as Write
-// (Ensure when unlessSame) and Remove would one by one, except that each
+// Update brings files of domain to their new states in order, as Write and
+// Remove would one by one, except that each
 // directory is fsynced once, after its last rename or removal, instead of
 // after each: a batch of changes to several shards costs one directory
 // sync. Each file is still replaced atomically; on an error the files
 // before it are already replaced (their directory maybe not yet synced),
-// those after it untouched, and retrying is safe.
+// those after it untouched, and retrying is safe. With unlessSame, a file
+// that already holds exactly the content Write would write is left alone
+// (neither rewritten nor given a new mtime): for writing a whole state of
+// which most files are likely current, e.g. after a restart.
 func (w *Writer) Update(domain string, files []File, unlessSame bool) error {
 	var dirs []string // to sync, in order of first change
 	for _, f := range files {
@@ -418,12 +413,8 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 	if err != nil {
 		return "", err
 	}
-	if w.shardDigits > 0 {
-		for _, e := range entries {
-			if w.Shard(e.Login) != shard {
-				return "", fmt.Errorf("%w: login %q is not in shard %q", ErrInvalidShard, e.Login, shard)
-			}
-		}
+	if err := w.checkShard(path, shard, entries); err != nil {
+		return "", err
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
@@ -464,6 +455,20 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 		st.lastIno = 0
 	}
 	return dir, nil
+}
+
+// checkShard makes sure that every entry of the file at path belongs in
+// its shard.
+func (w *Writer) checkShard(path, shard string, entries []Entry) error {
+	if w.shardDigits == 0 {
+		return nil
+	}
+	for _, e := range entries {
+		if got := w.Shard(e.Login); got != shard {
+			return fmt.Errorf("%w: %s: login %q is in shard %q", ErrInvalidShard, path, e.Login, got)
+		}
+	}
+	return nil
 }
 
 // holds reports whether the file at path, described by fi, has content
@@ -592,12 +597,8 @@ func (w *Writer) Read(domain, shard string) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if w.shardDigits > 0 {
-		for _, e := range entries {
-			if w.Shard(e.Login) != shard {
-				return nil, fmt.Errorf("%w: %s holds %q of shard %q", ErrInvalidShard, path, e.Login, w.Shard(e.Login))
-			}
-		}
+	if err := w.checkShard(path, shard, entries); err != nil {
+		return nil, err
 	}
 	return entries, nil
 }

@@ -667,13 +667,14 @@ func TestSharded(t *testing.T) {
 	}
 }
 
-// Ensure leaves a file that already holds the content alone, and rewrites
-// one whose content or mode differs.
-func TestEnsure(t *testing.T) {
+// Update unlessSame leaves a file that already holds the content alone, and
+// rewrites one whose content or mode differs.
+func TestUpdateUnlessSame(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "passwd"), "")
 	entries := []Entry{{"a@example.com", "{PLAIN}x"}}
-	if err := w.Ensure("", "", entries); err != nil {
+	ensure := func(entries []Entry) error { return w.Update("", []File{{Entries: entries}}, true) }
+	if err := ensure(entries); err != nil {
 		t.Fatal(err)
 	}
 	path := w.Path("", "")
@@ -681,26 +682,26 @@ func TestEnsure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Ensure("", "", entries); err != nil {
+	if err := ensure(entries); err != nil {
 		t.Fatal(err)
 	}
 	if after, _ := os.Stat(path); inode(after) != inode(before) || !after.ModTime().Equal(before.ModTime()) {
-		t.Fatal("Ensure rewrote a file that held the same content")
+		t.Fatal("Update unlessSame rewrote a file that held the same content")
 	}
-	if err := w.Ensure("", "", []Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
+	if err := ensure([]Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); string(got) != "a@example.com:{PLAIN}y\n" {
-		t.Fatalf("Ensure with a different hash left %q", got)
+		t.Fatalf("Update unlessSame with a different hash left %q", got)
 	}
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Ensure("", "", []Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
+	if err := ensure([]Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != FileMode {
-		t.Fatalf("Ensure left mode %v", fi.Mode().Perm())
+		t.Fatalf("Update unlessSame left mode %v", fi.Mode().Perm())
 	}
 }
 
