@@ -144,11 +144,24 @@ func (e *env) do(ctx context.Context, client *http.Client, method, url string, b
 
 // getJSON sends an authenticated GET and decodes the body into v.
 func (e *env) getJSON(ctx context.Context, client *http.Client, url string, v any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	return e.sendJSON(ctx, client, http.MethodGet, url, nil, v)
+}
+
+// sendJSON sends an authenticated request with a JSON body (if any) and
+// decodes the response body into v (nil: discarded).
+func (e *env) sendJSON(ctx context.Context, client *http.Client, method, url string, body []byte, v any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return 0, err
 	}
 	req.SetBasicAuth(e.account, e.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err

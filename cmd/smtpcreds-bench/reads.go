@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -138,25 +137,15 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 	n := 0
 	create := func() error {
 		n++
-		req, err := http.NewRequestWithContext(ctx, "POST", base, bytes.NewReader(fmt.Appendf(nil, `{"username":"grow%d-%d"}`, size, n)))
-		if err != nil {
-			return err
-		}
-		req.SetBasicAuth(e.account, e.token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
 		var out struct {
 			Data struct {
 				RemoteSynced bool `json:"remote_synced"`
 			} `json:"data"`
 		}
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated || !out.Data.RemoteSynced {
+		st, err := e.sendJSON(ctx, client, http.MethodPost, base, fmt.Appendf(nil, `{"username":"grow%d-%d"}`, size, n), &out)
+		if err != nil || st != http.StatusCreated || !out.Data.RemoteSynced {
 			// Not synced within the sync timeout counts as an error.
-			return fmt.Errorf("create: status %d, remote_synced %v, %v", resp.StatusCode, out.Data.RemoteSynced, err)
+			return fmt.Errorf("create: status %d, remote_synced %v, %v", st, out.Data.RemoteSynced, err)
 		}
 		return nil
 	}
