@@ -29,9 +29,10 @@ type SnapshotRow struct {
 	Hash          string `db:"password_hash"`
 }
 
-// SyncRepo is the transactional outbox of sync jobs. A job is claimed by
-// setting a lease (locked_until); a job whose lease ran out (its worker
-// crashed) is claimable again.
+// SyncRepo is the transactional outbox of sync jobs. A job is claimed
+// either by a worker setting a lease (locked_until; a job whose lease ran
+// out, its worker having crashed, is claimable again) or, by a request, with
+// a row lock in the transaction of the apply.
 type SyncRepo struct{}
 
 // Insert adds a job; call it in the transaction of the change it carries.
@@ -52,12 +53,17 @@ const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 // coalesces. Returns nothing when no job is due. Rows locked by a concurrent
 // claimer are skipped, never waited for: two claims that each wait for the
 // other's rows deadlock (PostgreSQL then stalls both for deadlock_timeout).
-func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.Duration) ([]SyncJobRow, error) {
+//
+// A job no attempt has counted yet (attempts 0: the request that made it is
+// applying it) is due only grace after it became available: a worker that
+// took it sooner would make that request wait for the worker's turn.
+func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grace time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
 		WITH first AS (
 			SELECT target, scope FROM sync_jobs
 			WHERE done_at IS NULL AND available_at <= now() AND (locked_until IS NULL OR locked_until < now())
+			  AND (attempts > 0 OR available_at <= now() - $2 * interval '1 millisecond')
 			ORDER BY available_at, id LIMIT 1
 			FOR UPDATE SKIP LOCKED),
 		c AS (
@@ -68,33 +74,72 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease time.
 			FOR UPDATE OF j SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
 		FROM c WHERE j.id = c.id
-		RETURNING `+claimCols, lease.Milliseconds())
+		RETURNING `+claimCols, lease.Milliseconds(), grace.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
 	}
 	return rows, nil
 }
 
-// ClaimScope claims every unleased unfinished job of (target, scope), due
-// or not (a request applying its change at once takes along whatever else
-// is pending there). Jobs leased by another worker are left to it, and so
-// are rows another claim is locking at this moment (skipped, as in
-// ClaimDue).
-func (SyncRepo) ClaimScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, lease time.Duration) ([]SyncJobRow, error) {
-	rows := []SyncJobRow{}
-	err := selectHot(ctx, q, &rows, `
-		WITH c AS (
-			SELECT id FROM sync_jobs
+// ClaimLocked claims, in the transaction that holds the scope's lock
+// (LockScope), every unfinished job of (target, scope), due or not (a
+// request applying its change at once takes along whatever else is pending
+// there): the jobs stay claimed, by their row locks, until the transaction
+// ends, so a claim costs no commit of its own and an apply that fails or
+// dies leaves them as they were. Jobs leased by a worker (ClaimDue), and
+// rows another claim is locking at this moment, are left alone (skipped, as
+// in ClaimDue).
+//
+// With changes, the same statement also returns what SnapshotOf returns
+// for the credential ids and logins of the jobs' events, which saves the
+// apply a round trip.
+func (SyncRepo) ClaimLocked(ctx context.Context, q sqlx.QueryerContext, target, scope string, changes bool) ([]SyncJobRow, []SnapshotRow, error) {
+	rows, err := q.QueryContext(ctx, `
+		WITH j AS (
+			SELECT id, event, attempts FROM sync_jobs
 			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
 			ORDER BY id
-			FOR UPDATE SKIP LOCKED)
-		UPDATE sync_jobs j SET locked_until = now() + $3 * interval '1 millisecond', attempts = j.attempts + 1
-		FROM c WHERE j.id = c.id
-		RETURNING `+claimCols, target, scope, lease.Milliseconds())
+			FOR UPDATE SKIP LOCKED),
+		l AS (
+			SELECT (event->>'credential_id')::bigint AS id,
+			       split_part(event->>'login', '@', 1) AS username, split_part(event->>'login', '@', 2) AS domain
+			FROM j WHERE $3)
+		SELECT j.id AS job_id, j.event, j.attempts, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::text FROM j
+		UNION ALL (
+			SELECT NULL::bigint, NULL::jsonb, NULL::int, `+snapshotCols+`
+			FROM credentials c JOIN domains d ON d.id = c.domain_id
+			WHERE c.id IN (SELECT id FROM l) AND c.status
+			UNION
+			SELECT NULL::bigint, NULL::jsonb, NULL::int, `+snapshotCols+`
+			FROM l JOIN domains d ON d.name = l.domain
+			JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
+			WHERE c.status)`, target, scope, changes)
 	if err != nil {
-		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
+		return nil, nil, fmt.Errorf("claim sync jobs: %w", translate(err))
 	}
-	return rows, nil
+	defer rows.Close()
+	var jobs []SyncJobRow
+	var changed []SnapshotRow
+	for rows.Next() {
+		var (
+			job, attempts, id, version, synced sql.NullInt64
+			event                              []byte
+			login, hash                        sql.NullString
+		)
+		if err := rows.Scan(&job, &event, &attempts, &id, &version, &synced, &login, &hash); err != nil {
+			return nil, nil, fmt.Errorf("claim sync jobs: %w", err)
+		}
+		if job.Valid {
+			jobs = append(jobs, SyncJobRow{ID: job.Int64, Target: target, Scope: scope, Event: event, Attempts: int(attempts.Int64)})
+		} else {
+			changed = append(changed, SnapshotRow{CredentialID: id.Int64, Version: version.Int64,
+				SyncedVersion: synced.Int64, Login: login.String, Hash: hash.String})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("claim sync jobs: %w", translate(err))
+	}
+	return jobs, changed, nil
 }
 
 // AllDone reports whether every given job has been applied.
@@ -220,12 +265,14 @@ func (SyncRepo) MarkError(ctx context.Context, q sqlx.ExecerContext, ids []int64
 }
 
 // Release returns jobs to the queue, due again after delay, with the error
-// of the failed attempt (empty when the worker is only stopping).
-func (SyncRepo) Release(ctx context.Context, q sqlx.ExecerContext, ids []int64, delay time.Duration, msg string) error {
+// of the failed attempt (empty when the worker is only stopping). counted
+// is false for an attempt whose claim was rolled back with it (ClaimLocked),
+// which Release then counts.
+func (SyncRepo) Release(ctx context.Context, q sqlx.ExecerContext, ids []int64, delay time.Duration, msg string, counted bool) error {
 	_, err := q.ExecContext(ctx, `
 		UPDATE sync_jobs SET locked_until = NULL, available_at = now() + $2 * interval '1 millisecond',
-		       last_error = nullif($3, '')
-		WHERE id = ANY($1) AND done_at IS NULL`, pq.Array(ids), delay.Milliseconds(), msg)
+		       last_error = nullif($3, ''), attempts = attempts + CASE WHEN $4 THEN 0 ELSE 1 END
+		WHERE id = ANY($1) AND done_at IS NULL`, pq.Array(ids), delay.Milliseconds(), msg, counted)
 	if err != nil {
 		return fmt.Errorf("release sync jobs: %w", translate(err))
 	}

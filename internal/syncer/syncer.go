@@ -6,10 +6,12 @@
 //
 // Jobs of one (target, scope) are claimed and applied together, so a burst
 // of changes coalesces into one render; applications of one scope are
-// serialised across processes by an advisory lock, so a render never
-// overwrites a newer one. Claims are leases: a worker that dies leaves its
-// jobs to be reclaimed when the lease runs out. Workers on several processes
-// share one database safely (FOR UPDATE SKIP LOCKED).
+// serialised across processes by the lock of the scope's row in
+// sync_scopes, so a render never overwrites a newer one. A request claims
+// in its apply's transaction (row locks: a request that dies leaves its
+// jobs at once); a worker's claims are leases, and a worker that dies
+// leaves its jobs to be reclaimed when the lease runs out. Workers on
+// several processes share one database safely (FOR UPDATE SKIP LOCKED).
 package syncer
 
 import (
@@ -128,8 +130,8 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// Lease is how long a job claimed by a worker stays claimed; a crashed
 	// worker's jobs are claimable again after it. A worker's attempt is
-	// bounded by it. Jobs claimed by a request are leased for ApplyTimeout
-	// plus a margin, since the request gives up by then.
+	// bounded by it. (A request claims its jobs with row locks in the
+	// apply's transaction, which its ApplyTimeout bounds.)
 	Lease time.Duration
 	// PollInterval is how often an idle worker looks for due jobs.
 	PollInterval time.Duration
@@ -262,9 +264,6 @@ func (s *Service) Drafted(id int64, d *postgres.JobDraft) Pending {
 	return Pending{ids: []int64{id}, scopes: []string{d.Scope}}
 }
 
-// requestLeaseMargin covers the bookkeeping after a request's attempt.
-const requestLeaseMargin = 3 * time.Second
-
 // Apply tries to apply the (committed) jobs of p now and reports whether
 // the target confirmed all of them within ApplyTimeout. Whatever is not done
 // is left to the workers.
@@ -290,18 +289,19 @@ func (s *Service) Apply(ctx context.Context, p Pending) bool {
 			return false
 		case turn <- struct{}{}:
 		}
-		jobs, err := s.repo.ClaimScope(ctx, s.db, s.target.Name(), scope, s.cfg.ApplyTimeout+requestLeaseMargin)
-		if err != nil {
-			s.log.WarnContext(ctx, "sync: claim", "error", err.Error())
-		} else if len(jobs) > 0 {
-			s.applyOrRelease(ctx, scope, jobs)
+		select {
+		case <-w.done: // the turn before this one applied them
+			<-turn
+			return true
+		default:
 		}
+		err := s.applyOrRelease(ctx, scope, nil)
 		<-turn
 		if err != nil {
 			return false
 		}
 	}
-	// Jobs applied in this process wake w; jobs leased by another process
+	// Jobs applied in this process wake w; jobs claimed by another process
 	// are only seen by asking the outbox, which is done rarely.
 	wait := 25 * time.Millisecond
 	poll := time.NewTimer(wait)
@@ -378,7 +378,7 @@ func (s *Service) Run(ctx context.Context) {
 		s.beat.Store(time.Now().UnixNano())
 		// The batch in hand is finished even while stopping; bounded by the lease.
 		work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
-		jobs, err := s.repo.ClaimDue(work, s.db, s.cfg.Lease)
+		jobs, err := s.repo.ClaimDue(work, s.db, s.cfg.Lease, s.cfg.ApplyTimeout+time.Second)
 		if err == nil && len(jobs) > 0 {
 			s.process(work, jobs)
 		}
@@ -450,54 +450,85 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 		if k.target != s.target.Name() {
 			// A job of a target this process does not run (configuration
 			// changed): leave it for a process that does.
-			s.release(g, s.cfg.MaxBackoff, "")
+			s.release(g, s.cfg.MaxBackoff, "", true)
 			continue
 		}
 		turn := s.scopeTurn(k.scope)
 		select {
 		case turn <- struct{}{}:
 		case <-ctx.Done():
-			s.release(g, 0, "")
+			s.release(g, 0, "", true)
 			continue
 		}
-		s.applyOrRelease(ctx, k.scope, g)
+		_ = s.applyOrRelease(ctx, k.scope, g) // never fails to claim a claimed group
 		<-turn
 	}
 }
 
 // applyOrRelease applies a claimed group of scope (the caller has the
-// scope's turn); on failure the jobs are released with a backoff and the
-// credentials marked with the error.
-func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres.SyncJobRow) {
-	if err := s.applyGroup(ctx, scope, g); err != nil {
-		msg := publicError(err)
-		attempts := 0
-		for _, j := range g {
-			attempts = max(attempts, j.Attempts)
-		}
-		delay := s.backoff(attempts)
-		s.log.Warn("sync: apply failed", "target", s.target.Name(), "scope", scope, "jobs", len(g),
-			"attempts", attempts, "retry_in", delay.String(), "error", err.Error())
-		s.release(g, delay, msg)
-		s.markError(g, msg)
+// scope's turn), or, when g is nil, claims the scope's pending jobs in the
+// apply's transaction and applies them; on failure the jobs are released
+// with a backoff and the credentials marked with the error. It returns an
+// error only when the jobs could not be claimed.
+func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres.SyncJobRow) error {
+	claim := g == nil
+	g, err := s.applyGroup(ctx, scope, g)
+	if err == nil {
+		return nil
 	}
+	if len(g) == 0 {
+		s.log.WarnContext(ctx, "sync: claim", "target", s.target.Name(), "scope", scope, "error", err.Error())
+		return err
+	}
+	msg := publicError(err)
+	attempts := 0
+	for _, j := range g {
+		attempts = max(attempts, j.Attempts)
+	}
+	if claim {
+		attempts++ // this attempt, not yet counted
+	}
+	delay := s.backoff(attempts)
+	s.log.Warn("sync: apply failed", "target", s.target.Name(), "scope", scope, "jobs", len(g),
+		"attempts", attempts, "retry_in", delay.String(), "error", err.Error())
+	s.release(g, delay, msg, !claim)
+	s.markError(g, msg)
+	return nil
 }
 
 // applyGroup applies one group in a transaction holding the scope's lock;
 // success marks the credentials synced and the jobs done in that same
-// transaction.
-func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) error {
-	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
+// transaction. A nil g is claimed in the transaction (after the lock, so
+// that it takes every job committed until then). It returns the group it
+// applied or tried to (none if the claim failed or found nothing).
+func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) ([]postgres.SyncJobRow, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	token := rand.Int64N(1<<62) + 1
 	prev, err := s.repo.LockScope(ctx, tx, s.target.Name(), scope, token)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var claimedRows []postgres.SnapshotRow // the changes of a claim here
+	claimed := g == nil
+	if claimed {
+		if g, claimedRows, err = s.repo.ClaimLocked(ctx, tx, s.target.Name(), scope, s.target.NeedsSnapshot()); err != nil || len(g) == 0 {
+			return nil, err // nothing claimed: the rollback keeps the scope's token
+		}
+	}
+	return g, s.apply(ctx, tx, scope, g, prev, token, claimed, claimedRows)
+}
+
+// apply is applyGroup's work once g is claimed and the scope locked (prev
+// is the scope's token before this apply's, token). When claimed,
+// claimedRows are the changes ClaimLocked returned with g.
+func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, scope string, g []postgres.SyncJobRow,
+	prev, token int64, claimed bool, claimedRows []postgres.SnapshotRow) error {
+	var err error
+	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
 	b := Batch{Scope: scope, JobIDs: jobIDs(g)}
 	for _, j := range g {
 		var e Event
@@ -517,7 +548,9 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 		store, _ := s.target.(PartStore)
 		var rows []postgres.SnapshotRow
 		if h != nil && h.token == prev && single && time.Since(h.readAt) < fullReadEvery {
-			if rows, err = s.repo.SnapshotOf(ctx, tx, changed, logins); err != nil {
+			if claimed {
+				rows = claimedRows
+			} else if rows, err = s.repo.SnapshotOf(ctx, tx, changed, logins); err != nil {
 				return err
 			}
 			if store == nil {
@@ -618,10 +651,10 @@ func (s *Service) putHeld(scope string, h *held) {
 
 // release and markError run on a fresh short context: they must happen even
 // when the attempt failed because its context ran out.
-func (s *Service) release(g []postgres.SyncJobRow, delay time.Duration, msg string) {
+func (s *Service) release(g []postgres.SyncJobRow, delay time.Duration, msg string, counted bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.repo.Release(ctx, s.db, jobIDs(g), delay, msg); err != nil {
+	if err := s.repo.Release(ctx, s.db, jobIDs(g), delay, msg, counted); err != nil {
 		s.log.Warn("sync: release", "error", err.Error()) // the lease runs out instead
 	}
 }
