@@ -94,7 +94,7 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 // for the credential ids and logins of the jobs' events, which saves the
 // apply a round trip.
 func (SyncRepo) ClaimLocked(ctx context.Context, q sqlx.QueryerContext, target, scope string, changes bool) ([]SyncJobRow, []SnapshotRow, error) {
-	rows, err := q.QueryContext(ctx, `
+	rows, err := queryHot(ctx, q, `
 		WITH j AS (
 			SELECT id, event, attempts FROM sync_jobs
 			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
@@ -165,7 +165,7 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 // visible at once, so the next holder of the lock renders from it.
 func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, token int64) (int64, error) {
 	var prev sql.NullInt64
-	err := q.QueryRowxContext(ctx, `
+	err := queryRowHot(ctx, q, `
 		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
 		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
 		RETURNING prev_token, set_config('synchronous_commit', 'off', true)`, target, scope, token).Scan(&prev, new(string))
@@ -238,7 +238,7 @@ func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int
 // version versions[i] of credential ids[i] (a credential changed since
 // keeps its newer version unconfirmed), and the jobs are done.
 func (SyncRepo) Finish(ctx context.Context, q sqlx.ExecerContext, ids, versions, jobs []int64) error {
-	_, err := q.ExecContext(ctx, `
+	_, err := execHot(ctx, q, `
 		WITH synced AS (
 			UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
 			FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)

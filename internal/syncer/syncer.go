@@ -502,7 +502,7 @@ func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres
 // that it takes every job committed until then). It returns the group it
 // applied or tried to (none if the claim failed or found nothing).
 func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) ([]postgres.SyncJobRow, error) {
-	tx, err := s.db.BeginTxx(ctx, nil)
+	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
 		return nil, err
 	}
@@ -525,7 +525,7 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 // apply is applyGroup's work once g is claimed and the scope locked (prev
 // is the scope's token before this apply's, token). When claimed,
 // claimedRows are the changes ClaimLocked returned with g.
-func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, scope string, g []postgres.SyncJobRow,
+func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []postgres.SyncJobRow,
 	prev, token int64, claimed bool, claimedRows []postgres.SnapshotRow) error {
 	var err error
 	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
