@@ -117,8 +117,20 @@ type fileState struct {
 	lastMtime time.Time      // the mtime this Writer last gave the file (whole seconds)
 	lastIno   uint64         // and the file's inode then (0: unknown)
 	sizes     map[int64]bool // the sizes this Writer gave the file with lastMtime
-	buf       []byte         // the last content rendered, reused for the next (not kept for shards)
+
+	// For a file that is not a shard and not larger than spliceMax: the
+	// last content rendered and the entries it was rendered from, so that
+	// the next render copies the unchanged runs and checks only the lines
+	// that changed (spliceRender), into spare, the buffer before last.
+	buf   []byte
+	prev  []Entry
+	spare []byte
 }
+
+// spliceMax bounds the files rendered by splicing: above it (about 200,000
+// logins) the two buffers and the copy of the entries would cost more
+// memory than the render saves time, and such domains belong in shards.
+const spliceMax = 32 << 20
 
 // New returns a Writer for pathTemplate, which names one file, or contains
 // "%d" (possibly more than once, also in directory names) to keep one file
@@ -418,12 +430,9 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
-	data, err := appendRender(st.buf[:0], entries)
+	data, err := st.render(entries, w.shardDigits == 0)
 	if err != nil {
 		return "", err
-	}
-	if w.shardDigits == 0 {
-		st.buf = data // reused by the next render of this (large) file
 	}
 
 	dir := filepath.Dir(path)
@@ -456,6 +465,85 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 	}
 	return dir, nil
 }
+
+// render returns the content of entries, by splicing the previous render
+// when keep and there is one; with keep it remembers the render for the
+// next one.
+func (st *fileState) render(entries []Entry, keep bool) ([]byte, error) {
+	if !keep {
+		return appendRender(nil, entries)
+	}
+	data, ok := spliceRender(st.spare[:0], st.buf, st.prev, entries)
+	if !ok {
+		var err error
+		if data, err = appendRender(st.spare[:0], entries); err != nil {
+			return nil, err
+		}
+	}
+	if len(data) > spliceMax || !ok && !slices.IsSortedFunc(entries, byLogin) {
+		// Too large to keep twice, or rendered from a sorted copy (prev
+		// must be in file order): the next render starts afresh.
+		st.buf, st.prev, st.spare = nil, nil, nil
+		return data, nil
+	}
+	st.buf, st.spare = data, st.buf
+	st.prev = append(st.prev[:0], entries...)
+	return data, nil
+}
+
+// spliceRender appends to dst what Render returns for next, given that old
+// is Render's content for prev: runs of entries next shares with prev are
+// copied from old, and only the other lines are rendered and checked. It
+// reports false, having checked nothing in full, when it cannot tell (no
+// prev, or next is not strictly sorted, or an entry of next that prev does
+// not have is invalid): the caller then renders next whole, which reports
+// the error.
+func spliceRender(dst, old []byte, prev, next []Entry) ([]byte, bool) {
+	if prev == nil {
+		return nil, false
+	}
+	off, run := 0, 0 // old's offset of prev[i], and of the run not yet copied
+	i := 0
+	fromPrev := false // next[j-1] is an entry of prev (one before prev[i])
+	for j, e := range next {
+		for i < len(prev) && prev[i].Login < e.Login { // gone
+			dst = append(dst, old[run:off]...)
+			off += len(prev[i].Login) + len(prev[i].Hash) + 2
+			run = off
+			i++
+		}
+		same := i < len(prev) && prev[i] == e
+		// Two entries of prev in a row are in order already (prev is
+		// strictly sorted); any other pair is compared.
+		if !(same && fromPrev) && j > 0 && next[j-1].Login >= e.Login {
+			return nil, false
+		}
+		fromPrev = same
+		if same { // unchanged: part of the run
+			off += len(e.Login) + len(e.Hash) + 2
+			i++
+			continue
+		}
+		if i < len(prev) && prev[i].Login == e.Login { // new hash: the old line goes
+			dst = append(dst, old[run:off]...)
+			off += len(prev[i].Login) + len(prev[i].Hash) + 2
+			run = off
+			i++
+		}
+		if checkField(e.Login) != nil || checkField(e.Hash) != nil {
+			return nil, false
+		}
+		dst = append(dst, old[run:off]...)
+		run = off
+		dst = append(dst, e.Login...)
+		dst = append(dst, ':')
+		dst = append(dst, e.Hash...)
+		dst = append(dst, '\n')
+	}
+	return append(dst, old[run:off]...), true
+}
+
+func byLogin(a, b Entry) int { return strings.Compare(a.Login, b.Login) }
 
 // checkShard makes sure that every entry of the file at path belongs in
 // its shard.
@@ -632,7 +720,7 @@ func (w *Writer) remove(domain, shard string) (changedDir string, err error) {
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
-	st.buf = nil
+	st.buf, st.prev, st.spare = nil, nil, nil
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", nil
@@ -704,7 +792,6 @@ func Render(entries []Entry) ([]byte, error) { return appendRender(nil, entries)
 // appendRender is Render appending to buf.
 func appendRender(buf []byte, entries []Entry) ([]byte, error) {
 	sorted := entries
-	byLogin := func(a, b Entry) int { return strings.Compare(a.Login, b.Login) }
 	if !slices.IsSortedFunc(entries, byLogin) {
 		sorted = slices.Clone(entries)
 		slices.SortFunc(sorted, byLogin)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -755,4 +756,109 @@ func TestRead(t *testing.T) {
 	if _, err := w.Read("example.com", "1"); !errors.Is(err, ErrMalformed) {
 		t.Errorf("Read of a malformed file: %v, want ErrMalformed", err)
 	}
+}
+
+// A file's render splices the previous one (copying the unchanged runs and
+// checking only the changed lines): after any sequence of changes, valid
+// or not, sorted or not, it must give exactly what Render gives, or the
+// same error.
+func TestSpliceRenderIsRender(t *testing.T) {
+	var st fileState
+	check := func(step string, next []Entry) {
+		t.Helper()
+		want, wantErr := Render(next)
+		got, err := st.render(next, true)
+		if (err != nil) != (wantErr != nil) || !bytes.Equal(got, want) {
+			t.Fatalf("%s: render of %d entries = %q, %v; Render gives %q, %v", step, len(next), got, err, want, wantErr)
+		}
+		if st.prev != nil && !bytes.Equal(st.buf, mustRender(t, st.prev)) {
+			t.Fatalf("%s: the kept render is not the render of the kept entries", step)
+		}
+	}
+	e := func(login, hash string) Entry { return Entry{login, hash} }
+	// Cases a splice could get wrong: a kept entry before an inserted one
+	// that sorts lower, duplicates, invalid lines, everything gone.
+	check("first", []Entry{e("a@x", "h1"), e("c@x", "h3")})
+	check("kept then lower", []Entry{e("c@x", "h3"), e("b@x", "h2")})
+	check("start over", []Entry{e("a@x", "h1"), e("c@x", "h3")})
+	check("duplicate of a kept one", []Entry{e("a@x", "h1"), e("c@x", "h3"), e("c@x", "h4")})
+	check("invalid new", []Entry{e("a@x", "h1"), e("b@x", "h:2"), e("c@x", "h3")})
+	check("new hash", []Entry{e("a@x", "h1"), e("c@x", "h9")})
+	check("all gone", nil)
+	check("back", []Entry{e("b@x", "h2")})
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	var cur []Entry
+	for step := range 3000 {
+		next := slices.Clone(cur)
+		for range rng.IntN(4) + 1 {
+			switch op := rng.IntN(10); {
+			case op < 4 || len(next) == 0: // a new login
+				next = append(next, e(fmt.Sprintf("u%d@x", rng.IntN(500)), fmt.Sprintf("{X}%d", rng.IntN(1e6))))
+			case op < 6: // one goes
+				k := rng.IntN(len(next))
+				next = slices.Delete(next, k, k+1)
+			case op < 8: // a new hash
+				next[rng.IntN(len(next))].Hash = fmt.Sprintf("{X}%d", rng.IntN(1e6))
+			case op < 9: // the same entry, in new strings
+				k := rng.IntN(len(next))
+				next[k] = e(strings.Clone(next[k].Login), strings.Clone(next[k].Hash))
+			default: // an invalid one
+				next = append(next, e(fmt.Sprintf("bad%d@x", rng.IntN(9)), "h\nx"))
+			}
+		}
+		if rng.IntN(20) > 0 { // mostly sorted, as the syncer gives them
+			slices.SortStableFunc(next, byLogin)
+		}
+		check(fmt.Sprintf("step %d", step), next)
+		if _, err := Render(next); err == nil {
+			cur = slices.Clone(next)
+			slices.SortFunc(cur, byLogin)
+		}
+	}
+}
+
+func mustRender(t *testing.T, entries []Entry) []byte {
+	t.Helper()
+	b, err := Render(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A file of 20,000 logins with 8 of them new, as under a burst of creates:
+// rendered whole, or spliced from the previous render.
+func BenchmarkRenderFile(b *testing.B) {
+	base := make([]Entry, 0, 20008)
+	for i := range 20000 {
+		base = append(base, Entry{fmt.Sprintf("user%07d@bench.example", i*3), "{SSHA512}" + strings.Repeat("x", 108)})
+	}
+	next := slices.Clone(base)
+	for i := range 8 {
+		next = append(next, Entry{fmt.Sprintf("user%07d@bench.example", i*7001*3+1), "{SSHA512}" + strings.Repeat("y", 108)})
+	}
+	slices.SortFunc(next, byLogin)
+	b.Run("whole", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			var err error
+			if buf, err = appendRender(buf[:0], next); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("spliced", func(b *testing.B) {
+		old, err := Render(base)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var buf []byte
+		for b.Loop() {
+			var ok bool
+			if buf, ok = spliceRender(buf[:0], old, base, next); !ok {
+				b.Fatal("not spliced")
+			}
+		}
+	})
 }
