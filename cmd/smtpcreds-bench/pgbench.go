@@ -80,7 +80,7 @@ var createSteps = []step{
 		sql: `
 		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
 		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
-		RETURNING prev_token, set_config('synchronous_commit', 'off', true)`,
+		RETURNING prev_token, set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`,
 		args: []string{"target", "dom", "tok"}, suffix: `\gset l_`},
 	{comment: "postgres.SyncRepo.ClaimLocked: in its scope's turn, claims the scope's pending jobs (row locks),\n" +
 		"-- with the changed credentials and the holders of their logins (the server holds the rest of the file in memory)",

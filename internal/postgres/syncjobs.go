@@ -163,12 +163,19 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 // records that the backend already holds a state, and if a crash loses it
 // the jobs are applied again, which is idempotent. The commit is still
 // visible at once, so the next holder of the lock renders from it.
+//
+// And it turns sequential scans off for the rest of the transaction: its
+// statements touch a few rows by key, and a prepared statement's generic
+// plan, made once per connection while the tables are small (a new
+// deployment, the bench's start), would otherwise keep scanning
+// credentials and sync_jobs as they grow (the bench saw Finish go from
+// 0.45 to 2.9 ms over 20,000 creates).
 func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, token int64) (int64, error) {
 	var prev sql.NullInt64
 	err := queryRowHot(ctx, q, `
 		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
 		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
-		RETURNING prev_token, set_config('synchronous_commit', 'off', true)`, target, scope, token).Scan(&prev, new(string))
+		RETURNING prev_token, set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`, target, scope, token).Scan(&prev, new(string), new(string))
 	if err != nil {
 		return 0, fmt.Errorf("lock sync scope: %w", translate(err))
 	}
