@@ -49,6 +49,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -379,34 +380,82 @@ type File struct {
 	Remove  bool
 }
 
-// Update brings files of domain to their new states in order, as Write and
-// Remove would one by one, except that each
-// directory is fsynced once, after its last rename or removal, instead of
-// after each: a batch of changes to several shards costs one directory
-// sync. Each file is still replaced atomically; on an error the files
-// before it are already replaced (their directory maybe not yet synced),
-// those after it untouched, and retrying is safe. With unlessSame, a file
-// that already holds exactly the content Write would write is left alone
-// (neither rewritten nor given a new mtime): for writing a whole state of
-// which most files are likely current, e.g. after a restart.
+// Update brings files of domain to their new states, as Write and Remove
+// would one by one, except that the files are written concurrently (their
+// fsyncs overlap) and each directory is fsynced once, after the last rename
+// or removal in it, instead of after each: a batch of changes to several
+// shards costs about one file's wait. Bad input (a domain or shard that is
+// not valid, an entry not in its file's shard) is found before anything is
+// written, and changes nothing. Each file is still replaced atomically; on
+// another error any of the files may already be replaced (their directory
+// maybe not yet synced), the others untouched, and retrying is safe. With unlessSame, a file that already holds exactly the content
+// Write would write is left alone (neither rewritten nor given a new
+// mtime): for writing a whole state of which most files are likely
+// current, e.g. after a restart. A shard given twice is written in order.
 func (w *Writer) Update(domain string, files []File, unlessSame bool) error {
-	var dirs []string // to sync, in order of first change
 	for _, f := range files {
-		var dir string
-		var err error
-		if f.Remove {
-			dir, err = w.remove(domain, f.Shard)
-		} else {
-			dir, err = w.write(domain, f.Shard, f.Entries, unlessSame)
-		}
-		if dir != "" && !slices.Contains(dirs, dir) {
-			dirs = append(dirs, dir)
-		}
+		path, err := w.path(domain, f.Shard)
 		if err != nil {
-			return errors.Join(err, w.syncDirs(dirs))
+			return err
+		}
+		if err := w.checkShard(path, f.Shard, f.Entries); err != nil {
+			return err
 		}
 	}
-	return w.syncDirs(dirs)
+	dirs := make([]string, len(files)) // the directory each file changed in
+	errs := make([]error, len(files))
+	one := func(i int) {
+		if f := files[i]; f.Remove {
+			dirs[i], errs[i] = w.remove(domain, f.Shard)
+		} else {
+			dirs[i], errs[i] = w.write(domain, f.Shard, f.Entries, unlessSame)
+		}
+	}
+	if len(files) < 2 || repeatsShard(files) {
+		for i := range files {
+			if one(i); errs[i] != nil {
+				break
+			}
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(len(files), updateWorkers) {
+			wg.Go(func() {
+				for i := int(next.Add(1)) - 1; i < len(files); i = int(next.Add(1)) - 1 {
+					one(i)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	var changed []string // to sync, in order of first change
+	for _, dir := range dirs {
+		if dir != "" && !slices.Contains(changed, dir) {
+			changed = append(changed, dir)
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return errors.Join(err, w.syncDirs(changed))
+		}
+	}
+	return w.syncDirs(changed)
+}
+
+// updateWorkers bounds the files Update writes at once.
+const updateWorkers = 8
+
+// repeatsShard reports whether a shard appears more than once in files.
+func repeatsShard(files []File) bool {
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		if seen[f.Shard] {
+			return true
+		}
+		seen[f.Shard] = true
+	}
+	return false
 }
 
 func (w *Writer) syncDirs(dirs []string) error {
@@ -421,11 +470,8 @@ func (w *Writer) syncDirs(dirs []string) error {
 // write replaces one file and returns its directory if it changed there
 // (which the caller syncs).
 func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (changedDir string, err error) {
-	path, err := w.path(domain, shard)
+	path, err := w.path(domain, shard) // checked by Update, with the shard
 	if err != nil {
-		return "", err
-	}
-	if err := w.checkShard(path, shard, entries); err != nil {
 		return "", err
 	}
 	st := w.lock(path)

@@ -724,9 +724,13 @@ func TestUpdate(t *testing.T) {
 	if !errors.Is(err, ErrInvalidShard) {
 		t.Fatalf("Update with a misplaced entry: %v, want ErrInvalidShard", err)
 	}
-	noTemps(t, filepath.Join(dir, "example.com"), "1")
+	// Bad input is found before anything is written: nothing changed.
+	noTemps(t, filepath.Join(dir, "example.com"), "1", "b")
 	if got, _ := os.ReadFile(w.Path("example.com", "1")); string(got) != "bob@example.org:{PLAIN}b\n" {
-		t.Fatalf("file after the failed file changed: %q", got)
+		t.Fatalf("a file of the failed update changed: %q", got)
+	}
+	if got, _ := os.ReadFile(w.Path("example.com", "b")); string(got) != "a@example.com:{PLAIN}a\n" {
+		t.Fatalf("a file of the failed update changed: %q", got)
 	}
 }
 
