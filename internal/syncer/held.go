@@ -110,49 +110,64 @@ func (h *held) merge(logins []string, rows []postgres.SnapshotRow) []Part {
 // changed logins, by key: the part's current entries (from read) without
 // the changed logins, plus rows, the current rows of the changed
 // credentials and of those holding a changed login now. buf, if
-// not nil, gives the array to build a part's new entries in.
+// not nil, gives the array to build a part's new entries in. The unchanged
+// runs of a part are copied whole, found by binary search: O(changes log
+// entries) comparisons, plus the copy.
 func changedParts(partOf func(string) string, logins []string, rows []postgres.SnapshotRow,
 	read func(key string) ([]Entry, error), buf func(key string) []Entry) ([]Part, error) {
-	gone := make(map[string]bool, len(logins)+len(rows)) // changed: dropped from the current entries
-	added := map[string][]Entry{}                        // part -> the changed logins' current entries
-	for _, l := range logins {
-		gone[l] = true
-		if k := partOf(l); added[k] == nil {
-			added[k] = []Entry{} // the part changes even if nothing is added to it
+	type change struct {
+		gone []string // the changed logins: dropped from the current entries
+		add  []Entry  // their current entries
+	}
+	changes := map[string]*change{} // by part; a part changes even if nothing is added to it
+	at := func(login string) *change {
+		k := partOf(login)
+		c := changes[k]
+		if c == nil {
+			c = &change{}
+			changes[k] = c
 		}
+		return c
+	}
+	for _, l := range logins {
+		c := at(l)
+		c.gone = append(c.gone, l)
 	}
 	for _, r := range rows {
-		gone[r.Login] = true
-		k := partOf(r.Login)
-		added[k] = append(added[k], Entry{Login: r.Login, Hash: r.Hash})
+		c := at(r.Login)
+		c.gone = append(c.gone, r.Login)
+		c.add = append(c.add, Entry{Login: r.Login, Hash: r.Hash})
 	}
-	parts := make([]Part, 0, len(added))
-	for k, add := range added {
+	parts := make([]Part, 0, len(changes))
+	for k, c := range changes {
 		cur, err := read(k)
 		if err != nil {
 			return nil, err
 		}
+		slices.Sort(c.gone)
+		gone := slices.Compact(c.gone)
 		// A login has one active credential, so rows have distinct logins;
 		// should one repeat, the last row wins.
-		slices.SortStableFunc(add, byLogin)
-		add = lastOfEach(add)
+		slices.SortStableFunc(c.add, byLogin)
+		add := lastOfEach(c.add) // in the order of gone, which holds each of them
 		var out []Entry
 		if buf != nil {
 			out = buf(k)
 		}
 		out = slices.Grow(out, len(cur)+len(add))
-		i := 0
-		for _, e := range cur {
-			if gone[e.Login] {
-				continue
+		pos, i := 0, 0
+		for _, l := range gone {
+			j, found := slices.BinarySearchFunc(cur[pos:], l, func(e Entry, l string) int { return cmp.Compare(e.Login, l) })
+			out = append(out, cur[pos:pos+j]...)
+			if pos += j; found {
+				pos++
 			}
-			for i < len(add) && add[i].Login < e.Login {
+			if i < len(add) && add[i].Login == l {
 				out = append(out, add[i])
 				i++
 			}
-			out = append(out, e)
 		}
-		parts = append(parts, Part{Key: k, Entries: append(out, add[i:]...)})
+		parts = append(parts, Part{Key: k, Entries: append(out, cur[pos:]...)})
 	}
 	slices.SortFunc(parts, byKey)
 	return parts, nil
