@@ -514,25 +514,34 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 
 // render returns the content of entries, by splicing the previous render
 // when keep and there is one; with keep it remembers the render for the
-// next one.
+// next one (or, for a file too large to splice, keeps only its buffer, for
+// the next whole render to reuse).
 func (st *fileState) render(entries []Entry, keep bool) ([]byte, error) {
 	if !keep {
 		return appendRender(nil, entries)
 	}
 	data, ok := spliceRender(st.spare[:0], st.buf, st.prev, entries)
 	if !ok {
+		dst := st.buf[:0] // no splice source to keep: render over the last render
+		if st.prev != nil {
+			dst = st.spare[:0]
+		}
 		var err error
-		if data, err = appendRender(st.spare[:0], entries); err != nil {
+		if data, err = appendRender(dst, entries); err != nil {
 			return nil, err
 		}
 	}
-	if len(data) > spliceMax || !ok && !slices.IsSortedFunc(entries, byLogin) {
+	switch {
+	case len(data) > spliceMax || !ok && !slices.IsSortedFunc(entries, byLogin):
 		// Too large to keep twice, or rendered from a sorted copy (prev
-		// must be in file order): the next render starts afresh.
-		st.buf, st.prev, st.spare = nil, nil, nil
+		// must be in file order): one buffer, and no splice next time.
+		st.buf, st.prev, st.spare = data, nil, nil
 		return data, nil
+	case st.prev != nil: // data is in spare's array
+		st.buf, st.spare = data, st.buf
+	default: // data is in buf's array
+		st.buf = data
 	}
-	st.buf, st.spare = data, st.buf
 	st.prev = append(st.prev[:0], entries...)
 	return data, nil
 }

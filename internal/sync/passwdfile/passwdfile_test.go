@@ -866,3 +866,28 @@ func BenchmarkRenderFile(b *testing.B) {
 		}
 	})
 }
+
+// A file too large to splice keeps one buffer, which the next render
+// reuses: a render of a large file costs no new allocation of its size.
+func TestLargeFileRendersReuseOneBuffer(t *testing.T) {
+	var st fileState
+	long := "{X}" + strings.Repeat("h", 32<<10)
+	var entries []Entry
+	for i := range spliceMax/len(long) + 2 {
+		entries = append(entries, Entry{fmt.Sprintf("u%05d@x", i), long})
+	}
+	first, err := st.render(entries, true)
+	if err != nil || len(first) <= spliceMax {
+		t.Fatalf("render: %d bytes, %v; want more than %d", len(first), err, spliceMax)
+	}
+	if st.prev != nil || st.spare != nil {
+		t.Fatal("a file over spliceMax keeps the entries or a second buffer")
+	}
+	second, err := st.render(entries[1:], true)
+	if err != nil || !bytes.Equal(second, mustRender(t, entries[1:])) {
+		t.Fatalf("second render wrong: %v", err)
+	}
+	if &second[0] != &first[0] {
+		t.Fatal("the second render of a large file did not reuse the first's buffer")
+	}
+}
