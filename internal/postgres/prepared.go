@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -43,18 +44,43 @@ func Begin(ctx context.Context, db *sqlx.DB) (*Tx, error) {
 
 // prepared returns query prepared on q when q is a pool or a Tx, or nil
 // (another transaction: the caller runs the statement as is).
+//
+// A Tx uses the pool's statement only once the pool has prepared it: the
+// pool prepares on a connection of its own, and a transaction that waited
+// for one while holding its own could wait for ever (a pool of one) or
+// until its deadline (a burst of applies on a cold pool). Until then the
+// Tx runs the statement as is, while the pool prepares it in the
+// background.
 func prepared(ctx context.Context, q any, query string) (*sqlx.Stmt, error) {
 	switch q := q.(type) {
 	case *sqlx.DB:
 		return preparedOn(ctx, q, query)
 	case *Tx:
-		st, err := preparedOn(ctx, q.db, query)
-		if err != nil {
-			return nil, err
+		st, ok := stmts.Load(stmtKey{q.db, query})
+		if !ok {
+			prepareInBackground(q.db, query)
+			return nil, nil
 		}
-		return q.StmtxContext(ctx, st), nil
+		return q.StmtxContext(ctx, st.(*sqlx.Stmt)), nil
 	}
 	return nil, nil
+}
+
+// preparing holds the statements being prepared in the background.
+var preparing sync.Map // stmtKey -> struct{}
+
+// prepareInBackground prepares query on the pool db, once at a time.
+func prepareInBackground(db *sqlx.DB, query string) {
+	k := stmtKey{db, query}
+	if _, busy := preparing.LoadOrStore(k, struct{}{}); busy {
+		return
+	}
+	go func() {
+		defer preparing.Delete(k)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = preparedOn(ctx, db, query) // on failure the next use tries again
+	}()
 }
 
 // preparedOn returns query prepared on the pool db.
