@@ -89,16 +89,84 @@ func TestClaimDueLeavesFreshJobsToTheirRequest(t *testing.T) {
 	if len(rows) != 0 {
 		t.Fatalf("a fresh job was claimed within the grace: %+v", rows)
 	}
-	_, err = db.Exec(`INSERT INTO sync_jobs (target, scope, event, attempts) VALUES ('t', 'failed', '{}', 1)`)
+	// A failed job makes its scope due, but a fresh job of that scope is
+	// not taken along.
+	_, err = db.Exec(`INSERT INTO sync_jobs (target, scope, event, attempts) VALUES ('t', 'failed', '{}', 1), ('t', 'failed', '{}', 0)`)
 	must(t, err)
 	rows, err = repo.ClaimDue(ctx, db, time.Minute, time.Hour)
 	must(t, err)
 	if len(rows) != 1 || rows[0].Scope != "failed" || rows[0].Attempts != 2 {
-		t.Fatalf("want the failed job claimed (attempt 2), got %+v", rows)
+		t.Fatalf("want only the failed job claimed (attempt 2), got %+v", rows)
 	}
 	rows, err = repo.ClaimDue(ctx, db, time.Minute, 0)
 	must(t, err)
 	if len(rows) != 1 || rows[0].Scope != "fresh" {
-		t.Fatalf("want the fresh job claimed once the grace is over, got %+v", rows)
+		t.Fatalf("want the oldest fresh job's scope claimed once the grace is over, got %+v", rows)
+	}
+}
+
+// An apply's transaction never waits for a second connection to prepare
+// its statements: with a pool of one it runs them as they are until the
+// pool has prepared them (in the background, once the connection is free),
+// and then uses them prepared.
+func TestApplyStatementsNeedNoSecondConnection(t *testing.T) {
+	db := dbtest.New(t)
+	db.SetMaxOpenConns(1)
+	repo := postgres.SyncRepo{}
+	deadline := time.Now().Add(10 * time.Second)
+	for round := 1; ; round++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		tx, err := postgres.Begin(ctx, db)
+		must(t, err)
+		_, err = repo.LockScope(ctx, tx, "t", "s", int64(round))
+		if err == nil {
+			_, _, err = repo.ClaimLocked(ctx, tx, "t", "s", true)
+		}
+		var prepared int
+		if err == nil {
+			err = tx.GetContext(ctx, &prepared, `SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%sync_scopes%'`)
+		}
+		must(t, err)
+		must(t, tx.Commit())
+		cancel()
+		if prepared > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d rounds the statements are still not prepared on the one connection", round)
+		}
+	}
+}
+
+// A request's release (its claim rolled back) counts the attempt but leaves
+// a lease a worker took meanwhile; a worker's release ends its own lease.
+func TestReleaseAfterRollbackKeepsAnotherLease(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	repo := postgres.SyncRepo{}
+	var free, leased int64
+	must(t, db.Get(&free, `INSERT INTO sync_jobs (target, scope, event) VALUES ('t', 's', '{}') RETURNING id`))
+	must(t, db.Get(&leased, `INSERT INTO sync_jobs (target, scope, event, attempts, locked_until)
+		VALUES ('t', 's', '{}', 1, now() + interval '1 minute') RETURNING id`))
+	must(t, repo.Release(ctx, db, []int64{free, leased}, time.Second, "boom", false))
+	type job struct {
+		Attempts  int     `db:"attempts"`
+		LastError *string `db:"last_error"`
+		Leased    bool    `db:"leased"`
+	}
+	get := func(id int64) job {
+		var j job
+		must(t, db.Get(&j, `SELECT attempts, last_error, locked_until IS NOT NULL AS leased FROM sync_jobs WHERE id = $1`, id))
+		return j
+	}
+	if j := get(free); j.Attempts != 1 || j.LastError == nil || *j.LastError != "boom" || j.Leased {
+		t.Errorf("free job after an uncounted release: %+v", j)
+	}
+	if j := get(leased); j.Attempts != 1 || j.LastError != nil || !j.Leased {
+		t.Errorf("a worker's leased job after another's uncounted release: %+v", j)
+	}
+	must(t, repo.Release(ctx, db, []int64{leased}, time.Second, "", true))
+	if j := get(leased); j.Attempts != 1 || j.Leased {
+		t.Errorf("leased job after its worker's release: %+v", j)
 	}
 }
