@@ -70,7 +70,6 @@ var createSteps = []step{
 	c.status, c.created_at, c.modified_at, c.password_changed_at,
 	c.version, c.synced_version, c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`,
 		args: []string{"g", "aid", "dom", "u", "hash", "target", "dom", "event"}},
-	{meta: `\set c_id 0`},
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
 	{meta: `\if :r <= :claimppm`},

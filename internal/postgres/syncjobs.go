@@ -55,8 +55,9 @@ const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 // other's rows deadlock (PostgreSQL then stalls both for deadlock_timeout).
 //
 // A job no attempt has counted yet (attempts 0: the request that made it is
-// applying it) is due only grace after it became available: a worker that
-// took it sooner would make that request wait for the worker's turn.
+// applying it) is neither due nor taken along until grace after it became
+// available: a worker that took it sooner would make that request wait for
+// the worker's turn.
 func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grace time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
@@ -70,6 +71,7 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 			SELECT j.id FROM sync_jobs j, first
 			WHERE j.target = first.target AND j.scope = first.scope AND j.done_at IS NULL
 			  AND (j.locked_until IS NULL OR j.locked_until < now())
+			  AND (j.attempts > 0 OR j.available_at <= now() - $2 * interval '1 millisecond')
 			ORDER BY j.id
 			FOR UPDATE OF j SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
@@ -164,8 +166,9 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 // the jobs are applied again, which is idempotent. The commit is still
 // visible at once, so the next holder of the lock renders from it.
 //
-// And it turns sequential scans off for the rest of the transaction: its
-// statements touch a few rows by key, and a prepared statement's generic
+// And it turns sequential scans off for the rest of the transaction (a
+// whole read, Snapshot, turns them on again): its other statements touch a
+// few rows by key, and a prepared statement's generic
 // plan, made once per connection while the tables are small (a new
 // deployment, the bench's start), would otherwise keep scanning
 // credentials and sync_jobs as they grow (the bench saw Finish go from
@@ -190,6 +193,11 @@ const snapshotCols = `c.id, c.version, c.synced_version, c.username || '@' || d.
 // Rows are streamed, not collected: a scope of a million credentials costs
 // the caller only what it keeps of them. An error from fn stops the scan.
 func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain string, fn func(SnapshotRow) error) error {
+	// A whole read may want to scan (LockScope turned scans off for the
+	// keyed statements of its transaction).
+	if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_seqscan', 'on', true)`).Scan(new(string)); err != nil {
+		return fmt.Errorf("sync snapshot: %w", translate(err))
+	}
 	rows, err := q.QueryxContext(ctx, `
 		SELECT `+snapshotCols+`
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
@@ -274,12 +282,14 @@ func (SyncRepo) MarkError(ctx context.Context, q sqlx.ExecerContext, ids []int64
 // Release returns jobs to the queue, due again after delay, with the error
 // of the failed attempt (empty when the worker is only stopping). counted
 // is false for an attempt whose claim was rolled back with it (ClaimLocked),
-// which Release then counts.
+// which Release then counts; such jobs are free from the rollback on, and
+// a worker that leased one meanwhile keeps its lease.
 func (SyncRepo) Release(ctx context.Context, q sqlx.ExecerContext, ids []int64, delay time.Duration, msg string, counted bool) error {
 	_, err := q.ExecContext(ctx, `
 		UPDATE sync_jobs SET locked_until = NULL, available_at = now() + $2 * interval '1 millisecond',
 		       last_error = nullif($3, ''), attempts = attempts + CASE WHEN $4 THEN 0 ELSE 1 END
-		WHERE id = ANY($1) AND done_at IS NULL`, pq.Array(ids), delay.Milliseconds(), msg, counted)
+		WHERE id = ANY($1) AND done_at IS NULL AND ($4 OR locked_until IS NULL OR locked_until < now())`,
+		pq.Array(ids), delay.Milliseconds(), msg, counted)
 	if err != nil {
 		return fmt.Errorf("release sync jobs: %w", translate(err))
 	}
