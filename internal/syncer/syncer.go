@@ -460,7 +460,7 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 			s.release(g, 0, "", true)
 			continue
 		}
-		_ = s.applyOrRelease(ctx, k.scope, g) // never fails to claim a claimed group
+		_ = s.applyOrRelease(ctx, k.scope, g) // a claimed group is released on failure
 		<-turn
 	}
 }
@@ -500,17 +500,19 @@ func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres
 // success marks the credentials synced and the jobs done in that same
 // transaction. A nil g is claimed in the transaction (after the lock, so
 // that it takes every job committed until then). It returns the group it
-// applied or tried to (none if the claim failed or found nothing).
+// applied or tried to: a given g even if the transaction could not begin
+// or lock, so that its jobs are released; none if its own claim failed or
+// found nothing.
 func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) ([]postgres.SyncJobRow, error) {
 	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
-		return nil, err
+		return g, err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	token := rand.Int64N(1<<62) + 1
 	prev, err := s.repo.LockScope(ctx, tx, s.target.Name(), scope, token)
 	if err != nil {
-		return nil, err
+		return g, err
 	}
 	var claimedRows []postgres.SnapshotRow // the changes of a claim here
 	claimed := g == nil

@@ -521,3 +521,44 @@ func TestLateDeleteKeepsTheLoginsNewOwner(t *testing.T) {
 		})
 	}
 }
+
+// A worker whose claimed group cannot even take the scope's lock (another
+// process holds it past the worker's lease) releases the jobs with the
+// error and a backoff, instead of leaving them leased and unexplained.
+func TestWorkerReleasesWhenTheScopeLockWaitsTooLong(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	cfg := fastConfig()
+	cfg.Lease = 300 * time.Millisecond
+	s := syncer.New(f.db, rec, cfg, nil)
+	f.change(t, s, "dave", "{SSHA512}ddd")
+	// As after a failed attempt of the request, so that the worker takes it at once.
+	if _, err := f.db.Exec(`UPDATE sync_jobs SET attempts = 1`); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := f.db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback() //nolint:errcheck // released below
+	if _, err := holder.Exec(`INSERT INTO sync_scopes (target, scope, token) VALUES ('recorder', 'example.com', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 5*time.Second, "the job released with its error", func() bool {
+		var released bool
+		err := f.db.Get(&released, `SELECT last_error IS NOT NULL AND locked_until IS NULL FROM sync_jobs`)
+		return err == nil && released
+	})
+	var syncErr *string
+	if err := f.db.Get(&syncErr, `SELECT sync_error FROM credentials WHERE username = 'dave'`); err != nil || syncErr == nil {
+		t.Errorf("sync_error = %v (%v), want the attempt's error", syncErr, err)
+	}
+	if err := holder.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the retry to apply", func() bool { return f.synced(t, "dave") })
+}
