@@ -557,6 +557,11 @@ func spliceRender(dst, old []byte, prev, next []Entry) ([]byte, bool) {
 	if prev == nil {
 		return nil, false
 	}
+	n := 0 // the content's size, so that dst grows once
+	for _, e := range next {
+		n += len(e.Login) + len(e.Hash) + 2
+	}
+	dst = slices.Grow(dst, n)
 	off, run := 0, 0 // old's offset of prev[i], and of the run not yet copied
 	i := 0
 	fromPrev := false // next[j-1] is an entry of prev (one before prev[i])
