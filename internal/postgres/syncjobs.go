@@ -55,9 +55,11 @@ const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 // other's rows deadlock (PostgreSQL then stalls both for deadlock_timeout).
 //
 // A job no attempt has counted yet (attempts 0: the request that made it is
-// applying it) is neither due nor taken along until grace after it became
-// available: a worker that took it sooner would make that request wait for
-// the worker's turn.
+// applying it) is not due until grace after it became available: a worker
+// that took it sooner would make that request wait for the worker's turn.
+// Once a scope is due (a failed attempt, or a request that gave up), its
+// fresh jobs are taken along all the same, so that one apply brings the
+// backend up to date.
 func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grace time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
@@ -71,7 +73,6 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 			SELECT j.id FROM sync_jobs j, first
 			WHERE j.target = first.target AND j.scope = first.scope AND j.done_at IS NULL
 			  AND (j.locked_until IS NULL OR j.locked_until < now())
-			  AND (j.attempts > 0 OR j.available_at <= now() - $2 * interval '1 millisecond')
 			ORDER BY j.id
 			FOR UPDATE OF j SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
