@@ -84,6 +84,20 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 	return rows, nil
 }
 
+// claimLockedSQL is ClaimLocked's statement (one text, prepared once).
+var claimLockedSQL = `
+		WITH j AS (
+			SELECT id, event, attempts FROM sync_jobs
+			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
+			ORDER BY id
+			FOR UPDATE SKIP LOCKED),
+		l AS (
+			SELECT (event->>'credential_id')::bigint AS id,
+			       split_part(event->>'login', '@', 1) AS username, split_part(event->>'login', '@', 2) AS domain
+			FROM j WHERE $3)
+		SELECT j.id AS job_id, j.event, j.attempts, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::text FROM j
+		UNION ALL (` + changedRowsSQL("NULL::bigint, NULL::jsonb, NULL::int, ") + `)`
+
 // ClaimLocked claims, in the transaction that holds the scope's lock
 // (LockScope), every unfinished job of (target, scope), due or not (a
 // request applying its change at once takes along whatever else is pending
@@ -97,26 +111,7 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 // for the credential ids and logins of the jobs' events, which saves the
 // apply a round trip.
 func (SyncRepo) ClaimLocked(ctx context.Context, q sqlx.QueryerContext, target, scope string, changes bool) ([]SyncJobRow, []SnapshotRow, error) {
-	rows, err := queryHot(ctx, q, `
-		WITH j AS (
-			SELECT id, event, attempts FROM sync_jobs
-			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
-			ORDER BY id
-			FOR UPDATE SKIP LOCKED),
-		l AS (
-			SELECT (event->>'credential_id')::bigint AS id,
-			       split_part(event->>'login', '@', 1) AS username, split_part(event->>'login', '@', 2) AS domain
-			FROM j WHERE $3)
-		SELECT j.id AS job_id, j.event, j.attempts, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::text FROM j
-		UNION ALL (
-			SELECT NULL::bigint, NULL::jsonb, NULL::int, `+snapshotCols+`
-			FROM credentials c JOIN domains d ON d.id = c.domain_id
-			WHERE c.id IN (SELECT id FROM l) AND c.status
-			UNION
-			SELECT NULL::bigint, NULL::jsonb, NULL::int, `+snapshotCols+`
-			FROM l JOIN domains d ON d.name = l.domain
-			JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
-			WHERE c.status)`, target, scope, changes)
+	rows, err := queryHot(ctx, q, claimLockedSQL, target, scope, changes)
 	if err != nil {
 		return nil, nil, fmt.Errorf("claim sync jobs: %w", translate(err))
 	}
@@ -188,6 +183,22 @@ func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, sc
 
 const snapshotCols = `c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash`
 
+// changedRowsSQL selects, for a CTE l(id, username, domain) of changed
+// credentials and their logins, the changed credentials that are active
+// and the active credentials that hold the logins now (snapshotCols, after
+// the columns pre): SnapshotOf's rows, which ClaimLocked also returns.
+func changedRowsSQL(pre string) string {
+	return `
+		SELECT ` + pre + snapshotCols + `
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE c.id IN (SELECT id FROM l) AND c.status
+		UNION
+		SELECT ` + pre + snapshotCols + `
+		FROM l JOIN domains d ON d.name = l.domain
+		JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
+		WHERE c.status`
+}
+
 // Snapshot calls fn with each active credential of domain (every domain
 // when domain is ""), as the backend must hold them, in no particular order
 // (targets order them as they need, cheaper than a collated sort here).
@@ -235,15 +246,8 @@ func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int
 	}
 	rows := []SnapshotRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
-		SELECT `+snapshotCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.id = ANY($1) AND c.status
-		UNION
-		SELECT `+snapshotCols+`
-		FROM unnest($2::text[], $3::text[]) AS l(username, domain)
-		JOIN domains d ON d.name = l.domain
-		JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
-		WHERE c.status`, pq.Array(ids), pq.Array(users), pq.Array(domains))
+		WITH l AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS l(id, username, domain))
+		`+changedRowsSQL(""), pq.Array(ids), pq.Array(users), pq.Array(domains))
 	if err != nil {
 		return nil, fmt.Errorf("sync snapshot: %w", translate(err))
 	}

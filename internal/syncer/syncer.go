@@ -514,21 +514,26 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 	if err != nil {
 		return g, err
 	}
-	var claimedRows []postgres.SnapshotRow // the changes of a claim here
-	claimed := g == nil
-	if claimed {
-		if g, claimedRows, err = s.repo.ClaimLocked(ctx, tx, s.target.Name(), scope, s.target.NeedsSnapshot()); err != nil || len(g) == 0 {
+	// The current rows of the changed credentials: read when needed for a
+	// group claimed by a worker, returned by the claim here.
+	changes := func(ids []int64, logins []string) ([]postgres.SnapshotRow, error) {
+		return s.repo.SnapshotOf(ctx, tx, ids, logins)
+	}
+	if g == nil {
+		var rows []postgres.SnapshotRow
+		if g, rows, err = s.repo.ClaimLocked(ctx, tx, s.target.Name(), scope, s.target.NeedsSnapshot()); err != nil || len(g) == 0 {
 			return nil, err // nothing claimed: the rollback keeps the scope's token
 		}
+		changes = func([]int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil }
 	}
-	return g, s.apply(ctx, tx, scope, g, prev, token, claimed, claimedRows)
+	return g, s.apply(ctx, tx, scope, g, prev, token, changes)
 }
 
 // apply is applyGroup's work once g is claimed and the scope locked (prev
-// is the scope's token before this apply's, token). When claimed,
-// claimedRows are the changes ClaimLocked returned with g.
-func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []postgres.SyncJobRow,
-	prev, token int64, claimed bool, claimedRows []postgres.SnapshotRow) error {
+// is the scope's token before this apply's, token); changes returns the
+// current rows of the credentials and logins the jobs change.
+func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []postgres.SyncJobRow, prev, token int64,
+	changes func(ids []int64, logins []string) ([]postgres.SnapshotRow, error)) error {
 	var err error
 	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
 	b := Batch{Scope: scope, JobIDs: jobIDs(g)}
@@ -550,9 +555,7 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 		store, _ := s.target.(PartStore)
 		var rows []postgres.SnapshotRow
 		if h != nil && h.token == prev && single && time.Since(h.readAt) < fullReadEvery {
-			if claimed {
-				rows = claimedRows
-			} else if rows, err = s.repo.SnapshotOf(ctx, tx, changed, logins); err != nil {
+			if rows, err = changes(changed, logins); err != nil {
 				return err
 			}
 			if store == nil {
