@@ -253,10 +253,7 @@ func TestFailureThenRecovery(t *testing.T) {
 		t.Errorf("job after failure: %+v", job)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer runWorker(s)()
 	eventually(t, 3*time.Second, "a few failed retries", func() bool {
 		var n int
 		_ = f.db.Get(&n, `SELECT attempts FROM sync_jobs`)
@@ -278,16 +275,13 @@ func TestBurstCoalesces(t *testing.T) {
 	for i := range 20 {
 		f.change(t, s, fmt.Sprintf("u%02d", i), "{SSHA512}x")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
+	stop := runWorker(s)
 	eventually(t, 5*time.Second, "all synced", func() bool {
 		var n int
 		_ = f.db.Get(&n, `SELECT count(*) FROM credentials WHERE synced_version < version`)
 		return n == 0
 	})
-	cancel()
-	<-done
+	stop()
 	if rec.applies() != 1 || len(rec.batches[0].Events) != 20 || len(rec.held("example.com")) != 20 {
 		t.Errorf("%d applies (want 1 with 20 events); held %d", rec.applies(), len(rec.held("example.com")))
 	}
@@ -306,10 +300,7 @@ func TestCrashedWorkersJobsAreReclaimed(t *testing.T) {
 	if err != nil || len(claimed) != 1 {
 		t.Fatalf("claim: %v %v", claimed, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer runWorker(s)()
 	eventually(t, 5*time.Second, "reclaim after the lease", func() bool { return f.synced(t, "carol") })
 }
 
@@ -484,42 +475,65 @@ func TestLateDeleteKeepsTheLoginsNewOwner(t *testing.T) {
 			return st, st.recorder
 		},
 	} {
-		t.Run(name, func(t *testing.T) {
-			f := newFixture(t)
-			tgt, rec := target()
-			s := syncer.New(f.db, tgt, fastConfig(), nil)
-			ctx := context.Background()
-			if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}old")) {
-				t.Fatal("create not confirmed")
-			}
-			tx := f.db.MustBegin()
-			var id int64
-			if err := tx.Get(&id, `DELETE FROM credentials WHERE username = 'alice' RETURNING id`); err != nil {
-				t.Fatal(err)
-			}
-			del, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialDeleted, Domain: "example.com",
-				Login: "alice@example.com", CredentialID: id})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := tx.Commit(); err != nil {
-				t.Fatal(err)
-			}
-			// The deletion's job is leased by a worker that stalls.
-			f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() + interval '1 hour' WHERE done_at IS NULL`)
-			if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}new")) {
-				t.Fatal("re-create not confirmed")
-			}
-			f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() - interval '1 second' WHERE done_at IS NULL`)
-			if !s.Apply(ctx, del) {
-				t.Fatal("late deletion not confirmed")
-			}
-			want := []syncer.Entry{{Login: "alice@example.com", Hash: "{SSHA512}new"}}
-			if got := rec.held("example.com"); !slices.Equal(got, want) {
-				t.Errorf("after the late deletion the backend holds %v, want %v", got, want)
-			}
-		})
+		for _, by := range []string{"request", "worker"} {
+			t.Run(name+", applied by a "+by, func(t *testing.T) { testLateDelete(t, target, by) })
+		}
 	}
+}
+
+// testLateDelete applies the late deletion by its request's Apply (the
+// changes come with the claim), or by a worker (they are read apart).
+func testLateDelete(t *testing.T, target func() (syncer.Target, *recorder), by string) {
+	f := newFixture(t)
+	tgt, rec := target()
+	s := syncer.New(f.db, tgt, fastConfig(), nil)
+	ctx := context.Background()
+	if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}old")) {
+		t.Fatal("create not confirmed")
+	}
+	tx := f.db.MustBegin()
+	var id int64
+	if err := tx.Get(&id, `DELETE FROM credentials WHERE username = 'alice' RETURNING id`); err != nil {
+		t.Fatal(err)
+	}
+	del, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialDeleted, Domain: "example.com",
+		Login: "alice@example.com", CredentialID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// The deletion's job is leased by a worker that stalls.
+	f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() + interval '1 hour', attempts = attempts + 1 WHERE done_at IS NULL`)
+	if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}new")) {
+		t.Fatal("re-create not confirmed")
+	}
+	f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() - interval '1 second' WHERE done_at IS NULL`)
+	if by == "request" {
+		if !s.Apply(ctx, del) {
+			t.Fatal("late deletion not confirmed")
+		}
+	} else {
+		stop := runWorker(s)
+		eventually(t, 5*time.Second, "the worker to apply the late deletion", func() bool {
+			var left int
+			return f.db.Get(&left, `SELECT count(*) FROM sync_jobs WHERE done_at IS NULL`) == nil && left == 0
+		})
+		stop()
+	}
+	want := []syncer.Entry{{Login: "alice@example.com", Hash: "{SSHA512}new"}}
+	if got := rec.held("example.com"); !slices.Equal(got, want) {
+		t.Errorf("after the late deletion the backend holds %v, want %v", got, want)
+	}
+}
+
+// runWorker runs s's worker until the returned stop is called.
+func runWorker(s *syncer.Service) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
 }
 
 // A worker whose claimed group cannot even take the scope's lock (another
@@ -544,19 +558,14 @@ func TestWorkerReleasesWhenTheScopeLockWaitsTooLong(t *testing.T) {
 	if _, err := holder.Exec(`INSERT INTO sync_scopes (target, scope, token) VALUES ('recorder', 'example.com', 1)`); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	eventually(t, 5*time.Second, "the job released with its error", func() bool {
+	defer runWorker(s)()
+	// Released first, then the credential marked: wait for both.
+	eventually(t, 5*time.Second, "the job released and the credential marked with the error", func() bool {
 		var released bool
-		err := f.db.Get(&released, `SELECT last_error IS NOT NULL AND locked_until IS NULL FROM sync_jobs`)
+		err := f.db.Get(&released, `SELECT j.last_error IS NOT NULL AND j.locked_until IS NULL AND c.sync_error IS NOT NULL
+			FROM sync_jobs j, credentials c WHERE c.username = 'dave'`)
 		return err == nil && released
 	})
-	var syncErr *string
-	if err := f.db.Get(&syncErr, `SELECT sync_error FROM credentials WHERE username = 'dave'`); err != nil || syncErr == nil {
-		t.Errorf("sync_error = %v (%v), want the attempt's error", syncErr, err)
-	}
 	if err := holder.Rollback(); err != nil {
 		t.Fatal(err)
 	}
