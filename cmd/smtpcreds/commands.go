@@ -77,6 +77,8 @@ func newOutbox(c config, db *sqlx.DB, log *slog.Logger) (*syncer.Service, error)
 			return nil, usagef("webhook: %v", err)
 		}
 		target = syncer.NewWebhook(s)
+	case "dovecot-sql":
+		target = syncer.NewDovecotSQL()
 	default:
 		return nil, nil
 	}

@@ -47,7 +47,7 @@ type config struct {
 
 // syncConfig chooses and configures the SMTP-backend sync target.
 type syncConfig struct {
-	Target        string // passwd-file, webhook or none
+	Target        string // passwd-file, webhook, dovecot-sql or none
 	PasswdFile    string
 	PasswdGroup   string
 	WebhookURL    string
@@ -84,7 +84,7 @@ var settings = []setting{
 	{"tracking-cname", "SMTPCREDS_TRACKING_CNAME", "track.smtpcreds.example", "CNAME target of tracking domains"},
 	{"dns-resolver", "SMTPCREDS_DNS_RESOLVER", "", "host:port of the resolver for DNS checks (default: the system resolver)"},
 	{"dns-timeout", "SMTPCREDS_DNS_TIMEOUT", "3s", "timeout of one DNS check"},
-	{"sync-target", "SMTPCREDS_SYNC_TARGET", "", "passwd-file, webhook or none (default: passwd-file when a file is set, else webhook when a URL is set, else none)"},
+	{"sync-target", "SMTPCREDS_SYNC_TARGET", "", "passwd-file, webhook, dovecot-sql (Dovecot reads the dovecot_passdb view of this database) or none (default: passwd-file when a file is set, else webhook when a URL is set, else none)"},
 	{"passwd-file", "SMTPCREDS_PASSWD_FILE", "", "Dovecot passwd-file to keep in sync; %d in the path means one file per domain, %2Mu shard files by login (as in Dovecot's args)"},
 	{"passwd-file-group", "SMTPCREDS_PASSWD_FILE_GROUP", "", "group of the passwd-file (Dovecot's auth process must read it; mode is 0640)"},
 	{"webhook-url", "SMTPCREDS_WEBHOOK_URL", "", "URL of a sync agent receiving HMAC-signed change events"},
@@ -275,7 +275,7 @@ func parseSync(raw map[string]*string) (syncConfig, error) {
 		}
 	}
 	switch sc.Target {
-	case "none":
+	case "none", "dovecot-sql":
 	case "passwd-file":
 		if sc.PasswdFile == "" {
 			return sc, fmt.Errorf("sync target passwd-file needs -passwd-file (SMTPCREDS_PASSWD_FILE)")
@@ -285,7 +285,7 @@ func parseSync(raw map[string]*string) (syncConfig, error) {
 			return sc, fmt.Errorf("sync target webhook needs -webhook-url and a -webhook-secret of 16+ characters")
 		}
 	default:
-		return sc, fmt.Errorf("invalid -sync-target %q: want passwd-file, webhook or none", sc.Target)
+		return sc, fmt.Errorf("invalid -sync-target %q: want passwd-file, webhook, dovecot-sql or none", sc.Target)
 	}
 	return sc, nil
 }

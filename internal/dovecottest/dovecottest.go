@@ -8,8 +8,10 @@
 // for its exact contents), checks it with doveconf, runs "dovecot -F" in its
 // own process group and waits until the auth inet_listener answers the
 // handshake. The passdb is passwd-file with the given path (which may
-// contain %d for one file per domain) and default scheme; the auth cache is
-// off, so every Auth sees the file as Dovecot reads it at that moment. No
+// contain %d for one file per domain) and default scheme, or the SQL driver
+// on PostgreSQL with a given connect string and password query; the auth
+// cache is off, so every Auth sees the file (or database) as Dovecot reads
+// it at that moment. No
 // userdb is configured: Dovecot 2.3 answers AUTH requests without one.
 //
 // # Who reads the passwd file
@@ -116,10 +118,24 @@ type Options struct {
 	// digits and "/._-+@%=,{}"; see the package documentation for the
 	// permissions it needs.
 	PasswdFile string
+	// SQL, when set, makes the passdb Dovecot's SQL driver (PostgreSQL)
+	// instead: PasswdFile is then not used.
+	SQL *SQLPassdb
 	// Scheme is the default password scheme of the passdb (scheme=...),
 	// used for passwords without a {SCHEME} prefix. Empty means
 	// DefaultScheme.
 	Scheme string
+}
+
+// SQLPassdb is a passdb { driver = sql } reading PostgreSQL (Debian's
+// dovecot-pgsql package must be installed).
+type SQLPassdb struct {
+	// Connect is the driver's connect string, e.g. "host=127.0.0.1
+	// port=5432 dbname=mail user=dovecot".
+	Connect string
+	// PasswordQuery is the password_query, with Dovecot's variables (%n,
+	// %d, %u; %L lower-cases).
+	PasswordQuery string
 }
 
 // Server is a running Dovecot started by Start. Its methods are safe for
@@ -170,14 +186,21 @@ func Start(tb testing.TB, opt Options) *Server {
 		tb.Fatalf("dovecottest: %v", err)
 	}
 
-	if opt.PasswdFile == "" {
-		tb.Fatalf("dovecottest: Options.PasswdFile is required")
+	if opt.PasswdFile == "" && opt.SQL == nil {
+		tb.Fatalf("dovecottest: Options.PasswdFile or Options.SQL is required")
 	}
-	passwd, err := filepath.Abs(opt.PasswdFile)
-	if err != nil {
-		tb.Fatalf("dovecottest: PasswdFile %q: %v", opt.PasswdFile, err)
+	if opt.SQL != nil && (opt.SQL.Connect == "" || opt.SQL.PasswordQuery == "" ||
+		strings.ContainsAny(opt.SQL.Connect+opt.SQL.PasswordQuery, "\n\r")) {
+		tb.Fatalf("dovecottest: Options.SQL needs a one-line Connect and PasswordQuery")
 	}
-	if !safePath.MatchString(passwd) {
+	passwd := ""
+	if opt.SQL == nil {
+		passwd, err = filepath.Abs(opt.PasswdFile)
+		if err != nil {
+			tb.Fatalf("dovecottest: PasswdFile %q: %v", opt.PasswdFile, err)
+		}
+	}
+	if opt.SQL == nil && !safePath.MatchString(passwd) {
 		tb.Fatalf("dovecottest: PasswdFile %q: only letters, digits and \"/._-+@%%=,{}\" are allowed "+
 			"(the path goes unquoted into the passdb args)", passwd)
 	}
@@ -213,15 +236,17 @@ func Start(tb testing.TB, opt Options) *Server {
 		if err := checkSearchable(dir, id); err != nil {
 			tb.Fatalf("dovecottest: temporary directory: %v (set TMPDIR to a directory every user can search)", err)
 		}
-		if err := checkSearchable(staticPrefixDir(passwd), id); err != nil {
-			tb.Fatalf("dovecottest: PasswdFile %s: %v; Dovecot's auth process runs as %q and could not "+
-				"read it (create the directory with dovecottest.TempDir, not t.TempDir)", passwd, err, id.user)
+		if opt.SQL == nil {
+			if err := checkSearchable(staticPrefixDir(passwd), id); err != nil {
+				tb.Fatalf("dovecottest: PasswdFile %s: %v; Dovecot's auth process runs as %q and could not "+
+					"read it (create the directory with dovecottest.TempDir, not t.TempDir)", passwd, err, id.user)
+			}
 		}
 	}
 
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
-		s, retry, err := start(tb, dovecot, doveconf, dir, passwd, scheme, id, attempt)
+		s, retry, err := start(tb, dovecot, doveconf, dir, passwd, opt.SQL, scheme, id, attempt)
 		if err == nil {
 			return s
 		}
@@ -239,7 +264,7 @@ func Start(tb testing.TB, opt Options) *Server {
 // start makes one attempt at starting Dovecot in dir with a fresh port. On
 // failure it has already stopped whatever it started; retry reports that the
 // port was taken and another one may work.
-func start(tb testing.TB, dovecot, doveconf, dir, passwd, scheme string, id identity, attempt int) (s *Server, retry bool, err error) {
+func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb, scheme string, id identity, attempt int) (s *Server, retry bool, err error) {
 	tb.Helper()
 
 	port, err := pickPort()
@@ -265,7 +290,7 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd, scheme string, id iden
 			return nil, false, err
 		}
 	}
-	s.confTxt = config(configParams{
+	p := configParams{
 		BaseDir:  baseDir,
 		StateDir: stateDir,
 		LogPath:  s.logPath,
@@ -273,7 +298,16 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd, scheme string, id iden
 		Scheme:   scheme,
 		Port:     port,
 		ID:       id,
-	})
+	}
+	if sql != nil {
+		p.SQLConf = filepath.Join(dir, "dovecot-sql.conf.ext")
+		conf := fmt.Sprintf("driver = pgsql\nconnect = %s\ndefault_pass_scheme = %s\npassword_query = %s\n",
+			sql.Connect, scheme, sql.PasswordQuery)
+		if err := os.WriteFile(p.SQLConf, []byte(conf), 0o644); err != nil {
+			return nil, false, err
+		}
+	}
+	s.confTxt = config(p)
 	if err := os.WriteFile(s.conf, []byte(s.confTxt), 0o644); err != nil {
 		return nil, false, err
 	}
@@ -358,6 +392,7 @@ var (
 type configParams struct {
 	BaseDir, StateDir, LogPath string
 	Passwd, Scheme             string
+	SQLConf                    string // the SQL driver's file, instead of Passwd
 	Port                       int
 	ID                         identity
 }
@@ -383,8 +418,13 @@ func config(p configParams) string {
 	w("default_internal_group = %s", p.ID.group)
 	w("default_login_user = %s", p.ID.user)
 	w("passdb {")
-	w("  driver = passwd-file")
-	w("  args = scheme=%s username_format=%%u %s", p.Scheme, p.Passwd)
+	if p.SQLConf != "" {
+		w("  driver = sql")
+		w("  args = %s", p.SQLConf)
+	} else {
+		w("  driver = passwd-file")
+		w("  args = scheme=%s username_format=%%u %s", p.Scheme, p.Passwd)
+	}
 	w("}")
 	w("service auth {")
 	w("  inet_listener auth-inet {")

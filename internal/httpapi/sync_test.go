@@ -156,27 +156,11 @@ func TestSyncResetTwiceInOneSecond(t *testing.T) {
 	s := newSyncWorld(t, oneFile)
 	d := s.MustCreateCredential("rot")
 	first := d["password"].(string)
-	path := credsPath + "/" + str(d, "credential", "user_smtp_guid") + "/reset-password"
+	guid := str(d, "credential", "user_smtp_guid")
 	if !s.auth("rot@example.com", first) {
 		t.Fatal("created password refused")
 	}
-	var pws []string
-	for range 2 {
-		r := s.do(req{method: "PUT", path: path, auth: s.alice.auth})
-		wantStatus(t, r, http.StatusOK)
-		if dig(r.body, "data", "remote_synced") != true {
-			t.Fatalf("reset not synced: %s", r.raw)
-		}
-		pws = append(pws, str(r.body, "data", "new_password"))
-	}
-	if !s.auth("rot@example.com", pws[1]) {
-		t.Errorf("newest password refused\n%s", s.dovecot.Log())
-	}
-	for i, old := range []string{first, pws[0]} {
-		if s.auth("rot@example.com", old) {
-			t.Errorf("old password %d still works after the resets", i)
-		}
-	}
+	pws := s.resetTwice(guid, "rot@example.com", first, s.auth, s.dovecot)
 	s.wantFileMatchesDB("example.com", first, pws[0], pws[1])
 }
 
@@ -223,14 +207,7 @@ func TestSyncTargetDownThenRecovers(t *testing.T) {
 	if err := os.WriteFile(authDir, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := s.do(req{method: "POST", path: credsPath, auth: s.alice.auth, body: `{"username":"patient"}`})
-	wantStatus(t, r, http.StatusCreated)
-	if dig(r.body, "data", "remote_synced") != false {
-		t.Fatalf("remote_synced true while the target is down: %s", r.raw)
-	}
-	pw := str(r.body, "data", "password")
-	guid := str(r.body, "data", "credential", "user_smtp_guid")
-	g := s.do(req{method: "GET", path: credsPath + "/" + guid, auth: s.alice.auth})
+	pw, guid, g := s.createWhileDown("patient")
 	if dig(g.body, "data", "remote_synced") != false || str(g.body, "data", "sync_error") == "" {
 		t.Errorf("GET while down: %s", g.raw)
 	}
@@ -249,20 +226,7 @@ func TestSyncTargetDownThenRecovers(t *testing.T) {
 	if err := os.Rename(away, authDir); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		g = s.do(req{method: "GET", path: credsPath + "/" + guid, auth: s.alice.auth})
-		if dig(g.body, "data", "remote_synced") == true {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not converged 10s after recovery: %s", g.raw)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if dig(g.body, "data", "sync_error") != nil {
-		t.Errorf("sync_error after convergence: %s", g.raw)
-	}
+	s.waitRemoteSynced(guid)
 	if !s.auth("patient@example.com", pw) {
 		t.Errorf("converged credential refused by Dovecot\n%s", s.dovecot.Log())
 	}
@@ -320,4 +284,64 @@ func inodeOf(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// waitRemoteSynced polls GET of alice's credential guid on example.com
+// until it reports remote_synced (a worker converging after an outage), and
+// checks that the sync error is gone then; it fails the test after 10 s.
+func (w world) waitRemoteSynced(guid string) {
+	w.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g := w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth})
+		if dig(g.body, "data", "remote_synced") == true {
+			if dig(g.body, "data", "sync_error") != nil {
+				w.t.Errorf("sync_error after convergence: %s", g.raw)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("not converged 10s after recovery: %s", g.raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// resetTwice resets alice's credential guid (login, first its password)
+// twice in a row and checks through auth that Dovecot accepts only the
+// newest password; it returns the two new passwords.
+func (w world) resetTwice(guid, login, first string, auth func(login, pw string) bool, dc *dovecottest.Server) []string {
+	w.t.Helper()
+	var pws []string
+	for range 2 {
+		r := w.do(req{method: "PUT", path: credsPath + "/" + guid + "/reset-password", auth: w.alice.auth})
+		wantStatus(w.t, r, http.StatusOK)
+		if dig(r.body, "data", "remote_synced") != true {
+			w.t.Fatalf("reset not synced: %s", r.raw)
+		}
+		pws = append(pws, str(r.body, "data", "new_password"))
+	}
+	if !auth(login, pws[1]) {
+		w.t.Errorf("newest password refused\n%s", dc.Log())
+	}
+	for i, old := range []string{first, pws[0]} {
+		if auth(login, old) {
+			w.t.Errorf("old password %d still works after the resets", i)
+		}
+	}
+	return pws
+}
+
+// createWhileDown creates username on example.com as alice while the sync
+// target is down, checks that the answer says remote_synced false, and
+// returns the password, the guid and a GET of the credential.
+func (w world) createWhileDown(username string) (pw, guid string, get resp) {
+	w.t.Helper()
+	r := w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: `{"username":"` + username + `"}`})
+	wantStatus(w.t, r, http.StatusCreated)
+	if dig(r.body, "data", "remote_synced") != false {
+		w.t.Fatalf("remote_synced true while the target is down: %s", r.raw)
+	}
+	pw, guid = str(r.body, "data", "password"), str(r.body, "data", "credential", "user_smtp_guid")
+	return pw, guid, w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth})
 }

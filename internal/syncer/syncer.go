@@ -75,6 +75,10 @@ type Batch struct {
 	// any other part is empty (the scope was read whole: the backend may
 	// hold anything, e.g. after a restart).
 	Whole bool
+	// Tx is the apply's transaction, which holds the scope's lock: for a
+	// target kept in smtpcreds' own database. Its commit records the
+	// batch as applied.
+	Tx sqlx.QueryerContext
 }
 
 // Part is the state of one part of a scope: its entries, sorted by login.
@@ -536,7 +540,7 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 	changes func(ids []int64, logins []string) ([]postgres.SnapshotRow, error)) error {
 	var err error
 	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
-	b := Batch{Scope: scope, JobIDs: jobIDs(g)}
+	b := Batch{Scope: scope, JobIDs: jobIDs(g), Tx: tx}
 	for _, j := range g {
 		var e Event
 		if err := json.Unmarshal(j.Event, &e); err != nil {
@@ -701,12 +705,17 @@ func (s *Service) backoff(attempts int) time.Duration {
 }
 
 // publicError is the text of a failed attempt as API users see it: file
-// errors lose their paths, and the text is bounded.
+// errors lose their paths, an error with a Public text shows that, and the
+// text is bounded.
 func publicError(err error) string {
 	var pe *fs.PathError
+	var pub interface{ Public() string }
 	msg := err.Error()
 	if errors.As(err, &pe) {
 		msg = pe.Op + ": " + pe.Err.Error()
+	}
+	if errors.As(err, &pub) {
+		msg = pub.Public()
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		msg = "the target did not answer in time"

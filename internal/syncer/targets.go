@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
 	"github.com/smtpcreds/smtpcreds/internal/sync/webhook"
 )
@@ -155,3 +156,51 @@ func (h *Webhook) Apply(ctx context.Context, b Batch) error {
 	}
 	return h.s.Send(ctx, delivery, body)
 }
+
+// DovecotSQL is the target of a Dovecot whose passdb reads smtpcreds' own
+// database with the SQL driver, through the dovecot_passdb view: a change is
+// in the view once its transaction commits, so there is nothing to write,
+// no file to replace and no copy to drift. An apply runs Dovecot's lookup
+// for the batch's logins through the view, in the apply's transaction: it
+// fails (and the jobs wait, reported as not synced) when the view is gone or
+// broken. What the lookup returns is not compared with the events, since a
+// later change may already be in the view.
+type DovecotSQL struct {
+	repo postgres.PassdbRepo
+}
+
+// NewDovecotSQL returns the Dovecot SQL passdb target.
+func NewDovecotSQL() *DovecotSQL { return &DovecotSQL{} }
+
+// Name implements Target.
+func (*DovecotSQL) Name() string { return "dovecot-sql" }
+
+// Scope implements Target: one scope per domain, so that a domain's
+// applies do not wait for another's.
+func (*DovecotSQL) Scope(domain string) string { return domain }
+
+// NeedsSnapshot implements Target: the view is the state.
+func (*DovecotSQL) NeedsSnapshot() bool { return false }
+
+// Apply implements Target.
+func (t *DovecotSQL) Apply(ctx context.Context, b Batch) error {
+	var logins []string
+	for _, e := range b.Events {
+		if e.Login != "" {
+			logins = append(logins, e.Login)
+		}
+		logins = append(logins, e.Logins...)
+	}
+	if _, err := t.repo.Passwords(ctx, b.Tx, logins); err != nil {
+		return viewError{err}
+	}
+	return nil
+}
+
+// viewError is a failed lookup through the view: the log gets the
+// database's error, API users a sentence without the schema's names.
+type viewError struct{ err error }
+
+func (e viewError) Error() string { return "dovecot-sql: " + e.err.Error() }
+func (e viewError) Unwrap() error { return e.err }
+func (viewError) Public() string  { return "the dovecot_passdb view did not answer Dovecot's lookup" }
