@@ -40,6 +40,7 @@ type env struct {
 	opAddr  string
 	passwd  string
 	layout  string // passwd-file template below tmp/passwd
+	target  string // the server's sync target: targetFile or targetSQL
 
 	srv    *exec.Cmd
 	srvLog *os.File
@@ -73,7 +74,7 @@ func setupEnv(ctx context.Context, layout string, logf func(string, ...any)) (*e
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, err
 	}
-	e := &env{tmp: tmp, tokenKey: randHex(32), dkimKey: randHex(32), account: "bench", domain: "bench.example", layout: layout}
+	e := &env{tmp: tmp, tokenKey: randHex(32), dkimKey: randHex(32), account: "bench", domain: "bench.example", layout: layout, target: targetFile}
 	e.bin = filepath.Join(tmp, "smtpcreds")
 	logf("building the server binary")
 	build := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/smtpcreds")
@@ -162,7 +163,7 @@ func (e *env) startServer(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(e.tmp, "passwd"), 0o755); err != nil {
 		return err
 	}
-	if e.srvLog, err = os.Create(filepath.Join(e.tmp, "server.log")); err != nil {
+	if e.srvLog, err = os.OpenFile(filepath.Join(e.tmp, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
 		return err
 	}
 	e.srv = exec.Command(e.bin, "serve")
@@ -170,6 +171,7 @@ func (e *env) startServer(ctx context.Context) error {
 		"SMTPCREDS_ADDR="+addr,
 		"SMTPCREDS_RATE_LIMIT=100000000", // on, and never reached
 		"SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN=0",
+		"SMTPCREDS_SYNC_TARGET="+e.target,
 		"SMTPCREDS_PASSWD_FILE="+e.passwd,
 		"SMTPCREDS_OPERATOR_ADDR="+e.opAddr,
 		"SMTPCREDS_PPROF=true",
@@ -192,7 +194,8 @@ func (e *env) startServer(ctx context.Context) error {
 	return fmt.Errorf("server did not become healthy; see %s", e.srvLog.Name())
 }
 
-func (e *env) close(keep bool) {
+// stopServer stops the server (gracefully, for up to 20 s).
+func (e *env) stopServer() {
 	if e.srv != nil && e.srv.Process != nil {
 		_ = e.srv.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -203,9 +206,15 @@ func (e *env) close(keep bool) {
 			_ = e.srv.Process.Kill()
 		}
 	}
+	e.srv = nil
 	if e.srvLog != nil {
 		e.srvLog.Close()
+		e.srvLog = nil
 	}
+}
+
+func (e *env) close(keep bool) {
+	e.stopServer()
 	if e.db != nil {
 		e.db.Close()
 	}

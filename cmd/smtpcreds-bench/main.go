@@ -1,7 +1,8 @@
 // Command smtpcreds-bench measures smtpcreds against the physical limit
 // (issue 5): pgbench running the SQL of one credential create, the same
-// creates through the HTTP API, read latency as a domain grows to a million
-// credentials, and the packages' micro-benchmarks. It prints a table with the
+// creates through the HTTP API (with the passwd-file sync target, the
+// default, then again with the dovecot-sql target), read latency as a
+// domain grows to a million credentials, and the packages' micro-benchmarks. It prints a table with the
 // budget next to each figure, writes it to bench/results.md (comparing with
 // the previous one) and draws bench/latency.png.
 //
@@ -78,6 +79,18 @@ type results struct {
 	Concurrency int
 	Layout      string // of the passwd-file sync target
 
+	createRun              // with the passwd-file target (the default)
+	SQL       *createRun   // with the dovecot-sql target
+	Sweep     []loadResult // API throughput by concurrency (passwd-file)
+	Reads     []readPoint
+	Micro     []microResult
+	Notes     []string
+}
+
+// createRun is the creates with one sync target: the API at the bench
+// concurrency, and pgbench running the same SQL in the same proportions.
+type createRun struct {
+	Target     string
 	Statements []serverStmt
 	ScriptErr  string
 	// Per create at the bench concurrency: requests that ran the sync
@@ -86,10 +99,6 @@ type results struct {
 	ClaimShare, ApplyShare float64
 	Pgbench                pgbenchResult
 	API                    loadResult
-	Sweep                  []loadResult // API throughput by concurrency
-	Reads                  []readPoint
-	Micro                  []microResult
-	Notes                  []string
 }
 
 func run(ctx context.Context, o options) error {
@@ -117,82 +126,16 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	// Warm-up: sequential creates, whose SQL pg_stat_statements records.
-	warm := 200
-	if o.quick {
-		warm = 60
-	}
-	logf("warm-up: %d sequential creates, recording their SQL", warm)
-	if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
-		return err
-	}
-	client := newClient(1)
-	url := e.baseURL + "/api/domains/" + e.domain + "/credentials"
-	for i := range warm {
-		st, msg, err := e.do(ctx, client, "POST", url, []byte(`{"username":"warm`+strconv.Itoa(i)+`"}`))
-		if err != nil || st != 201 {
-			return fmt.Errorf("warm-up create: status %d %v %s", st, err, msg)
-		}
-	}
-	if r.Statements, err = e.captureStatements(ctx, warm); err != nil {
-		return err
-	}
-	if err := checkScript(r.Statements); err != nil {
-		r.ScriptErr = err.Error()
-		fmt.Fprintln(os.Stderr, "MISMATCH:", err)
-		failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
-	}
-	var baseID int64
-	if err := e.db.GetContext(ctx, &baseID, `SELECT max(id) FROM credentials`); err != nil {
-		return err
-	}
 	hash, err := password.Hash(password.SSHA512, "bench-password-0123456789")
 	if err != nil {
 		return err
 	}
-
-	// The API at the bench concurrency, counting how many of its requests
-	// ran the sync claim (the rest were served by another request's apply).
-	if err := e.resetCreates(ctx, baseID); err != nil {
+	baseID, err := e.measureCreates(ctx, o, hash, "warm", &r.createRun)
+	if err != nil {
 		return err
 	}
-	if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
-		return err
-	}
-	logf("API: creates at c=%d for %s", o.concurrency, o.duration)
-	profiled := make(chan error, 1)
-	if o.cpuProfile != "" {
-		go func() { profiled <- e.cpuProfile(ctx, o.cpuProfile, o.duration) }()
-	} else {
-		profiled <- nil
-	}
-	if r.API, err = e.runCreates(ctx, "c", o.concurrency, o.duration); err != nil {
-		return err
-	}
-	if err := <-profiled; err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
-	}
-	logf("  %.0f req/s, p50 %s p99 %s, %d errors %s", r.API.RPS, r.API.P50, r.API.P99, r.API.Errors, r.API.FirstError)
-	if r.ClaimShare, r.ApplyShare, err = e.syncShares(ctx, r.API.Requests); err != nil {
-		return err
-	}
-	logf("  sync: %.3f claims and %.3f applies per create", r.ClaimShare, r.ApplyShare)
-
-	// The physical limit: the same SQL, in the same proportions.
-	if r.ScriptErr == "" {
-		vars, err := e.pgbenchVars(ctx, hash)
-		if err != nil {
-			return err
-		}
-		vars["claimppm"] = strconv.Itoa(int(math.Round(r.ClaimShare * 1e6)))
-		if err := e.resetCreates(ctx, baseID); err != nil {
-			return err
-		}
-		logf("pgbench: the create's SQL at c=%d for %s", o.concurrency, o.duration)
-		if r.Pgbench, err = e.runPgbench(ctx, vars, o.concurrency, o.duration); err != nil {
-			return err
-		}
-		logf("  %.0f tps, latency %.2f ms %s", r.Pgbench.TPS, r.Pgbench.LatencyMs, r.Pgbench.Failed)
+	if r.ScriptErr != "" {
+		failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
 	}
 
 	// Throughput against concurrency.
@@ -236,6 +179,20 @@ func run(ctx context.Context, o options) error {
 			r.Reads = append(r.Reads, p)
 		}
 	}
+	// The same creates with the dovecot-sql target, on the same database.
+	logf("sync target dovecot-sql: restarting the server")
+	e.stopServer()
+	e.target = targetSQL
+	if err := e.startServer(ctx); err != nil {
+		return err
+	}
+	r.SQL = &createRun{}
+	if _, err := e.measureCreates(ctx, options{duration: o.duration, concurrency: o.concurrency, quick: o.quick}, hash, "sqlwarm", r.SQL); err != nil {
+		return err
+	}
+	if r.SQL.ScriptErr != "" {
+		failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
+	}
 	e.close(o.keep)
 	e = nil
 
@@ -258,4 +215,87 @@ func run(ctx context.Context, o options) error {
 	}
 	logf("wrote %s and %s", o.out, o.plot)
 	return failed
+}
+
+// measureCreates measures creates with the server's sync target into cr:
+// sequential warm-up creates (usernames warmPrefix0, 1, ...) whose SQL
+// pg_stat_statements records and the pgbench script is checked against,
+// the API at the bench concurrency, then pgbench with the same SQL. It
+// returns the last credential id of the warm-up, below which the bench
+// domain is kept between runs.
+func (e *env) measureCreates(ctx context.Context, o options, hash, warmPrefix string, cr *createRun) (int64, error) {
+	cr.Target = e.target
+	warm := 200
+	if o.quick {
+		warm = 60
+	}
+	logf("warm-up (%s): %d sequential creates, recording their SQL", e.target, warm)
+	if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
+		return 0, err
+	}
+	client := newClient(1)
+	url := e.baseURL + "/api/domains/" + e.domain + "/credentials"
+	for i := range warm {
+		st, msg, err := e.do(ctx, client, "POST", url, []byte(`{"username":"`+warmPrefix+strconv.Itoa(i)+`"}`))
+		if err != nil || st != 201 {
+			return 0, fmt.Errorf("warm-up create: status %d %v %s", st, err, msg)
+		}
+	}
+	var err error
+	if cr.Statements, err = e.captureStatements(ctx, warm); err != nil {
+		return 0, err
+	}
+	if err := checkScript(cr.Statements, e.target); err != nil {
+		cr.ScriptErr = err.Error()
+		fmt.Fprintln(os.Stderr, "MISMATCH:", err)
+	}
+	var baseID int64
+	if err := e.db.GetContext(ctx, &baseID, `SELECT max(id) FROM credentials`); err != nil {
+		return 0, err
+	}
+
+	// The API at the bench concurrency, counting how many of its requests
+	// ran the sync claim (the rest were served by another request's apply).
+	if err := e.resetCreates(ctx, baseID); err != nil {
+		return 0, err
+	}
+	if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
+		return 0, err
+	}
+	logf("API (%s): creates at c=%d for %s", e.target, o.concurrency, o.duration)
+	profiled := make(chan error, 1)
+	if o.cpuProfile != "" {
+		go func() { profiled <- e.cpuProfile(ctx, o.cpuProfile, o.duration) }()
+	} else {
+		profiled <- nil
+	}
+	if cr.API, err = e.runCreates(ctx, "c", o.concurrency, o.duration); err != nil {
+		return 0, err
+	}
+	if err := <-profiled; err != nil {
+		return 0, fmt.Errorf("cpu profile: %w", err)
+	}
+	logf("  %.0f req/s, p50 %s p99 %s, %d errors %s", cr.API.RPS, cr.API.P50, cr.API.P99, cr.API.Errors, cr.API.FirstError)
+	if cr.ClaimShare, cr.ApplyShare, err = e.syncShares(ctx, cr.API.Requests); err != nil {
+		return 0, err
+	}
+	logf("  sync: %.3f claims and %.3f applies per create", cr.ClaimShare, cr.ApplyShare)
+
+	// The physical limit: the same SQL, in the same proportions.
+	if cr.ScriptErr == "" {
+		vars, err := e.pgbenchVars(ctx, hash)
+		if err != nil {
+			return 0, err
+		}
+		vars["claimppm"] = strconv.Itoa(int(math.Round(cr.ClaimShare * 1e6)))
+		if err := e.resetCreates(ctx, baseID); err != nil {
+			return 0, err
+		}
+		logf("pgbench (%s): the create's SQL at c=%d for %s", e.target, o.concurrency, o.duration)
+		if cr.Pgbench, err = e.runPgbench(ctx, vars, o.concurrency, o.duration); err != nil {
+			return 0, err
+		}
+		logf("  %.0f tps, latency %.2f ms %s", cr.Pgbench.TPS, cr.Pgbench.LatencyMs, cr.Pgbench.Failed)
+	}
+	return baseID, nil
 }

@@ -41,21 +41,14 @@ func render(r *results, prev []byte) string {
 	if r.Quick {
 		mode = "quick (smoke sizes, not comparable with a full run)"
 	}
-	fmt.Fprintf(&b, "| machine | |\n|---|---|\n| date | %s |\n| cores | %d |\n| PostgreSQL | %s (durable: fsync on) |\n| synchronous_commit | %s |\n| run | %s, %s per create run, concurrency %d |\n| sync target | passwd-file `<dir>/%s` (each write fsynced) |\n\n",
+	fmt.Fprintf(&b, "| machine | |\n|---|---|\n| date | %s |\n| cores | %d |\n| PostgreSQL | %s (durable: fsync on) |\n| synchronous_commit | %s |\n| run | %s, %s per create run, concurrency %d |\n| sync target | passwd-file `<dir>/%s` (each write fsynced), the default; then dovecot-sql (Dovecot reads a view of the database), in the rows that say so |\n\n",
 		r.Date.Format("2006-01-02 15:04 MST"), r.Cores, r.PGVersion, r.SyncCommit, mode, r.Duration, r.Concurrency, r.Layout)
 
 	b.WriteString("## Headline\n\n| figure | measured | budget | |\n|---|---|---|---|\n")
-	ratio := 0.0
-	if r.Pgbench.TPS > 0 {
-		ratio = r.API.RPS / r.Pgbench.TPS
-		add("create_ratio", ratio, true)
-		fmt.Fprintf(&b, "| **create: API rps / pgbench tps** (c=%d) | **%.2fx** (%.0f / %.0f) | >= 0.5x | %s |\n",
-			r.Concurrency, ratio, r.API.RPS, r.Pgbench.TPS, mark(ratio >= 0.5))
-	} else {
-		fmt.Fprintf(&b, "| **create: API rps / pgbench tps** | not measured (%s) | >= 0.5x | **not met** |\n", firstLine(r.ScriptErr))
+	headCreates(&b, add, &r.createRun, r.Concurrency, "passwd-file, the default", "")
+	if r.SQL != nil {
+		headCreates(&b, add, r.SQL, r.Concurrency, "dovecot-sql", "_sql")
 	}
-	fmt.Fprintf(&b, "| create p99 at c=%d | %.2f ms | < 25 ms | %s |\n", r.Concurrency, ms(r.API.P99), mark(r.API.P99 < 25*time.Millisecond))
-	fmt.Fprintf(&b, "| create errors | %d of %d | 0 | %s |\n", r.API.Errors, r.API.Requests, mark(r.API.Errors == 0 && r.API.Requests > 0))
 	// VmHWM only grows: the last run's is the peak of the whole bench,
 	// including the server's worker syncing what pgbench created.
 	peak := r.API.PeakRSSMB
@@ -63,7 +56,6 @@ func render(r *results, prev []byte) string {
 		peak = max(peak, l.PeakRSSMB)
 	}
 	fmt.Fprintf(&b, "| server peak RSS under the create load (VmHWM after the create runs) | %.1f MB | < 150 MB | %s |\n", peak, mark(peak > 0 && peak < 150))
-	add("create_p99_ms", ms(r.API.P99), false)
 	add("peak_rss_mb", peak, false)
 	if len(r.Reads) >= 2 {
 		lo, hi := r.Reads[0], r.Reads[len(r.Reads)-1]
@@ -102,25 +94,24 @@ func render(r *results, prev []byte) string {
 		add(fmt.Sprintf("api_rps_c%d", l.Concurrency), l.RPS, true)
 	}
 	add("cpu_s_per_1000", r.API.CPUPer1000, false)
-	if r.API.FirstError != "" {
-		fmt.Fprintf(&b, "\nFirst API error: `%s`\n", strings.ReplaceAll(r.API.FirstError, "\n", " "))
+	if q := r.SQL; q != nil {
+		if q.Pgbench.TPS > 0 {
+			fmt.Fprintf(&b, "| dovecot-sql: pgbench, same SQL, c=%d | %.0f tps | avg %.2f ms | | | %s | | |\n", r.Concurrency, q.Pgbench.TPS, q.Pgbench.LatencyMs, orNone(q.Pgbench.Failed))
+		}
+		l := q.API
+		fmt.Fprintf(&b, "| dovecot-sql: API c=%d (%s) | %.0f | %.2f ms | %.2f ms | %.2f ms | %d | %.3f | %.1f MB |\n",
+			l.Concurrency, l.Duration.Round(time.Second), l.RPS, ms(l.P50), ms(l.P95), ms(l.P99), l.Errors, l.CPUPer1000, l.PeakRSSMB)
+	}
+	for _, cr := range []*createRun{&r.createRun, r.SQL} {
+		if cr != nil && cr.API.FirstError != "" {
+			fmt.Fprintf(&b, "\nFirst API error (%s): `%s`\n", cr.Target, strings.ReplaceAll(cr.API.FirstError, "\n", " "))
+		}
 	}
 
-	if r.API.Requests > 0 {
-		fmt.Fprintf(&b, "\nUnder load (c=%d), %.3f sync claims and %.3f applies ran per create: a request whose job another request's turn "+
-			"applied is woken without SQL. The pgbench script claims (and applies, when the claim got jobs) in the same share.\n",
-			r.Concurrency, r.ClaimShare, r.ApplyShare)
-	}
-	b.WriteString("\nStatements one create runs (pg_stat_statements over the sequential warm-up; the pgbench script is checked against this set):\n\n| calls / request | mean ms | in script | statement |\n|---|---|---|---|\n")
-	for _, s := range r.Statements {
-		q := s.SQL
-		if len(q) > 110 {
-			q = q[:110] + "…"
+	for _, cr := range []*createRun{&r.createRun, r.SQL} {
+		if cr != nil {
+			statements(&b, cr, r.Concurrency)
 		}
-		fmt.Fprintf(&b, "| %.2f | %.3f | %v | `%s` |\n", s.CallsPerReq, s.MeanMs, s.InScript, strings.ReplaceAll(q, "|", "\\|"))
-	}
-	if r.ScriptErr != "" {
-		fmt.Fprintf(&b, "\n**Script mismatch:**\n\n```\n%s\n```\n", r.ScriptErr)
 	}
 
 	if len(r.Reads) > 0 {
@@ -275,4 +266,46 @@ func previousChanges(prev []byte) string {
 		return "_(Each performance change: what it was, and the figures before and after.)_\n"
 	}
 	return s + "\n"
+}
+
+// headCreates writes the headline rows of the creates with one target
+// (figure keys end in suffix).
+func headCreates(b *strings.Builder, add func(string, float64, bool), cr *createRun, conc int, label, suffix string) {
+	if cr.Pgbench.TPS > 0 {
+		ratio := cr.API.RPS / cr.Pgbench.TPS
+		add("create_ratio"+suffix, ratio, true)
+		fmt.Fprintf(b, "| **create: API rps / pgbench tps** (%s, c=%d) | **%.2fx** (%.0f / %.0f) | >= 0.5x | %s |\n",
+			label, conc, ratio, cr.API.RPS, cr.Pgbench.TPS, mark(ratio >= 0.5))
+	} else {
+		fmt.Fprintf(b, "| **create: API rps / pgbench tps** (%s) | not measured (%s) | >= 0.5x | **not met** |\n", label, firstLine(cr.ScriptErr))
+	}
+	fmt.Fprintf(b, "| create p99 at c=%d (%s) | %.2f ms | < 25 ms | %s |\n", conc, label, ms(cr.API.P99), mark(cr.API.P99 < 25*time.Millisecond))
+	fmt.Fprintf(b, "| create errors (%s) | %d of %d | 0 | %s |\n", label, cr.API.Errors, cr.API.Requests, mark(cr.API.Errors == 0 && cr.API.Requests > 0))
+	add("create_p99_ms"+suffix, ms(cr.API.P99), false)
+	if suffix != "" {
+		add("pgbench_tps"+suffix, cr.Pgbench.TPS, true)
+		add("api_rps"+suffix, cr.API.RPS, true)
+	}
+}
+
+// statements writes the sync shares and the statements of one target's
+// creates.
+func statements(b *strings.Builder, cr *createRun, conc int) {
+	fmt.Fprintf(b, "\n### Sync target %s\n", cr.Target)
+	if cr.API.Requests > 0 {
+		fmt.Fprintf(b, "\nUnder load (c=%d), %.3f sync claims and %.3f applies ran per create: a request whose job another request's turn "+
+			"applied is woken without SQL. The pgbench script claims (and applies, when the claim got jobs) in the same share.\n",
+			conc, cr.ClaimShare, cr.ApplyShare)
+	}
+	b.WriteString("\nStatements one create runs (pg_stat_statements over the sequential warm-up; the pgbench script is checked against this set):\n\n| calls / request | mean ms | in script | statement |\n|---|---|---|---|\n")
+	for _, s := range cr.Statements {
+		q := s.SQL
+		if len(q) > 110 {
+			q = q[:110] + "…"
+		}
+		fmt.Fprintf(b, "| %.2f | %.3f | %v | `%s` |\n", s.CallsPerReq, s.MeanMs, s.InScript, strings.ReplaceAll(q, "|", "\\|"))
+	}
+	if cr.ScriptErr != "" {
+		fmt.Fprintf(b, "\n**Script mismatch:**\n\n```\n%s\n```\n", cr.ScriptErr)
+	}
 }
