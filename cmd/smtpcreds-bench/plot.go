@@ -34,8 +34,9 @@ var (
 
 // writePlot draws two panels: left, p99 latency (ms, log scale) against data
 // size (log scale) for list page 1 (blue), deepest page (red) and get
-// (green); right, API creates/s against concurrency (blue) with pgbench tps
-// at the bench concurrency (red dot). Tick marks are at powers of ten on log
+// (green); right, API creates/s against concurrency (blue, passwd-file) with
+// pgbench tps (red dot) and the API with the dovecot-sql target (green dot)
+// at the bench concurrency. Tick marks are at powers of ten on log
 // axes and at fifths of the range on linear ones.
 func writePlot(path string, r *results) error {
 	const w, h = 1000, 440
@@ -64,7 +65,11 @@ func writePlot(path string, r *results) error {
 	if r.Pgbench.TPS > 0 {
 		pg.x, pg.y = []float64{float64(r.Concurrency)}, []float64{r.Pgbench.TPS}
 	}
-	panel(img, image.Rect(570, 40, 970, 370), []series{api, pg}, false,
+	sql := series{c: green, label: "API creates/s, dovecot-sql"}
+	if r.SQL != nil && r.SQL.API.Requests > 0 {
+		sql.x, sql.y = []float64{float64(r.Concurrency)}, []float64{r.SQL.API.RPS}
+	}
+	panel(img, image.Rect(570, 40, 970, 370), []series{api, pg, sql}, false,
 		"create throughput against concurrency", "concurrent clients", "per second", intLabel, intLabel)
 	text(img, 10, h-12, fmt.Sprintf("smtpcreds make bench, %s, %d cores, PostgreSQL %s", r.Date.UTC().Format("2006-01-02"), r.Cores, r.PGVersion), black)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
