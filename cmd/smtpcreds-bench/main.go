@@ -99,6 +99,13 @@ type createRun struct {
 	ClaimShare, ApplyShare float64
 	Pgbench                pgbenchResult
 	API                    loadResult
+	// Creates one at a time into the reads domain at its largest size
+	// (measured for dovecot-sql here; the passwd-file's are in Reads).
+	Grow struct {
+		Size     int
+		P50, P99 time.Duration
+		Errors   int
+	}
 }
 
 func run(ctx context.Context, o options) error {
@@ -179,9 +186,16 @@ func run(ctx context.Context, o options) error {
 			r.Reads = append(r.Reads, p)
 		}
 	}
-	// The same creates with the dovecot-sql target, on the same database.
+	// The same creates with the dovecot-sql target, on the same database
+	// (after the reads, so that the reads and the creates by size above
+	// are the passwd-file's): its role for Dovecot, as the README sets up.
 	logf("sync target dovecot-sql: restarting the server")
 	e.stopServer()
+	for _, q := range []string{`CREATE ROLE dovecot LOGIN`, `GRANT SELECT ON dovecot_passdb TO dovecot`} {
+		if _, err := e.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
 	e.target = targetSQL
 	if err := e.startServer(ctx); err != nil {
 		return err
@@ -189,6 +203,15 @@ func run(ctx context.Context, o options) error {
 	r.SQL = &createRun{}
 	if _, err := e.measureCreates(ctx, options{duration: o.duration, concurrency: o.concurrency, quick: o.quick}, hash, "sqlwarm", r.SQL); err != nil {
 		return err
+	}
+	if len(r.Reads) > 0 {
+		g := &r.SQL.Grow
+		g.Size = r.Reads[len(r.Reads)-1].Size
+		logf("dovecot-sql: creates one at a time into %s (%d credentials)", readsDomain, g.Size)
+		if g.P50, g.P99, g.Errors, err = e.createsInto(ctx, newClient(1), "sqlgrow", o.quick); err != nil {
+			return err
+		}
+		logf("  p50 %s p99 %s, %d errors", g.P50, g.P99, g.Errors)
 	}
 	if r.SQL.ScriptErr != "" {
 		failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")

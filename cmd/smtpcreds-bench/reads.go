@@ -131,9 +131,27 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 	})
 	p.Errors += errs
 
-	// Creates: the first after the bulk insert makes the server read the
-	// domain whole and write its file(s); the ones measured apply one
-	// change each.
+	var err error
+	if p.CreateP50, p.CreateP99, errs, err = e.createsInto(ctx, client, fmt.Sprintf("grow%d", size), quick); err != nil {
+		return p, err
+	}
+	p.Errors += errs
+	if err := e.checkFiles(ctx); err != nil {
+		return p, err
+	}
+	if e.srv != nil {
+		p.RSSMB, _ = procHWM(e.srv.Process.Pid)
+	}
+	return p, nil
+}
+
+// createsInto times creates into readsDomain, one at a time, through the
+// server's sync target (usernames tag-1, tag-2, ...): with the passwd-file,
+// the first after the bulk insert makes the server read the domain whole
+// and write its file(s), and the ones measured apply one change each. A
+// create not synced within the sync timeout counts as an error.
+func (e *env) createsInto(ctx context.Context, client *http.Client, tag string, quick bool) (p50, p99 time.Duration, errs int, err error) {
+	base := e.baseURL + "/api/domains/" + readsDomain + "/credentials"
 	n := 0
 	create := func() error {
 		n++
@@ -142,9 +160,8 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 				RemoteSynced bool `json:"remote_synced"`
 			} `json:"data"`
 		}
-		st, err := e.sendJSON(ctx, client, http.MethodPost, base, fmt.Appendf(nil, `{"username":"grow%d-%d"}`, size, n), &out)
+		st, err := e.sendJSON(ctx, client, http.MethodPost, base, fmt.Appendf(nil, `{"username":"%s-%d"}`, tag, n), &out)
 		if err != nil || st != http.StatusCreated || !out.Data.RemoteSynced {
-			// Not synced within the sync timeout counts as an error.
 			return fmt.Errorf("create: status %d, remote_synced %v, %v", st, out.Data.RemoteSynced, err)
 		}
 		return nil
@@ -153,24 +170,14 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 		_ = create() // may time out while the whole domain is read and written
 	}
 	if err := e.waitSynced(ctx, time.Minute); err != nil {
-		return p, err
+		return 0, 0, 0, err
 	}
 	minC, maxC, budgetC := 10, 300, 4*time.Second
 	if quick {
 		minC, maxC, budgetC = 5, 50, time.Second
 	}
-	p.CreateP50, p.CreateP99, errs = measure(ctx, minC, maxC, budgetC, create)
-	p.Errors += errs
-	if err := e.waitSynced(ctx, time.Minute); err != nil {
-		return p, err
-	}
-	if err := e.checkFiles(ctx); err != nil {
-		return p, err
-	}
-	if e.srv != nil {
-		p.RSSMB, _ = procHWM(e.srv.Process.Pid)
-	}
-	return p, nil
+	p50, p99, errs = measure(ctx, minC, maxC, budgetC, create)
+	return p50, p99, errs, e.waitSynced(ctx, time.Minute)
 }
 
 // waitSynced waits until the outbox has no pending job.

@@ -41,7 +41,7 @@ func render(r *results, prev []byte) string {
 	if r.Quick {
 		mode = "quick (smoke sizes, not comparable with a full run)"
 	}
-	fmt.Fprintf(&b, "| machine | |\n|---|---|\n| date | %s |\n| cores | %d |\n| PostgreSQL | %s (durable: fsync on) |\n| synchronous_commit | %s |\n| run | %s, %s per create run, concurrency %d |\n| sync target | passwd-file `<dir>/%s` (each write fsynced), the default; then dovecot-sql (Dovecot reads a view of the database), in the rows that say so |\n\n",
+	fmt.Fprintf(&b, "| machine | |\n|---|---|\n| date | %s |\n| cores | %d |\n| PostgreSQL | %s (durable: fsync on) |\n| synchronous_commit | %s |\n| run | %s, %s per create run, concurrency %d |\n| sync target | passwd-file `<dir>/%s` (each write fsynced), the default; then dovecot-sql (Dovecot reads a view of the database), in the rows that say so, measured after the reads (the database then also holds their domain of credentials) |\n\n",
 		r.Date.Format("2006-01-02 15:04 MST"), r.Cores, r.PGVersion, r.SyncCommit, mode, r.Duration, r.Concurrency, r.Layout)
 
 	b.WriteString("## Headline\n\n| figure | measured | budget | |\n|---|---|---|---|\n")
@@ -124,6 +124,10 @@ func render(r *results, prev []byte) string {
 			add(fmt.Sprintf("list_deep_p99_ms_%d", p.Size), ms(p.DeepP99), false)
 			add(fmt.Sprintf("list_first_p99_ms_%d", p.Size), ms(p.FirstP99), false)
 			add(fmt.Sprintf("get_p99_ms_%d", p.Size), ms(p.GetP99), false)
+		}
+		if q := r.SQL; q != nil && q.Grow.Size > 0 {
+			fmt.Fprintf(&b, "| %s, dovecot-sql | | | | %.2f / %.2f ms | | %d |\n", count(q.Grow.Size), ms(q.Grow.P50), ms(q.Grow.P99), q.Grow.Errors)
+			add("create_p50_ms_sql_grow", ms(q.Grow.P50), false)
 		}
 	}
 

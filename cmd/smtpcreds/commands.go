@@ -78,7 +78,7 @@ func newOutbox(c config, db *sqlx.DB, log *slog.Logger) (*syncer.Service, error)
 		}
 		target = syncer.NewWebhook(s)
 	case "dovecot-sql":
-		target = syncer.NewDovecotSQL()
+		target = syncer.NewDovecotSQL(c.Sync.DovecotRole)
 	default:
 		return nil, nil
 	}

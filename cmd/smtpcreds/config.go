@@ -52,6 +52,7 @@ type syncConfig struct {
 	PasswdGroup   string
 	WebhookURL    string
 	WebhookSecret []byte
+	DovecotRole   string // the database role Dovecot's SQL passdb connects as
 	Timeout       time.Duration
 }
 
@@ -89,6 +90,7 @@ var settings = []setting{
 	{"passwd-file-group", "SMTPCREDS_PASSWD_FILE_GROUP", "", "group of the passwd-file (Dovecot's auth process must read it; mode is 0640)"},
 	{"webhook-url", "SMTPCREDS_WEBHOOK_URL", "", "URL of a sync agent receiving HMAC-signed change events"},
 	{"webhook-secret", "SMTPCREDS_WEBHOOK_SECRET", "", "shared secret signing webhook events (16+ characters)"},
+	{"dovecot-sql-role", "SMTPCREDS_DOVECOT_SQL_ROLE", "dovecot", "the database role Dovecot's SQL passdb connects as (sync target dovecot-sql checks that it may read the view)"},
 	{"sync-timeout", "SMTPCREDS_SYNC_TIMEOUT", "2s", "how long a request waits for the sync target before answering remote_synced false"},
 	{"operator-addr", "SMTPCREDS_OPERATOR_ADDR", "", "operator listener for /metrics (and pprof); empty = off; keep it private, e.g. 127.0.0.1:9090"},
 	{"pprof", "SMTPCREDS_PPROF", "false", "serve net/http/pprof on the operator listener"},
@@ -258,6 +260,7 @@ func parseSync(raw map[string]*string) (syncConfig, error) {
 	sc := syncConfig{
 		Target: *raw["sync-target"], PasswdFile: *raw["passwd-file"], PasswdGroup: *raw["passwd-file-group"],
 		WebhookURL: *raw["webhook-url"], WebhookSecret: []byte(*raw["webhook-secret"]),
+		DovecotRole: *raw["dovecot-sql-role"],
 	}
 	d, err := time.ParseDuration(*raw["sync-timeout"])
 	if err != nil || d <= 0 {
@@ -275,7 +278,11 @@ func parseSync(raw map[string]*string) (syncConfig, error) {
 		}
 	}
 	switch sc.Target {
-	case "none", "dovecot-sql":
+	case "none":
+	case "dovecot-sql":
+		if sc.DovecotRole == "" {
+			return sc, fmt.Errorf("sync target dovecot-sql needs -dovecot-sql-role (SMTPCREDS_DOVECOT_SQL_ROLE), the role Dovecot connects as")
+		}
 	case "passwd-file":
 		if sc.PasswdFile == "" {
 			return sc, fmt.Errorf("sync target passwd-file needs -passwd-file (SMTPCREDS_PASSWD_FILE)")

@@ -28,8 +28,9 @@ const dovecotPasswordQuery = `SELECT password FROM dovecot_passdb WHERE username
 // nothing else.
 type sqlWorld struct {
 	world
-	dovecot *dovecottest.Server
-	role    *sqlx.DB // the database as Dovecot's role sees it
+	dovecot  *dovecottest.Server
+	role     *sqlx.DB // the database as Dovecot's role sees it
+	roleName string
 }
 
 func newSQLWorld(t *testing.T) sqlWorld {
@@ -83,11 +84,11 @@ func newSQLWorld(t *testing.T) sqlWorld {
 
 	cfg := syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
 		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
-	e := newEnvOn(t, db, opts{syncTarget: syncer.NewDovecotSQL(), syncConfig: cfg})
+	e := newEnvOn(t, db, opts{syncTarget: syncer.NewDovecotSQL(role), syncConfig: cfg})
 	w := world{env: e, alice: e.MustCreateAccount("alice"), bob: e.MustCreateAccount("bob")}
 	e.MustAddDomain(w.alice, "example.com", true)
 	e.MustAddDomain(w.bob, "bob.test", true)
-	return sqlWorld{world: w, dovecot: dc, role: rdb}
+	return sqlWorld{world: w, dovecot: dc, role: rdb, roleName: role}
 }
 
 // auth asks Dovecot (no wait for a new second: the SQL driver reads the
@@ -114,7 +115,7 @@ func TestDovecotSQLCreateResetDelete(t *testing.T) {
 	if !s.auth("Mailer@Example.COM", pw) {
 		t.Error("Dovecot refuses the login in other letter case")
 	}
-	if s.auth("mailer@example.com", pw[:31]+"x") {
+	if s.auth("mailer@example.com", wrongPassword(pw)) {
 		t.Error("Dovecot accepts a wrong password")
 	}
 	if s.auth("mailer@bob.test", pw) || s.auth("nobody@example.com", pw) {
@@ -144,8 +145,8 @@ func TestDovecotSQLCreateResetDelete(t *testing.T) {
 	}
 }
 
-// Dovecot's role reads the view and nothing else: no hash of a disabled
-// credential, no table.
+// Dovecot's role reads the view and nothing else: no table, and of the
+// credentials only logins and hashes.
 func TestDovecotSQLRoleSeesOnlyTheView(t *testing.T) {
 	s := newSQLWorld(t)
 	d := s.MustCreateCredential("seen")
@@ -168,28 +169,71 @@ func TestDovecotSQLRoleSeesOnlyTheView(t *testing.T) {
 	}
 }
 
-// With the view gone, a create still succeeds with remote_synced false and
-// a sync error that names no table; once the view is back the worker
-// confirms the job and the credential authenticates.
-func TestDovecotSQLViewGoneThenBack(t *testing.T) {
-	s := newSQLWorld(t)
-	if _, err := s.db.Exec(`ALTER VIEW dovecot_passdb RENAME TO dovecot_passdb_away`); err != nil {
-		t.Fatal(err)
+// While Dovecot cannot read the view (it is gone, or Dovecot's role lost
+// its grant), a create still succeeds with remote_synced false and a sync
+// error that names no table or role; once it can again the worker confirms
+// the job and the credential authenticates.
+func TestDovecotSQLOutageThenBack(t *testing.T) {
+	for _, c := range []struct {
+		name, msg string
+		break_    func(s sqlWorld) string
+		mend      func(s sqlWorld) string
+	}{
+		{"view gone", "the dovecot_passdb view did not answer Dovecot's lookup",
+			func(sqlWorld) string { return `ALTER VIEW dovecot_passdb RENAME TO dovecot_passdb_away` },
+			func(sqlWorld) string { return `ALTER VIEW dovecot_passdb_away RENAME TO dovecot_passdb` }},
+		{"grant lost", "Dovecot's database role may not read the dovecot_passdb view",
+			func(s sqlWorld) string { return `REVOKE SELECT ON dovecot_passdb FROM ` + s.roleName },
+			func(s sqlWorld) string { return `GRANT SELECT ON dovecot_passdb TO ` + s.roleName }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSQLWorld(t)
+			if _, err := s.db.Exec(c.break_(s)); err != nil {
+				t.Fatal(err)
+			}
+			pw, guid, g := s.createWhileDown("patient")
+			if msg := str(g.body, "data", "sync_error"); msg != c.msg {
+				t.Errorf("sync_error while Dovecot cannot read the view: %q, want %q", msg, c.msg)
+			}
+			// Dovecot answers FAIL or, for a denied query, a temporary failure.
+			if ok, err := s.dovecot.Auth("patient@example.com", pw); ok {
+				t.Errorf("Dovecot authenticates a credential it cannot read (%v)", err)
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { s.outbox.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			if _, err := s.db.Exec(c.mend(s)); err != nil {
+				t.Fatal(err)
+			}
+			s.waitRemoteSynced(guid)
+			if !s.auth("patient@example.com", pw) {
+				t.Errorf("converged credential refused by Dovecot\n%s", s.dovecot.Log())
+			}
+		})
 	}
-	pw, guid, g := s.createWhileDown("patient")
-	if msg := str(g.body, "data", "sync_error"); msg != "the dovecot_passdb view did not answer Dovecot's lookup" {
-		t.Errorf("sync_error while the view is gone: %q", msg)
+}
+
+// Credentials made before the target was dovecot-sql (here with sync off)
+// have no job of it, but Dovecot reads them: the worker marks them synced
+// when it starts.
+func TestDovecotSQLWorkerMarksEarlierCredentials(t *testing.T) {
+	s := newSQLWorld(t)
+	off := newEnvOn(t, s.db, opts{}) // the same database, sync off
+	r := off.do(req{method: "POST", path: credsPath, auth: s.alice.auth, body: `{"username":"earlier"}`})
+	wantStatus(t, r, http.StatusCreated)
+	if dig(r.body, "data", "remote_synced") != false {
+		t.Fatalf("remote_synced with sync off: %s", r.raw)
+	}
+	guid := str(r.body, "data", "credential", "user_smtp_guid")
+	if !s.auth("earlier@example.com", str(r.body, "data", "password")) {
+		t.Fatalf("Dovecot refuses a credential in the view\n%s", s.dovecot.Log())
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.outbox.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	if _, err := s.db.Exec(`ALTER VIEW dovecot_passdb_away RENAME TO dovecot_passdb`); err != nil {
-		t.Fatal(err)
-	}
 	s.waitRemoteSynced(guid)
-	if !s.auth("patient@example.com", pw) {
-		t.Errorf("converged credential refused by Dovecot\n%s", s.dovecot.Log())
-	}
 }

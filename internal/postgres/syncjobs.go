@@ -284,6 +284,19 @@ func (SyncRepo) MarkError(ctx context.Context, q sqlx.ExecerContext, ids []int64
 	return nil
 }
 
+// MarkAllSynced marks every active credential synced at its current
+// version: for a backend that reads the database itself, where whatever is
+// committed is what the backend has. It returns how many it marked.
+func (SyncRepo) MarkAllSynced(ctx context.Context, q sqlx.ExecerContext) (int64, error) {
+	res, err := q.ExecContext(ctx, `
+		UPDATE credentials SET synced_version = version, synced_at = now(), sync_error = NULL
+		WHERE status AND synced_version < version`)
+	if err != nil {
+		return 0, fmt.Errorf("mark all synced: %w", translate(err))
+	}
+	return res.RowsAffected()
+}
+
 // Release returns jobs to the queue, due again after delay, with the error
 // of the failed attempt (empty when the worker is only stopping). counted
 // is false for an attempt whose claim was rolled back with it (ClaimLocked),

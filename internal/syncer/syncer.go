@@ -110,8 +110,8 @@ type PartStore interface {
 	ReadPart(scope, key string) ([]Entry, error)
 }
 
-// Target is a backend smtpcreds keeps in sync. Adding one (a Dovecot SQL
-// view, another MTA's API) means implementing these four methods.
+// Target is a backend smtpcreds keeps in sync. Adding one (an LDAP
+// directory, another MTA's API) means implementing these four methods.
 type Target interface {
 	// Name identifies the target in the outbox.
 	Name() string
@@ -125,6 +125,17 @@ type Target interface {
 	// batch may be applied again after a crash. Its error text is shown to
 	// API users, so it must not carry secrets.
 	Apply(ctx context.Context, b Batch) error
+}
+
+// Live is implemented by targets whose backend reads smtpcreds' database
+// itself (the dovecot-sql view): whatever is committed is in the backend
+// while Check passes. The worker then marks synced, when it starts, the
+// credentials no apply of the target has marked: those made with sync off
+// or under another target, which have no job of this target to apply.
+type Live interface {
+	Target
+	// Check reports an error while the backend cannot read the database.
+	Check(ctx context.Context, q sqlx.QueryerContext) error
 }
 
 // Config tunes the outbox.
@@ -378,8 +389,18 @@ func (s *Service) Run(ctx context.Context) {
 	defer prune.Stop()
 	defer s.beat.Store(0)
 	failures := 0
+	_, live := s.target.(Live)
+	catchUpFailed := false
 	for {
 		s.beat.Store(time.Now().UnixNano())
+		if live { // tried again each round until it succeeds
+			if err := s.catchUp(ctx); err == nil {
+				live = false
+			} else if !catchUpFailed && ctx.Err() == nil {
+				catchUpFailed = true // said once
+				s.log.Warn("sync: marking what the target already reads", "target", s.target.Name(), "error", err.Error())
+			}
+		}
 		// The batch in hand is finished even while stopping; bounded by the lease.
 		work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
 		jobs, err := s.repo.ClaimDue(work, s.db, s.cfg.Lease, s.cfg.ApplyTimeout+time.Second)
@@ -416,6 +437,32 @@ func (s *Service) Run(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// catchUp marks every credential not yet marked synced, in one
+// transaction, once the live target's check passes in it.
+func (s *Service) catchUp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Lease)
+	defer cancel()
+	tx, err := postgres.Begin(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	if err := s.target.(Live).Check(ctx, tx); err != nil {
+		return err
+	}
+	n, err := s.repo.MarkAllSynced(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if n > 0 {
+		s.log.Info("sync: credentials the target already reads marked synced", "target", s.target.Name(), "credentials", n)
+	}
+	return nil
 }
 
 // Running reports whether Run is going round its loop: it went round within

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
 	"github.com/smtpcreds/smtpcreds/internal/sync/webhook"
@@ -160,17 +162,20 @@ func (h *Webhook) Apply(ctx context.Context, b Batch) error {
 // DovecotSQL is the target of a Dovecot whose passdb reads smtpcreds' own
 // database with the SQL driver, through the dovecot_passdb view: a change is
 // in the view once its transaction commits, so there is nothing to write,
-// no file to replace and no copy to drift. An apply runs Dovecot's lookup
-// for the batch's logins through the view, in the apply's transaction: it
-// fails (and the jobs wait, reported as not synced) when the view is gone or
-// broken. What the lookup returns is not compared with the events, since a
-// later change may already be in the view.
+// no file to replace and no copy to drift. An apply checks, in the apply's
+// transaction, that Dovecot's role may read the view and runs Dovecot's
+// lookup through it for (some of) the batch's logins: it fails, and the
+// jobs wait, reported as not synced, while the view is gone or broken or
+// the role has lost its grant. What the lookup returns is not compared with
+// the events, since a later change may already be in the view.
 type DovecotSQL struct {
+	role string
 	repo postgres.PassdbRepo
 }
 
-// NewDovecotSQL returns the Dovecot SQL passdb target.
-func NewDovecotSQL() *DovecotSQL { return &DovecotSQL{} }
+// NewDovecotSQL returns the Dovecot SQL passdb target; role is the database
+// role Dovecot connects as.
+func NewDovecotSQL(role string) *DovecotSQL { return &DovecotSQL{role: role} }
 
 // Name implements Target.
 func (*DovecotSQL) Name() string { return "dovecot-sql" }
@@ -182,6 +187,10 @@ func (*DovecotSQL) Scope(domain string) string { return domain }
 // NeedsSnapshot implements Target: the view is the state.
 func (*DovecotSQL) NeedsSnapshot() bool { return false }
 
+// maxProbe bounds the logins an apply looks up: the lookup is a probe, and
+// a deleted domain's event names all of its logins.
+const maxProbe = 16
+
 // Apply implements Target.
 func (t *DovecotSQL) Apply(ctx context.Context, b Batch) error {
 	var logins []string
@@ -189,18 +198,35 @@ func (t *DovecotSQL) Apply(ctx context.Context, b Batch) error {
 		if e.Login != "" {
 			logins = append(logins, e.Login)
 		}
-		logins = append(logins, e.Logins...)
+		logins = append(logins, e.Logins[:min(len(e.Logins), maxProbe)]...)
 	}
-	if _, err := t.repo.Passwords(ctx, b.Tx, logins); err != nil {
-		return viewError{err}
+	return t.check(ctx, b.Tx, logins[:min(len(logins), maxProbe)])
+}
+
+// Check implements Live.
+func (t *DovecotSQL) Check(ctx context.Context, q sqlx.QueryerContext) error {
+	return t.check(ctx, q, nil)
+}
+
+func (t *DovecotSQL) check(ctx context.Context, q sqlx.QueryerContext, logins []string) error {
+	readable, err := t.repo.CheckPassdb(ctx, q, t.role, logins)
+	if err != nil {
+		return viewError{err, "the dovecot_passdb view did not answer Dovecot's lookup"}
+	}
+	if !readable {
+		return viewError{fmt.Errorf("role %q may not read the dovecot_passdb view (or does not exist)", t.role),
+			"Dovecot's database role may not read the dovecot_passdb view"}
 	}
 	return nil
 }
 
-// viewError is a failed lookup through the view: the log gets the
-// database's error, API users a sentence without the schema's names.
-type viewError struct{ err error }
+// viewError is a failed check of the view: the log gets the cause, API
+// users a sentence without the schema's or the role's names.
+type viewError struct {
+	err    error
+	public string
+}
 
-func (e viewError) Error() string { return "dovecot-sql: " + e.err.Error() }
-func (e viewError) Unwrap() error { return e.err }
-func (viewError) Public() string  { return "the dovecot_passdb view did not answer Dovecot's lookup" }
+func (e viewError) Error() string  { return "dovecot-sql: " + e.err.Error() }
+func (e viewError) Unwrap() error  { return e.err }
+func (e viewError) Public() string { return e.public }
