@@ -221,7 +221,7 @@ func (t *DovecotSQL) check(ctx context.Context, q sqlx.QueryerContext, logins []
 }
 
 // viewError is a failed check of the view: the log gets the cause, API
-// users a sentence without the schema's or the role's names.
+// users a fixed sentence, without the database's error or the role's name.
 type viewError struct {
 	err    error
 	public string
