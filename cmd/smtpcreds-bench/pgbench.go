@@ -28,6 +28,7 @@ type step struct {
 	suffix  string   // \gset / \aset, replacing the semicolon
 	harness bool
 	meta    string
+	target  string // only in the script of this sync target ("": every target's)
 }
 
 // createSteps is what one POST /api/domains/{domain}/credentials issues with
@@ -42,21 +43,11 @@ type step struct {
 // another request's turn applied is woken in process without any of the
 // sync SQL; pgbench clients claim in the share the API run measured.)
 func createSteps(target string) []step {
-	steps := slices.Clone(createStepsCommon)
-	if target == targetSQL {
-		i := slices.IndexFunc(steps, func(s step) bool { return strings.HasPrefix(s.comment, "postgres.SyncRepo.Finish") })
-		steps = slices.Insert(steps, i, step{
-			comment: "syncer.DovecotSQL.Apply (postgres.PassdbRepo.CheckPassdb): Dovecot's role may read the view, and Dovecot's lookup\n" +
-				"-- of the batch's logins through it (pgbench's logins are the jobs' warm-up event's: the same cost)",
-			sql: `
-	SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
-	            THEN has_schema_privilege($1, (SELECT relnamespace FROM pg_class WHERE oid = 'dovecot_passdb'::regclass), 'USAGE')
-	                 AND has_table_privilege($1, 'dovecot_passdb'::regclass, 'SELECT')
-	            ELSE false END,
-	       (SELECT count(p.password)
-	        FROM unnest($2::text[]) AS l(login)
-	        JOIN dovecot_passdb p ON p.username = split_part(l.login, '@', 1) AND p.domain = split_part(l.login, '@', 2))`,
-			args: []string{"role", "logins"}})
+	steps := make([]step, 0, len(allCreateSteps))
+	for _, s := range allCreateSteps {
+		if s.target == "" || s.target == target {
+			steps = append(steps, s)
+		}
 	}
 	return steps
 }
@@ -67,7 +58,9 @@ const (
 	targetSQL  = "dovecot-sql"
 )
 
-var createStepsCommon = []step{
+// allCreateSteps are the steps of every target; a step with a target is
+// only that target's.
+var allCreateSteps = []step{
 	{meta: `\set u random(1, 999999999999)`},
 	{harness: true, comment: "harness: a fresh credential guid (the server makes it in Go)",
 		sql: `SELECT gen_random_uuid() AS g`, suffix: `\gset`},
@@ -143,6 +136,18 @@ var createStepsCommon = []step{
 		      WHERE target = :target AND scope = :dom AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
 		      FOR UPDATE SKIP LOCKED) h`, suffix: `\gset`},
 	{comment: "only when the claim got jobs (a concurrent request may have claimed ours)", meta: `\if :n > 0`},
+	{target: targetSQL,
+		comment: "syncer.DovecotSQL.Apply (postgres.PassdbRepo.CheckPassdb): Dovecot's role may read the view, and Dovecot's lookup\n" +
+			"-- of the batch's logins through it (pgbench's logins are the jobs' warm-up event's: the same cost)",
+		sql: `
+		SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
+		            THEN has_schema_privilege($1, (SELECT relnamespace FROM pg_class WHERE oid = 'dovecot_passdb'::regclass), 'USAGE')
+		                 AND has_table_privilege($1, 'dovecot_passdb'::regclass, 'SELECT')
+		            ELSE false END,
+		       (SELECT count(p.password)
+		        FROM unnest($2::text[]) AS l(login)
+		        JOIN dovecot_passdb p ON p.username = split_part(l.login, '@', 1) AND p.domain = split_part(l.login, '@', 2))`,
+		args: []string{"role", "logins"}},
 	{comment: "postgres.SyncRepo.Finish: credentials synced, jobs done",
 		sql: `
 		WITH synced AS (

@@ -127,6 +127,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"invalid shutdown timeout", []string{"serve"}, env.with("SMTPCREDS_SHUTDOWN_TIMEOUT", "soon"), "invalid -shutdown-timeout"},
 		{"invalid trusted proxies", []string{"serve"}, env.with("SMTPCREDS_TRUSTED_PROXIES", "10.0.0.0/99"), "invalid -trusted-proxies"},
 		{"invalid password scheme", []string{"serve"}, env.with("SMTPCREDS_PASSWORD_SCHEME", "MD5"), "invalid -password-scheme"},
+		{"dovecot-sql without a role", []string{"serve", "--sync-target=dovecot-sql", "--dovecot-sql-role="}, nil, "sync target dovecot-sql needs -dovecot-sql-role"},
 		{"invalid sync target", []string{"serve"}, env.with("SMTPCREDS_SYNC_TARGET", "ldap"), `invalid -sync-target "ldap": want passwd-file, webhook, dovecot-sql or none`},
 		{"unknown flag", []string{"migrate", "--bogus"}, nil, "flag provided but not defined: -bogus"},
 		{"unknown flag after name", []string{"accounts", "create", "newname", "--bogus"}, nil, "flag provided but not defined: -bogus"},

@@ -36,10 +36,15 @@ type sqlWorld struct {
 
 func newSQLWorld(t *testing.T) sqlWorld {
 	t.Helper()
-	admin := dbtest.New(t) // only to create the role, which outlives any one database
+	dsn := dbtest.NewURL(t)
+	db, err := sqlx.Open("postgres", postgres.WithSetting(dsn, "binary_parameters", "yes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
 	role := "dovecot_" + strings.ToLower(rand.Text()[:10])
 	pw := rand.Text()
-	if _, err := admin.Exec(`CREATE ROLE ` + role + ` LOGIN PASSWORD ` + pq.QuoteLiteral(pw)); err != nil {
+	if _, err := db.Exec(`CREATE ROLE ` + role + ` LOGIN PASSWORD ` + pq.QuoteLiteral(pw)); err != nil {
 		var pqErr *pq.Error
 		if errors.As(err, &pqErr) && pqErr.Code == "42501" {
 			// dbtest's own cluster is a superuser's; an external test
@@ -48,20 +53,17 @@ func newSQLWorld(t *testing.T) sqlWorld {
 		}
 		t.Fatal(err)
 	}
-	// Registered before the database below, so it runs after its drop (the
-	// role's grant lives there).
+	// Roles outlive databases. Registered after db, so it runs before db
+	// closes and after Dovecot and the role's own connection are gone: the
+	// grant goes first (DROP OWNED), then the role.
 	t.Cleanup(func() {
-		if _, err := admin.Exec(`DROP ROLE IF EXISTS ` + role); err != nil {
+		if _, err := db.Exec(`DROP OWNED BY ` + role); err != nil {
+			t.Errorf("drop what role %s owns: %v", role, err)
+		}
+		if _, err := db.Exec(`DROP ROLE ` + role); err != nil {
 			t.Errorf("drop role %s: %v", role, err)
 		}
 	})
-
-	dsn := dbtest.NewURL(t)
-	db, err := sqlx.Open("postgres", postgres.WithSetting(dsn, "binary_parameters", "yes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	if _, err := db.Exec(`GRANT SELECT ON dovecot_passdb TO ` + role); err != nil {
 		t.Fatal(err)
 	}
