@@ -346,7 +346,9 @@ func (w world) createWhileDown(username string) (pw, guid string, get resp) {
 	return pw, guid, w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth})
 }
 
-// wrongPassword is pw with its last character changed.
+// wrongPassword is pw (a password or token) with its last character changed
+// to a different one; always writing the same letter would leave pw valid
+// whenever it already ended in it.
 func wrongPassword(pw string) string {
 	last := byte('x')
 	if pw[len(pw)-1] == last {
