@@ -121,8 +121,10 @@ var allCreateSteps = []step{
 			UNION
 			SELECT NULL::bigint, NULL::jsonb, NULL::int, c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
 			FROM l JOIN domains d ON d.name = l.domain
-			JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
-			WHERE c.status)`,
+			CROSS JOIN LATERAL (
+				SELECT * FROM credentials c
+				WHERE c.domain_id = d.id AND c.username = l.username AND c.status
+				OFFSET 0) c)`,
 		args: []string{"target", "dom", "changes"}},
 	{harness: true, comment: "harness: the jobs this transaction holds, and which of their credentials are not yet marked synced\n" +
 		"-- (the server has both in Go from the claim; this also takes any job committed since, as the next claim would)",

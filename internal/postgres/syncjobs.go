@@ -187,6 +187,14 @@ const snapshotCols = `c.id, c.version, c.synced_version, c.username || '@' || d.
 // credentials and their logins, the changed credentials that are active
 // and the active credentials that hold the logins now (snapshotCols, after
 // the columns pre): SnapshotOf's rows, which ClaimLocked also returns.
+//
+// A login's holder is looked up in a LATERAL subquery that OFFSET 0 keeps
+// from being flattened into a join: planned on its own, its only sensible
+// plan is one probe of the unique (domain_id, username) index per login.
+// As a plain join, a generic plan made while credentials was small (each
+// pooled connection keeps the one it made first) could probe by domain_id
+// or by username alone and read a whole domain for every login: the bench
+// caught one connection reading 25,000 rows per login, 51 ms per claim.
 func changedRowsSQL(pre string) string {
 	return `
 		SELECT ` + pre + snapshotCols + `
@@ -195,8 +203,10 @@ func changedRowsSQL(pre string) string {
 		UNION
 		SELECT ` + pre + snapshotCols + `
 		FROM l JOIN domains d ON d.name = l.domain
-		JOIN credentials c ON c.domain_id = d.id AND c.username = l.username
-		WHERE c.status`
+		CROSS JOIN LATERAL (
+			SELECT * FROM credentials c
+			WHERE c.domain_id = d.id AND c.username = l.username AND c.status
+			OFFSET 0) c`
 }
 
 // Snapshot calls fn with each active credential of domain (every domain
@@ -233,6 +243,11 @@ func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain stri
 	return nil
 }
 
+// snapshotOfSQL is SnapshotOf's statement.
+var snapshotOfSQL = `
+		WITH l AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS l(id, username, domain))
+		` + changedRowsSQL("")
+
 // SnapshotOf returns, like Snapshot, the given credentials that are active,
 // and the active credentials that hold the given logins ("user@domain")
 // now: a login whose old credential changed may have passed to a new one
@@ -245,9 +260,7 @@ func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int
 		}
 	}
 	rows := []SnapshotRow{}
-	err := sqlx.SelectContext(ctx, q, &rows, `
-		WITH l AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS l(id, username, domain))
-		`+changedRowsSQL(""), pq.Array(ids), pq.Array(users), pq.Array(domains))
+	err := sqlx.SelectContext(ctx, q, &rows, snapshotOfSQL, pq.Array(ids), pq.Array(users), pq.Array(domains))
 	if err != nil {
 		return nil, fmt.Errorf("sync snapshot: %w", translate(err))
 	}

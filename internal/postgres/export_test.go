@@ -1,0 +1,7 @@
+package postgres
+
+// Statement texts, for tests that look at their plans.
+var (
+	ClaimLockedSQL = claimLockedSQL
+	SnapshotOfSQL  = snapshotOfSQL
+)
