@@ -79,7 +79,8 @@ var allCreateSteps = []step{
 		sql: `
 		WITH c AS (
 			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
-			SELECT $1, $2, d.id, $4, $5 FROM domains d WHERE d.account_id = $2 AND d.name = $3 AND d.is_verified
+			SELECT $1, $2, d.id, $4, $5 FROM (SELECT * FROM domains WHERE name = $3 OFFSET 0) d
+			WHERE d.account_id = $2 AND d.is_verified
 			ON CONFLICT (domain_id, username) DO NOTHING
 			RETURNING *),
 		j AS (

@@ -132,18 +132,7 @@ func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext,
 	if job != nil {
 		target, scope, event = job.Target, job.Scope, jsonArg(job.Event)
 	}
-	err := getHot(ctx, q, &r, `
-		WITH c AS (
-			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
-			SELECT $1, $2, d.id, $4, $5 FROM domains d WHERE d.account_id = $2 AND d.name = $3 AND d.is_verified
-			ON CONFLICT (domain_id, username) DO NOTHING
-			RETURNING *),
-		j AS (
-			INSERT INTO sync_jobs (target, scope, event)
-			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
-			RETURNING id)
-		SELECT `+credentialCols+`, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`,
-		c.GUID, c.AccountID, domain, c.Username, c.PasswordHash, target, scope, event)
+	err := getHot(ctx, q, &r, insertVerifiedSQL, c.GUID, c.AccountID, domain, c.Username, c.PasswordHash, target, scope, event)
 	if err != nil {
 		return CredentialRow{}, 0, fmt.Errorf("insert credential: %w", translate(err))
 	}
@@ -153,6 +142,23 @@ func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext,
 	}
 	return r.CredentialRow, id, nil
 }
+
+// insertVerifiedSQL is InsertVerified's statement. The domain is found by
+// its name alone, in a subquery that OFFSET 0 keeps the ownership test out
+// of: a generic plan (made once per pooled connection) chose to scan the
+// account's domains for the name instead, on every create.
+var insertVerifiedSQL = `
+		WITH c AS (
+			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+			SELECT $1, $2, d.id, $4, $5 FROM (SELECT * FROM domains WHERE name = $3 OFFSET 0) d
+			WHERE d.account_id = $2 AND d.is_verified
+			ON CONFLICT (domain_id, username) DO NOTHING
+			RETURNING *),
+		j AS (
+			INSERT INTO sync_jobs (target, scope, event)
+			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
+			RETURNING id)
+		SELECT ` + credentialCols + `, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`
 
 // Get returns the credential guid of the domain called domain, owned by
 // accountID. ErrNotFound when there is none.

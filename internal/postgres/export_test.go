@@ -2,6 +2,8 @@ package postgres
 
 // Statement texts, for tests that look at their plans.
 var (
-	ClaimLockedSQL = claimLockedSQL
-	SnapshotOfSQL  = snapshotOfSQL
+	ClaimLockedSQL    = claimLockedSQL
+	SnapshotOfSQL     = snapshotOfSQL
+	InsertVerifiedSQL = insertVerifiedSQL
+	FinishSQL         = finishSQL
 )

@@ -267,17 +267,19 @@ func (SyncRepo) SnapshotOf(ctx context.Context, q sqlx.QueryerContext, ids []int
 	return rows, nil
 }
 
-// Finish records a committed apply in one statement: the backend holds
-// version versions[i] of credential ids[i] (a credential changed since
-// keeps its newer version unconfirmed), and the jobs are done.
-func (SyncRepo) Finish(ctx context.Context, q sqlx.ExecerContext, ids, versions, jobs []int64) error {
-	_, err := execHot(ctx, q, `
+// finishSQL is Finish's statement.
+const finishSQL = `
 		WITH synced AS (
 			UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
 			FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
 			WHERE c.id = v.id AND c.synced_version < v.version)
-		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($3)`,
-		pq.Array(ids), pq.Array(versions), pq.Array(jobs))
+		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($3)`
+
+// Finish records a committed apply in one statement: the backend holds
+// version versions[i] of credential ids[i] (a credential changed since
+// keeps its newer version unconfirmed), and the jobs are done.
+func (SyncRepo) Finish(ctx context.Context, q sqlx.ExecerContext, ids, versions, jobs []int64) error {
+	_, err := execHot(ctx, q, finishSQL, pq.Array(ids), pq.Array(versions), pq.Array(jobs))
 	if err != nil {
 		return fmt.Errorf("finish sync jobs: %w", translate(err))
 	}
