@@ -172,10 +172,12 @@ func (e *env) startServer(ctx context.Context) error {
 		"SMTPCREDS_RATE_LIMIT=100000000", // on, and never reached
 		"SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN=0",
 		"SMTPCREDS_SYNC_TARGET="+e.target,
-		"SMTPCREDS_PASSWD_FILE="+e.passwd,
 		"SMTPCREDS_OPERATOR_ADDR="+e.opAddr,
 		"SMTPCREDS_PPROF=true",
 	)
+	if e.target == targetFile {
+		e.srv.Env = append(e.srv.Env, "SMTPCREDS_PASSWD_FILE="+e.passwd)
+	}
 	e.srv.Stdout, e.srv.Stderr = e.srvLog, e.srvLog
 	if err := e.srv.Start(); err != nil {
 		return err

@@ -294,6 +294,15 @@ func parseSync(raw map[string]*string) (syncConfig, error) {
 	default:
 		return sc, fmt.Errorf("invalid -sync-target %q: want passwd-file, webhook, dovecot-sql or none", sc.Target)
 	}
+	// Settings of another target would be ignored: a typo'd or stale
+	// target must not leave the operator believing the file or the agent
+	// is kept in sync.
+	if sc.Target != "passwd-file" && (sc.PasswdFile != "" || sc.PasswdGroup != "") {
+		return sc, fmt.Errorf("-passwd-file or -passwd-file-group is set, but the sync target is %s, which would ignore it: unset it or choose -sync-target passwd-file", sc.Target)
+	}
+	if sc.Target != "webhook" && (sc.WebhookURL != "" || len(sc.WebhookSecret) > 0) {
+		return sc, fmt.Errorf("-webhook-url or -webhook-secret is set, but the sync target is %s, which would ignore it: unset it or choose -sync-target webhook", sc.Target)
+	}
 	return sc, nil
 }
 
