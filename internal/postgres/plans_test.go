@@ -87,3 +87,23 @@ func genericPlan(t *testing.T, db *sqlx.DB, query, args string) string {
 	must(t, err)
 	return strings.Join(lines, "\n")
 }
+
+// The apply's transaction plans its keyed statements without sequential
+// scans, also after a whole read (which scans) in the same transaction:
+// Finish follows it, and its generic plan may be made right there.
+func TestScansStayOffAfterAWholeRead(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := t.Context()
+	tx, err := postgres.Begin(ctx, db)
+	must(t, err)
+	defer tx.Rollback() //nolint:errcheck // only read
+	repo := postgres.SyncRepo{}
+	_, err = repo.LockScope(ctx, tx, "t", "a.example", 1)
+	must(t, err)
+	must(t, repo.Snapshot(ctx, tx, "a.example", func(postgres.SnapshotRow) error { return nil }))
+	var setting string
+	must(t, tx.Get(&setting, `SHOW enable_seqscan`))
+	if setting != "off" {
+		t.Errorf("enable_seqscan = %s after Snapshot, want off", setting)
+	}
+}

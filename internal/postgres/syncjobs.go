@@ -163,7 +163,7 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 // visible at once, so the next holder of the lock renders from it.
 //
 // And it turns sequential scans off for the rest of the transaction (a
-// whole read, Snapshot, turns them on again): its other statements touch a
+// whole read, Snapshot, turns them on for its own read only): its other statements touch a
 // few rows by key, and a prepared statement's generic
 // plan, made once per connection while the tables are small (a new
 // deployment, the bench's start), would otherwise keep scanning
@@ -238,6 +238,11 @@ func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain stri
 		}
 	}
 	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sync snapshot: %w", translate(err))
+	}
+	// Off again for the keyed statements that follow (Finish): a generic
+	// plan first made here would keep a scan for the connection's life.
+	if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_seqscan', 'off', true)`).Scan(new(string)); err != nil {
 		return fmt.Errorf("sync snapshot: %w", translate(err))
 	}
 	return nil
