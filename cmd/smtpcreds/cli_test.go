@@ -129,7 +129,8 @@ func TestCLIBadInput(t *testing.T) {
 		{"invalid password scheme", []string{"serve"}, env.with("SMTPCREDS_PASSWORD_SCHEME", "MD5"), "invalid -password-scheme"},
 		{"dovecot-sql without a role", []string{"serve", "--sync-target=dovecot-sql", "--dovecot-sql-role="}, nil, "sync target dovecot-sql needs -dovecot-sql-role"},
 		{"passwd-file with another target", []string{"serve", "--sync-target=dovecot-sql"}, env.with("SMTPCREDS_PASSWD_FILE", "/tmp/x/passwd"), "-passwd-file or -passwd-file-group is set, but the sync target is dovecot-sql"},
-		{"passwd-file group with no target", []string{"serve", "--sync-target=none", "--passwd-file-group=dovecot"}, nil, "the sync target is none, which would ignore it"},
+		{"passwd-file group with another target", []string{"serve", "--sync-target=dovecot-sql", "--passwd-file-group=dovecot"}, nil, "the sync target is dovecot-sql, which would ignore it"},
+		{"passwd-file with no target", []string{"serve", "--sync-target=none", "--passwd-file=/tmp/x/passwd"}, nil, "the sync target is none, which would ignore it"},
 		{"webhook with passwd-file", []string{"serve", "--passwd-file=/tmp/x/passwd", "--webhook-url=http://127.0.0.1:1/"}, nil, "-webhook-url or -webhook-secret is set, but the sync target is passwd-file"},
 		{"invalid sync target", []string{"serve"}, env.with("SMTPCREDS_SYNC_TARGET", "ldap"), `invalid -sync-target "ldap": want passwd-file, webhook, dovecot-sql or none`},
 		{"unknown flag", []string{"migrate", "--bogus"}, nil, "flag provided but not defined: -bogus"},
@@ -279,5 +280,21 @@ func TestCLIAccountsAndDomains(t *testing.T) {
 		if rows[i] != want[i] {
 			t.Errorf("domains[%d] = %+v, want %+v", i, rows[i], want[i])
 		}
+	}
+}
+
+// A passwd-file group with no target is left for `dev`, whose default
+// passwd-file uses it; the same group with another target is refused.
+func TestPasswdFileGroupWithoutTarget(t *testing.T) {
+	env := cliEnv{"SMTPCREDS_PASSWD_FILE_GROUP": "dovecot"}
+	c, _, err := parseConfig("dev", nil, env.getenv, nil)
+	if err != nil {
+		t.Fatalf("dev with only a passwd-file group: %v", err)
+	}
+	if c.Sync.Target != "none" || c.Sync.PasswdGroup != "dovecot" {
+		t.Errorf("sync = %s with group %q, want none with dovecot (dev picks its passwd-file)", c.Sync.Target, c.Sync.PasswdGroup)
+	}
+	if _, _, err := parseConfig("dev", nil, env.with("SMTPCREDS_SYNC_TARGET", "dovecot-sql").getenv, nil); err == nil {
+		t.Error("a passwd-file group with dovecot-sql was accepted")
 	}
 }

@@ -296,8 +296,9 @@ func parseSync(raw map[string]*string) (syncConfig, error) {
 	}
 	// Settings of another target would be ignored: a typo'd or stale
 	// target must not leave the operator believing the file or the agent
-	// is kept in sync.
-	if sc.Target != "passwd-file" && (sc.PasswdFile != "" || sc.PasswdGroup != "") {
+	// is kept in sync. A group alone is allowed with none: `dev` then
+	// syncs its default passwd-file, with that group.
+	if sc.Target != "passwd-file" && (sc.PasswdFile != "" || (sc.PasswdGroup != "" && sc.Target != "none")) {
 		return sc, fmt.Errorf("-passwd-file or -passwd-file-group is set, but the sync target is %s, which would ignore it: unset it or choose -sync-target passwd-file", sc.Target)
 	}
 	if sc.Target != "webhook" && (sc.WebhookURL != "" || len(sc.WebhookSecret) > 0) {

@@ -163,8 +163,8 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 // visible at once, so the next holder of the lock renders from it.
 //
 // And it turns sequential scans off for the rest of the transaction (a
-// whole read, Snapshot, turns them on for its own read only): its other statements touch a
-// few rows by key, and a prepared statement's generic
+// whole read, Snapshot, turns them on for its own read only): its other
+// statements touch a few rows by key, and a prepared statement's generic
 // plan, made once per connection while the tables are small (a new
 // deployment, the bench's start), would otherwise keep scanning
 // credentials and sync_jobs as they grow (the bench saw Finish go from
