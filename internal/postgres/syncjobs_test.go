@@ -21,9 +21,12 @@ import (
 // (ClaimLocked; those stay open until every claim is done).
 func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 	db := dbtest.New(t)
-	ctx := context.Background()
 	repo := postgres.SyncRepo{}
 	for round := range 30 {
+		// A claim that waits would wait for ever here (the claimed rows
+		// stay locked until every claim is done): it fails instead, with
+		// what the sessions were waiting on.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := db.Exec(`DELETE FROM sync_jobs`)
 		must(t, err)
 		_, err = db.Exec(`INSERT INTO sync_jobs (target, scope, event) SELECT 't', 's', '{}' FROM generate_series(1, 200)`)
@@ -62,12 +65,22 @@ func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		for _, tx := range open {
-			must(t, tx.Rollback())
+		var waits []string
+		if ctx.Err() != nil {
+			_ = db.Select(&waits, `SELECT format('%s %s/%s: %s', state, wait_event_type, wait_event, left(query, 120))
+				FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 		}
+		for _, tx := range open {
+			if ctx.Err() == nil {
+				must(t, tx.Rollback())
+			} else {
+				_ = tx.Rollback() // a cancelled claim's is gone already
+			}
+		}
+		cancel()
 		close(errs)
 		for err := range errs {
-			t.Fatalf("round %d: %v", round, err)
+			t.Fatalf("round %d: %v; sessions: %q", round, err, waits)
 		}
 		for id, n := range seen {
 			if n > 1 {
