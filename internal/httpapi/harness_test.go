@@ -60,7 +60,7 @@ var specRouter = sync.OnceValue(func() routers.Router {
 type opts struct {
 	rateLimit     int
 	authFailLimit int
-	maxPerDomain  int
+	maxPerDomain  int // 0: 1000, below 0: no cap
 	trusted       []netip.Prefix
 	dnsTimeout    time.Duration
 	syncTarget    syncer.Target // nil: sync disabled
@@ -132,8 +132,11 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 	if o.authFailLimit == 0 {
 		o.authFailLimit = 100000
 	}
-	if o.maxPerDomain == 0 {
+	switch {
+	case o.maxPerDomain == 0:
 		o.maxPerDomain = 1000
+	case o.maxPerDomain < 0:
+		o.maxPerDomain = 0 // no cap
 	}
 	logs := &syncBuffer{}
 	allLogs.Store(logs, true)

@@ -34,8 +34,8 @@ const (
 )
 
 // newSyncWorld syncs to the passwd-file(s) layout (oneFile, perDomain or
-// sharded) under a temporary directory.
-func newSyncWorld(t *testing.T, layout string) syncWorld {
+// sharded) under a temporary directory; o's other options go to the world.
+func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	t.Helper()
 	dir := dovecottest.TempDir(t)
 	tmpl := filepath.Join(dir, "auth", layout)
@@ -44,10 +44,15 @@ func newSyncWorld(t *testing.T, layout string) syncWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
+	wo := opts{}
+	if len(o) > 0 {
+		wo = o[0]
+	}
+	wo.syncTarget = syncer.NewPasswdFile(w)
+	wo.syncConfig = syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
 		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	return syncWorld{
-		world:   newWorld(t, opts{syncTarget: syncer.NewPasswdFile(w), syncConfig: cfg}),
+		world:   newWorld(t, wo),
 		dovecot: dc, dir: dir, files: w,
 	}
 }
@@ -273,6 +278,34 @@ func TestSyncShardsAreWhereDovecotLooks(t *testing.T) {
 	}
 	if !s.auth("resetme@example.com", str(r.body, "data", "new_password")) {
 		t.Errorf("reset password refused\n%s", s.dovecot.Log())
+	}
+	s.wantFileMatchesDB("example.com")
+}
+
+// A domain's file large enough to be written with O_DIRECT (over 256 KiB)
+// is what Dovecot reads: logins in its first blocks and at its end work,
+// also after a reset rewrites it.
+func TestSyncLargeFileAuthenticatesInDovecot(t *testing.T) {
+	s := newSyncWorld(t, perDomain, opts{maxPerDomain: -1})
+	if _, err := s.db.Exec(`
+		INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+		SELECT gen_random_uuid(), d.account_id, d.id, 'bulk' || g, '{SSHA512}' || repeat('A', 100)
+		FROM domains d, generate_series(1, 3000) g WHERE d.name = 'example.com'`); err != nil {
+		t.Fatal(err)
+	}
+	first, last := s.MustCreateCredential("aaa"), s.MustCreateCredential("zzz")
+	if fi, err := os.Stat(s.files.Path("example.com", "")); err != nil || fi.Size() < 256<<10 {
+		t.Fatalf("the domain's file: %v, %v; want over 256 KiB", fi, err)
+	}
+	for login, d := range map[string]map[string]any{"aaa@example.com": first, "zzz@example.com": last} {
+		if d["remote_synced"] != true || !s.auth(login, d["password"].(string)) {
+			t.Errorf("Dovecot refuses %s from a large file (remote_synced %v)\n%s", login, d["remote_synced"], s.dovecot.Log())
+		}
+	}
+	r := s.do(req{method: "PUT", path: credsPath + "/" + str(first, "credential", "user_smtp_guid") + "/reset-password", auth: s.alice.auth})
+	wantStatus(t, r, http.StatusOK)
+	if !s.auth("aaa@example.com", str(r.body, "data", "new_password")) || s.auth("aaa@example.com", first["password"].(string)) {
+		t.Errorf("after the reset Dovecot does not take only the new password\n%s", s.dovecot.Log())
 	}
 	s.wantFileMatchesDB("example.com")
 }

@@ -12,7 +12,9 @@
 // (and optionally a group, so that Dovecot's auth process can read it), and
 // renamed over the target; the directory is then fsynced. A reader therefore
 // sees either the old or the new file, never a mix, and a crash leaves one of
-// the two.
+// the two. A file of 256 KiB or more is written with O_DIRECT where the file
+// system takes it (see direct.go): each write replaces a file written
+// moments before, and the page cache would only copy it and write it back.
 //
 // Dovecot re-reads a passwd-file only when its mtime (in whole seconds) or
 // its size changes. Two rewrites of the same length within one second would
@@ -108,6 +110,8 @@ type Writer struct {
 	// beforeRename, if set (by tests), runs just before the temporary file
 	// is renamed over the target; an error aborts the write.
 	beforeRename func(tmp string) error
+	// noDirect is set once the file system has refused direct I/O.
+	noDirect atomic.Bool
 }
 
 // fileState serialises the writes of one path and remembers the last mtime
@@ -561,7 +565,7 @@ func spliceRender(dst, old []byte, prev, next []Entry) ([]byte, bool) {
 	for _, e := range next {
 		n += len(e.Login) + len(e.Hash) + 2
 	}
-	dst = slices.Grow(dst, n)
+	dst = alignedGrow(dst, n)
 	off, run := 0, 0 // old's offset of prev[i], and of the run not yet copied
 	i := 0
 	fromPrev := false // next[j-1] is an entry of prev (one before prev[i])
@@ -694,7 +698,7 @@ func (w *Writer) replace(path string, data []byte, mtime time.Time) (err error) 
 		}
 	}()
 
-	if _, err = f.Write(data); err != nil {
+	if err = w.writeNew(f, data); err != nil {
 		return err
 	}
 	if w.gid >= 0 {
@@ -864,7 +868,7 @@ func appendRender(buf []byte, entries []Entry) ([]byte, error) {
 		}
 		n += len(e.Login) + len(e.Hash) + 2
 	}
-	buf = slices.Grow(buf, n)
+	buf = alignedGrow(buf, n)
 	start := len(buf)
 	for _, e := range sorted {
 		buf = append(buf, e.Login...)
