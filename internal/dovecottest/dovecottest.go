@@ -40,7 +40,12 @@
 //     mtime changes, e.g. by setting the mtime to max(now, previous+1s);
 //   - the whole file is parsed when re-read, so a writer must replace it
 //     atomically (write a temporary file, then rename it), or Dovecot may
-//     parse a half-written file and keep it.
+//     parse a half-written file and keep it. Lines appended in place are
+//     the exception: the lines before them are whole at any time, a
+//     partial last line is read as a login (with a wrong password), and
+//     Dovecot records the size it found on opening the file, so the
+//     append's final size makes it read the file again (passwdfile's
+//     append keeps the mtime from repeating a size it may have recorded).
 //
 // A missing file makes its users unknown (FAIL, not a temporary failure),
 // also when it is the single file and Dovecot starts without it. With a %d

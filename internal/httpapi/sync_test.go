@@ -310,6 +310,85 @@ func TestSyncLargeFileAuthenticatesInDovecot(t *testing.T) {
 	s.wantFileMatchesDB("example.com")
 }
 
+// Creates append their lines to the file Dovecot has open (it keeps its
+// inode); Dovecot takes every appended login, and a reset or a deletion
+// after appends (which rewrites the file whole) takes effect, as does an
+// append after such a rewrite.
+func TestSyncAppendsThenRewrites(t *testing.T) {
+	for name, layout := range map[string]string{"file per domain": perDomain, "shards": "%d/%1Mu"} {
+		t.Run(name, func(t *testing.T) {
+			s := newSyncWorld(t, layout)
+			pws := map[string]string{}
+			guids := map[string]string{}
+			create := func(user string) {
+				d := s.MustCreateCredential(user)
+				if d["remote_synced"] != true {
+					t.Fatalf("create %s: remote_synced %v", user, d["remote_synced"])
+				}
+				pws[user+"@example.com"], guids[user] = d["password"].(string), str(d, "credential", "user_smtp_guid")
+			}
+			// Enough logins that every one of the 16 shards has a file before
+			// the appends.
+			for i := range 48 {
+				create(fmt.Sprintf("first%02d", i))
+			}
+			// Held open, a file that is replaced loses its last link (its
+			// inode number alone may be reused by the replacement).
+			open := map[string]*os.File{}
+			for _, shard := range s.files.Shards() {
+				f, err := os.Open(s.files.Path("example.com", shard))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				open[shard] = f
+			}
+			for i := range 16 {
+				create(fmt.Sprintf("appended%02d", i))
+			}
+			for shard, f := range open {
+				if fi, err := f.Stat(); err != nil || fi.Sys().(*syscall.Stat_t).Nlink == 0 {
+					t.Errorf("shard %q was replaced (%v): creates should append to it", shard, err)
+				}
+			}
+			s.wantFileMatchesDB("example.com")
+			s.dovecot.WaitNextSecond()
+			for login, pw := range pws {
+				if ok, err := s.dovecot.Auth(login, pw); err != nil || !ok {
+					t.Fatalf("Dovecot refuses %s (%v)\n%s", login, err, s.dovecot.Log())
+				}
+			}
+
+			// A reset rewrites its file, appended lines included.
+			r := s.do(req{method: "PUT", path: credsPath + "/" + guids["appended03"] + "/reset-password", auth: s.alice.auth})
+			wantStatus(t, r, http.StatusOK)
+			old := pws["appended03@example.com"]
+			pws["appended03@example.com"] = str(r.body, "data", "new_password")
+			// A deletion of another appended login, then a create appended
+			// to the rewritten file.
+			wantStatus(t, s.do(req{method: "DELETE", path: credsPath + "/" + guids["appended07"], auth: s.alice.auth}), http.StatusOK)
+			gone := pws["appended07@example.com"]
+			delete(pws, "appended07@example.com")
+			create("late")
+			s.wantFileMatchesDB("example.com")
+			if s.auth("appended03@example.com", old) {
+				t.Error("the password before the reset still works")
+			}
+			if s.auth("appended07@example.com", gone) {
+				t.Error("a deleted appended login still authenticates")
+			}
+			for login, pw := range pws {
+				if ok, err := s.dovecot.Auth(login, pw); err != nil || !ok {
+					t.Fatalf("Dovecot refuses %s after the rewrites (%v)\n%s", login, err, s.dovecot.Log())
+				}
+			}
+			if strings.Contains(s.dovecot.Log(), "more than once") {
+				t.Errorf("Dovecot saw a login twice:\n%s", s.dovecot.Log())
+			}
+		})
+	}
+}
+
 func inodeOf(t *testing.T, path string) uint64 {
 	t.Helper()
 	fi, err := os.Stat(path)

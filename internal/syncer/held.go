@@ -156,18 +156,33 @@ func changedParts(partOf func(string) string, logins []string, rows []postgres.S
 		}
 		out = slices.Grow(out, len(cur)+len(add))
 		pos, i := 0, 0
+		addOnly, added := true, []Entry{} // the logins new to the part, if that is the whole change
 		for _, l := range gone {
 			j, found := slices.BinarySearchFunc(cur[pos:], l, func(e Entry, l string) int { return cmp.Compare(e.Login, l) })
 			out = append(out, cur[pos:pos+j]...)
+			var was *Entry
 			if pos += j; found {
+				was = &cur[pos]
 				pos++
 			}
-			if i < len(add) && add[i].Login == l {
+			switch {
+			case i < len(add) && add[i].Login == l:
+				if was == nil {
+					added = append(added, add[i])
+				} else if was.Hash != add[i].Hash {
+					addOnly = false
+				}
 				out = append(out, add[i])
 				i++
+			case was != nil: // gone
+				addOnly = false
 			}
 		}
-		parts = append(parts, Part{Key: k, Entries: append(out, cur[pos:]...)})
+		p := Part{Key: k, Entries: append(out, cur[pos:]...), AddOnly: addOnly}
+		if addOnly {
+			p.Added = added
+		}
+		parts = append(parts, p)
 	}
 	slices.SortFunc(parts, byKey)
 	return parts, nil

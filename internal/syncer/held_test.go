@@ -53,6 +53,12 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 		login string
 	}
 	var gone []db0 // deleted credentials
+	addOnlyParts, otherParts := 0, 0
+	defer func() {
+		if !t.Failed() && (addOnlyParts < 20 || otherParts < 20) {
+			t.Errorf("the rounds changed %d parts by additions only and %d otherwise: too few of one kind to test AddOnly", addOnlyParts, otherParts)
+		}
+	}()
 	for round := range 300 {
 		var changed []int64
 		var logins []string // the events' logins
@@ -89,7 +95,36 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 				rows = append(rows, r)
 			}
 		}
+		before := map[string][]Entry{}
+		for _, p := range h.all() {
+			before[p.Key] = slices.Clone(p.Entries)
+		}
 		parts := h.merge(logins, rows)
+		for _, p := range parts {
+			// AddOnly exactly when every entry the part had is still there,
+			// unchanged, and Added is then what it did not have.
+			var added []Entry
+			addOnly := true
+			for _, e := range before[p.Key] {
+				if !slices.Contains(p.Entries, e) {
+					addOnly = false
+				}
+			}
+			for _, e := range p.Entries {
+				if !slices.Contains(before[p.Key], e) {
+					added = append(added, e)
+				}
+			}
+			if p.AddOnly != addOnly || addOnly && !slices.Equal(p.Added, added) || !addOnly && p.Added != nil {
+				t.Fatalf("round %d: part %q from %v to %v: AddOnly %v, Added %v; want %v, %v",
+					round, p.Key, before[p.Key], p.Entries, p.AddOnly, p.Added, addOnly, added)
+			}
+			if addOnly {
+				addOnlyParts++
+			} else {
+				otherParts++
+			}
+		}
 		whole := newHeld(time.Now(), partOf)
 		for _, r := range rowsOf() {
 			whole.add(r)

@@ -82,9 +82,15 @@ type Batch struct {
 }
 
 // Part is the state of one part of a scope: its entries, sorted by login.
+// AddOnly says that Entries is the part's entries as the last batch applied
+// in this process left them (or as the PartStore returned them) plus
+// exactly Added, sorted, none of them there before: nothing else changed.
+// A target may then add Added instead of replacing the part.
 type Part struct {
 	Key     string
 	Entries []Entry
+	AddOnly bool
+	Added   []Entry
 }
 
 // Partitioner is implemented by snapshot targets that keep a scope's state

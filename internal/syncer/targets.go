@@ -19,7 +19,8 @@ import (
 // PasswdFile keeps Dovecot passwd-file(s) equal to the database: each apply
 // rewrites the files (shards) its changes touch, each rendered whole from
 // the state, so retries are idempotent and a crash leaves either the old or
-// the new file.
+// the new file; a change that only adds logins to a file this process
+// wrote is appended to it instead (see passwdfile.File.Append).
 type PasswdFile struct {
 	w *passwdfile.Writer
 	// dirRe matches the directory of the files up to the first variable,
@@ -104,7 +105,11 @@ func (p *PasswdFile) apply(b Batch) error {
 	if !b.Whole {
 		files := make([]passwdfile.File, 0, len(b.Parts))
 		for _, part := range b.Parts {
-			files = append(files, file(part.Key, part.Entries))
+			f := file(part.Key, part.Entries)
+			// New logins only: appended to the file when it is the one the
+			// Writer last wrote.
+			f.Append, f.Added = part.AddOnly, part.Added
+			files = append(files, f)
 		}
 		return p.w.Update(b.Scope, files, false)
 	}

@@ -7,8 +7,10 @@
 // files, so that a change rewrites a file of about 1/256 of the domain, and
 // Dovecot re-reads only that file.
 //
-// Every write replaces the whole file atomically: the new content goes to a
-// temporary file in the same directory, which is fsynced, given mode 0640
+// A write that only adds logins appends their lines to the file (see
+// append.go and File.Append). Every other write replaces the whole file
+// atomically: the new content goes to a temporary file in the same
+// directory, which is fsynced, given mode 0640
 // (and optionally a group, so that Dovecot's auth process can read it), and
 // renamed over the target; the directory is then fsynced. A reader therefore
 // sees either the old or the new file, never a mix, and a crash leaves one of
@@ -119,9 +121,11 @@ type Writer struct {
 // second still gets a new mtime.
 type fileState struct {
 	mu        sync.Mutex
-	lastMtime time.Time      // the mtime this Writer last gave the file (whole seconds)
-	lastIno   uint64         // and the file's inode then (0: unknown)
-	sizes     map[int64]bool // the sizes this Writer gave the file with lastMtime
+	lastMtime time.Time   // the mtime this Writer last gave the file (whole seconds)
+	lastIno   uint64      // and the file's inode then (0: unknown)
+	seen      []sizeRange // the sizes the file may have shown with lastMtime's second
+	size      int64       // the file's size then
+	lines     int         // and its number of lines
 
 	// For a file that is not a shard and not larger than spliceMax: the
 	// last content rendered and the entries it was rendered from, so that
@@ -378,10 +382,21 @@ func (w *Writer) Write(domain, shard string, entries []Entry) error {
 
 // File is the new state of one of a domain's files, for Update: the file
 // of Shard holds exactly Entries or, with Remove, is removed.
+//
+// With Append, the caller states that Entries is the file's previous
+// entries (as this Writer last wrote them, or as Read returned them since)
+// plus exactly Added, which are new logins, sorted: nothing else changed.
+// The Writer then appends Added's lines to the file instead of replacing
+// it, when it can tell that the file is still the one it last wrote (the
+// same inode, size, mtime, mode and group, and as many lines as Entries
+// less Added); otherwise it replaces the file as without Append. An append
+// costs O(len(Added)), where a replacement costs O(len(Entries)).
 type File struct {
 	Shard   string
 	Entries []Entry
 	Remove  bool
+	Append  bool
+	Added   []Entry
 }
 
 // Update brings files of domain to their new states, as Write and Remove
@@ -412,7 +427,7 @@ func (w *Writer) Update(domain string, files []File, unlessSame bool) error {
 		if f := files[i]; f.Remove {
 			dirs[i], errs[i] = w.remove(domain, f.Shard)
 		} else {
-			dirs[i], errs[i] = w.write(domain, f.Shard, f.Entries, unlessSame)
+			dirs[i], errs[i] = w.write(domain, f, unlessSame)
 		}
 	}
 	if len(files) < 2 || repeatsShard(files) {
@@ -473,13 +488,19 @@ func (w *Writer) syncDirs(dirs []string) error {
 
 // write replaces one file and returns its directory if it changed there
 // (which the caller syncs).
-func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (changedDir string, err error) {
-	path, err := w.path(domain, shard) // checked by Update, with the shard
+func (w *Writer) write(domain string, f File, unlessSame bool) (changedDir string, err error) {
+	path, err := w.path(domain, f.Shard) // checked by Update, with the shard
 	if err != nil {
 		return "", err
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
+	if f.Append {
+		if done, err := w.appendLines(path, st, f.Entries, f.Added); done || err != nil {
+			return "", err // an append leaves the directory as it was
+		}
+	}
+	entries := f.Entries
 	data, err := st.render(entries, w.shardDigits == 0)
 	if err != nil {
 		return "", err
@@ -509,7 +530,7 @@ func (w *Writer) write(domain, shard string, entries []Entry, unlessSame bool) (
 		return "", err
 	}
 	if fi, err := os.Lstat(path); err == nil {
-		st.wrote(mtime, inode(fi), int64(len(data)))
+		st.wrote(mtime, inode(fi), int64(len(data)), int64(len(data)), len(entries))
 	} else {
 		st.lastIno = 0
 	}
@@ -629,7 +650,7 @@ func (w *Writer) holds(path string, fi fs.FileInfo, data []byte) bool {
 	if fi.Mode().Perm() != FileMode {
 		return false
 	}
-	if s, ok := fi.Sys().(*syscall.Stat_t); w.gid >= 0 && (!ok || int(s.Gid) != w.gid) {
+	if !w.groupIs(fi) {
 		return false
 	}
 	old, err := os.ReadFile(path)
@@ -650,7 +671,7 @@ func (st *fileState) nextMtime(fi fs.FileInfo, exists bool, size int64, now time
 	if !st.lastMtime.IsZero() {
 		if last := st.lastMtime.Unix(); sec <= last {
 			sec = last
-			if !known || st.sizes[size] {
+			if !known || st.seenSize(size) {
 				sec = last + 1
 			}
 		}
@@ -658,13 +679,30 @@ func (st *fileState) nextMtime(fi fs.FileInfo, exists bool, size int64, now time
 	return time.Unix(sec, 0)
 }
 
-// wrote records a file this Writer wrote.
-func (st *fileState) wrote(mtime time.Time, ino uint64, size int64) {
-	if !mtime.Equal(st.lastMtime) || st.sizes == nil {
-		st.sizes = map[int64]bool{}
+// sizeRange is the sizes from lo to hi.
+type sizeRange struct{ lo, hi int64 }
+
+// seenSize reports whether the file may have shown size with lastMtime's
+// second.
+func (st *fileState) seenSize(size int64) bool {
+	for _, r := range st.seen {
+		if r.lo <= size && size <= r.hi {
+			return true
+		}
 	}
-	st.sizes[size] = true
-	st.lastMtime, st.lastIno = mtime, ino
+	return false
+}
+
+// wrote records that this Writer left the file at path with mtime, inode
+// ino, size and lines lines, and that with mtime's second it may have shown
+// any size from seenFrom to size (less than size while an append was under
+// way).
+func (st *fileState) wrote(mtime time.Time, ino uint64, seenFrom, size int64, lines int) {
+	if !mtime.Equal(st.lastMtime) {
+		st.seen = st.seen[:0]
+	}
+	st.seen = append(st.seen, sizeRange{seenFrom, size})
+	st.lastMtime, st.lastIno, st.size, st.lines = mtime, ino, size, lines
 }
 
 // inode is fi's inode number, or 0 when the platform does not say.
@@ -952,12 +990,13 @@ func checkField(s string) error {
 	return nil
 }
 
-// Parse is the inverse of Render: it returns the entries of data in file
-// order. It is strict, for consistency checks: it returns an error wrapping
-// ErrMalformed if data is not exactly what Render produces for some entries
-// (a missing final newline, which a truncated file would show, a line
-// without exactly one ':', a blank or comment line, an invalid field, a
-// duplicate or out-of-order login). Empty data yields no entries.
+// Parse is the inverse of Render, also for a file that a Writer appended
+// lines to: it returns the entries of data sorted by login. It is strict,
+// for consistency checks: it returns an error wrapping ErrMalformed if data
+// is not exactly what Render produces for some entries, but for the order
+// of the lines (a missing final newline, which a truncated file would show,
+// a line without exactly one ':', a blank or comment line, an invalid
+// field, a login that appears twice). Empty data yields no entries.
 func Parse(data []byte) ([]Entry, error) {
 	if len(data) == 0 {
 		return nil, nil
@@ -967,6 +1006,7 @@ func Parse(data []byte) ([]Entry, error) {
 	}
 	var entries []Entry
 	lineNo := 0
+	sorted := true
 	for line := range bytes.SplitSeq(data[:len(data)-1], []byte{'\n'}) {
 		lineNo++
 		login, hash, ok := strings.Cut(string(line), ":")
@@ -980,9 +1020,20 @@ func Parse(data []byte) ([]Entry, error) {
 			return nil, fmt.Errorf("%w: line %d: hash %v", ErrMalformed, lineNo, err)
 		}
 		if n := len(entries); n > 0 && entries[n-1].Login >= login {
-			return nil, fmt.Errorf("%w: line %d: login %q out of order or repeated", ErrMalformed, lineNo, login)
+			if entries[n-1].Login == login {
+				return nil, fmt.Errorf("%w: line %d: login %q repeated", ErrMalformed, lineNo, login)
+			}
+			sorted = false
 		}
 		entries = append(entries, Entry{Login: login, Hash: hash})
+	}
+	if !sorted {
+		slices.SortFunc(entries, byLogin)
+		for i := 1; i < len(entries); i++ {
+			if entries[i-1].Login == entries[i].Login {
+				return nil, fmt.Errorf("%w: login %q appears more than once", ErrMalformed, entries[i].Login)
+			}
+		}
 	}
 	return entries, nil
 }

@@ -290,6 +290,11 @@ func TestParse(t *testing.T) {
 	if again, _ := Render(out); !bytes.Equal(again, b) {
 		t.Fatal("Render(Parse(x)) != x")
 	}
+	// Appended lines come after the sorted ones: Parse returns them sorted.
+	if out, err := Parse([]byte("a@x:{PLAIN}1\nc@x:{PLAIN}3\nb@x:{PLAIN}2\n")); err != nil ||
+		!slices.Equal(out, []Entry{{"a@x", "{PLAIN}1"}, {"b@x", "{PLAIN}2"}, {"c@x", "{PLAIN}3"}}) {
+		t.Fatalf("Parse(appended lines) = %v, %v", out, err)
+	}
 	if out, err := Parse(nil); err != nil || len(out) != 0 {
 		t.Fatalf("Parse(nil) = %v, %v", out, err)
 	}
@@ -303,10 +308,10 @@ func TestParse(t *testing.T) {
 		"a@x:{PLAIN}1:1000:1000::::\n", // extra fields
 		":{PLAIN}1\n",                  // empty login
 		"a@x:\n",                       // empty hash
-		"b@x:{PLAIN}1\na@x:{PLAIN}2\n", // out of order
 		"a@x:{PLAIN}1\na@x:{PLAIN}2\n", // duplicate
-		"a@x:{PLAIN}1\r\n",             // CR
-		"a@x:{PLAIN}\x001\n",           // NUL
+		"a@x:{PLAIN}1\nc@x:{PLAIN}3\nb@x:{PLAIN}2\na@x:{PLAIN}4\n", // duplicate, not in a row
+		"a@x:{PLAIN}1\r\n",   // CR
+		"a@x:{PLAIN}\x001\n", // NUL
 	} {
 		if out, err := Parse([]byte(s)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("Parse(%q) = %v, %v; want ErrMalformed", s, out, err)
