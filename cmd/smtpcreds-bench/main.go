@@ -318,7 +318,7 @@ func (e *env) measureCreates(ctx context.Context, o options, hash, warmPrefix st
 		if cr.Pgbench, err = e.runPgbench(ctx, vars, o.concurrency, o.duration); err != nil {
 			return 0, err
 		}
-		logf("  %.0f tps, latency %.2f ms %s", cr.Pgbench.TPS, cr.Pgbench.LatencyMs, cr.Pgbench.Failed)
+		logf("  %.0f tps, latency %.2f ms, p99 %s %s", cr.Pgbench.TPS, cr.Pgbench.LatencyMs, cr.Pgbench.P99, cr.Pgbench.Failed)
 	}
 	return baseID, nil
 }

@@ -320,7 +320,10 @@ func checkScript(got []serverStmt, target string) error {
 type pgbenchResult struct {
 	TPS       float64
 	LatencyMs float64
-	Failed    string
+	// P50, P95, P99 are percentiles of the transactions' latencies, from
+	// pgbench's per-transaction log (zero when it could not be read).
+	P50, P95, P99 time.Duration
+	Failed        string
 }
 
 func pgbenchPath() (string, error) {
@@ -352,7 +355,14 @@ func (e *env) runPgbench(ctx context.Context, vars map[string]string, conc int, 
 	if err := os.WriteFile(path, []byte(sc), 0o644); err != nil {
 		return pgbenchResult{}, err
 	}
-	args := []string{"-n", "-M", "prepared", "-c", strconv.Itoa(conc), "-j", strconv.Itoa(min(conc, runtime.NumCPU())),
+	logs, err := os.MkdirTemp(e.tmp, "pgbench-log-")
+	if err != nil {
+		return pgbenchResult{}, err
+	}
+	// -l: one line per transaction, with its latency, for the percentiles
+	// the API's rows show (the summary gives only the average).
+	args := []string{"-n", "-M", "prepared", "-l", "--log-prefix", filepath.Join(logs, "tx"),
+		"-c", strconv.Itoa(conc), "-j", strconv.Itoa(min(conc, runtime.NumCPU())),
 		"-T", strconv.Itoa(max(1, int(dur.Round(time.Second)/time.Second))), "-f", path,
 		"-h", "127.0.0.1", "-p", strconv.Itoa(e.cluster.Port()), "-U", "postgres"}
 	keys := make([]string, 0, len(vars))
@@ -379,7 +389,45 @@ func (e *env) runPgbench(ctx context.Context, vars map[string]string, conc int, 
 		r.Failed = fmt.Sprintf("pgbench reported errors (%v); see %s.out", err, path)
 		_ = os.WriteFile(path+".out", out, 0o644)
 	}
+	if lat, err := txLatencies(logs); err != nil {
+		logf("pgbench: no latency percentiles: %v", err)
+	} else {
+		r.P50, r.P95, r.P99 = percentile(lat, 0.50), percentile(lat, 0.95), percentile(lat, 0.99)
+	}
 	return r, nil
+}
+
+// txLatencies reads the latencies of pgbench's per-transaction logs in dir
+// (one file per thread; the third field of a line is the transaction's
+// latency in microseconds), sorted.
+func txLatencies(dir string) ([]time.Duration, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "tx.*"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no transaction log in %s (%v)", dir, err)
+	}
+	var lat []time.Duration
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for line := range strings.Lines(string(data)) {
+			fields := strings.Fields(line)
+			if len(fields) < 3 {
+				return nil, fmt.Errorf("%s: line %q", f, line)
+			}
+			us, err := strconv.ParseInt(fields[2], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: line %q: %w", f, line, err)
+			}
+			lat = append(lat, time.Duration(us)*time.Microsecond)
+		}
+	}
+	if len(lat) == 0 {
+		return nil, fmt.Errorf("empty transaction logs in %s", dir)
+	}
+	slices.Sort(lat)
+	return lat, nil
 }
 
 // pgbenchVars are the constants of the script, read from the database as
