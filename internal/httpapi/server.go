@@ -11,10 +11,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	oapimw "github.com/oapi-codegen/echo-middleware"
@@ -117,10 +120,8 @@ func NewServer(d Deps) (*echo.Echo, error) {
 // Authentication is not its job (authenticate ran already). skip exempts
 // requests that are not API routes.
 func requestValidator(spec *openapi3.T, skip func(echo.Context) bool) echo.MiddlewareFunc {
-	return oapimw.OapiRequestValidatorWithOptions(spec, &oapimw.Options{
-		Skipper:               skip,
-		SilenceServersWarning: true,
-		MultiErrorHandler:     func(me openapi3.MultiError) *echo.HTTPError { return &echo.HTTPError{Code: 400, Internal: me} },
+	opts := &oapimw.Options{
+		MultiErrorHandler: func(me openapi3.MultiError) *echo.HTTPError { return &echo.HTTPError{Code: 400, Internal: me} },
 		Options: openapi3filter.Options{
 			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 			MultiError:         true,
@@ -130,7 +131,57 @@ func requestValidator(spec *openapi3.T, skip func(echo.Context) bool) echo.Middl
 					openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
 			},
 		},
-	})
+	}
+	all, err := gorillamux.NewRouter(spec)
+	if err != nil {
+		panic(fmt.Sprintf("httpapi: the validator's router: %v", err)) // the embedded spec is checked by the tests
+	}
+	// Echo has matched the route before this middleware runs: the request
+	// is looked up among the operations of that one path (one regexp)
+	// instead of every path's in turn, by a router of the same kind, so
+	// that path parameters come out the same.
+	byPath := map[string]routers.Router{}
+	for path, item := range spec.Paths.Map() {
+		one := *spec
+		one.Paths = openapi3.NewPaths(openapi3.WithPath(path, item))
+		r, err := gorillamux.NewRouter(&one)
+		if err != nil {
+			panic(fmt.Sprintf("httpapi: the validator's router for %s: %v", path, err))
+		}
+		byPath[echoPath(path)] = r
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if skip(c) {
+				return next(c)
+			}
+			r := byPath[c.Path()]
+			if r == nil {
+				r = all
+			}
+			if err := oapimw.ValidateRequestFromContext(c, r, opts); err != nil {
+				return err
+			}
+			return next(c)
+		}
+	}
+}
+
+// echoPath is an OpenAPI path template as Echo spells it: "{name}"
+// becomes ":name".
+func echoPath(path string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(path, '{')
+		j := strings.IndexByte(path, '}')
+		if i < 0 || j < i {
+			b.WriteString(path)
+			return b.String()
+		}
+		b.WriteString(path[:i])
+		b.WriteString(":" + path[i+1:j])
+		path = path[j+1:]
+	}
 }
 
 // answerOptions answers OPTIONS on a known path with the allowed methods in
