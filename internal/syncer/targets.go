@@ -19,8 +19,10 @@ import (
 // PasswdFile keeps Dovecot passwd-file(s) equal to the database: each apply
 // rewrites the files (shards) its changes touch, each rendered whole from
 // the state, so retries are idempotent and a crash leaves either the old or
-// the new file; a change that only adds logins to a file this process
-// wrote is appended to it instead (see passwdfile.File.Append).
+// the new file. A change that only adds logins to a file this process
+// wrote is appended to it instead (see passwdfile.File.Append): a crash
+// may then leave a partial last line, of a login not yet reported synced,
+// which the retry's whole write replaces.
 type PasswdFile struct {
 	w *passwdfile.Writer
 	// dirRe matches the directory of the files up to the first variable,

@@ -20,12 +20,16 @@ import (
 //     login); it is a line of this change, which nobody has been told is
 //     synced yet.
 //   - Dovecot records the mtime (whole seconds) and size of the file when
-//     it reads it, and reads it again when either changes. During the
-//     append the file may show any size between the old and the new one,
-//     with the kernel's mtime of the write: the Writer then sets the mtime
-//     itself (see appendMtime) and counts all those sizes as seen in that
-//     second, so that no later version of the file shows a pair Dovecot may
-//     have recorded for other content.
+//     it reads it, and reads it again when either changes. From the
+//     write(2) on, the file shows the kernel's mtime for the write (d) with
+//     any size between the old one and the new one, and, once the Writer
+//     has set the mtime, that mtime with any of those sizes too (stat reads
+//     the size before the mtime). The Writer appends only when d's second
+//     cannot be earlier than the file's mtime, nor equal to it with one of
+//     those sizes already shown in it (appendSafe): so every pair the
+//     append shows is new, and the mtime never goes back, even if the
+//     process dies before it sets the mtime. Otherwise it replaces the
+//     file, as for any other change.
 //   - If the append fails half way, the Writer forgets the file (lastIno
 //     0), and the next write replaces it whole, with a new mtime.
 
@@ -38,7 +42,7 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 	if st.lastIno == 0 || len(entries) != st.lines+len(added) || !w.addedIn(entries, added) {
 		return false, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return false, nil // the replacement reports what is wrong
 	}
@@ -63,6 +67,9 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 		data = append(data, '\n')
 	}
 	from, lines := st.size, st.lines
+	if !st.appendSafe(time.Now(), from, from+int64(n)) {
+		return false, nil
+	}
 	st.lastIno = 0 // in doubt until the append is done
 	fail := func(err error) (bool, error) {
 		return true, fmt.Errorf("passwdfile: appending to %s: %w", path, err)
@@ -70,12 +77,17 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 	if _, err := f.Write(data); err != nil {
 		return fail(err)
 	}
+	if w.afterAppend != nil {
+		if err := w.afterAppend(); err != nil {
+			return fail(err)
+		}
+	}
 	during, err := f.Stat() // the mtime the kernel gave the file for the write
 	if err != nil {
 		return fail(err)
 	}
 	size := from + int64(len(data))
-	mtime, seenFrom := st.appendMtime(during.ModTime(), time.Now(), from, size)
+	mtime := st.appendMtime(during.ModTime(), time.Now())
 	if err := os.Chtimes(path, mtime, mtime); err != nil {
 		return fail(err)
 	}
@@ -85,7 +97,7 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 	if err := f.Close(); err != nil {
 		return fail(err)
 	}
-	st.wrote(mtime, inode(fi), seenFrom, size, lines+len(added))
+	st.wrote(mtime, inode(fi), from, size, lines+len(added))
 	return true, nil
 }
 
@@ -113,24 +125,36 @@ func (w *Writer) groupIs(fi os.FileInfo) bool {
 	return ok && int(s.Gid) == w.gid
 }
 
-// appendMtime returns the mtime to give the file after an append from size
-// from to size to, given the mtime the kernel gave it for the write
-// (during) and the time now, and the smallest size it may have shown with
-// that mtime's second. The mtime is the latest of now, during and the
-// previous mtime, in whole seconds, and one second more when the previous
-// mtime's second has already shown size to. The sizes from from to to
-// were on show with the kernel's mtime and, for a reader that caught the
-// mtime before the size, with the previous one: they count as seen when
-// either is the second returned.
-func (st *fileState) appendMtime(during, now time.Time, from, to int64) (time.Time, int64) {
+// clockSlack is how far the kernel's clock for file times (the coarse
+// clock, updated once per tick) may lag the process's: a few ms at
+// HZ=100..1000, with margin.
+const clockSlack = 20 * time.Millisecond
+
+// appendSafe reports whether an append from size from to size to may start
+// at now: the second of the kernel's mtime for the write is then at least
+// the file's mtime's, and if it may be that same second, none of the sizes
+// above from up to to has been shown in it. (The file shows from in that
+// second already, and no other version will: seen holds it.)
+func (st *fileState) appendSafe(now time.Time, from, to int64) bool {
 	last := st.lastMtime.Unix()
-	sec := max(now.Unix(), during.Unix(), last)
-	if sec == last && st.seenSize(to) {
-		sec++
+	switch early := now.Add(-clockSlack).Unix(); {
+	case early < last: // the file's mtime is ahead (a same-size rewrite's)
+		return false
+	case early == last:
+		for _, r := range st.seen {
+			if r.lo <= to && r.hi > from {
+				return false
+			}
+		}
 	}
-	seenFrom := to
-	if sec == during.Unix() || sec == last {
-		seenFrom = from
-	}
-	return time.Unix(sec, 0), seenFrom
+	return true
+}
+
+// appendMtime returns the mtime to give the file after an append that
+// appendSafe allowed, given the mtime the kernel gave it for the write
+// (during) and the time now: the latest of the three, in whole seconds.
+// The pairs the append showed in that second are new (see appendSafe);
+// the caller records its sizes as seen in it.
+func (st *fileState) appendMtime(during, now time.Time) time.Time {
+	return time.Unix(max(now.Unix(), during.Unix(), st.lastMtime.Unix()), 0)
 }

@@ -2,11 +2,12 @@ package passwdfile
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,7 +58,8 @@ func TestAppendAddsLinesInPlace(t *testing.T) {
 			for round := range 3 {
 				added := map[string][]Entry{}
 				// Logins that sort before, among and after the existing ones.
-				for _, e := range append(entriesN(10000+round*10, 3), Entry{fmt.Sprintf("a%d@example.com", round), "{SSHA512}x"}) {
+				for _, e := range append(entriesN(10000+round*10, 3), Entry{fmt.Sprintf("a%d@example.com", round), "{SSHA512}x"},
+					Entry{fmt.Sprintf("u%05d-x@example.com", 50+round), "{SSHA512}y"}) {
 					added[w.Shard(e.Login)] = append(added[w.Shard(e.Login)], e)
 				}
 				var files []File
@@ -190,56 +192,112 @@ func TestAppendReplacesWhenInDoubt(t *testing.T) {
 	}
 }
 
-// TestAppendMtimeNeverRepeatsASeenPair: during an append the file shows the
-// sizes between the old and the new one, with the second of the write; a
-// later version of the file within that second must not show one of them,
-// or Dovecot, having read a partial append, would never read it again.
-func TestAppendMtimeNeverRepeatsASeenPair(t *testing.T) {
+// TestAppendSafe: an append shows the sizes above the file's up to the new
+// one, with the kernel's mtime for the write (whose second is at least the
+// current one, less the kernel clock's lag) and then with the mtime the
+// Writer sets. It may start only when none of those pairs can be one the
+// file has shown before, so that even an append cut short before its mtime
+// is set leaves a pair Dovecot cannot have recorded for other content, and
+// the mtime never goes back.
+func TestAppendSafe(t *testing.T) {
 	sec := func(s int64) time.Time { return time.Unix(s, 0) }
-	st := &fileState{}
 	const s0 = 1_000_000
-	st.wrote(sec(s0), 1, 100, 100, 1)
-
-	// An append from 100 to 150 within s0 keeps s0 and counts 100-150 seen.
-	m, from := st.appendMtime(sec(s0).Add(300*time.Millisecond), sec(s0).Add(400*time.Millisecond), 100, 150)
-	if !m.Equal(sec(s0)) || from != 100 {
-		t.Fatalf("append within the second: mtime %v, seen from %d; want %v, 100", m, from, sec(s0))
-	}
-	st.wrote(m, 1, from, 150, 2)
-	for _, size := range []int64{100, 120, 150} {
-		fi := fakeInfo{size: 150, mtime: sec(s0), ino: 1}
-		if got := st.nextMtime(fi, true, size, sec(s0).Add(500*time.Millisecond)); got.Unix() != s0+1 {
-			t.Fatalf("rewrite to %d bytes within the append's second: mtime %d, want %d", size, got.Unix(), s0+1)
+	mid := sec(s0).Add(500 * time.Millisecond)
+	st := &fileState{}
+	st.wrote(sec(s0), 1, 130, 130, 2) // a version of 130 bytes, then
+	st.wrote(sec(s0), 1, 100, 100, 1) // one of 100 (a deletion) in the same second
+	for _, tc := range []struct {
+		now      time.Time
+		from, to int64
+		want     bool
+	}{
+		{mid, 100, 120, true},  // 101-120 never shown in s0
+		{mid, 100, 130, false}, // 130 was, with other content
+		{mid, 100, 150, false}, // passing through 130
+		{sec(s0 + 1).Add(clockSlack + time.Millisecond), 100, 150, true}, // a later second: all new
+		{sec(s0 + 1).Add(clockSlack / 2), 100, 150, false},               // the kernel's clock may still say s0
+		{sec(s0 - 1).Add(900 * time.Millisecond), 100, 120, false},       // the file's mtime is ahead of the clock
+	} {
+		if got := st.appendSafe(tc.now, tc.from, tc.to); got != tc.want {
+			t.Errorf("appendSafe(%v, %d, %d) = %v, want %v", tc.now.Sub(sec(s0)), tc.from, tc.to, got, tc.want)
 		}
 	}
-	if got := st.nextMtime(fakeInfo{size: 150, mtime: sec(s0), ino: 1}, true, 99, sec(s0).Add(500*time.Millisecond)); got.Unix() != s0 {
-		t.Fatalf("rewrite to a size never shown: mtime %d, want %d (the current second)", got.Unix(), s0)
+	// The mtime after an append is the latest second of the three.
+	if got := st.appendMtime(sec(s0+1).Add(time.Millisecond), mid); got.Unix() != s0+1 {
+		t.Errorf("appendMtime after the kernel's clock moved on = %d, want %d", got.Unix(), s0+1)
 	}
-
-	// An append whose final size the second has shown moves on a second.
-	st2 := &fileState{}
-	st2.wrote(sec(s0), 1, 100, 200, 1) // e.g. an earlier version of 200 bytes
-	st2.wrote(sec(s0), 2, 150, 150, 1)
-	if m, from := st2.appendMtime(sec(s0), sec(s0), 150, 200); m.Unix() != s0+1 || from != 200 {
-		t.Fatalf("append to a size seen in the second: mtime %d, seen from %d; want %d, 200", m.Unix(), from, s0+1)
+	if got := st.appendMtime(mid, mid); got.Unix() != s0 {
+		t.Errorf("appendMtime within the second = %d, want %d", got.Unix(), s0)
 	}
-	// A write in a later second than the file's mtime starts afresh.
-	if m, from := st2.appendMtime(sec(s0+5), sec(s0+5), 150, 200); m.Unix() != s0+5 || from != 150 {
-		t.Fatalf("append in a later second: mtime %d, seen from %d; want %d, 150", m.Unix(), from, s0+5)
-	}
-	// The mtime never goes back, even when the previous one is ahead of the clock.
-	if m, _ := st2.appendMtime(sec(s0-3), sec(s0-3), 150, 250); m.Unix() != s0 {
-		t.Fatalf("append behind the previous mtime: %d, want %d", m.Unix(), s0)
+	// Recorded, the append's sizes count as seen in its second.
+	st.wrote(sec(s0), 1, 100, 120, 2)
+	if !st.seenSize(110) || st.appendSafe(mid, 105, 125) {
+		t.Error("the sizes an append showed do not count as seen in its second")
 	}
 }
 
-type fakeInfo struct {
-	os.FileInfo
-	size  int64
-	mtime time.Time
-	ino   uint64
+// An append cut short after its write(2), before the Writer sets the mtime,
+// must not leave the file on a (second, size) pair it showed before with
+// other content, nor with an mtime earlier than the file's: the Writer
+// replaces the file instead of appending when it could.
+func TestAppendCutShortLeavesANewPair(t *testing.T) {
+	type pair struct{ sec, size int64 }
+	stat := func(t *testing.T, path string) pair {
+		fi, _ := statIno(t, path)
+		return pair{fi.ModTime().Unix(), fi.Size()}
+	}
+	cut := errors.New("cut short")
+	base := entriesN(0, 3)
+	add := []Entry{{"zz@example.com", "{SSHA512}zz"}}
+	// The version before the last is exactly as long as the last plus add.
+	earlier := append(slices.Clone(base[:2]), Entry{base[2].Login, base[2].Hash + strings.Repeat("x", len(mustRender(t, add)))})
+	t.Run("the size was shown in the second", func(t *testing.T) {
+		for attempt := 0; ; attempt++ {
+			path := filepath.Join(t.TempDir(), "passwd")
+			w := newWriter(t, path, "")
+			if err := w.Write("", "", earlier); err != nil {
+				t.Fatal(err)
+			}
+			shown := stat(t, path)
+			if err := w.Write("", "", base); err != nil {
+				t.Fatal(err)
+			}
+			if stat(t, path).sec != shown.sec { // the clock moved on between the writes: again
+				if attempt < 5 {
+					continue
+				}
+				t.Fatal("could not write two versions within one second")
+			}
+			w.afterAppend = func() error { return cut }
+			err := w.Update("", []File{{Entries: withAdded(base, add), Append: true, Added: add}}, false)
+			got := stat(t, path)
+			if got == shown {
+				t.Fatalf("the file is back on %+v, which its earlier version showed (Update: %v)", got, err)
+			}
+			if got.sec < shown.sec {
+				t.Fatalf("the file's mtime went back: %+v after %+v", got, shown)
+			}
+			return
+		}
+	})
+	t.Run("the mtime is ahead of the clock", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "passwd")
+		w := newWriter(t, path, "")
+		// Two versions of one size: the second gets the next second.
+		for _, h := range []string{"{SSHA512}aa", "{SSHA512}bb"} {
+			if err := w.Write("", "", []Entry{{"a@example.com", h}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ahead := stat(t, path)
+		if ahead.sec <= time.Now().Unix() {
+			t.Skip("the clock caught up with the file's mtime before the append")
+		}
+		w.afterAppend = func() error { return cut }
+		next := []Entry{{"a@example.com", "{SSHA512}bb"}, {"b@example.com", "{SSHA512}cc"}}
+		err := w.Update("", []File{{Entries: next, Append: true, Added: next[1:]}}, false)
+		if got := stat(t, path); got.sec < ahead.sec {
+			t.Fatalf("the file's mtime went back from %d to %d (Update: %v)", ahead.sec, got.sec, err)
+		}
+	})
 }
-
-func (f fakeInfo) Size() int64        { return f.size }
-func (f fakeInfo) ModTime() time.Time { return f.mtime }
-func (f fakeInfo) Sys() any           { return &syscall.Stat_t{Ino: f.ino} }

@@ -112,6 +112,9 @@ type Writer struct {
 	// beforeRename, if set (by tests), runs just before the temporary file
 	// is renamed over the target; an error aborts the write.
 	beforeRename func(tmp string) error
+	// afterAppend, if set (by tests), runs after an append's write(2),
+	// before its mtime is set; an error aborts the append there.
+	afterAppend func() error
 	// noDirect is set once the file system has refused direct I/O.
 	noDirect atomic.Bool
 }
@@ -405,9 +408,11 @@ type File struct {
 // or removal in it, instead of after each: a batch of changes to several
 // shards costs about one file's wait. Bad input (a domain or shard that is
 // not valid, an entry not in its file's shard) is found before anything is
-// written, and changes nothing. Each file is still replaced atomically; on
-// another error any of the files may already be replaced (their directory
-// maybe not yet synced), the others untouched, and retrying is safe. With unlessSame, a file that already holds exactly the content
+// written, and changes nothing. Each file is replaced atomically or, with
+// Append, appended to (see File); on another error any of the files may
+// already be changed (their directory maybe not yet synced; an append maybe
+// partly written, which the next write replaces), the others untouched, and
+// retrying is safe. With unlessSame, a file that already holds exactly the content
 // Write would write is left alone (neither rewritten nor given a new
 // mtime): for writing a whole state of which most files are likely
 // current, e.g. after a restart. A shard given twice is written in order.
@@ -486,8 +491,8 @@ func (w *Writer) syncDirs(dirs []string) error {
 	return nil
 }
 
-// write replaces one file and returns its directory if it changed there
-// (which the caller syncs).
+// write appends to one file (see File.Append) or replaces it, and returns
+// its directory if it changed there (which the caller syncs).
 func (w *Writer) write(domain string, f File, unlessSame bool) (changedDir string, err error) {
 	path, err := w.path(domain, f.Shard) // checked by Update, with the shard
 	if err != nil {
@@ -823,6 +828,7 @@ func (w *Writer) remove(domain, shard string) (changedDir string, err error) {
 	st := w.lock(path)
 	defer st.mu.Unlock()
 	st.buf, st.prev, st.spare = nil, nil, nil
+	st.lastIno = 0 // nothing to append to; the mtime is kept for the next file
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", nil
