@@ -67,7 +67,7 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 		data = append(data, '\n')
 	}
 	from, lines := st.size, st.lines
-	if !st.appendSafe(time.Now(), from, from+int64(n)) {
+	if !st.appendSafe(fileClock(), from, from+int64(n)) {
 		return false, nil
 	}
 	st.lastIno = 0 // in doubt until the append is done
@@ -125,22 +125,22 @@ func (w *Writer) groupIs(fi os.FileInfo) bool {
 	return ok && int(s.Gid) == w.gid
 }
 
-// clockSlack is how far the kernel's clock for file times (the coarse
-// clock, updated once per tick) may lag the process's: a few ms at
-// HZ=100..1000, with margin.
+// clockSlack is how far the kernel's clock for file times may lag the
+// process's where fileClock cannot read it: a tick at HZ=100, doubled.
 const clockSlack = 20 * time.Millisecond
 
 // appendSafe reports whether an append from size from to size to may start
-// at now: the second of the kernel's mtime for the write is then at least
-// the file's mtime's, and if it may be that same second, none of the sizes
-// above from up to to has been shown in it. (The file shows from in that
-// second already, and no other version will: seen holds it.)
-func (st *fileState) appendSafe(now time.Time, from, to int64) bool {
+// now, given fileClock's time (clock): the second of the kernel's mtime for
+// the write is then at least the file's mtime's, and if it may be that same
+// second, none of the sizes above from up to to has been shown in it. (The
+// file shows from in that second already, and no other version will: seen
+// holds it.)
+func (st *fileState) appendSafe(clock time.Time, from, to int64) bool {
 	last := st.lastMtime.Unix()
-	switch early := now.Add(-clockSlack).Unix(); {
-	case early < last: // the file's mtime is ahead (a same-size rewrite's)
+	switch sec := clock.Unix(); {
+	case sec < last: // the file's mtime is ahead (a same-size rewrite's)
 		return false
-	case early == last:
+	case sec == last:
 		for _, r := range st.seen {
 			if r.lo <= to && r.hi > from {
 				return false

@@ -193,8 +193,8 @@ func TestAppendReplacesWhenInDoubt(t *testing.T) {
 }
 
 // TestAppendSafe: an append shows the sizes above the file's up to the new
-// one, with the kernel's mtime for the write (whose second is at least the
-// current one, less the kernel clock's lag) and then with the mtime the
+// one, with the kernel's mtime for the write (no earlier than fileClock's
+// time before it) and then with the mtime the
 // Writer sets. It may start only when none of those pairs can be one the
 // file has shown before, so that even an append cut short before its mtime
 // is set leaves a pair Dovecot cannot have recorded for other content, and
@@ -211,15 +211,25 @@ func TestAppendSafe(t *testing.T) {
 		from, to int64
 		want     bool
 	}{
-		{mid, 100, 120, true},  // 101-120 never shown in s0
-		{mid, 100, 130, false}, // 130 was, with other content
-		{mid, 100, 150, false}, // passing through 130
-		{sec(s0 + 1).Add(clockSlack + time.Millisecond), 100, 150, true}, // a later second: all new
-		{sec(s0 + 1).Add(clockSlack / 2), 100, 150, false},               // the kernel's clock may still say s0
-		{sec(s0 - 1).Add(900 * time.Millisecond), 100, 120, false},       // the file's mtime is ahead of the clock
+		{mid, 100, 120, true},                                      // 101-120 never shown in s0
+		{mid, 100, 130, false},                                     // 130 was, with other content
+		{mid, 100, 150, false},                                     // passing through 130
+		{sec(s0 + 1), 100, 150, true},                              // a later second: all new
+		{sec(s0 - 1).Add(900 * time.Millisecond), 100, 120, false}, // the file's mtime is ahead of the clock
 	} {
 		if got := st.appendSafe(tc.now, tc.from, tc.to); got != tc.want {
 			t.Errorf("appendSafe(%v, %d, %d) = %v, want %v", tc.now.Sub(sec(s0)), tc.from, tc.to, got, tc.want)
+		}
+	}
+	// fileClock is never ahead of the mtime the kernel gives a write.
+	path := filepath.Join(t.TempDir(), "f")
+	for range 200 {
+		before := fileClock()
+		if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := statIno(t, path); fi.ModTime().Before(before) {
+			t.Fatalf("a write's mtime %v is before fileClock's %v", fi.ModTime(), before)
 		}
 	}
 	// The mtime after an append is the latest second of the three.
