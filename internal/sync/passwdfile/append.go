@@ -32,6 +32,9 @@ import (
 //     file, as for any other change.
 //   - If the append fails half way, the Writer forgets the file (lastIno
 //     0), and the next write replaces it whole, with a new mtime.
+//
+// All this rests on the local kernel stamping the file's times (see
+// stampsLocally): on a network file system the Writer always replaces.
 
 // appendLines appends the lines of added to the file at path when the file
 // is still the one st last recorded and entries is its entries plus added
@@ -49,7 +52,7 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != FileMode || inode(fi) != st.lastIno ||
-		fi.Size() != st.size || !fi.ModTime().Equal(st.lastMtime) || !w.groupIs(fi) {
+		fi.Size() != st.size || !fi.ModTime().Equal(st.lastMtime) || !w.groupIs(fi) || !stampsLocally(f) {
 		return false, nil
 	}
 	if len(added) == 0 {

@@ -221,17 +221,6 @@ func TestAppendSafe(t *testing.T) {
 			t.Errorf("appendSafe(%v, %d, %d) = %v, want %v", tc.now.Sub(sec(s0)), tc.from, tc.to, got, tc.want)
 		}
 	}
-	// fileClock is never ahead of the mtime the kernel gives a write.
-	path := filepath.Join(t.TempDir(), "f")
-	for range 200 {
-		before := fileClock()
-		if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if fi, _ := statIno(t, path); fi.ModTime().Before(before) {
-			t.Fatalf("a write's mtime %v is before fileClock's %v", fi.ModTime(), before)
-		}
-	}
 	// The mtime after an append is the latest second of the three.
 	if got := st.appendMtime(sec(s0+1).Add(time.Millisecond), mid); got.Unix() != s0+1 {
 		t.Errorf("appendMtime after the kernel's clock moved on = %d, want %d", got.Unix(), s0+1)
@@ -243,6 +232,33 @@ func TestAppendSafe(t *testing.T) {
 	st.wrote(sec(s0), 1, 100, 120, 2)
 	if !st.seenSize(110) || st.appendSafe(mid, 105, 125) {
 		t.Error("the sizes an append showed do not count as seen in its second")
+	}
+}
+
+// fileClock is never ahead of the mtime the kernel gives an append (to the
+// nanosecond where the file system keeps them), as appendSafe assumes.
+func TestFileClockBoundsAppendMtimes(t *testing.T) {
+	f, err := os.OpenFile(filepath.Join(t.TempDir(), "f"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !stampsLocally(f) {
+		t.Skip("the test directory is not on a file system the Writer appends on")
+	}
+	for range 200 {
+		before := fileClock()
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := fi.ModTime()
+		if m.Before(before) && (m.Nanosecond() != 0 || m.Unix() < before.Unix()) {
+			t.Fatalf("an append's mtime %v is before fileClock's %v", m, before)
+		}
 	}
 }
 
@@ -279,7 +295,11 @@ func TestAppendCutShortLeavesANewPair(t *testing.T) {
 				t.Fatal("could not write two versions within one second")
 			}
 			w.afterAppend = func() error { return cut }
+			sameSecond := fileClock().Unix() == shown.sec
 			err := w.Update("", []File{{Entries: withAdded(base, add), Append: true, Added: add}}, false)
+			if sameSecond && err != nil {
+				t.Fatalf("the append was tried (Update: %v); it should have been refused for a replacement", err)
+			}
 			got := stat(t, path)
 			if got == shown {
 				t.Fatalf("the file is back on %+v, which its earlier version showed (Update: %v)", got, err)
@@ -305,7 +325,11 @@ func TestAppendCutShortLeavesANewPair(t *testing.T) {
 		}
 		w.afterAppend = func() error { return cut }
 		next := []Entry{{"a@example.com", "{SSHA512}bb"}, {"b@example.com", "{SSHA512}cc"}}
+		behind := fileClock().Unix() < ahead.sec
 		err := w.Update("", []File{{Entries: next, Append: true, Added: next[1:]}}, false)
+		if behind && err != nil {
+			t.Fatalf("the append was tried (Update: %v); it should have been refused for a replacement", err)
+		}
 		if got := stat(t, path); got.sec < ahead.sec {
 			t.Fatalf("the file's mtime went back from %d to %d (Update: %v)", ahead.sec, got.sec, err)
 		}

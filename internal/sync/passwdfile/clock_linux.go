@@ -1,6 +1,7 @@
 package passwdfile
 
 import (
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,4 +17,21 @@ func fileClock() time.Time {
 		return time.Now().Add(-clockSlack)
 	}
 	return time.Unix(ts.Unix())
+}
+
+// stampsLocally reports whether f is on a file system whose file times this
+// kernel stamps from its own clock, as fileClock assumes: a local one. On a
+// network or FUSE file system another clock may stamp them, and the Writer
+// replaces files instead of appending.
+func stampsLocally(f *os.File) bool {
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
+		return false
+	}
+	switch uint32(fs.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.TMPFS_MAGIC,
+		unix.F2FS_SUPER_MAGIC, unix.OVERLAYFS_SUPER_MAGIC:
+		return true
+	}
+	return false
 }
