@@ -112,7 +112,8 @@ func (h *held) merge(logins []string, rows []postgres.SnapshotRow) []Part {
 // credentials and of those holding a changed login now. buf, if
 // not nil, gives the array to build a part's new entries in. The unchanged
 // runs of a part are copied whole, found by binary search: O(changes log
-// entries) comparisons, plus the copy.
+// entries) comparisons, plus the copy. A part whose current entries all stay,
+// unchanged, is AddOnly, with the entries it did not have as Added.
 func changedParts(partOf func(string) string, logins []string, rows []postgres.SnapshotRow,
 	read func(key string) ([]Entry, error), buf func(key string) []Entry) ([]Part, error) {
 	type change struct {
