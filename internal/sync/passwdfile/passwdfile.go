@@ -534,11 +534,11 @@ func (w *Writer) write(domain string, f File, unlessSame bool) (changedDir strin
 		st.lastIno = 0 // the file is in doubt
 		return "", err
 	}
+	var ino uint64 // 0, unknown, when the Lstat fails: no append then, but the mtime is kept
 	if fi, err := os.Lstat(path); err == nil {
-		st.wrote(mtime, inode(fi), int64(len(data)), int64(len(data)), len(entries))
-	} else {
-		st.lastIno = 0
+		ino = inode(fi)
 	}
+	st.wrote(mtime, ino, int64(len(data)), int64(len(data)), len(entries))
 	return dir, nil
 }
 
@@ -829,6 +829,13 @@ func (w *Writer) remove(domain, shard string) (changedDir string, err error) {
 	defer st.mu.Unlock()
 	st.buf, st.prev, st.spare = nil, nil, nil
 	st.lastIno = 0 // nothing to append to; the mtime is kept for the next file
+	if fi, err := os.Lstat(path); err == nil && fi.ModTime().After(st.lastMtime) {
+		// A file this Writer did not write last (the process may have
+		// restarted since), whose mtime may be ahead of the clock: Dovecot
+		// may still hold it, so the next file gets a later second (see
+		// nextMtime), and the mtime does not go back.
+		st.lastMtime = fi.ModTime()
+	}
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", nil

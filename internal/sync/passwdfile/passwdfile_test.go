@@ -165,6 +165,29 @@ func TestMtimeAdvancesAcrossRemove(t *testing.T) {
 	if fi.ModTime().Unix() <= first {
 		t.Fatalf("mtime after remove+write %d s, not after %d s", fi.ModTime().Unix(), first)
 	}
+
+	// Same-size rewrites put the mtime ahead of the clock; a Writer that
+	// did not write the file (after a restart) removes it and writes one
+	// of the same size: its mtime must pass the removed file's, or it
+	// could repeat the pair Dovecot holds.
+	for _, h := range []string{"{PLAIN}thr", "{PLAIN}fou"} {
+		if err := w.Write("example.com", "", e(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, _ = os.Stat(w.Path("example.com", ""))
+	ahead := fi.ModTime().Unix()
+	restarted := newWriter(t, filepath.Join(dir, "%d"), "")
+	if err := restarted.Remove("example.com", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Write("example.com", "", e("{PLAIN}fiv")); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ = os.Stat(w.Path("example.com", ""))
+	if fi.ModTime().Unix() <= ahead {
+		t.Fatalf("after a restart, remove and write: mtime %d s, not after the removed file's %d s", fi.ModTime().Unix(), ahead)
+	}
 }
 
 func TestPerDomain(t *testing.T) {
