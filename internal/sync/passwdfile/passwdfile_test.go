@@ -150,44 +150,43 @@ func TestMtimeAdvancesAcrossRemove(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "%d"), "")
 	e := func(h string) []Entry { return []Entry{{"a@example.com", h}} }
-	if err := w.Write("example.com", "", e("{PLAIN}one")); err != nil {
-		t.Fatal(err)
+	mtime := func() int64 {
+		t.Helper()
+		fi, err := os.Stat(w.Path("example.com", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.ModTime().Unix()
 	}
-	fi, _ := os.Stat(w.Path("example.com", ""))
-	first := fi.ModTime().Unix()
-	if err := w.Remove("example.com", ""); err != nil {
-		t.Fatal(err)
+	write := func(w *Writer, h string) {
+		t.Helper()
+		if err := w.Write("example.com", "", e(h)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := w.Write("example.com", "", e("{PLAIN}two")); err != nil {
-		t.Fatal(err)
+	// removeThenWrite has w remove the file and write a new one of the same
+	// size, whose mtime must be later than the removed file's.
+	removeThenWrite := func(w *Writer, h, what string) {
+		t.Helper()
+		before := mtime()
+		if err := w.Remove("example.com", ""); err != nil {
+			t.Fatal(err)
+		}
+		write(w, h)
+		if after := mtime(); after <= before {
+			t.Fatalf("%s: mtime %d s, not after the removed file's %d s", what, after, before)
+		}
 	}
-	fi, _ = os.Stat(w.Path("example.com", ""))
-	if fi.ModTime().Unix() <= first {
-		t.Fatalf("mtime after remove+write %d s, not after %d s", fi.ModTime().Unix(), first)
-	}
+	write(w, "{PLAIN}one")
+	removeThenWrite(w, "{PLAIN}two", "remove and write")
 
 	// Same-size rewrites put the mtime ahead of the clock; a Writer that
 	// did not write the file (after a restart) removes it and writes one
 	// of the same size: its mtime must pass the removed file's, or it
 	// could repeat the pair Dovecot holds.
-	for _, h := range []string{"{PLAIN}thr", "{PLAIN}fou"} {
-		if err := w.Write("example.com", "", e(h)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fi, _ = os.Stat(w.Path("example.com", ""))
-	ahead := fi.ModTime().Unix()
-	restarted := newWriter(t, filepath.Join(dir, "%d"), "")
-	if err := restarted.Remove("example.com", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := restarted.Write("example.com", "", e("{PLAIN}fiv")); err != nil {
-		t.Fatal(err)
-	}
-	fi, _ = os.Stat(w.Path("example.com", ""))
-	if fi.ModTime().Unix() <= ahead {
-		t.Fatalf("after a restart, remove and write: mtime %d s, not after the removed file's %d s", fi.ModTime().Unix(), ahead)
-	}
+	write(w, "{PLAIN}thr")
+	write(w, "{PLAIN}fou")
+	removeThenWrite(newWriter(t, filepath.Join(dir, "%d"), ""), "{PLAIN}fiv", "after a restart, remove and write")
 }
 
 func TestPerDomain(t *testing.T) {
