@@ -399,7 +399,7 @@ func (e *env) runPgbench(ctx context.Context, vars map[string]string, conc int, 
 
 // txLatencies reads the latencies of pgbench's per-transaction logs in dir
 // (one file per thread; the third field of a line is the transaction's
-// latency in microseconds), sorted.
+// latency in microseconds).
 func txLatencies(dir string) ([]time.Duration, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "tx.*"))
 	if err != nil || len(files) == 0 {
@@ -426,7 +426,6 @@ func txLatencies(dir string) ([]time.Duration, error) {
 	if len(lat) == 0 {
 		return nil, fmt.Errorf("empty transaction logs in %s", dir)
 	}
-	slices.Sort(lat)
 	return lat, nil
 }
 

@@ -58,19 +58,12 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 	if len(added) == 0 {
 		return true, nil
 	}
-	n := 0
-	for _, e := range added {
-		n += len(e.Login) + len(e.Hash) + 2
-	}
-	data := make([]byte, 0, n)
-	for _, e := range added {
-		data = append(data, e.Login...)
-		data = append(data, ':')
-		data = append(data, e.Hash...)
-		data = append(data, '\n')
+	data, err := appendRender(nil, added)
+	if err != nil {
+		return false, nil // the replacement reports the invalid entry
 	}
 	from, lines := st.size, st.lines
-	if !st.appendSafe(fileClock(), from, from+int64(n)) {
+	if !st.appendSafe(fileClock(), from, from+int64(len(data))) {
 		return false, nil
 	}
 	st.lastIno = 0 // in doubt until the append is done
@@ -104,11 +97,11 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 	return true, nil
 }
 
-// addedIn reports whether added is strictly sorted, every entry valid and
-// in entries (sorted) with the same hash.
+// addedIn reports whether added is strictly sorted and every entry of it
+// in entries (sorted) with the same hash. (appendRender checks the fields.)
 func (w *Writer) addedIn(entries, added []Entry) bool {
 	for i, a := range added {
-		if i > 0 && added[i-1].Login >= a.Login || checkField(a.Login) != nil || checkField(a.Hash) != nil {
+		if i > 0 && added[i-1].Login >= a.Login {
 			return false
 		}
 		j, found := slices.BinarySearchFunc(entries, a.Login, func(e Entry, l string) int { return cmp.Compare(e.Login, l) })

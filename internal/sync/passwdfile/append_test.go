@@ -12,11 +12,12 @@ import (
 	"time"
 )
 
-// entriesN returns n entries with logins u<from>... in order.
+// entriesN returns n entries with logins u<from>... in order, lines of
+// about 100 bytes.
 func entriesN(from, n int) []Entry {
-	var out []Entry
+	out := make([]Entry, 0, n)
 	for i := from; i < from+n; i++ {
-		out = append(out, Entry{fmt.Sprintf("u%05d@example.com", i), fmt.Sprintf("{SSHA512}hash%05d", i)})
+		out = append(out, Entry{fmt.Sprintf("u%05d@example.com", i), "{SSHA512}" + fmt.Sprintf("%076d", i)})
 	}
 	return out
 }

@@ -11,15 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// logins returns n entries of about 100 bytes a line.
-func logins(n int) []Entry {
-	entries := make([]Entry, n)
-	for i := range entries {
-		entries[i] = Entry{fmt.Sprintf("user%06d@example.com", i), "{SSHA512}" + fmt.Sprintf("%076d", i)}
-	}
-	return entries
-}
-
 // cachedPages counts the pages of path's first n bytes that are in the
 // page cache, without reading them.
 func cachedPages(t *testing.T, path string, n int) int {
@@ -50,11 +41,11 @@ func cachedPages(t *testing.T, path string, n int) int {
 func TestLargeFileSkipsThePageCache(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "%d"), "")
-	large := logins(directMin/90 + 100)
+	large := entriesN(0, directMin/90+100)
 	for _, step := range []struct {
 		entries []Entry
 		direct  bool
-	}{{logins(100), false}, {large, true}, {large[:len(large)-7], true}} {
+	}{{entriesN(0, 100), false}, {large, true}, {large[:len(large)-7], true}} {
 		if err := w.Write("example.com", "", step.entries); err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +81,7 @@ func TestNoDirectIOFallsBack(t *testing.T) {
 	defer func() { directWrite = orig }()
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "%d"), "")
-	large := logins(directMin/90 + 100)
+	large := entriesN(0, directMin/90+100)
 	for _, entries := range [][]Entry{large, large[1:]} {
 		if err := w.Write("example.com", "", entries); err != nil {
 			t.Fatal(err)
