@@ -20,7 +20,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/basicauth/
 	$(GO) test -run='^$$' -fuzz='^FuzzRoundTrip$$' -fuzztime=$(FUZZTIME) ./internal/basicauth/
 	$(GO) test -run='^$$' -fuzz='^FuzzNormalizeUsername$$' -fuzztime=$(FUZZTIME) ./internal/credentials/
-	$(GO) test -run='^$$' -fuzz='^FuzzRender$$' -fuzztime=$(FUZZTIME) ./internal/sync/passwdfile/
+	$(GO) test -run='^$$' -fuzz='^FuzzRender$$' -fuzztime=$(FUZZTIME) ./internal/syncer/passwdfile/
 
 ## generate: regenerate gen/ and the TypeScript bindings from openapi.yaml
 generate:

@@ -17,7 +17,7 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
-	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 )
 
 // kill9 kills the server without letting it clean up.

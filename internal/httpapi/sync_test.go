@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
-	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpcreds/smtpcreds/internal/sync/webhook"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/webhook"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 

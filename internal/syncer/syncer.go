@@ -30,7 +30,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
-	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 )
 
 // Event types.

@@ -12,8 +12,8 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
-	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
-	"github.com/smtpcreds/smtpcreds/internal/sync/webhook"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/webhook"
 )
 
 // PasswdFile keeps Dovecot passwd-file(s) equal to the database: each apply

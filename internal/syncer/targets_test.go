@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/smtpcreds/smtpcreds/internal/sync/passwdfile"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 )
 
 // Sync errors reach API users: the passwd-file directory is replaced
