@@ -140,7 +140,7 @@ var allCreateSteps = []step{
 		      FOR UPDATE SKIP LOCKED) h`, suffix: `\gset`},
 	{comment: "only when the claim got jobs (a concurrent request may have claimed ours)", meta: `\if :n > 0`},
 	{target: targetSQL,
-		comment: "syncer.DovecotSQL.Apply (postgres.PassdbRepo.CheckPassdb): Dovecot's role may read the view, and Dovecot's lookup\n" +
+		comment: "dovecotsql.Target.Apply (postgres.PassdbRepo.CheckPassdb): Dovecot's role may read the view, and Dovecot's lookup\n" +
 			"-- of the batch's logins through it (pgbench's logins are the jobs' warm-up event's: the same cost)",
 		sql: `
 		SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)

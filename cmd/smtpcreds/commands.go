@@ -25,9 +25,10 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/dovecotsql"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/webhook"
-	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 	"github.com/smtpcreds/smtpcreds/sqlmigrations"
 )
@@ -70,15 +71,15 @@ func newOutbox(c config, db *sqlx.DB, log *slog.Logger) (*syncer.Service, error)
 		if err != nil {
 			return nil, usagef("passwd-file: %v", err)
 		}
-		target = syncer.NewPasswdFile(w)
+		target = passwdfile.NewTarget(w, log)
 	case "webhook":
 		s, err := webhook.New(c.Sync.WebhookURL, c.Sync.WebhookSecret, 0)
 		if err != nil {
 			return nil, usagef("webhook: %v", err)
 		}
-		target = syncer.NewWebhook(s)
+		target = webhook.NewTarget(s)
 	case "dovecot-sql":
-		target = syncer.NewDovecotSQL(c.Sync.DovecotRole)
+		target = dovecotsql.NewTarget(c.Sync.DovecotRole)
 	default:
 		return nil, nil
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 )
 
@@ -152,7 +153,7 @@ func TestSyncSurvivesKill9MidBurst(t *testing.T) {
 
 	// The file holds exactly the database's credentials, each line whole
 	// (Parse is strict), in any order: creates are appended.
-	var rows []passwdfile.Entry
+	var rows []syncer.Entry
 	if err := db.Select(&rows, `SELECT c.username || '@' || d.name AS login, c.password_hash AS hash
 		FROM credentials c JOIN domains d ON d.id = c.domain_id ORDER BY login`); err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestSyncSurvivesKill9MidBurst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.SortFunc(rows, func(a, b passwdfile.Entry) int { return strings.Compare(a.Login, b.Login) })
+	slices.SortFunc(rows, func(a, b syncer.Entry) int { return strings.Compare(a.Login, b.Login) })
 	if lines, err := passwdfile.Parse(got); err != nil || !slices.Equal(lines, rows) {
 		want, _ := passwdfile.Render(rows)
 		t.Fatalf("passwd-file (%v) differs from the database's credentials:\nfile:\n%s\ndatabase:\n%s", err, got, want)

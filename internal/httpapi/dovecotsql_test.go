@@ -18,6 +18,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/dovecotsql"
 )
 
 // dovecotPasswordQuery is the password_query the README gives for the
@@ -93,7 +94,7 @@ func newSQLWorld(t *testing.T) sqlWorld {
 
 	cfg := syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
 		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
-	e := newEnvOn(t, db, opts{syncTarget: syncer.NewDovecotSQL(role), syncConfig: cfg})
+	e := newEnvOn(t, db, opts{syncTarget: dovecotsql.NewTarget(role), syncConfig: cfg})
 	w := world{env: e, alice: e.MustCreateAccount("alice"), bob: e.MustCreateAccount("bob")}
 	e.MustAddDomain(w.alice, "example.com", true)
 	e.MustAddDomain(w.bob, "bob.test", true)

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
-	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 )
 
 // syncWorld is a world whose credentials are synced to a Dovecot passwd-file
@@ -48,7 +48,7 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	if len(o) > 0 {
 		wo = o[0]
 	}
-	wo.syncTarget = syncer.NewPasswdFile(w)
+	wo.syncTarget = passwdfile.NewTarget(w, nil)
 	wo.syncConfig = syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
 		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	return syncWorld{
@@ -100,13 +100,13 @@ func (s syncWorld) auth(login, pw string) bool {
 func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
 	s.t.Helper()
 	data := s.read(domain)
-	var entries []passwdfile.Entry
+	var entries []syncer.Entry
 	for line := range strings.Lines(string(data)) {
 		login, hash, _ := strings.Cut(strings.TrimSuffix(line, "\n"), ":")
-		entries = append(entries, passwdfile.Entry{Login: login, Hash: hash})
+		entries = append(entries, syncer.Entry{Login: login, Hash: hash})
 	}
-	slices.SortFunc(entries, func(a, b passwdfile.Entry) int { return strings.Compare(a.Login, b.Login) })
-	var want []passwdfile.Entry
+	slices.SortFunc(entries, func(a, b syncer.Entry) int { return strings.Compare(a.Login, b.Login) })
+	var want []syncer.Entry
 	if err := s.db.Select(&want, `
 		SELECT c.username || '@' || d.name AS login, c.password_hash AS hash
 		FROM credentials c JOIN domains d ON d.id = c.domain_id

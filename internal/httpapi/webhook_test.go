@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpcreds/smtpcreds/internal/syncer/webhook"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/webhook"
 )
 
 // agent is a sync agent on "another host": it verifies signatures and keeps
@@ -76,7 +76,7 @@ func TestWebhookSyncDownThenRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWorld(t, opts{syncTarget: syncer.NewWebhook(sender), syncConfig: syncer.Config{
+	w := newWorld(t, opts{syncTarget: webhook.NewTarget(sender), syncConfig: syncer.Config{
 		ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 	}})
 	d := w.MustCreateCredential("hooked")

@@ -16,15 +16,18 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/snapshot"
 )
 
 func TestMain(m *testing.M) { dbtest.Main(m) }
 
-// recorder is a backend that records what it is asked to hold; it can be
-// told to fail, and it flags overlapping applies of one scope.
+// recorder is a backend that records what it is asked to hold (a
+// snapshot.Renderer, given to each Service through its own snapshot.Target,
+// as each process has its own); it can be told to fail, and it flags
+// overlapping applies of one scope.
 type recorder struct {
 	mu       sync.Mutex
-	batches  []syncer.Batch
+	batches  []snapshot.Batch
 	state    map[string]map[string][]syncer.Entry // scope -> part -> entries
 	fail     atomic.Bool
 	inFlight map[string]int
@@ -42,7 +45,7 @@ type partitioned struct{ *recorder }
 
 func (partitioned) Partition(login string) string { return login[:1] }
 
-// stored is a partitioned recorder that is also a PartStore: the syncer
+// stored is a partitioned recorder that is also a PartStore: the target
 // reads the parts it changes back from it. readErr, when set, fails
 // ReadPart.
 type stored struct {
@@ -63,8 +66,7 @@ func (s *stored) ReadPart(scope, key string) ([]syncer.Entry, error) {
 
 func (r *recorder) Name() string               { return "recorder" }
 func (r *recorder) Scope(domain string) string { return domain }
-func (r *recorder) NeedsSnapshot() bool        { return true }
-func (r *recorder) Apply(_ context.Context, b syncer.Batch) error {
+func (r *recorder) Render(_ context.Context, b snapshot.Batch) error {
 	r.mu.Lock()
 	r.inFlight[b.Scope]++
 	if r.inFlight[b.Scope] > 1 {
@@ -200,7 +202,7 @@ func fastConfig() syncer.Config {
 func TestApplyConfirms(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
-	s := syncer.New(f.db, rec, fastConfig(), nil)
+	s := syncer.New(f.db, snapshot.New(rec, nil), fastConfig(), nil)
 	ids := f.change(t, s, "alice", "{SSHA512}aaa")
 	if !s.Apply(context.Background(), ids) {
 		t.Fatal("Apply = false with a healthy backend")
@@ -232,7 +234,7 @@ func TestFailureThenRecovery(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
 	rec.fail.Store(true)
-	s := syncer.New(f.db, rec, fastConfig(), nil)
+	s := syncer.New(f.db, snapshot.New(rec, nil), fastConfig(), nil)
 	ids := f.change(t, s, "bob", "{SSHA512}bbb")
 	if s.Apply(context.Background(), ids) {
 		t.Fatal("Apply = true while the backend fails")
@@ -271,7 +273,7 @@ func TestFailureThenRecovery(t *testing.T) {
 func TestBurstCoalesces(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
-	s := syncer.New(f.db, rec, fastConfig(), nil)
+	s := syncer.New(f.db, snapshot.New(rec, nil), fastConfig(), nil)
 	for i := range 20 {
 		f.change(t, s, fmt.Sprintf("u%02d", i), "{SSHA512}x")
 	}
@@ -293,7 +295,7 @@ func TestCrashedWorkersJobsAreReclaimed(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
 	cfg := fastConfig()
-	s := syncer.New(f.db, rec, cfg, nil)
+	s := syncer.New(f.db, snapshot.New(rec, nil), cfg, nil)
 	f.change(t, s, "carol", "{SSHA512}ccc")
 	// The "crashed" worker: claims with a short lease and never finishes.
 	claimed, err := postgres.SyncRepo{}.ClaimDue(context.Background(), f.db, 300*time.Millisecond, 0)
@@ -311,8 +313,8 @@ func TestWorkersCooperate(t *testing.T) {
 	rec := newRecorder()
 	rec.delay = 5 * time.Millisecond
 	cfg := fastConfig()
-	a := syncer.New(f.db, rec, cfg, nil)
-	b := syncer.New(f.db, rec, cfg, nil)
+	a := syncer.New(f.db, snapshot.New(rec, nil), cfg, nil)
+	b := syncer.New(f.db, snapshot.New(rec, nil), cfg, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, s := range []*syncer.Service{a, b, a, b} {
@@ -362,8 +364,8 @@ func TestWorkersCooperate(t *testing.T) {
 func TestApplyAfterAnotherProcessReadsWhole(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
-	a := syncer.New(f.db, rec, fastConfig(), nil)
-	b := syncer.New(f.db, rec, fastConfig(), nil)
+	a := syncer.New(f.db, snapshot.New(rec, nil), fastConfig(), nil)
+	b := syncer.New(f.db, snapshot.New(rec, nil), fastConfig(), nil)
 	ctx := context.Background()
 	for i, s := range []*syncer.Service{a, a, b, a, a} {
 		user := fmt.Sprintf("u%d", i)
@@ -406,10 +408,10 @@ func TestBatchesCarryOnlyChangedParts(t *testing.T) {
 	})
 }
 
-func testChangedParts(t *testing.T, target syncer.Target, rec *recorder) {
+func testChangedParts(t *testing.T, target snapshot.Renderer, rec *recorder) {
 	f := newFixture(t)
-	a := syncer.New(f.db, target, fastConfig(), nil)
-	b := syncer.New(f.db, target, fastConfig(), nil)
+	a := syncer.New(f.db, snapshot.New(target, nil), fastConfig(), nil)
+	b := syncer.New(f.db, snapshot.New(target, nil), fastConfig(), nil)
 	ctx := context.Background()
 	steps := []struct {
 		s         *syncer.Service
@@ -447,7 +449,7 @@ func testChangedParts(t *testing.T, target syncer.Target, rec *recorder) {
 func TestUnreadablePartReadsWhole(t *testing.T) {
 	f := newFixture(t)
 	st := &stored{partitioned: partitioned{newRecorder()}}
-	s := syncer.New(f.db, st, fastConfig(), nil)
+	s := syncer.New(f.db, snapshot.New(st, nil), fastConfig(), nil)
 	ctx := context.Background()
 	for i, user := range []string{"alice", "bob", "anna"} {
 		if i == 2 {
@@ -468,9 +470,9 @@ func TestUnreadablePartReadsWhole(t *testing.T) {
 // for a new credential and that was applied, leaves the new credential in
 // the backend: a login is gone only when no active credential holds it.
 func TestLateDeleteKeepsTheLoginsNewOwner(t *testing.T) {
-	for name, target := range map[string]func() (syncer.Target, *recorder){
-		"held in memory": func() (syncer.Target, *recorder) { r := partitioned{newRecorder()}; return r, r.recorder },
-		"read back from the target": func() (syncer.Target, *recorder) {
+	for name, target := range map[string]func() (snapshot.Renderer, *recorder){
+		"held in memory": func() (snapshot.Renderer, *recorder) { r := partitioned{newRecorder()}; return r, r.recorder },
+		"read back from the target": func() (snapshot.Renderer, *recorder) {
 			st := &stored{partitioned: partitioned{newRecorder()}}
 			return st, st.recorder
 		},
@@ -483,10 +485,10 @@ func TestLateDeleteKeepsTheLoginsNewOwner(t *testing.T) {
 
 // testLateDelete applies the late deletion by its request's Apply (the
 // changes come with the claim), or by a worker (they are read apart).
-func testLateDelete(t *testing.T, target func() (syncer.Target, *recorder), by string) {
+func testLateDelete(t *testing.T, target func() (snapshot.Renderer, *recorder), by string) {
 	f := newFixture(t)
 	tgt, rec := target()
-	s := syncer.New(f.db, tgt, fastConfig(), nil)
+	s := syncer.New(f.db, snapshot.New(tgt, nil), fastConfig(), nil)
 	ctx := context.Background()
 	if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}old")) {
 		t.Fatal("create not confirmed")
@@ -544,7 +546,7 @@ func TestWorkerReleasesWhenTheScopeLockWaitsTooLong(t *testing.T) {
 	rec := newRecorder()
 	cfg := fastConfig()
 	cfg.Lease = 300 * time.Millisecond
-	s := syncer.New(f.db, rec, cfg, nil)
+	s := syncer.New(f.db, snapshot.New(rec, nil), cfg, nil)
 	f.change(t, s, "dave", "{SSHA512}ddd")
 	// As after a failed attempt of the request, so that the worker takes it at once.
 	if _, err := f.db.Exec(`UPDATE sync_jobs SET attempts = 1`); err != nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
 // A change that only adds logins (a new credential, the common change) is
@@ -41,7 +43,7 @@ import (
 // (see File.Append). It reports false, having written nothing, when it
 // cannot tell, and the caller then replaces the file; true with an error
 // when the append failed, leaving the file in doubt.
-func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry) (bool, error) {
+func (w *Writer) appendLines(path string, st *fileState, entries, added []syncer.Entry) (bool, error) {
 	if st.lastIno == 0 || len(entries) != st.lines+len(added) || !w.addedIn(entries, added) {
 		return false, nil
 	}
@@ -99,12 +101,12 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []Entry)
 
 // addedIn reports whether added is strictly sorted and every entry of it
 // in entries (sorted) with the same hash. (appendRender checks the fields.)
-func (w *Writer) addedIn(entries, added []Entry) bool {
+func (w *Writer) addedIn(entries, added []syncer.Entry) bool {
 	for i, a := range added {
 		if i > 0 && added[i-1].Login >= a.Login {
 			return false
 		}
-		j, found := slices.BinarySearchFunc(entries, a.Login, func(e Entry, l string) int { return cmp.Compare(e.Login, l) })
+		j, found := slices.BinarySearchFunc(entries, a.Login, func(e syncer.Entry, l string) int { return cmp.Compare(e.Login, l) })
 		if !found || entries[j].Hash != a.Hash {
 			return false
 		}

@@ -10,20 +10,22 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
 // entriesN returns n entries with logins u<from>... in order, lines of
 // about 100 bytes.
-func entriesN(from, n int) []Entry {
-	out := make([]Entry, 0, n)
+func entriesN(from, n int) []syncer.Entry {
+	out := make([]syncer.Entry, 0, n)
 	for i := from; i < from+n; i++ {
-		out = append(out, Entry{fmt.Sprintf("u%05d@example.com", i), "{SSHA512}" + fmt.Sprintf("%076d", i)})
+		out = append(out, syncer.Entry{Login: fmt.Sprintf("u%05d@example.com", i), Hash: "{SSHA512}" + fmt.Sprintf("%076d", i)})
 	}
 	return out
 }
 
 // withAdded returns entries plus added, sorted.
-func withAdded(entries, added []Entry) []Entry {
+func withAdded(entries, added []syncer.Entry) []syncer.Entry {
 	out := append(slices.Clone(entries), added...)
 	slices.SortFunc(out, byLogin)
 	return out
@@ -45,7 +47,7 @@ func TestAppendAddsLinesInPlace(t *testing.T) {
 			w := newWriter(t, filepath.Join(dir, tmpl), "")
 			const domain = "example.com"
 			// Every shard's file holds some logins before the appends.
-			byShard := map[string][]Entry{}
+			byShard := map[string][]syncer.Entry{}
 			for _, e := range entriesN(0, 200) {
 				byShard[w.Shard(e.Login)] = append(byShard[w.Shard(e.Login)], e)
 			}
@@ -57,10 +59,10 @@ func TestAppendAddsLinesInPlace(t *testing.T) {
 				t.Fatal(err)
 			}
 			for round := range 3 {
-				added := map[string][]Entry{}
+				added := map[string][]syncer.Entry{}
 				// Logins that sort before, among and after the existing ones.
-				for _, e := range append(entriesN(10000+round*10, 3), Entry{fmt.Sprintf("a%d@example.com", round), "{SSHA512}x"},
-					Entry{fmt.Sprintf("u%05d-x@example.com", 50+round), "{SSHA512}y"}) {
+				for _, e := range append(entriesN(10000+round*10, 3), syncer.Entry{Login: fmt.Sprintf("a%d@example.com", round), Hash: "{SSHA512}x"},
+					syncer.Entry{Login: fmt.Sprintf("u%05d-x@example.com", 50+round), Hash: "{SSHA512}y"}) {
 					added[w.Shard(e.Login)] = append(added[w.Shard(e.Login)], e)
 				}
 				var files []File
@@ -124,8 +126,8 @@ func TestAppendReplacesWhenInDoubt(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		before  func(t *testing.T, w *Writer, path string)
-		entries []Entry
-		added   []Entry
+		entries []syncer.Entry
+		added   []syncer.Entry
 	}{
 		{"file replaced behind the Writer", func(t *testing.T, _ *Writer, path string) {
 			other := newWriter(t, path, "")
@@ -151,9 +153,9 @@ func TestAppendReplacesWhenInDoubt(t *testing.T) {
 		}, next, add},
 		{"an entry dropped for each added", nil, withAdded(base[2:], add), add},
 		{"added not in entries", nil, withAdded(base, entriesN(200, 2)), add},
-		{"added unsorted", nil, next, []Entry{add[1], add[0]}},
-		{"added invalid", nil, withAdded(base, []Entry{{"bad:login@example.com", "{PLAIN}x"}, add[1]}),
-			[]Entry{{"bad:login@example.com", "{PLAIN}x"}, add[1]}},
+		{"added unsorted", nil, next, []syncer.Entry{add[1], add[0]}},
+		{"added invalid", nil, withAdded(base, []syncer.Entry{{Login: "bad:login@example.com", Hash: "{PLAIN}x"}, add[1]}),
+			[]syncer.Entry{{Login: "bad:login@example.com", Hash: "{PLAIN}x"}, add[1]}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "passwd")
@@ -275,9 +277,9 @@ func TestAppendCutShortLeavesANewPair(t *testing.T) {
 	}
 	cut := errors.New("cut short")
 	base := entriesN(0, 3)
-	add := []Entry{{"zz@example.com", "{SSHA512}zz"}}
+	add := []syncer.Entry{{Login: "zz@example.com", Hash: "{SSHA512}zz"}}
 	// The version before the last is exactly as long as the last plus add.
-	earlier := append(slices.Clone(base[:2]), Entry{base[2].Login, base[2].Hash + strings.Repeat("x", len(mustRender(t, add)))})
+	earlier := append(slices.Clone(base[:2]), syncer.Entry{Login: base[2].Login, Hash: base[2].Hash + strings.Repeat("x", len(mustRender(t, add)))})
 	t.Run("the size was shown in the second", func(t *testing.T) {
 		for attempt := 0; ; attempt++ {
 			path := filepath.Join(t.TempDir(), "passwd")
@@ -316,7 +318,7 @@ func TestAppendCutShortLeavesANewPair(t *testing.T) {
 		w := newWriter(t, path, "")
 		// Two versions of one size: the second gets the next second.
 		for _, h := range []string{"{SSHA512}aa", "{SSHA512}bb"} {
-			if err := w.Write("", "", []Entry{{"a@example.com", h}}); err != nil {
+			if err := w.Write("", "", []syncer.Entry{{Login: "a@example.com", Hash: h}}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -325,7 +327,7 @@ func TestAppendCutShortLeavesANewPair(t *testing.T) {
 			t.Skip("the clock caught up with the file's mtime before the append")
 		}
 		w.afterAppend = func() error { return cut }
-		next := []Entry{{"a@example.com", "{SSHA512}bb"}, {"b@example.com", "{SSHA512}cc"}}
+		next := []syncer.Entry{{Login: "a@example.com", Hash: "{SSHA512}bb"}, {Login: "b@example.com", Hash: "{SSHA512}cc"}}
 		behind := fileClock().Unix() < ahead.sec
 		err := w.Update("", []File{{Entries: next, Append: true, Added: next[1:]}}, false)
 		if behind && err != nil {

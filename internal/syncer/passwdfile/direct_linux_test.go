@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,7 +44,7 @@ func TestLargeFileSkipsThePageCache(t *testing.T) {
 	w := newWriter(t, filepath.Join(dir, "%d"), "")
 	large := entriesN(0, directMin/90+100)
 	for _, step := range []struct {
-		entries []Entry
+		entries []syncer.Entry
 		direct  bool
 	}{{entriesN(0, 100), false}, {large, true}, {large[:len(large)-7], true}} {
 		if err := w.Write("example.com", "", step.entries); err != nil {
@@ -82,7 +83,7 @@ func TestNoDirectIOFallsBack(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "%d"), "")
 	large := entriesN(0, directMin/90+100)
-	for _, entries := range [][]Entry{large, large[1:]} {
+	for _, entries := range [][]syncer.Entry{large, large[1:]} {
 		if err := w.Write("example.com", "", entries); err != nil {
 			t.Fatal(err)
 		}

@@ -56,16 +56,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-)
 
-// Entry is one line of a passwd-file.
-type Entry struct {
-	// Login is the user name Dovecot looks up, "user@domain".
-	Login string
-	// Hash is the password field, "{SCHEME}..." as Dovecot expects. It is
-	// never included in error messages.
-	Hash string
-}
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
+)
 
 // FileMode is the permission of every file Write creates.
 const FileMode fs.FileMode = 0o640
@@ -135,7 +128,7 @@ type fileState struct {
 	// the next render copies the unchanged runs and checks only the lines
 	// that changed (spliceRender), into spare, the buffer before last.
 	buf   []byte
-	prev  []Entry
+	prev  []syncer.Entry
 	spare []byte
 }
 
@@ -379,7 +372,7 @@ func (w *Writer) lock(path string) *fileState {
 // file system error. On any error the temporary file is removed and the
 // target is either untouched or, if only the final directory fsync failed,
 // already replaced; retrying is safe.
-func (w *Writer) Write(domain, shard string, entries []Entry) error {
+func (w *Writer) Write(domain, shard string, entries []syncer.Entry) error {
 	return w.Update(domain, []File{{Shard: shard, Entries: entries}}, false)
 }
 
@@ -396,10 +389,10 @@ func (w *Writer) Write(domain, shard string, entries []Entry) error {
 // costs O(len(Added)), where a replacement costs O(len(Entries)).
 type File struct {
 	Shard   string
-	Entries []Entry
+	Entries []syncer.Entry
 	Remove  bool
 	Append  bool
-	Added   []Entry
+	Added   []syncer.Entry
 }
 
 // Update brings files of domain to their new states, as Write and Remove
@@ -546,7 +539,7 @@ func (w *Writer) write(domain string, f File, unlessSame bool) (changedDir strin
 // when keep and there is one; with keep it remembers the render for the
 // next one (or, for a file too large to splice, keeps only its buffer, for
 // the next whole render to reuse).
-func (st *fileState) render(entries []Entry, keep bool) ([]byte, error) {
+func (st *fileState) render(entries []syncer.Entry, keep bool) ([]byte, error) {
 	if !keep {
 		return appendRender(nil, entries)
 	}
@@ -583,7 +576,7 @@ func (st *fileState) render(entries []Entry, keep bool) ([]byte, error) {
 // prev, or next is not strictly sorted, or an entry of next that prev does
 // not have is invalid): the caller then renders next whole, which reports
 // the error.
-func spliceRender(dst, old []byte, prev, next []Entry) ([]byte, bool) {
+func spliceRender(dst, old []byte, prev, next []syncer.Entry) ([]byte, bool) {
 	if prev == nil {
 		return nil, false
 	}
@@ -633,11 +626,11 @@ func spliceRender(dst, old []byte, prev, next []Entry) ([]byte, bool) {
 	return append(dst, old[run:off]...), true
 }
 
-func byLogin(a, b Entry) int { return strings.Compare(a.Login, b.Login) }
+func byLogin(a, b syncer.Entry) int { return strings.Compare(a.Login, b.Login) }
 
 // checkShard makes sure that every entry of the file at path belongs in
 // its shard.
-func (w *Writer) checkShard(path, shard string, entries []Entry) error {
+func (w *Writer) checkShard(path, shard string, entries []syncer.Entry) error {
 	if w.shardDigits == 0 {
 		return nil
 	}
@@ -776,7 +769,7 @@ func (w *Writer) replace(path string, data []byte, mtime time.Time) (err error) 
 // them (sorted by login), or none if the file does not exist. It returns an
 // error wrapping ErrMalformed for content Write cannot have written, and
 // ErrInvalidShard for a line whose login belongs in another shard.
-func (w *Writer) Read(domain, shard string) ([]Entry, error) {
+func (w *Writer) Read(domain, shard string) ([]syncer.Entry, error) {
 	path, err := w.path(domain, shard)
 	if err != nil {
 		return nil, err
@@ -902,10 +895,10 @@ func syncDir(dir string) error {
 // ASCII control character (among them '\n', '\r' and NUL), or if two entries
 // have the same login, so that every line reads back as exactly the entry it
 // was made from.
-func Render(entries []Entry) ([]byte, error) { return appendRender(nil, entries) }
+func Render(entries []syncer.Entry) ([]byte, error) { return appendRender(nil, entries) }
 
 // appendRender is Render appending to buf.
-func appendRender(buf []byte, entries []Entry) ([]byte, error) {
+func appendRender(buf []byte, entries []syncer.Entry) ([]byte, error) {
 	sorted := entries
 	if !slices.IsSortedFunc(entries, byLogin) {
 		sorted = slices.Clone(entries)
@@ -938,7 +931,7 @@ func appendRender(buf []byte, entries []Entry) ([]byte, error) {
 
 // invalid names the first invalid entry of sorted (checked one by one,
 // only once the fast checks of Render failed).
-func invalid(sorted []Entry) error {
+func invalid(sorted []syncer.Entry) error {
 	for i, e := range sorted {
 		if err := checkField(e.Login); err != nil {
 			return fmt.Errorf("%w: login %q: %v", ErrInvalidEntry, e.Login, err)
@@ -1010,14 +1003,14 @@ func checkField(s string) error {
 // of the lines (a missing final newline, which a truncated file would show,
 // a line without exactly one ':', a blank or comment line, an invalid
 // field, a login that appears twice). Empty data yields no entries.
-func Parse(data []byte) ([]Entry, error) {
+func Parse(data []byte) ([]syncer.Entry, error) {
 	if len(data) == 0 {
 		return nil, nil
 	}
 	if data[len(data)-1] != '\n' {
 		return nil, fmt.Errorf("%w: no newline at the end", ErrMalformed)
 	}
-	var entries []Entry
+	var entries []syncer.Entry
 	lineNo := 0
 	sorted := true
 	for line := range bytes.SplitSeq(data[:len(data)-1], []byte{'\n'}) {
@@ -1038,7 +1031,7 @@ func Parse(data []byte) ([]Entry, error) {
 			}
 			sorted = false
 		}
-		entries = append(entries, Entry{Login: login, Hash: hash})
+		entries = append(entries, syncer.Entry{Login: login, Hash: hash})
 	}
 	if !sorted {
 		slices.SortFunc(entries, byLogin)

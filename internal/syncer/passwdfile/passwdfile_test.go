@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
 func newWriter(t *testing.T, tmpl, group string) *Writer {
@@ -53,12 +55,12 @@ func TestWriteContentAndMode(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "sub")); err != nil || fi.Mode().Perm() != DirMode {
 		t.Fatalf("New did not create the directory with mode %v: %v, %v", DirMode, fi, err)
 	}
-	entries := []Entry{
-		{"zed@example.com", "{SHA512-CRYPT}$6$abc$def"},
-		{"alice@example.org", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA"},
-		{"bob@example.com", "{SSHA512}AAAA"},
+	entries := []syncer.Entry{
+		{Login: "zed@example.com", Hash: "{SHA512-CRYPT}$6$abc$def"},
+		{Login: "alice@example.org", Hash: "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA"},
+		{Login: "bob@example.com", Hash: "{SSHA512}AAAA"},
 	}
-	orig := append([]Entry(nil), entries...)
+	orig := append([]syncer.Entry(nil), entries...)
 	if err := w.Write("ignored-in-single-file-mode", "", entries); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +117,7 @@ func TestMtimeAdvances(t *testing.T) {
 	var prevSize int64 = -1
 	for i := range 3 {
 		// Same length every time: only the mtime can tell Dovecot.
-		if err := w.Write("", "", []Entry{{"a@example.com", fmt.Sprintf("{PLAIN}pw%d", i)}}); err != nil {
+		if err := w.Write("", "", []syncer.Entry{{Login: "a@example.com", Hash: fmt.Sprintf("{PLAIN}pw%d", i)}}); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Stat(path)
@@ -137,7 +139,7 @@ func TestMtimeAdvances(t *testing.T) {
 	if err := os.Chtimes(path, future, future); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write("", "", []Entry{{"a@example.com", "{PLAIN}pwX"}}); err != nil {
+	if err := w.Write("", "", []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}pwX"}}); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(path)
@@ -149,7 +151,7 @@ func TestMtimeAdvances(t *testing.T) {
 func TestMtimeAdvancesAcrossRemove(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "%d"), "")
-	e := func(h string) []Entry { return []Entry{{"a@example.com", h}} }
+	e := func(h string) []syncer.Entry { return []syncer.Entry{{Login: "a@example.com", Hash: h}} }
 	mtime := func() int64 {
 		t.Helper()
 		fi, err := os.Stat(w.Path("example.com", ""))
@@ -199,10 +201,10 @@ func TestPerDomain(t *testing.T) {
 	if got := w.Path("example.com", ""); got != want {
 		t.Fatalf("Path = %q, want %q", got, want)
 	}
-	if err := w.Write("example.com", "", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+	if err := w.Write("example.com", "", []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}x"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write("xn--bcher-kva.example", "", []Entry{{"b@xn--bcher-kva.example", "{PLAIN}y"}}); err != nil {
+	if err := w.Write("xn--bcher-kva.example", "", []syncer.Entry{{Login: "b@xn--bcher-kva.example", Hash: "{PLAIN}y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(want); string(got) != "a@example.com:{PLAIN}x\n" {
@@ -262,42 +264,42 @@ func TestNewRejects(t *testing.T) {
 }
 
 func TestRender(t *testing.T) {
-	bad := []Entry{
-		{"", "{PLAIN}x"},
-		{"a@b", ""},
-		{"a:b@c", "{PLAIN}x"},
-		{"a@b", "{PLAIN}x:1000:1000"},
-		{"a@b\n", "{PLAIN}x"},
-		{"a@b", "{PLAIN}x\nroot@b:{PLAIN}y"},
-		{"a@b\r", "{PLAIN}x"},
-		{"a@b", "{PLAIN}\rx"},
-		{"a\x00@b", "{PLAIN}x"},
-		{"a@b", "{PLAIN}x\x00"},
-		{"a@b", "{PLAIN}x\t"},
-		{"#a@b", "{PLAIN}x"},
-		{"a@b", "#{PLAIN}x"},
+	bad := []syncer.Entry{
+		{Login: "", Hash: "{PLAIN}x"},
+		{Login: "a@b", Hash: ""},
+		{Login: "a:b@c", Hash: "{PLAIN}x"},
+		{Login: "a@b", Hash: "{PLAIN}x:1000:1000"},
+		{Login: "a@b\n", Hash: "{PLAIN}x"},
+		{Login: "a@b", Hash: "{PLAIN}x\nroot@b:{PLAIN}y"},
+		{Login: "a@b\r", Hash: "{PLAIN}x"},
+		{Login: "a@b", Hash: "{PLAIN}\rx"},
+		{Login: "a\x00@b", Hash: "{PLAIN}x"},
+		{Login: "a@b", Hash: "{PLAIN}x\x00"},
+		{Login: "a@b", Hash: "{PLAIN}x\t"},
+		{Login: "#a@b", Hash: "{PLAIN}x"},
+		{Login: "a@b", Hash: "#{PLAIN}x"},
 	}
 	for _, e := range bad {
-		if b, err := Render([]Entry{{"ok@b", "{PLAIN}ok"}, e}); !errors.Is(err, ErrInvalidEntry) {
+		if b, err := Render([]syncer.Entry{{Login: "ok@b", Hash: "{PLAIN}ok"}, e}); !errors.Is(err, ErrInvalidEntry) {
 			t.Errorf("Render(%q) = %q, %v; want ErrInvalidEntry", e, b, err)
 		} else if strings.Contains(err.Error(), e.Hash) && e.Hash != "" {
 			t.Errorf("error %q reveals the hash", err)
 		}
 	}
-	if _, err := Render([]Entry{{"a@b", "{PLAIN}1"}, {"a@b", "{PLAIN}2"}}); !errors.Is(err, ErrInvalidEntry) {
+	if _, err := Render([]syncer.Entry{{Login: "a@b", Hash: "{PLAIN}1"}, {Login: "a@b", Hash: "{PLAIN}2"}}); !errors.Is(err, ErrInvalidEntry) {
 		t.Errorf("duplicate login: %v", err)
 	}
 	if b, err := Render(nil); err != nil || len(b) != 0 {
 		t.Errorf("Render(nil) = %q, %v", b, err)
 	}
 	// '#' inside a field is harmless.
-	if b, err := Render([]Entry{{"a#1@b", "{PLAIN}x#y"}}); err != nil || string(b) != "a#1@b:{PLAIN}x#y\n" {
+	if b, err := Render([]syncer.Entry{{Login: "a#1@b", Hash: "{PLAIN}x#y"}}); err != nil || string(b) != "a#1@b:{PLAIN}x#y\n" {
 		t.Errorf("Render with inner '#' = %q, %v", b, err)
 	}
 }
 
 func TestParse(t *testing.T) {
-	in := []Entry{{"b@x", "{PLAIN}2"}, {"a@x", "{PLAIN}1"}, {"c@x", "{SHA512-CRYPT}$6$s$h"}}
+	in := []syncer.Entry{{Login: "b@x", Hash: "{PLAIN}2"}, {Login: "a@x", Hash: "{PLAIN}1"}, {Login: "c@x", Hash: "{SHA512-CRYPT}$6$s$h"}}
 	b, err := Render(in)
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +308,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(out) != fmt.Sprint([]Entry{in[1], in[0], in[2]}) {
+	if fmt.Sprint(out) != fmt.Sprint([]syncer.Entry{in[1], in[0], in[2]}) {
 		t.Fatalf("round trip: %v", out)
 	}
 	if again, _ := Render(out); !bytes.Equal(again, b) {
@@ -314,7 +316,7 @@ func TestParse(t *testing.T) {
 	}
 	// Appended lines come after the sorted ones: Parse returns them sorted.
 	if out, err := Parse([]byte("a@x:{PLAIN}1\nc@x:{PLAIN}3\nb@x:{PLAIN}2\n")); err != nil ||
-		!slices.Equal(out, []Entry{{"a@x", "{PLAIN}1"}, {"b@x", "{PLAIN}2"}, {"c@x", "{PLAIN}3"}}) {
+		!slices.Equal(out, []syncer.Entry{{Login: "a@x", Hash: "{PLAIN}1"}, {Login: "b@x", Hash: "{PLAIN}2"}, {Login: "c@x", Hash: "{PLAIN}3"}}) {
 		t.Fatalf("Parse(appended lines) = %v, %v", out, err)
 	}
 	if out, err := Parse(nil); err != nil || len(out) != 0 {
@@ -348,10 +350,10 @@ func TestAtomicRewrites(t *testing.T) {
 
 	// Two versions of different sizes; a torn or partial file would match
 	// neither.
-	small := []Entry{{"only@example.com", "{PLAIN}small"}}
-	var big []Entry
+	small := []syncer.Entry{{Login: "only@example.com", Hash: "{PLAIN}small"}}
+	var big []syncer.Entry
 	for i := range 200 {
-		big = append(big, Entry{fmt.Sprintf("user%03d@example.com", i), fmt.Sprintf("{SSHA512}%064d", i)})
+		big = append(big, syncer.Entry{Login: fmt.Sprintf("user%03d@example.com", i), Hash: fmt.Sprintf("{SSHA512}%064d", i)})
 	}
 	smallB, _ := Render(small)
 	bigB, _ := Render(big)
@@ -415,7 +417,7 @@ func TestConcurrentWritesSamePath(t *testing.T) {
 	var wg sync.WaitGroup
 	valid := map[string]bool{}
 	for i := range 8 {
-		e := []Entry{{fmt.Sprintf("u%d@example.com", i), "{PLAIN}x"}}
+		e := []syncer.Entry{{Login: fmt.Sprintf("u%d@example.com", i), Hash: "{PLAIN}x"}}
 		b, _ := Render(e)
 		valid[string(b)] = true
 		wg.Go(func() {
@@ -439,7 +441,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "passwd")
 	w := newWriter(t, path, "")
-	if err := w.Write("", "", []Entry{{"a@example.com", "{PLAIN}old"}}); err != nil {
+	if err := w.Write("", "", []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}old"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -454,7 +456,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 			return boom
 		}
 		defer func() { w.beforeRename = nil }()
-		if err := w.Write("", "", []Entry{{"a@example.com", "{PLAIN}new"}}); !errors.Is(err, boom) {
+		if err := w.Write("", "", []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}new"}}); !errors.Is(err, boom) {
 			t.Fatalf("Write: %v, want boom", err)
 		}
 		if filepath.Dir(sawTemp) != dir || !strings.HasPrefix(filepath.Base(sawTemp), ".passwd.tmp-") {
@@ -467,7 +469,7 @@ func TestFailureLeavesNoTemp(t *testing.T) {
 	})
 
 	t.Run("invalid entry", func(t *testing.T) {
-		if err := w.Write("", "", []Entry{{"a@example.com", "bad\n"}}); !errors.Is(err, ErrInvalidEntry) {
+		if err := w.Write("", "", []syncer.Entry{{Login: "a@example.com", Hash: "bad\n"}}); !errors.Is(err, ErrInvalidEntry) {
 			t.Fatalf("Write: %v", err)
 		}
 		noTemps(t, dir, "passwd")
@@ -526,7 +528,7 @@ func TestGroup(t *testing.T) {
 	check := func(t *testing.T, group string) {
 		dir := t.TempDir()
 		w := newWriter(t, filepath.Join(dir, "new", "%d"), group)
-		if err := w.Write("example.com", "", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+		if err := w.Write("example.com", "", []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}x"}}); err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range []string{w.Path("example.com", ""), filepath.Join(dir, "new")} {
@@ -558,7 +560,7 @@ func TestGroup(t *testing.T) {
 
 // renderAccepts is Render's contract checked the slow way: every field is
 // valid and no login repeats.
-func renderAccepts(entries []Entry) bool {
+func renderAccepts(entries []syncer.Entry) bool {
 	seen := map[string]bool{}
 	for _, e := range entries {
 		if checkField(e.Login) != nil || checkField(e.Hash) != nil || seen[e.Login] {
@@ -578,7 +580,7 @@ func FuzzRender(f *testing.F) {
 	f.Add("long-login-with-a-tab\t-after-eight@example.com", "{PLAIN}x", "b@c", "{PLAIN}\x7f")
 	f.Add("ünïcödé@example.com", "{PLAIN}\u00e9\u00e8", "x@y", "#z")
 	f.Fuzz(func(t *testing.T, l1, h1, l2, h2 string) {
-		entries := []Entry{{l1, h1}, {l2, h2}}
+		entries := []syncer.Entry{{Login: l1, Hash: h1}, {Login: l2, Hash: h2}}
 		b, err := Render(entries)
 		if want := renderAccepts(entries); (err == nil) != want {
 			t.Fatalf("Render(%q) error %v, the field rules say valid=%v", entries, err, want)
@@ -594,7 +596,7 @@ func FuzzRender(f *testing.F) {
 			t.Fatalf("Parse(Render(%q)): %v", entries, err)
 		}
 		want := slices.Clone(entries)
-		slices.SortFunc(want, func(a, b Entry) int { return strings.Compare(a.Login, b.Login) })
+		slices.SortFunc(want, func(a, b syncer.Entry) int { return strings.Compare(a.Login, b.Login) })
 		if !slices.Equal(got, want) {
 			t.Fatalf("round trip: got %q, want %q", got, want)
 		}
@@ -607,7 +609,7 @@ func FuzzRender(f *testing.F) {
 func TestMtimeStaysCurrentWhileSizesDiffer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "passwd")
 	w := newWriter(t, path, "")
-	var entries []Entry
+	var entries []syncer.Entry
 	stat := func() os.FileInfo {
 		t.Helper()
 		fi, err := os.Stat(path)
@@ -617,7 +619,7 @@ func TestMtimeStaysCurrentWhileSizesDiffer(t *testing.T) {
 		return fi
 	}
 	for i := range 50 {
-		entries = append(entries, Entry{fmt.Sprintf("u%03d@example.com", i), "{PLAIN}pw"})
+		entries = append(entries, syncer.Entry{Login: fmt.Sprintf("u%03d@example.com", i), Hash: "{PLAIN}pw"})
 		if err := w.Write("", "", entries); err != nil {
 			t.Fatal(err)
 		}
@@ -666,10 +668,10 @@ func TestSharded(t *testing.T) {
 			t.Errorf("Write(shard %q): %v, want ErrInvalidShard", s, err)
 		}
 	}
-	if err := w.Write("example.com", "10", []Entry{{"a@example.com", "{PLAIN}x"}}); !errors.Is(err, ErrInvalidShard) {
+	if err := w.Write("example.com", "10", []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}x"}}); !errors.Is(err, ErrInvalidShard) {
 		t.Errorf("Write of a login into another shard: %v, want ErrInvalidShard", err)
 	}
-	if err := w.Write("example.com", "b4", []Entry{{"a@example.com", "{PLAIN}x"}}); err != nil {
+	if err := w.Write("example.com", "b4", []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}x"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(w.Path("example.com", "b4")); string(got) != "a@example.com:{PLAIN}x\n" {
@@ -700,8 +702,8 @@ func TestSharded(t *testing.T) {
 func TestUpdateUnlessSame(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "passwd"), "")
-	entries := []Entry{{"a@example.com", "{PLAIN}x"}}
-	ensure := func(entries []Entry) error { return w.Update("", []File{{Entries: entries}}, true) }
+	entries := []syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}x"}}
+	ensure := func(entries []syncer.Entry) error { return w.Update("", []File{{Entries: entries}}, true) }
 	if err := ensure(entries); err != nil {
 		t.Fatal(err)
 	}
@@ -716,7 +718,7 @@ func TestUpdateUnlessSame(t *testing.T) {
 	if after, _ := os.Stat(path); inode(after) != inode(before) || !after.ModTime().Equal(before.ModTime()) {
 		t.Fatal("Update unlessSame rewrote a file that held the same content")
 	}
-	if err := ensure([]Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
+	if err := ensure([]syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); string(got) != "a@example.com:{PLAIN}y\n" {
@@ -725,7 +727,7 @@ func TestUpdateUnlessSame(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := ensure([]Entry{{"a@example.com", "{PLAIN}y"}}); err != nil {
+	if err := ensure([]syncer.Entry{{Login: "a@example.com", Hash: "{PLAIN}y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != FileMode {
@@ -738,14 +740,14 @@ func TestUpdateUnlessSame(t *testing.T) {
 func TestUpdate(t *testing.T) {
 	dir := t.TempDir()
 	w := newWriter(t, filepath.Join(dir, "%d", "%1Mu"), "")
-	a, b := Entry{"a@example.com", "{PLAIN}a"}, Entry{"bob@example.org", "{PLAIN}b"} // shards "b" and "1"
-	if err := w.Update("example.com", []File{{Shard: "b", Entries: []Entry{a}}, {Shard: "1", Entries: []Entry{b}}}, false); err != nil {
+	a, b := syncer.Entry{Login: "a@example.com", Hash: "{PLAIN}a"}, syncer.Entry{Login: "bob@example.org", Hash: "{PLAIN}b"} // shards "b" and "1"
+	if err := w.Update("example.com", []File{{Shard: "b", Entries: []syncer.Entry{a}}, {Shard: "1", Entries: []syncer.Entry{b}}}, false); err != nil {
 		t.Fatal(err)
 	}
 	noTemps(t, filepath.Join(dir, "example.com"), "1", "b")
 	err := w.Update("example.com", []File{
 		{Shard: "b", Remove: true},
-		{Shard: "2", Entries: []Entry{a}}, // not a's shard
+		{Shard: "2", Entries: []syncer.Entry{a}}, // not a's shard
 		{Shard: "1", Remove: true},
 	}, false)
 	if !errors.Is(err, ErrInvalidShard) {
@@ -767,11 +769,11 @@ func TestRead(t *testing.T) {
 	if got, err := w.Read("example.com", "b"); err != nil || got != nil {
 		t.Fatalf("Read of a missing file: %v, %v", got, err)
 	}
-	a := Entry{"a@example.com", "{PLAIN}a"} // shard "b"
-	if err := w.Write("example.com", "b", []Entry{a}); err != nil {
+	a := syncer.Entry{Login: "a@example.com", Hash: "{PLAIN}a"} // shard "b"
+	if err := w.Write("example.com", "b", []syncer.Entry{a}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := w.Read("example.com", "b"); err != nil || !slices.Equal(got, []Entry{a}) {
+	if got, err := w.Read("example.com", "b"); err != nil || !slices.Equal(got, []syncer.Entry{a}) {
 		t.Fatalf("Read = %v, %v", got, err)
 	}
 	path := w.Path("example.com", "1")
@@ -795,7 +797,7 @@ func TestRead(t *testing.T) {
 // same error.
 func TestSpliceRenderIsRender(t *testing.T) {
 	var st fileState
-	check := func(step string, next []Entry) {
+	check := func(step string, next []syncer.Entry) {
 		t.Helper()
 		want, wantErr := Render(next)
 		got, err := st.render(next, true)
@@ -806,20 +808,20 @@ func TestSpliceRenderIsRender(t *testing.T) {
 			t.Fatalf("%s: the kept render is not the render of the kept entries", step)
 		}
 	}
-	e := func(login, hash string) Entry { return Entry{login, hash} }
+	e := func(login, hash string) syncer.Entry { return syncer.Entry{Login: login, Hash: hash} }
 	// Cases a splice could get wrong: a kept entry before an inserted one
 	// that sorts lower, duplicates, invalid lines, everything gone.
-	check("first", []Entry{e("a@x", "h1"), e("c@x", "h3")})
-	check("kept then lower", []Entry{e("c@x", "h3"), e("b@x", "h2")})
-	check("start over", []Entry{e("a@x", "h1"), e("c@x", "h3")})
-	check("duplicate of a kept one", []Entry{e("a@x", "h1"), e("c@x", "h3"), e("c@x", "h4")})
-	check("invalid new", []Entry{e("a@x", "h1"), e("b@x", "h:2"), e("c@x", "h3")})
-	check("new hash", []Entry{e("a@x", "h1"), e("c@x", "h9")})
+	check("first", []syncer.Entry{e("a@x", "h1"), e("c@x", "h3")})
+	check("kept then lower", []syncer.Entry{e("c@x", "h3"), e("b@x", "h2")})
+	check("start over", []syncer.Entry{e("a@x", "h1"), e("c@x", "h3")})
+	check("duplicate of a kept one", []syncer.Entry{e("a@x", "h1"), e("c@x", "h3"), e("c@x", "h4")})
+	check("invalid new", []syncer.Entry{e("a@x", "h1"), e("b@x", "h:2"), e("c@x", "h3")})
+	check("new hash", []syncer.Entry{e("a@x", "h1"), e("c@x", "h9")})
 	check("all gone", nil)
-	check("back", []Entry{e("b@x", "h2")})
+	check("back", []syncer.Entry{e("b@x", "h2")})
 
 	rng := rand.New(rand.NewPCG(1, 2))
-	var cur []Entry
+	var cur []syncer.Entry
 	for step := range 3000 {
 		next := slices.Clone(cur)
 		for range rng.IntN(4) + 1 {
@@ -849,7 +851,7 @@ func TestSpliceRenderIsRender(t *testing.T) {
 	}
 }
 
-func mustRender(t *testing.T, entries []Entry) []byte {
+func mustRender(t *testing.T, entries []syncer.Entry) []byte {
 	t.Helper()
 	b, err := Render(entries)
 	if err != nil {
@@ -861,13 +863,13 @@ func mustRender(t *testing.T, entries []Entry) []byte {
 // A file of 20,000 logins with 8 of them new, as under a burst of creates:
 // rendered whole, or spliced from the previous render.
 func BenchmarkRenderFile(b *testing.B) {
-	base := make([]Entry, 0, 20008)
+	base := make([]syncer.Entry, 0, 20008)
 	for i := range 20000 {
-		base = append(base, Entry{fmt.Sprintf("user%07d@bench.example", i*3), "{SSHA512}" + strings.Repeat("x", 108)})
+		base = append(base, syncer.Entry{Login: fmt.Sprintf("user%07d@bench.example", i*3), Hash: "{SSHA512}" + strings.Repeat("x", 108)})
 	}
 	next := slices.Clone(base)
 	for i := range 8 {
-		next = append(next, Entry{fmt.Sprintf("user%07d@bench.example", i*7001*3+1), "{SSHA512}" + strings.Repeat("y", 108)})
+		next = append(next, syncer.Entry{Login: fmt.Sprintf("user%07d@bench.example", i*7001*3+1), Hash: "{SSHA512}" + strings.Repeat("y", 108)})
 	}
 	slices.SortFunc(next, byLogin)
 	b.Run("whole", func(b *testing.B) {
@@ -899,9 +901,9 @@ func BenchmarkRenderFile(b *testing.B) {
 func TestLargeFileRendersReuseOneBuffer(t *testing.T) {
 	var st fileState
 	long := "{X}" + strings.Repeat("h", 32<<10)
-	var entries []Entry
+	var entries []syncer.Entry
 	for i := range spliceMax/len(long) + 2 {
-		entries = append(entries, Entry{fmt.Sprintf("u%05d@x", i), long})
+		entries = append(entries, syncer.Entry{Login: fmt.Sprintf("u%05d@x", i), Hash: long})
 	}
 	first, err := st.render(entries, true)
 	if err != nil || len(first) <= spliceMax {

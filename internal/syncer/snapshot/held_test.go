@@ -1,4 +1,4 @@
-package syncer
+package snapshot
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
 // Merging the changed credentials' rows into what was held must give
@@ -24,12 +24,16 @@ func TestHeldMergeEqualsFullRead(t *testing.T) {
 
 func testHeldMerge(t *testing.T, partOf func(string) string) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	db := map[int64]postgres.SnapshotRow{} // the "database": id -> active row
+	type row struct {
+		id int64
+		syncer.Entry
+	}
+	db := map[int64]row{} // the "database": id -> active row
 	nextID := int64(1)
-	rowsOf := func() []postgres.SnapshotRow {
-		var rows []postgres.SnapshotRow
+	rowsOf := func() []syncer.Entry {
+		var rows []syncer.Entry
 		for _, r := range db {
-			rows = append(rows, r)
+			rows = append(rows, r.Entry)
 		}
 		return rows
 	}
@@ -82,20 +86,20 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 				gone = append(gone, db0{id, login})
 				fallthrough
 			default: // create
-				db[nextID] = postgres.SnapshotRow{CredentialID: nextID, Login: login, Hash: fmt.Sprintf("{SSHA512}%d", rng.Int())}
+				db[nextID] = row{nextID, syncer.Entry{Login: login, Hash: fmt.Sprintf("{SSHA512}%d", rng.Int())}}
 				changed, logins = append(changed, nextID), append(logins, login)
 				nextID++
 			}
 		}
-		// As SnapshotOf returns them: once each, the active credentials
+		// As Batch.Changes returns them: once each, the active credentials
 		// changed and those that hold a changed login now.
-		var rows []postgres.SnapshotRow
+		var rows []syncer.Entry
 		for _, r := range db {
-			if slices.Contains(changed, r.CredentialID) || slices.Contains(logins, r.Login) {
-				rows = append(rows, r)
+			if slices.Contains(changed, r.id) || slices.Contains(logins, r.Login) {
+				rows = append(rows, r.Entry)
 			}
 		}
-		before := map[string][]Entry{}
+		before := map[string][]syncer.Entry{}
 		for _, p := range h.all() {
 			before[p.Key] = slices.Clone(p.Entries)
 		}
@@ -103,7 +107,7 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 		for _, p := range parts {
 			// AddOnly exactly when every entry the part had is still there,
 			// unchanged, and Added is then what it did not have.
-			var added []Entry
+			var added []syncer.Entry
 			addOnly := true
 			for _, e := range before[p.Key] {
 				if !slices.Contains(p.Entries, e) {
@@ -156,37 +160,21 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 	}
 }
 
-func TestChangedCredentials(t *testing.T) {
-	ids, logins, ok := changedCredentials([]Event{{Type: CredentialUpserted, CredentialID: 3, Login: "a@x.example"}, {Type: CredentialDeleted, CredentialID: 4, Login: "b@x.example"}})
-	if !ok || !slices.Equal(ids, []int64{3, 4}) || !slices.Equal(logins, []string{"a@x.example", "b@x.example"}) {
-		t.Errorf("got %v %v %v", ids, logins, ok)
-	}
-	if _, _, ok := changedCredentials([]Event{{Type: CredentialUpserted, CredentialID: 3, Login: "a@x.example"}}); !ok {
-		t.Error("a credential event with its login must not call for a whole-scope read")
-	}
-	if _, _, ok := changedCredentials([]Event{{Type: CredentialUpserted, CredentialID: 3}}); ok {
-		t.Error("an event without its login must call for a whole-scope read")
-	}
-	if _, _, ok := changedCredentials([]Event{{Type: CredentialUpserted, CredentialID: 3, Login: "a@x.example"}, {Type: DomainDeleted, Domain: "example.com"}}); ok {
-		t.Error("a domain deletion must call for a whole-scope read")
-	}
-}
-
 func equalPart(a, b Part) bool { return a.Key == b.Key && slices.Equal(a.Entries, b.Entries) }
 
 // One apply's merge into a domain of 20,000 logins: 8 creates.
 func BenchmarkHeldMerge(b *testing.B) {
 	h := newHeld(time.Now(), nil)
 	for i := range 20000 {
-		h.add(postgres.SnapshotRow{CredentialID: int64(i + 1), Login: fmt.Sprintf("u%07d@bench.example", i*3), Hash: "{X}h"})
+		h.add(syncer.Entry{Login: fmt.Sprintf("u%07d@bench.example", i*3), Hash: "{X}h"})
 	}
 	h.done()
 	var logins []string
-	var rows []postgres.SnapshotRow
+	var rows []syncer.Entry
 	for i := range 8 {
 		l := fmt.Sprintf("u%07d@bench.example", i*7001*3+1)
 		logins = append(logins, l)
-		rows = append(rows, postgres.SnapshotRow{CredentialID: int64(30000 + i), Login: l, Hash: "{X}new"})
+		rows = append(rows, syncer.Entry{Login: l, Hash: "{X}new"})
 	}
 	for b.Loop() {
 		h.merge(logins, rows)

@@ -1,28 +1,21 @@
-package syncer
+package snapshot
 
 import (
 	"cmp"
 	"slices"
 	"time"
 
-	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
-
-// fullReadEvery bounds how long a process trusts what it holds of a scope:
-// the first apply after it reads the whole scope again, which also catches
-// changes made to the database behind smtpcreds' back.
-const fullReadEvery = time.Minute
 
 // held is what this process last wrote to one scope of a snapshot target,
 // in the target's parts. While no other process has applied the scope since
-// (the scope's token is still ours), the next apply reads only the
+// (syncer.Batch.Continues), the next apply reads only the
 // credentials its jobs changed and merges them into their parts, instead of
 // reading the whole scope: an apply then costs the database O(changes), not
 // O(credentials), and the process O(changes + size of the parts changed).
-// For a PartStore target, which keeps the state itself, only token and
-// readAt are set.
+// For a PartStore target, which keeps the state itself, only readAt is set.
 type held struct {
-	token  int64     // the token this process stamped on the scope
 	readAt time.Time // when the whole scope was last read
 	partOf func(login string) string
 	parts  map[string]*part
@@ -32,7 +25,7 @@ type held struct {
 // entries, whose array the next merge of the part reuses (the apply that
 // was given them is over by then).
 type part struct {
-	entries, spare []Entry
+	entries, spare []syncer.Entry
 }
 
 // newHeld is the state of a whole-scope read, split by partOf (nil: one
@@ -44,15 +37,15 @@ func newHeld(now time.Time, partOf func(string) string) *held {
 	return &held{readAt: now, partOf: partOf, parts: map[string]*part{}}
 }
 
-// add adds a row of the whole-scope read.
-func (h *held) add(r postgres.SnapshotRow) {
-	k := h.partOf(r.Login)
+// add adds an entry of the whole-scope read.
+func (h *held) add(e syncer.Entry) {
+	k := h.partOf(e.Login)
 	p := h.parts[k]
 	if p == nil {
 		p = &part{}
 		h.parts[k] = p
 	}
-	p.entries = append(p.entries, Entry{Login: r.Login, Hash: r.Hash})
+	p.entries = append(p.entries, e)
 }
 
 // done sorts the parts once every row is added.
@@ -75,21 +68,21 @@ func (h *held) all() []Part {
 	return out
 }
 
-// merge brings h up to date with the changed logins, given the current rows
-// of the changed credentials and of those holding a changed login now (as
-// SnapshotOf returns them: a changed login without a row is gone), and
+// merge brings h up to date with the changed logins, given the current
+// entries of the changed credentials and of those holding a changed login
+// now (as Batch.Changes returns them: a changed login without one is gone), and
 // returns the parts that hold a changed login, by key, with their new
 // entries (possibly none). It costs O(changes log changes) plus a copy of
 // the parts returned.
-func (h *held) merge(logins []string, rows []postgres.SnapshotRow) []Part {
+func (h *held) merge(logins []string, rows []syncer.Entry) []Part {
 	parts, _ := changedParts(h.partOf, logins, rows,
-		func(k string) ([]Entry, error) {
+		func(k string) ([]syncer.Entry, error) {
 			if p := h.parts[k]; p != nil {
 				return p.entries, nil
 			}
 			return nil, nil
 		},
-		func(k string) []Entry {
+		func(k string) []syncer.Entry {
 			if p := h.parts[k]; p != nil {
 				return p.spare[:0]
 			}
@@ -108,17 +101,17 @@ func (h *held) merge(logins []string, rows []postgres.SnapshotRow) []Part {
 
 // changedParts returns the new state of each part that holds one of the
 // changed logins, by key: the part's current entries (from read) without
-// the changed logins, plus rows, the current rows of the changed
+// the changed logins, plus rows, the current entries of the changed
 // credentials and of those holding a changed login now. buf, if
 // not nil, gives the array to build a part's new entries in. The unchanged
 // runs of a part are copied whole, found by binary search: O(changes log
 // entries) comparisons, plus the copy. A part whose current entries all stay,
 // unchanged, is AddOnly, with the entries it did not have as Added.
-func changedParts(partOf func(string) string, logins []string, rows []postgres.SnapshotRow,
-	read func(key string) ([]Entry, error), buf func(key string) []Entry) ([]Part, error) {
+func changedParts(partOf func(string) string, logins []string, rows []syncer.Entry,
+	read func(key string) ([]syncer.Entry, error), buf func(key string) []syncer.Entry) ([]Part, error) {
 	type change struct {
-		gone []string // the changed logins: dropped from the current entries
-		add  []Entry  // their current entries
+		gone []string       // the changed logins: dropped from the current entries
+		add  []syncer.Entry // their current entries
 	}
 	changes := map[string]*change{} // by part; a part changes even if nothing is added to it
 	at := func(login string) *change {
@@ -137,7 +130,7 @@ func changedParts(partOf func(string) string, logins []string, rows []postgres.S
 	for _, r := range rows {
 		c := at(r.Login)
 		c.gone = append(c.gone, r.Login)
-		c.add = append(c.add, Entry{Login: r.Login, Hash: r.Hash})
+		c.add = append(c.add, r)
 	}
 	parts := make([]Part, 0, len(changes))
 	for k, c := range changes {
@@ -151,17 +144,17 @@ func changedParts(partOf func(string) string, logins []string, rows []postgres.S
 		// should one repeat, the last row wins.
 		slices.SortStableFunc(c.add, byLogin)
 		add := lastOfEach(c.add) // in the order of gone, which holds each of them
-		var out []Entry
+		var out []syncer.Entry
 		if buf != nil {
 			out = buf(k)
 		}
 		out = slices.Grow(out, len(cur)+len(add))
 		pos, i := 0, 0
-		addOnly, added := true, []Entry{} // the logins new to the part, if that is the whole change
+		addOnly, added := true, []syncer.Entry{} // the logins new to the part, if that is the whole change
 		for _, l := range gone {
-			j, found := slices.BinarySearchFunc(cur[pos:], l, func(e Entry, l string) int { return cmp.Compare(e.Login, l) })
+			j, found := slices.BinarySearchFunc(cur[pos:], l, func(e syncer.Entry, l string) int { return cmp.Compare(e.Login, l) })
 			out = append(out, cur[pos:pos+j]...)
-			var was *Entry
+			var was *syncer.Entry
 			if pos += j; found {
 				was = &cur[pos]
 				pos++
@@ -190,7 +183,7 @@ func changedParts(partOf func(string) string, logins []string, rows []postgres.S
 }
 
 // lastOfEach keeps, of each run of entries with one login, the last.
-func lastOfEach(sorted []Entry) []Entry {
+func lastOfEach(sorted []syncer.Entry) []syncer.Entry {
 	out := sorted[:0]
 	for i, e := range sorted {
 		if i+1 < len(sorted) && sorted[i+1].Login == e.Login {
@@ -201,22 +194,6 @@ func lastOfEach(sorted []Entry) []Entry {
 	return out
 }
 
-func byLogin(a, b Entry) int { return cmp.Compare(a.Login, b.Login) }
+func byLogin(a, b syncer.Entry) int { return cmp.Compare(a.Login, b.Login) }
 
 func byKey(a, b Part) int { return cmp.Compare(a.Key, b.Key) }
-
-// changedCredentials returns the credentials the events change and their
-// logins, or false when an event changes more than single credentials (a
-// domain deletion), or does not name its login, which calls for a
-// whole-scope read.
-func changedCredentials(events []Event) (ids []int64, logins []string, ok bool) {
-	ids = make([]int64, 0, len(events))
-	logins = make([]string, 0, len(events))
-	for _, e := range events {
-		if e.Type != CredentialUpserted && e.Type != CredentialDeleted || e.CredentialID == 0 || e.Login == "" {
-			return nil, nil, false
-		}
-		ids, logins = append(ids, e.CredentialID), append(logins, e.Login)
-	}
-	return ids, logins, true
-}

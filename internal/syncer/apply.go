@@ -1,0 +1,243 @@
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+)
+
+// Apply tries to apply the (committed) jobs of p now and reports whether
+// the target confirmed all of them within ApplyTimeout. Whatever is not done
+// is left to the workers.
+//
+// Applies of a scope take turns in process. When its turn comes, a request
+// claims every job of the scope then pending (its own and those committed
+// meanwhile by others), so that under load one apply serves many requests;
+// a request whose jobs another turn applied meanwhile is woken without SQL.
+func (s *Service) Apply(ctx context.Context, p Pending) bool {
+	if s == nil || len(p.ids) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	w := s.wait(p.ids)
+	defer s.unwait(p.ids, w)
+	for _, scope := range p.scopes {
+		turn := s.scopeTurn(scope)
+		select {
+		case <-w.done:
+			return true
+		case <-ctx.Done():
+			return false
+		case turn <- struct{}{}:
+		}
+		select {
+		case <-w.done: // the turn before this one applied them
+			<-turn
+			return true
+		default:
+		}
+		err := s.applyOrRelease(ctx, scope, nil)
+		<-turn
+		if err != nil {
+			return false
+		}
+	}
+	// Jobs applied in this process wake w; jobs claimed by another process
+	// are only seen by asking the outbox, which is done rarely.
+	wait := 25 * time.Millisecond
+	poll := time.NewTimer(wait)
+	defer poll.Stop()
+	for {
+		select {
+		case <-w.done:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-poll.C:
+			if done, err := s.repo.AllDone(ctx, s.db, p.ids); err == nil && done {
+				return true
+			}
+			wait = min(wait*2, 200*time.Millisecond)
+			poll.Reset(wait)
+		}
+	}
+}
+
+// wait registers a waiter for ids.
+func (s *Service) wait(ids []int64) *waiter {
+	w := &waiter{left: len(ids), done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waiters == nil {
+		s.waiters = map[int64][]*waiter{}
+	}
+	for _, id := range ids {
+		s.waiters[id] = append(s.waiters[id], w)
+	}
+	return w
+}
+
+// unwait removes w.
+func (s *Service) unwait(ids []int64, w *waiter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		ws := slices.DeleteFunc(s.waiters[id], func(x *waiter) bool { return x == w })
+		if len(ws) == 0 {
+			delete(s.waiters, id)
+		} else {
+			s.waiters[id] = ws
+		}
+	}
+}
+
+// applied wakes the waiters of jobs whose application has been committed.
+func (s *Service) applied(ids []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		for _, w := range s.waiters[id] {
+			if w.left--; w.left == 0 {
+				close(w.done)
+			}
+		}
+		delete(s.waiters, id)
+	}
+}
+
+// applyOrRelease applies a claimed group of scope (the caller has the
+// scope's turn), or, when g is nil, claims the scope's pending jobs in the
+// apply's transaction and applies them; on failure the jobs are released
+// with a backoff and the credentials marked with the error. It returns an
+// error only when the jobs could not be claimed.
+func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres.SyncJobRow) error {
+	claim := g == nil
+	g, err := s.applyGroup(ctx, scope, g)
+	if err == nil {
+		return nil
+	}
+	if len(g) == 0 {
+		s.log.WarnContext(ctx, "sync: claim", "target", s.target.Name(), "scope", scope, "error", err.Error())
+		return err
+	}
+	msg := publicError(err)
+	attempts := 0
+	for _, j := range g {
+		attempts = max(attempts, j.Attempts)
+	}
+	if claim {
+		attempts++ // this attempt, not yet counted
+	}
+	delay := s.backoff(attempts)
+	s.log.Warn("sync: apply failed", "target", s.target.Name(), "scope", scope, "jobs", len(g),
+		"attempts", attempts, "retry_in", delay.String(), "error", err.Error())
+	s.release(g, delay, msg, !claim)
+	s.markError(g, msg)
+	return nil
+}
+
+// applyGroup applies one group in a transaction holding the scope's lock;
+// success marks the credentials synced and the jobs done in that same
+// transaction. A nil g is claimed in the transaction (after the lock, so
+// that it takes every job committed until then). It returns the group it
+// applied or tried to: a given g even if the transaction could not begin
+// or lock, so that its jobs are released; none if its own claim failed or
+// found nothing.
+func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) ([]postgres.SyncJobRow, error) {
+	tx, err := postgres.Begin(ctx, s.db)
+	if err != nil {
+		return g, err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	token := rand.Int64N(1<<62) + 1
+	prev, err := s.repo.LockScope(ctx, tx, s.target.Name(), scope, token)
+	if err != nil {
+		return g, err
+	}
+	// The current rows of the changed credentials: read when needed for a
+	// group claimed by a worker, returned by the claim here.
+	changes := func(ctx context.Context, ids []int64, logins []string) ([]postgres.SnapshotRow, error) {
+		return s.repo.SnapshotOf(ctx, tx, ids, logins)
+	}
+	if g == nil {
+		var rows []postgres.SnapshotRow
+		if g, rows, err = s.repo.ClaimLocked(ctx, tx, s.target.Name(), scope, s.readsState); err != nil || len(g) == 0 {
+			return nil, err // nothing claimed: the rollback keeps the scope's token
+		}
+		changes = func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil }
+	}
+	return g, s.apply(ctx, tx, scope, g, prev, token, changes)
+}
+
+// apply is applyGroup's work once g is claimed and the scope locked (prev
+// is the scope's token before this apply's, token); changes returns the
+// current rows of the credentials and logins the jobs change.
+func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []postgres.SyncJobRow, prev, token int64,
+	changes func(ctx context.Context, ids []int64, logins []string) ([]postgres.SnapshotRow, error)) error {
+	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
+	b := Batch{Scope: scope, JobIDs: jobIDs(g), Tx: tx, Continues: s.continues(scope, prev),
+		reads: &reads{repo: s.repo, tx: tx, changes: changes}}
+	for _, j := range g {
+		var e Event
+		if err := json.Unmarshal(j.Event, &e); err != nil {
+			return fmt.Errorf("sync job %d: %w", j.ID, err)
+		}
+		b.Events = append(b.Events, e)
+	}
+	if err := s.target.Apply(ctx, b); err != nil {
+		return err
+	}
+	ids, versions := b.confirmed()
+	if err := s.repo.Finish(ctx, tx, ids, versions, b.JobIDs); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.committed(scope, token)
+	s.applied(b.JobIDs)
+	return nil
+}
+
+// continues reports whether the scope's previous apply, whose token is
+// prev, was this Service's last committed apply of it; the scope's entry
+// is taken out until this apply commits, so that a failed apply leaves the
+// next one not continuing.
+func (s *Service) continues(scope string, prev int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last, ok := s.last[scope]
+	delete(s.last, scope)
+	return ok && last == prev
+}
+
+// committed records token as this Service's last committed apply of scope.
+func (s *Service) committed(scope string, token int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = map[string]int64{}
+	}
+	s.last[scope] = token
+}
+
+// scopeTurn returns the channel (a semaphore of one) of scope's applies.
+func (s *Service) scopeTurn(scope string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applying == nil {
+		s.applying = map[string]chan struct{}{}
+	}
+	c, ok := s.applying[scope]
+	if !ok {
+		c = make(chan struct{}, 1)
+		s.applying[scope] = c
+	}
+	return c
+}

@@ -1,0 +1,48 @@
+package syncer
+
+// Event types.
+const (
+	CredentialUpserted = "credential.upserted"
+	CredentialDeleted  = "credential.deleted"
+	DomainDeleted      = "domain.deleted"
+)
+
+// Event is one change, as stored in the outbox and as sent to event targets.
+// It never holds a plaintext password: PasswordHash is what the backend stores.
+type Event struct {
+	Type         string   `json:"type"`
+	Domain       string   `json:"domain"`
+	Login        string   `json:"login,omitempty"`
+	Username     string   `json:"username,omitempty"`
+	CredentialID int64    `json:"credential_id,omitempty"`
+	GUID         string   `json:"user_smtp_guid,omitempty"`
+	Version      int64    `json:"version,omitempty"`
+	PasswordHash string   `json:"password_hash,omitempty"`
+	Logins       []string `json:"logins,omitempty"`
+	OccurredAt   int64    `json:"occurred_at"`
+}
+
+// Entry is one credential as a backend holds it: a login and the hash it
+// verifies.
+type Entry struct {
+	// Login is the user name the SMTP server looks up, "user@domain".
+	Login string
+	// Hash is the stored password, "{SCHEME}..." as Dovecot expects. It is
+	// never included in error messages.
+	Hash string
+}
+
+// changedCredentials returns the credentials the events change and their
+// logins, or false when an event changes more than single credentials (a
+// domain deletion), or does not name its login.
+func changedCredentials(events []Event) (ids []int64, logins []string, ok bool) {
+	ids = make([]int64, 0, len(events))
+	logins = make([]string, 0, len(events))
+	for _, e := range events {
+		if e.Type != CredentialUpserted && e.Type != CredentialDeleted || e.CredentialID == 0 || e.Login == "" {
+			return nil, nil, false
+		}
+		ids, logins = append(ids, e.CredentialID), append(logins, e.Login)
+	}
+	return ids, logins, true
+}

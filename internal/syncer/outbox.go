@@ -1,0 +1,202 @@
+// Package syncer is the outbox that carries every credential change to the
+// SMTP server's auth backend, reliably, whatever the backend (its targets).
+//
+// A change and its sync job are written in one transaction; the request
+// that made the change then tries to apply the job within a short
+// deadline, and a background worker retries whatever is left with capped
+// exponential backoff and jitter until the target confirms. The targets
+// live in subpackages (passwdfile, webhook, dovecotsql; snapshot helps
+// targets that render state) and this package imports none of them.
+//
+// Jobs of one (target, scope) are claimed and applied together, so a burst
+// of changes coalesces into one apply; applications of one scope are
+// serialised across processes by the lock of the scope's row in
+// sync_scopes, so an apply never overwrites a newer one. A request claims
+// in its apply's transaction (row locks: a request that dies leaves its
+// jobs at once); a worker's claims are leases, and a worker that dies
+// leaves its jobs to be reclaimed when the lease runs out. Workers on
+// several processes share one database safely (FOR UPDATE SKIP LOCKED).
+//
+// Files: outbox.go (the Service, enqueueing), apply.go (a request's apply
+// and its waiters), worker.go (the background worker and retries),
+// target.go (what a target implements and is given), event.go.
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+)
+
+// Config tunes the outbox.
+type Config struct {
+	// ApplyTimeout bounds how long a request waits for its change to reach
+	// the target before answering with remote_synced false.
+	ApplyTimeout time.Duration
+	// Lease is how long a job claimed by a worker stays claimed; a crashed
+	// worker's jobs are claimable again after it. A worker's attempt is
+	// bounded by it. (A request claims its jobs with row locks in the
+	// apply's transaction, which its ApplyTimeout bounds.)
+	Lease time.Duration
+	// PollInterval is how often an idle worker looks for due jobs.
+	PollInterval time.Duration
+	// BaseBackoff and MaxBackoff shape the retry delays.
+	BaseBackoff, MaxBackoff time.Duration
+	// KeepDone is how long applied jobs are kept.
+	KeepDone time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = 2 * time.Second
+	}
+	if c.Lease <= 0 {
+		c.Lease = 15 * time.Second
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 500 * time.Millisecond
+	}
+	if c.BaseBackoff <= 0 {
+		c.BaseBackoff = 500 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Minute
+	}
+	if c.KeepDone <= 0 {
+		c.KeepDone = 24 * time.Hour
+	}
+}
+
+// Service is the outbox of one target. A nil *Service is a disabled sync:
+// Enqueue writes nothing and Apply reports false, so nothing ever claims a
+// sync that did not happen.
+type Service struct {
+	db     *sqlx.DB
+	repo   postgres.SyncRepo
+	target Target
+	// readsState is set for a StateReader target.
+	readsState bool
+	cfg        Config
+	log        *slog.Logger
+	// beat is when Run last went round its loop (Unix nanoseconds).
+	beat atomic.Int64
+
+	// waiters maps a job id to the requests of this process waiting for
+	// it, so that an apply made here wakes them at once instead of them
+	// polling the outbox.
+	mu      sync.Mutex
+	waiters map[int64][]*waiter
+	// last is the token of this Service's last committed apply of each
+	// scope; an apply takes the scope's entry out until it commits (see
+	// Batch.Continues).
+	last map[string]int64
+	// applying serialises this process's applies of a scope (the database
+	// lock serialises processes): an apply waits here, not on a pooled
+	// connection.
+	applying map[string]chan struct{}
+}
+
+// waiter is one Apply call waiting for its jobs.
+type waiter struct {
+	left int           // jobs not yet applied; guarded by Service.mu
+	done chan struct{} // closed when left reaches 0
+}
+
+// New returns the outbox of target.
+func New(db *sqlx.DB, target Target, cfg Config, log *slog.Logger) *Service {
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	_, readsState := target.(StateReader)
+	return &Service{db: db, target: target, readsState: readsState, cfg: cfg, log: log}
+}
+
+// Pending is the jobs of one change, as Enqueue made them, for Apply.
+type Pending struct {
+	ids    []int64
+	scopes []string // distinct
+}
+
+// Enqueue writes one job per event; call it inside the transaction of the
+// change, so that both are committed or neither.
+func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...Event) (Pending, error) {
+	if s == nil {
+		return Pending{}, nil
+	}
+	var p Pending
+	for _, e := range events {
+		if e.OccurredAt == 0 {
+			e.OccurredAt = time.Now().Unix()
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return Pending{}, fmt.Errorf("enqueue sync job: %w", err)
+		}
+		scope := s.target.Scope(e.Domain)
+		id, err := s.repo.Insert(ctx, q, s.target.Name(), scope, b)
+		if err != nil {
+			return Pending{}, err
+		}
+		p.ids = append(p.ids, id)
+		if !slices.Contains(p.scopes, scope) {
+			p.scopes = append(p.scopes, scope)
+		}
+	}
+	return p, nil
+}
+
+// Draft returns the job of e for the caller's own insert statement to
+// write together with the new credential it is about (whose id the
+// statement adds to the event): see postgres.CredentialRepo.InsertVerified.
+// Nil when sync is disabled.
+func (s *Service) Draft(e Event) (*postgres.JobDraft, error) {
+	if s == nil {
+		return nil, nil
+	}
+	if e.OccurredAt == 0 {
+		e.OccurredAt = time.Now().Unix()
+	}
+	e.CredentialID = 0 // the statement sets it
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("draft sync job: %w", err)
+	}
+	return &postgres.JobDraft{Target: s.target.Name(), Scope: s.target.Scope(e.Domain), Event: b}, nil
+}
+
+// Drafted is the Pending of a drafted job, inserted (and committed) as id.
+func (s *Service) Drafted(id int64, d *postgres.JobDraft) Pending {
+	if s == nil || d == nil || id == 0 {
+		return Pending{}
+	}
+	return Pending{ids: []int64{id}, scopes: []string{d.Scope}}
+}
+
+// Running reports whether Run is going round its loop: it went round within
+// the last Lease (a round takes a poll interval, or one attempt bounded by
+// the lease). A disabled sync (nil) is never running.
+func (s *Service) Running() bool {
+	if s == nil {
+		return false
+	}
+	last := s.beat.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < s.cfg.Lease+s.cfg.PollInterval
+}
+
+// Stats reports the outbox's backlog.
+func (s *Service) Stats(ctx context.Context) (postgres.QueueStats, error) {
+	if s == nil {
+		return postgres.QueueStats{}, nil
+	}
+	return s.repo.Stats(ctx, s.db)
+}

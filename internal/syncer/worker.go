@@ -1,0 +1,199 @@
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
+)
+
+// Run is the background worker: it applies due jobs until ctx ends, then
+// finishes (or releases) the batch in hand and returns.
+func (s *Service) Run(ctx context.Context) {
+	if s == nil {
+		return
+	}
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	defer s.beat.Store(0)
+	failures := 0
+	_, live := s.target.(Live)
+	catchUpFailed := false
+	for {
+		s.beat.Store(time.Now().UnixNano())
+		if live { // tried again each round until it succeeds
+			if err := s.catchUp(ctx); err == nil {
+				live = false
+			} else if !catchUpFailed && ctx.Err() == nil {
+				catchUpFailed = true // said once
+				s.log.Warn("sync: marking what the target already reads", "target", s.target.Name(), "error", err.Error())
+			}
+		}
+		// The batch in hand is finished even while stopping; bounded by the lease.
+		work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
+		jobs, err := s.repo.ClaimDue(work, s.db, s.cfg.Lease, s.cfg.ApplyTimeout+time.Second)
+		if err == nil && len(jobs) > 0 {
+			s.process(work, jobs)
+		}
+		cancel()
+		wait := s.cfg.PollInterval
+		if err != nil && ctx.Err() == nil {
+			// The database is away: back off, and say so once per streak.
+			failures++
+			if failures == 1 {
+				s.log.Warn("sync: claim", "error", err.Error())
+			}
+			wait = min(s.cfg.PollInterval<<min(failures, 4), 5*time.Second)
+		} else if err == nil {
+			if failures > 0 {
+				s.log.Info("sync: claims work again", "failed_rounds", failures)
+			}
+			failures = 0
+		}
+		if err == nil && len(jobs) > 0 && ctx.Err() == nil {
+			continue // more may be due
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-prune.C:
+			if n, err := s.repo.Prune(ctx, s.db, s.cfg.KeepDone); err != nil {
+				s.log.Warn("sync: prune", "error", err.Error())
+			} else if n > 0 {
+				s.log.Debug("sync: pruned applied jobs", "jobs", n)
+			}
+		case <-time.After(wait):
+		}
+	}
+}
+
+// catchUp marks every credential not yet marked synced, in one
+// transaction, once the live target's check passes in it.
+func (s *Service) catchUp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Lease)
+	defer cancel()
+	tx, err := postgres.Begin(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	if err := s.target.(Live).Check(ctx, tx); err != nil {
+		return err
+	}
+	n, err := s.repo.MarkAllSynced(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if n > 0 {
+		s.log.Info("sync: credentials the target already reads marked synced", "target", s.target.Name(), "credentials", n)
+	}
+	return nil
+}
+
+// process applies claimed jobs, one (target, scope) group at a time.
+func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
+	type key struct{ target, scope string }
+	groups := map[key][]postgres.SyncJobRow{}
+	var order []key
+	for _, j := range jobs {
+		k := key{j.Target, j.Scope}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], j)
+	}
+	for _, k := range order {
+		g := groups[k]
+		if k.target != s.target.Name() {
+			// A job of a target this process does not run (configuration
+			// changed): leave it for a process that does.
+			s.release(g, s.cfg.MaxBackoff, "", true)
+			continue
+		}
+		turn := s.scopeTurn(k.scope)
+		select {
+		case turn <- struct{}{}:
+		case <-ctx.Done():
+			s.release(g, 0, "", true)
+			continue
+		}
+		_ = s.applyOrRelease(ctx, k.scope, g) // a claimed group is released on failure
+		<-turn
+	}
+}
+
+// release and markError run on a fresh short context: they must happen even
+// when the attempt failed because its context ran out.
+func (s *Service) release(g []postgres.SyncJobRow, delay time.Duration, msg string, counted bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.repo.Release(ctx, s.db, jobIDs(g), delay, msg, counted); err != nil {
+		s.log.Warn("sync: release", "error", err.Error()) // the lease runs out instead
+	}
+}
+
+func (s *Service) markError(g []postgres.SyncJobRow, msg string) {
+	var ids []int64
+	for _, j := range g {
+		var e Event
+		if json.Unmarshal(j.Event, &e) == nil && e.CredentialID != 0 {
+			ids = append(ids, e.CredentialID)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.repo.MarkError(ctx, s.db, ids, msg); err != nil {
+		s.log.Warn("sync: mark error", "error", err.Error())
+	}
+}
+
+// jobIDs returns the ids of g in ascending order.
+func jobIDs(g []postgres.SyncJobRow) []int64 {
+	ids := make([]int64, len(g))
+	for i, j := range g {
+		ids[i] = j.ID
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// backoff is capped exponential backoff with jitter: a delay drawn from
+// [d/2, d) with d = BaseBackoff * 2^(attempts-1), capped at MaxBackoff.
+func (s *Service) backoff(attempts int) time.Duration {
+	d := s.cfg.BaseBackoff
+	for i := 1; i < attempts && d < s.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.MaxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// publicError is the text of a failed attempt as API users see it: file
+// errors lose their paths, an error with a Public text shows that, and the
+// text is bounded.
+func publicError(err error) string {
+	var pe *fs.PathError
+	var pub interface{ Public() string }
+	msg := err.Error()
+	if errors.As(err, &pe) {
+		msg = pe.Op + ": " + pe.Err.Error()
+	}
+	if errors.As(err, &pub) {
+		msg = pub.Public()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg = "the target did not answer in time"
+	}
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}
