@@ -101,7 +101,7 @@ func newDomains(c config, db *sqlx.DB, outbox *syncer.Service) (*domains.Service
 	if err != nil {
 		return nil, usagef("dns resolver: %v", err)
 	}
-	return domains.NewService(db, postgres.DomainRepo{}, sealer, checker, outbox, domains.Config{
+	return domains.NewService(db, sealer, checker, outbox, domains.Config{
 		Selector: c.DNS.Selector, SPFInclude: c.DNS.SPFInclude, MXHost: c.DNS.MXHost, TrackingTarget: c.DNS.TrackingTarget,
 	}), nil
 }
@@ -172,7 +172,7 @@ func withAccounts(ctx context.Context, cmd string, args []string, getenv func(st
 		return err
 	}
 	defer db.Close()
-	svc, err := accounts.NewService(db, postgres.AccountRepo{}, c.TokenKey)
+	svc, err := accounts.NewService(db, c.TokenKey)
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -272,7 +272,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	}
 	defer limDB.Close()
 
-	acc, err := accounts.NewService(db, postgres.AccountRepo{}, c.TokenKey)
+	acc, err := accounts.NewService(db, c.TokenKey)
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -284,8 +284,8 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	limiter := ratelimit.New(limDB, postgres.RateCounterRepo{}, c.RateLimit, c.AuthFailLimit)
-	creds := credentials.NewService(db, postgres.CredentialRepo{}, outbox, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme})
+	limiter := ratelimit.New(limDB, c.RateLimit, c.AuthFailLimit)
+	creds := credentials.NewService(db, outbox, credentials.Config{MaxPerDomain: c.MaxPerDomain, Scheme: c.PasswordScheme})
 	if c.AuthCache {
 		// Authentication then costs no round trip in the steady state; a
 		// token rotation or a failed login anywhere reaches every process

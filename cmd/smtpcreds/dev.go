@@ -90,7 +90,7 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		db.Close()
 		return err
 	}
-	acc, err := accounts.NewService(db, postgres.AccountRepo{}, c.TokenKey)
+	acc, err := accounts.NewService(db, c.TokenKey)
 	if err != nil {
 		db.Close()
 		return err

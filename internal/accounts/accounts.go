@@ -37,28 +37,21 @@ type Account struct {
 	Name string
 }
 
-// Repo is the storage the service needs; postgres.AccountRepo implements it.
-type Repo interface {
-	Insert(ctx context.Context, q sqlx.QueryerContext, name string, digest []byte) (postgres.AccountRow, error)
-	ByName(ctx context.Context, q sqlx.QueryerContext, name string) (postgres.AccountRow, error)
-	SetTokenDigest(ctx context.Context, q sqlx.ExecerContext, name string, digest []byte) error
-}
-
 // Service creates accounts and authenticates API calls.
 type Service struct {
 	db    *sqlx.DB
-	repo  Repo
+	repo  postgres.AccountRepo
 	key   []byte
 	cache *postgres.Cache[postgres.AccountRow] // by name; nil unless CacheTokens was called
 }
 
 // NewService returns a Service whose token digests are keyed by key (at least
 // 32 bytes, kept outside the database).
-func NewService(db *sqlx.DB, repo Repo, key []byte) (*Service, error) {
+func NewService(db *sqlx.DB, key []byte) (*Service, error) {
 	if len(key) < 32 {
 		return nil, fmt.Errorf("token key must be at least 32 bytes, got %d", len(key))
 	}
-	return &Service{db: db, repo: repo, key: key}, nil
+	return &Service{db: db, key: key}, nil
 }
 
 // NormalizeName lowercases an account name and checks it (ErrInvalidName).

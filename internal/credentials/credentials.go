@@ -65,33 +65,6 @@ type Page struct {
 	Limit  int
 }
 
-// Repo is the storage the service needs; postgres.CredentialRepo implements it.
-type Repo interface {
-	Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.CredentialDomainRow, error)
-	Count(ctx context.Context, q sqlx.QueryerContext, domainID int64) (int64, error)
-	LockDomainCap(ctx context.Context, q sqlx.ExecerContext, domainID int64) error
-	Insert(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential) (postgres.CredentialRow, error)
-	InsertVerified(ctx context.Context, q sqlx.QueryerContext, c postgres.NewCredential, domain string, job *postgres.JobDraft) (postgres.CredentialRow, int64, error)
-	Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
-	List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]postgres.CredentialRow, error)
-	Delete(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, error)
-	SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string) (postgres.CredentialRow, error)
-	CompactCounts(ctx context.Context, q sqlx.ExecerContext, batch int) error
-}
-
-// Outbox carries changes to the SMTP server's auth backend;
-// *syncer.Service implements it (a nil one is a disabled sync).
-type Outbox interface {
-	// Enqueue records events inside the change's transaction.
-	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) (syncer.Pending, error)
-	// Draft and Drafted: a job written by the statement that inserts its
-	// credential, and its Pending once committed.
-	Draft(e syncer.Event) (*postgres.JobDraft, error)
-	Drafted(id int64, d *postgres.JobDraft) syncer.Pending
-	// Apply tries to apply committed jobs now; true when the backend confirmed.
-	Apply(ctx context.Context, p syncer.Pending) bool
-}
-
 // Config holds the operator's choices.
 type Config struct {
 	// MaxPerDomain caps the credentials of one domain; 0 means no cap.
@@ -103,17 +76,15 @@ type Config struct {
 // Service implements the credential use cases.
 type Service struct {
 	db     *sqlx.DB
-	repo   Repo
-	outbox Outbox
+	repo   postgres.CredentialRepo
+	outbox *syncer.Service // nil: sync disabled
 	cfg    Config
 }
 
-// NewService returns a Service over db whose changes go through outbox.
-func NewService(db *sqlx.DB, repo Repo, outbox Outbox, cfg Config) *Service {
-	if outbox == nil {
-		outbox = (*syncer.Service)(nil) // sync disabled
-	}
-	return &Service{db: db, repo: repo, outbox: outbox, cfg: cfg}
+// NewService returns a Service over db whose changes go through outbox (nil
+// disables sync: nothing is enqueued, and no change reports remote_synced).
+func NewService(db *sqlx.DB, outbox *syncer.Service, cfg Config) *Service {
+	return &Service{db: db, outbox: outbox, cfg: cfg}
 }
 
 // CompactCounts folds the per-bucket credential count deltas that creates
@@ -218,7 +189,7 @@ func errTaken() error { return validation.New("username", "The username has alre
 // domain's cap first. Exact under concurrency: creates of one domain that
 // check the cap take turns from the check to commit (a few ms each).
 func (s *Service) createUnderCap(ctx context.Context, c postgres.NewCredential, domain, pw string) (Issued, error) {
-	tx, err := s.db.BeginTxx(ctx, nil)
+	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
 		return Issued{}, fmt.Errorf("create credential: begin: %w", err)
 	}
@@ -299,7 +270,7 @@ func (s *Service) Get(ctx context.Context, accountID int64, domain string, guid 
 	}
 	row, err := s.repo.Get(ctx, s.db, accountID, domain, guid)
 	if err != nil {
-		return Credential{}, s.credentialErr(ctx, "get credential", accountID, domain, err)
+		return Credential{}, s.credentialErr(ctx, s.db, "get credential", accountID, domain, err)
 	}
 	return fromRow(row), nil
 }
@@ -312,14 +283,14 @@ func (s *Service) Delete(ctx context.Context, accountID int64, domain string, gu
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTxx(ctx, nil)
+	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
 		return fmt.Errorf("delete credential: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	row, err := s.repo.Delete(ctx, tx, accountID, domain, guid)
 	if err != nil {
-		return s.credentialErr(ctx, "delete credential", accountID, domain, err)
+		return s.credentialErr(ctx, tx, "delete credential", accountID, domain, err)
 	}
 	jobs, err := s.outbox.Enqueue(ctx, tx, syncer.Event{
 		Type: syncer.CredentialDeleted, Domain: row.Domain, Username: row.Username,
@@ -346,14 +317,14 @@ func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain str
 	if err != nil {
 		return Issued{}, fmt.Errorf("reset password: %w", err)
 	}
-	tx, err := s.db.BeginTxx(ctx, nil)
+	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
 		return Issued{}, fmt.Errorf("reset password: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	row, err := s.repo.SetPassword(ctx, tx, accountID, domain, guid, hash)
 	if err != nil {
-		return Issued{}, s.credentialErr(ctx, "reset password", accountID, domain, err)
+		return Issued{}, s.credentialErr(ctx, tx, "reset password", accountID, domain, err)
 	}
 	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, hash))
 	if err != nil {
@@ -386,12 +357,14 @@ func (s *Service) domainErr(op string, err error) error {
 
 // credentialErr tells a missing domain from a missing credential once a
 // credential statement matched nothing: the second query runs only on that
-// miss, so the hit path stays one statement.
-func (s *Service) credentialErr(ctx context.Context, op string, accountID int64, domain string, err error) error {
+// miss, so the hit path stays one statement. q is the caller's connection or
+// transaction: a caller in a transaction must not take a second pooled
+// connection while it holds one.
+func (s *Service) credentialErr(ctx context.Context, q sqlx.QueryerContext, op string, accountID int64, domain string, err error) error {
 	if !errors.Is(err, postgres.ErrNotFound) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if _, derr := s.repo.Domain(ctx, s.db, accountID, domain); derr != nil {
+	if _, derr := s.repo.Domain(ctx, q, accountID, domain); derr != nil {
 		return s.domainErr(op, derr)
 	}
 	return ErrNotFound

@@ -103,48 +103,20 @@ type Checker interface {
 	CNAME(ctx context.Context, name, target string) dnscheck.Result
 }
 
-// Repo is the storage the service needs; postgres.DomainRepo implements it.
-type Repo interface {
-	Insert(ctx context.Context, q sqlx.QueryerContext, accountID int64, d postgres.NewDomain) (postgres.DomainRow, error)
-	InsertForAccountName(ctx context.Context, q sqlx.QueryerContext, accountName string, d postgres.NewDomain) (postgres.DomainRow, error)
-	Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.DomainRow, error)
-	List(ctx context.Context, q sqlx.QueryerContext, accountID int64, search string, limit int, offset int64) ([]postgres.DomainRow, int64, error)
-	UpdateTracking(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string, open, click, unsub *bool) (postgres.DomainRow, error)
-	Delete(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.DomainRow, error)
-	Logins(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) ([]string, error)
-	SaveCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string, dkim, spf, mx, verified bool, checks []byte) (postgres.DomainRow, error)
-	SetAuthDomain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, authDomain, selector, publicKey string, sealedKey []byte) (postgres.DomainRow, error)
-	SaveAuthCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, authDomain string, verified bool, checks []byte) (postgres.DomainRow, error)
-	ClearAuthDomain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.DomainRow, error)
-	SetTrackingDomain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, tracking string) (postgres.DomainRow, error)
-	SaveTrackingCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name, tracking string, verified bool, checks []byte) (postgres.DomainRow, error)
-	ClearTrackingDomain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (postgres.DomainRow, error)
-}
-
-// Outbox carries the removal of a domain's logins to the SMTP server's auth
-// backend; *syncer.Service implements it (a nil one is a disabled sync).
-type Outbox interface {
-	Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...syncer.Event) (syncer.Pending, error)
-	Apply(ctx context.Context, p syncer.Pending) bool
-}
-
 // Service manages sending domains.
 type Service struct {
 	db     *sqlx.DB
-	repo   Repo
+	repo   postgres.DomainRepo
 	sealer *dkim.Sealer
 	dns    Checker
-	outbox Outbox
+	outbox *syncer.Service // nil: sync disabled
 	cfg    Config
 }
 
 // NewService returns a Service. sealer encrypts DKIM private keys; dns may be
 // nil for callers that never verify; outbox nil disables sync.
-func NewService(db *sqlx.DB, repo Repo, sealer *dkim.Sealer, dns Checker, outbox Outbox, cfg Config) *Service {
-	if outbox == nil {
-		outbox = (*syncer.Service)(nil)
-	}
-	return &Service{db: db, repo: repo, sealer: sealer, dns: dns, outbox: outbox, cfg: cfg}
+func NewService(db *sqlx.DB, sealer *dkim.Sealer, dns Checker, outbox *syncer.Service, cfg Config) *Service {
+	return &Service{db: db, sealer: sealer, dns: dns, outbox: outbox, cfg: cfg}
 }
 
 // Config returns the operator DNS setup the service checks against.
@@ -310,7 +282,7 @@ func (s *Service) Delete(ctx context.Context, accountID int64, name string) erro
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTxx(ctx, nil)
+	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
 		return fmt.Errorf("delete domain: begin: %w", err)
 	}

@@ -33,7 +33,6 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/password"
-	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
@@ -142,7 +141,7 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 	allLogs.Store(logs, true)
 	m := metrics.New()
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	acc, err := accounts.NewService(db, postgres.AccountRepo{}, testKey)
+	acc, err := accounts.NewService(db, testKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,13 +158,13 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dom := domains.NewService(db, postgres.DomainRepo{}, sealer, checker, outbox, testDNS)
+	dom := domains.NewService(db, sealer, checker, outbox, testDNS)
 	e, err := httpapi.NewServer(httpapi.Deps{
 		Accounts: acc,
 		Domains:  dom,
-		Credentials: credentials.NewService(db, postgres.CredentialRepo{}, outbox,
+		Credentials: credentials.NewService(db, outbox,
 			credentials.Config{MaxPerDomain: o.maxPerDomain, Scheme: password.SSHA512}),
-		Limiter:        ratelimit.New(db, postgres.RateCounterRepo{}, o.rateLimit, o.authFailLimit),
+		Limiter:        ratelimit.New(db, o.rateLimit, o.authFailLimit),
 		Logger:         log,
 		TrustedProxies: o.trusted,
 		Metrics:        m,

@@ -27,7 +27,7 @@ func TestFailureCacheFollowsOtherProcesses(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	limiter := func() *ratelimit.Limiter {
-		l := ratelimit.New(db, postgres.RateCounterRepo{}, 0, 3)
+		l := ratelimit.New(db, 0, 3)
 		postgres.Listen(ctx, url, slog.New(slog.DiscardHandler), map[string]postgres.Subscriber{
 			postgres.AuthFailChannel: l.CacheFailures(),
 		})

@@ -24,20 +24,12 @@ type Decision struct {
 	RetryAfter int // whole seconds until the window ends
 }
 
-// Repo is the storage the limiter needs; postgres.RateCounterRepo implements it.
-type Repo interface {
-	Hit(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
-	HitAnnounced(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
-	Count(ctx context.Context, q sqlx.QueryerContext, key string) (int, float64, error)
-	Prune(ctx context.Context, q sqlx.ExecerContext) (int64, error)
-}
-
 // Limiter applies the limits. db may be a pool opened with
 // synchronous_commit=off: a counter lost in a crash costs nothing, and the
 // counter row is then locked only for the update itself, not a WAL flush.
 type Limiter struct {
 	db           *sqlx.DB
-	repo         Repo
+	repo         postgres.RateCounterRepo
 	perMinute    int
 	authFailures int
 	cache        *postgres.Cache[failEntry] // by key; nil unless CacheFailures was called
@@ -45,8 +37,8 @@ type Limiter struct {
 
 // New returns a Limiter allowing perMinute calls per account and
 // authFailures failed logins per client address per minute; 0 turns either off.
-func New(db *sqlx.DB, repo Repo, perMinute, authFailures int) *Limiter {
-	return &Limiter{db: db, repo: repo, perMinute: perMinute, authFailures: authFailures}
+func New(db *sqlx.DB, perMinute, authFailures int) *Limiter {
+	return &Limiter{db: db, perMinute: perMinute, authFailures: authFailures}
 }
 
 // Account counts one call of accountID and says whether it is within the limit.
