@@ -1,8 +1,11 @@
-// Package passwdfile writes Dovecot passwd-files: one file for every domain,
-// or one file per domain when the path template contains "%d" (as Dovecot's
-// passwd-file args allow, e.g. "/etc/dovecot/users/%d"), and optionally
-// split further into shards by login with Dovecot's "%<k>Mu" (k = 1 to 3):
-// the first k hex digits of the MD5 of the login. With
+// Package passwdfile is the sync target that keeps Dovecot passwd-files equal
+// to the database, so that Dovecot authenticates every login smtpcreds holds.
+//
+// NewTarget is the target (target.go); the Writer writes the files: one file
+// for every domain, or one file per domain when the path template contains
+// "%d" (as Dovecot's passwd-file args allow, e.g. "/etc/dovecot/users/%d"),
+// and optionally split further into shards by login with Dovecot's "%<k>Mu"
+// (k = 1 to 3): the first k hex digits of the MD5 of the login. With
 // "/etc/dovecot/users/%d/%2Mu" a domain's logins spread over up to 256
 // files, so that a change rewrites a file of about 1/256 of the domain, and
 // Dovecot re-reads only that file.
@@ -39,10 +42,6 @@
 package passwdfile
 
 import (
-	"bytes"
-	"crypto/md5"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -54,7 +53,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
@@ -65,14 +63,6 @@ const FileMode fs.FileMode = 0o640
 
 // DirMode is the permission of every directory the Writer creates.
 const DirMode fs.FileMode = 0o750
-
-// domainVar is the Dovecot variable of the domain a path template may
-// contain.
-const domainVar = "%d"
-
-// MaxShardDigits is the largest k of a "%<k>Mu" shard variable: 16^3 files
-// per domain at most, so that a whole-state write can visit every name.
-const MaxShardDigits = 3
 
 // Errors returned (wrapped) by this package; test with errors.Is.
 var (
@@ -179,39 +169,6 @@ func New(pathTemplate, group string) (*Writer, error) {
 	return w, nil
 }
 
-// checkTemplate checks t and returns the largest k of its "%<k>Mu", or 0.
-func checkTemplate(t string) (digits int, err error) {
-	if t == "" {
-		return 0, errors.New("passwdfile: empty path template")
-	}
-	if strings.ContainsRune(t, 0) {
-		return 0, errors.New("passwdfile: path template contains NUL")
-	}
-	for rest := t; ; {
-		i := strings.IndexByte(rest, '%')
-		if i < 0 {
-			break
-		}
-		rest = rest[i:]
-		switch {
-		case strings.HasPrefix(rest, domainVar):
-			rest = rest[len(domainVar):]
-		case len(rest) >= 4 && rest[1] >= '1' && rest[1] <= '0'+MaxShardDigits && rest[2:4] == "Mu":
-			digits = max(digits, int(rest[1]-'0'))
-			rest = rest[4:]
-		default:
-			return 0, fmt.Errorf("passwdfile: path template %q: only the variables %%d and %%1Mu to %%%dMu are supported", t, MaxShardDigits)
-		}
-	}
-	if strings.HasSuffix(t, "/") {
-		return 0, fmt.Errorf("passwdfile: path template %q names a directory", t)
-	}
-	if b := filepath.Base(t); b == "." || b == ".." {
-		return 0, fmt.Errorf("passwdfile: path template %q does not name a file", t)
-	}
-	return digits, nil
-}
-
 func lookupGroup(group string) (int, error) {
 	if n, err := strconv.Atoi(group); err == nil {
 		if n < 0 {
@@ -228,117 +185,6 @@ func lookupGroup(group string) (int, error) {
 		return 0, fmt.Errorf("passwdfile: group %q has non-numeric gid %q", group, g.Gid)
 	}
 	return n, nil
-}
-
-// PerDomain reports whether the Writer keeps one file per domain (the
-// template contains "%d").
-func (w *Writer) PerDomain() bool { return w.perDomain }
-
-// Template returns the path template the Writer was made with.
-func (w *Writer) Template() string { return w.template }
-
-// Sharded reports whether the template splits logins over shards ("%<k>Mu").
-func (w *Writer) Sharded() bool { return w.shardDigits > 0 }
-
-// Shard returns the shard that holds login: the first k hex digits of the
-// MD5 of login, as Dovecot expands "%<k>Mu" (k the largest in the
-// template), or "" when the template has no shard variable.
-func (w *Writer) Shard(login string) string {
-	if w.shardDigits == 0 {
-		return ""
-	}
-	sum := md5.Sum([]byte(login))
-	return hex.EncodeToString(sum[:2])[:w.shardDigits]
-}
-
-// Shards returns every shard name of the template in order ("" alone when
-// it has no shard variable).
-func (w *Writer) Shards() []string {
-	if w.shardDigits == 0 {
-		return []string{""}
-	}
-	n := 1 << (4 * w.shardDigits)
-	names := make([]string, n)
-	for i := range n {
-		names[i] = fmt.Sprintf("%0*x", w.shardDigits, i)
-	}
-	return names
-}
-
-// Path returns the file that holds the logins of domain in shard: the
-// template with every "%d" replaced by domain and every "%<k>Mu" by the
-// first k characters of shard. Without "%d", domain is ignored (and may be
-// empty); without a shard variable, shard must be "". A domain that is not
-// a plain lowercase host name (letters a-z, digits, '-', labels of 1-63
-// characters separated by single dots, at most 253 characters; so no '/',
-// "..", or empty name), or a shard that is not one of Shards, yields "",
-// which no file has; Write and Remove report ErrInvalidDomain or
-// ErrInvalidShard for it.
-func (w *Writer) Path(domain, shard string) string {
-	p, err := w.path(domain, shard)
-	if err != nil {
-		return ""
-	}
-	return p
-}
-
-func (w *Writer) path(domain, shard string) (string, error) {
-	if w.perDomain && !validDomain(domain) {
-		return "", fmt.Errorf("%w: %q", ErrInvalidDomain, domain)
-	}
-	if !w.validShard(shard) {
-		return "", fmt.Errorf("%w: %q", ErrInvalidShard, shard)
-	}
-	if !w.perDomain && w.shardDigits == 0 {
-		return w.template, nil
-	}
-	var b strings.Builder
-	for rest := w.template; ; {
-		i := strings.IndexByte(rest, '%')
-		if i < 0 {
-			b.WriteString(rest)
-			break
-		}
-		b.WriteString(rest[:i])
-		if rest = rest[i:]; strings.HasPrefix(rest, domainVar) {
-			b.WriteString(domain)
-			rest = rest[len(domainVar):]
-		} else { // "%<k>Mu", as checkTemplate made sure
-			b.WriteString(shard[:rest[1]-'0'])
-			rest = rest[4:]
-		}
-	}
-	return b.String(), nil
-}
-
-func (w *Writer) validShard(s string) bool {
-	if len(s) != w.shardDigits {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-func validDomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for l := range strings.SplitSeq(s, ".") {
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // lock returns the locked state of path; the caller unlocks st.mu.
@@ -535,99 +381,6 @@ func (w *Writer) write(domain string, f File, unlessSame bool) (changedDir strin
 	return dir, nil
 }
 
-// render returns the content of entries, by splicing the previous render
-// when keep and there is one; with keep it remembers the render for the
-// next one (or, for a file too large to splice, keeps only its buffer, for
-// the next whole render to reuse).
-func (st *fileState) render(entries []syncer.Entry, keep bool) ([]byte, error) {
-	if !keep {
-		return appendRender(nil, entries)
-	}
-	data, ok := spliceRender(st.spare[:0], st.buf, st.prev, entries)
-	if !ok {
-		dst := st.buf[:0] // no splice source to keep: render over the last render
-		if st.prev != nil {
-			dst = st.spare[:0]
-		}
-		var err error
-		if data, err = appendRender(dst, entries); err != nil {
-			return nil, err
-		}
-	}
-	switch {
-	case len(data) > spliceMax || !ok && !slices.IsSortedFunc(entries, byLogin):
-		// Too large to keep twice, or rendered from a sorted copy (prev
-		// must be in file order): one buffer, and no splice next time.
-		st.buf, st.prev, st.spare = data, nil, nil
-		return data, nil
-	case st.prev != nil: // data is in spare's array
-		st.buf, st.spare = data, st.buf
-	default: // data is in buf's array
-		st.buf = data
-	}
-	st.prev = append(st.prev[:0], entries...)
-	return data, nil
-}
-
-// spliceRender appends to dst what Render returns for next, given that old
-// is Render's content for prev: runs of entries next shares with prev are
-// copied from old, and only the other lines are rendered and checked. It
-// reports false, having checked nothing in full, when it cannot tell (no
-// prev, or next is not strictly sorted, or an entry of next that prev does
-// not have is invalid): the caller then renders next whole, which reports
-// the error.
-func spliceRender(dst, old []byte, prev, next []syncer.Entry) ([]byte, bool) {
-	if prev == nil {
-		return nil, false
-	}
-	n := 0 // the content's size, so that dst grows once
-	for _, e := range next {
-		n += len(e.Login) + len(e.Hash) + 2
-	}
-	dst = alignedGrow(dst, n)
-	off, run := 0, 0 // old's offset of prev[i], and of the run not yet copied
-	i := 0
-	fromPrev := false // next[j-1] is an entry of prev (one before prev[i])
-	for j, e := range next {
-		for i < len(prev) && prev[i].Login < e.Login { // gone
-			dst = append(dst, old[run:off]...)
-			off += len(prev[i].Login) + len(prev[i].Hash) + 2
-			run = off
-			i++
-		}
-		same := i < len(prev) && prev[i] == e
-		// Two entries of prev in a row are in order already (prev is
-		// strictly sorted); any other pair is compared.
-		if !(same && fromPrev) && j > 0 && next[j-1].Login >= e.Login {
-			return nil, false
-		}
-		fromPrev = same
-		if same { // unchanged: part of the run
-			off += len(e.Login) + len(e.Hash) + 2
-			i++
-			continue
-		}
-		if i < len(prev) && prev[i].Login == e.Login { // new hash: the old line goes
-			dst = append(dst, old[run:off]...)
-			off += len(prev[i].Login) + len(prev[i].Hash) + 2
-			run = off
-			i++
-		}
-		if checkField(e.Login) != nil || checkField(e.Hash) != nil {
-			return nil, false
-		}
-		dst = append(dst, old[run:off]...)
-		run = off
-		dst = append(dst, e.Login...)
-		dst = append(dst, ':')
-		dst = append(dst, e.Hash...)
-		dst = append(dst, '\n')
-	}
-	return append(dst, old[run:off]...), true
-}
-
-func byLogin(a, b syncer.Entry) int { return strings.Compare(a.Login, b.Login) }
-
 // checkShard makes sure that every entry of the file at path belongs in
 // its shard.
 func (w *Writer) checkShard(path, shard string, entries []syncer.Entry) error {
@@ -640,75 +393,6 @@ func (w *Writer) checkShard(path, shard string, entries []syncer.Entry) error {
 		}
 	}
 	return nil
-}
-
-// holds reports whether the file at path, described by fi, has content
-// data and the mode and group Write would give it.
-func (w *Writer) holds(path string, fi fs.FileInfo, data []byte) bool {
-	if fi.Mode().Perm() != FileMode {
-		return false
-	}
-	if !w.groupIs(fi) {
-		return false
-	}
-	old, err := os.ReadFile(path)
-	return err == nil && bytes.Equal(old, data)
-}
-
-// nextMtime is the mtime of a new file of size bytes replacing the file
-// described by fi (when exists): see the package documentation.
-func (st *fileState) nextMtime(fi fs.FileInfo, exists bool, size int64, now time.Time) time.Time {
-	sec := now.Unix()
-	known := false // the file on disk is the one this Writer wrote last
-	if exists {
-		known = st.lastIno != 0 && inode(fi) == st.lastIno && fi.ModTime().Equal(st.lastMtime)
-		if !known {
-			sec = max(sec, fi.ModTime().Unix()+1)
-		}
-	}
-	if !st.lastMtime.IsZero() {
-		if last := st.lastMtime.Unix(); sec <= last {
-			sec = last
-			if !known || st.seenSize(size) {
-				sec = last + 1
-			}
-		}
-	}
-	return time.Unix(sec, 0)
-}
-
-// sizeRange is the sizes from lo to hi.
-type sizeRange struct{ lo, hi int64 }
-
-// seenSize reports whether the file may have shown size with lastMtime's
-// second.
-func (st *fileState) seenSize(size int64) bool {
-	for _, r := range st.seen {
-		if r.lo <= size && size <= r.hi {
-			return true
-		}
-	}
-	return false
-}
-
-// wrote records that this Writer left the file at path with mtime, inode
-// ino, size and lines lines, and that with mtime's second it may have shown
-// any size from seenFrom to size (less than size while an append was under
-// way).
-func (st *fileState) wrote(mtime time.Time, ino uint64, seenFrom, size int64, lines int) {
-	if !mtime.Equal(st.lastMtime) {
-		st.seen = st.seen[:0]
-	}
-	st.seen = append(st.seen, sizeRange{seenFrom, size})
-	st.lastMtime, st.lastIno, st.size, st.lines = mtime, ino, size, lines
-}
-
-// inode is fi's inode number, or 0 when the platform does not say.
-func inode(fi fs.FileInfo) uint64 {
-	if s, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return s.Ino
-	}
-	return 0
 }
 
 // replace writes data to a temporary file next to path and renames it over
@@ -884,162 +568,4 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
-}
-
-// Render returns the passwd-file content of entries: sorted by login, one
-// "login:hash\n" line each; no entries render as empty content. entries is
-// not modified.
-//
-// It returns an error wrapping ErrInvalidEntry (naming the login, never the
-// hash) if a login or hash is empty, starts with '#', or contains ':' or an
-// ASCII control character (among them '\n', '\r' and NUL), or if two entries
-// have the same login, so that every line reads back as exactly the entry it
-// was made from.
-func Render(entries []syncer.Entry) ([]byte, error) { return appendRender(nil, entries) }
-
-// appendRender is Render appending to buf.
-func appendRender(buf []byte, entries []syncer.Entry) ([]byte, error) {
-	sorted := entries
-	if !slices.IsSortedFunc(entries, byLogin) {
-		sorted = slices.Clone(entries)
-		slices.SortFunc(sorted, byLogin)
-	}
-	n := 0
-	for i, e := range sorted {
-		if e.Login == "" || e.Hash == "" || e.Login[0] == '#' || e.Hash[0] == '#' ||
-			i > 0 && sorted[i-1].Login == e.Login {
-			return nil, invalid(sorted)
-		}
-		n += len(e.Login) + len(e.Hash) + 2
-	}
-	buf = alignedGrow(buf, n)
-	start := len(buf)
-	for _, e := range sorted {
-		buf = append(buf, e.Login...)
-		buf = append(buf, ':')
-		buf = append(buf, e.Hash...)
-		buf = append(buf, '\n')
-	}
-	// Each line got exactly one ':' and one '\n': if the whole content has
-	// no more of them and no other control character, no field has any.
-	out := buf[start:]
-	if bytes.Count(out, []byte{':'}) != len(sorted) || bytes.IndexByte(out, 0x7f) >= 0 || !onlyNewlines(out, len(sorted)) {
-		return nil, invalid(sorted)
-	}
-	return buf, nil
-}
-
-// invalid names the first invalid entry of sorted (checked one by one,
-// only once the fast checks of Render failed).
-func invalid(sorted []syncer.Entry) error {
-	for i, e := range sorted {
-		if err := checkField(e.Login); err != nil {
-			return fmt.Errorf("%w: login %q: %v", ErrInvalidEntry, e.Login, err)
-		}
-		if err := checkField(e.Hash); err != nil {
-			return fmt.Errorf("%w: hash of login %q: %v", ErrInvalidEntry, e.Login, err)
-		}
-		if i > 0 && sorted[i-1].Login == e.Login {
-			return fmt.Errorf("%w: login %q appears more than once", ErrInvalidEntry, e.Login)
-		}
-	}
-	return fmt.Errorf("%w", ErrInvalidEntry) // not reached: Render's checks mirror these
-}
-
-// onlyNewlines reports whether the control characters (< 0x20) of b are
-// exactly lines newlines. Eight bytes at a time: a word without a byte
-// below 0x20 is skipped whole.
-func onlyNewlines(b []byte, lines int) bool {
-	const highs, spaces = 0x8080808080808080, 0x2020202020202020
-	newlines := 0
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		v := binary.LittleEndian.Uint64(b[i:])
-		if (v-spaces)&^v&highs == 0 { // no byte below 0x20 (bytes >= 0x80 never flag)
-			continue
-		}
-		for _, c := range b[i : i+8] {
-			if c < 0x20 {
-				if c != '\n' {
-					return false
-				}
-				newlines++
-			}
-		}
-	}
-	for _, c := range b[i:] {
-		if c < 0x20 {
-			if c != '\n' {
-				return false
-			}
-			newlines++
-		}
-	}
-	return newlines == lines
-}
-
-func checkField(s string) error {
-	if s == "" {
-		return errors.New("empty")
-	}
-	if s[0] == '#' {
-		return errors.New("starts with '#'")
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == ':':
-			return errors.New("contains ':'")
-		case c < 0x20 || c == 0x7f:
-			return fmt.Errorf("contains control character %q", c)
-		}
-	}
-	return nil
-}
-
-// Parse is the inverse of Render, also for a file that a Writer appended
-// lines to: it returns the entries of data sorted by login. It is strict,
-// for consistency checks: it returns an error wrapping ErrMalformed if data
-// is not exactly what Render produces for some entries, but for the order
-// of the lines (a missing final newline, which a truncated file would show,
-// a line without exactly one ':', a blank or comment line, an invalid
-// field, a login that appears twice). Empty data yields no entries.
-func Parse(data []byte) ([]syncer.Entry, error) {
-	if len(data) == 0 {
-		return nil, nil
-	}
-	if data[len(data)-1] != '\n' {
-		return nil, fmt.Errorf("%w: no newline at the end", ErrMalformed)
-	}
-	var entries []syncer.Entry
-	lineNo := 0
-	sorted := true
-	for line := range bytes.SplitSeq(data[:len(data)-1], []byte{'\n'}) {
-		lineNo++
-		login, hash, ok := strings.Cut(string(line), ":")
-		if !ok {
-			return nil, fmt.Errorf("%w: line %d has no ':'", ErrMalformed, lineNo)
-		}
-		if err := checkField(login); err != nil {
-			return nil, fmt.Errorf("%w: line %d: login %v", ErrMalformed, lineNo, err)
-		}
-		if err := checkField(hash); err != nil {
-			return nil, fmt.Errorf("%w: line %d: hash %v", ErrMalformed, lineNo, err)
-		}
-		if n := len(entries); n > 0 && entries[n-1].Login >= login {
-			if entries[n-1].Login == login {
-				return nil, fmt.Errorf("%w: line %d: login %q repeated", ErrMalformed, lineNo, login)
-			}
-			sorted = false
-		}
-		entries = append(entries, syncer.Entry{Login: login, Hash: hash})
-	}
-	if !sorted {
-		slices.SortFunc(entries, byLogin)
-		for i := 1; i < len(entries); i++ {
-			if entries[i-1].Login == entries[i].Login {
-				return nil, fmt.Errorf("%w: login %q appears more than once", ErrMalformed, entries[i].Login)
-			}
-		}
-	}
-	return entries, nil
 }
