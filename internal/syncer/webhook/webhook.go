@@ -1,4 +1,7 @@
-// Package webhook delivers sync events to a sync agent on another host: each
+// Package webhook is the sync target that posts each batch of events to a
+// sync agent on another host, for auth backends smtpcreds cannot write itself.
+//
+// Target (target.go) is the target; Sender delivers: each
 // delivery is one HTTP POST of a JSON body, signed with HMAC-SHA256 over a
 // timestamp and the body so that the agent can check who sent it and refuse
 // replays of old deliveries.
