@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"golang.org/x/net/idna"
 
 	"github.com/smtpcreds/smtpcreds/internal/dkim"
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
+	"github.com/smtpcreds/smtpcreds/internal/hostname"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
@@ -31,47 +31,21 @@ var (
 
 const nameRule = "The domain must be a fully qualified domain name such as example.com."
 
-var profile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(false))
-
 // Normalize returns the ASCII (punycode), lowercase form of a domain name
 // without a trailing dot, or a *validation.Error on field "domain" when the
-// name is not a fully qualified host name: at most 253 characters, labels of
-// 1-63 letters, digits and inner hyphens, at least two labels, not all-numeric
-// at the top.
+// name is not a fully qualified host name (see hostname.Normalize): at most
+// 253 characters, labels of 1-63 letters, digits and inner hyphens, at least
+// two labels, not all-numeric at the top.
 func Normalize(name string) (string, error) {
 	return normalizeField("domain", name)
 }
 
 func normalizeField(field, name string) (string, error) {
-	name = strings.TrimSuffix(name, ".")
-	ascii, err := profile.ToASCII(name)
-	if err != nil || !validHostname(ascii) {
+	ascii, err := hostname.Normalize(name)
+	if err != nil {
 		return "", validation.New(field, strings.Replace(nameRule, "domain", strings.ReplaceAll(field, "_", " "), 1))
 	}
 	return ascii, nil
-}
-
-func validHostname(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	labels := strings.Split(s, ".")
-	if len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	tld := labels[len(labels)-1]
-	return strings.Trim(tld, "0123456789") != ""
 }
 
 // KeyBits turns the API's dkim_key_length into a key size: 0 (or absent)
