@@ -323,34 +323,58 @@ func (s *Service) VerifyMandatory(ctx context.Context, accountID int64, name str
 		return Domain{}, MandatoryOutcome{}, err
 	}
 	var out MandatoryOutcome
-	parallel(
-		func() { out.DKIM = s.dns.DKIM(ctx, d.DKIMName(), d.DKIMPublicKey) },
-		func() { out.SPF = s.dns.SPF(ctx, d.Name, s.cfg.SPFInclude, s.cfg.MXHost) },
-		func() { out.MX = s.dns.MX(ctx, d.Name, s.cfg.MXHost) },
-	)
-	checks, err := json.Marshal(map[string]dnscheck.Result{"dkim": out.DKIM, "spf": out.SPF, "mx": out.MX})
+	v, err := s.verify("verify domain", ErrNotFound, []probe{
+		{"dkim", &out.DKIM, func() dnscheck.Result { return s.dns.DKIM(ctx, d.DKIMName(), d.DKIMPublicKey) }},
+		{"spf", &out.SPF, func() dnscheck.Result { return s.dns.SPF(ctx, d.Name, s.cfg.SPFInclude, s.cfg.MXHost) }},
+		{"mx", &out.MX, func() dnscheck.Result { return s.dns.MX(ctx, d.Name, s.cfg.MXHost) }},
+	}, func(checks []byte) (postgres.DomainRow, error) {
+		return s.repo.SaveCheck(ctx, s.db, accountID, d.Name, out.DKIM.OK, out.SPF.OK, out.MX.OK, out.DKIM.OK && out.SPF.OK, checks)
+	})
 	if err != nil {
 		return Domain{}, MandatoryOutcome{}, err
 	}
-	row, err := s.repo.SaveCheck(ctx, s.db, accountID, d.Name, out.DKIM.OK, out.SPF.OK, out.MX.OK, out.DKIM.OK && out.SPF.OK, checks)
-	if err != nil {
-		return Domain{}, MandatoryOutcome{}, notFound("verify domain", err)
-	}
-	d = s.fromRow(row)
-	out.CheckedAt = *d.CheckedAt
-	return d, out, nil
+	out.CheckedAt = *v.CheckedAt
+	return v, out, nil
 }
 
-// parallel runs the DNS lookups of one check side by side, so a check takes
-// one lookup timeout at worst, not three.
-func parallel(fns ...func()) {
-	done := make(chan struct{}, len(fns))
-	for _, f := range fns {
-		go func() { f(); done <- struct{}{} }()
+// probe is one DNS check of a verification: the key its result is stored
+// under in the checks JSON, where the result goes, and the lookup.
+type probe struct {
+	key  string
+	into *dnscheck.Result
+	run  func() dnscheck.Result
+}
+
+// verify is what the three verification flows share: it runs the probes side
+// by side, so a verification takes one lookup timeout at worst, not three;
+// stores their results with save as a JSON object keyed by probe; and returns
+// the saved domain. save's postgres.ErrNotFound (the domain, or the auth or
+// tracking domain checked, is gone meanwhile) becomes gone; other errors are
+// wrapped with op.
+func (s *Service) verify(op string, gone error, probes []probe, save func(checks []byte) (postgres.DomainRow, error)) (Domain, error) {
+	done := make(chan struct{}, len(probes))
+	for _, p := range probes {
+		go func() { *p.into = p.run(); done <- struct{}{} }()
 	}
-	for range fns {
+	for range probes {
 		<-done
 	}
+	results := make(map[string]dnscheck.Result, len(probes))
+	for _, p := range probes {
+		results[p.key] = *p.into
+	}
+	checks, err := json.Marshal(results)
+	if err != nil {
+		return Domain{}, fmt.Errorf("%s: %w", op, err)
+	}
+	row, err := save(checks)
+	if errors.Is(err, postgres.ErrNotFound) {
+		return Domain{}, gone
+	}
+	if err != nil {
+		return Domain{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return s.fromRow(row), nil
 }
 
 // subdomainOf normalises sub (field names the API field) and checks that it is
@@ -404,7 +428,7 @@ type AuthOutcome struct {
 
 // VerifyAuthDomain checks the auth domain's DKIM, SPF and MX records; it is
 // verified while DKIM and SPF pass. ErrNotFound; a *validation.Error when no
-// auth domain is set up.
+// auth domain is set up (or it was removed or replaced meanwhile).
 func (s *Service) VerifyAuthDomain(ctx context.Context, accountID int64, name string) (Domain, AuthOutcome, error) {
 	d, err := s.Get(ctx, accountID, name)
 	if err != nil {
@@ -414,25 +438,18 @@ func (s *Service) VerifyAuthDomain(ctx context.Context, accountID int64, name st
 		return Domain{}, AuthOutcome{}, errNoAuth
 	}
 	var out AuthOutcome
-	parallel(
-		func() { out.DKIM = s.dns.DKIM(ctx, d.AuthDKIMName(), d.AuthDKIMPublicKey) },
-		func() { out.SPF = s.dns.SPF(ctx, d.AuthDomain, s.cfg.SPFInclude, s.cfg.MXHost) },
-		func() { out.MX = s.dns.MX(ctx, d.AuthDomain, s.cfg.MXHost) },
-	)
-	checks, err := json.Marshal(map[string]dnscheck.Result{"auth_dkim": out.DKIM, "auth_spf": out.SPF, "auth_mx": out.MX})
+	v, err := s.verify("verify auth domain", errNoAuth, []probe{
+		{"auth_dkim", &out.DKIM, func() dnscheck.Result { return s.dns.DKIM(ctx, d.AuthDKIMName(), d.AuthDKIMPublicKey) }},
+		{"auth_spf", &out.SPF, func() dnscheck.Result { return s.dns.SPF(ctx, d.AuthDomain, s.cfg.SPFInclude, s.cfg.MXHost) }},
+		{"auth_mx", &out.MX, func() dnscheck.Result { return s.dns.MX(ctx, d.AuthDomain, s.cfg.MXHost) }},
+	}, func(checks []byte) (postgres.DomainRow, error) {
+		return s.repo.SaveAuthCheck(ctx, s.db, accountID, d.Name, d.AuthDomain, out.DKIM.OK && out.SPF.OK, checks)
+	})
 	if err != nil {
 		return Domain{}, AuthOutcome{}, err
 	}
-	row, err := s.repo.SaveAuthCheck(ctx, s.db, accountID, d.Name, d.AuthDomain, out.DKIM.OK && out.SPF.OK, checks)
-	if errors.Is(err, postgres.ErrNotFound) {
-		return Domain{}, AuthOutcome{}, errNoAuth // removed or replaced meanwhile
-	}
-	if err != nil {
-		return Domain{}, AuthOutcome{}, fmt.Errorf("verify auth domain: %w", err)
-	}
-	d = s.fromRow(row)
-	out.CheckedAt = *d.AuthCheckedAt
-	return d, out, nil
+	out.CheckedAt = *v.AuthCheckedAt
+	return v, out, nil
 }
 
 // DeleteAuthDomain removes the auth domain and its key. ErrNotFound; a
@@ -477,7 +494,8 @@ type TrackingOutcome struct {
 }
 
 // VerifyTracking checks the tracking domain's CNAME. ErrNotFound; a
-// *validation.Error when none is set up.
+// *validation.Error when none is set up (or it was removed or replaced
+// meanwhile).
 func (s *Service) VerifyTracking(ctx context.Context, accountID int64, name string) (Domain, TrackingOutcome, error) {
 	d, err := s.Get(ctx, accountID, name)
 	if err != nil {
@@ -486,21 +504,17 @@ func (s *Service) VerifyTracking(ctx context.Context, accountID int64, name stri
 	if d.TrackingDomain == "" {
 		return Domain{}, TrackingOutcome{}, errNoTracking
 	}
-	out := TrackingOutcome{CNAME: s.dns.CNAME(ctx, d.TrackingDomain, s.cfg.TrackingTarget)}
-	checks, err := json.Marshal(map[string]dnscheck.Result{"cname": out.CNAME})
+	var out TrackingOutcome
+	v, err := s.verify("verify tracking domain", errNoTracking, []probe{
+		{"cname", &out.CNAME, func() dnscheck.Result { return s.dns.CNAME(ctx, d.TrackingDomain, s.cfg.TrackingTarget) }},
+	}, func(checks []byte) (postgres.DomainRow, error) {
+		return s.repo.SaveTrackingCheck(ctx, s.db, accountID, d.Name, d.TrackingDomain, out.CNAME.OK, checks)
+	})
 	if err != nil {
 		return Domain{}, TrackingOutcome{}, err
 	}
-	row, err := s.repo.SaveTrackingCheck(ctx, s.db, accountID, d.Name, d.TrackingDomain, out.CNAME.OK, checks)
-	if errors.Is(err, postgres.ErrNotFound) {
-		return Domain{}, TrackingOutcome{}, errNoTracking
-	}
-	if err != nil {
-		return Domain{}, TrackingOutcome{}, fmt.Errorf("verify tracking domain: %w", err)
-	}
-	d = s.fromRow(row)
-	out.CheckedAt = *d.TrackingCheckedAt
-	return d, out, nil
+	out.CheckedAt = *v.TrackingCheckedAt
+	return v, out, nil
 }
 
 // DeleteTracking removes the tracking domain. ErrNotFound; a
