@@ -5,18 +5,14 @@ package domains
 
 import (
 	"context"
-	"crypto/rsa"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 
 	"github.com/smtpcreds/smtpcreds/internal/dkim"
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
-	"github.com/smtpcreds/smtpcreds/internal/hostname"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
@@ -28,38 +24,6 @@ var (
 	// ErrAccountNotFound: no account has the given name.
 	ErrAccountNotFound = errors.New("account not found")
 )
-
-const nameRule = "The domain must be a fully qualified domain name such as example.com."
-
-// Normalize returns the ASCII (punycode), lowercase form of a domain name
-// without a trailing dot, or a *validation.Error on field "domain" when the
-// name is not a fully qualified host name (see hostname.Normalize): at most
-// 253 characters, labels of 1-63 letters, digits and inner hyphens, at least
-// two labels, not all-numeric at the top.
-func Normalize(name string) (string, error) {
-	return normalizeField("domain", name)
-}
-
-func normalizeField(field, name string) (string, error) {
-	ascii, err := hostname.Normalize(name)
-	if err != nil {
-		return "", validation.New(field, strings.Replace(nameRule, "domain", strings.ReplaceAll(field, "_", " "), 1))
-	}
-	return ascii, nil
-}
-
-// KeyBits turns the API's dkim_key_length into a key size: 0 (or absent)
-// means 2048; 1024 and 2048 are accepted; anything else is a
-// *validation.Error on field.
-func KeyBits(field string, n *int) (int, error) {
-	if n == nil || *n == 0 {
-		return dkim.Bits2048, nil
-	}
-	if *n == dkim.Bits1024 || *n == dkim.Bits2048 {
-		return *n, nil
-	}
-	return 0, validation.New(field, "The "+strings.ReplaceAll(field, "_", " ")+" must be 1024 or 2048.")
-}
 
 // Config is the operator's DNS setup: what the records users publish point at.
 type Config struct {
@@ -124,39 +88,6 @@ func NewService(db *sqlx.DB, repo Repo, sealer *dkim.Sealer, dns Checker, outbox
 // Config returns the operator DNS setup the service checks against.
 func (s *Service) Config() Config { return s.cfg }
 
-// newKey makes a DKIM key pair for owner (a domain name, bound into the
-// sealed key so that it cannot be moved to another row).
-func (s *Service) newKey(purpose, owner string, bits int) (pub string, sealed []byte, err error) {
-	priv, err := dkim.GenerateKey(bits)
-	if err != nil {
-		return "", nil, err
-	}
-	return s.sealKey(priv, purpose, owner)
-}
-
-func (s *Service) sealKey(priv *rsa.PrivateKey, purpose, owner string) (string, []byte, error) {
-	pub, err := dkim.PublicKeyBase64(&priv.PublicKey)
-	if err != nil {
-		return "", nil, err
-	}
-	sealed, err := s.sealer.SealKey(priv, []byte(purpose+":"+owner))
-	if err != nil {
-		return "", nil, err
-	}
-	return pub, sealed, nil
-}
-
-func (s *Service) newDomain(name string, bits int, verified bool) (postgres.NewDomain, error) {
-	pub, sealed, err := s.newKey("dkim", name, bits)
-	if err != nil {
-		return postgres.NewDomain{}, fmt.Errorf("dkim key: %w", err)
-	}
-	return postgres.NewDomain{
-		Name: name, Verified: verified, DKIMSelector: s.cfg.Selector, DKIMKeyBits: bits,
-		DKIMPublicKey: pub, DKIMSealedKey: sealed,
-	}, nil
-}
-
 var errTaken = validation.New("domain", "The domain has already been taken.")
 
 // Create adds the domain name to accountID with a fresh DKIM key of bits
@@ -208,16 +139,6 @@ func (s *Service) AddForAccount(ctx context.Context, accountName, name string, v
 		return Domain{}, fmt.Errorf("add domain: %w", err)
 	}
 	return s.fromRow(row), nil
-}
-
-// lookupName turns a domain name from a path into its stored form;
-// ErrNotFound when it cannot be a domain name.
-func lookupName(name string) (string, error) {
-	n, err := Normalize(name)
-	if err != nil {
-		return "", ErrNotFound
-	}
-	return n, nil
 }
 
 // Get returns accountID's domain. ErrNotFound otherwise.
@@ -305,230 +226,6 @@ func (s *Service) Delete(ctx context.Context, accountID int64, name string) erro
 	}
 	s.outbox.Apply(ctx, jobs)
 	return nil
-}
-
-// MandatoryOutcome is the result of VerifyMandatory.
-type MandatoryOutcome struct {
-	DKIM, SPF, MX dnscheck.Result
-	CheckedAt     time.Time
-}
-
-// VerifyMandatory looks the domain's DKIM, SPF and MX records up in DNS,
-// stores the outcome and returns it with the updated domain. The domain is
-// verified while DKIM and SPF pass; MX is reported but not required, since
-// a domain may receive its mail elsewhere. ErrNotFound.
-func (s *Service) VerifyMandatory(ctx context.Context, accountID int64, name string) (Domain, MandatoryOutcome, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, MandatoryOutcome{}, err
-	}
-	var out MandatoryOutcome
-	v, err := s.verify("verify domain", ErrNotFound, []probe{
-		{"dkim", &out.DKIM, func() dnscheck.Result { return s.dns.DKIM(ctx, d.DKIMName(), d.DKIMPublicKey) }},
-		{"spf", &out.SPF, func() dnscheck.Result { return s.dns.SPF(ctx, d.Name, s.cfg.SPFInclude, s.cfg.MXHost) }},
-		{"mx", &out.MX, func() dnscheck.Result { return s.dns.MX(ctx, d.Name, s.cfg.MXHost) }},
-	}, func(checks []byte) (postgres.DomainRow, error) {
-		return s.repo.SaveCheck(ctx, s.db, accountID, d.Name, out.DKIM.OK, out.SPF.OK, out.MX.OK, out.DKIM.OK && out.SPF.OK, checks)
-	})
-	if err != nil {
-		return Domain{}, MandatoryOutcome{}, err
-	}
-	out.CheckedAt = *v.CheckedAt
-	return v, out, nil
-}
-
-// probe is one DNS check of a verification: the key its result is stored
-// under in the checks JSON, where the result goes, and the lookup.
-type probe struct {
-	key  string
-	into *dnscheck.Result
-	run  func() dnscheck.Result
-}
-
-// verify is what the three verification flows share: it runs the probes side
-// by side, so a verification takes one lookup timeout at worst, not three;
-// stores their results with save as a JSON object keyed by probe; and returns
-// the saved domain. save's postgres.ErrNotFound (the domain, or the auth or
-// tracking domain checked, is gone meanwhile) becomes gone; other errors are
-// wrapped with op.
-func (s *Service) verify(op string, gone error, probes []probe, save func(checks []byte) (postgres.DomainRow, error)) (Domain, error) {
-	done := make(chan struct{}, len(probes))
-	for _, p := range probes {
-		go func() { *p.into = p.run(); done <- struct{}{} }()
-	}
-	for range probes {
-		<-done
-	}
-	results := make(map[string]dnscheck.Result, len(probes))
-	for _, p := range probes {
-		results[p.key] = *p.into
-	}
-	checks, err := json.Marshal(results)
-	if err != nil {
-		return Domain{}, fmt.Errorf("%s: %w", op, err)
-	}
-	row, err := save(checks)
-	if errors.Is(err, postgres.ErrNotFound) {
-		return Domain{}, gone
-	}
-	if err != nil {
-		return Domain{}, fmt.Errorf("%s: %w", op, err)
-	}
-	return s.fromRow(row), nil
-}
-
-// subdomainOf normalises sub (field names the API field) and checks that it is
-// parent or below it.
-func subdomainOf(field, sub, parent string) (string, error) {
-	n, err := normalizeField(field, sub)
-	if err != nil {
-		return "", err
-	}
-	if n != parent && !strings.HasSuffix(n, "."+parent) {
-		return "", validation.New(field, "The "+strings.ReplaceAll(field, "_", " ")+" must be "+parent+" or a subdomain of it.")
-	}
-	return n, nil
-}
-
-// SetupAuthDomain stores the auth (return-path) domain, by default
-// bounce.<domain>, with a fresh DKIM key of bits. ErrNotFound; a
-// *validation.Error when authDomain is not the domain or below it.
-func (s *Service) SetupAuthDomain(ctx context.Context, accountID int64, name string, authDomain *string, bits int) (Domain, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, err
-	}
-	auth := "bounce." + d.Name
-	if authDomain != nil && *authDomain != "" {
-		if auth, err = subdomainOf("auth_domain", *authDomain, d.Name); err != nil {
-			return Domain{}, err
-		}
-	}
-	pub, sealed, err := s.newKey("auth_dkim", auth, bits)
-	if err != nil {
-		return Domain{}, fmt.Errorf("setup auth domain: %w", err)
-	}
-	row, err := s.repo.SetAuthDomain(ctx, s.db, accountID, d.Name, auth, s.cfg.Selector, pub, sealed)
-	if err != nil {
-		return Domain{}, notFound("setup auth domain", err)
-	}
-	return s.fromRow(row), nil
-}
-
-var (
-	errNoAuth     = validation.New("auth_domain", "No auth domain is set up for this domain.")
-	errNoTracking = validation.New("tracking_domain", "No tracking domain is set up for this domain.")
-)
-
-// AuthOutcome is the result of VerifyAuthDomain.
-type AuthOutcome struct {
-	DKIM, SPF, MX dnscheck.Result
-	CheckedAt     time.Time
-}
-
-// VerifyAuthDomain checks the auth domain's DKIM, SPF and MX records; it is
-// verified while DKIM and SPF pass. ErrNotFound; a *validation.Error when no
-// auth domain is set up (or it was removed or replaced meanwhile).
-func (s *Service) VerifyAuthDomain(ctx context.Context, accountID int64, name string) (Domain, AuthOutcome, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, AuthOutcome{}, err
-	}
-	if d.AuthDomain == "" {
-		return Domain{}, AuthOutcome{}, errNoAuth
-	}
-	var out AuthOutcome
-	v, err := s.verify("verify auth domain", errNoAuth, []probe{
-		{"auth_dkim", &out.DKIM, func() dnscheck.Result { return s.dns.DKIM(ctx, d.AuthDKIMName(), d.AuthDKIMPublicKey) }},
-		{"auth_spf", &out.SPF, func() dnscheck.Result { return s.dns.SPF(ctx, d.AuthDomain, s.cfg.SPFInclude, s.cfg.MXHost) }},
-		{"auth_mx", &out.MX, func() dnscheck.Result { return s.dns.MX(ctx, d.AuthDomain, s.cfg.MXHost) }},
-	}, func(checks []byte) (postgres.DomainRow, error) {
-		return s.repo.SaveAuthCheck(ctx, s.db, accountID, d.Name, d.AuthDomain, out.DKIM.OK && out.SPF.OK, checks)
-	})
-	if err != nil {
-		return Domain{}, AuthOutcome{}, err
-	}
-	out.CheckedAt = *v.AuthCheckedAt
-	return v, out, nil
-}
-
-// DeleteAuthDomain removes the auth domain and its key. ErrNotFound; a
-// *validation.Error when none is set up.
-func (s *Service) DeleteAuthDomain(ctx context.Context, accountID int64, name string) error {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return err
-	}
-	if d.AuthDomain == "" {
-		return errNoAuth
-	}
-	_, err = s.repo.ClearAuthDomain(ctx, s.db, accountID, d.Name)
-	return notFoundOr("delete auth domain", err)
-}
-
-// SetupTracking stores the link-tracking domain (the domain or below it).
-// ErrNotFound; a *validation.Error for a bad or missing name.
-func (s *Service) SetupTracking(ctx context.Context, accountID int64, name, tracking string) (Domain, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, err
-	}
-	if tracking == "" {
-		return Domain{}, validation.New("tracking_domain", "The tracking domain field is required.")
-	}
-	t, err := subdomainOf("tracking_domain", tracking, d.Name)
-	if err != nil {
-		return Domain{}, err
-	}
-	row, err := s.repo.SetTrackingDomain(ctx, s.db, accountID, d.Name, t)
-	if err != nil {
-		return Domain{}, notFound("setup tracking domain", err)
-	}
-	return s.fromRow(row), nil
-}
-
-// TrackingOutcome is the result of VerifyTracking.
-type TrackingOutcome struct {
-	CNAME     dnscheck.Result
-	CheckedAt time.Time
-}
-
-// VerifyTracking checks the tracking domain's CNAME. ErrNotFound; a
-// *validation.Error when none is set up (or it was removed or replaced
-// meanwhile).
-func (s *Service) VerifyTracking(ctx context.Context, accountID int64, name string) (Domain, TrackingOutcome, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, TrackingOutcome{}, err
-	}
-	if d.TrackingDomain == "" {
-		return Domain{}, TrackingOutcome{}, errNoTracking
-	}
-	var out TrackingOutcome
-	v, err := s.verify("verify tracking domain", errNoTracking, []probe{
-		{"cname", &out.CNAME, func() dnscheck.Result { return s.dns.CNAME(ctx, d.TrackingDomain, s.cfg.TrackingTarget) }},
-	}, func(checks []byte) (postgres.DomainRow, error) {
-		return s.repo.SaveTrackingCheck(ctx, s.db, accountID, d.Name, d.TrackingDomain, out.CNAME.OK, checks)
-	})
-	if err != nil {
-		return Domain{}, TrackingOutcome{}, err
-	}
-	out.CheckedAt = *v.TrackingCheckedAt
-	return v, out, nil
-}
-
-// DeleteTracking removes the tracking domain. ErrNotFound; a
-// *validation.Error when none is set up.
-func (s *Service) DeleteTracking(ctx context.Context, accountID int64, name string) error {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return err
-	}
-	if d.TrackingDomain == "" {
-		return errNoTracking
-	}
-	_, err = s.repo.ClearTrackingDomain(ctx, s.db, accountID, d.Name)
-	return notFoundOr("delete tracking domain", err)
 }
 
 func notFoundOr(op string, err error) error {
