@@ -35,10 +35,11 @@ check-generated:
 	diff -u gen/api.gen.go $$tmp/api.gen.go > $$tmp/diff || { cat $$tmp/diff | head -50; echo "gen/ is stale: run make generate"; exit 1; }
 	@scripts/gen-ts.sh --check
 
-## lint: go vet and gofmt
+## lint: go vet, gofmt and staticcheck (pinned as a Go tool in go.mod)
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) tool staticcheck ./...
 
 ## lint-spec: lint openapi.yaml with the pinned Spectral and .spectral.yaml; fails on any warning
 lint-spec:

@@ -559,7 +559,7 @@ func checkScheme(conf, scheme string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("Scheme %q is not a password scheme this Dovecot knows (doveadm pw -l: %s)",
+	return fmt.Errorf("password scheme %q is not one this Dovecot knows (doveadm pw -l: %s)",
 		scheme, strings.Join(known, " "))
 }
 
