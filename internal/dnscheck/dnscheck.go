@@ -1,5 +1,5 @@
-// Package dnscheck verifies the DNS records a sending domain must publish:
-// the DKIM key (TXT), the SPF policy (TXT), MX and CNAME records.
+// Package dnscheck verifies the DNS records a sending domain must publish
+// (DKIM, SPF, MX, CNAME) and explains each failure so users can fix their DNS.
 //
 // Every check returns a Result that says what was looked up, what was
 // expected, what was found and, on failure, why, so that users can debug

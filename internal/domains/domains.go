@@ -1,6 +1,9 @@
-// Package domains holds sending domains: how names are normalised, their
-// DKIM keys, the DNS records their owners publish, and the DNS checks that
-// verify them. A domain belongs to at most one account.
+// Package domains is the service for sending domains: names, DKIM keys, the
+// DNS records owners publish and their checks, kept out of the HTTP layer.
+//
+// A domain belongs to at most one account. domains.go holds the service and
+// its CRUD, names.go the name rules, keys.go the DKIM keys, verify.go the
+// DNS verifications and subdomains.go the auth and tracking domains.
 package domains
 
 import (

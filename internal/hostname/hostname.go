@@ -1,5 +1,11 @@
-// Package hostname holds the one set of rules for DNS host names that the
-// domain rules and the sync targets share, so the two cannot drift apart.
+// Package hostname is the one set of host-name rules (syntax, FQDN, IDNA
+// normalisation) that domains, credentials and the sync targets share.
+//
+// It exists so that those rules cannot drift apart. ValidASCII is the syntax
+// every stored name has (and the only one a file path may be built from);
+// ValidFQDN adds what a sending domain needs; and Normalize turns user input,
+// Unicode or not, into that stored form. The package depends only on the
+// standard library and golang.org/x/net/idna.
 //
 // ValidASCII is the syntax every stored name has (and the only one a file
 // path may be built from); ValidFQDN adds what a sending domain needs; and
