@@ -21,6 +21,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzRoundTrip$$' -fuzztime=$(FUZZTIME) ./internal/basicauth/
 	$(GO) test -run='^$$' -fuzz='^FuzzNormalizeUsername$$' -fuzztime=$(FUZZTIME) ./internal/credentials/
 	$(GO) test -run='^$$' -fuzz='^FuzzRender$$' -fuzztime=$(FUZZTIME) ./internal/syncer/passwdfile/
+	$(GO) test -run='^$$' -fuzz='^FuzzNormalize$$' -fuzztime=$(FUZZTIME) ./internal/hostname/
 
 ## generate: regenerate gen/ and the TypeScript bindings from openapi.yaml
 generate:
@@ -35,10 +36,12 @@ check-generated:
 	diff -u gen/api.gen.go $$tmp/api.gen.go > $$tmp/diff || { cat $$tmp/diff | head -50; echo "gen/ is stale: run make generate"; exit 1; }
 	@scripts/gen-ts.sh --check
 
-## lint: go vet and gofmt
+## lint: go vet, gofmt, staticcheck (pinned as a Go tool in go.mod) and the import rules (internal/archtest)
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) test -count=1 ./internal/archtest/
+	$(GO) tool staticcheck ./...
 
 ## lint-spec: lint openapi.yaml with the pinned Spectral and .spectral.yaml; fails on any warning
 lint-spec:

@@ -1,7 +1,10 @@
-// Package accounts holds API accounts and their tokens. A token is shown once
-// when it is made; the database keeps only its HMAC-SHA256 digest under a
-// server key that lives outside the database, so a leaked database does not
-// leak usable tokens and checking a token costs one HMAC, not a KDF.
+// Package accounts holds API accounts and their tokens, so that every API
+// request can be resolved to the one account it acts for.
+//
+// A token is shown once when it is made; the database keeps only its
+// HMAC-SHA256 digest under a server key that lives outside the database, so a
+// leaked database does not leak usable tokens and checking a token costs one
+// HMAC, not a KDF.
 package accounts
 
 import (

@@ -1,4 +1,5 @@
-// Package apitoken creates and checks API tokens for smtpcreds accounts.
+// Package apitoken creates and checks API tokens, in a format that secret
+// scanners recognise and that rejects typos without a database lookup.
 //
 // A token looks like
 //

@@ -1,5 +1,8 @@
-// Package basicauth parses and formats HTTP Basic authentication
-// credentials (RFC 7617) as carried in an Authorization header value.
+// Package basicauth parses and formats HTTP Basic credentials (RFC 7617),
+// strictly enough to run on untrusted headers before anything else sees them.
+//
+// Parse is strict and allocation-light: it bounds the header size, accepts
+// only canonical base64, requires valid UTF-8 and rejects control characters.
 //
 // Parse is strict and allocation-light so it can run on untrusted input
 // before anything else looks at it: it bounds the header size, accepts only

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
-	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/hostname"
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
@@ -97,7 +97,7 @@ func (s *Service) CompactCounts(ctx context.Context) error {
 // lookupName turns a domain name from a path into its stored form (lowercase
 // punycode, no trailing dot); ErrDomainNotFound when it cannot be a domain.
 func lookupName(name string) (string, error) {
-	n, err := domains.Normalize(name)
+	n, err := hostname.Normalize(name)
 	if err != nil {
 		return "", ErrDomainNotFound
 	}

@@ -1,5 +1,5 @@
-// Package dbtest gives each test a fresh PostgreSQL database with the
-// smtpcreds schema already migrated.
+// Package dbtest gives each test a fresh PostgreSQL database with the schema
+// migrated, so tests hit a real database at the cost of one template clone.
 //
 // A test package opts in from its TestMain:
 //

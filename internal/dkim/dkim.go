@@ -1,7 +1,7 @@
-// Package dkim generates the RSA key pairs used to DKIM-sign mail for a
-// sending domain, renders the public half as the TXT record to publish at
-// "<selector>._domainkey.<domain>", and keeps the private half encrypted at
-// rest.
+// Package dkim makes the RSA keys that DKIM-sign a domain's mail, renders the
+// public half as the TXT record to publish, and keeps the private half sealed.
+//
+// The TXT record goes at "<selector>._domainkey.<domain>".
 //
 // Key generation is slow (a 2048-bit key takes tens of milliseconds of CPU on
 // a fast machine, 100ms or more on a small one, with a long random tail) so it

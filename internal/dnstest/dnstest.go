@@ -1,8 +1,8 @@
-// Package dnstest runs a small in-process authoritative DNS server for
-// tests. It listens on 127.0.0.1 over UDP and TCP (same port), answers from
-// records set by the test, and can be told to drop every query or to answer
-// SERVFAIL so that failure paths can be exercised without touching the
-// network.
+// Package dnstest runs a small in-process authoritative DNS server for tests,
+// so that DNS checks and their failure paths run without the network.
+//
+// It listens on 127.0.0.1 over UDP and TCP (same port), answers from records
+// set by the test, and can be told to drop every query or to answer SERVFAIL.
 //
 // The server is authoritative for every name: unknown names get NXDOMAIN and
 // known names without the asked type get an empty NOERROR answer (NODATA),

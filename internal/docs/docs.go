@@ -1,7 +1,9 @@
-// Package docs serves an interactive API reference for an OpenAPI document,
-// fully offline: Swagger UI (npm swagger-ui-dist, vendored in assets/, see
-// assets/VERSION and update-assets.sh) and the page that starts it are
-// embedded in the binary, and the page loads nothing but its own origin.
+// Package docs serves the interactive API reference (Swagger UI) for an
+// OpenAPI document, embedded in the binary so that it works offline.
+//
+// Swagger UI (npm swagger-ui-dist, vendored in assets/, see assets/VERSION
+// and update-assets.sh) and the page that starts it are embedded, and the
+// page loads nothing but its own origin.
 //
 // Handler answers GET and HEAD on:
 //

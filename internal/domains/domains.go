@@ -1,19 +1,18 @@
-// Package domains holds sending domains: how names are normalised, their
-// DKIM keys, the DNS records their owners publish, and the DNS checks that
-// verify them. A domain belongs to at most one account.
+// Package domains is the service for sending domains: names, DKIM keys, the
+// DNS records owners publish and their checks, kept out of the HTTP layer.
+//
+// A domain belongs to at most one account. domains.go holds the service and
+// its CRUD, names.go the name rules, keys.go the DKIM keys, verify.go the
+// DNS verifications and subdomains.go the auth and tracking domains.
 package domains
 
 import (
 	"context"
-	"crypto/rsa"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jmoiron/sqlx"
-	"golang.org/x/net/idna"
 
 	"github.com/smtpcreds/smtpcreds/internal/dkim"
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
@@ -28,64 +27,6 @@ var (
 	// ErrAccountNotFound: no account has the given name.
 	ErrAccountNotFound = errors.New("account not found")
 )
-
-const nameRule = "The domain must be a fully qualified domain name such as example.com."
-
-var profile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(false))
-
-// Normalize returns the ASCII (punycode), lowercase form of a domain name
-// without a trailing dot, or a *validation.Error on field "domain" when the
-// name is not a fully qualified host name: at most 253 characters, labels of
-// 1-63 letters, digits and inner hyphens, at least two labels, not all-numeric
-// at the top.
-func Normalize(name string) (string, error) {
-	return normalizeField("domain", name)
-}
-
-func normalizeField(field, name string) (string, error) {
-	name = strings.TrimSuffix(name, ".")
-	ascii, err := profile.ToASCII(name)
-	if err != nil || !validHostname(ascii) {
-		return "", validation.New(field, strings.Replace(nameRule, "domain", strings.ReplaceAll(field, "_", " "), 1))
-	}
-	return ascii, nil
-}
-
-func validHostname(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	labels := strings.Split(s, ".")
-	if len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	tld := labels[len(labels)-1]
-	return strings.Trim(tld, "0123456789") != ""
-}
-
-// KeyBits turns the API's dkim_key_length into a key size: 0 (or absent)
-// means 2048; 1024 and 2048 are accepted; anything else is a
-// *validation.Error on field.
-func KeyBits(field string, n *int) (int, error) {
-	if n == nil || *n == 0 {
-		return dkim.Bits2048, nil
-	}
-	if *n == dkim.Bits1024 || *n == dkim.Bits2048 {
-		return *n, nil
-	}
-	return 0, validation.New(field, "The "+strings.ReplaceAll(field, "_", " ")+" must be 1024 or 2048.")
-}
 
 // Config is the operator's DNS setup: what the records users publish point at.
 type Config struct {
@@ -121,39 +62,6 @@ func NewService(db *sqlx.DB, sealer *dkim.Sealer, dns Checker, outbox *syncer.Se
 
 // Config returns the operator DNS setup the service checks against.
 func (s *Service) Config() Config { return s.cfg }
-
-// newKey makes a DKIM key pair for owner (a domain name, bound into the
-// sealed key so that it cannot be moved to another row).
-func (s *Service) newKey(purpose, owner string, bits int) (pub string, sealed []byte, err error) {
-	priv, err := dkim.GenerateKey(bits)
-	if err != nil {
-		return "", nil, err
-	}
-	return s.sealKey(priv, purpose, owner)
-}
-
-func (s *Service) sealKey(priv *rsa.PrivateKey, purpose, owner string) (string, []byte, error) {
-	pub, err := dkim.PublicKeyBase64(&priv.PublicKey)
-	if err != nil {
-		return "", nil, err
-	}
-	sealed, err := s.sealer.SealKey(priv, []byte(purpose+":"+owner))
-	if err != nil {
-		return "", nil, err
-	}
-	return pub, sealed, nil
-}
-
-func (s *Service) newDomain(name string, bits int, verified bool) (postgres.NewDomain, error) {
-	pub, sealed, err := s.newKey("dkim", name, bits)
-	if err != nil {
-		return postgres.NewDomain{}, fmt.Errorf("dkim key: %w", err)
-	}
-	return postgres.NewDomain{
-		Name: name, Verified: verified, DKIMSelector: s.cfg.Selector, DKIMKeyBits: bits,
-		DKIMPublicKey: pub, DKIMSealedKey: sealed,
-	}, nil
-}
 
 var errTaken = validation.New("domain", "The domain has already been taken.")
 
@@ -206,16 +114,6 @@ func (s *Service) AddForAccount(ctx context.Context, accountName, name string, v
 		return Domain{}, fmt.Errorf("add domain: %w", err)
 	}
 	return s.fromRow(row), nil
-}
-
-// lookupName turns a domain name from a path into its stored form;
-// ErrNotFound when it cannot be a domain name.
-func lookupName(name string) (string, error) {
-	n, err := Normalize(name)
-	if err != nil {
-		return "", ErrNotFound
-	}
-	return n, nil
 }
 
 // Get returns accountID's domain. ErrNotFound otherwise.
@@ -303,216 +201,6 @@ func (s *Service) Delete(ctx context.Context, accountID int64, name string) erro
 	}
 	s.outbox.Apply(ctx, jobs)
 	return nil
-}
-
-// MandatoryOutcome is the result of VerifyMandatory.
-type MandatoryOutcome struct {
-	DKIM, SPF, MX dnscheck.Result
-	CheckedAt     time.Time
-}
-
-// VerifyMandatory looks the domain's DKIM, SPF and MX records up in DNS,
-// stores the outcome and returns it with the updated domain. The domain is
-// verified while DKIM and SPF pass; MX is reported but not required, since
-// a domain may receive its mail elsewhere. ErrNotFound.
-func (s *Service) VerifyMandatory(ctx context.Context, accountID int64, name string) (Domain, MandatoryOutcome, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, MandatoryOutcome{}, err
-	}
-	var out MandatoryOutcome
-	parallel(
-		func() { out.DKIM = s.dns.DKIM(ctx, d.DKIMName(), d.DKIMPublicKey) },
-		func() { out.SPF = s.dns.SPF(ctx, d.Name, s.cfg.SPFInclude, s.cfg.MXHost) },
-		func() { out.MX = s.dns.MX(ctx, d.Name, s.cfg.MXHost) },
-	)
-	checks, err := json.Marshal(map[string]dnscheck.Result{"dkim": out.DKIM, "spf": out.SPF, "mx": out.MX})
-	if err != nil {
-		return Domain{}, MandatoryOutcome{}, err
-	}
-	row, err := s.repo.SaveCheck(ctx, s.db, accountID, d.Name, out.DKIM.OK, out.SPF.OK, out.MX.OK, out.DKIM.OK && out.SPF.OK, checks)
-	if err != nil {
-		return Domain{}, MandatoryOutcome{}, notFound("verify domain", err)
-	}
-	d = s.fromRow(row)
-	out.CheckedAt = *d.CheckedAt
-	return d, out, nil
-}
-
-// parallel runs the DNS lookups of one check side by side, so a check takes
-// one lookup timeout at worst, not three.
-func parallel(fns ...func()) {
-	done := make(chan struct{}, len(fns))
-	for _, f := range fns {
-		go func() { f(); done <- struct{}{} }()
-	}
-	for range fns {
-		<-done
-	}
-}
-
-// subdomainOf normalises sub (field names the API field) and checks that it is
-// parent or below it.
-func subdomainOf(field, sub, parent string) (string, error) {
-	n, err := normalizeField(field, sub)
-	if err != nil {
-		return "", err
-	}
-	if n != parent && !strings.HasSuffix(n, "."+parent) {
-		return "", validation.New(field, "The "+strings.ReplaceAll(field, "_", " ")+" must be "+parent+" or a subdomain of it.")
-	}
-	return n, nil
-}
-
-// SetupAuthDomain stores the auth (return-path) domain, by default
-// bounce.<domain>, with a fresh DKIM key of bits. ErrNotFound; a
-// *validation.Error when authDomain is not the domain or below it.
-func (s *Service) SetupAuthDomain(ctx context.Context, accountID int64, name string, authDomain *string, bits int) (Domain, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, err
-	}
-	auth := "bounce." + d.Name
-	if authDomain != nil && *authDomain != "" {
-		if auth, err = subdomainOf("auth_domain", *authDomain, d.Name); err != nil {
-			return Domain{}, err
-		}
-	}
-	pub, sealed, err := s.newKey("auth_dkim", auth, bits)
-	if err != nil {
-		return Domain{}, fmt.Errorf("setup auth domain: %w", err)
-	}
-	row, err := s.repo.SetAuthDomain(ctx, s.db, accountID, d.Name, auth, s.cfg.Selector, pub, sealed)
-	if err != nil {
-		return Domain{}, notFound("setup auth domain", err)
-	}
-	return s.fromRow(row), nil
-}
-
-var (
-	errNoAuth     = validation.New("auth_domain", "No auth domain is set up for this domain.")
-	errNoTracking = validation.New("tracking_domain", "No tracking domain is set up for this domain.")
-)
-
-// AuthOutcome is the result of VerifyAuthDomain.
-type AuthOutcome struct {
-	DKIM, SPF, MX dnscheck.Result
-	CheckedAt     time.Time
-}
-
-// VerifyAuthDomain checks the auth domain's DKIM, SPF and MX records; it is
-// verified while DKIM and SPF pass. ErrNotFound; a *validation.Error when no
-// auth domain is set up.
-func (s *Service) VerifyAuthDomain(ctx context.Context, accountID int64, name string) (Domain, AuthOutcome, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, AuthOutcome{}, err
-	}
-	if d.AuthDomain == "" {
-		return Domain{}, AuthOutcome{}, errNoAuth
-	}
-	var out AuthOutcome
-	parallel(
-		func() { out.DKIM = s.dns.DKIM(ctx, d.AuthDKIMName(), d.AuthDKIMPublicKey) },
-		func() { out.SPF = s.dns.SPF(ctx, d.AuthDomain, s.cfg.SPFInclude, s.cfg.MXHost) },
-		func() { out.MX = s.dns.MX(ctx, d.AuthDomain, s.cfg.MXHost) },
-	)
-	checks, err := json.Marshal(map[string]dnscheck.Result{"auth_dkim": out.DKIM, "auth_spf": out.SPF, "auth_mx": out.MX})
-	if err != nil {
-		return Domain{}, AuthOutcome{}, err
-	}
-	row, err := s.repo.SaveAuthCheck(ctx, s.db, accountID, d.Name, d.AuthDomain, out.DKIM.OK && out.SPF.OK, checks)
-	if errors.Is(err, postgres.ErrNotFound) {
-		return Domain{}, AuthOutcome{}, errNoAuth // removed or replaced meanwhile
-	}
-	if err != nil {
-		return Domain{}, AuthOutcome{}, fmt.Errorf("verify auth domain: %w", err)
-	}
-	d = s.fromRow(row)
-	out.CheckedAt = *d.AuthCheckedAt
-	return d, out, nil
-}
-
-// DeleteAuthDomain removes the auth domain and its key. ErrNotFound; a
-// *validation.Error when none is set up.
-func (s *Service) DeleteAuthDomain(ctx context.Context, accountID int64, name string) error {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return err
-	}
-	if d.AuthDomain == "" {
-		return errNoAuth
-	}
-	_, err = s.repo.ClearAuthDomain(ctx, s.db, accountID, d.Name)
-	return notFoundOr("delete auth domain", err)
-}
-
-// SetupTracking stores the link-tracking domain (the domain or below it).
-// ErrNotFound; a *validation.Error for a bad or missing name.
-func (s *Service) SetupTracking(ctx context.Context, accountID int64, name, tracking string) (Domain, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, err
-	}
-	if tracking == "" {
-		return Domain{}, validation.New("tracking_domain", "The tracking domain field is required.")
-	}
-	t, err := subdomainOf("tracking_domain", tracking, d.Name)
-	if err != nil {
-		return Domain{}, err
-	}
-	row, err := s.repo.SetTrackingDomain(ctx, s.db, accountID, d.Name, t)
-	if err != nil {
-		return Domain{}, notFound("setup tracking domain", err)
-	}
-	return s.fromRow(row), nil
-}
-
-// TrackingOutcome is the result of VerifyTracking.
-type TrackingOutcome struct {
-	CNAME     dnscheck.Result
-	CheckedAt time.Time
-}
-
-// VerifyTracking checks the tracking domain's CNAME. ErrNotFound; a
-// *validation.Error when none is set up.
-func (s *Service) VerifyTracking(ctx context.Context, accountID int64, name string) (Domain, TrackingOutcome, error) {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return Domain{}, TrackingOutcome{}, err
-	}
-	if d.TrackingDomain == "" {
-		return Domain{}, TrackingOutcome{}, errNoTracking
-	}
-	out := TrackingOutcome{CNAME: s.dns.CNAME(ctx, d.TrackingDomain, s.cfg.TrackingTarget)}
-	checks, err := json.Marshal(map[string]dnscheck.Result{"cname": out.CNAME})
-	if err != nil {
-		return Domain{}, TrackingOutcome{}, err
-	}
-	row, err := s.repo.SaveTrackingCheck(ctx, s.db, accountID, d.Name, d.TrackingDomain, out.CNAME.OK, checks)
-	if errors.Is(err, postgres.ErrNotFound) {
-		return Domain{}, TrackingOutcome{}, errNoTracking
-	}
-	if err != nil {
-		return Domain{}, TrackingOutcome{}, fmt.Errorf("verify tracking domain: %w", err)
-	}
-	d = s.fromRow(row)
-	out.CheckedAt = *d.TrackingCheckedAt
-	return d, out, nil
-}
-
-// DeleteTracking removes the tracking domain. ErrNotFound; a
-// *validation.Error when none is set up.
-func (s *Service) DeleteTracking(ctx context.Context, accountID int64, name string) error {
-	d, err := s.Get(ctx, accountID, name)
-	if err != nil {
-		return err
-	}
-	if d.TrackingDomain == "" {
-		return errNoTracking
-	}
-	_, err = s.repo.ClearTrackingDomain(ctx, s.db, accountID, d.Name)
-	return notFoundOr("delete tracking domain", err)
 }
 
 func notFoundOr(op string, err error) error {

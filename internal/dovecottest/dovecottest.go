@@ -1,8 +1,9 @@
-// Package dovecottest starts a real, auth-only Dovecot as a throwaway process
-// on 127.0.0.1 and checks credentials through Dovecot itself, over the
-// auth-client protocol that Postfix speaks with smtpd_sasl_type = dovecot.
-// It lets tests prove that the passwd-file smtpcreds writes is accepted by
-// the program that will read it in production.
+// Package dovecottest runs a real, auth-only Dovecot for tests, so that they
+// prove that what smtpcreds writes is accepted by the program that reads it.
+//
+// Dovecot runs as a throwaway process on 127.0.0.1, and credentials are
+// checked through Dovecot itself, over the auth-client protocol that Postfix
+// speaks with smtpd_sasl_type = dovecot.
 //
 // Start writes a dovecot.conf into a fresh temporary directory (see Config
 // for its exact contents), checks it with doveconf, runs "dovecot -F" in its
@@ -559,7 +560,7 @@ func checkScheme(conf, scheme string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("Scheme %q is not a password scheme this Dovecot knows (doveadm pw -l: %s)",
+	return fmt.Errorf("password scheme %q is not one this Dovecot knows (doveadm pw -l: %s)",
 		scheme, strings.Join(known, " "))
 }
 

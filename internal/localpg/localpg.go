@@ -1,5 +1,7 @@
-// Package localpg starts and stops a local PostgreSQL cluster using the
-// server binaries installed on the machine (initdb, pg_ctl; see BinDir).
+// Package localpg starts and stops a local PostgreSQL cluster from the
+// installed server binaries, so `make run` and the tests need no database set up.
+//
+// It runs initdb and pg_ctl (see BinDir).
 //
 // It serves two users: smtpcreds itself, which keeps a persistent cluster
 // under ./.data/pg for `make run` when DATABASE_URL is unset, and the test

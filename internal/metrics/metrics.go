@@ -1,6 +1,8 @@
-// Package metrics holds smtpcreds' Prometheus collectors. They are exposed
-// on the operator listener, never on the public API. A nil *Metrics records
-// nothing, so callers need no checks when metrics are off.
+// Package metrics holds smtpcreds' Prometheus collectors, exposed on the
+// operator listener (never the public API) so that operators can watch it.
+//
+// A nil *Metrics records nothing, so callers need no checks when metrics are
+// off.
 package metrics
 
 import (

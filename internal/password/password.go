@@ -1,5 +1,5 @@
 // Package password generates SMTP passwords and hashes them in the formats
-// Dovecot's passwd-file passdb understands.
+// Dovecot's passwd-file passdb understands, so the SMTP server can check them.
 //
 // Generated passwords are Length characters drawn uniformly from the base62
 // Alphabet using crypto/rand, giving about 190 bits of entropy. Hash produces

@@ -1,7 +1,8 @@
-// Package ratelimit enforces per-minute request limits whose counts live in
-// PostgreSQL, so that every smtpcreds process on one database enforces one
-// limit: per account for authenticated calls, and per client address, more
-// strictly, for failed authentication.
+// Package ratelimit enforces per-minute request limits with counts kept in
+// PostgreSQL, so that every smtpcreds process on one database enforces one limit.
+//
+// Limits apply per account to authenticated calls, and per client address,
+// more strictly, to failed authentication.
 package ratelimit
 
 import (

@@ -1,6 +1,7 @@
 // Package validation carries rule violations from the domain packages to the
-// HTTP layer, which renders them as the 422 envelope. Messages name the field
-// and the rule and never echo the submitted value.
+// HTTP layer, so that one place renders them as the 422 envelope.
+//
+// Messages name the field and the rule and never echo the submitted value.
 package validation
 
 import (
