@@ -43,7 +43,7 @@ var testKey = bytes.Repeat([]byte{0x42}, 32)
 
 // specRouter matches requests to operations for response validation.
 var specRouter = sync.OnceValue(func() routers.Router {
-	spec, err := gen.GetSwagger()
+	spec, err := gen.GetSpec()
 	if err != nil {
 		panic(err)
 	}
@@ -305,7 +305,7 @@ func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 // documentedStatuses lists every (operationId, status) pair in openapi.yaml.
 func documentedStatuses(t *testing.T) []string {
-	spec, err := gen.GetSwagger()
+	spec, err := gen.GetSpec()
 	if err != nil {
 		t.Fatal(err)
 	}

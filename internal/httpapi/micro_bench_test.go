@@ -26,7 +26,7 @@ import (
 // validatorServer is a bare Echo with the request validator of NewServer in
 // front of a handler that does nothing.
 func validatorServer(b *testing.B) *echo.Echo {
-	spec, err := gen.GetSwagger()
+	spec, err := gen.GetSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // Echo matched, by echoPath: every route gen registers must be one of them,
 // or the validator falls back to trying every path.
 func TestValidatorHasARouterForEveryRoute(t *testing.T) {
-	spec, err := gen.GetSwagger()
+	spec, err := gen.GetSpec()
 	if err != nil {
 		t.Fatal(err)
 	}

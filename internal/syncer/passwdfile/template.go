@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/smtpcreds/smtpcreds/internal/hostname"
 )
 
 // domainVar is the Dovecot variable of the domain a path template may
@@ -92,9 +94,8 @@ func (w *Writer) Shards() []string {
 // template with every "%d" replaced by domain and every "%<k>Mu" by the
 // first k characters of shard. Without "%d", domain is ignored (and may be
 // empty); without a shard variable, shard must be "". A domain that is not
-// a plain lowercase host name (letters a-z, digits, '-', labels of 1-63
-// characters separated by single dots, at most 253 characters; so no '/',
-// "..", or empty name), or a shard that is not one of Shards, yields "",
+// a plain lowercase host name (hostname.ValidASCII: so no '/', "..", or
+// empty name), or a shard that is not one of Shards, yields "",
 // which no file has; Write and Remove report ErrInvalidDomain or
 // ErrInvalidShard for it.
 func (w *Writer) Path(domain, shard string) string {
@@ -106,7 +107,7 @@ func (w *Writer) Path(domain, shard string) string {
 }
 
 func (w *Writer) path(domain, shard string) (string, error) {
-	if w.perDomain && !validDomain(domain) {
+	if w.perDomain && !hostname.ValidASCII(domain) {
 		return "", fmt.Errorf("%w: %q", ErrInvalidDomain, domain)
 	}
 	if !w.validShard(shard) {
@@ -141,24 +142,6 @@ func (w *Writer) validShard(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return false
-		}
-	}
-	return true
-}
-
-func validDomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for l := range strings.SplitSeq(s, ".") {
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
 		}
 	}
 	return true
