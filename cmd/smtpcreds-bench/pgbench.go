@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/localpg"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 )
 
 // step is one line of the pgbench script. A server step holds the SQL text
@@ -76,21 +77,8 @@ var allCreateSteps = []step{
 		args: []string{"ratekey"}},
 	{harness: true, sql: `SET synchronous_commit = on`},
 	{comment: "credentials.Service.Create (postgres.CredentialRepo.InsertVerified): the credential and its sync job, one statement",
-		sql: `
-		WITH c AS (
-			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
-			SELECT $1, $2, d.id, $4, $5 FROM (SELECT * FROM domains WHERE name = $3 OFFSET 0) d
-			WHERE d.account_id = $2 AND d.is_verified
-			ON CONFLICT (domain_id, username) DO NOTHING
-			RETURNING *),
-		j AS (
-			INSERT INTO sync_jobs (target, scope, event)
-			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
-			RETURNING id)
-		SELECT c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
-	c.status, c.created_at, c.modified_at, c.password_changed_at,
-	c.version, c.synced_version, c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`,
-		args: []string{"g", "aid", "dom", "u", "hash", "target", "dom", "event"}},
+		sql:  postgres.InsertVerifiedSQL,
+		args: []string{"g", "aid", "dom", "u", "hash", "target", "dom", "event", "idkey"}},
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
 	{meta: `\if :r <= :claimppm`},
@@ -456,6 +444,7 @@ func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, 
 		"target":   e.target,
 		"role":     "dovecot", // Dovecot's role (dovecot-sql), as the bench creates it
 		"event":    event,
+		"idkey":    "credential_id",                            // the key of the new credential's id in the event (syncer.Service.Draft's)
 		"changes":  strconv.FormatBool(e.target == targetFile), // the passwd-file target renders state
 		"claimppm": "1000000",                                  // every create claims, unless the API run measured otherwise
 	}, nil

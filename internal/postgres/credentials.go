@@ -109,13 +109,6 @@ func (CredentialRepo) Insert(ctx context.Context, q sqlx.QueryerContext, c NewCr
 	return r, nil
 }
 
-// JobDraft is a sync job to be inserted in the statement that inserts the
-// credential it is about: the credential's id is added to its event there.
-type JobDraft struct {
-	Target, Scope string
-	Event         []byte // JSON, without credential_id
-}
-
 // InsertVerified adds a credential to the verified domain called domain
 // owned by c.AccountID (c.DomainID is ignored), finding the domain in the
 // same statement, and with it job (when not nil) with the new credential's
@@ -128,11 +121,11 @@ func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext,
 		CredentialRow
 		JobID *int64 `db:"job_id"`
 	}
-	var target, scope, event any // NULL: no job
+	var target, scope, event, idKey any // NULL: no job
 	if job != nil {
-		target, scope, event = job.Target, job.Scope, jsonArg(job.Event)
+		target, scope, event, idKey = job.Target, job.Scope, jsonArg(job.Event), job.IDKey
 	}
-	err := getHot(ctx, q, &r, insertVerifiedSQL, c.GUID, c.AccountID, domain, c.Username, c.PasswordHash, target, scope, event)
+	err := getHot(ctx, q, &r, InsertVerifiedSQL, c.GUID, c.AccountID, domain, c.Username, c.PasswordHash, target, scope, event, idKey)
 	if err != nil {
 		return CredentialRow{}, 0, fmt.Errorf("insert credential: %w", translate(err))
 	}
@@ -143,21 +136,19 @@ func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext,
 	return r.CredentialRow, id, nil
 }
 
-// insertVerifiedSQL is InsertVerified's statement. The domain is found by
+// InsertVerifiedSQL is InsertVerified's statement (exported for the bench,
+// which runs it through pgbench). The domain is found by
 // its name alone, in a subquery that OFFSET 0 keeps the ownership test out
 // of: a generic plan (made once per pooled connection) chose to scan the
 // account's domains for the name instead, on every create.
-var insertVerifiedSQL = `
+var InsertVerifiedSQL = `
 		WITH c AS (
 			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
 			SELECT $1, $2, d.id, $4, $5 FROM (SELECT * FROM domains WHERE name = $3 OFFSET 0) d
 			WHERE d.account_id = $2 AND d.is_verified
 			ON CONFLICT (domain_id, username) DO NOTHING
 			RETURNING *),
-		j AS (
-			INSERT INTO sync_jobs (target, scope, event)
-			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
-			RETURNING id)
+		j AS (` + insertDraftedJobSQL("c", "$6", "$7", "$8", "$9") + `)
 		SELECT ` + credentialCols + `, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`
 
 // Get returns the credential guid of the domain called domain, owned by
