@@ -27,7 +27,7 @@ func TestHotGenericPlansProbeByKey(t *testing.T) {
 	statements := map[string]struct{ sql, args string }{
 		"ClaimLocked":    {postgres.ClaimLockedSQL, `('t', 'a.example', true)`},
 		"SnapshotOf":     {postgres.SnapshotOfSQL, `('{1}', '{u}', '{a.example}')`},
-		"InsertVerified": {postgres.InsertVerifiedSQL, fmt.Sprintf(`(gen_random_uuid(), %d, 'a.example', 'u', 'x', NULL, NULL, NULL, '')`, account)},
+		"InsertVerified": {postgres.InsertVerifiedSQL, fmt.Sprintf(`(gen_random_uuid(), %d, 'a.example', 'u', 'x', 1000, NULL, NULL, NULL, NULL)`, account)},
 		"Finish":         {postgres.FinishSQL, `('{1}', '{2}', '{3}')`},
 	}
 	byKey := map[string]*regexp.Regexp{
