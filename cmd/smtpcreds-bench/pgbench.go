@@ -35,9 +35,11 @@ type step struct {
 // createSteps is what one POST /api/domains/{domain}/credentials issues with
 // the bench configuration and sync target: a high rate limit (one counter
 // upsert), the default failed-login limit and the token cache (both
-// answered in process once warm, no SQL), no credential cap (no cap lock, no
-// count), the passwd-file sync target with file(s) per domain or the
-// dovecot-sql target (scope: the domain; dovecot-sql adds its lookup).
+// answered in process once warm, no SQL), a credential cap far above the
+// domain's count (the shared cap lock and one count, inside the create
+// statement's credential_cap_room), the passwd-file sync target with
+// file(s) per domain or the dovecot-sql target (scope: the domain;
+// dovecot-sql adds its lookup).
 // Transaction boundaries are the server's: the rate counter runs on its own,
 // the create is one statement, the request's sync claim and apply are one
 // transaction. (Under load the server does less: a request whose job
@@ -78,7 +80,7 @@ var allCreateSteps = []step{
 	{harness: true, sql: `SET synchronous_commit = on`},
 	{comment: "credentials.Service.Create (postgres.CredentialRepo.InsertVerified): the credential and its sync job, one statement",
 		sql:  postgres.InsertVerifiedSQL,
-		args: []string{"g", "aid", "dom", "u", "hash", "target", "dom", "event", "idkey"}},
+		args: []string{"g", "aid", "dom", "u", "hash", "cap", "target", "dom", "event", "idkey"}},
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
 	{meta: `\if :r <= :claimppm`},
@@ -444,6 +446,7 @@ func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, 
 		"target":   e.target,
 		"role":     "dovecot", // Dovecot's role (dovecot-sql), as the bench creates it
 		"event":    event,
+		"cap":      strconv.Itoa(benchCap),
 		"idkey":    "credential_id",                            // the key of the new credential's id in the event (syncer.Service.Draft's)
 		"changes":  strconv.FormatBool(e.target == targetFile), // the passwd-file target renders state
 		"claimppm": "1000000",                                  // every create claims, unless the API run measured otherwise
