@@ -54,9 +54,15 @@
 -- which creates of the domain share: they wait only for an exclusive holder
 -- (a create within slack of the cap). At the cap, one count and no wait
 -- unless a create near it holds the exclusive lock.
+--
+-- Sequential scans are off inside: a PL/pgSQL statement keeps, per
+-- connection, the generic plan it made there, and while credential_counts
+-- is small (a new deployment) that plan scans it, on every create, as it
+-- grows (until an analyze invalidates it). A count reads its domain's rows
+-- by key.
 -- +goose StatementBegin
 CREATE FUNCTION credential_cap_room(for_domain bigint, cap bigint) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
 DECLARE
     lock_key constant int4 := (for_domain % 2147483648)::int4;
     marks constant text := coalesce(nullif(current_setting('smtpcreds.cap_shared', true), ''), ',');
