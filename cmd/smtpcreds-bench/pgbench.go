@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/localpg"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 )
 
 // step is one line of the pgbench script. A server step holds the SQL text
@@ -34,9 +35,11 @@ type step struct {
 // createSteps is what one POST /api/domains/{domain}/credentials issues with
 // the bench configuration and sync target: a high rate limit (one counter
 // upsert), the default failed-login limit and the token cache (both
-// answered in process once warm, no SQL), no credential cap (no cap lock, no
-// count), the passwd-file sync target with file(s) per domain or the
-// dovecot-sql target (scope: the domain; dovecot-sql adds its lookup).
+// answered in process once warm, no SQL), a credential cap far above the
+// domain's count (the shared cap lock and one count, inside the create
+// statement's credential_cap_room), the passwd-file sync target with
+// file(s) per domain or the dovecot-sql target (scope: the domain;
+// dovecot-sql adds its lookup).
 // Transaction boundaries are the server's: the rate counter runs on its own,
 // the create is one statement, the request's sync claim and apply are one
 // transaction. (Under load the server does less: a request whose job
@@ -76,21 +79,8 @@ var allCreateSteps = []step{
 		args: []string{"ratekey"}},
 	{harness: true, sql: `SET synchronous_commit = on`},
 	{comment: "credentials.Service.Create (postgres.CredentialRepo.InsertVerified): the credential and its sync job, one statement",
-		sql: `
-		WITH c AS (
-			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
-			SELECT $1, $2, d.id, $4, $5 FROM (SELECT * FROM domains WHERE name = $3 OFFSET 0) d
-			WHERE d.account_id = $2 AND d.is_verified
-			ON CONFLICT (domain_id, username) DO NOTHING
-			RETURNING *),
-		j AS (
-			INSERT INTO sync_jobs (target, scope, event)
-			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
-			RETURNING id)
-		SELECT c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
-	c.status, c.created_at, c.modified_at, c.password_changed_at,
-	c.version, c.synced_version, c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`,
-		args: []string{"g", "aid", "dom", "u", "hash", "target", "dom", "event"}},
+		sql:  postgres.InsertVerifiedSQL,
+		args: []string{"g", "aid", "dom", "u", "hash", "cap", "target", "dom", "event", "idkey"}},
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
 	{meta: `\if :r <= :claimppm`},
@@ -456,6 +446,8 @@ func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, 
 		"target":   e.target,
 		"role":     "dovecot", // Dovecot's role (dovecot-sql), as the bench creates it
 		"event":    event,
+		"cap":      strconv.Itoa(benchCap),
+		"idkey":    "credential_id",                            // the key of the new credential's id in the event (syncer.Service.Draft's)
 		"changes":  strconv.FormatBool(e.target == targetFile), // the passwd-file target renders state
 		"claimppm": "1000000",                                  // every create claims, unless the API run measured otherwise
 	}, nil

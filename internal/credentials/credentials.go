@@ -137,9 +137,15 @@ func (s *Service) List(ctx context.Context, accountID int64, domain string, page
 // Create makes the credential <username>@<domain> with a fresh password.
 // ErrDomainNotFound unless accountID owns the domain; a *validation.Error when
 // the domain is not verified, the username breaks the rules or is taken, or
-// the domain is at its cap. Concurrent creates of one username yield exactly
-// one success: the insert waits on the unique index and then reports the
-// conflict.
+// the domain is at its cap.
+//
+// One statement finds the verified domain, checks its cap, inserts the
+// credential and its sync job, and commits: one round trip, with or
+// without a cap. The cap is exact under concurrent creates, which do not
+// wait for each other while the domain is far from it (see
+// postgres.CredentialRepo.InsertVerified). Concurrent creates of one
+// username yield exactly one success: the insert waits on the unique index
+// and then reports the conflict.
 func (s *Service) Create(ctx context.Context, accountID int64, domain, username string) (Issued, error) {
 	domain, err := lookupName(domain)
 	if err != nil {
@@ -156,91 +162,34 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 	if err != nil {
 		return Issued{}, fmt.Errorf("create credential: %w", err)
 	}
-
 	newCred := postgres.NewCredential{GUID: uuid.New(), AccountID: accountID, Username: name, PasswordHash: hash}
-	if s.cfg.MaxPerDomain > 0 {
-		return s.createUnderCap(ctx, newCred, domain, pw)
-	}
-	// No cap to check: one statement finds the verified domain, inserts the
-	// credential and its sync job, and commits; only an insert that added
-	// nothing asks why.
 	draft, err := s.outbox.Draft(upserted(postgres.CredentialRow{
 		GUID: newCred.GUID, Domain: domain, Username: name, Version: 1}, hash))
 	if err != nil {
 		return Issued{}, fmt.Errorf("create credential: %w", err)
 	}
-	row, jobID, err := s.repo.InsertVerified(ctx, s.db, newCred, domain, draft)
-	if errors.Is(err, postgres.ErrNotFound) {
-		return Issued{}, s.whyNotInserted(ctx, s.db, accountID, domain)
-	}
+	row, jobID, err := s.repo.InsertVerified(ctx, s.db, newCred, domain, int64(s.cfg.MaxPerDomain), draft)
 	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
+		return Issued{}, s.whyNotInserted(err)
 	}
 	return s.issued(ctx, row, pw, s.outbox.Drafted(jobID, draft)), nil
 }
 
-func errNotVerified() error {
-	return validation.New("domain", "The domain must be verified before credentials can be created.")
-}
-
-func errTaken() error { return validation.New("username", "The username has already been taken.") }
-
-// createUnderCap creates c in domain in a transaction that checks the
-// domain's cap first. Exact under concurrency: creates of one domain that
-// check the cap take turns from the check to commit (a few ms each).
-func (s *Service) createUnderCap(ctx context.Context, c postgres.NewCredential, domain, pw string) (Issued, error) {
-	tx, err := postgres.Begin(ctx, s.db)
-	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	d, err := s.repo.Domain(ctx, tx, c.AccountID, domain)
-	if err != nil {
-		return Issued{}, s.domainErr("create credential", err)
-	}
-	if !d.IsVerified {
-		return Issued{}, errNotVerified()
-	}
-	if err := s.repo.LockDomainCap(ctx, tx, d.ID); err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
-	}
-	n, err := s.repo.Count(ctx, tx, d.ID)
-	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
-	}
-	if n >= int64(s.cfg.MaxPerDomain) {
-		return Issued{}, validation.New("username",
+// whyNotInserted is the error of an InsertVerified that added nothing,
+// which tells why.
+func (s *Service) whyNotInserted(err error) error {
+	switch {
+	case errors.Is(err, postgres.ErrNotFound):
+		return ErrDomainNotFound
+	case errors.Is(err, postgres.ErrNotVerified):
+		return validation.New("domain", "The domain must be verified before credentials can be created.")
+	case errors.Is(err, postgres.ErrAtCap):
+		return validation.New("username",
 			fmt.Sprintf("The domain already has the maximum of %d credentials.", s.cfg.MaxPerDomain))
+	case errors.Is(err, postgres.ErrConflict):
+		return validation.New("username", "The username has already been taken.")
 	}
-	c.DomainID = d.ID
-	row, err := s.repo.Insert(ctx, tx, c)
-	if errors.Is(err, postgres.ErrConflict) {
-		return Issued{}, errTaken()
-	}
-	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
-	}
-	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, c.PasswordHash))
-	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Issued{}, fmt.Errorf("create credential: commit: %w", err)
-	}
-	return s.issued(ctx, row, pw, jobs), nil
-}
-
-// whyNotInserted is the error of an InsertVerified that added nothing: the
-// domain is missing or unverified, or else the username is taken.
-func (s *Service) whyNotInserted(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string) error {
-	d, err := s.repo.Domain(ctx, q, accountID, domain)
-	if err != nil {
-		return s.domainErr("create credential", err)
-	}
-	if !d.IsVerified {
-		return errNotVerified()
-	}
-	return errTaken()
+	return fmt.Errorf("create credential: %w", err)
 }
 
 // issued applies the change's sync jobs within the outbox's deadline and

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,14 +28,20 @@ type CredentialRow struct {
 	SyncError         *string    `db:"sync_error"`
 }
 
-// NewCredential is what Insert writes.
+// NewCredential is what InsertVerified writes.
 type NewCredential struct {
 	GUID         uuid.UUID
 	AccountID    int64
-	DomainID     int64
 	Username     string
 	PasswordHash string
 }
+
+var (
+	// ErrNotVerified: InsertVerified found the domain, not verified.
+	ErrNotVerified = errors.New("postgres: domain not verified")
+	// ErrAtCap: InsertVerified found the domain at its credential cap.
+	ErrAtCap = errors.New("postgres: domain at its credential cap")
+)
 
 // CredentialDomainRow is what the credential routes need of a domain.
 type CredentialDomainRow struct {
@@ -62,17 +69,6 @@ func (CredentialRepo) Domain(ctx context.Context, q sqlx.QueryerContext, account
 	return r, nil
 }
 
-// LockDomainCap serialises, until the transaction ends, the creates of
-// domainID that check its credential cap, so that the count they see is exact.
-func (CredentialRepo) LockDomainCap(ctx context.Context, q sqlx.ExecerContext, domainID int64) error {
-	// The two-key form keeps this lock space apart from the sync scope locks.
-	_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock(1, $1::int4)`, int32(domainID))
-	if err != nil {
-		return fmt.Errorf("lock domain cap: %w", translate(err))
-	}
-	return nil
-}
-
 // Count returns the number of credentials of domainID (a domain's
 // credentials all belong to its account), from credential_counts: it reads
 // about count/65536 rows, and is exact within the caller's snapshot.
@@ -86,53 +82,34 @@ func (CredentialRepo) Count(ctx context.Context, q sqlx.QueryerContext, domainID
 	return n, nil
 }
 
-// Insert adds a credential. ErrConflict when the domain already has the
-// username; the statement does not raise, so the transaction stays usable and
-// concurrent inserts of one username wait for each other instead of failing.
-func (CredentialRepo) Insert(ctx context.Context, q sqlx.QueryerContext, c NewCredential) (CredentialRow, error) {
-	var r CredentialRow
-	err := sqlx.GetContext(ctx, q, &r, `
-		WITH c AS (
-			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
-			VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (domain_id, username) DO NOTHING
-			RETURNING *)
-		SELECT `+credentialCols+` FROM c JOIN domains d ON d.id = c.domain_id`,
-		c.GUID, c.AccountID, c.DomainID, c.Username, c.PasswordHash)
-	if err != nil {
-		err = translate(err)
-		if err == ErrNotFound {
-			err = ErrConflict
-		}
-		return CredentialRow{}, fmt.Errorf("insert credential: %w", err)
-	}
-	return r, nil
-}
-
-// JobDraft is a sync job to be inserted in the statement that inserts the
-// credential it is about: the credential's id is added to its event there.
-type JobDraft struct {
-	Target, Scope string
-	Event         []byte // JSON, without credential_id
-}
-
 // InsertVerified adds a credential to the verified domain called domain
-// owned by c.AccountID (c.DomainID is ignored), finding the domain in the
-// same statement, and with it job (when not nil) with the new credential's
-// id in its event: one statement, so one round trip and, outside a
-// transaction, one commit. It returns the credential and the job's id.
-// ErrNotFound when no row was added: the domain is missing or not
-// verified, or the username is taken (the caller tells which).
-func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext, c NewCredential, domain string, job *JobDraft) (CredentialRow, int64, error) {
+// owned by c.AccountID, if the domain has fewer than limit credentials (0:
+// no limit), and with it job (when not nil) with the new credential's id
+// in its event. One statement, so one round trip and, outside a
+// transaction, one commit; the limit holds exactly under concurrent
+// creates (see credential_cap_room in sqlmigrations), and concurrent
+// inserts of one username wait for each other on the unique index: one
+// adds it, the others get ErrConflict. Run it outside a transaction or in
+// a READ COMMITTED one that creates no other credential in the domain.
+//
+// It returns the credential and the job's id, or, adding nothing,
+// ErrNotFound when accountID owns no domain called domain, ErrNotVerified
+// when the domain is not verified, ErrAtCap when it has limit credentials,
+// ErrConflict when it has the username.
+func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext, c NewCredential, domain string, limit int64, job *JobDraft) (CredentialRow, int64, error) {
 	var r struct {
+		Outcome string `db:"outcome"`
 		CredentialRow
 		JobID *int64 `db:"job_id"`
 	}
-	var target, scope, event any // NULL: no job
+	var target, scope, event, idKey any // NULL: no job
 	if job != nil {
-		target, scope, event = job.Target, job.Scope, jsonArg(job.Event)
+		target, scope, event, idKey = job.Target, job.Scope, jsonArg(job.Event), job.IDKey
 	}
-	err := getHot(ctx, q, &r, insertVerifiedSQL, c.GUID, c.AccountID, domain, c.Username, c.PasswordHash, target, scope, event)
+	err := getHot(ctx, q, &r, InsertVerifiedSQL, c.GUID, c.AccountID, domain, c.Username, c.PasswordHash, limit, target, scope, event, idKey)
+	if err == nil {
+		err = outcomeErrs[r.Outcome]
+	}
 	if err != nil {
 		return CredentialRow{}, 0, fmt.Errorf("insert credential: %w", translate(err))
 	}
@@ -143,22 +120,47 @@ func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext,
 	return r.CredentialRow, id, nil
 }
 
-// insertVerifiedSQL is InsertVerified's statement. The domain is found by
-// its name alone, in a subquery that OFFSET 0 keeps the ownership test out
-// of: a generic plan (made once per pooled connection) chose to scan the
-// account's domains for the name instead, on every create.
-var insertVerifiedSQL = `
-		WITH c AS (
+// outcomeErrs are the errors of InsertVerifiedSQL's outcomes ("created":
+// none).
+var outcomeErrs = map[string]error{
+	"no domain":    ErrNotFound,
+	"not verified": ErrNotVerified,
+	"at cap":       ErrAtCap,
+	"taken":        ErrConflict,
+}
+
+// InsertVerifiedSQL is InsertVerified's statement (exported for the bench,
+// which runs it through pgbench). It returns one row: its outcome, then
+// the credential when one was added (zero values otherwise, so that the
+// row always scans).
+//
+// The domain is found by its name alone, in a subquery that OFFSET 0 keeps
+// the ownership test out of: a generic plan (made once per pooled
+// connection) chose to scan the account's domains for the name instead, on
+// every create. credential_cap_room runs once, for a verified domain,
+// before the insert, which adds the credential only when it returned true
+// (and then holds the cap's lock until the commit).
+var InsertVerifiedSQL = `
+		WITH d AS MATERIALIZED (
+			SELECT d.id, d.name, d.is_verified,
+			       CASE WHEN d.is_verified THEN credential_cap_room(d.id, $6) END AS room
+			FROM (SELECT * FROM domains WHERE name = $3 OFFSET 0) d
+			WHERE d.account_id = $2),
+		c AS (
 			INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
-			SELECT $1, $2, d.id, $4, $5 FROM (SELECT * FROM domains WHERE name = $3 OFFSET 0) d
-			WHERE d.account_id = $2 AND d.is_verified
+			SELECT $1, $2, d.id, $4, $5 FROM d WHERE d.room
 			ON CONFLICT (domain_id, username) DO NOTHING
 			RETURNING *),
-		j AS (
-			INSERT INTO sync_jobs (target, scope, event)
-			SELECT $6, $7, $8::jsonb || jsonb_build_object('credential_id', c.id) FROM c WHERE $6::text IS NOT NULL
-			RETURNING id)
-		SELECT ` + credentialCols + `, (SELECT id FROM j) AS job_id FROM c JOIN domains d ON d.id = c.domain_id`
+		j AS (` + insertDraftedJobSQL("c", "$7", "$8", "$9", "$10") + `)
+		SELECT CASE WHEN c.id IS NOT NULL THEN 'created' WHEN d.id IS NULL THEN 'no domain'
+		            WHEN NOT d.is_verified THEN 'not verified' WHEN NOT d.room THEN 'at cap' ELSE 'taken' END AS outcome,
+		       coalesce(c.id, 0) AS id, coalesce(c.guid, '00000000-0000-0000-0000-000000000000') AS guid,
+		       coalesce(c.account_id, 0) AS account_id, coalesce(c.domain_id, 0) AS domain_id,
+		       coalesce(d.name, '') AS domain, coalesce(c.username, '') AS username, coalesce(c.status, false) AS status,
+		       coalesce(c.created_at, 'epoch') AS created_at, coalesce(c.modified_at, 'epoch') AS modified_at,
+		       c.password_changed_at, coalesce(c.version, 0) AS version, coalesce(c.synced_version, 0) AS synced_version,
+		       c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id
+		FROM (SELECT) one LEFT JOIN d ON true LEFT JOIN c ON true`
 
 // Get returns the credential guid of the domain called domain, owned by
 // accountID. ErrNotFound when there is none.

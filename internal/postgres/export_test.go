@@ -2,8 +2,7 @@ package postgres
 
 // Statement texts, for tests that look at their plans.
 var (
-	ClaimLockedSQL    = claimLockedSQL
-	SnapshotOfSQL     = snapshotOfSQL
-	InsertVerifiedSQL = insertVerifiedSQL
-	FinishSQL         = finishSQL
+	ClaimLockedSQL = claimLockedSQL
+	SnapshotOfSQL  = snapshotOfSQL
+	FinishSQL      = finishSQL
 )

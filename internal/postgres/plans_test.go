@@ -27,7 +27,7 @@ func TestHotGenericPlansProbeByKey(t *testing.T) {
 	statements := map[string]struct{ sql, args string }{
 		"ClaimLocked":    {postgres.ClaimLockedSQL, `('t', 'a.example', true)`},
 		"SnapshotOf":     {postgres.SnapshotOfSQL, `('{1}', '{u}', '{a.example}')`},
-		"InsertVerified": {postgres.InsertVerifiedSQL, fmt.Sprintf(`(gen_random_uuid(), %d, 'a.example', 'u', 'x', NULL, NULL, NULL)`, account)},
+		"InsertVerified": {postgres.InsertVerifiedSQL, fmt.Sprintf(`(gen_random_uuid(), %d, 'a.example', 'u', 'x', 1000, NULL, NULL, NULL, NULL)`, account)},
 		"Finish":         {postgres.FinishSQL, `('{1}', '{2}', '{3}')`},
 	}
 	byKey := map[string]*regexp.Regexp{
@@ -63,6 +63,37 @@ func TestHotGenericPlansProbeByKey(t *testing.T) {
 					t.Errorf("%s at %+v: probed by %s on %s, not by key; plan:\n%s", name, f, cond, index, plan)
 				}
 			}
+		}
+	}
+}
+
+// credential_cap_room (sqlmigrations/00007) counts a domain's credentials
+// on every capped create; its PL/pgSQL statements keep generic plans too,
+// made with sequential scans off (a setting of the function). The count
+// reads the domain's level-1 rows of credential_counts by key.
+func TestCapCountProbesByKey(t *testing.T) {
+	db := dbtest.New(t)
+	const count = `SELECT coalesce(sum(n), 0) FROM credential_counts WHERE domain_id = for_domain AND level = 1`
+	var fn struct {
+		Src    string `db:"prosrc"`
+		Config string `db:"config"`
+	}
+	must(t, db.Get(&fn, `SELECT prosrc, coalesce(array_to_string(proconfig, ','), '') AS config
+		FROM pg_proc WHERE proname = 'credential_cap_room'`))
+	if strings.Count(fn.Src, count) != 2 || fn.Config != "enable_seqscan=off" {
+		t.Fatalf("credential_cap_room has config %q and not twice the count\n%s\nin\n%s", fn.Config, count, fn.Src)
+	}
+	for _, rows := range []int{0, 60, 20000} {
+		_, err := db.Exec(`DELETE FROM credential_counts`)
+		must(t, err)
+		_, err = db.Exec(`INSERT INTO credential_counts (domain_id, level, bucket, n)
+			SELECT g % 7, g % 2, g, 1 FROM generate_series(1, $1) g`, rows)
+		must(t, err)
+		_, err = db.Exec(`ANALYZE credential_counts`)
+		must(t, err)
+		plan := genericPlan(t, db, strings.ReplaceAll(count, "for_domain", "$1::bigint"), "(1)")
+		if !regexp.MustCompile(`(?:Bitmap Index Scan on|Index (?:Only )?Scan using) credential_counts_idx .*\n\s*Index Cond: \(\(domain_id = \$1\) AND \(level = 1\)\)`).MatchString(plan) {
+			t.Errorf("with %d count rows the count is not by key:\n%s", rows, plan)
 		}
 	}
 }

@@ -46,6 +46,28 @@ func (SyncRepo) Insert(ctx context.Context, q sqlx.QueryerContext, target, scope
 	return id, nil
 }
 
+// JobDraft is a sync job to be inserted in the statement that inserts the
+// credential it is about (insertDraftedJobSQL): the credential's id is
+// added to its event there.
+type JobDraft struct {
+	Target, Scope string
+	Event         []byte // JSON, without the credential's id
+	IDKey         string // the key of the credential's id in Event
+}
+
+// insertDraftedJobSQL is the statement, for a WITH clause, that inserts a
+// JobDraft for each credential of the preceding CTE cte, with the
+// credential's id added to the event under the key idKey: target, scope,
+// event and idKey are the parameters that carry the draft's fields (target
+// NULL: no job). It returns the jobs' ids.
+func insertDraftedJobSQL(cte, target, scope, event, idKey string) string {
+	return `
+			INSERT INTO sync_jobs (target, scope, event)
+			SELECT ` + target + `, ` + scope + `, ` + event + `::jsonb || jsonb_build_object(` + idKey + `::text, ` + cte + `.id)
+			FROM ` + cte + ` WHERE ` + target + `::text IS NOT NULL
+			RETURNING id`
+}
+
 const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 
 // ClaimDue claims the group (same target and scope) of the oldest due job:

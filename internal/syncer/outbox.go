@@ -157,8 +157,8 @@ func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...
 
 // Draft returns the job of e for the caller's own insert statement to
 // write together with the new credential it is about (whose id the
-// statement adds to the event): see postgres.CredentialRepo.InsertVerified.
-// Nil when sync is disabled.
+// statement adds to the event, under the key of Event.CredentialID): see
+// postgres.CredentialRepo.InsertVerified. Nil when sync is disabled.
 func (s *Service) Draft(e Event) (*postgres.JobDraft, error) {
 	if s == nil {
 		return nil, nil
@@ -171,7 +171,7 @@ func (s *Service) Draft(e Event) (*postgres.JobDraft, error) {
 	if err != nil {
 		return nil, fmt.Errorf("draft sync job: %w", err)
 	}
-	return &postgres.JobDraft{Target: s.target.Name(), Scope: s.target.Scope(e.Domain), Event: b}, nil
+	return &postgres.JobDraft{Target: s.target.Name(), Scope: s.target.Scope(e.Domain), Event: b, IDKey: credentialIDKey}, nil
 }
 
 // Drafted is the Pending of a drafted job, inserted (and committed) as id.

@@ -1,0 +1,24 @@
+package syncer
+
+import (
+	"reflect"
+	"strings"
+)
+
+// credentialIDKey is the key of Event.CredentialID in an event's JSON: a
+// drafted job's statement adds the new credential's id under it (see
+// Draft), so the event's shape is spelled only by Event's tags.
+var credentialIDKey = jsonKey(reflect.TypeFor[Event](), "CredentialID")
+
+// jsonKey is the JSON key encoding/json gives the field of t called field.
+func jsonKey(t reflect.Type, field string) string {
+	f, ok := t.FieldByName(field)
+	if !ok {
+		panic("syncer: no field " + t.Name() + "." + field)
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if name == "" {
+		return f.Name
+	}
+	return name
+}
