@@ -87,7 +87,7 @@ func TestClientAddressFromTrustedProxyOnly(t *testing.T) {
 // Two server processes on one database enforce one limit.
 func TestRateLimitSharedAcrossInstances(t *testing.T) {
 	a := newWorld(t, opts{rateLimit: 5})
-	b := newEnvOn(t, a.db, opts{rateLimit: 5})
+	b := newEnvOn(t, a.url, opts{rateLimit: 5})
 	servers := []*env{a.env, b, a.env, b, a.env}
 	for i, s := range servers {
 		r := s.do(req{method: "GET", path: credsPath, auth: a.alice.auth})

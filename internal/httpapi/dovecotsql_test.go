@@ -9,16 +9,14 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
-	"github.com/smtpcreds/smtpcreds/internal/syncer"
-	"github.com/smtpcreds/smtpcreds/internal/syncer/dovecotsql"
 )
 
 // dovecotPasswordQuery is the password_query the README gives for the
@@ -92,9 +90,7 @@ func newSQLWorld(t *testing.T) sqlWorld {
 	}
 	t.Cleanup(func() { rdb.Close() })
 
-	cfg := syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
-		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
-	e := newEnvOn(t, db, opts{syncTarget: dovecotsql.NewTarget(role), syncConfig: cfg})
+	e := newEnvOn(t, dsn, opts{sync: fastSync(app.SyncConfig{Target: "dovecot-sql", DovecotRole: role})})
 	w := world{env: e, alice: e.MustCreateAccount("alice"), bob: e.MustCreateAccount("bob")}
 	e.MustAddDomain(w.alice, "example.com", true)
 	e.MustAddDomain(w.bob, "bob.test", true)
@@ -230,7 +226,7 @@ func TestDovecotSQLOutageThenBack(t *testing.T) {
 // when it starts.
 func TestDovecotSQLWorkerMarksEarlierCredentials(t *testing.T) {
 	s := newSQLWorld(t)
-	off := newEnvOn(t, s.db, opts{}) // the same database, sync off
+	off := newEnvOn(t, s.url, opts{}) // the same database, sync off
 	r := off.do(req{method: "POST", path: credsPath, auth: s.alice.auth, body: `{"username":"earlier"}`})
 	wantStatus(t, r, http.StatusCreated)
 	if dig(r.body, "data", "remote_synced") != false {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
@@ -40,6 +41,8 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	dir := dovecottest.TempDir(t)
 	tmpl := filepath.Join(dir, "auth", layout)
 	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512"})
+	// The server writes through its own Writer; this one only names the
+	// files and shards.
 	w, err := passwdfile.New(tmpl, dc.Group())
 	if err != nil {
 		t.Fatal(err)
@@ -48,9 +51,7 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	if len(o) > 0 {
 		wo = o[0]
 	}
-	wo.syncTarget = passwdfile.NewTarget(w, nil)
-	wo.syncConfig = syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
-		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	wo.sync = fastSync(app.SyncConfig{Target: "passwd-file", PasswdFile: tmpl, PasswdGroup: dc.Group()})
 	return syncWorld{
 		world:   newWorld(t, wo),
 		dovecot: dc, dir: dir, files: w,
