@@ -109,6 +109,7 @@ func (s sqlWorld) auth(login, pw string) bool {
 }
 
 func TestDovecotSQLCreateResetDelete(t *testing.T) {
+	t.Parallel()
 	s := newSQLWorld(t)
 	d := s.MustCreateCredential("mailer")
 	pw := d["password"].(string)
@@ -154,6 +155,7 @@ func TestDovecotSQLCreateResetDelete(t *testing.T) {
 // Dovecot's role reads the view and nothing else: no table, and of the
 // credentials only logins and hashes.
 func TestDovecotSQLRoleSeesOnlyTheView(t *testing.T) {
+	t.Parallel()
 	s := newSQLWorld(t)
 	d := s.MustCreateCredential("seen")
 	var n int
@@ -180,6 +182,7 @@ func TestDovecotSQLRoleSeesOnlyTheView(t *testing.T) {
 // error that names no table or role; once it can again the worker confirms
 // the job and the credential authenticates.
 func TestDovecotSQLOutageThenBack(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name, msg string
 		break_    func(s sqlWorld) string
@@ -193,6 +196,7 @@ func TestDovecotSQLOutageThenBack(t *testing.T) {
 			func(s sqlWorld) string { return `GRANT SELECT ON dovecot_passdb TO ` + s.roleName }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			s := newSQLWorld(t)
 			if _, err := s.db.Exec(c.break_(s)); err != nil {
 				t.Fatal(err)
@@ -225,6 +229,7 @@ func TestDovecotSQLOutageThenBack(t *testing.T) {
 // have no job of it, but Dovecot reads them: the worker marks them synced
 // when it starts.
 func TestDovecotSQLWorkerMarksEarlierCredentials(t *testing.T) {
+	t.Parallel()
 	s := newSQLWorld(t)
 	off := newEnvOn(t, s.url, opts{}) // the same database, sync off
 	r := off.do(req{method: "POST", path: credsPath, auth: s.alice.auth, body: `{"username":"earlier"}`})

@@ -17,6 +17,7 @@ import (
 )
 
 func TestHealthz(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{rateLimit: 1})
 	w.do(req{method: "GET", path: credsPath, auth: w.alice.auth}) // the account's whole budget
 	for range 3 {
@@ -31,6 +32,7 @@ func TestHealthz(t *testing.T) {
 // /readyz reports the checks of the real wiring: ready with sync off; with
 // a sync target, ready only while the sync worker goes round.
 func TestReadyz(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "GET", path: "/readyz"})
 	wantStatus(t, r, http.StatusOK)
@@ -60,6 +62,7 @@ func TestReadyz(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{authFailLimit: 2})
 	w.MustCreateCredential("m")
 	w.do(req{method: "GET", path: credsPath, auth: w.alice.auth})
@@ -92,6 +95,7 @@ func TestMetrics(t *testing.T) {
 // again by itself, and every credential acknowledged with 201 under load
 // exists exactly once.
 func TestDatabaseOutage(t *testing.T) {
+	// Not parallel: it stops the PostgreSQL server every test shares.
 	cluster := dbtest.Cluster()
 	if cluster == nil {
 		t.Skip("needs the throwaway cluster dbtest starts (TEST_DATABASE_URL points elsewhere)")
@@ -182,6 +186,7 @@ func TestDatabaseOutage(t *testing.T) {
 }
 
 func TestDocsMounted(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	rec := httptest.NewRecorder()
 	w.e.ServeHTTP(rec, httptest.NewRequest("GET", "/openapi.yaml", nil))

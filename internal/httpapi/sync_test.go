@@ -130,6 +130,7 @@ func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
 }
 
 func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, oneFile)
 	d := s.MustCreateCredential("mailer")
 	pw := d["password"].(string)
@@ -159,6 +160,7 @@ func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
 // Two resets in one second: only the newest password works (the rewrite
 // bumps the file's mtime so that Dovecot re-reads a same-size file).
 func TestSyncResetTwiceInOneSecond(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, oneFile)
 	d := s.MustCreateCredential("rot")
 	first := d["password"].(string)
@@ -171,8 +173,10 @@ func TestSyncResetTwiceInOneSecond(t *testing.T) {
 }
 
 func TestSyncDeleteCredentialAndDomain(t *testing.T) {
+	t.Parallel()
 	for name, layout := range map[string]string{"one file": oneFile, "file per domain": perDomain, "shards": sharded} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			s := newSyncWorld(t, layout)
 			a := s.MustCreateCredential("gone")
 			b := s.MustCreateCredential("stays")
@@ -203,6 +207,7 @@ func TestSyncDeleteCredentialAndDomain(t *testing.T) {
 // with the error on GET); once the target is back the worker converges by
 // itself and the credential authenticates. Nothing is lost.
 func TestSyncTargetDownThenRecovers(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, oneFile)
 	authDir := filepath.Join(s.dir, "auth")
 	away := filepath.Join(s.dir, "auth.away")
@@ -243,6 +248,7 @@ func TestSyncTargetDownThenRecovers(t *testing.T) {
 // Dovecot looks for it: logins spread over many shards all authenticate,
 // and a change rewrites only its own shard.
 func TestSyncShardsAreWhereDovecotLooks(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, sharded)
 	pws := map[string]string{}
 	shards := map[string]bool{}
@@ -287,6 +293,7 @@ func TestSyncShardsAreWhereDovecotLooks(t *testing.T) {
 // is what Dovecot reads: logins in its first blocks and at its end work,
 // also after a reset rewrites it.
 func TestSyncLargeFileAuthenticatesInDovecot(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, perDomain, opts{maxPerDomain: -1})
 	if _, err := s.db.Exec(`
 		INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
@@ -316,8 +323,10 @@ func TestSyncLargeFileAuthenticatesInDovecot(t *testing.T) {
 // after appends (which rewrites the file whole) takes effect, as does an
 // append after such a rewrite.
 func TestSyncAppendsThenRewrites(t *testing.T) {
+	t.Parallel()
 	for name, layout := range map[string]string{"file per domain": perDomain, "shards": "%d/%1Mu"} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			s := newSyncWorld(t, layout)
 			pws := map[string]string{}
 			guids := map[string]string{}

@@ -70,6 +70,7 @@ func (a *agent) hash(login string) string {
 }
 
 func TestWebhookSyncDownThenRecovers(t *testing.T) {
+	t.Parallel()
 	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}}
 	srv := httptest.NewServer(ag)
 	defer srv.Close()
