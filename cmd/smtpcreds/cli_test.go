@@ -80,6 +80,7 @@ func cliSetup(t *testing.T) (cliEnv, *sqlx.DB) {
 }
 
 func TestCLIBadInput(t *testing.T) {
+	t.Parallel()
 	env, db := cliSetup(t)
 
 	tests := []struct {
@@ -181,6 +182,7 @@ func TestCLIBadInput(t *testing.T) {
 }
 
 func TestCLIVersionAndHelp(t *testing.T) {
+	t.Parallel()
 	out, errOut, code := runCLI(t, nil, "version")
 	if code != 0 || out != "smtpcreds "+version+" (commit "+commit+")\n" || errOut != "" {
 		t.Errorf("version: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -199,6 +201,7 @@ func TestCLIVersionAndHelp(t *testing.T) {
 }
 
 func TestMaskURL(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"postgres://u:secret@h/db":                "postgres://u:xxxxx@h/db",
 		"postgres://u@h/db?password=secret&x=1":   "postgres://u@h/db?password=xxxxx&x=1",
@@ -212,6 +215,7 @@ func TestMaskURL(t *testing.T) {
 }
 
 func TestCLIAccountsAndDomains(t *testing.T) {
+	t.Parallel()
 	url := dbtest.NewURL(t)
 	key := randomKeyHex(t)
 	env := cliEnv{"DATABASE_URL": url, "SMTPCREDS_TOKEN_KEY": key, "SMTPCREDS_DKIM_KEY": randomKeyHex(t)}
@@ -286,6 +290,7 @@ func TestCLIAccountsAndDomains(t *testing.T) {
 // A passwd-file group with no target is left for `dev`, whose default
 // passwd-file uses it; the same group with another target is refused.
 func TestPasswdFileGroupWithoutTarget(t *testing.T) {
+	t.Parallel()
 	env := cliEnv{"SMTPCREDS_PASSWD_FILE_GROUP": "dovecot"}
 	c, _, err := parseConfig("dev", nil, env.getenv, nil)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/password"
 )
 
@@ -407,4 +408,35 @@ func maskURL(s string) string {
 		return "(key=value DSN with a password, masked)"
 	}
 	return s
+}
+
+// appConfig is the part of c the server is built from (internal/app).
+func (c config) appConfig() app.Config {
+	return app.Config{
+		DatabaseURL:    c.DatabaseURL,
+		DBMaxConns:     c.DBMaxConns,
+		Addr:           c.Addr,
+		TokenKey:       c.TokenKey,
+		DKIMKey:        c.DKIMKey,
+		RateLimit:      c.RateLimit,
+		AuthFailLimit:  c.AuthFailLimit,
+		MaxPerDomain:   c.MaxPerDomain,
+		PasswordScheme: c.PasswordScheme,
+		TrustedProxies: c.TrustedProxies,
+		AuthCache:      c.AuthCache,
+		RequestTimeout: c.RequestTimeout,
+		DNS: app.DNSConfig{
+			Selector: c.DNS.Selector, SPFInclude: c.DNS.SPFInclude, MXHost: c.DNS.MXHost,
+			TrackingTarget: c.DNS.TrackingTarget, Resolver: c.DNS.Resolver, Timeout: c.DNS.Timeout,
+		},
+		Sync: app.SyncConfig{
+			Target: c.Sync.Target, PasswdFile: c.Sync.PasswdFile, PasswdGroup: c.Sync.PasswdGroup,
+			WebhookURL: c.Sync.WebhookURL, WebhookSecret: c.Sync.WebhookSecret,
+			DovecotRole: c.Sync.DovecotRole, Timeout: c.Sync.Timeout,
+		},
+		OperatorAddr:    c.OperatorAddr,
+		Pprof:           c.Pprof,
+		ShutdownDelay:   c.ShutdownDelay,
+		ShutdownTimeout: c.ShutdownTimeout,
+	}
 }

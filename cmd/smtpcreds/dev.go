@@ -103,7 +103,7 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		db.Close()
 		return err
 	}
-	dom, err := newDomains(c, db, nil)
+	dom, err := newDomains(c, db)
 	if err != nil {
 		db.Close()
 		return err

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -34,8 +35,6 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 )
 
-func TestMain(m *testing.M) { dbtest.Main(m) }
-
 var (
 	tokenRE    = regexp.MustCompile(`^smtpk_[0-9A-Za-z]{30}$`)
 	passwordRE = regexp.MustCompile(`^[0-9A-Za-z]{32}$`)
@@ -45,16 +44,47 @@ var (
 // X-RateLimit-Limit header must carry it.
 const e2eRateLimit = 500
 
-// buildBinary compiles this package into dir and returns the binary's path.
-// When the test binary itself runs under the race detector, so does the
-// server: a data race then makes it exit 66 instead of 0.
-func buildBinary(t *testing.T, dir string) string {
+func TestMain(m *testing.M) {
+	code := dbtest.Run(m)
+	if binary.dir != "" {
+		os.RemoveAll(binary.dir)
+	}
+	os.Exit(code)
+}
+
+// binary is this package compiled once per test binary, for every test
+// that runs it.
+var binary struct {
+	sync.Mutex
+	dir, path string
+	err       error
+}
+
+// buildBinary returns the path of this package's binary, compiling it on
+// first use. When the test binary itself runs under the race detector, so
+// does the server: a data race then makes it exit 66 instead of 0.
+func buildBinary(t *testing.T) string {
 	t.Helper()
+	binary.Lock()
+	defer binary.Unlock()
+	if binary.path == "" && binary.err == nil {
+		binary.path, binary.err = compile()
+	}
+	if binary.err != nil {
+		t.Fatal(binary.err)
+	}
+	return binary.path
+}
+
+func compile() (string, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("the go tool is needed to build the binary: %v", err)
+		return "", fmt.Errorf("the go tool is needed to build the binary: %v", err)
 	}
-	bin := filepath.Join(dir, "smtpcreds")
+	if binary.dir, err = os.MkdirTemp("", "smtpcreds-e2e-"); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(binary.dir, "smtpcreds")
 	args := []string{"build", "-o", bin}
 	if raceEnabled() {
 		args = append(args, "-race")
@@ -64,9 +94,9 @@ func buildBinary(t *testing.T, dir string) string {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goTool, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 func raceEnabled() bool {
@@ -432,10 +462,11 @@ func wantNoPasswordField(t *testing.T, what string, body []byte, passwords ...st
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the real binary")
 	}
-	bin := buildBinary(t, t.TempDir())
+	bin := buildBinary(t)
 
 	// The process wiring of main: exit codes and one-line errors.
 	if out, errOut, code := runBinary(t, bin, nil); code != 2 || out != "" ||

@@ -1,5 +1,6 @@
 // Command smtpcreds is the smtpcreds server and its operator CLI. It parses
-// configuration once, wires every package together and owns the process.
+// configuration once, has internal/app build the server from it, and owns
+// the process.
 package main
 
 import (

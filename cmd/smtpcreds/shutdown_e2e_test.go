@@ -64,10 +64,12 @@ func getJSON(t *testing.T, url string) (int, map[string]any) {
 // request was never read, so it must have changed nothing (a client may
 // retry it safely). Nothing else may fail.
 func TestGracefulShutdownUnderLoad(t *testing.T) {
+	// Not parallel: it drains a server under load; the other tests' load would
+	// make its timing flaky.
 	if testing.Short() {
 		t.Skip("builds and runs the real binary")
 	}
-	bin := buildBinary(t, t.TempDir())
+	bin := buildBinary(t)
 	opAddr := freeAddr(t)
 	env := serverEnv(t, map[string]string{
 		"SMTPCREDS_OPERATOR_ADDR":              opAddr,

@@ -37,10 +37,11 @@ func (s *server) kill9(t *testing.T) {
 // once and authenticates in Dovecot, and the passwd-file always parses and
 // equals the database's rendering.
 func TestSyncSurvivesKill9MidBurst(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the real binary and Dovecot")
 	}
-	bin := buildBinary(t, t.TempDir())
+	bin := buildBinary(t)
 	passwd := filepath.Join(dovecottest.TempDir(t), "passwd")
 	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: passwd, Scheme: "SSHA512"})
 

@@ -22,6 +22,7 @@ const minNodeMajor = 20
 // generated src/schema.d.ts, then runs them with `node --test`. Node.js and
 // npm must be installed: without them the test fails, it does not skip.
 func TestTypeScriptClient(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the real binary and Node.js")
 	}
@@ -37,7 +38,7 @@ func TestTypeScriptClient(t *testing.T) {
 	tsc := filepath.Join(pkg, "node_modules", "typescript", "bin", "tsc")
 	runNode(t, pkg, nil, 2*time.Minute, node, tsc, "-p", "tsconfig.json")
 
-	bin := buildBinary(t, t.TempDir())
+	bin := buildBinary(t)
 	env := serverEnv(t, nil)
 	mustRun(t, bin, env, "migrate")
 	token := createToken(t, bin, env, "accounts", "create", "tsclient")

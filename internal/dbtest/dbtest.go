@@ -88,7 +88,18 @@ var current atomic.Pointer[env]
 // If setup fails, Main prints the reason to stderr and exits with status 1
 // without running any test. An interrupt (SIGINT/SIGTERM) during the run
 // also triggers the cleanup before exiting.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit: it returns the exit code (1 when setup
+// failed), so that TestMain can check what the tests left behind once
+// every test, parallel ones included, has finished:
+//
+//	func TestMain(m *testing.M) {
+//		code := dbtest.Run(m)
+//		... // after all tests; the databases are gone
+//		os.Exit(code)
+//	}
+func Run(m *testing.M) int {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
@@ -112,7 +123,7 @@ func Main(m *testing.M) {
 	if err != nil {
 		cleanup()
 		fmt.Fprintf(os.Stderr, "dbtest: setup failed: %v\n", err)
-		os.Exit(1)
+		return 1
 	}
 	current.Store(e)
 
@@ -128,7 +139,7 @@ func Main(m *testing.M) {
 	code := m.Run()
 	signal.Stop(sigs)
 	cleanup()
-	os.Exit(code)
+	return code
 }
 
 // setup returns a partially filled env together with an error so that the

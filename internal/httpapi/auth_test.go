@@ -12,6 +12,7 @@ import (
 )
 
 func TestUnauthorizedIsUniform(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	otherToken := w.bob.token
 	cases := map[string]string{
@@ -53,6 +54,7 @@ func TestUnauthorizedIsUniform(t *testing.T) {
 }
 
 func TestAuthFailuresLimitedPerAddress(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{authFailLimit: 3})
 	bad := basicauth.Format("alice", w.bob.token)
 	const attacker, bystander = "192.0.2.7:1234", "192.0.2.8:1234"
@@ -70,6 +72,7 @@ func TestAuthFailuresLimitedPerAddress(t *testing.T) {
 }
 
 func TestClientAddressFromTrustedProxyOnly(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{authFailLimit: 1, trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	bad := basicauth.Format("alice", w.bob.token)
 	proxy := "10.1.1.1:999"
@@ -86,8 +89,9 @@ func TestClientAddressFromTrustedProxyOnly(t *testing.T) {
 
 // Two server processes on one database enforce one limit.
 func TestRateLimitSharedAcrossInstances(t *testing.T) {
+	t.Parallel()
 	a := newWorld(t, opts{rateLimit: 5})
-	b := newEnvOn(t, a.db, opts{rateLimit: 5})
+	b := newEnvOn(t, a.url, opts{rateLimit: 5})
 	servers := []*env{a.env, b, a.env, b, a.env}
 	for i, s := range servers {
 		r := s.do(req{method: "GET", path: credsPath, auth: a.alice.auth})
@@ -110,6 +114,7 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 }
 
 func TestRateLimitHeadersOnErrors(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{rateLimit: 50})
 	r := w.do(req{method: "GET", path: "/api/domains/nope.example/credentials", auth: w.alice.auth})
 	wantStatus(t, r, http.StatusNotFound)
@@ -119,6 +124,7 @@ func TestRateLimitHeadersOnErrors(t *testing.T) {
 }
 
 func TestUnknownRouteAndMethod(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "GET", path: "/api/nothing", auth: w.alice.auth})
 	wantError(t, r, http.StatusNotFound, "Not found")
@@ -132,6 +138,7 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 }
 
 func TestRequestID(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "GET", path: credsPath, auth: w.alice.auth, header: map[string]string{"X-Request-ID": "abc-123"}})
 	if r.header.Get("X-Request-ID") != "abc-123" {
@@ -145,6 +152,7 @@ func TestRequestID(t *testing.T) {
 
 // every route: no auth is a 401, and past the account's budget a 429.
 func TestEveryRoute401And429(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{rateLimit: 1})
 	routes := everyRoute("00000000-0000-4000-8000-000000000001")
 	for _, r := range routes {
@@ -158,6 +166,7 @@ func TestEveryRoute401And429(t *testing.T) {
 }
 
 func TestOptionsAnswersWithJSON(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "OPTIONS", path: credsPath})
 	wantStatus(t, r, http.StatusOK)

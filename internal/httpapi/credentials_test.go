@@ -40,6 +40,7 @@ func (w world) MustCreateCredential(username string) map[string]any {
 var passwordRE = regexp.MustCompile(`^[0-9A-Za-z]{32}$`)
 
 func TestCreate201(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: `{"username":"MyUser"}`})
 	wantStatus(t, r, http.StatusCreated)
@@ -81,6 +82,7 @@ func TestCreate201(t *testing.T) {
 }
 
 func TestCreateAcceptsFormBodies(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	multipart := "--XX\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nfromform\r\n--XX--\r\n"
 	r := w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: multipart, contentType: "multipart/form-data; boundary=XX"})
@@ -96,6 +98,7 @@ func TestCreateAcceptsFormBodies(t *testing.T) {
 }
 
 func TestCreate422Username(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	long := strings.Repeat("a", 65)
 	cases := map[string]string{
@@ -135,6 +138,7 @@ func TestCreate422Username(t *testing.T) {
 }
 
 func TestCreateAcceptsEdgeUsernames(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	for _, u := range []string{"a", "A1", "a.b", "a_b+tag-x", strings.Repeat("z", 64), "a.-b"} {
 		w.MustCreateCredential(u)
@@ -142,6 +146,7 @@ func TestCreateAcceptsEdgeUsernames(t *testing.T) {
 }
 
 func TestCreate422DuplicateUsername(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	w.MustCreateCredential("dup")
 	r := w.do(req{method: "POST", path: credsPath, auth: w.alice.auth, body: `{"username":"DUP"}`})
@@ -152,6 +157,7 @@ func TestCreate422DuplicateUsername(t *testing.T) {
 }
 
 func TestCreateConcurrentSameUsername(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	created := w.concurrent(16, func(int) req {
 		return req{method: "POST", path: credsPath, auth: w.alice.auth, body: `{"username":"race"}`}
@@ -162,6 +168,7 @@ func TestCreateConcurrentSameUsername(t *testing.T) {
 }
 
 func TestCreate422DomainNotVerified(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	w.MustAddDomain(w.alice, "pending.example", false)
 	r := w.do(req{method: "POST", path: "/api/domains/pending.example/credentials", auth: w.alice.auth, body: `{"username":"x"}`})
@@ -169,6 +176,7 @@ func TestCreate422DomainNotVerified(t *testing.T) {
 }
 
 func TestCreate422AtDomainCap(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{maxPerDomain: 2})
 	w.MustCreateCredential("one")
 	w.MustCreateCredential("two")
@@ -193,6 +201,7 @@ func (w world) MustCreateCredentialOrList() map[string]any {
 }
 
 func TestCreate404Domain(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	for _, path := range []string{
 		"/api/domains/nope.example/credentials",
@@ -209,6 +218,7 @@ func TestCreate404Domain(t *testing.T) {
 }
 
 func TestDomainPathIsCaseInsensitive(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "POST", path: "/api/domains/EXAMPLE.Com/credentials", auth: w.alice.auth, body: `{"username":"x"}`})
 	wantStatus(t, r, http.StatusCreated)
@@ -218,6 +228,7 @@ func TestDomainPathIsCaseInsensitive(t *testing.T) {
 }
 
 func TestCreateBadBodies(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	cases := []struct {
 		name, body, ct string
@@ -242,6 +253,7 @@ func TestCreateBadBodies(t *testing.T) {
 }
 
 func TestList(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	for i := range 5 {
 		w.MustCreateCredential(fmt.Sprintf("u%d", i))
@@ -280,6 +292,7 @@ func TestList(t *testing.T) {
 }
 
 func TestList422Params(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	for q, field := range map[string]string{
 		"limit=0": "limit", "limit=101": "limit", "limit=abc": "limit", "page=0": "page", "page=-1": "page",
@@ -293,6 +306,7 @@ func TestList422Params(t *testing.T) {
 }
 
 func TestGetDeleteReset(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	created := w.MustCreateCredential("carol")
 	cred := created["credential"].(map[string]any)
@@ -347,6 +361,7 @@ func TestGetDeleteReset(t *testing.T) {
 }
 
 func TestCredentialPath404s(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	guid := str(w.MustCreateCredential("x"), "credential", "user_smtp_guid")
 	for _, c := range []struct{ path, msg string }{
@@ -364,6 +379,7 @@ func TestCredentialPath404s(t *testing.T) {
 // Another account's domain or credential is a 404 on every route, and
 // nothing changes.
 func TestTenantIsolation(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	guid := str(w.MustCreateCredential("secret"), "credential", "user_smtp_guid")
 	var hash string
@@ -402,6 +418,7 @@ func TestTenantIsolation(t *testing.T) {
 
 // The per-domain cap is exact under concurrent creates.
 func TestCreateCapExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{maxPerDomain: 5})
 	created := w.concurrent(16, func(i int) req {
 		return req{method: "POST", path: credsPath, auth: w.alice.auth, body: fmt.Sprintf(`{"username":"c%d"}`, i)}

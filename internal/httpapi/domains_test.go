@@ -52,6 +52,7 @@ func contains(list []string, s string) bool {
 }
 
 func TestCreateDomain201(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "POST", path: "/api/domains", auth: w.alice.auth, body: `{"domain":"Mail.Example.ORG.","dkim_key_length":1024}`})
 	wantStatus(t, r, http.StatusCreated)
@@ -82,6 +83,7 @@ func TestCreateDomain201(t *testing.T) {
 
 // The stored (sealed) private key really signs, and the published record verifies it.
 func TestDomainDKIMKeySigns(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	d := w.MustCreateDomain(w.alice, `{"domain":"signed.example"}`)
 	var sealed []byte
@@ -117,6 +119,7 @@ func TestDomainDKIMKeySigns(t *testing.T) {
 }
 
 func TestCreateDomainKeyLengths(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	for i, c := range []struct {
 		body string
@@ -147,6 +150,7 @@ func TestCreateDomainKeyLengths(t *testing.T) {
 }
 
 func TestCreateDomainNames(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	d := w.MustCreateDomain(w.alice, `{"domain":"Bücher.Example"}`)
 	if d["domain"] != "xn--bcher-kva.example" {
@@ -165,6 +169,7 @@ func TestCreateDomainNames(t *testing.T) {
 }
 
 func TestCreateDomain422Taken(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	r := w.do(req{method: "POST", path: "/api/domains", auth: w.alice.auth, body: `{"domain":"bob.test"}`})
 	msgs := wantFieldError(t, r, "domain")
@@ -175,6 +180,7 @@ func TestCreateDomain422Taken(t *testing.T) {
 }
 
 func TestCreateDomainConcurrentClaims(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	won := w.concurrent(8, func(i int) req {
 		u := w.alice
@@ -189,6 +195,7 @@ func TestCreateDomainConcurrentClaims(t *testing.T) {
 }
 
 func TestListDomains(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	for i := range 3 {
 		w.MustCreateDomain(w.alice, fmt.Sprintf(`{"domain":"shop%d.example","dkim_key_length":1024}`, i))
@@ -222,6 +229,7 @@ func TestListDomains(t *testing.T) {
 }
 
 func TestGetUpdateDeleteDomain(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	w.MustCreateCredential("keep")
 	r := w.do(req{method: "GET", path: "/api/domains/EXAMPLE.com", auth: w.alice.auth})
@@ -257,6 +265,7 @@ func TestGetUpdateDeleteDomain(t *testing.T) {
 
 // Another account's domain is a 404 on every domain route, and nothing changes.
 func TestDomainTenantIsolation(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	before := w.do(req{method: "GET", path: "/api/domains/example.com", auth: w.alice.auth}).raw
 	for _, r := range []req{
@@ -280,6 +289,7 @@ func TestDomainTenantIsolation(t *testing.T) {
 }
 
 func TestVerifyMandatory(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	d := w.MustCreateDomain(w.alice, `{"domain":"new.example","dkim_key_length":1024}`)
 	path := "/api/domains/new.example/verify-mandatory"
@@ -335,6 +345,7 @@ func stringsOf(v any) []string {
 }
 
 func TestVerifyMandatoryWrongKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	d := w.MustCreateDomain(w.alice, `{"domain":"wrongkey.example","dkim_key_length":1024}`)
 	other := w.MustCreateDomain(w.alice, `{"domain":"other.example","dkim_key_length":1024}`)
@@ -347,6 +358,7 @@ func TestVerifyMandatoryWrongKey(t *testing.T) {
 }
 
 func TestVerifyMandatoryResolverTimeout(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{dnsTimeout: 300 * time.Millisecond})
 	w.MustCreateDomain(w.alice, `{"domain":"slow.example","dkim_key_length":1024}`)
 	w.dns.SetDrop(true)
@@ -362,6 +374,7 @@ func TestVerifyMandatoryResolverTimeout(t *testing.T) {
 }
 
 func TestVerifyShowsHostileDNSEscaped(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	w.MustCreateDomain(w.alice, `{"domain":"hostile.example","dkim_key_length":1024}`)
 	w.dns.SetTXT("hostile.example", "v=spf1 \x1b[31m<script>alert(1)</script>\x00 -all")
@@ -373,6 +386,7 @@ func TestVerifyShowsHostileDNSEscaped(t *testing.T) {
 }
 
 func TestAuthDomain(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	w.MustCreateDomain(w.alice, `{"domain":"brand.example","dkim_key_length":1024}`)
 	base := "/api/domains/brand.example/"
@@ -422,6 +436,7 @@ func TestAuthDomain(t *testing.T) {
 }
 
 func TestTracklink(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	base := "/api/domains/example.com/"
 	wantFieldError(t, w.do(req{method: "POST", path: base + "verify-tracklink", auth: w.alice.auth}), "tracking_domain")
@@ -462,6 +477,7 @@ func TestTracklink(t *testing.T) {
 // Every verify route answers 200 with false flags and a timeout explanation
 // when the resolver drops queries, within a bounded time.
 func TestEveryVerifyRouteResolverTimeout(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{dnsTimeout: 300 * time.Millisecond})
 	base := "/api/domains/example.com/"
 	wantStatus(t, w.do(req{method: "POST", path: base + "setup-auth-domain", auth: w.alice.auth, body: `{"dkim_key_length":1024}`}), http.StatusOK)
@@ -483,6 +499,7 @@ func TestEveryVerifyRouteResolverTimeout(t *testing.T) {
 // The auth domain's DKIM check fails on another key and on the main
 // domain's key, which the auth domain must not reuse.
 func TestVerifyAuthDomainWrongKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	d := w.MustCreateDomain(w.alice, `{"domain":"keys.example","dkim_key_length":1024}`)
 	r := w.do(req{method: "POST", path: "/api/domains/keys.example/setup-auth-domain", auth: w.alice.auth, body: `{"dkim_key_length":1024}`})

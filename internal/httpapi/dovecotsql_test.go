@@ -9,16 +9,14 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
-	"github.com/smtpcreds/smtpcreds/internal/syncer"
-	"github.com/smtpcreds/smtpcreds/internal/syncer/dovecotsql"
 )
 
 // dovecotPasswordQuery is the password_query the README gives for the
@@ -92,9 +90,7 @@ func newSQLWorld(t *testing.T) sqlWorld {
 	}
 	t.Cleanup(func() { rdb.Close() })
 
-	cfg := syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
-		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
-	e := newEnvOn(t, db, opts{syncTarget: dovecotsql.NewTarget(role), syncConfig: cfg})
+	e := newEnvOn(t, dsn, opts{sync: fastSync(app.SyncConfig{Target: "dovecot-sql", DovecotRole: role})})
 	w := world{env: e, alice: e.MustCreateAccount("alice"), bob: e.MustCreateAccount("bob")}
 	e.MustAddDomain(w.alice, "example.com", true)
 	e.MustAddDomain(w.bob, "bob.test", true)
@@ -113,6 +109,7 @@ func (s sqlWorld) auth(login, pw string) bool {
 }
 
 func TestDovecotSQLCreateResetDelete(t *testing.T) {
+	t.Parallel()
 	s := newSQLWorld(t)
 	d := s.MustCreateCredential("mailer")
 	pw := d["password"].(string)
@@ -158,6 +155,7 @@ func TestDovecotSQLCreateResetDelete(t *testing.T) {
 // Dovecot's role reads the view and nothing else: no table, and of the
 // credentials only logins and hashes.
 func TestDovecotSQLRoleSeesOnlyTheView(t *testing.T) {
+	t.Parallel()
 	s := newSQLWorld(t)
 	d := s.MustCreateCredential("seen")
 	var n int
@@ -184,6 +182,7 @@ func TestDovecotSQLRoleSeesOnlyTheView(t *testing.T) {
 // error that names no table or role; once it can again the worker confirms
 // the job and the credential authenticates.
 func TestDovecotSQLOutageThenBack(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name, msg string
 		break_    func(s sqlWorld) string
@@ -197,6 +196,7 @@ func TestDovecotSQLOutageThenBack(t *testing.T) {
 			func(s sqlWorld) string { return `GRANT SELECT ON dovecot_passdb TO ` + s.roleName }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			s := newSQLWorld(t)
 			if _, err := s.db.Exec(c.break_(s)); err != nil {
 				t.Fatal(err)
@@ -229,8 +229,9 @@ func TestDovecotSQLOutageThenBack(t *testing.T) {
 // have no job of it, but Dovecot reads them: the worker marks them synced
 // when it starts.
 func TestDovecotSQLWorkerMarksEarlierCredentials(t *testing.T) {
+	t.Parallel()
 	s := newSQLWorld(t)
-	off := newEnvOn(t, s.db, opts{}) // the same database, sync off
+	off := newEnvOn(t, s.url, opts{}) // the same database, sync off
 	r := off.do(req{method: "POST", path: credsPath, auth: s.alice.auth, body: `{"username":"earlier"}`})
 	wantStatus(t, r, http.StatusCreated)
 	if dig(r.body, "data", "remote_synced") != false {

@@ -10,6 +10,7 @@ import (
 // A database failure is a 500 with the generic message, logged once with the
 // request id, and never shows internal detail.
 func TestInternalError500(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	guid := str(w.MustCreateCredential("x"), "credential", "user_smtp_guid")
 	if _, err := w.db.Exec(`ALTER TABLE credentials RENAME TO credentials_gone`); err != nil {
@@ -48,6 +49,7 @@ func TestInternalError500(t *testing.T) {
 
 // No password, token or Authorization header reaches the log.
 func TestSecretsNeverLogged(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	created := w.MustCreateCredential("logme")
 	pw := created["password"].(string)
@@ -71,6 +73,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 
 // Every domain route: a database failure is a 500 without detail.
 func TestDomainRoutes500(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	if _, err := w.db.Exec(`ALTER TABLE domains RENAME TO domains_gone`); err != nil {
 		t.Fatal(err)
@@ -100,6 +103,7 @@ func TestDomainRoutes500(t *testing.T) {
 
 // Every route with a body: malformed JSON is a 400, a body over 16 KiB a 413.
 func TestBodyRoutes400And413(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	big := `{"x":"` + strings.Repeat("a", 17<<10) + `"}`
 	for _, c := range []req{

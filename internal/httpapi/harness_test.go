@@ -19,25 +19,18 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/jmoiron/sqlx"
-	"github.com/labstack/echo/v4"
 
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/accounts"
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/basicauth"
-	"github.com/smtpcreds/smtpcreds/internal/credentials"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
-	"github.com/smtpcreds/smtpcreds/internal/dkim"
-	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
 	"github.com/smtpcreds/smtpcreds/internal/dnstest"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
-	"github.com/smtpcreds/smtpcreds/internal/httpapi"
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/password"
-	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
-
-func TestMain(m *testing.M) { dbtest.Main(m) }
 
 var testKey = bytes.Repeat([]byte{0x42}, 32)
 
@@ -62,33 +55,43 @@ type opts struct {
 	maxPerDomain  int // 0: 1000, below 0: no cap
 	trusted       []netip.Prefix
 	dnsTimeout    time.Duration
-	syncTarget    syncer.Target // nil: sync disabled
-	syncConfig    syncer.Config
-	ready         func(context.Context) map[string]string
+	sync          app.SyncConfig // Target "": sync disabled
 	timeout       time.Duration
 }
 
+// fastSync is target with a worker paced for tests.
+func fastSync(target app.SyncConfig) app.SyncConfig {
+	target.Timeout = 2 * time.Second
+	target.PollInterval = 20 * time.Millisecond
+	target.BaseBackoff = 50 * time.Millisecond
+	target.MaxBackoff = 200 * time.Millisecond
+	return target
+}
+
 // testDNS is the operator DNS setup of every test server.
-var testDNS = domains.Config{
+var testDNS = app.DNSConfig{
 	Selector: "smtpcreds", SPFInclude: "_spf.relay.test", MXHost: "mx.relay.test", TrackingTarget: "track.relay.test",
 }
 
 // env is one API server on a fresh database, its log, and helpers.
 type env struct {
 	t    *testing.T
+	url  string // of the database
 	db   *sqlx.DB
-	e    *echo.Echo
+	app  *app.App
+	e    http.Handler
 	logs *syncBuffer
 	acc  *accounts.Service
 	dns  *dnstest.Server
 	dom  *domains.Service
-	// outbox is the sync outbox (nil when sync is disabled).
+	// outbox is the sync outbox (nil when sync is disabled); the tests
+	// run its worker when they need it.
 	outbox  *syncer.Service
 	metrics *metrics.Metrics
 }
 
-// Every secret the tests saw and every server log they produced: a final
-// test checks that no secret reached any log.
+// Every secret the tests saw and every server log they produced: checks
+// after the tests (see TestMain) find that no secret reached any log.
 var (
 	allLogs    sync.Map // *syncBuffer -> true
 	allSecrets sync.Map // string -> what it is
@@ -119,11 +122,13 @@ func (s *syncBuffer) String() string {
 
 func newEnv(t *testing.T, o opts) *env {
 	t.Helper()
-	return newEnvOn(t, dbtest.New(t), o)
+	return newEnvOn(t, dbtest.NewURL(t), o)
 }
 
-// newEnvOn builds a server on db, as `smtpcreds serve` does.
-func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
+// newEnvOn builds a server on the database at url through internal/app,
+// as `smtpcreds serve` does (the auth cache on, as by default), without
+// listening: requests go in process.
+func newEnvOn(t *testing.T, url string, o opts) *env {
 	t.Helper()
 	if o.rateLimit == 0 {
 		o.rateLimit = 100000
@@ -139,48 +144,41 @@ func newEnvOn(t *testing.T, db *sqlx.DB, o opts) *env {
 	}
 	logs := &syncBuffer{}
 	allLogs.Store(logs, true)
-	m := metrics.New()
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	acc, err := accounts.NewService(db, testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var outbox *syncer.Service
-	if o.syncTarget != nil {
-		outbox = syncer.New(db, o.syncTarget, o.syncConfig, log)
-	}
 	dns := dnstest.Start(t)
-	checker, err := dnscheck.New(dnscheck.Config{Resolver: dns.Addr(), Timeout: o.dnsTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealer, err := dkim.NewSealer(testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dom := domains.NewService(db, sealer, checker, outbox, testDNS)
-	e, err := httpapi.NewServer(httpapi.Deps{
-		Accounts: acc,
-		Domains:  dom,
-		Credentials: credentials.NewService(db, outbox,
-			credentials.Config{MaxPerDomain: o.maxPerDomain, Scheme: password.SSHA512}),
-		Limiter:        ratelimit.New(db, o.rateLimit, o.authFailLimit),
-		Logger:         log,
+	dnsCfg := testDNS
+	dnsCfg.Resolver, dnsCfg.Timeout = dns.Addr(), o.dnsTimeout
+	a, err := app.New(context.Background(), app.Config{
+		DatabaseURL:    url,
+		DBMaxConns:     testDBMaxConns,
+		TokenKey:       testKey,
+		DKIMKey:        testKey,
+		RateLimit:      o.rateLimit,
+		AuthFailLimit:  o.authFailLimit,
+		MaxPerDomain:   o.maxPerDomain,
+		PasswordScheme: password.SSHA512,
 		TrustedProxies: o.trusted,
-		Metrics:        m,
-		Ready:          o.ready,
+		AuthCache:      true,
 		RequestTimeout: o.timeout,
-	})
+		DNS:            dnsCfg,
+		Sync:           o.sync,
+	}, app.Deps{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(a.Close)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, db: db, e: e, logs: logs, acc: acc, dns: dns, dom: dom, outbox: outbox, metrics: m}
+	return &env{t: t, url: url, db: a.DB(), app: a, e: a.Handler(), logs: logs, acc: a.Accounts(), dns: dns,
+		dom: a.Domains(), outbox: a.Outbox(), metrics: a.Metrics()}
 }
+
+// testDBMaxConns sizes each test server's main pool (its rate-counter pool
+// gets half): tests run in parallel against one PostgreSQL.
+const testDBMaxConns = 10
 
 // user is an account and its Basic auth header.
 type user struct {
@@ -296,29 +294,12 @@ func (e *env) validate(r req, hr *http.Request, out resp) {
 }
 
 // observed records (operation, status) pairs seen by any test, for the
-// coverage check in TestEveryDocumentedStatus.
+// coverage check after all tests (see TestMain).
 var observed sync.Map
 
 func observe(op string, status int) { observed.Store(op+" "+itoa(status), true) }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
-
-// documentedStatuses lists every (operationId, status) pair in openapi.yaml.
-func documentedStatuses(t *testing.T) []string {
-	spec, err := gen.GetSpec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, item := range spec.Paths.Map() {
-		for _, op := range item.Operations() {
-			for code := range op.Responses.Map() {
-				out = append(out, op.OperationID+" "+code)
-			}
-		}
-	}
-	return out
-}
 
 var _ = openapi3.MultiError{}
 

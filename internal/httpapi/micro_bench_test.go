@@ -115,6 +115,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // Echo matched, by echoPath: every route gen registers must be one of them,
 // or the validator falls back to trying every path.
 func TestValidatorHasARouterForEveryRoute(t *testing.T) {
+	t.Parallel()
 	spec, err := gen.GetSpec()
 	if err != nil {
 		t.Fatal(err)

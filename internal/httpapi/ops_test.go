@@ -6,15 +6,18 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 )
 
 func TestHealthz(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{rateLimit: 1})
 	w.do(req{method: "GET", path: credsPath, auth: w.alice.auth}) // the account's whole budget
 	for range 3 {
@@ -26,34 +29,40 @@ func TestHealthz(t *testing.T) {
 	}
 }
 
+// /readyz reports the checks of the real wiring: ready with sync off; with
+// a sync target, ready only while the sync worker goes round.
 func TestReadyz(t *testing.T) {
-	state := map[string]string{"database": "ok", "sync_worker": "disabled"}
-	var mu sync.Mutex
-	w := newWorld(t, opts{ready: func(context.Context) map[string]string {
-		mu.Lock()
-		defer mu.Unlock()
-		out := map[string]string{}
-		for k, v := range state {
-			out[k] = v
-		}
-		return out
-	}})
+	t.Parallel()
+	w := newWorld(t, opts{})
 	r := w.do(req{method: "GET", path: "/readyz"})
 	wantStatus(t, r, http.StatusOK)
-	if r.body["success"] != true || dig(r.body, "checks", "database") != "ok" {
-		t.Errorf("ready: %s", r.raw)
+	for check, want := range map[string]string{"database": "ok", "migrations": "ok", "sync_worker": "disabled", "shutdown": "ok"} {
+		if r.body["success"] != true || dig(r.body, "checks", check) != want {
+			t.Errorf("ready: %s is not %s: %s", check, want, r.raw)
+		}
 	}
-	mu.Lock()
-	state["database"] = "unreachable"
-	mu.Unlock()
-	r = w.do(req{method: "GET", path: "/readyz"})
+
+	synced := newEnvOn(t, w.url, opts{sync: fastSync(app.SyncConfig{Target: "passwd-file", PasswdFile: filepath.Join(t.TempDir(), "passwd")})})
+	r = synced.do(req{method: "GET", path: "/readyz"})
 	wantStatus(t, r, http.StatusServiceUnavailable)
-	if r.body["success"] != false || dig(r.body, "checks", "database") != "unreachable" || r.header.Get("Retry-After") == "" {
-		t.Errorf("not ready: %s %v", r.raw, r.header)
+	if r.body["success"] != false || dig(r.body, "checks", "sync_worker") != "not running" || r.header.Get("Retry-After") == "" {
+		t.Errorf("not ready without its sync worker: %s %v", r.raw, r.header)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { synced.outbox.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for synced.do(req{method: "GET", path: "/readyz"}).status != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready 10s after its sync worker started")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{authFailLimit: 2})
 	w.MustCreateCredential("m")
 	w.do(req{method: "GET", path: credsPath, auth: w.alice.auth})
@@ -86,6 +95,7 @@ func TestMetrics(t *testing.T) {
 // again by itself, and every credential acknowledged with 201 under load
 // exists exactly once.
 func TestDatabaseOutage(t *testing.T) {
+	// Not parallel: it stops the PostgreSQL server every test shares.
 	cluster := dbtest.Cluster()
 	if cluster == nil {
 		t.Skip("needs the throwaway cluster dbtest starts (TEST_DATABASE_URL points elsewhere)")
@@ -132,6 +142,11 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Error("503 without Retry-After")
 	}
 	wantStatus(t, w.do(req{method: "GET", path: "/healthz"}), http.StatusOK)
+	r = w.do(req{method: "GET", path: "/readyz"})
+	wantStatus(t, r, http.StatusServiceUnavailable)
+	if dig(r.body, "checks", "database") != "unreachable" || r.header.Get("Retry-After") == "" {
+		t.Errorf("/readyz with the database down: %s %v", r.raw, r.header)
+	}
 	for _, r := range everyRoute("00000000-0000-4000-8000-000000000001") {
 		r.auth = w.alice.auth
 		wantError(t, w.do(r), http.StatusServiceUnavailable, "")
@@ -171,6 +186,7 @@ func TestDatabaseOutage(t *testing.T) {
 }
 
 func TestDocsMounted(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, opts{})
 	rec := httptest.NewRecorder()
 	w.e.ServeHTTP(rec, httptest.NewRequest("GET", "/openapi.yaml", nil))

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
@@ -40,6 +41,8 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	dir := dovecottest.TempDir(t)
 	tmpl := filepath.Join(dir, "auth", layout)
 	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512"})
+	// The server writes through its own Writer; this one only names the
+	// files and shards.
 	w, err := passwdfile.New(tmpl, dc.Group())
 	if err != nil {
 		t.Fatal(err)
@@ -48,9 +51,7 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	if len(o) > 0 {
 		wo = o[0]
 	}
-	wo.syncTarget = passwdfile.NewTarget(w, nil)
-	wo.syncConfig = syncer.Config{ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond,
-		BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	wo.sync = fastSync(app.SyncConfig{Target: "passwd-file", PasswdFile: tmpl, PasswdGroup: dc.Group()})
 	return syncWorld{
 		world:   newWorld(t, wo),
 		dovecot: dc, dir: dir, files: w,
@@ -129,6 +130,7 @@ func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
 }
 
 func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, oneFile)
 	d := s.MustCreateCredential("mailer")
 	pw := d["password"].(string)
@@ -158,6 +160,7 @@ func TestSyncCreateAuthenticatesInDovecot(t *testing.T) {
 // Two resets in one second: only the newest password works (the rewrite
 // bumps the file's mtime so that Dovecot re-reads a same-size file).
 func TestSyncResetTwiceInOneSecond(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, oneFile)
 	d := s.MustCreateCredential("rot")
 	first := d["password"].(string)
@@ -170,8 +173,10 @@ func TestSyncResetTwiceInOneSecond(t *testing.T) {
 }
 
 func TestSyncDeleteCredentialAndDomain(t *testing.T) {
+	t.Parallel()
 	for name, layout := range map[string]string{"one file": oneFile, "file per domain": perDomain, "shards": sharded} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			s := newSyncWorld(t, layout)
 			a := s.MustCreateCredential("gone")
 			b := s.MustCreateCredential("stays")
@@ -202,6 +207,7 @@ func TestSyncDeleteCredentialAndDomain(t *testing.T) {
 // with the error on GET); once the target is back the worker converges by
 // itself and the credential authenticates. Nothing is lost.
 func TestSyncTargetDownThenRecovers(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, oneFile)
 	authDir := filepath.Join(s.dir, "auth")
 	away := filepath.Join(s.dir, "auth.away")
@@ -242,6 +248,7 @@ func TestSyncTargetDownThenRecovers(t *testing.T) {
 // Dovecot looks for it: logins spread over many shards all authenticate,
 // and a change rewrites only its own shard.
 func TestSyncShardsAreWhereDovecotLooks(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, sharded)
 	pws := map[string]string{}
 	shards := map[string]bool{}
@@ -286,6 +293,7 @@ func TestSyncShardsAreWhereDovecotLooks(t *testing.T) {
 // is what Dovecot reads: logins in its first blocks and at its end work,
 // also after a reset rewrites it.
 func TestSyncLargeFileAuthenticatesInDovecot(t *testing.T) {
+	t.Parallel()
 	s := newSyncWorld(t, perDomain, opts{maxPerDomain: -1})
 	if _, err := s.db.Exec(`
 		INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
@@ -315,8 +323,10 @@ func TestSyncLargeFileAuthenticatesInDovecot(t *testing.T) {
 // after appends (which rewrites the file whole) takes effect, as does an
 // append after such a rewrite.
 func TestSyncAppendsThenRewrites(t *testing.T) {
+	t.Parallel()
 	for name, layout := range map[string]string{"file per domain": perDomain, "shards": "%d/%1Mu"} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			s := newSyncWorld(t, layout)
 			pws := map[string]string{}
 			guids := map[string]string{}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/webhook"
 )
@@ -69,16 +70,13 @@ func (a *agent) hash(login string) string {
 }
 
 func TestWebhookSyncDownThenRecovers(t *testing.T) {
+	t.Parallel()
 	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}}
 	srv := httptest.NewServer(ag)
 	defer srv.Close()
-	sender, err := webhook.New(srv.URL, ag.secret, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newWorld(t, opts{syncTarget: webhook.NewTarget(sender), syncConfig: syncer.Config{
-		ApplyTimeout: 2 * time.Second, PollInterval: 20 * time.Millisecond, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-	}})
+	w := newWorld(t, opts{sync: fastSync(app.SyncConfig{
+		Target: "webhook", WebhookURL: srv.URL, WebhookSecret: ag.secret, WebhookTimeout: time.Second,
+	})})
 	d := w.MustCreateCredential("hooked")
 	if d["remote_synced"] != true {
 		t.Fatalf("remote_synced false with a healthy agent: %v", d)
