@@ -1,8 +1,10 @@
-// Command smtpcreds-bench measures smtpcreds against the physical limit
-// (issue 5): pgbench running the SQL of one credential create, the same
-// creates through the HTTP API (with the passwd-file sync target, the
-// default, then again with the dovecot-sql target), read latency as a
-// domain grows to a million credentials, and the packages' micro-benchmarks. It prints a table with the
+// Command smtpcreds-bench measures smtpcreds against the physical limit, so
+// that performance claims are ratios measured in one run (make bench).
+//
+// It runs pgbench with the SQL of one credential create, the same creates
+// through the HTTP API (with the passwd-file sync target, the default, then
+// again with the dovecot-sql target), read latency as a domain grows to a
+// million credentials, and the packages' micro-benchmarks. It prints a table with the
 // budget next to each figure, writes it to bench/results.md (comparing with
 // the previous one) and draws bench/latency.png.
 //

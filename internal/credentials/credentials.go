@@ -1,6 +1,9 @@
-// Package credentials holds the rules of SMTP credentials: who may create,
-// read, rotate and delete them, how usernames and passwords are made, and the
-// transaction boundaries of each change.
+// Package credentials is the use cases of SMTP logins (create, list, get,
+// reset, delete), so that every rule about them is kept in one place.
+//
+// It decides who may change a credential, how usernames and passwords are
+// made, and the transaction boundaries of each change, whose sync job goes
+// through the outbox (internal/syncer) in the same transaction.
 package credentials
 
 import (

@@ -1,7 +1,9 @@
-// Package httpapi is the HTTP face of smtpcreds: it fills the generated
-// strict-server interface, wires authentication, rate limits and request
-// validation around it, and is the only place that writes error envelopes.
-// It is the only package that imports gen.
+// Package httpapi is the HTTP face of smtpcreds: thin handlers that fill the
+// generated strict-server interface, so that the wire contract lives in gen.
+//
+// It wires authentication, rate limits and request validation around the
+// handlers, and is the only place that writes error envelopes. It is the
+// only package besides tests that imports gen.
 package httpapi
 
 import (

@@ -1,6 +1,10 @@
-// Package postgres holds the sqlx repositories of smtpcreds: rows, SQL and the
-// translation of driver errors into the sentinels below. Every statement that
-// touches tenant data is scoped by the owning account in SQL.
+// Package postgres is the storage of smtpcreds: sqlx repositories holding all
+// of its SQL, so that no other package sees rows of database/sql or driver errors.
+//
+// Each repository owns its tables (one file per table; every statement on
+// sync_jobs is in syncjobs.go); driver errors become the sentinels below.
+// Every statement that touches tenant data is scoped by the owning account
+// in SQL.
 //
 // Repository methods take a sqlx.ExtContext (or QueryerContext) so that the
 // caller decides whether they run on the pool or inside its transaction.
