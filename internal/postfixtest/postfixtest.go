@@ -21,14 +21,18 @@
 //
 // Options.MainCF and Options.MasterCF are appended to the instance's own
 // main.cf and master.cf, so that deploy/postfix/main.cf and master.cf run
-// as written. Their paths and ports must first become the instance's:
-// Replace does that substitution and fails the test when a string to
-// replace is not in the file, so that a file that changed under the test
-// is noticed instead of run with an operator's path. The services the
-// operators' master.cf names by port ("submission", "submissions") become
-// 127.0.0.1:PORT through Addr. The instance's own settings (see
-// instanceMain) may not be set by them: Start fails if they are, since they
-// are what keeps the instance private.
+// as written. Their paths must first become the instance's: Replace does
+// that substitution and fails the test when a string to replace is not in
+// the file, so that a file that changed under the test is noticed instead
+// of run with an operator's path. Their ports are substituted by Start: a
+// master.cf service named "submission" or "submissions" (port 587 or 465)
+// listens on Addr(Submission) or Addr(Submissions) instead. The
+// instance's own settings (see instanceMain) may not be set by them: Start
+// fails if they are, since they are what keeps the instance private.
+//
+// Ports are picked when Start runs, and picked again (up to four times)
+// when one was taken before Postfix could bind it: a test runs many client
+// connections, whose ephemeral ports come from the same range.
 //
 // # Who runs it
 //
@@ -97,8 +101,9 @@ type Options struct {
 	MainCF string
 	// MasterCF is appended to the instance's master.cf, which defines the
 	// internal services and the SMTP listener: services in master.cf
-	// syntax, e.g. deploy/postfix/master.cf after Replace, with services
-	// listening on Addr(Submission) and Addr(Submissions).
+	// syntax, e.g. deploy/postfix/master.cf. Services named "submission"
+	// and "submissions" are renamed Addr(Submission) and
+	// Addr(Submissions), so that they listen there.
 	MasterCF string
 }
 
@@ -163,12 +168,10 @@ func New(tb testing.TB) *Server {
 		confDir:  filepath.Join(dir, "conf"),
 		queueDir: filepath.Join(dir, "queue"),
 		dataDir:  filepath.Join(dir, "data"),
-		logPath:  filepath.Join(dir, "maillog"),
-		errPath:  filepath.Join(dir, "master.stderr"),
+		logPath:  filepath.Join(dir, "maillog-0"),
+		errPath:  filepath.Join(dir, "master-0.stderr"),
 		certFile: filepath.Join(dir, "conf", "cert.pem"),
 		keyFile:  filepath.Join(dir, "conf", "key.pem"),
-		ports:    map[string]int{},
-		exited:   make(chan struct{}),
 	}
 	for _, d := range []string{s.confDir, s.queueDir, s.dataDir, filepath.Join(s.queueDir, "private")} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -191,10 +194,8 @@ func New(tb testing.TB) *Server {
 	if s.certPool, err = writeCert(s.certFile, s.keyFile); err != nil {
 		tb.Fatalf("postfixtest: certificate: %v", err)
 	}
-	for _, name := range []string{SMTP, Submission, Submissions} {
-		if s.ports[name], err = freePort(); err != nil {
-			tb.Fatalf("postfixtest: %v", err)
-		}
+	if err := s.pickPorts(); err != nil {
+		tb.Fatalf("postfixtest: %v", err)
 	}
 	if s.sink, err = startSink(); err != nil {
 		tb.Fatalf("postfixtest: sink: %v", err)
@@ -225,11 +226,29 @@ func (s *Server) TLSConfig() *tls.Config {
 	return &tls.Config{RootCAs: s.certPool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 }
 
+// pickPorts chooses the ports of Addr.
+func (s *Server) pickPorts() error {
+	ports := map[string]int{}
+	for _, name := range []string{SMTP, Submission, Submissions} {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		ports[name] = p
+	}
+	s.mu.Lock()
+	s.ports = ports
+	s.mu.Unlock()
+	return nil
+}
+
 // Addr returns "127.0.0.1:PORT" of the service name (SMTP, Submission or
 // Submissions); the latter two listen only if Options.MasterCF defines
-// services there.
+// them. The ports are final once Start has returned.
 func (s *Server) Addr(name string) string {
+	s.mu.Lock()
 	p, ok := s.ports[name]
+	s.mu.Unlock()
 	if !ok {
 		panic("postfixtest: no service " + strconv.Quote(name))
 	}
@@ -295,14 +314,52 @@ func (s *Server) Start(tb testing.TB, opt Options) {
 	if set := ownedSettings(opt.MainCF); len(set) > 0 {
 		tb.Fatalf("postfixtest: Options.MainCF sets %s, which the instance owns (they keep it private)", strings.Join(set, ", "))
 	}
-	mainCF := instanceMain(s, metaDir) + "\n# Options.MainCF:\n" + opt.MainCF
-	masterCF := instanceMaster(s) + "\n# Options.MasterCF:\n" + opt.MasterCF
+	tb.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			tb.Errorf("postfixtest: stop: %v\n--- postfix log ---\n%s", err, s.Log())
+		}
+	})
+	for attempt := 1; ; attempt++ {
+		err := s.start(postfix, postconf, metaDir, daemonDir, opt, attempt)
+		if err == nil {
+			return
+		}
+		if attempt < startAttempts && strings.Contains(s.Log(), "Address already in use") {
+			tb.Logf("postfixtest: attempt %d: a port was taken; retrying with others", attempt)
+			if err := s.stop(); err != nil {
+				tb.Fatalf("postfixtest: stop: %v\n%s", err, s.describe())
+			}
+			if err := s.pickPorts(); err != nil {
+				tb.Fatalf("postfixtest: %v", err)
+			}
+			continue
+		}
+		tb.Fatalf("postfixtest: %v\n%s", err, s.describe())
+	}
+}
+
+// startAttempts bounds how often Start picks new ports.
+const startAttempts = 4
+
+// start makes one attempt at configuring and starting Postfix with the
+// current ports.
+func (s *Server) start(postfix, postconf, metaDir, daemonDir string, opt Options, attempt int) error {
 	s.mu.Lock()
-	s.main, s.master = mainCF, masterCF
+	s.logPath = filepath.Join(s.dir, fmt.Sprintf("maillog-%d", attempt))
+	s.errPath = filepath.Join(s.dir, fmt.Sprintf("master-%d.stderr", attempt))
 	s.mu.Unlock()
-	for name, text := range map[string]string{"main.cf": mainCF, "master.cf": masterCF} {
+	masterCF := serviceName.ReplaceAllStringFunc(opt.MasterCF, func(m string) string {
+		name, rest, _ := strings.Cut(m, " ")
+		return s.Addr(name) + " " + rest
+	})
+	mainText := instanceMain(s, metaDir) + "\n# Options.MainCF:\n" + opt.MainCF
+	masterText := instanceMaster(s) + "\n# Options.MasterCF, services renamed to their addresses:\n" + masterCF
+	s.mu.Lock()
+	s.main, s.master = mainText, masterText
+	s.mu.Unlock()
+	for name, text := range map[string]string{"main.cf": mainText, "master.cf": masterText} {
 		if err := os.WriteFile(filepath.Join(s.confDir, name), []byte(text), 0o644); err != nil {
-			tb.Fatalf("postfixtest: %v", err)
+			return err
 		}
 	}
 
@@ -313,27 +370,25 @@ func (s *Server) Start(tb testing.TB, opt Options) {
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		if err := cmd.Run(); err != nil || strings.Contains(stderr.String(), "warning:") {
-			tb.Fatalf("postfixtest: postconf -c %s %s: %v\n%s\n%s", s.confDir, args[0], err, dedupe(stderr.String()), s.describe())
+			return fmt.Errorf("postconf -c %s %s: %v\n%s", s.confDir, args[0], err, dedupe(stderr.String()))
 		}
 	}
 	// "postfix check" creates the queue's subdirectories with their owners
 	// and checks the rest; it logs to maillog_file.
 	if out, err := exec.Command(postfix, "-c", s.confDir, "check").CombinedOutput(); err != nil {
-		tb.Fatalf("postfixtest: postfix -c %s check: %v\n%s\n%s", s.confDir, err, out, s.describe())
+		return fmt.Errorf("postfix -c %s check: %v\n%s", s.confDir, err, out)
 	}
-
 	if err := s.run(filepath.Join(daemonDir, "master")); err != nil {
-		tb.Fatalf("postfixtest: %v\n%s", err, s.describe())
+		return err
 	}
-	tb.Cleanup(func() {
-		if err := s.stop(); err != nil {
-			tb.Errorf("postfixtest: stop: %v\n--- postfix log ---\n%s", err, s.Log())
-		}
-	})
-	if err := s.waitReady(opt.MasterCF); err != nil {
-		tb.Fatalf("postfixtest: postfix did not become ready: %v\n%s", err, s.describe())
+	if err := s.waitReady(masterCF); err != nil {
+		return fmt.Errorf("postfix did not become ready: %v", err)
 	}
+	return nil
 }
+
+// serviceName matches the services of Options.MasterCF that Start renames.
+var serviceName = regexp.MustCompile(`(?m)^submissions? `)
 
 // instanceSettings are the main.cf settings Start writes, which
 // Options.MainCF may not set.
@@ -354,7 +409,9 @@ func instanceMain(s *Server, metaDir string) string {
 	w("queue_directory = %s", s.queueDir)
 	w("data_directory = %s", s.dataDir)
 	w("meta_directory = %s", metaDir)
+	s.mu.Lock()
 	w("maillog_file = %s", s.logPath)
+	s.mu.Unlock()
 	w("maillog_file_prefixes = %s", s.dir)
 	w("myhostname = %s", Hostname)
 	w("inet_interfaces = 127.0.0.1")
@@ -429,11 +486,16 @@ func ownedSettings(text string) []string {
 // run starts the master daemon. It makes its own session and process group
 // (setsid), so it is not put in one here.
 func (s *Server) run(master string) error {
-	errFile, err := os.Create(s.errPath)
+	s.mu.Lock()
+	errPath := s.errPath
+	s.mu.Unlock()
+	errFile, err := os.Create(errPath)
 	if err != nil {
 		return err
 	}
 	defer errFile.Close()
+	exited := make(chan struct{})
+	s.exited = exited
 	s.cmd = exec.Command(master, "-c", s.confDir, "-d")
 	s.cmd.Dir = s.dir
 	s.cmd.Stdout = errFile
@@ -453,7 +515,7 @@ func (s *Server) run(master string) error {
 		}
 		started <- nil
 		_ = s.cmd.Wait()
-		close(s.exited)
+		close(exited)
 	}()
 	if err := <-started; err != nil {
 		return fmt.Errorf("start %s: %v", master, err)
@@ -603,11 +665,14 @@ func groupMembers(pgid int) []int {
 // Log returns Postfix's log (maillog_file), followed by anything the master
 // wrote to its own stderr.
 func (s *Server) Log() string {
-	log, err := os.ReadFile(s.logPath)
+	s.mu.Lock()
+	logPath, errPath := s.logPath, s.errPath
+	s.mu.Unlock()
+	log, err := os.ReadFile(logPath)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		log = append(log, fmt.Sprintf("(reading %s: %v)\n", s.logPath, err)...)
+		log = append(log, fmt.Sprintf("(reading %s: %v)\n", logPath, err)...)
 	}
-	if stderr, err := os.ReadFile(s.errPath); err == nil && len(stderr) > 0 {
+	if stderr, err := os.ReadFile(errPath); err == nil && len(stderr) > 0 {
 		log = append(log, "--- master stderr ---\n"...)
 		log = append(log, stderr...)
 	}
