@@ -14,6 +14,9 @@
 // cache is off, so every Auth sees the file (or database) as Dovecot reads
 // it at that moment. No
 // userdb is configured: Dovecot 2.3 answers AUTH requests without one.
+// Options.Config runs a given dovecot.conf instead (the files operators
+// copy from deploy/dovecot), made a private instance by a few appended
+// settings.
 //
 // # Who reads the passwd file
 //
@@ -131,6 +134,14 @@ type Options struct {
 	// used for passwords without a {SCHEME} prefix. Empty means
 	// DefaultScheme.
 	Scheme string
+	// Config, when set, is a complete dovecot.conf to run instead of the
+	// one Start writes (PasswdFile, SQL and Scheme must then be empty), such
+	// as the deploy/dovecot files operators copy, with their paths replaced
+	// by the test's. Start appends what makes it a private instance (the
+	// base_dir, state_dir, logs, users and an auth inet_listener), which overrides the same settings in it; everything
+	// else, the passdb included, is run as given. The files it names must be
+	// readable by Dovecot's user (see the package documentation).
+	Config string
 }
 
 // SQLPassdb is a passdb { driver = sql } reading PostgreSQL (Debian's
@@ -192,21 +203,24 @@ func Start(tb testing.TB, opt Options) *Server {
 		tb.Fatalf("dovecottest: %v", err)
 	}
 
-	if opt.PasswdFile == "" && opt.SQL == nil {
-		tb.Fatalf("dovecottest: Options.PasswdFile or Options.SQL is required")
+	if opt.Config != "" && (opt.PasswdFile != "" || opt.SQL != nil || opt.Scheme != "") {
+		tb.Fatalf("dovecottest: Options.Config holds the passdb: PasswdFile, SQL and Scheme must be empty")
+	}
+	if opt.PasswdFile == "" && opt.SQL == nil && opt.Config == "" {
+		tb.Fatalf("dovecottest: Options.PasswdFile, Options.SQL or Options.Config is required")
 	}
 	if opt.SQL != nil && (opt.SQL.Connect == "" || opt.SQL.PasswordQuery == "" ||
 		strings.ContainsAny(opt.SQL.Connect+opt.SQL.PasswordQuery, "\n\r")) {
 		tb.Fatalf("dovecottest: Options.SQL needs a one-line Connect and PasswordQuery")
 	}
 	passwd := ""
-	if opt.SQL == nil {
+	if opt.SQL == nil && opt.Config == "" {
 		passwd, err = filepath.Abs(opt.PasswdFile)
 		if err != nil {
 			tb.Fatalf("dovecottest: PasswdFile %q: %v", opt.PasswdFile, err)
 		}
 	}
-	if opt.SQL == nil && !safePath.MatchString(passwd) {
+	if passwd != "" && !safePath.MatchString(passwd) {
 		tb.Fatalf("dovecottest: PasswdFile %q: only letters, digits and \"/._-+@%%=,{}\" are allowed "+
 			"(the path goes unquoted into the passdb args)", passwd)
 	}
@@ -242,7 +256,7 @@ func Start(tb testing.TB, opt Options) *Server {
 		if err := checkSearchable(dir, id); err != nil {
 			tb.Fatalf("dovecottest: temporary directory: %v (set TMPDIR to a directory every user can search)", err)
 		}
-		if opt.SQL == nil {
+		if passwd != "" {
 			if err := checkSearchable(staticPrefixDir(passwd), id); err != nil {
 				tb.Fatalf("dovecottest: PasswdFile %s: %v; Dovecot's auth process runs as %q and could not "+
 					"read it (create the directory with dovecottest.TempDir, not t.TempDir)", passwd, err, id.user)
@@ -252,7 +266,7 @@ func Start(tb testing.TB, opt Options) *Server {
 
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
-		s, retry, err := start(tb, dovecot, doveconf, dir, passwd, opt.SQL, scheme, id, attempt)
+		s, retry, err := start(tb, dovecot, doveconf, dir, passwd, opt.SQL, opt.Config, scheme, id, attempt)
 		if err == nil {
 			return s
 		}
@@ -270,7 +284,7 @@ func Start(tb testing.TB, opt Options) *Server {
 // start makes one attempt at starting Dovecot in dir with a fresh port. On
 // failure it has already stopped whatever it started; retry reports that the
 // port was taken and another one may work.
-func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb, scheme string, id identity, attempt int) (s *Server, retry bool, err error) {
+func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb, given, scheme string, id identity, attempt int) (s *Server, retry bool, err error) {
 	tb.Helper()
 
 	port, err := pickPort()
@@ -313,7 +327,11 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb,
 			return nil, false, err
 		}
 	}
-	s.confTxt = config(p)
+	if given != "" {
+		s.confTxt = strings.TrimRight(given, "\n") + "\n\n" + instanceConfig(p)
+	} else {
+		s.confTxt = config(p)
+	}
 	if err := os.WriteFile(s.conf, []byte(s.confTxt), 0o644); err != nil {
 		return nil, false, err
 	}
@@ -332,8 +350,10 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb,
 
 	// An unknown default scheme is only reported in the log, at the first
 	// lookup of a password without a {SCHEME} prefix, which then just fails.
-	if err := checkScheme(s.conf, scheme); err != nil {
-		return nil, false, err
+	if given == "" {
+		if err := checkScheme(s.conf, scheme); err != nil {
+			return nil, false, err
+		}
 	}
 
 	errFile, err := os.Create(s.errPath)
@@ -401,6 +421,35 @@ type configParams struct {
 	SQLConf                    string // the SQL driver's file, instead of Passwd
 	Port                       int
 	ID                         identity
+}
+
+// instanceConfig is what Start appends to an Options.Config: where this
+// instance keeps its sockets, state and log, who its services run as, and
+// the auth inet_listener that Start waits for and Auth uses. Later settings
+// win in Dovecot, and service sections of the same name merge.
+func instanceConfig(p configParams) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	w("# Appended by smtpcreds internal/dovecottest: a private instance for tests.")
+	w("base_dir = %s", p.BaseDir)
+	w("state_dir = %s", p.StateDir)
+	w("log_path = %s", p.LogPath)
+	w("info_log_path = %s", p.LogPath)
+	w("auth_verbose = yes")
+	w("default_internal_user = %s", p.ID.user)
+	w("default_internal_group = %s", p.ID.group)
+	w("default_login_user = %s", p.ID.user)
+	w("service auth {")
+	w("  inet_listener auth-inet {")
+	w("    address = 127.0.0.1")
+	w("    port = %d", p.Port)
+	w("  }")
+	w("}")
+	w("service anvil {")
+	w("  # chroot needs root; the default is base_dir/empty.")
+	w("  chroot =")
+	w("}")
+	return b.String()
 }
 
 // config renders dovecot.conf.
@@ -759,8 +808,8 @@ func (s *Server) WaitNextSecond() {
 }
 
 // Auth asks Dovecot whether pass is the password of user, over a fresh
-// connection to the auth listener, with the PLAIN mechanism and
-// service=smtp, as Postfix does, plus the no-penalty flag (so that failures
+// connection to the auth listener, with the PLAIN mechanism, service=smtp
+// and the secured flag, as Postfix does inside TLS, plus the no-penalty flag (so that failures
 // do not slow down later calls). It returns true for OK and false for FAIL,
 // which Dovecot sends about half a second after the request even with
 // auth_failure_delay = 0 (it flushes failures on a 500 ms timer).
@@ -804,7 +853,9 @@ func (s *Server) Auth(user, pass string) (bool, error) {
 	// no-penalty: Dovecot otherwise delays every request from an address
 	// (requests without rip= all count as one) by 2, 4, 8... up to 15
 	// seconds after failures, correct passwords included.
-	req := fmt.Sprintf("VERSION\t1\t2\nCPID\t%d\nAUTH\t%d\tPLAIN\tservice=smtp\tno-penalty\tresp=%s\n", cpid, id, resp)
+	// secured: as Postfix says inside TLS, so that a configuration with
+	// disable_plaintext_auth = yes (deploy/dovecot) accepts PLAIN.
+	req := fmt.Sprintf("VERSION\t1\t2\nCPID\t%d\nAUTH\t%d\tPLAIN\tservice=smtp\tsecured\tno-penalty\tresp=%s\n", cpid, id, resp)
 	if _, err := conn.Write([]byte(req)); err != nil {
 		return false, fmt.Errorf("dovecottest: auth %s: send: %w", user, err)
 	}

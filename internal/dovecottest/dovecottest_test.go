@@ -648,3 +648,21 @@ func TestCheckScheme(t *testing.T) {
 		t.Error("checkScheme(NOPE): no error")
 	}
 }
+
+// A given configuration runs as written, with the instance's own settings
+// appended: its passdb is the one used, and disable_plaintext_auth = yes
+// still lets Auth through, since Auth says secured as Postfix does in TLS.
+func TestGivenConfig(t *testing.T) {
+	t.Parallel()
+	dir := TempDir(t)
+	passwd := filepath.Join(dir, "passwd")
+	writePasswd(t, passwd, fileGroup(t), "alice@example.com:"+ssha512(t, "secret"))
+	conf := "protocols =\nauth_mechanisms = plain login\ndisable_plaintext_auth = yes\nauth_cache_size = 0\nssl = no\n" +
+		"passdb {\n  driver = passwd-file\n  args = scheme=SSHA512 username_format=%u " + passwd + "\n}\n"
+	s := Start(t, Options{Config: conf})
+	if !strings.HasPrefix(s.Config(), conf) {
+		t.Errorf("Config() does not begin with the given configuration:\n%s", s.Config())
+	}
+	expect(t, s, "alice@example.com", "secret", true)
+	expect(t, s, "alice@example.com", "wrong", false)
+}

@@ -53,6 +53,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
@@ -140,8 +141,14 @@ const spliceMax = 32 << 20
 // Writer creates is chowned to it, which the process must be allowed to do
 // (be root or a member of the group), or Write fails.
 //
+// With a group, every directory that exists above the files must be
+// searchable by it (Dovecot's auth process reads them as a member), or New
+// fails naming the directory: a directory made before, e.g. root:root 0750,
+// would hide every file from Dovecot however the files' group is set.
+//
 // New returns an error if the template is empty or malformed, if the group
-// does not exist, or if the directory cannot be created.
+// does not exist, if the directory cannot be created, or if a directory is
+// not searchable by the group.
 func New(pathTemplate, group string) (*Writer, error) {
 	digits, err := checkTemplate(pathTemplate)
 	if err != nil {
@@ -166,7 +173,52 @@ func New(pathTemplate, group string) (*Writer, error) {
 			return nil, err
 		}
 	}
+	if gid >= 0 {
+		static, _, _ := strings.Cut(pathTemplate, "%")
+		if err := checkSearchable(filepath.Dir(static+"x"), group, gid); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
+}
+
+// checkSearchable returns an error naming the first directory, from dir up
+// to the root, that exists and that members of group gid cannot search by
+// its permission bits: neither others' x, nor the group's x with that
+// group, nor the owner's x with an owner whose primary group it is (the
+// reader may be that user). ACLs are not looked at. Directories that do not
+// exist yet are skipped: the Writer creates them with the group.
+func checkSearchable(dir, group string, gid int) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("passwdfile: %w", err)
+	}
+	for ; ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && !searchable(fi.Mode().Perm(), st, gid) {
+				return fmt.Errorf("passwdfile: directory %s (mode %04o, uid %d, gid %d) is not searchable by group %s, "+
+					"so Dovecot cannot reach the passwd-files: chgrp %s %s && chmod g+x %s (or chmod o+x %s)",
+					dir, fi.Mode().Perm(), st.Uid, st.Gid, group, group, dir, dir, dir)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("passwdfile: %w", err)
+		}
+		if dir == filepath.Dir(dir) {
+			return nil
+		}
+	}
+}
+
+func searchable(perm fs.FileMode, st *syscall.Stat_t, gid int) bool {
+	if perm&0o001 != 0 || (int(st.Gid) == gid && perm&0o010 != 0) {
+		return true
+	}
+	if perm&0o100 == 0 {
+		return false
+	}
+	u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10))
+	return err == nil && u.Gid == strconv.Itoa(gid)
 }
 
 func lookupGroup(group string) (int, error) {

@@ -920,3 +920,58 @@ func TestLargeFileRendersReuseOneBuffer(t *testing.T) {
 		t.Fatal("the second render of a large file did not reuse the first's buffer")
 	}
 }
+
+// With a group, New refuses a directory above the files that the group
+// cannot search (as `smtpcreds dev` made .data/dovecot: owner's group,
+// 0750), naming it and the fix, and accepts it once others may search it.
+// Directories it creates itself get the group (TestGroup).
+func TestNewRefusesDirectoryTheGroupCannotSearch(t *testing.T) {
+	base, err := os.MkdirTemp("", "passwdfile-search-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	locked := filepath.Join(base, "locked")
+	if err := os.Mkdir(locked, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(locked, 0o750); err != nil { // umask
+		t.Fatal(err)
+	}
+	// A gid that is neither the directory's nor its owner's primary group.
+	const other = "4242"
+	for _, tmpl := range []string{filepath.Join(locked, "passwd"), filepath.Join(locked, "%d", "%2Mu")} {
+		_, err = New(tmpl, other)
+		if err == nil {
+			t.Fatalf("New(%q, %s) accepted a directory group %s cannot search", tmpl, other, other)
+		}
+		if msg := err.Error(); !strings.Contains(msg, locked+" (mode 0750") || !strings.Contains(msg, "chmod o+x "+locked) ||
+			strings.Contains(msg, "\n") {
+			t.Errorf("error %q: want one line naming %s and the fix", msg, locked)
+		}
+	}
+	if _, err := New(filepath.Join(locked, "passwd"), ""); err != nil {
+		t.Errorf("without a group the directory is not checked: %v", err)
+	}
+	if err := os.Chmod(locked, 0o751); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(filepath.Join(locked, "passwd"), other); err != nil {
+		t.Errorf("New after chmod o+x: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		// The group's own x bit is enough.
+		if err := os.Chmod(locked, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(locked, -1, 4242); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := New(filepath.Join(locked, "passwd"), other); err != nil {
+			t.Errorf("New after chgrp: %v", err)
+		}
+	}
+}
