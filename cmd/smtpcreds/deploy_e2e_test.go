@@ -28,15 +28,15 @@ import (
 // The files operators copy from deploy/, run as they are: `smtpcreds serve`
 // with deploy/smtpcreds.env.example, Dovecot with deploy/dovecot and Postfix
 // with deploy/postfix, only their paths replaced (postfixtest.Replace fails
-// when one it replaces is gone) and their ports (postfixtest.Start). A credential made through the API
-// sends mail through Postfix on submission (STARTTLS, AUTH PLAIN and LOGIN)
+// when one it replaces is gone) and their ports (postfixtest.Start). A
+// credential made through the API sends mail through Postfix on submission (STARTTLS, AUTH PLAIN and LOGIN)
 // and submissions (implicit TLS); nothing is sent without AUTH; a reset
 // password and a deleted credential stop working.
 func TestDeployFiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binary, Dovecot and Postfix")
 	}
-	bin := buildBinary(t, t.TempDir())
+	bin := buildBinary(t)
 	for _, target := range []string{"passwd-file", "dovecot-sql"} {
 		t.Run(target, func(t *testing.T) {
 			t.Parallel()

@@ -69,12 +69,10 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 	}
 	if c.Sync.Target == "none" && getenv("SMTPCREDS_SYNC_TARGET") == "" {
-		// The working default of `make run`: a Dovecot passwd-file under .data.
-		dir := filepath.Join(c.DataDir, "dovecot")
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return err
-		}
-		c.Sync.Target, c.Sync.PasswdFile = "passwd-file", filepath.Join(dir, "passwd")
+		// The working default of `make run`: a Dovecot passwd-file under
+		// .data. The passwd-file writer creates its directory, with the
+		// configured group, so that Dovecot can traverse it.
+		c.Sync.Target, c.Sync.PasswdFile = "passwd-file", filepath.Join(c.DataDir, "dovecot", "passwd")
 	}
 	if len(c.DKIMKey) == 0 {
 		if c.DKIMKey, err = ensureKeyFile(filepath.Join(c.DataDir, "dkim.key")); err != nil {
