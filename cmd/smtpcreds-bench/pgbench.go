@@ -94,29 +94,8 @@ var allCreateSteps = []step{
 		args: []string{"target", "dom", "tok"}, suffix: `\gset l_`},
 	{comment: "postgres.SyncRepo.ClaimLocked: in its scope's turn, claims the scope's pending jobs (row locks),\n" +
 		"-- with the changed credentials and the holders of their logins (the server holds the rest of the file in memory)",
-		sql: `
-		WITH j AS (
-			SELECT id, event, attempts FROM sync_jobs
-			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
-			ORDER BY id
-			FOR UPDATE SKIP LOCKED),
-		l AS (
-			SELECT (event->>'credential_id')::bigint AS id,
-			       split_part(event->>'login', '@', 1) AS username, split_part(event->>'login', '@', 2) AS domain
-			FROM j WHERE $3)
-		SELECT j.id AS job_id, j.event, j.attempts, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::text FROM j
-		UNION ALL (
-			SELECT NULL::bigint, NULL::jsonb, NULL::int, c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
-			FROM credentials c JOIN domains d ON d.id = c.domain_id
-			WHERE c.id IN (SELECT id FROM l) AND c.status
-			UNION
-			SELECT NULL::bigint, NULL::jsonb, NULL::int, c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash
-			FROM l JOIN domains d ON d.name = l.domain
-			CROSS JOIN LATERAL (
-				SELECT * FROM credentials c
-				WHERE c.domain_id = d.id AND c.username = l.username AND c.status
-				OFFSET 0) c)`,
-		args: []string{"target", "dom", "changes"}},
+		sql:  postgres.ClaimLockedSQL,
+		args: []string{"target", "dom", "changes", "idkey", "loginkey"}},
 	{harness: true, comment: "harness: the jobs this transaction holds, and which of their credentials are not yet marked synced\n" +
 		"-- (the server has both in Go from the claim; this also takes any job committed since, as the next claim would)",
 		sql: `SELECT count(*) AS n, coalesce(array_agg(id)::text, '{}') AS cids,
@@ -447,7 +426,8 @@ func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, 
 		"role":     "dovecot", // Dovecot's role (dovecot-sql), as the bench creates it
 		"event":    event,
 		"cap":      strconv.Itoa(benchCap),
-		"idkey":    "credential_id",                            // the key of the new credential's id in the event (syncer.Service.Draft's)
+		"idkey":    "credential_id",                            // the key of the new credential's id in the event (syncer.Event's tag)
+		"loginkey": "login",                                    // and of its login
 		"changes":  strconv.FormatBool(e.target == targetFile), // the passwd-file target renders state
 		"claimppm": "1000000",                                  // every create claims, unless the API run measured otherwise
 	}, nil

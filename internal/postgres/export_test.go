@@ -2,7 +2,6 @@ package postgres
 
 // Statement texts, for tests that look at their plans.
 var (
-	ClaimLockedSQL = claimLockedSQL
-	SnapshotOfSQL  = snapshotOfSQL
-	FinishSQL      = finishSQL
+	SnapshotOfSQL = snapshotOfSQL
+	FinishSQL     = finishSQL
 )

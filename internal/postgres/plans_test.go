@@ -25,7 +25,7 @@ func TestHotGenericPlansProbeByKey(t *testing.T) {
 	must(t, db.Get(&account, `INSERT INTO accounts (name, token_digest) VALUES ('acct', '\x00') RETURNING id`))
 	must(t, db.Get(&domain, `INSERT INTO domains (account_id, name, is_verified) VALUES ($1, 'a.example', true) RETURNING id`, account))
 	statements := map[string]struct{ sql, args string }{
-		"ClaimLocked":    {postgres.ClaimLockedSQL, `('t', 'a.example', true)`},
+		"ClaimLocked":    {postgres.ClaimLockedSQL, `('t', 'a.example', true, 'credential_id', 'login')`},
 		"SnapshotOf":     {postgres.SnapshotOfSQL, `('{1}', '{u}', '{a.example}')`},
 		"InsertVerified": {postgres.InsertVerifiedSQL, fmt.Sprintf(`(gen_random_uuid(), %d, 'a.example', 'u', 'x', 1000, NULL, NULL, NULL, NULL)`, account)},
 		"Finish":         {postgres.FinishSQL, `('{1}', '{2}', '{3}')`},

@@ -106,16 +106,24 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 	return rows, nil
 }
 
-// claimLockedSQL is ClaimLocked's statement (one text, prepared once).
-var claimLockedSQL = `
+// EventKeys are the keys under which a job's event JSON holds the
+// credential's id and its login ("user@domain"): the syncer's Event defines
+// them, and statements that read events take them as parameters.
+type EventKeys struct {
+	ID, Login string
+}
+
+// ClaimLockedSQL is ClaimLocked's statement (one text, prepared once),
+// exported for the bench, which runs the server's own SQL through pgbench.
+var ClaimLockedSQL = `
 		WITH j AS (
 			SELECT id, event, attempts FROM sync_jobs
 			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
 			ORDER BY id
 			FOR UPDATE SKIP LOCKED),
 		l AS (
-			SELECT (event->>'credential_id')::bigint AS id,
-			       split_part(event->>'login', '@', 1) AS username, split_part(event->>'login', '@', 2) AS domain
+			SELECT (event->>$4::text)::bigint AS id,
+			       split_part(event->>$5::text, '@', 1) AS username, split_part(event->>$5::text, '@', 2) AS domain
 			FROM j WHERE $3)
 		SELECT j.id AS job_id, j.event, j.attempts, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::text FROM j
 		UNION ALL (` + changedRowsSQL("NULL::bigint, NULL::jsonb, NULL::int, ") + `)`
@@ -129,11 +137,16 @@ var claimLockedSQL = `
 // rows another claim is locking at this moment, are left alone (skipped, as
 // in ClaimDue).
 //
-// With changes, the same statement also returns what SnapshotOf returns
-// for the credential ids and logins of the jobs' events, which saves the
-// apply a round trip.
-func (SyncRepo) ClaimLocked(ctx context.Context, q sqlx.QueryerContext, target, scope string, changes bool) ([]SyncJobRow, []SnapshotRow, error) {
-	rows, err := queryHot(ctx, q, claimLockedSQL, target, scope, changes)
+// With changes (the keys of the credential's id and login in the events'
+// JSON, which the syncer's Event defines), the same statement also returns
+// what SnapshotOf returns for the credential ids and logins of the jobs'
+// events, which saves the apply a round trip.
+func (SyncRepo) ClaimLocked(ctx context.Context, q sqlx.QueryerContext, target, scope string, changes *EventKeys) ([]SyncJobRow, []SnapshotRow, error) {
+	var keys EventKeys
+	if changes != nil {
+		keys = *changes
+	}
+	rows, err := queryHot(ctx, q, ClaimLockedSQL, target, scope, changes != nil, keys.ID, keys.Login)
 	if err != nil {
 		return nil, nil, fmt.Errorf("claim sync jobs: %w", translate(err))
 	}

@@ -48,7 +48,7 @@ func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 						mu.Lock()
 						open = append(open, tx)
 						mu.Unlock()
-						rows, _, err = repo.ClaimLocked(ctx, tx, "t", "s", true)
+						rows, _, err = repo.ClaimLocked(ctx, tx, "t", "s", &postgres.EventKeys{ID: "credential_id", Login: "login"})
 					}
 				} else {
 					rows, err = repo.ClaimDue(ctx, db, time.Minute, 0)
@@ -136,7 +136,7 @@ func TestApplyStatementsNeedNoSecondConnection(t *testing.T) {
 		must(t, err)
 		_, err = repo.LockScope(ctx, tx, "t", "s", int64(round))
 		if err == nil {
-			_, _, err = repo.ClaimLocked(ctx, tx, "t", "s", true)
+			_, _, err = repo.ClaimLocked(ctx, tx, "t", "s", &postgres.EventKeys{ID: "credential_id", Login: "login"})
 		}
 		var prepared int
 		if err == nil {

@@ -167,7 +167,7 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 	}
 	if g == nil {
 		var rows []postgres.SnapshotRow
-		if g, rows, err = s.repo.ClaimLocked(ctx, tx, s.target.Name(), scope, s.readsState); err != nil || len(g) == 0 {
+		if g, rows, err = s.repo.ClaimLocked(ctx, tx, s.target.Name(), scope, s.changeKeys()); err != nil || len(g) == 0 {
 			return nil, err // nothing claimed: the rollback keeps the scope's token
 		}
 		changes = func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil }
@@ -240,4 +240,13 @@ func (s *Service) scopeTurn(scope string) chan struct{} {
 		s.applying[scope] = c
 	}
 	return c
+}
+
+// changeKeys is what a claim needs to read the changed credentials along:
+// nil unless the target reads state.
+func (s *Service) changeKeys() *postgres.EventKeys {
+	if !s.readsState {
+		return nil
+	}
+	return &eventKeys
 }
