@@ -13,7 +13,7 @@ run:
 
 ## test: every test, with the race detector, against real PostgreSQL
 test:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -parallel 6 ./...
 
 ## fuzz: run each fuzz target for $(FUZZTIME)
 fuzz:
