@@ -139,6 +139,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 	a.metrics = metrics.New()
 	a.metrics.RegisterDB("main", a.db.DB)
 	a.metrics.RegisterDB("ratelimit", a.limDB.DB)
+	if a.outbox == nil {
+		// Everything works but nothing reaches an SMTP server: say so once,
+		// loudly (/readyz reports sync_worker "disabled" too).
+		log.Warn("no sync target: credentials reach no SMTP server (set SMTPCREDS_SYNC_TARGET: passwd-file, dovecot-sql or webhook)")
+	}
 	if a.outbox != nil {
 		outbox := a.outbox
 		a.metrics.RegisterQueue(func(ctx context.Context) (int64, *time.Time, error) {

@@ -173,19 +173,20 @@ func (s *Service) Create(ctx context.Context, accountID int64, domain, username 
 	}
 	row, jobID, err := s.repo.InsertVerified(ctx, s.db, newCred, domain, int64(s.cfg.MaxPerDomain), draft)
 	if err != nil {
-		return Issued{}, s.whyNotInserted(err)
+		return Issued{}, s.whyNotInserted(domain, err)
 	}
 	return s.issued(ctx, row, pw, s.outbox.Drafted(jobID, draft)), nil
 }
 
-// whyNotInserted is the error of an InsertVerified that added nothing,
-// which tells why.
-func (s *Service) whyNotInserted(err error) error {
+// whyNotInserted is the error of an InsertVerified into domain that added
+// nothing, which tells why; the messages name the next step.
+func (s *Service) whyNotInserted(domain string, err error) error {
 	switch {
 	case errors.Is(err, postgres.ErrNotFound):
 		return ErrDomainNotFound
 	case errors.Is(err, postgres.ErrNotVerified):
-		return validation.New("domain", "The domain must be verified before credentials can be created.")
+		return validation.New("domain", "The domain must be verified before credentials can be created: "+
+			"publish its DNS records (GET /api/domains/"+domain+"), then call POST /api/domains/"+domain+"/verify-mandatory.")
 	case errors.Is(err, postgres.ErrAtCap):
 		return validation.New("username",
 			fmt.Sprintf("The domain already has the maximum of %d credentials.", s.cfg.MaxPerDomain))

@@ -172,7 +172,36 @@ func TestCreate422DomainNotVerified(t *testing.T) {
 	w := newWorld(t, opts{})
 	w.MustAddDomain(w.alice, "pending.example", false)
 	r := w.do(req{method: "POST", path: "/api/domains/pending.example/credentials", auth: w.alice.auth, body: `{"username":"x"}`})
-	wantFieldError(t, r, "domain")
+	msgs := wantFieldError(t, r, "domain")
+	if len(msgs) == 0 || !strings.Contains(msgs[0].(string), "/api/domains/pending.example/verify-mandatory") {
+		t.Errorf("the message does not name the next step: %v", msgs)
+	}
+}
+
+// A JSON document sent with curl -d's form content type is refused with a
+// message that names the fix, on every route that takes a form, and nothing
+// is created; a real form body still works (TestCreateAcceptsFormBodies).
+func TestJSONSentAsForm422(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", credsPath, `{"username":"x"}`},
+		{"POST", credsPath, "  \n[1]"},
+		{"POST", "/api/domains", `{"domain":"new.example"}`},
+	} {
+		r := w.do(req{method: c.method, path: c.path, auth: w.alice.auth, body: c.body, contentType: "application/x-www-form-urlencoded"})
+		msgs := wantFieldError(t, r, "body")
+		if len(msgs) == 0 || !strings.Contains(msgs[0].(string), "Content-Type: application/json") {
+			t.Errorf("%s %s: the message does not name the fix: %v", c.method, c.path, msgs)
+		}
+	}
+	r := w.do(req{method: "GET", path: credsPath, auth: w.alice.auth})
+	wantStatus(t, r, http.StatusOK)
+	if n := len(r.body["data"].([]any)); n != 0 {
+		t.Errorf("%d credentials exist after refused creates", n)
+	}
+	r = w.do(req{method: "GET", path: "/api/domains/new.example", auth: w.alice.auth})
+	wantStatus(t, r, http.StatusNotFound)
 }
 
 func TestCreate422AtDomainCap(t *testing.T) {

@@ -197,5 +197,12 @@ func TestDocsMounted(t *testing.T) {
 	w.e.ServeHTTP(rec, httptest.NewRequest("GET", "/docs", nil))
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "<html") {
 		t.Errorf("/docs without credentials: %d", rec.Code)
+	}	// The root leads to the reference, without credentials.
+	for _, m := range []string{"GET", "HEAD"} {
+		rec = httptest.NewRecorder()
+		w.e.ServeHTTP(rec, httptest.NewRequest(m, "/", nil))
+		if rec.Code != http.StatusFound || rec.Header().Get("Location") != "/docs" {
+			t.Errorf("%s /: %d to %q, want 302 to /docs", m, rec.Code, rec.Header().Get("Location"))
+		}
 	}
 }

@@ -100,6 +100,7 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	}
 	e.Use(timeout(d.RequestTimeout, isAPIRoute))
 	e.Use(authenticate(d.Accounts, d.Limiter, isAPIRoute))
+	e.Use(jsonSentAsForm(func(c echo.Context) bool { return !isAPIRoute(c) }))
 	e.Use(requestValidator(spec, func(c echo.Context) bool { return !isAPIRoute(c) }))
 
 	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials, domains: d.Domains}, nil))
@@ -109,6 +110,10 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	// Operational routes: unauthenticated, outside the rate limit.
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", readyz(d.Ready))
+	// The root leads a browser (or a curl -L) to the API reference.
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/", func(c echo.Context) error {
+		return c.Redirect(http.StatusFound, "/docs")
+	})
 	// The spec and its interactive reference, served from the binary.
 	dh := echo.WrapHandler(docs.Handler(smtpcreds.OpenAPI))
 	for _, p := range docs.Paths() {
