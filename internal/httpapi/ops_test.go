@@ -197,7 +197,7 @@ func TestDocsMounted(t *testing.T) {
 	w.e.ServeHTTP(rec, httptest.NewRequest("GET", "/docs", nil))
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "<html") {
 		t.Errorf("/docs without credentials: %d", rec.Code)
-	}	// The root leads to the reference, without credentials.
+	} // The root leads to the reference, without credentials.
 	for _, m := range []string{"GET", "HEAD"} {
 		rec = httptest.NewRecorder()
 		w.e.ServeHTTP(rec, httptest.NewRequest(m, "/", nil))
