@@ -95,8 +95,11 @@ func (CredentialRepo) Count(ctx context.Context, q sqlx.QueryerContext, domainID
 // It returns the credential and the job's id, or, adding nothing,
 // ErrNotFound when accountID owns no domain called domain, ErrNotVerified
 // when the domain is not verified, ErrAtCap when it has limit credentials,
-// ErrConflict when it has the username.
+// ErrConflict when it has the username. A negative limit is an error.
 func (CredentialRepo) InsertVerified(ctx context.Context, q sqlx.QueryerContext, c NewCredential, domain string, limit int64, job *JobDraft) (CredentialRow, int64, error) {
+	if limit < 0 {
+		return CredentialRow{}, 0, fmt.Errorf("insert credential: negative limit %d", limit)
+	}
 	var r struct {
 		Outcome string `db:"outcome"`
 		CredentialRow

@@ -149,8 +149,14 @@ func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres
 // applied or tried to: a given g even if the transaction could not begin
 // or lock, so that its jobs are released; none if its own claim failed or
 // found nothing.
+//
+// The transaction is not bound to ctx (its statements are): database/sql
+// rolls a transaction back when its context ends, which would free the
+// scope's lock while the target is still applying, and let another process
+// apply the scope meanwhile, its newer state then overwritten by this older
+// one. The lock is held until the target's Apply has returned.
 func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) ([]postgres.SyncJobRow, error) {
-	tx, err := postgres.Begin(ctx, s.db)
+	tx, err := postgres.Begin(context.WithoutCancel(ctx), s.db)
 	if err != nil {
 		return g, err
 	}
@@ -170,7 +176,9 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 		if g, rows, err = s.repo.ClaimLocked(ctx, tx, s.target.Name(), scope, s.changeKeys()); err != nil || len(g) == 0 {
 			return nil, err // nothing claimed: the rollback keeps the scope's token
 		}
-		changes = func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil }
+		if s.readsState { // else the claim read none, and they are read on demand
+			changes = func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil }
+		}
 	}
 	return g, s.apply(ctx, tx, scope, g, prev, token, changes)
 }

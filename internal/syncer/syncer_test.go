@@ -573,3 +573,144 @@ func TestWorkerReleasesWhenTheScopeLockWaitsTooLong(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the retry to apply", func() bool { return f.synced(t, "dave") })
 }
+
+// gated holds the first render it is given until released, after saying
+// it started: a process whose disk stalls mid-apply.
+type gated struct {
+	*recorder
+	gate             atomic.Bool
+	started, release chan struct{}
+}
+
+func (g *gated) Render(ctx context.Context, b snapshot.Batch) error {
+	if g.gate.CompareAndSwap(true, false) {
+		close(g.started)
+		<-g.release
+	}
+	return g.recorder.Render(ctx, b)
+}
+
+// A request whose context ends while its target is still applying keeps
+// the scope's lock until the target returns: another process's apply
+// waits, instead of rendering meanwhile and then being overwritten by the
+// older render (which would leave a login missing from the backend while
+// the database says it is synced).
+func TestApplyHoldsTheScopeLockUntilTheTargetReturns(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	slow := &gated{recorder: rec, started: make(chan struct{}), release: make(chan struct{})}
+	slow.gate.Store(true)
+	a := syncer.New(f.db, snapshot.New(slow, nil), fastConfig(), nil)
+	b := syncer.New(f.db, snapshot.New(rec, nil), fastConfig(), nil)
+	ctxA, cancelA := context.WithCancel(context.Background())
+	pa := f.change(t, a, "alice", "{SSHA512}a")
+	aDone := make(chan struct{})
+	go func() { a.Apply(ctxA, pa); close(aDone) }()
+	<-slow.started
+	cancelA() // the request gave up; its render goes on
+	pb := f.change(t, b, "bob", "{SSHA512}b")
+	var bDone atomic.Bool
+	go func() { b.Apply(context.Background(), pb); bDone.Store(true) }()
+	// b either waits for the scope's lock (right) or has applied (wrong).
+	eventually(t, 5*time.Second, "b to wait for the scope's lock, or to finish", func() bool {
+		var waiting bool
+		err := f.db.Get(&waiting, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%sync_scopes%')`)
+		return err == nil && waiting || bDone.Load()
+	})
+	close(slow.release)
+	<-aDone
+	stop := runWorker(b) // whatever b's request could not apply in time
+	eventually(t, 10*time.Second, "every job applied", func() bool {
+		var left int
+		return f.db.Get(&left, `SELECT count(*) FROM sync_jobs WHERE done_at IS NULL`) == nil && left == 0
+	})
+	stop()
+	f.wantBackendMatchesDB(t, rec)
+}
+
+// After an apply whose target succeeded but whose commit failed, the
+// backend holds a state the database does not record: the next batch
+// reads the scope whole instead of continuing from what was held.
+func TestFailedCommitMakesTheNextBatchWhole(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	breakTx := &txBreaker{recorder: rec}
+	s := syncer.New(f.db, snapshot.New(breakTx, nil), fastConfig(), nil)
+	ctx := context.Background()
+	for _, user := range []string{"alice", "bob"} {
+		if !s.Apply(ctx, f.change(t, s, user, "{SSHA512}"+user)) {
+			t.Fatalf("apply of %s not confirmed", user)
+		}
+	}
+	if last := rec.batches[len(rec.batches)-1]; last.Whole {
+		t.Fatal("the second apply read the scope whole: nothing to test")
+	}
+	breakTx.once.Store(true)
+	if s.Apply(ctx, f.change(t, s, "carol", "{SSHA512}carol")) {
+		t.Fatal("an apply whose transaction failed was confirmed")
+	}
+	if !s.Apply(ctx, f.change(t, s, "dave", "{SSHA512}dave")) {
+		t.Fatal("apply of dave not confirmed")
+	}
+	if last := rec.batches[len(rec.batches)-1]; !last.Whole {
+		t.Error("after a failed commit the next batch continued from the held state")
+	}
+	f.wantBackendMatchesDB(t, rec)
+}
+
+// txBreaker renders, and once, when told, breaks the apply's transaction
+// afterwards, so that the target succeeds and the commit fails.
+type txBreaker struct {
+	*recorder
+	once atomic.Bool
+}
+
+func (x *txBreaker) Render(ctx context.Context, b snapshot.Batch) error {
+	if err := x.recorder.Render(ctx, b); err != nil {
+		return err
+	}
+	if x.once.CompareAndSwap(true, false) {
+		var n int
+		_ = sqlx.GetContext(ctx, b.Tx, &n, `SELECT 1/0`) // aborts the transaction
+	}
+	return nil
+}
+
+// replayer is a target that replays events and reads state only through
+// Batch.Changes, without declaring StateReader.
+type replayer struct {
+	mu   sync.Mutex
+	seen [][]syncer.Entry
+}
+
+func (*replayer) Name() string               { return "replayer" }
+func (*replayer) Scope(domain string) string { return domain }
+func (r *replayer) Apply(ctx context.Context, b syncer.Batch) error {
+	_, current, _, err := b.Changes(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, current)
+	return nil
+}
+
+// Batch.Changes gives the current state also to a target that does not
+// declare StateReader (the claim then reads none, and Changes reads it).
+func TestChangesWithoutStateReader(t *testing.T) {
+	f := newFixture(t)
+	r := &replayer{}
+	s := syncer.New(f.db, r, fastConfig(), nil)
+	if !s.Apply(context.Background(), f.change(t, s, "alice", "{SSHA512}a")) {
+		t.Fatal("apply not confirmed")
+	}
+	want := []syncer.Entry{{Login: "alice@example.com", Hash: "{SSHA512}a"}}
+	if len(r.seen) != 1 || !slices.Equal(r.seen[0], want) {
+		t.Errorf("Changes gave %v, want %v", r.seen, want)
+	}
+	if !f.synced(t, "alice") {
+		t.Error("the credential read and applied is not marked synced")
+	}
+}

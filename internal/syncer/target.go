@@ -83,6 +83,7 @@ func (b Batch) Changes(ctx context.Context) (logins []string, current []Entry, o
 	if err != nil {
 		return nil, nil, false, err
 	}
+	b.reads.read = true // what was read is confirmed, even nothing
 	current = make([]Entry, len(rows))
 	for i, r := range rows {
 		b.reads.note(r)
