@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,7 +18,7 @@ import (
 
 func openDB(ctx context.Context, c config) (*sqlx.DB, error) {
 	if c.DatabaseURL == "" {
-		return nil, usagef("DATABASE_URL (or -database-url) is required")
+		return nil, usagef("DATABASE_URL (or --database-url) is required")
 	}
 	return app.OpenDB(ctx, c.appConfig())
 }
@@ -61,127 +60,31 @@ func newLogger(c config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	c, pos, err := parseConfig("migrate", args, getenv, nil)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return usagef("migrate takes no arguments")
-	}
-	db, err := openDB(ctx, c)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := sqlmigrations.Up(ctx, db.DB); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, "migrations applied")
-	return nil
+// serverGroups are the flags of serve (and dev, which adds its own).
+type serverGroups struct {
+	dbFlags
+	tokenKeyFlags
+	dkimKeyFlags
+	dnsRecordFlags
+	dnsCheckFlags
+	serverFlags
+	syncFlags
+	logFlags
 }
 
-func cmdAccountsCreate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	return withAccounts(ctx, "accounts create", args, getenv, func(s *accounts.Service, name string) error {
-		_, tok, err := s.Create(ctx, name)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, tok)
-		return nil
-	})
+func (g *serverGroups) config() (config, error) {
+	return buildConfig(g.dbFlags, g.tokenKeyFlags, g.dkimKeyFlags, g.dnsRecordFlags, g.dnsCheckFlags,
+		g.serverFlags, g.syncFlags, g.logFlags)
 }
 
-func cmdAccountsRotate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	return withAccounts(ctx, "accounts rotate-token", args, getenv, func(s *accounts.Service, name string) error {
-		tok, err := s.RotateToken(ctx, name)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, tok)
-		return nil
-	})
-}
+type serveCmd struct{ serverGroups }
 
-func withAccounts(ctx context.Context, cmd string, args []string, getenv func(string) string, fn func(*accounts.Service, string) error) error {
-	c, pos, err := parseConfig(cmd, args, getenv, nil)
+func (s *serveCmd) Run(r *runEnv) error {
+	c, err := s.config()
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usagef("%s: want exactly one account NAME", cmd)
-	}
-	if err := requireKey(c); err != nil {
-		return err
-	}
-	db, err := openDB(ctx, c)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	svc, err := accounts.NewService(db, c.TokenKey)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	err = fn(svc, pos[0])
-	if errors.Is(err, accounts.ErrInvalidName) || errors.Is(err, accounts.ErrNameTaken) || errors.Is(err, accounts.ErrNotFound) {
-		return usagef("%s: %v", cmd, err)
-	}
-	return err
-}
-
-func cmdDomainsAdd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	var verified bool
-	c, pos, err := parseConfig("domains add", args, getenv, func(fs *flag.FlagSet) {
-		fs.BoolVar(&verified, "verified", false, "mark the domain verified without DNS checks")
-	})
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return usagef("domains add: want NAME DOMAIN")
-	}
-	db, err := openDB(ctx, c)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	dom, err := newDomains(c, db)
-	if err != nil {
-		return err
-	}
-	d, err := dom.AddForAccount(ctx, pos[0], pos[1], verified)
-	var verr *validation.Error
-	switch {
-	case errors.As(err, &verr):
-		return usagef("domains add: %s", firstMessage(verr))
-	case errors.Is(err, domains.ErrAccountNotFound):
-		return usagef("domains add: no account named %q", pos[0])
-	case err != nil:
-		return err
-	}
-	fmt.Fprintln(stdout, d.Name)
-	return nil
-}
-
-func firstMessage(v *validation.Error) string {
-	for _, msgs := range v.Fields {
-		if len(msgs) > 0 {
-			return msgs[0]
-		}
-	}
-	return v.Error()
-}
-
-func cmdServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	c, pos, err := parseConfig("serve", args, getenv, nil)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return usagef("serve takes no arguments")
-	}
-	return serve(ctx, c, newLogger(c, stderr), nil)
+	return serve(r.ctx, c, newLogger(c, r.stderr), nil)
 }
 
 // serve runs the API until ctx ends, then shuts down gracefully. ready, if
@@ -191,7 +94,7 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 		return err
 	}
 	if c.DatabaseURL == "" {
-		return usagef("DATABASE_URL (or -database-url) is required")
+		return usagef("DATABASE_URL (or --database-url) is required")
 	}
 	if len(c.DKIMKey) == 0 {
 		return errNoDKIMKey
@@ -203,4 +106,140 @@ func serve(ctx context.Context, c config, log *slog.Logger, ready func(addr stri
 	}
 	defer a.Close()
 	return a.Run(ctx)
+}
+
+type migrateCmd struct{ dbFlags }
+
+func (m *migrateCmd) Run(r *runEnv) error {
+	c, err := buildConfig(m.dbFlags)
+	if err != nil {
+		return err
+	}
+	db, err := openDB(r.ctx, c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := sqlmigrations.Up(r.ctx, db.DB); err != nil {
+		return err
+	}
+	fmt.Fprintln(r.stdout, "migrations applied")
+	return nil
+}
+
+// accountArg is the account a command acts on.
+type accountArg struct {
+	Name string `arg:"" help:"account name: 1-64 characters of a-z 0-9 . _ - (case-insensitive)"`
+}
+
+type accountsCreateCmd struct {
+	dbFlags
+	tokenKeyFlags
+	accountArg
+}
+
+func (a *accountsCreateCmd) Run(r *runEnv) error {
+	return withAccounts(r.ctx, "accounts create", a.dbFlags, a.tokenKeyFlags, func(s *accounts.Service) error {
+		_, tok, err := s.Create(r.ctx, a.Name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(r.stdout, tok)
+		return nil
+	})
+}
+
+type accountsRotateCmd struct {
+	dbFlags
+	tokenKeyFlags
+	accountArg
+}
+
+func (a *accountsRotateCmd) Run(r *runEnv) error {
+	return withAccounts(r.ctx, "accounts rotate-token", a.dbFlags, a.tokenKeyFlags, func(s *accounts.Service) error {
+		tok, err := s.RotateToken(r.ctx, a.Name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(r.stdout, tok)
+		return nil
+	})
+}
+
+func withAccounts(ctx context.Context, cmd string, db dbFlags, key tokenKeyFlags, fn func(*accounts.Service) error) error {
+	c, err := buildConfig(db, key)
+	if err != nil {
+		return err
+	}
+	if err := requireKey(c); err != nil {
+		return err
+	}
+	pool, err := openDB(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	svc, err := accounts.NewService(pool, c.TokenKey)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	return accountErr(cmd, fn(svc))
+}
+
+// accountErr makes the account errors a user can fix usage errors.
+func accountErr(cmd string, err error) error {
+	if errors.Is(err, accounts.ErrInvalidName) || errors.Is(err, accounts.ErrNameTaken) || errors.Is(err, accounts.ErrNotFound) {
+		return usagef("%s: %v", cmd, err)
+	}
+	return err
+}
+
+type domainsAddCmd struct {
+	dbFlags
+	dkimKeyFlags
+	dnsRecordFlags
+	Account  string `arg:"" help:"the account that gets the domain"`
+	Domain   string `arg:"" help:"the domain name (internationalised names in either form)"`
+	Verified bool   `help:"mark the domain verified by the operator, without DNS checks; on a domain the account already has, the same as 'domains set-verified DOMAIN true'"`
+}
+
+func (a *domainsAddCmd) Run(r *runEnv) error {
+	c, err := buildConfig(a.dbFlags, a.dkimKeyFlags, a.dnsRecordFlags)
+	if err != nil {
+		return err
+	}
+	db, err := openDB(r.ctx, c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	dom, err := newDomains(c, db)
+	if err != nil {
+		return err
+	}
+	d, err := dom.AddForAccount(r.ctx, a.Account, a.Domain, a.Verified)
+	var verr *validation.Error
+	switch {
+	case errors.As(err, &verr):
+		msg := firstMessage(verr)
+		if !a.Verified && errors.Is(err, domains.ErrTaken) {
+			msg += " (to mark an account's domain verified: smtpcreds domains set-verified DOMAIN true)"
+		}
+		return usagef("domains add: %s", msg)
+	case errors.Is(err, domains.ErrAccountNotFound):
+		return usagef("domains add: no account named %q", a.Account)
+	case err != nil:
+		return err
+	}
+	fmt.Fprintln(r.stdout, d.Name)
+	return nil
+}
+
+func firstMessage(v *validation.Error) string {
+	for _, msgs := range v.Fields {
+		if len(msgs) > 0 {
+			return msgs[0]
+		}
+	}
+	return v.Error()
 }

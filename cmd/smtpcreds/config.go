@@ -3,15 +3,11 @@ package main
 import (
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,47 +64,202 @@ type dnsConfig struct {
 	Timeout        time.Duration
 }
 
-// setting is one flag and the environment variable that sets its default.
-type setting struct {
-	flag, env, def, usage string
+// The flag groups below are the one declaration of every setting: its flag,
+// its environment variable, its default and its meaning. Kong builds each
+// command's flags and help from the groups the command embeds, and
+// configTable renders the README's configuration table from the same tags
+// (a test keeps the README in step). In help and docdefault, {x} marks code:
+// the README shows it as a code span, the terminal help as plain x.
+// docdefault describes a default that is not a literal value.
+//
+// Each group's apply checks its values and copies them into a config, so
+// that a command builds its config from exactly the flags it accepts.
+
+// dbFlags: every command that opens the database.
+type dbFlags struct {
+	DatabaseURL string `name:"database-url" env:"DATABASE_URL" placeholder:"URL" group:"database" help:"PostgreSQL URL (required except for {dev})"`
+	DBMaxConns  int    `name:"db-max-conns" env:"SMTPCREDS_DB_MAX_CONNS" default:"20" group:"database" help:"database pool size"`
 }
 
-var settings = []setting{
-	{"database-url", "DATABASE_URL", "", "PostgreSQL URL"},
-	{"addr", "SMTPCREDS_ADDR", "127.0.0.1:8080", "HTTP listen address"},
-	{"token-key", "SMTPCREDS_TOKEN_KEY", "", "token HMAC key, hex or base64, >= 32 bytes"},
-	{"token-key-file", "SMTPCREDS_TOKEN_KEY_FILE", "", "file holding the token HMAC key"},
-	{"dkim-key", "SMTPCREDS_DKIM_KEY", "", "AES-256 key sealing DKIM private keys, hex or base64, 32 bytes"},
-	{"dkim-key-file", "SMTPCREDS_DKIM_KEY_FILE", "", "file holding the DKIM sealing key"},
-	{"dkim-selector", "SMTPCREDS_DKIM_SELECTOR", "smtpcreds", "DKIM selector of new keys"},
-	{"spf-include", "SMTPCREDS_SPF_INCLUDE", "_spf.smtpcreds.example", "domain users include in their SPF record"},
-	{"mx-host", "SMTPCREDS_MX_HOST", "mx.smtpcreds.example", "the relay's MX host users point MX records at"},
-	{"tracking-cname", "SMTPCREDS_TRACKING_CNAME", "track.smtpcreds.example", "CNAME target of tracking domains"},
-	{"dns-resolver", "SMTPCREDS_DNS_RESOLVER", "", "host:port of the resolver for DNS checks (default: the system resolver)"},
-	{"dns-timeout", "SMTPCREDS_DNS_TIMEOUT", "3s", "timeout of one DNS check"},
-	{"sync-target", "SMTPCREDS_SYNC_TARGET", "", "passwd-file, webhook, dovecot-sql (Dovecot reads the dovecot_passdb view of this database) or none (default: passwd-file when a file is set, else webhook when a URL is set, else none)"},
-	{"passwd-file", "SMTPCREDS_PASSWD_FILE", "", "Dovecot passwd-file to keep in sync; %d in the path means one file per domain, %2Mu shard files by login (as in Dovecot's args)"},
-	{"passwd-file-group", "SMTPCREDS_PASSWD_FILE_GROUP", "", "group of the passwd-file (Dovecot's auth process must read it; mode is 0640)"},
-	{"webhook-url", "SMTPCREDS_WEBHOOK_URL", "", "URL of a sync agent receiving HMAC-signed change events"},
-	{"webhook-secret", "SMTPCREDS_WEBHOOK_SECRET", "", "shared secret signing webhook events (16+ characters)"},
-	{"dovecot-sql-role", "SMTPCREDS_DOVECOT_SQL_ROLE", "dovecot", "the database role Dovecot's SQL passdb connects as (sync target dovecot-sql checks that it may read the view)"},
-	{"sync-timeout", "SMTPCREDS_SYNC_TIMEOUT", "2s", "how long a request waits for the sync target before answering remote_synced false"},
-	{"operator-addr", "SMTPCREDS_OPERATOR_ADDR", "", "operator listener for /metrics (and pprof); empty = off; keep it private, e.g. 127.0.0.1:9090"},
-	{"pprof", "SMTPCREDS_PPROF", "false", "serve net/http/pprof on the operator listener"},
-	{"auth-cache", "SMTPCREDS_AUTH_CACHE", "true", "cache token digests and failed-login counts in process, kept true by LISTEN/NOTIFY (turn off behind a pooler that cannot LISTEN)"},
-	{"request-timeout", "SMTPCREDS_REQUEST_TIMEOUT", "5s", "bound on one API request; an unreachable database fails requests with 503 after it"},
-	{"rate-limit", "SMTPCREDS_RATE_LIMIT", "120", "requests per minute per account, 0 = off"},
-	{"auth-fail-limit", "SMTPCREDS_AUTH_FAIL_LIMIT", "10", "failed logins per minute per client address, 0 = off"},
-	{"max-credentials-per-domain", "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN", "1000", "credential cap per domain, 0 = none"},
-	{"password-scheme", "SMTPCREDS_PASSWORD_SCHEME", "SSHA512", "SSHA512, SHA512-CRYPT, BLF-CRYPT or ARGON2ID"},
-	{"trusted-proxies", "SMTPCREDS_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is trusted"},
-	{"log-format", "SMTPCREDS_LOG_FORMAT", "json", "json or text"},
-	{"log-level", "SMTPCREDS_LOG_LEVEL", "info", "debug, info, warn or error"},
-	{"db-max-conns", "SMTPCREDS_DB_MAX_CONNS", "20", "database connection pool size"},
-	{"shutdown-timeout", "SMTPCREDS_SHUTDOWN_TIMEOUT", "15s", "how long in-flight requests may finish on shutdown"},
-	{"shutdown-delay", "SMTPCREDS_SHUTDOWN_DELAY", "0s", "after SIGTERM, keep serving this long with /readyz failing, so a load balancer stops sending first"},
-	{"data-dir", "SMTPCREDS_DATA_DIR", ".data", "local state of `smtpcreds dev` (PostgreSQL, keys)"},
+func (f dbFlags) apply(c *config) error {
+	c.DatabaseURL = f.DatabaseURL
+	if f.DBMaxConns < 1 {
+		return invalid("db-max-conns", "want at least 1")
+	}
+	c.DBMaxConns = f.DBMaxConns
+	return nil
 }
+
+// tokenKeyFlags: the key of API token digests.
+type tokenKeyFlags struct {
+	TokenKey     string `name:"token-key" env:"SMTPCREDS_TOKEN_KEY" placeholder:"KEY" group:"keys" help:"key for token digests (hex or base64, ≥ 32 bytes); keep it outside the database"`
+	TokenKeyFile string `name:"token-key-file" env:"SMTPCREDS_TOKEN_KEY_FILE" placeholder:"FILE" group:"keys" help:"file holding that key"`
+}
+
+func (f tokenKeyFlags) apply(c *config) (err error) {
+	if c.TokenKey, err = loadKey(f.TokenKey, f.TokenKeyFile, 32); err != nil {
+		return invalid("token-key", err.Error())
+	}
+	return nil
+}
+
+// dkimKeyFlags: the key sealing DKIM private keys.
+type dkimKeyFlags struct {
+	DKIMKey     string `name:"dkim-key" env:"SMTPCREDS_DKIM_KEY" placeholder:"KEY" group:"keys" help:"AES-256 key (32 bytes, hex or base64) sealing DKIM private keys; keep it outside the database"`
+	DKIMKeyFile string `name:"dkim-key-file" env:"SMTPCREDS_DKIM_KEY_FILE" placeholder:"FILE" group:"keys" help:"file holding that key"`
+}
+
+func (f dkimKeyFlags) apply(c *config) (err error) {
+	if c.DKIMKey, err = loadKey(f.DKIMKey, f.DKIMKeyFile, 32); err != nil {
+		return invalid("dkim-key", err.Error())
+	}
+	if len(c.DKIMKey) > 32 {
+		return invalid("dkim-key", fmt.Sprintf("want exactly 32 bytes, got %d", len(c.DKIMKey)))
+	}
+	return nil
+}
+
+// dnsRecordFlags: what the DNS records users publish point at.
+type dnsRecordFlags struct {
+	DKIMSelector  string `name:"dkim-selector" env:"SMTPCREDS_DKIM_SELECTOR" default:"smtpcreds" placeholder:"SELECTOR" group:"dns" help:"DKIM selector of new keys ({<selector>._domainkey.<domain>})"`
+	SPFInclude    string `name:"spf-include" env:"SMTPCREDS_SPF_INCLUDE" default:"_spf.smtpcreds.example" placeholder:"HOST" group:"dns" help:"the domain users {include:} in their SPF record; set it to your relay's"`
+	MXHost        string `name:"mx-host" env:"SMTPCREDS_MX_HOST" default:"mx.smtpcreds.example" placeholder:"HOST" group:"dns" help:"your relay's MX host"`
+	TrackingCNAME string `name:"tracking-cname" env:"SMTPCREDS_TRACKING_CNAME" default:"track.smtpcreds.example" placeholder:"HOST" group:"dns" help:"CNAME target of link-tracking domains"`
+}
+
+func (f dnsRecordFlags) apply(c *config) error {
+	c.DNS.Selector, c.DNS.SPFInclude, c.DNS.MXHost, c.DNS.TrackingTarget = f.DKIMSelector, f.SPFInclude, f.MXHost, f.TrackingCNAME
+	for _, h := range []struct{ flag, v string }{{"dkim-selector", f.DKIMSelector}, {"mx-host", f.MXHost}, {"tracking-cname", f.TrackingCNAME}} {
+		if h.v == "" || strings.ContainsAny(h.v, " :/") {
+			return invalid(h.flag, "want a host name")
+		}
+	}
+	return nil
+}
+
+// dnsCheckFlags: how DNS checks ask.
+type dnsCheckFlags struct {
+	DNSResolver string        `name:"dns-resolver" env:"SMTPCREDS_DNS_RESOLVER" placeholder:"IP[:PORT]" docdefault:"system resolver" group:"dns" help:"{ip[:port]} of the resolver DNS checks ask"`
+	DNSTimeout  time.Duration `name:"dns-timeout" env:"SMTPCREDS_DNS_TIMEOUT" default:"3s" group:"dns" help:"bound on one DNS check (the records of one verify are looked up in parallel)"`
+}
+
+func (f dnsCheckFlags) apply(c *config) error {
+	if f.DNSTimeout <= 0 {
+		return invalid("dns-timeout", "want a positive duration such as 3s")
+	}
+	c.DNS.Resolver, c.DNS.Timeout = f.DNSResolver, f.DNSTimeout
+	return nil
+}
+
+// serverFlags: the HTTP API of serve and dev.
+type serverFlags struct {
+	Addr            string        `name:"addr" env:"SMTPCREDS_ADDR" default:"127.0.0.1:8080" placeholder:"HOST:PORT" group:"server" help:"HTTP listen address"`
+	RateLimit       int           `name:"rate-limit" env:"SMTPCREDS_RATE_LIMIT" default:"120" group:"server" help:"requests per minute per account, {0} = off"`
+	AuthFailLimit   int           `name:"auth-fail-limit" env:"SMTPCREDS_AUTH_FAIL_LIMIT" default:"10" group:"server" help:"failed logins per minute per client address, {0} = off"`
+	MaxPerDomain    int           `name:"max-credentials-per-domain" env:"SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN" default:"1000" group:"server" help:"credential cap per domain, {0} = none"`
+	PasswordScheme  string        `name:"password-scheme" env:"SMTPCREDS_PASSWORD_SCHEME" default:"SSHA512" placeholder:"SCHEME" group:"server" help:"{SSHA512}, {SHA512-CRYPT}, {BLF-CRYPT} or {ARGON2ID}"`
+	TrustedProxies  string        `name:"trusted-proxies" env:"SMTPCREDS_TRUSTED_PROXIES" placeholder:"CIDR,..." group:"server" help:"CIDRs whose {X-Forwarded-For} is believed for the client address"`
+	RequestTimeout  time.Duration `name:"request-timeout" env:"SMTPCREDS_REQUEST_TIMEOUT" default:"5s" group:"server" help:"bound on one API request (database outages answer 503 after it)"`
+	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SMTPCREDS_SHUTDOWN_TIMEOUT" default:"15s" group:"server" help:"how long in-flight requests may finish after SIGTERM"`
+	ShutdownDelay   time.Duration `name:"shutdown-delay" env:"SMTPCREDS_SHUTDOWN_DELAY" default:"0s" group:"server" help:"after SIGTERM, keep serving this long with {/readyz} failing"`
+	OperatorAddr    string        `name:"operator-addr" env:"SMTPCREDS_OPERATOR_ADDR" placeholder:"HOST:PORT" docdefault:"– (off)" group:"server" help:"private listener for {/metrics} (and pprof)"`
+	Pprof           bool          `name:"pprof" env:"SMTPCREDS_PPROF" default:"false" group:"server" help:"serve {net/http/pprof} on the operator listener"`
+	AuthCache       bool          `name:"auth-cache" env:"SMTPCREDS_AUTH_CACHE" default:"true" group:"server" help:"keep token digests and failed-login counts in process, so an authenticated call costs no round trip; a token rotation or failed login anywhere reaches every process through PostgreSQL {LISTEN/NOTIFY} when it commits, and while the listening connection is down nothing cached is used. Turn it off behind a pooler in transaction mode, which cannot {LISTEN}"`
+}
+
+func (f serverFlags) apply(c *config) (err error) {
+	c.Addr = f.Addr
+	for _, n := range []struct {
+		flag string
+		v    int
+		into *int
+	}{{"rate-limit", f.RateLimit, &c.RateLimit}, {"auth-fail-limit", f.AuthFailLimit, &c.AuthFailLimit}, {"max-credentials-per-domain", f.MaxPerDomain, &c.MaxPerDomain}} {
+		if n.v < 0 {
+			return invalid(n.flag, "want a non-negative integer")
+		}
+		*n.into = n.v
+	}
+	if c.PasswordScheme, err = password.ParseScheme(f.PasswordScheme); err != nil {
+		return invalid("password-scheme", err.Error())
+	}
+	if c.TrustedProxies, err = parsePrefixes(f.TrustedProxies); err != nil {
+		return invalid("trusted-proxies", err.Error())
+	}
+	if f.RequestTimeout <= 0 {
+		return invalid("request-timeout", "want a positive duration such as 5s")
+	}
+	if f.ShutdownDelay < 0 {
+		return invalid("shutdown-delay", "want a duration such as 5s")
+	}
+	c.RequestTimeout, c.ShutdownTimeout, c.ShutdownDelay = f.RequestTimeout, f.ShutdownTimeout, f.ShutdownDelay
+	c.OperatorAddr, c.Pprof, c.AuthCache = f.OperatorAddr, f.Pprof, f.AuthCache
+	if c.Pprof && c.OperatorAddr == "" {
+		return invalid("pprof", "needs --operator-addr")
+	}
+	return nil
+}
+
+// syncFlags: where credential changes go.
+type syncFlags struct {
+	SyncTarget      string        `name:"sync-target" env:"SMTPCREDS_SYNC_TARGET" placeholder:"TARGET" docdefault:"{passwd-file} if a file is set, else {webhook} if a URL is set, else {none}" group:"sync" help:"where credential changes go: {passwd-file}, {webhook}, {dovecot-sql} or {none}"`
+	PasswdFile      string        `name:"passwd-file" env:"SMTPCREDS_PASSWD_FILE" placeholder:"PATH" docdefault:"– ({make run}: {./.data/dovecot/passwd})" group:"sync" help:"Dovecot passwd-file to keep in sync; {%d} = one file per domain, {%2Mu} = shards by login"`
+	PasswdFileGroup string        `name:"passwd-file-group" env:"SMTPCREDS_PASSWD_FILE_GROUP" placeholder:"GROUP" group:"sync" help:"group of the file (Dovecot's auth process reads it)"`
+	WebhookURL      string        `name:"webhook-url" env:"SMTPCREDS_WEBHOOK_URL" placeholder:"URL" group:"sync" help:"sync agent receiving signed change events"`
+	WebhookSecret   string        `name:"webhook-secret" env:"SMTPCREDS_WEBHOOK_SECRET" placeholder:"SECRET" group:"sync" help:"HMAC secret of those events (16+ characters)"`
+	DovecotSQLRole  string        `name:"dovecot-sql-role" env:"SMTPCREDS_DOVECOT_SQL_ROLE" default:"dovecot" placeholder:"ROLE" group:"sync" help:"the database role Dovecot's SQL passdb connects as (target {dovecot-sql} checks that it may read the view)"`
+	SyncTimeout     time.Duration `name:"sync-timeout" env:"SMTPCREDS_SYNC_TIMEOUT" default:"2s" group:"sync" help:"how long a request waits for the target before answering {remote_synced: false}"`
+}
+
+func (f syncFlags) apply(c *config) (err error) {
+	c.Sync, err = parseSync(f)
+	return err
+}
+
+// logFlags: the log of serve and dev.
+type logFlags struct {
+	LogFormat string `name:"log-format" env:"SMTPCREDS_LOG_FORMAT" default:"json" placeholder:"json|text" group:"log" help:"{json} or {text} ({make run} uses text)"`
+	LogLevel  string `name:"log-level" env:"SMTPCREDS_LOG_LEVEL" default:"info" placeholder:"LEVEL" group:"log" help:"{debug}, {info}, {warn}, {error}"`
+}
+
+func (f logFlags) apply(c *config) error {
+	if f.LogFormat != "json" && f.LogFormat != "text" {
+		return invalid("log-format", "want json or text")
+	}
+	c.LogFormat = f.LogFormat
+	if err := c.LogLevel.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		return invalid("log-level", "want debug, info, warn or error")
+	}
+	return nil
+}
+
+// devFlags: the local state of dev.
+type devFlags struct {
+	DataDir string `name:"data-dir" env:"SMTPCREDS_DATA_DIR" default:".data" placeholder:"DIR" group:"dev" help:"local state of {smtpcreds dev} (PostgreSQL, keys, passwd-file)"`
+}
+
+func (f devFlags) apply(c *config) error {
+	c.DataDir = f.DataDir
+	return nil
+}
+
+// group is a flag group: it checks its values into a config.
+type group interface{ apply(*config) error }
+
+// buildConfig applies the groups in order into one config.
+func buildConfig(groups ...group) (config, error) {
+	var c config
+	c.LogFormat = "json" // commands without log flags log nothing; keep the zero config sane
+	for _, g := range groups {
+		if err := g.apply(&c); err != nil {
+			return config{}, err
+		}
+	}
+	return c, nil
+}
+
+// invalid is a usage error about one flag's value (from the command line or
+// its environment variable).
+func invalid(flag, why string) error { return usagef("invalid --%s: %s", flag, why) }
 
 // usageError is bad command-line input: one line on stderr, exit code 2.
 type usageError struct{ msg string }
@@ -117,157 +268,15 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-// helpText is asked-for help: printed on stdout, exit code 0.
-type helpText string
-
-func (h helpText) Error() string { return string(h) }
-
-// parseConfig parses args (after the subcommand) into a config and returns
-// the positional arguments. extra registers subcommand-specific flags.
-func parseConfig(name string, args []string, getenv func(string) string, extra func(*flag.FlagSet)) (config, []string, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	raw := map[string]*string{}
-	for _, s := range settings {
-		def := getenv(s.env)
-		if def == "" {
-			def = s.def
-		}
-		raw[s.flag] = fs.String(s.flag, def, s.usage+" ("+s.env+")")
-	}
-	if extra != nil {
-		extra(fs)
-	}
-	if err := fs.Parse(interleave(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			var b strings.Builder
-			fs.SetOutput(&b)
-			fs.PrintDefaults()
-			return config{}, nil, helpText("usage: smtpcreds " + name + " [flags]\n\n" + b.String())
-		}
-		return config{}, nil, usagef("%s: %v", name, err)
-	}
-	var c config
-	var err error
-	bad := func(flag string, e error) error { return usagef("%s: invalid -%s: %v", name, flag, e) }
-	c.DatabaseURL = *raw["database-url"]
-	c.Addr = *raw["addr"]
-	c.DataDir = *raw["data-dir"]
-	c.LogFormat = *raw["log-format"]
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		return c, nil, bad("log-format", fmt.Errorf("want json or text"))
-	}
-	if err = c.LogLevel.UnmarshalText([]byte(*raw["log-level"])); err != nil {
-		return c, nil, bad("log-level", err)
-	}
-	for flag, p := range map[string]*int{
-		"rate-limit": &c.RateLimit, "auth-fail-limit": &c.AuthFailLimit,
-		"max-credentials-per-domain": &c.MaxPerDomain, "db-max-conns": &c.DBMaxConns,
-	} {
-		n, err := strconv.Atoi(*raw[flag])
-		if err != nil || n < 0 {
-			return c, nil, bad(flag, fmt.Errorf("want a non-negative integer"))
-		}
-		*p = n
-	}
-	if c.DBMaxConns == 0 {
-		return c, nil, bad("db-max-conns", fmt.Errorf("want at least 1"))
-	}
-	if c.PasswordScheme, err = password.ParseScheme(*raw["password-scheme"]); err != nil {
-		return c, nil, bad("password-scheme", err)
-	}
-	if c.TrustedProxies, err = parsePrefixes(*raw["trusted-proxies"]); err != nil {
-		return c, nil, bad("trusted-proxies", err)
-	}
-	if c.ShutdownTimeout, err = time.ParseDuration(*raw["shutdown-timeout"]); err != nil {
-		return c, nil, bad("shutdown-timeout", err)
-	}
-	if c.ShutdownDelay, err = time.ParseDuration(*raw["shutdown-delay"]); err != nil || c.ShutdownDelay < 0 {
-		return c, nil, bad("shutdown-delay", fmt.Errorf("want a duration such as 5s"))
-	}
-	if c.TokenKey, err = loadKey(*raw["token-key"], *raw["token-key-file"], 32); err != nil {
-		return c, nil, bad("token-key", err)
-	}
-	if c.DKIMKey, err = loadKey(*raw["dkim-key"], *raw["dkim-key-file"], 32); err != nil {
-		return c, nil, bad("dkim-key", err)
-	}
-	if len(c.DKIMKey) > 32 {
-		return c, nil, bad("dkim-key", fmt.Errorf("want exactly 32 bytes, got %d", len(c.DKIMKey)))
-	}
-	c.DNS = dnsConfig{
-		Selector: *raw["dkim-selector"], SPFInclude: *raw["spf-include"], MXHost: *raw["mx-host"],
-		TrackingTarget: *raw["tracking-cname"], Resolver: *raw["dns-resolver"],
-	}
-	if c.DNS.Timeout, err = time.ParseDuration(*raw["dns-timeout"]); err != nil || c.DNS.Timeout <= 0 {
-		return c, nil, bad("dns-timeout", fmt.Errorf("want a positive duration such as 3s"))
-	}
-	c.OperatorAddr = *raw["operator-addr"]
-	if c.AuthCache, err = strconv.ParseBool(*raw["auth-cache"]); err != nil {
-		return c, nil, bad("auth-cache", fmt.Errorf("want true or false"))
-	}
-	if c.Pprof, err = strconv.ParseBool(*raw["pprof"]); err != nil {
-		return c, nil, bad("pprof", fmt.Errorf("want true or false"))
-	}
-	if c.Pprof && c.OperatorAddr == "" {
-		return c, nil, bad("pprof", fmt.Errorf("needs -operator-addr"))
-	}
-	if c.RequestTimeout, err = time.ParseDuration(*raw["request-timeout"]); err != nil || c.RequestTimeout <= 0 {
-		return c, nil, bad("request-timeout", fmt.Errorf("want a positive duration such as 5s"))
-	}
-	if c.Sync, err = parseSync(raw); err != nil {
-		return c, nil, usagef("%s: %v", name, err)
-	}
-	for flag, v := range map[string]string{"dkim-selector": c.DNS.Selector, "mx-host": c.DNS.MXHost, "tracking-cname": c.DNS.TrackingTarget} {
-		if v == "" || strings.ContainsAny(v, " :/") {
-			return c, nil, bad(flag, fmt.Errorf("want a host name"))
-		}
-	}
-	return c, fs.Args(), nil
-}
-
-// interleave moves flags after positional arguments to the front, so that
-// `accounts create NAME --flag` works as well as `--flag NAME`.
-func interleave(fs *flag.FlagSet, args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		if f := fs.Lookup(name); f != nil {
-			if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
-				continue
-			}
-			if i+1 < len(args) {
-				flags = append(flags, args[i+1])
-				i++
-			}
-		}
-	}
-	return append(flags, pos...)
-}
-
-func parseSync(raw map[string]*string) (syncConfig, error) {
+func parseSync(f syncFlags) (syncConfig, error) {
 	sc := syncConfig{
-		Target: *raw["sync-target"], PasswdFile: *raw["passwd-file"], PasswdGroup: *raw["passwd-file-group"],
-		WebhookURL: *raw["webhook-url"], WebhookSecret: []byte(*raw["webhook-secret"]),
-		DovecotRole: *raw["dovecot-sql-role"],
+		Target: f.SyncTarget, PasswdFile: f.PasswdFile, PasswdGroup: f.PasswdFileGroup,
+		WebhookURL: f.WebhookURL, WebhookSecret: []byte(f.WebhookSecret),
+		DovecotRole: f.DovecotSQLRole, Timeout: f.SyncTimeout,
 	}
-	d, err := time.ParseDuration(*raw["sync-timeout"])
-	if err != nil || d <= 0 {
-		return sc, fmt.Errorf("invalid -sync-timeout: want a positive duration such as 2s")
+	if sc.Timeout <= 0 {
+		return sc, invalid("sync-timeout", "want a positive duration such as 2s")
 	}
-	sc.Timeout = d
 	if sc.Target == "" {
 		switch {
 		case sc.PasswdFile != "":
@@ -282,28 +291,28 @@ func parseSync(raw map[string]*string) (syncConfig, error) {
 	case "none":
 	case "dovecot-sql":
 		if sc.DovecotRole == "" {
-			return sc, fmt.Errorf("sync target dovecot-sql needs -dovecot-sql-role (SMTPCREDS_DOVECOT_SQL_ROLE), the role Dovecot connects as")
+			return sc, usagef("sync target dovecot-sql needs --dovecot-sql-role (SMTPCREDS_DOVECOT_SQL_ROLE), the role Dovecot connects as")
 		}
 	case "passwd-file":
 		if sc.PasswdFile == "" {
-			return sc, fmt.Errorf("sync target passwd-file needs -passwd-file (SMTPCREDS_PASSWD_FILE)")
+			return sc, usagef("sync target passwd-file needs --passwd-file (SMTPCREDS_PASSWD_FILE)")
 		}
 	case "webhook":
 		if sc.WebhookURL == "" || len(sc.WebhookSecret) < 16 {
-			return sc, fmt.Errorf("sync target webhook needs -webhook-url and a -webhook-secret of 16+ characters")
+			return sc, usagef("sync target webhook needs --webhook-url and a --webhook-secret of 16+ characters")
 		}
 	default:
-		return sc, fmt.Errorf("invalid -sync-target %q: want passwd-file, webhook, dovecot-sql or none", sc.Target)
+		return sc, usagef("invalid --sync-target %q: want passwd-file, webhook, dovecot-sql or none", sc.Target)
 	}
 	// Settings of another target would be ignored: a typo'd or stale
 	// target must not leave the operator believing the file or the agent
 	// is kept in sync. A group alone is allowed with none: `dev` then
 	// syncs its default passwd-file, with that group.
 	if sc.Target != "passwd-file" && (sc.PasswdFile != "" || (sc.PasswdGroup != "" && sc.Target != "none")) {
-		return sc, fmt.Errorf("-passwd-file or -passwd-file-group is set, but the sync target is %s, which would ignore it: unset it or choose -sync-target passwd-file", sc.Target)
+		return sc, usagef("--passwd-file or --passwd-file-group is set, but the sync target is %s, which would ignore it: unset it or choose --sync-target passwd-file", sc.Target)
 	}
 	if sc.Target != "webhook" && (sc.WebhookURL != "" || len(sc.WebhookSecret) > 0) {
-		return sc, fmt.Errorf("-webhook-url or -webhook-secret is set, but the sync target is %s, which would ignore it: unset it or choose -sync-target webhook", sc.Target)
+		return sc, usagef("--webhook-url or --webhook-secret is set, but the sync target is %s, which would ignore it: unset it or choose --sync-target webhook", sc.Target)
 	}
 	return sc, nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,19 +24,26 @@ const (
 	demoDomain  = "demo.example"
 )
 
-// cmdDev is `make run`: a working server on a fresh machine. Without
+type devCmd struct {
+	serverGroups
+	devFlags
+}
+
+// Run is `make run`: a working server on a fresh machine. Without
 // DATABASE_URL it keeps a PostgreSQL cluster under <data-dir>/pg; without a
 // token key it keeps one in <data-dir>/token.key. It migrates, makes sure the
 // demo account (with a fresh token) and its verified demo domain exist,
-// prints a curl line that creates a credential, and serves.
-func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	c, pos, err := parseConfig("dev", args, getenv, nil)
+// prints a banner (a curl line that creates a credential, the docs, the
+// passwd-file, how to point the CLI at this database), and serves.
+func (d *devCmd) Run(r *runEnv) error {
+	c, err := d.config()
 	if err != nil {
 		return err
 	}
-	if len(pos) != 0 {
-		return usagef("dev takes no arguments")
+	if err := d.devFlags.apply(&c); err != nil {
+		return err
 	}
+	ctx, stdout, stderr := r.ctx, r.stdout, r.stderr
 	log := newLogger(c, stderr)
 	// 0711: the postgres user (when running as root) must traverse it to
 	// reach pg/, but cannot list it; token.key itself is 0600.
@@ -68,7 +74,7 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			return err
 		}
 	}
-	if c.Sync.Target == "none" && getenv("SMTPCREDS_SYNC_TARGET") == "" {
+	if c.Sync.Target == "none" && d.SyncTarget == "" {
 		// The working default of `make run`: a Dovecot passwd-file under
 		// .data. The passwd-file writer creates its directory, with the
 		// configured group, so that Dovecot can traverse it.
@@ -115,17 +121,37 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	db.Close()
 
 	return serve(ctx, c, log, func(addr string) {
-		fmt.Fprintf(stdout, `
+		fmt.Fprint(stdout, devBanner(addr, token, c))
+	})
+}
+
+// devBanner is what dev prints once it listens on addr: the demo account,
+// a curl line that creates a credential, where the docs and the passwd-file
+// are, and the line that runs the CLI against this database.
+func devBanner(addr, token string, c config) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `
 smtpcreds is running on http://%[1]s with a local demo.
   account: %[2]s
   token:   %[3]s
   domain:  %[4]s (verified)
-
+  docs:    http://%[1]s/docs
+`, addr, demoAccount, token, demoDomain)
+	switch c.Sync.Target {
+	case "passwd-file":
+		fmt.Fprintf(&b, "  passwd-file: %s\n", c.Sync.PasswdFile)
+	default:
+		fmt.Fprintf(&b, "  sync target: %s\n", c.Sync.Target)
+	}
+	fmt.Fprintf(&b, `
 Create a credential:
   curl -s -u '%[2]s:%[3]s' -H 'Content-Type: application/json' -d '{"username":"hello"}' http://%[1]s/api/domains/%[4]s/credentials
 
-`, addr, demoAccount, token, demoDomain)
-	})
+Point the CLI at this database (in another terminal):
+  DATABASE_URL='%[5]s' smtpcreds domains list
+
+`, addr, demoAccount, token, demoDomain, maskURL(c.DatabaseURL))
+	return b.String()
 }
 
 // ensureDatabase creates database name on the server at adminURL if missing.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -145,6 +146,53 @@ func (s *Service) Authenticate(ctx context.Context, name, token string) (Account
 	}
 	if s.cache != nil {
 		s.cache.Put(row.Name, row, gen)
+	}
+	return Account{ID: row.ID, Name: row.Name}, nil
+}
+
+// Summary is an account as the operator's listing shows it.
+type Summary struct {
+	Account
+	CreatedAt time.Time
+	Domains   int64 // how many domains it owns
+}
+
+// Directory reads accounts for the operator (the CLI's listings). It never
+// touches tokens, so it needs no token key.
+type Directory struct {
+	db   *sqlx.DB
+	repo postgres.AccountRepo
+}
+
+// NewDirectory returns a Directory over db.
+func NewDirectory(db *sqlx.DB) *Directory { return &Directory{db: db} }
+
+// List returns every account by name, with the number of its domains.
+func (d *Directory) List(ctx context.Context) ([]Summary, error) {
+	rows, err := d.repo.List(ctx, d.db)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Summary, len(rows))
+	for i, r := range rows {
+		out[i] = Summary{Account: Account{ID: r.ID, Name: r.Name}, CreatedAt: r.CreatedAt, Domains: r.Domains}
+	}
+	return out, nil
+}
+
+// ByName returns the account called name (case-insensitive).
+// ErrInvalidName or ErrNotFound.
+func (d *Directory) ByName(ctx context.Context, name string) (Account, error) {
+	name, err := NormalizeName(name)
+	if err != nil {
+		return Account{}, err
+	}
+	row, err := d.repo.ByName(ctx, d.db, name)
+	if errors.Is(err, postgres.ErrNotFound) {
+		return Account{}, ErrNotFound
+	}
+	if err != nil {
+		return Account{}, fmt.Errorf("account by name: %w", err)
 	}
 	return Account{ID: row.ID, Name: row.Name}, nil
 }

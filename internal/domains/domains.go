@@ -63,7 +63,9 @@ func NewService(db *sqlx.DB, sealer *dkim.Sealer, dns Checker, outbox *syncer.Se
 // Config returns the operator DNS setup the service checks against.
 func (s *Service) Config() Config { return s.cfg }
 
-var errTaken = validation.New("domain", "The domain has already been taken.")
+// ErrTaken: another account, or this one, has the domain (a *validation.Error on
+// the field domain).
+var ErrTaken = validation.New("domain", "The domain has already been taken.")
 
 // Create adds the domain name to accountID with a fresh DKIM key of bits
 // (see KeyBits). A *validation.Error for a bad name, or one another account
@@ -83,7 +85,7 @@ func (s *Service) Create(ctx context.Context, accountID int64, name string, bits
 	}
 	row, err := s.repo.Insert(ctx, s.db, accountID, nd)
 	if errors.Is(err, postgres.ErrConflict) {
-		return Domain{}, errTaken
+		return Domain{}, ErrTaken
 	}
 	if err != nil {
 		return Domain{}, fmt.Errorf("create domain: %w", err)
@@ -93,27 +95,84 @@ func (s *Service) Create(ctx context.Context, accountID int64, name string, bits
 
 // AddForAccount attaches the domain name to the account called accountName
 // (the operator path), with a DKIM key like Create. verified marks it
-// verified without DNS checks. A *validation.Error for a bad or taken name,
+// verified by the operator, without DNS checks; when the account already
+// has the domain, verified marks that domain (as SetVerified does) and
+// keeps its key and credentials. A *validation.Error for a bad name or one
+// taken (by another account, or by this one without verified),
 // ErrAccountNotFound when there is no such account.
 func (s *Service) AddForAccount(ctx context.Context, accountName, name string, verified bool) (Domain, error) {
 	name, err := Normalize(name)
 	if err != nil {
 		return Domain{}, err
 	}
+	accountName = strings.ToLower(accountName)
+	if verified {
+		row, err := s.repo.SetVerifiedByOperator(ctx, s.db, accountName, name, true)
+		if err == nil {
+			return s.fromRow(row), nil
+		}
+		if !errors.Is(err, postgres.ErrNotFound) {
+			return Domain{}, fmt.Errorf("add domain: %w", err)
+		}
+	}
 	nd, err := s.newDomain(name, dkim.Bits2048, verified)
 	if err != nil {
 		return Domain{}, fmt.Errorf("add domain: %w", err)
 	}
-	row, err := s.repo.InsertForAccountName(ctx, s.db, strings.ToLower(accountName), nd)
+	row, err := s.repo.InsertForAccountName(ctx, s.db, accountName, nd)
 	switch {
 	case errors.Is(err, postgres.ErrConflict):
-		return Domain{}, errTaken
+		return Domain{}, ErrTaken
 	case errors.Is(err, postgres.ErrNotFound):
 		return Domain{}, ErrAccountNotFound
 	case err != nil:
 		return Domain{}, fmt.Errorf("add domain: %w", err)
 	}
 	return s.fromRow(row), nil
+}
+
+// SetVerified marks the domain called name verified by the operator
+// (verified), or withdraws its verification (not verified: it is then
+// unverified until a DNS check passes), whichever account owns it: the
+// operator's path. ErrNotFound when there is no such domain.
+func (s *Service) SetVerified(ctx context.Context, name string, verified bool) (OwnedDomain, error) {
+	name, err := lookupName(name)
+	if err != nil {
+		return OwnedDomain{}, err
+	}
+	row, err := s.repo.SetVerifiedByOperator(ctx, s.db, "", name, verified)
+	if err != nil {
+		return OwnedDomain{}, notFound("set verified", err)
+	}
+	return s.ByName(ctx, row.Name)
+}
+
+// ByName returns the domain called name with its account's name, whichever
+// account owns it: the operator's path. ErrNotFound.
+func (s *Service) ByName(ctx context.Context, name string) (OwnedDomain, error) {
+	name, err := lookupName(name)
+	if err != nil {
+		return OwnedDomain{}, err
+	}
+	row, err := s.repo.ByName(ctx, s.db, name)
+	if err != nil {
+		return OwnedDomain{}, notFound("domain by name", err)
+	}
+	return OwnedDomain{Domain: s.fromRow(row.DomainRow), Account: row.AccountName, accountID: row.AccountID}, nil
+}
+
+// ListAll returns every domain, or those of the account called accountName
+// when it is not empty, by account and name: the operator's path.
+func (s *Service) ListAll(ctx context.Context, accountName string) ([]OwnedDomain, error) {
+	rows, err := s.repo.ListAll(ctx, s.db, strings.ToLower(accountName))
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	out := make([]OwnedDomain, len(rows))
+	for i, r := range rows {
+		out[i] = OwnedDomain{Domain: s.fromRow(r.DomainRow), Account: r.AccountName, accountID: r.AccountID}
+	}
+	return out, nil
 }
 
 // Get returns accountID's domain. ErrNotFound otherwise.

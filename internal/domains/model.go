@@ -9,9 +9,12 @@ import (
 // Domain is a sending domain as its owner sees it. It never carries a
 // private key.
 type Domain struct {
-	ID         int64
-	Name       string
-	Verified   bool
+	ID       int64
+	Name     string
+	Verified bool
+	// VerifiedBy says what keeps the domain verified: VerifiedByDNS,
+	// VerifiedByOperator, or "" while it is not verified.
+	VerifiedBy string
 	Active     bool
 	CreatedAt  time.Time
 	ModifiedAt time.Time
@@ -40,6 +43,30 @@ type Domain struct {
 	SPFRecord string
 	// Records lists every DNS record to publish.
 	Records []Record
+}
+
+// What keeps a domain verified (Domain.VerifiedBy).
+const (
+	// VerifiedByDNS: the last DNS check found DKIM and SPF.
+	VerifiedByDNS = "dns"
+	// VerifiedByOperator: an operator marked the domain verified. The mark
+	// stands until the operator withdraws it; DNS checks store and report
+	// their results but do not unverify the domain.
+	VerifiedByOperator = "operator"
+)
+
+// OwnedDomain is a domain with the name of its account: the operator's view.
+type OwnedDomain struct {
+	Domain
+	Account   string
+	accountID int64
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // Record is one DNS record the domain owner publishes.
@@ -75,7 +102,7 @@ func (c Config) spfRecord() string {
 
 func (s *Service) fromRow(r postgres.DomainRow) Domain {
 	d := Domain{
-		ID: r.ID, Name: r.Name, Verified: r.IsVerified, Active: r.Status,
+		ID: r.ID, Name: r.Name, Verified: r.IsVerified, VerifiedBy: deref(r.VerifiedBy), Active: r.Status,
 		CreatedAt: r.CreatedAt, ModifiedAt: r.ModifiedAt,
 		DKIMSelector: r.DKIMSelector, DKIMKeyBits: r.DKIMKeyBits, DKIMPublicKey: r.DKIMPublicKey,
 		DKIMOK: r.DKIMVerified, SPFOK: r.SPFVerified, MXOK: r.MXVerified, CheckedAt: r.CheckedAt,

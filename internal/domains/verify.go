@@ -20,7 +20,9 @@ type MandatoryOutcome struct {
 // VerifyMandatory looks the domain's DKIM, SPF and MX records up in DNS,
 // stores the outcome and returns it with the updated domain. The domain is
 // verified while DKIM and SPF pass; MX is reported but not required, since
-// a domain may receive its mail elsewhere. ErrNotFound.
+// a domain may receive its mail elsewhere. A domain an operator marked
+// verified stays verified whatever the check finds (VerifiedByOperator);
+// the outcome is stored and returned all the same. ErrNotFound.
 func (s *Service) VerifyMandatory(ctx context.Context, accountID int64, name string) (Domain, MandatoryOutcome, error) {
 	d, err := s.Get(ctx, accountID, name)
 	if err != nil {
@@ -39,6 +41,20 @@ func (s *Service) VerifyMandatory(ctx context.Context, accountID int64, name str
 	}
 	out.CheckedAt = *v.CheckedAt
 	return v, out, nil
+}
+
+// VerifyByName is VerifyMandatory for the domain called name, whichever
+// account owns it: the operator's path. ErrNotFound.
+func (s *Service) VerifyByName(ctx context.Context, name string) (OwnedDomain, MandatoryOutcome, error) {
+	o, err := s.ByName(ctx, name)
+	if err != nil {
+		return OwnedDomain{}, MandatoryOutcome{}, err
+	}
+	d, out, err := s.VerifyMandatory(ctx, o.accountID, o.Name)
+	if err != nil {
+		return OwnedDomain{}, MandatoryOutcome{}, err
+	}
+	return OwnedDomain{Domain: d, Account: o.Account, accountID: o.accountID}, out, nil
 }
 
 // probe is one DNS check of a verification: the key its result is stored

@@ -100,7 +100,7 @@ func (h *Handler) VerifyDomain(ctx context.Context, req gen.VerifyDomainRequestO
 	return gen.VerifyDomain200JSONResponse{Body: gen.DomainVerification{
 		Success: true, Message: "Domain verification completed.", Records: recs,
 		Data: gen.DomainVerificationData{
-			Domain: d.Name, IsVerified: d.Verified, Records: recs, CheckedAt: out.CheckedAt.Unix(),
+			Domain: d.Name, IsVerified: d.Verified, VerifiedBy: toAPIVerifiedBy(d), Records: recs, CheckedAt: out.CheckedAt.Unix(),
 			Checks: gen.MandatoryChecks{Dkim: toAPICheck(out.DKIM), Spf: toAPICheck(out.SPF), Mx: toAPICheck(out.MX)},
 		},
 	}}, nil
@@ -199,7 +199,7 @@ func (h *Handler) DeleteTracklink(ctx context.Context, req gen.DeleteTracklinkRe
 
 func toAPIDomain(d domains.Domain) gen.Domain {
 	out := gen.Domain{
-		Id: d.ID, Domain: d.Name, IsVerified: d.Verified, Status: d.Active,
+		Id: d.ID, Domain: d.Name, IsVerified: d.Verified, VerifiedBy: toAPIVerifiedBy(d), Status: d.Active,
 		CreatedAt: d.CreatedAt.Unix(), ModifiedAt: d.ModifiedAt.Unix(),
 		DnsSelector: d.DKIMSelector, DnsRecord: domains.DKIMRecord(d.DKIMPublicKey),
 		DkimKeyLength: gen.DomainDkimKeyLength(d.DKIMKeyBits),
@@ -215,6 +215,15 @@ func toAPIDomain(d domains.Domain) gen.Domain {
 		out.LastCheckedAt = &t
 	}
 	return out
+}
+
+// toAPIVerifiedBy is what keeps d verified: "dns", "operator", or nil.
+func toAPIVerifiedBy(d domains.Domain) *gen.VerifiedBy {
+	if d.VerifiedBy == "" {
+		return nil
+	}
+	v := d.VerifiedBy
+	return &v
 }
 
 // toAPIRecords converts the records whose purpose is listed (all when none is).

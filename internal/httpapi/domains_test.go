@@ -2,6 +2,8 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/smtpcreds/smtpcreds/internal/dkim"
+	"github.com/smtpcreds/smtpcreds/internal/domains"
 )
 
 // MustCreateDomain adds name through the API as u and returns data.
@@ -285,6 +288,71 @@ func TestDomainTenantIsolation(t *testing.T) {
 	}
 	if after := w.do(req{method: "GET", path: "/api/domains/example.com", auth: w.alice.auth}).raw; after != before {
 		t.Errorf("alice's domain changed:\n%s\n%s", before, after)
+	}
+}
+
+// An operator's mark (smtpcreds domains set-verified, domains add
+// --verified) keeps a domain verified through failing DNS checks, whose
+// results are still stored and shown; withdrawn, DNS decides again.
+func TestVerifiedByOperatorSurvivesDNSChecks(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	ctx := context.Background()
+	d := w.MustCreateDomain(w.alice, `{"domain":"op.example","dkim_key_length":1024}`)
+	if d["verified_by"] != nil || d["is_verified"] != false {
+		t.Fatalf("new domain: verified_by %v, is_verified %v", d["verified_by"], d["is_verified"])
+	}
+	get := func() resp { return w.do(req{method: "GET", path: "/api/domains/op.example", auth: w.alice.auth}) }
+	verify := func() resp {
+		return w.do(req{method: "POST", path: "/api/domains/op.example/verify-mandatory", auth: w.alice.auth})
+	}
+
+	if _, err := w.dom.SetVerified(ctx, "OP.example", true); err != nil {
+		t.Fatal(err)
+	}
+	if g := get(); dig(g.body, "data", "verified_by") != "operator" || dig(g.body, "data", "is_verified") != true {
+		t.Errorf("after set-verified true: %s", g.raw)
+	}
+	// Nothing published: the check fails and says so, the mark stands.
+	r := verify()
+	if dig(r.body, "records", "dkim") != false || dig(r.body, "data", "is_verified") != true || dig(r.body, "data", "verified_by") != "operator" {
+		t.Errorf("failing check on a marked domain: %s", r.raw)
+	}
+	g := get()
+	if dig(g.body, "data", "verified_by") != "operator" || dig(g.body, "data", "dkim_verified") != false || dig(g.body, "data", "last_checked_at") == nil {
+		t.Errorf("stored outcome under the mark: %s", g.raw)
+	}
+	wantStatus(t, w.do(req{method: "POST", path: "/api/domains/op.example/credentials", auth: w.alice.auth, body: `{"username":"x"}`}), http.StatusCreated)
+
+	// Withdrawn: unverified at once, until a check passes.
+	if _, err := w.dom.SetVerified(ctx, "op.example", false); err != nil {
+		t.Fatal(err)
+	}
+	if g := get(); dig(g.body, "data", "verified_by") != nil || dig(g.body, "data", "is_verified") != false {
+		t.Errorf("after set-verified false: %s", g.raw)
+	}
+	w.publish(d, "mx")
+	if r := verify(); dig(r.body, "data", "is_verified") != true || dig(r.body, "data", "verified_by") != "dns" {
+		t.Errorf("passing check: %s", r.raw)
+	}
+	if g := get(); dig(g.body, "data", "verified_by") != "dns" {
+		t.Errorf("after a passing check: %s", g.raw)
+	}
+	// Verified by DNS, a failing check unverifies it.
+	w.dns.SetTXT("op.example", "v=spf1 -all")
+	if r := verify(); dig(r.body, "data", "is_verified") != false || dig(r.body, "data", "verified_by") != nil {
+		t.Errorf("failing check without a mark: %s", r.raw)
+	}
+	// add --verified on the account's own domain marks it, keeping its key;
+	// on another account's domain it is still refused.
+	if _, err := w.dom.AddForAccount(ctx, "alice", "op.example", true); err != nil {
+		t.Fatalf("add --verified on alice's own domain: %v", err)
+	}
+	if g := get(); dig(g.body, "data", "verified_by") != "operator" || dig(g.body, "data", "dns_record") != d["dns_record"] {
+		t.Errorf("after add --verified: %s", g.raw)
+	}
+	if _, err := w.dom.AddForAccount(ctx, "bob", "op.example", true); !errors.Is(err, domains.ErrTaken) {
+		t.Errorf("add --verified on alice's domain as bob: %v, want ErrTaken", err)
 	}
 }
 

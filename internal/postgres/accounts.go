@@ -42,6 +42,26 @@ func (AccountRepo) ByName(ctx context.Context, q sqlx.QueryerContext, name strin
 	return r, nil
 }
 
+// AccountSummaryRow is an account with the number of its domains.
+type AccountSummaryRow struct {
+	ID        int64     `db:"id"`
+	Name      string    `db:"name"`
+	CreatedAt time.Time `db:"created_at"`
+	Domains   int64     `db:"domains"`
+}
+
+// List returns every account by name, with the number of its domains.
+func (AccountRepo) List(ctx context.Context, q sqlx.QueryerContext) ([]AccountSummaryRow, error) {
+	rows := []AccountSummaryRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		SELECT a.id, a.name, a.created_at, (SELECT count(*) FROM domains d WHERE d.account_id = a.id) AS domains
+		FROM accounts a ORDER BY a.name`)
+	if err != nil {
+		return nil, fmt.Errorf("list accounts: %w", translate(err))
+	}
+	return rows, nil
+}
+
 // AccountsChannel is the LISTEN/NOTIFY channel on which a change of an
 // account's token is announced (the payload is the account's name), so that
 // processes caching token digests drop the old one when the change commits.

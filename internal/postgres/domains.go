@@ -15,6 +15,7 @@ type DomainRow struct {
 	AccountID         int64      `db:"account_id"`
 	Name              string     `db:"name"`
 	IsVerified        bool       `db:"is_verified"`
+	VerifiedBy        *string    `db:"verified_by"` // "dns", "operator" or nil (see SaveCheck)
 	Status            bool       `db:"status"`
 	CreatedAt         time.Time  `db:"created_at"`
 	ModifiedAt        time.Time  `db:"modified_at"`
@@ -43,7 +44,7 @@ type DomainRow struct {
 
 // domainCols lists DomainRow's columns; private keys are never selected
 // with them.
-const domainCols = `id, account_id, name, is_verified, status, created_at, modified_at,
+const domainCols = `id, account_id, name, is_verified, verified_by, status, created_at, modified_at,
 	dkim_selector, dkim_key_bits, dkim_public_key, dkim_verified, spf_verified, mx_verified,
 	checked_at, checks, open_track, click_track, unsub_track,
 	auth_domain, auth_dkim_selector, auth_dkim_public_key, auth_verified, auth_checked_at, auth_checks,
@@ -51,7 +52,8 @@ const domainCols = `id, account_id, name, is_verified, status, created_at, modif
 
 // NewDomain is what the insert methods write.
 type NewDomain struct {
-	Name          string
+	Name string
+	// Verified marks the domain verified by the operator.
 	Verified      bool
 	DKIMSelector  string
 	DKIMKeyBits   int
@@ -60,7 +62,8 @@ type NewDomain struct {
 }
 
 // DomainRepo reads and writes sending domains; every statement but the
-// operator's InsertForAccountName is scoped by the owning account.
+// operator's (InsertForAccountName, SetVerifiedByOperator, ListAll, ByName:
+// the CLI) is scoped by the owning account.
 type DomainRepo struct{}
 
 // Insert adds a domain to accountID. ErrConflict when any account has it.
@@ -80,8 +83,8 @@ func (DomainRepo) InsertForAccountName(ctx context.Context, q sqlx.QueryerContex
 func insertDomain(ctx context.Context, q sqlx.QueryerContext, accountWhere string, account any, d NewDomain) (DomainRow, error) {
 	var r DomainRow
 	err := sqlx.GetContext(ctx, q, &r, `
-		INSERT INTO domains (account_id, name, is_verified, dkim_selector, dkim_key_bits, dkim_public_key, dkim_private_key)
-		SELECT id, $2, $3, $4, $5, $6, $7 FROM accounts WHERE `+accountWhere+`
+		INSERT INTO domains (account_id, name, is_verified, verified_by, dkim_selector, dkim_key_bits, dkim_public_key, dkim_private_key)
+		SELECT id, $2, $3::boolean, CASE WHEN $3::boolean THEN 'operator' END, $4, $5, $6, $7 FROM accounts WHERE `+accountWhere+`
 		RETURNING `+domainCols,
 		account, d.Name, d.Verified, d.DKIMSelector, d.DKIMKeyBits, d.DKIMPublicKey, d.DKIMSealedKey)
 	if err != nil {
@@ -157,12 +160,75 @@ func (DomainRepo) Logins(ctx context.Context, q sqlx.QueryerContext, accountID i
 	return logins, nil
 }
 
-// SaveCheck stores the outcome of a mandatory-records check.
-func (DomainRepo) SaveCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string, dkim, spf, mx, verified bool, checks []byte) (DomainRow, error) {
+// SaveCheck stores the outcome of a mandatory-records check; passed says
+// whether it verifies the domain. The domain is then verified by "dns" when
+// it passed, else not verified, unless an operator marked it verified: that
+// mark stands (verified_by stays "operator") whatever the check found, and
+// the check's results are stored all the same.
+func (DomainRepo) SaveCheck(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string, dkim, spf, mx, passed bool, checks []byte) (DomainRow, error) {
 	return domainUpdate(ctx, q, "save domain check", `
-		UPDATE domains SET dkim_verified = $3, spf_verified = $4, mx_verified = $5, is_verified = $6,
+		UPDATE domains SET dkim_verified = $3, spf_verified = $4, mx_verified = $5,
+		       is_verified = (verified_by IS NOT DISTINCT FROM 'operator' OR $6::boolean),
+		       verified_by = CASE WHEN verified_by = 'operator' THEN 'operator' WHEN $6::boolean THEN 'dns' END,
 		       checks = $7, checked_at = now(), modified_at = now()
-		WHERE account_id = $1 AND name = $2 RETURNING `+domainCols, accountID, name, dkim, spf, mx, verified, jsonArg(checks))
+		WHERE account_id = $1 AND name = $2 RETURNING `+domainCols, accountID, name, dkim, spf, mx, passed, jsonArg(checks))
+}
+
+// SetVerifiedByOperator marks the domain called name verified by the
+// operator (verified), or withdraws any verification (not verified): the
+// domain is then unverified until a DNS check passes. accountName, when not
+// empty, must own the domain. ErrNotFound otherwise, or when there is no such
+// domain. The operator's path (the CLI): not scoped by an API account.
+func (DomainRepo) SetVerifiedByOperator(ctx context.Context, q sqlx.QueryerContext, accountName, name string, verified bool) (DomainRow, error) {
+	return domainUpdate(ctx, q, "set verified", `
+		UPDATE domains SET is_verified = $3::boolean, verified_by = CASE WHEN $3::boolean THEN 'operator' END, modified_at = now()
+		WHERE name = $2 AND ($1 = '' OR account_id = (SELECT id FROM accounts WHERE name = $1))
+		RETURNING `+domainCols, accountName, name, verified)
+}
+
+// OperatorDomainRow is a domain with the name of its account.
+type OperatorDomainRow struct {
+	DomainRow
+	AccountName string `db:"account_name"`
+}
+
+// ListAll returns every domain, or those of the account called accountName
+// when it is not empty, ordered by account name and domain name. The
+// operator's path (the CLI): not scoped by an API account.
+func (DomainRepo) ListAll(ctx context.Context, q sqlx.QueryerContext, accountName string) ([]OperatorDomainRow, error) {
+	rows := []OperatorDomainRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		SELECT a.name AS account_name, `+prefixed("d.", domainCols)+`
+		FROM domains d JOIN accounts a ON a.id = d.account_id
+		WHERE $1 = '' OR a.name = $1
+		ORDER BY a.name, d.name`, accountName)
+	if err != nil {
+		return nil, fmt.Errorf("list all domains: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// ByName returns the domain called name, whichever account owns it, with
+// that account's name. ErrNotFound when there is none. The operator's path
+// (the CLI): not scoped by an API account.
+func (DomainRepo) ByName(ctx context.Context, q sqlx.QueryerContext, name string) (OperatorDomainRow, error) {
+	var r OperatorDomainRow
+	err := sqlx.GetContext(ctx, q, &r, `
+		SELECT a.name AS account_name, `+prefixed("d.", domainCols)+`
+		FROM domains d JOIN accounts a ON a.id = d.account_id WHERE d.name = $1`, name)
+	if err != nil {
+		return OperatorDomainRow{}, fmt.Errorf("domain by name: %w", translate(err))
+	}
+	return r, nil
+}
+
+// prefixed qualifies each column of the comma-separated cols with p.
+func prefixed(p, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = p + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // SetAuthDomain replaces the auth domain and its DKIM key, resetting its

@@ -495,6 +495,7 @@ export interface components {
              * @example false
              */
             is_verified: boolean;
+            verified_by: components["schemas"]["VerifiedBy"];
             /**
              * @description Whether the domain is active.
              * @example true
@@ -562,6 +563,15 @@ export interface components {
             /** @description Every record to publish for this domain (and its auth and tracking domains). */
             dns_records: components["schemas"]["DNSRecord"][];
         };
+        /**
+         * @description `dns`, `operator` or `null`. What keeps the domain verified (our addition): `dns` when the last DNS check found DKIM
+         *     and SPF; `operator` when the server's operator marked it verified, a mark that stands
+         *     until the operator withdraws it (DNS checks still run, and their results are stored
+         *     and shown in `dkim_verified`, `spf_verified`, `mx_verified` and the checks, but do not
+         *     unverify the domain); `null` while the domain is not verified.
+         * @example dns
+         */
+        VerifiedBy: string | null;
         /**
          * @description The domain to add.
          * @example {
@@ -1141,10 +1151,12 @@ export interface components {
              */
             domain: string;
             /**
-             * @description Whether the domain is verified now (DKIM and SPF passed).
+             * @description Whether the domain is verified now: DKIM and SPF passed, or an operator marked it
+             *     verified (`verified_by` says which).
              * @example false
              */
             is_verified: boolean;
+            verified_by: components["schemas"]["VerifiedBy"];
             records: components["schemas"]["MandatoryRecords"];
             checks: components["schemas"]["MandatoryChecks"];
             /**
@@ -1485,6 +1497,7 @@ export interface operations {
                      *           "open_track": true,
                      *           "unsub_track": false,
                      *           "is_verified": true,
+                     *           "verified_by": "dns",
                      *           "status": true,
                      *           "created_at": 1764288000,
                      *           "modified_at": 1764291600,
@@ -1601,6 +1614,7 @@ export interface operations {
                      *         "open_track": false,
                      *         "unsub_track": false,
                      *         "is_verified": false,
+                     *         "verified_by": null,
                      *         "status": true,
                      *         "created_at": 1764288000,
                      *         "modified_at": 1764288000,
@@ -1687,6 +1701,7 @@ export interface operations {
                      *         "open_track": true,
                      *         "unsub_track": false,
                      *         "is_verified": true,
+                     *         "verified_by": "dns",
                      *         "status": true,
                      *         "created_at": 1764288000,
                      *         "modified_at": 1764291600,
@@ -1883,6 +1898,7 @@ export interface operations {
                      *       "data": {
                      *         "domain": "example.com",
                      *         "is_verified": false,
+                     *         "verified_by": null,
                      *         "records": {
                      *           "dkim": true,
                      *           "spf": false,
