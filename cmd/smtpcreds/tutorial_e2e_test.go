@@ -2,9 +2,13 @@ package main
 
 import (
 	"bufio"
+	"crypto/rand"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lib/pq"
 
 	"github.com/smtpcreds/smtpcreds/internal/dnstest"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
@@ -26,7 +32,8 @@ var tutorialSkips = map[string]string{
 	"packages": "apt-get: .ci/run installs the same packages on the test machine",
 	"build": "buildBinary compiles this package once (make build adds only the version stamp) and the shell finds it first on PATH; " +
 		"no system user is added, so the sandbox's files get group root (see the substitutions)",
-	"database": "dbtest's PostgreSQL stands in for Debian's: step configure writes its URL (see the substitutions)",
+	"database": "dbtest's PostgreSQL stands in for Debian's, with an empty database owned by a new role that is not a superuser " +
+		"(ownedDatabase): step configure writes its URL (see the substitutions)",
 	"service": "systemd cannot run here: the test starts `smtpcreds serve` with the environment file step configure wrote, " +
 		"read as the unit's EnvironmentFile= reads it",
 	"dovecot": "systemd cannot run here, nor /etc/dovecot be replaced: dovecottest runs deploy/dovecot/passwd-file.conf " +
@@ -75,7 +82,7 @@ func TestTutorial(t *testing.T) {
 		}
 	}
 	passwd := filepath.Join(stateDir, "passwd", "%d")
-	dbURL := emptyDatabase(t)
+	dbURL := ownedDatabase(t)
 	dns := dnstest.Start(t)
 	pf := postfixtest.New(t)
 
@@ -207,6 +214,51 @@ func TestTutorial(t *testing.T) {
 		t.Fatal("the tutorial neither started the server nor created a login")
 	}
 	srv.stop(t)
+}
+
+// ownedDatabase stands in for the tutorial's step database: an empty
+// database owned by a new role that is not a superuser and logs in with a
+// password, as Debian's PostgreSQL gets it there. It returns its URL. The
+// role is dropped when the test ends.
+func ownedDatabase(t *testing.T) string {
+	t.Helper()
+	adminURL := emptyDatabase(t)
+	db, err := sql.Open("postgres", adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var name string
+	if err := db.QueryRow(`SELECT current_database()`).Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	role := "smtpcreds_" + strings.ToLower(rand.Text()[:10])
+	pw := strings.ToLower(rand.Text())
+	if _, err := db.Exec(`CREATE ROLE ` + role + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD ` + pq.QuoteLiteral(pw)); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Code == "42501" {
+			t.Skipf("the test database server does not let this user create the tutorial's role: %v", err)
+		}
+		t.Fatal(err)
+	}
+	// Registered after db's Close and emptyDatabase's drop, so it runs
+	// first: the database is handed back before the role is dropped.
+	t.Cleanup(func() {
+		for _, q := range []string{`ALTER DATABASE ` + pq.QuoteIdentifier(name) + ` OWNER TO CURRENT_USER`, `DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+			if _, err := db.Exec(q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	if _, err := db.Exec(`ALTER DATABASE ` + pq.QuoteIdentifier(name) + ` OWNER TO ` + role); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(adminURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("the tutorial's URL is made from the test database's postgres:// URL; it is not one (%v)", err)
+	}
+	u.User = url.UserPassword(role, pw)
+	return u.String()
 }
 
 // tutorialStep is one marked shell block of the README.
