@@ -164,18 +164,7 @@ func deployRun(t *testing.T, bin, target string) {
 // Every other setting is the file's.
 func deployEnv(t *testing.T, files string) map[string]string {
 	t.Helper()
-	env := map[string]string{}
-	for i, line := range strings.Split(readDeploy(t, "smtpcreds.env.example"), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || k == "" || strings.ContainsAny(k, " \t\"'") {
-			t.Fatalf("smtpcreds.env.example:%d: %q is not NAME=value", i+1, line)
-		}
-		env[k] = v
-	}
+	env := parseEnvFile(t, "smtpcreds.env.example", readDeploy(t, "smtpcreds.env.example"))
 	keys := t.TempDir()
 	set := map[string]string{
 		"DATABASE_URL":             emptyDatabase(t),
@@ -199,6 +188,26 @@ func deployEnv(t *testing.T, files string) map[string]string {
 	if os.Geteuid() != 0 {
 		// Dovecot then runs as this user, who needs no group.
 		delete(env, "SMTPCREDS_PASSWD_FILE_GROUP")
+	}
+	return env
+}
+
+// parseEnvFile reads an environment file as the unit's EnvironmentFile=
+// does for the files we ship: NAME=value lines, comments and blank lines
+// skipped, a later line winning. It fails the test on any other line.
+func parseEnvFile(t *testing.T, name, text string) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || k == "" || strings.ContainsAny(k, " \t\"'") {
+			t.Fatalf("%s:%d: %q is not NAME=value", name, i+1, line)
+		}
+		env[k] = v
 	}
 	return env
 }
