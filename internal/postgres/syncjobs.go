@@ -376,12 +376,22 @@ func (SyncRepo) Failing(ctx context.Context, q sqlx.QueryerContext, target, scop
 // marks the jobs failing from now unless they already were; it is empty
 // when the worker only hands the jobs back (it is stopping), which is no
 // failure.
+//
+// A failed attempt also gives its time due to the scope's other failing
+// jobs that are free (those requests failed while the worker held these,
+// each on its own jittered delay), so that a failing scope has one
+// schedule, the worker's, and is tried once per backoff.
 func (SyncRepo) Release(ctx context.Context, q sqlx.ExecerContext, ids []int64, delay time.Duration, msg string) error {
 	_, err := q.ExecContext(ctx, `
+		WITH others AS (
+			SELECT o.id FROM sync_jobs j JOIN sync_jobs o ON o.target = j.target AND o.scope = j.scope
+			WHERE $3 <> '' AND j.id = ($1::bigint[])[1] AND o.done_at IS NULL AND o.first_failed_at IS NOT NULL
+			  AND o.id <> ALL($1) AND (o.locked_until IS NULL OR o.locked_until < now())
+			FOR UPDATE OF o SKIP LOCKED)
 		UPDATE sync_jobs SET locked_until = NULL, available_at = now() + $2 * interval '1 millisecond',
 		       last_error = nullif($3, ''),
 		       first_failed_at = CASE WHEN $3 = '' THEN first_failed_at ELSE coalesce(first_failed_at, now()) END
-		WHERE id = ANY($1) AND done_at IS NULL`,
+		WHERE done_at IS NULL AND (id = ANY($1) OR id IN (SELECT id FROM others))`,
 		pq.Array(ids), delay.Milliseconds(), msg)
 	if err != nil {
 		return fmt.Errorf("release sync jobs: %w", translate(err))

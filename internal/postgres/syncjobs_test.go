@@ -157,8 +157,9 @@ func TestApplyStatementsNeedNoSecondConnection(t *testing.T) {
 // A request's failed attempt (its claim rolled back) counts against its own
 // job only, keeps the time already failing jobs are due and gives it to the
 // jobs failing for the first time, and leaves a lease a worker took
-// meanwhile; a worker's release ends its own lease. A scope failing for the
-// first time is due after the delay given.
+// meanwhile; a worker's release ends its own lease, and its failure
+// reschedules the scope's free failing jobs. A scope failing for the first
+// time is due after the delay given.
 func TestFailAfterRollbackKeepsTheScheduleAndAnotherLease(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
@@ -200,6 +201,16 @@ func TestFailAfterRollbackKeepsTheScheduleAndAnotherLease(t *testing.T) {
 	must(t, repo.Release(ctx, db, []int64{leased}, time.Second, ""))
 	if j := get(leased); j.Attempts != 1 || j.Leased || j.Failing {
 		t.Errorf("leased job after its worker's release without a failure: %+v", j)
+	}
+	// A worker's failure gives its schedule to the scope's other failing
+	// jobs that are free.
+	must(t, db.Get(&leased, `INSERT INTO sync_jobs (target, scope, event, attempts, locked_until, first_failed_at)
+		VALUES ('t', 's', '{}', 1, now() + interval '1 minute', now()) RETURNING id`))
+	must(t, repo.Release(ctx, db, []int64{leased}, time.Hour, "boom"))
+	for _, id := range []int64{leased, own, along, failing} {
+		if j := get(id); j.DueIn < 3000 || j.Leased || !boom(j) {
+			t.Errorf("job %d after a worker's failure in its scope: %+v (want the worker's schedule)", id, j)
+		}
 	}
 	var fresh int64
 	must(t, db.Get(&fresh, `INSERT INTO sync_jobs (target, scope, event) VALUES ('t', 'other', '{}') RETURNING id`))

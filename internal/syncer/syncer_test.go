@@ -751,13 +751,17 @@ func (h *failedAttempts) Handle(_ context.Context, r slog.Record) error {
 }
 
 // workerRetryBound is the most attempts a worker makes at one scope that
-// has been failing for outage, by the schedule of Config: each retry waits
-// at least half of max(BaseBackoff, the time failing so far), so the time
-// failing grows by half at least per retry once it passed BaseBackoff (two
-// or three retries before that), plus the attempt in hand and a little
-// slack for jobs a request held while the worker claimed their scope.
-func workerRetryBound(outage, base time.Duration) int {
-	return 6 + int(math.Ceil(math.Log(max(float64(outage)/float64(base), 1))/math.Log(1.5)))
+// has been failing for outage, by the schedule of Config: a retry waits at
+// least half of max(base, the time failing so far) and of maxBackoff at
+// most, so the time failing grows by half at least per retry until the cap
+// (two or three retries below base), then a retry per maxBackoff/2 at most;
+// plus the attempt in hand, and one for jobs a request held while the
+// worker's failure rescheduled the scope.
+func workerRetryBound(outage, base, maxBackoff time.Duration) int {
+	ramp := min(outage, maxBackoff)
+	n := 3 + int(math.Ceil(math.Log(max(float64(ramp)/float64(base), 1))/math.Log(1.5)))
+	n += int(math.Ceil(float64(outage-ramp) / float64(maxBackoff/2)))
+	return n + 2
 }
 
 // Many requests whose applies fail while the backend is down (each a real
@@ -827,7 +831,7 @@ func TestManyFailedAppliesDoNotPutRecoveryOff(t *testing.T) {
 	if n := count.request.Load(); n > requests {
 		t.Errorf("%d failed attempts by %d requests: a request tries once", n, requests)
 	}
-	bound := workerRetryBound(outage, cfg.BaseBackoff)
+	bound := workerRetryBound(outage, cfg.BaseBackoff, cfg.MaxBackoff)
 	worker := int(count.worker.Load())
 	if worker > bound {
 		t.Errorf("the worker tried the failing scope %d times in %v, the schedule allows %d", worker, outage, bound)
