@@ -3,11 +3,14 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,7 +54,12 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	if len(o) > 0 {
 		wo = o[0]
 	}
+	pace := wo.sync // a Timeout set: the worker paced by the caller, zeros the syncer's defaults
 	wo.sync = fastSync(app.SyncConfig{Target: "passwd-file", PasswdFile: tmpl, PasswdGroup: dc.Group()})
+	if pace.Timeout != 0 {
+		wo.sync.Timeout, wo.sync.PollInterval, wo.sync.BaseBackoff, wo.sync.MaxBackoff =
+			pace.Timeout, pace.PollInterval, pace.BaseBackoff, pace.MaxBackoff
+	}
 	return syncWorld{
 		world:   newWorld(t, wo),
 		dovecot: dc, dir: dir, files: w,
@@ -242,6 +250,137 @@ func TestSyncTargetDownThenRecovers(t *testing.T) {
 		t.Errorf("converged credential refused by Dovecot\n%s", s.dovecot.Log())
 	}
 	s.wantFileMatchesDB("example.com", pw)
+}
+
+// After an outage of the passwd-file target during which 1,000 creates failed
+// to sync, every credential reaches Dovecot within 10 s of the target's
+// recovery, by the worker alone (the syncer's default pace: retries follow
+// the time the file has been failing, at most 5 s apart), and the outage cost
+// one attempt per request plus a number of worker attempts that grows with
+// the log of the outage's length, not with the requests: a busy API does not
+// push its own recovery away (the issue saw 10 failed creates put the next
+// retry 143 s off).
+func TestSyncManyFailedCreatesConvergeAfterOutage(t *testing.T) {
+	t.Parallel()
+	// A request whose apply failed waits out its timeout for another apply to
+	// take its change: short, for 1,000 creates in seconds.
+	const timeout = 250 * time.Millisecond
+	s := newSyncWorld(t, oneFile, opts{maxPerDomain: -1, sync: app.SyncConfig{Timeout: timeout}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.outbox.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// The outage: a plain file where the directory was, so every write
+	// fails, even as root.
+	authDir := filepath.Join(s.dir, "auth")
+	away := filepath.Join(s.dir, "auth.away")
+	if err := os.Mkdir(authDir, 0o750); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	if err := os.Rename(authDir, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(authDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+
+	const creates, concurrency = 1000, 16
+	passwords := make([]string, creates)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < creates; i = next.Add(1) - 1 {
+				r := s.do(req{method: "POST", path: credsPath, auth: s.alice.auth, body: fmt.Sprintf(`{"username":"u%04d"}`, i)})
+				if r.status != http.StatusCreated || dig(r.body, "data", "remote_synced") != false {
+					s.t.Errorf("create %d while the target is down: %d %s", i, r.status, r.raw)
+					return
+				}
+				passwords[i] = str(r.body, "data", "password")
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	if err := os.Remove(authDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, authDir); err != nil {
+		t.Fatal(err)
+	}
+	recovered := time.Now()
+	outage := recovered.Sub(down)
+	deadline := recovered.Add(10 * time.Second)
+	for {
+		var unsynced int
+		if err := s.db.Get(&unsynced, `SELECT count(*) FROM credentials WHERE synced_version < version`); err != nil {
+			t.Fatal(err)
+		}
+		if unsynced == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			var jobs string
+			_ = s.db.Get(&jobs, `SELECT count(*) || ' pending, attempts ' || max(attempts) || ', next due in ' ||
+				(min(available_at) - now())::text FROM sync_jobs WHERE done_at IS NULL`)
+			t.Fatalf("%d credentials not synced 10 s after the target's recovery (%s)", unsynced, jobs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	converged := time.Since(recovered)
+	// Marked synced means written before: Dovecot reads the file as it is.
+	s.dovecot.WaitNextSecond()
+	for i, pw := range passwords {
+		ok, err := s.dovecot.Auth(fmt.Sprintf("u%04d@example.com", i), pw)
+		if err != nil || !ok {
+			t.Fatalf("u%04d refused by Dovecot after convergence (%v)\n%s", i, err, s.dovecot.Log())
+		}
+	}
+	s.wantFileMatchesDB("example.com", passwords...)
+
+	// The traffic against the target while it was down, from the log.
+	var byRequest, byWorker int
+	for line := range strings.Lines(s.logs.String()) {
+		if strings.Contains(line, `"msg":"sync: apply failed"`) {
+			switch {
+			case strings.Contains(line, `"by":"request"`):
+				byRequest++
+			case strings.Contains(line, `"by":"worker"`):
+				byWorker++
+			}
+		}
+	}
+	if byRequest > creates {
+		t.Errorf("%d failed attempts by %d requests: a request tries once", byRequest, creates)
+	}
+	// A retry waits at least half of max(BaseBackoff, the time failing so
+	// far) and MaxBackoff at most (500 ms and 5 s by default): the time
+	// failing grows by half at least per retry until the cap (two or three
+	// retries below BaseBackoff), then a retry per 2.5 s at most; plus the
+	// attempt in hand, and one for jobs a request held while the worker's
+	// failure rescheduled the file.
+	ramp := min(outage.Seconds(), 5)
+	n := 3 + int(math.Ceil(math.Log(max(ramp/0.5, 1))/math.Log(1.5))) + int(math.Ceil((outage.Seconds()-ramp)/2.5))
+	bound := n + 2
+	if byWorker > bound {
+		t.Errorf("the worker tried the failing file %d times in %v; the schedule allows %d", byWorker, outage, bound)
+	}
+	var most int
+	if err := s.db.Get(&most, `SELECT max(attempts) FROM sync_jobs`); err != nil {
+		t.Fatal(err)
+	}
+	if most > 2+byWorker {
+		t.Errorf("a job counts %d attempts; its request and the worker made at most %d", most, 2+byWorker)
+	}
+	t.Logf("outage %v: %d failed attempts by requests, %d by the worker (bound %d), max attempts %d; all synced %v after recovery",
+		outage.Round(time.Millisecond), byRequest, byWorker, bound, most, converged.Round(time.Millisecond))
 }
 
 // With the files sharded by Dovecot's own "%2Mu", every login is where

@@ -13,11 +13,14 @@ import (
 
 // SyncJobRow is a claimed row of sync_jobs.
 type SyncJobRow struct {
-	ID       int64  `db:"id"`
-	Target   string `db:"target"`
-	Scope    string `db:"scope"`
-	Event    []byte `db:"event"`
-	Attempts int    `db:"attempts"`
+	ID     int64  `db:"id"`
+	Target string `db:"target"`
+	Scope  string `db:"scope"`
+	Event  []byte `db:"event"`
+	// Attempts counts the attempts made on the job's own account: its
+	// request's apply (Fail) and each worker's claim (ClaimDue). A request
+	// whose apply takes the job along with its own does not count.
+	Attempts int `db:"attempts"`
 }
 
 // SnapshotRow is one credential as a backend stores it.
@@ -76,9 +79,10 @@ const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 // claimer are skipped, never waited for: two claims that each wait for the
 // other's rows deadlock (PostgreSQL then stalls both for deadlock_timeout).
 //
-// A job no attempt has counted yet (attempts 0: the request that made it is
-// applying it) is not due until grace after it became available: a worker
-// that took it sooner would make that request wait for the worker's turn.
+// A job no attempt has counted or failed yet (attempts 0, first_failed_at
+// NULL: the request that made it is applying it) is not due until grace
+// after it became available: a worker that took it sooner would make that
+// request wait for the worker's turn.
 // Once a scope is due (a failed attempt, or a request that gave up), its
 // fresh jobs are taken along all the same, so that one apply brings the
 // backend up to date.
@@ -88,7 +92,7 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 		WITH first AS (
 			SELECT target, scope FROM sync_jobs
 			WHERE done_at IS NULL AND available_at <= now() AND (locked_until IS NULL OR locked_until < now())
-			  AND (attempts > 0 OR available_at <= now() - $2 * interval '1 millisecond')
+			  AND (attempts > 0 OR first_failed_at IS NOT NULL OR available_at <= now() - $2 * interval '1 millisecond')
 			ORDER BY available_at, id LIMIT 1
 			FOR UPDATE SKIP LOCKED),
 		c AS (
@@ -352,19 +356,77 @@ func (SyncRepo) MarkAllSynced(ctx context.Context, q sqlx.ExecerContext) (int64,
 	return res.RowsAffected()
 }
 
-// Release returns jobs to the queue, due again after delay, with the error
-// of the failed attempt (empty when the worker is only stopping). counted
-// is false for an attempt whose claim was rolled back with it (ClaimLocked),
-// which Release then counts; such jobs are free from the rollback on, and
-// a worker that leased one meanwhile keeps its lease.
-func (SyncRepo) Release(ctx context.Context, q sqlx.ExecerContext, ids []int64, delay time.Duration, msg string, counted bool) error {
+// Failing returns how long the oldest pending job of (target, scope) has
+// been failing, by the database's clock: since the first failed attempt at
+// it (Release, Fail); 0 when none has failed. Read after a failed attempt,
+// never on the way of one that succeeds.
+func (SyncRepo) Failing(ctx context.Context, q sqlx.QueryerContext, target, scope string) (time.Duration, error) {
+	var ms int64
+	err := sqlx.GetContext(ctx, q, &ms, `
+		SELECT coalesce((extract(epoch FROM now() - min(first_failed_at)) * 1000)::bigint, 0)
+		FROM sync_jobs WHERE target = $1 AND scope = $2 AND done_at IS NULL`, target, scope)
+	if err != nil {
+		return 0, fmt.Errorf("sync scope failing: %w", translate(err))
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// Release ends a worker's lease on jobs (ClaimDue counted the attempt):
+// they are due again after delay. msg is the attempt's error, which also
+// marks the jobs failing from now unless they already were; it is empty
+// when the worker only hands the jobs back (it is stopping), which is no
+// failure.
+//
+// A failed attempt also gives its time due to the scope's other failing
+// jobs that are free (those requests failed while the worker held these,
+// each on its own jittered delay), so that a failing scope has one
+// schedule, the worker's, and is tried once per backoff.
+func (SyncRepo) Release(ctx context.Context, q sqlx.ExecerContext, ids []int64, delay time.Duration, msg string) error {
 	_, err := q.ExecContext(ctx, `
+		WITH others AS (
+			SELECT o.id FROM sync_jobs j JOIN sync_jobs o ON o.target = j.target AND o.scope = j.scope
+			WHERE $3 <> '' AND j.id = ($1::bigint[])[1] AND o.done_at IS NULL AND o.first_failed_at IS NOT NULL
+			  AND o.id <> ALL($1) AND (o.locked_until IS NULL OR o.locked_until < now())
+			FOR UPDATE OF o SKIP LOCKED)
 		UPDATE sync_jobs SET locked_until = NULL, available_at = now() + $2 * interval '1 millisecond',
-		       last_error = nullif($3, ''), attempts = attempts + CASE WHEN $4 THEN 0 ELSE 1 END
-		WHERE id = ANY($1) AND done_at IS NULL AND ($4 OR locked_until IS NULL OR locked_until < now())`,
-		pq.Array(ids), delay.Milliseconds(), msg, counted)
+		       last_error = nullif($3, ''),
+		       first_failed_at = CASE WHEN $3 = '' THEN first_failed_at ELSE coalesce(first_failed_at, now()) END
+		WHERE done_at IS NULL AND (id = ANY($1) OR id IN (SELECT id FROM others))`,
+		pq.Array(ids), delay.Milliseconds(), msg)
 	if err != nil {
 		return fmt.Errorf("release sync jobs: %w", translate(err))
+	}
+	return nil
+}
+
+// Fail records a request's failed attempt at the jobs ids it claimed with
+// ClaimLocked (the claim was rolled back with the attempt), with the error
+// msg. The attempt counts against own, the request's own jobs, only: the
+// jobs it took along are counted by their own requests and by workers, so
+// that attempts does not grow with every request that failed meanwhile.
+//
+// The schedule of a failing scope is not the request's to move: jobs
+// already failing keep the time they are due, and jobs failing for the
+// first time join the earliest of those (or, when none was failing, are due
+// after delay). However many requests fail, the worker's next attempt at
+// the scope stays where the last failure's schedule put it: neither later,
+// nor earlier (as the least of many jittered delays would be). Jobs a
+// worker leased meanwhile are left to it.
+func (SyncRepo) Fail(ctx context.Context, q sqlx.ExecerContext, ids, own []int64, delay time.Duration, msg string) error {
+	_, err := q.ExecContext(ctx, `
+		WITH failing AS (
+			SELECT min(available_at) AS due FROM sync_jobs
+			WHERE id = ANY($1) AND done_at IS NULL AND first_failed_at IS NOT NULL)
+		UPDATE sync_jobs j SET last_error = nullif($4, ''),
+		       available_at = CASE WHEN j.first_failed_at IS NULL
+		                           THEN coalesce(failing.due, now() + $3 * interval '1 millisecond') ELSE j.available_at END,
+		       first_failed_at = coalesce(j.first_failed_at, now()),
+		       attempts = j.attempts + CASE WHEN j.id = ANY($2) THEN 1 ELSE 0 END
+		FROM failing
+		WHERE j.id = ANY($1) AND j.done_at IS NULL AND (j.locked_until IS NULL OR j.locked_until < now())`,
+		pq.Array(ids), pq.Array(own), delay.Milliseconds(), msg)
+	if err != nil {
+		return fmt.Errorf("record failed sync attempt: %w", translate(err))
 	}
 	return nil
 }

@@ -154,35 +154,68 @@ func TestApplyStatementsNeedNoSecondConnection(t *testing.T) {
 	}
 }
 
-// A request's release (its claim rolled back) counts the attempt but leaves
-// a lease a worker took meanwhile; a worker's release ends its own lease.
-func TestReleaseAfterRollbackKeepsAnotherLease(t *testing.T) {
+// A request's failed attempt (its claim rolled back) counts against its own
+// job only, keeps the time already failing jobs are due and gives it to the
+// jobs failing for the first time, and leaves a lease a worker took
+// meanwhile; a worker's release ends its own lease, and its failure
+// reschedules the scope's free failing jobs. A scope failing for the first
+// time is due after the delay given.
+func TestFailAfterRollbackKeepsTheScheduleAndAnotherLease(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
 	repo := postgres.SyncRepo{}
-	var free, leased int64
-	must(t, db.Get(&free, `INSERT INTO sync_jobs (target, scope, event) VALUES ('t', 's', '{}') RETURNING id`))
+	var own, along, failing, leased int64
+	must(t, db.Get(&own, `INSERT INTO sync_jobs (target, scope, event) VALUES ('t', 's', '{}') RETURNING id`))
+	must(t, db.Get(&along, `INSERT INTO sync_jobs (target, scope, event) VALUES ('t', 's', '{}') RETURNING id`))
+	must(t, db.Get(&failing, `INSERT INTO sync_jobs (target, scope, event, attempts, first_failed_at, available_at)
+		VALUES ('t', 's', '{}', 3, now() - interval '1 minute', now() + interval '2 seconds') RETURNING id`))
 	must(t, db.Get(&leased, `INSERT INTO sync_jobs (target, scope, event, attempts, locked_until)
 		VALUES ('t', 's', '{}', 1, now() + interval '1 minute') RETURNING id`))
-	must(t, repo.Release(ctx, db, []int64{free, leased}, time.Second, "boom", false))
+	must(t, repo.Fail(ctx, db, []int64{own, along, failing, leased}, []int64{own}, time.Hour, "boom"))
 	type job struct {
 		Attempts  int     `db:"attempts"`
 		LastError *string `db:"last_error"`
 		Leased    bool    `db:"leased"`
+		Failing   bool    `db:"failing"`
+		DueIn     float64 `db:"due_in"` // seconds
 	}
 	get := func(id int64) job {
 		var j job
-		must(t, db.Get(&j, `SELECT attempts, last_error, locked_until IS NOT NULL AS leased FROM sync_jobs WHERE id = $1`, id))
+		must(t, db.Get(&j, `SELECT attempts, last_error, locked_until IS NOT NULL AS leased, first_failed_at IS NOT NULL AS failing,
+			extract(epoch FROM available_at - now())::float8 AS due_in FROM sync_jobs WHERE id = $1`, id))
 		return j
 	}
-	if j := get(free); j.Attempts != 1 || j.LastError == nil || *j.LastError != "boom" || j.Leased {
-		t.Errorf("free job after an uncounted release: %+v", j)
+	boom := func(j job) bool { return j.LastError != nil && *j.LastError == "boom" }
+	if j := get(own); j.Attempts != 1 || !boom(j) || j.Leased || !j.Failing || j.DueIn > 2 {
+		t.Errorf("the request's own job after its failed attempt: %+v (want the failing scope's schedule)", j)
 	}
-	if j := get(leased); j.Attempts != 1 || j.LastError != nil || !j.Leased {
-		t.Errorf("a worker's leased job after another's uncounted release: %+v", j)
+	if j := get(along); j.Attempts != 0 || !boom(j) || !j.Failing || j.DueIn > 2 {
+		t.Errorf("a job taken along: %+v (want no attempt counted, the failing scope's schedule)", j)
 	}
-	must(t, repo.Release(ctx, db, []int64{leased}, time.Second, "", true))
-	if j := get(leased); j.Attempts != 1 || j.Leased {
-		t.Errorf("leased job after its worker's release: %+v", j)
+	if j := get(failing); j.Attempts != 3 || !boom(j) || j.DueIn > 2 {
+		t.Errorf("an already failing job: %+v (want its attempts and its time due kept)", j)
+	}
+	if j := get(leased); j.Attempts != 1 || j.LastError != nil || !j.Leased || j.Failing {
+		t.Errorf("a worker's leased job after a request's failure: %+v", j)
+	}
+	must(t, repo.Release(ctx, db, []int64{leased}, time.Second, ""))
+	if j := get(leased); j.Attempts != 1 || j.Leased || j.Failing {
+		t.Errorf("leased job after its worker's release without a failure: %+v", j)
+	}
+	// A worker's failure gives its schedule to the scope's other failing
+	// jobs that are free.
+	must(t, db.Get(&leased, `INSERT INTO sync_jobs (target, scope, event, attempts, locked_until, first_failed_at)
+		VALUES ('t', 's', '{}', 1, now() + interval '1 minute', now()) RETURNING id`))
+	must(t, repo.Release(ctx, db, []int64{leased}, time.Hour, "boom"))
+	for _, id := range []int64{leased, own, along, failing} {
+		if j := get(id); j.DueIn < 3000 || j.Leased || !boom(j) {
+			t.Errorf("job %d after a worker's failure in its scope: %+v (want the worker's schedule)", id, j)
+		}
+	}
+	var fresh int64
+	must(t, db.Get(&fresh, `INSERT INTO sync_jobs (target, scope, event) VALUES ('t', 'other', '{}') RETURNING id`))
+	must(t, repo.Fail(ctx, db, []int64{fresh}, []int64{fresh}, time.Hour, "boom"))
+	if j := get(fresh); j.Attempts != 1 || !j.Failing || j.DueIn < 3000 {
+		t.Errorf("the first failure of a scope: %+v (want due after the delay)", j)
 	}
 }

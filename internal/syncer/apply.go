@@ -42,7 +42,7 @@ func (s *Service) Apply(ctx context.Context, p Pending) bool {
 			return true
 		default:
 		}
-		err := s.applyOrRelease(ctx, scope, nil)
+		err := s.applyOrRelease(ctx, scope, nil, p.ids)
 		<-turn
 		if err != nil {
 			return false
@@ -113,10 +113,18 @@ func (s *Service) applied(ids []int64) {
 
 // applyOrRelease applies a claimed group of scope (the caller has the
 // scope's turn), or, when g is nil, claims the scope's pending jobs in the
-// apply's transaction and applies them; on failure the jobs are released
-// with a backoff and the credentials marked with the error. It returns an
-// error only when the jobs could not be claimed.
-func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres.SyncJobRow) error {
+// apply's transaction and applies them (a request's apply, whose own jobs
+// are own); on failure the jobs are released with a backoff and the
+// credentials marked with the error. It returns an error only when the jobs
+// could not be claimed.
+//
+// The backoff depends on how long the scope's oldest pending job has been
+// failing, never on how many attempts failed: a request's failure counts
+// against its own jobs only and leaves the time already failing jobs are
+// due (SyncRepo.Fail), so the worker retries a scope about once per backoff
+// however many requests fail meanwhile, and within MaxBackoff of the
+// target's recovery.
+func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres.SyncJobRow, own []int64) error {
 	claim := g == nil
 	g, err := s.applyGroup(ctx, scope, g)
 	if err == nil {
@@ -127,17 +135,22 @@ func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres
 		return err
 	}
 	msg := publicError(err)
-	attempts := 0
-	for _, j := range g {
-		attempts = max(attempts, j.Attempts)
+	failing, ferr := s.failing(scope)
+	if ferr != nil {
+		s.log.Warn("sync: read how long the scope has been failing", "scope", scope, "error", ferr.Error())
 	}
+	delay := s.backoff(failing)
+	by := "worker"
 	if claim {
-		attempts++ // this attempt, not yet counted
+		by = "request"
 	}
-	delay := s.backoff(attempts)
-	s.log.Warn("sync: apply failed", "target", s.target.Name(), "scope", scope, "jobs", len(g),
-		"attempts", attempts, "retry_in", delay.String(), "error", err.Error())
-	s.release(g, delay, msg, !claim)
+	s.log.Warn("sync: apply failed", "target", s.target.Name(), "scope", scope, "by", by, "jobs", len(g),
+		"failing_for", failing.Round(time.Millisecond).String(), "retry_in", delay.String(), "error", err.Error())
+	if claim {
+		s.fail(g, own, delay, msg)
+	} else {
+		s.release(g, delay, msg)
+	}
 	s.markError(g, msg)
 	return nil
 }

@@ -3,8 +3,12 @@
 //
 // A change and its sync job are written in one transaction; the request
 // that made the change then tries to apply the job within a short
-// deadline, and a background worker retries whatever is left with capped
-// exponential backoff and jitter until the target confirms. The targets
+// deadline, and a background worker retries whatever is left until the
+// target confirms, with a jittered backoff that grows with the time the
+// scope has been failing (not with the number of failed attempts, which a
+// busy API multiplies) and is capped at a few seconds, so that a target is
+// caught up within seconds of its recovery after an outage of any length.
+// The targets
 // live in subpackages (passwdfile, webhook, dovecotsql; snapshot helps
 // targets that render state) and this package imports none of them.
 //
@@ -49,7 +53,14 @@ type Config struct {
 	Lease time.Duration
 	// PollInterval is how often an idle worker looks for due jobs.
 	PollInterval time.Duration
-	// BaseBackoff and MaxBackoff shape the retry delays.
+	// BaseBackoff and MaxBackoff bound the delay before a failing scope's
+	// next retry: about as long as the scope's oldest pending job has been
+	// failing (since its first failed attempt), jittered down to half, at
+	// least BaseBackoff and at most MaxBackoff before the jitter. It depends
+	// on time only, not on how many requests failed meanwhile, so the worker
+	// tries a down target about once per delay (every MaxBackoff/2 to
+	// MaxBackoff once it has been down that long), and catches it up within
+	// MaxBackoff plus PollInterval of its recovery, however long it was down.
 	BaseBackoff, MaxBackoff time.Duration
 	// KeepDone is how long applied jobs are kept.
 	KeepDone time.Duration
@@ -69,7 +80,7 @@ func (c *Config) defaults() {
 		c.BaseBackoff = 500 * time.Millisecond
 	}
 	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 5 * time.Minute
+		c.MaxBackoff = 5 * time.Second
 	}
 	if c.KeepDone <= 0 {
 		c.KeepDone = 24 * time.Hour

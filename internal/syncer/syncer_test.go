@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -134,10 +136,20 @@ func newFixture(t *testing.T) fixture {
 // transaction, as the credential service does; it returns the job ids.
 func (f fixture) change(t *testing.T, s *syncer.Service, user, hash string) syncer.Pending {
 	t.Helper()
+	p, err := f.tryChange(s, user, hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tryChange is change for other goroutines than the test's: it returns
+// the error.
+func (f fixture) tryChange(s *syncer.Service, user, hash string) (syncer.Pending, error) {
 	ctx := context.Background()
 	tx, err := f.db.BeginTxx(ctx, nil)
 	if err != nil {
-		t.Fatal(err)
+		return syncer.Pending{}, err
 	}
 	defer tx.Rollback() //nolint:errcheck
 	var id, version int64
@@ -147,17 +159,14 @@ func (f fixture) change(t *testing.T, s *syncer.Service, user, hash string) sync
 		ON CONFLICT (domain_id, username) DO UPDATE SET password_hash = EXCLUDED.password_hash, version = credentials.version + 1
 		RETURNING id, version`, f.account, f.domainID, user, hash).Scan(&id, &version)
 	if err != nil {
-		t.Fatal(err)
+		return syncer.Pending{}, err
 	}
 	ids, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialUpserted, Domain: "example.com",
 		Login: user + "@example.com", CredentialID: id, Version: version, PasswordHash: hash})
 	if err != nil {
-		t.Fatal(err)
+		return syncer.Pending{}, err
 	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	return ids
+	return ids, tx.Commit()
 }
 
 // wantBackendMatchesDB checks that rec holds exactly the credentials of
@@ -713,4 +722,129 @@ func TestChangesWithoutStateReader(t *testing.T) {
 	if !f.synced(t, "alice") {
 		t.Error("the credential read and applied is not marked synced")
 	}
+}
+
+// failedAttempts is a slog handler that counts the outbox's "sync: apply
+// failed" records by who made the attempt: a request or a worker.
+type failedAttempts struct{ request, worker atomic.Int64 }
+
+func (h *failedAttempts) Enabled(context.Context, slog.Level) bool { return true }
+func (h *failedAttempts) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *failedAttempts) WithGroup(string) slog.Handler            { return h }
+func (h *failedAttempts) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "sync: apply failed" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "by" {
+			return true
+		}
+		switch a.Value.String() {
+		case "request":
+			h.request.Add(1)
+		case "worker":
+			h.worker.Add(1)
+		}
+		return false
+	})
+	return nil
+}
+
+// workerRetryBound is the most attempts a worker makes at one scope that
+// has been failing for outage, by the schedule of Config: a retry waits at
+// least half of max(base, the time failing so far) and of maxBackoff at
+// most, so the time failing grows by half at least per retry until the cap
+// (two or three retries below base), then a retry per maxBackoff/2 at most;
+// plus the attempt in hand, and one for jobs a request held while the
+// worker's failure rescheduled the scope.
+func workerRetryBound(outage, base, maxBackoff time.Duration) int {
+	ramp := min(outage, maxBackoff)
+	n := 3 + int(math.Ceil(math.Log(max(float64(ramp)/float64(base), 1))/math.Log(1.5)))
+	n += int(math.Ceil(float64(outage-ramp) / float64(maxBackoff/2)))
+	return n + 2
+}
+
+// Many requests whose applies fail while the backend is down (each a real
+// attempt) neither put the worker's next retry off nor multiply the jobs'
+// attempts: the delay follows the time the scope has been failing, so once
+// the backend is back every change is applied within about that time
+// (MaxBackoff is set far above it here, so a schedule that grew with the
+// number of failed requests would wait a minute), and meanwhile the worker
+// tried the scope a number of times that grows with the log of the outage,
+// not with the requests.
+func TestManyFailedAppliesDoNotPutRecoveryOff(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	rec.fail.Store(true)
+	cfg := fastConfig()
+	cfg.MaxBackoff = time.Minute
+	// A request whose apply failed waits out its timeout for another apply
+	// to take its job: short here, for 200 requests in a few seconds.
+	cfg.ApplyTimeout = 100 * time.Millisecond
+	count := &failedAttempts{}
+	s := syncer.New(f.db, snapshot.New(rec, nil), cfg, slog.New(count))
+	defer runWorker(s)()
+
+	const requests, concurrency = 200, 16
+	down := time.Now()
+	var (
+		wg       sync.WaitGroup
+		next     atomic.Int64
+		synced   atomic.Int64
+		firstErr atomic.Value
+	)
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < requests; i = next.Add(1) - 1 {
+				p, err := f.tryChange(s, fmt.Sprintf("u%03d", i), "{SSHA512}x")
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				if s.Apply(context.Background(), p) {
+					synced.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := firstErr.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if n := synced.Load(); n > 0 {
+		t.Fatalf("%d applies reported success while the backend fails", n)
+	}
+	// The outage as the schedule sees it is no longer than this.
+	outage := time.Since(down)
+	rec.fail.Store(false)
+	// The next retry is due at most as long after the last failure as the
+	// scope had been failing then; the poll and the apply take the second.
+	eventually(t, outage+time.Second, "every change applied after recovery", func() bool {
+		var n int
+		_ = f.db.Get(&n, `SELECT count(*) FROM credentials WHERE synced_version < version`)
+		return n == 0
+	})
+	f.wantBackendMatchesDB(t, rec)
+
+	if n := count.request.Load(); n > requests {
+		t.Errorf("%d failed attempts by %d requests: a request tries once", n, requests)
+	}
+	bound := workerRetryBound(outage, cfg.BaseBackoff, cfg.MaxBackoff)
+	worker := int(count.worker.Load())
+	if worker > bound {
+		t.Errorf("the worker tried the failing scope %d times in %v, the schedule allows %d", worker, outage, bound)
+	}
+	// A job's attempts: its own request's, the worker's failed ones, and the
+	// worker's or a request's that succeeded.
+	var most int
+	if err := f.db.Get(&most, `SELECT max(attempts) FROM sync_jobs`); err != nil {
+		t.Fatal(err)
+	}
+	if most > 2+worker {
+		t.Errorf("a job counts %d attempts; its request and the worker made at most %d", most, 2+worker)
+	}
+	t.Logf("outage %v: %d failed attempts by requests, %d by the worker (bound %d), max attempts %d",
+		outage.Round(time.Millisecond), count.request.Load(), worker, bound, most)
 }

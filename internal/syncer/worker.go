@@ -115,28 +115,47 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 		if k.target != s.target.Name() {
 			// A job of a target this process does not run (configuration
 			// changed): leave it for a process that does.
-			s.release(g, s.cfg.MaxBackoff, "", true)
+			s.release(g, s.cfg.MaxBackoff, "")
 			continue
 		}
 		turn := s.scopeTurn(k.scope)
 		select {
 		case turn <- struct{}{}:
 		case <-ctx.Done():
-			s.release(g, 0, "", true)
+			s.release(g, 0, "")
 			continue
 		}
-		_ = s.applyOrRelease(ctx, k.scope, g) // a claimed group is released on failure
+		_ = s.applyOrRelease(ctx, k.scope, g, nil) // a claimed group is released on failure
 		<-turn
 	}
 }
 
-// release and markError run on a fresh short context: they must happen even
-// when the attempt failed because its context ran out.
-func (s *Service) release(g []postgres.SyncJobRow, delay time.Duration, msg string, counted bool) {
+// failing, release, fail and markError run on a fresh short context: they must
+// happen even when the attempt failed because its context ran out.
+
+// release ends the worker's lease on g (see SyncRepo.Release).
+func (s *Service) release(g []postgres.SyncJobRow, delay time.Duration, msg string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.repo.Release(ctx, s.db, jobIDs(g), delay, msg, counted); err != nil {
+	if err := s.repo.Release(ctx, s.db, jobIDs(g), delay, msg); err != nil {
 		s.log.Warn("sync: release", "error", err.Error()) // the lease runs out instead
+	}
+}
+
+// failing is how long scope's oldest pending job has been failing.
+func (s *Service) failing(scope string) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.repo.Failing(ctx, s.db, s.target.Name(), scope)
+}
+
+// fail records a request's failed attempt at g, whose own jobs are own
+// (see SyncRepo.Fail).
+func (s *Service) fail(g []postgres.SyncJobRow, own []int64, delay time.Duration, msg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.repo.Fail(ctx, s.db, jobIDs(g), own, delay, msg); err != nil {
+		s.log.Warn("sync: record failed attempt", "error", err.Error()) // the jobs stay due as they were
 	}
 }
 
@@ -165,14 +184,14 @@ func jobIDs(g []postgres.SyncJobRow) []int64 {
 	return ids
 }
 
-// backoff is capped exponential backoff with jitter: a delay drawn from
-// [d/2, d) with d = BaseBackoff * 2^(attempts-1), capped at MaxBackoff.
-func (s *Service) backoff(attempts int) time.Duration {
-	d := s.cfg.BaseBackoff
-	for i := 1; i < attempts && d < s.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, s.cfg.MaxBackoff)
+// backoff is the delay before the next attempt at a scope whose oldest
+// pending job has been failing for failing: drawn from [d/2, d] with d =
+// failing clamped to [BaseBackoff, MaxBackoff]. Each retry thus waits about
+// as long again as the scope has been failing (exponential in time: ×1.5 to
+// ×2 per retry), and never longer than MaxBackoff, whatever the number of
+// attempts.
+func (s *Service) backoff(failing time.Duration) time.Duration {
+	d := min(max(failing, s.cfg.BaseBackoff), s.cfg.MaxBackoff)
 	return d/2 + rand.N(d/2+1)
 }
 
