@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/proctest"
 )
 
 // ssha512 returns Dovecot's {SSHA512} hash of pass:
@@ -504,14 +506,14 @@ func TestCleanup(t *testing.T) {
 		expect(t, s, "alice@example.com", "secret", true)
 		pgid = s.cmd.Process.Pid
 		tmp = s.dir
-		if n := len(groupMembers(pgid)); n < 2 {
+		if n := len(proctest.GroupMembers(pgid)); n < 2 {
 			t.Errorf("process group %d has %d live processes, want the master and its services", pgid, n)
 		}
 	})
 	if pgid == 0 {
 		t.Fatal("server did not start")
 	}
-	if pids := groupMembers(pgid); len(pids) != 0 {
+	if pids := proctest.GroupMembers(pgid); len(pids) != 0 {
 		t.Errorf("processes of group %d left after cleanup: %v", pgid, pids)
 	}
 	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {

@@ -69,6 +69,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/proctest"
 )
 
 // Timeouts.
@@ -592,74 +594,7 @@ func probe(addr string, implicitTLS bool, cfg *tls.Config) error {
 // stop shuts Postfix down and waits until no process of its group is left.
 // The master stops its services on SIGTERM.
 func (s *Server) stop() error {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return nil
-	}
-	pgid := s.cmd.Process.Pid // the master's setsid made it the group's leader
-	deadline := time.Now().Add(stopTimeout)
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	graceful := time.Now().Add(stopTimeout / 2)
-	for time.Now().Before(graceful) && !s.gone(pgid) {
-		time.Sleep(pollInterval)
-	}
-	if !s.gone(pgid) {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		for time.Now().Before(deadline) && !s.gone(pgid) {
-			time.Sleep(pollInterval)
-		}
-	}
-	if !s.gone(pgid) {
-		return fmt.Errorf("postfix processes of group %d still running after %v: %v", pgid, stopTimeout, groupMembers(pgid))
-	}
-	return nil
-}
-
-// gone reports whether the master has been reaped and no other live
-// process is left in its process group.
-func (s *Server) gone(pgid int) bool {
-	select {
-	case <-s.exited:
-	default:
-		return false
-	}
-	return len(groupMembers(pgid)) == 0
-}
-
-// groupMembers returns the pids of the processes of group pgid that are not
-// zombies (orphaned zombies are dead; whether they are reaped soon depends
-// on the machine's init). The same as dovecottest's.
-func groupMembers(pgid int) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		if syscall.Kill(-pgid, 0) == nil {
-			return []int{-pgid}
-		}
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces and ')'.
-		i := strings.LastIndexByte(string(data), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return proctest.StopGroup(s.cmd, s.exited, stopTimeout, "postfix")
 }
 
 // Log returns Postfix's log (maillog_file), followed by anything the master
