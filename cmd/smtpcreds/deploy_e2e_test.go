@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -18,9 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lib/pq"
-
 	"github.com/smtpcreds/smtpcreds/gen"
+	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/postfixtest"
 )
@@ -227,33 +224,7 @@ func readDeploy(t *testing.T, name string) string {
 // says) and returns its name and Dovecot's connect string for it.
 func dovecotRole(t *testing.T, dbURL string) (role, connect string) {
 	t.Helper()
-	db, err := sql.Open("postgres", dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	role = "dovecot_" + strings.ToLower(rand.Text()[:10])
-	pw := rand.Text()
-	if _, err := db.Exec(`CREATE ROLE ` + role + ` LOGIN PASSWORD ` + pq.QuoteLiteral(pw)); err != nil {
-		var pqErr *pq.Error
-		if errors.As(err, &pqErr) && pqErr.Code == "42501" {
-			t.Skipf("the test database server does not let this user create Dovecot's role: %v", err)
-		}
-		t.Fatal(err)
-	}
-	// Registered after db's Close, so it runs first; after Dovecot and
-	// the server are gone (registered later still).
-	t.Cleanup(func() {
-		if _, err := db.Exec(`DROP OWNED BY ` + role); err != nil {
-			t.Errorf("drop what role %s owns: %v", role, err)
-		}
-		if _, err := db.Exec(`DROP ROLE ` + role); err != nil {
-			t.Errorf("drop role %s: %v", role, err)
-		}
-	})
-	if _, err := db.Exec(`GRANT SELECT ON dovecot_passdb TO ` + role); err != nil {
-		t.Fatal(err)
-	}
+	role, pw := dbtest.ViewReader(t, dbURL, "dovecot_passdb")
 	u, err := url.Parse(dbURL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		t.Fatalf("Dovecot's connect string is made from the test database's postgres:// URL; it is not one (%v)", err)

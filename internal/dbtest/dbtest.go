@@ -428,3 +428,42 @@ func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
+
+// ViewReader creates a login role that may read view (a table or view of
+// the database at dbURL) and nothing else, as an auth server's role would,
+// and drops it when the test ends (roles outlive databases). It returns
+// the role's name and password. The test is skipped when the server does
+// not let the test's user create roles (an external test server is only
+// promised CREATE DATABASE).
+func ViewReader(tb testing.TB, dbURL, view string) (role, password string) {
+	tb.Helper()
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	role = "reader_" + strings.ToLower(rand.Text()[:10])
+	password = rand.Text()
+	if _, err := db.Exec(`CREATE ROLE ` + role + ` LOGIN PASSWORD ` + pq.QuoteLiteral(password)); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Code == "42501" {
+			tb.Skipf("the test database server does not let this user create a role: %v", err)
+		}
+		tb.Fatal(err)
+	}
+	// Registered after db's Close, so it runs before it, and after whatever
+	// the test registers later (the server using the role): the grant
+	// goes first (DROP OWNED), then the role.
+	tb.Cleanup(func() {
+		if _, err := db.Exec(`DROP OWNED BY ` + role); err != nil {
+			tb.Errorf("drop what role %s owns: %v", role, err)
+		}
+		if _, err := db.Exec(`DROP ROLE ` + role); err != nil {
+			tb.Errorf("drop role %s: %v", role, err)
+		}
+	})
+	if _, err := db.Exec(`GRANT SELECT ON ` + pq.QuoteIdentifier(view) + ` TO ` + role); err != nil {
+		tb.Fatal(err)
+	}
+	return role, password
+}

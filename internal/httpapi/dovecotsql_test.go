@@ -2,8 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
@@ -41,31 +38,7 @@ func newSQLWorld(t *testing.T) sqlWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	role := "dovecot_" + strings.ToLower(rand.Text()[:10])
-	pw := rand.Text()
-	if _, err := db.Exec(`CREATE ROLE ` + role + ` LOGIN PASSWORD ` + pq.QuoteLiteral(pw)); err != nil {
-		var pqErr *pq.Error
-		if errors.As(err, &pqErr) && pqErr.Code == "42501" {
-			// dbtest's own cluster is a superuser's; an external test
-			// server is only promised CREATE DATABASE.
-			t.Skipf("the test database server does not let this user create Dovecot's role: %v", err)
-		}
-		t.Fatal(err)
-	}
-	// Roles outlive databases. Registered after db, so it runs before db
-	// closes and after Dovecot and the role's own connection are gone: the
-	// grant goes first (DROP OWNED), then the role.
-	t.Cleanup(func() {
-		if _, err := db.Exec(`DROP OWNED BY ` + role); err != nil {
-			t.Errorf("drop what role %s owns: %v", role, err)
-		}
-		if _, err := db.Exec(`DROP ROLE ` + role); err != nil {
-			t.Errorf("drop role %s: %v", role, err)
-		}
-	})
-	if _, err := db.Exec(`GRANT SELECT ON dovecot_passdb TO ` + role); err != nil {
-		t.Fatal(err)
-	}
+	role, pw := dbtest.ViewReader(t, dsn, "dovecot_passdb")
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		t.Fatalf("Dovecot's connect string is made from the test database's postgres:// URL; it is not one (%v)", err)
