@@ -69,6 +69,21 @@ func (e CredentialCreatedSuccess) Valid() bool {
 	}
 }
 
+// Defines values for CredentialDeletedSuccess.
+const (
+	CredentialDeletedSuccessTrue CredentialDeletedSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the CredentialDeletedSuccess enum.
+func (e CredentialDeletedSuccess) Valid() bool {
+	switch e {
+	case CredentialDeletedSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CredentialEnvelopeSuccess.
 const (
 	CredentialEnvelopeSuccessTrue CredentialEnvelopeSuccess = true
@@ -598,6 +613,23 @@ type CredentialCreated struct {
 // CredentialCreatedSuccess Always true.
 type CredentialCreatedSuccess bool
 
+// CredentialDeleted A credential deletion and whether it reached the SMTP server.
+type CredentialDeleted struct {
+	// Data The sync state of a credential's deletion (an addition to the vendor's body).
+	Data DeletionSync `json:"data"`
+
+	// Message A human-readable confirmation.
+	//
+	// Example: Credential deleted successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
+	Success CredentialDeletedSuccess `json:"success"`
+}
+
+// CredentialDeletedSuccess Always true.
+type CredentialDeletedSuccess bool
+
 // CredentialEnvelope One credential.
 type CredentialEnvelope struct {
 	// Data An SMTP credential of a domain; its password is never part of it.
@@ -683,6 +715,17 @@ type DNSRecordPurpose string
 //
 // Example: TXT
 type DNSRecordType string
+
+// DeletionSync The sync state of a credential's deletion (an addition to the vendor's body).
+type DeletionSync struct {
+	// RemoteSynced Whether the SMTP server's auth backend confirmed, before this response, that the
+	// login is gone. When false the login may still authenticate on SMTP until the sync
+	// worker applies the deletion.
+	//
+	//
+	// Example: true
+	RemoteSynced bool `json:"remote_synced"`
+}
 
 // Domain A sending domain: its DKIM key, verification state, tracking flags, optional auth
 // (return-path) and link-tracking domains, and every DNS record to publish.
@@ -1576,7 +1619,15 @@ type ClientInterface interface {
 
 	// DeleteCredential Delete an SMTP credential
 	//
-	// The login stops working and the username can be used again.
+	// Deletes the credential; the username can be used again at once. The deletion is
+	// committed before the response, so a later GET answers 404 whatever the sync state.
+	// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+	// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+	// authenticates on SMTP. False means the backend did not confirm in time (it is
+	// unreachable or slow): the login may still authenticate until the sync worker
+	// applies the deletion, which it retries until it succeeds. Operators see such
+	// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+	// `smtpcreds_sync_oldest_pending_age_seconds`).
 	//
 	// Corresponds with DELETE /api/domains/{domain}/credentials/{credential} (the `DeleteCredential` operationId).
 	DeleteCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1911,7 +1962,15 @@ func (c *Client) CreateCredentialWithFormdataBody(ctx context.Context, domain Do
 
 // DeleteCredential Delete an SMTP credential
 //
-// The login stops working and the username can be used again.
+// Deletes the credential; the username can be used again at once. The deletion is
+// committed before the response, so a later GET answers 404 whatever the sync state.
+// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+// authenticates on SMTP. False means the backend did not confirm in time (it is
+// unreachable or slow): the login may still authenticate until the sync worker
+// applies the deletion, which it retries until it succeeds. Operators see such
+// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+// `smtpcreds_sync_oldest_pending_age_seconds`).
 //
 // Corresponds with DELETE /api/domains/{domain}/credentials/{credential} (the `DeleteCredential` operationId).
 func (c *Client) DeleteCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3040,7 +3099,15 @@ type ClientWithResponsesInterface interface {
 
 	// DeleteCredentialWithResponse Delete an SMTP credential
 	//
-	// The login stops working and the username can be used again.
+	// Deletes the credential; the username can be used again at once. The deletion is
+	// committed before the response, so a later GET answers 404 whatever the sync state.
+	// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+	// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+	// authenticates on SMTP. False means the backend did not confirm in time (it is
+	// unreachable or slow): the login may still authenticate until the sync worker
+	// applies the deletion, which it retries until it succeeds. Operators see such
+	// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+	// `smtpcreds_sync_oldest_pending_age_seconds`).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4208,7 +4275,7 @@ type DeleteCredentialResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *MessageResponse
+	JSON200 *CredentialDeleted
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
@@ -4232,7 +4299,7 @@ type DeleteCredentialResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r DeleteCredentialResponse) GetJSON200() *MessageResponse {
+func (r DeleteCredentialResponse) GetJSON200() *CredentialDeleted {
 	return r.JSON200
 }
 
@@ -5513,7 +5580,15 @@ func (c *ClientWithResponses) CreateCredentialWithFormdataBodyWithResponse(ctx c
 
 // DeleteCredentialWithResponse Delete an SMTP credential
 //
-// The login stops working and the username can be used again.
+// Deletes the credential; the username can be used again at once. The deletion is
+// committed before the response, so a later GET answers 404 whatever the sync state.
+// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+// authenticates on SMTP. False means the backend did not confirm in time (it is
+// unreachable or slow): the login may still authenticate until the sync worker
+// applies the deletion, which it retries until it succeeds. Operators see such
+// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+// `smtpcreds_sync_oldest_pending_age_seconds`).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6986,7 +7061,7 @@ func ParseDeleteCredentialResponse(rsp *http.Response) (*DeleteCredentialRespons
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest MessageResponse
+		var dest CredentialDeleted
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10121,7 +10196,7 @@ type DeleteCredential200ResponseHeaders struct {
 }
 
 type DeleteCredential200JSONResponse struct {
-	Body    MessageResponse
+	Body    CredentialDeleted
 	Headers DeleteCredential200ResponseHeaders
 }
 
@@ -12062,165 +12137,173 @@ func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) er
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H37c9u2uuC/gtHemdp7aPkRJ23tOTPHTdpubpNcb+ye5N4qa0EkJPGYAlgAtKJ2vX/7Dj6AJECCDz2c",
-	"x637QyemSOAD8OF7P/4chGyRMkqoFIOzPwdzgiPC4Z/PcTgnzxmVnCVv2JVknKjHEREhj1MZMzo4G1wk",
-	"S7wSaEzZgVBvjAM0ISHOBEFyTtCERSsUYs5jIhBGgoScyOEgGJCPeJEmZHA2yL8cBAMRzskCq0kIzRaD",
-	"s9/KHz8EA7lK1ftC8pjOBvf3weAtkXx1MZWE1wG7IiGjkUCSoSWOJZqQKeMEcfVJTGcODE/tqc00MZVk",
-	"RjjM8+7du4tMzgmVcYhlyy78gEUcIk5wsvj7aCAWMg05icRoMHbX3PjewAOJteD3b7Ekr+JFLOF/dUDe",
-	"kt8zIqRAOEnYkkQoJRwtYppJgqaMIzmPBcJhyDLqHsPxyVHHJpRzvyULHFMFU/P8CZlKFFNAgjDjnFBp",
-	"4HCnPf62ddr7YJBijhdE5kjJSaTOASc///ryRR2AazVf8c43Ao0zQfiN2uKbWRZHlYM4mjybPsGn5OBk",
-	"ehoenIZPycH306ffHjzDx9MT8n30JDw+HgSDWA2dYjkfBAOKF+rLcpJBMODk9yzmJBqcSZ4Re0VTxhdY",
-	"Ds4GWRZHAx8Sv2BqN9/AqL7VRPA7UtOivRALchBTQaiIZXxH9gNEhrMhGpslDUO2qCzR+sW/Ej1B6yoW",
-	"+OMrQmdyPjg7efrEt4pLPPPAf3wwwUJhIZ4RRLPFhPBhDsTvGeGrEgr1ioP9EZniLJGDs+NAzR8vFEU4",
-	"Psr/CwaLmJqHgRdxOBEpo4IA3vyAI4Ob6q+QUUko/BOnaaJudczo4b+EgvrPcvP+HCyIELA0OAuuh9Bk",
-	"LRaIMonucBJH6N+v/uONWprIwpAIMTib4kSQe3tB/8bJdHA2+B+HJcU91L+Kwx85Z/ytAViDX8cE/6xB",
-	"/gjDn4hN/kVCGaCQZUkEP0wU4DgKEONoiQUShMoRXcZyjjBFGRVZmjIuSYTGz/XGHFyvUjIejuigRFAm",
-	"f2IZjTbdvhcGjZlEUxjnYffK3JqIEb055GMspNqACUkYnQFfwJTJOeE2PbTY3/uDguAdFNTWB5f55rBK",
-	"nBXNtMZwqGa/ccpPYJUvqSSc4gQ2YNNzuKCIqO8RC4EuR2g5jxOCUs7UYcR0BjTbYPpDovSFwj3yMSWh",
-	"Qr0pjpOMk3MUEYnjRCDMCUrYbEaiAFFyR7ji3RmnJBqqrd0WH0tG8qlxEtiwzaXWwtIR3RtX79JYfTL2",
-	"rWi8ry7xF47Xl3iVMBxdM/YKc81GdkWgJWMoUYOiPSzRggmJjp+hX+If9h+aWFchASjUyWNqQAA0viL8",
-	"Lg7JrxTf4TjBk2Sr5Qs9GqycLFLGMY+TFcrK0YfoMiFYSed8hfBMoVGCpWbLD4r7WGIlCyjQMsoJDucK",
-	"HLQnJEtTdcc5ERJzGdNZgFgmEZuikFFKQjWKAOalTlMkbDmicC/EknCk2JiRM/Mtl/GCsEzuD9Ebpn6c",
-	"qUmXnNEZvG2/e6YVghHFSotAY9AoDkClGCttRakQtRtkvdSF85aGAhtzzdhrTFe5mLzxWTOGFpiuEJbq",
-	"nKX4XMdqiBLaYzwABUORcRIpwh2rQwNCl8RK+sdRxIkQ++owmCLnsVITFDkY7mR7gy+Qsv1KcSbnjMd/",
-	"kDUZFdE83h0hsFCg8sNDHfLrWMsESnSEG1SyLTFEP94RrvR7pe7PiBRw3kJpKorsVc713bt3B1U1um1X",
-	"q1o3QPdPJffCrv0EmNZjV/vtRDlwL8SPaZpJNOEE3wqEEc8Sco7GcGpijAReCSVXhXM0jUkSIUyVnLX6",
-	"wkXMAm0AOrX5z+ckvBV+xVThn5FpvhHoxZsrFMLbSu3XQlwA5gdOQsYjtfSUs5RwGWuVTH1/E93Gi66j",
-	"ASDeEqG0wftAf7f4uMlXIp2u9dm9rRT/ZkFsjVcCVNqotA6mplWbqMW1lwpjWnZyT4u3B0o5389lRcmQ",
-	"IBJlqaPT53unFfezwYRlNCRDW9O/9++2+aLFzhBLQZKpuu8YiWySy6xTFEslm4NOjsZmxlF2dPQk1O/A",
-	"v0nF+OCBrGY9CAZqS29uyeomMUaGmlnp6gLdkhUS8R9EwSLr6PfLy9fqlXN0pGBfGLK1IJgKdHJ0+p0D",
-	"l3oQ+IxcLed3RWSWdt4EJeBJo2WrcwtKkUPdEH0XQK5Ps0kSi3n9XihRqQtLK2C9UJ/cW+yhZqBE82yB",
-	"6QEnOAK5K2R0GvMFEDz3yC6sxeg1IMNcplmSAAmrHWDBfRoMo5Jn2u6nzbrqz/KyTBhLCKa125YPWi4r",
-	"0HvzofucXpg9bD2rAESQHHOARjefE0g3WlZZ82I13u5Nroo1G1CiGw2pf2ZY2vX7a3SHk4xUF1O5RC40",
-	"d39XHx+fo9u/c4HPUfr31y9f/vDyXxdvfpjd/j4cDnsBJ0hCQsl4C3j5K/5rfUtWLlyFrbxr/ljc3BEe",
-	"T2Pi2Zx3cwI6dWVCJZrmH50jkKRQRmWcoDE8Xh2olw/0y2OUYiGIcOCDb+qYHQwiKsxR9eKmHvzbGxfs",
-	"Zxygcc5/in8vPo5BqY0lWYgu+vHizdVbjTgl0cOc41UDz8tNxM0n3Iyazefibkv7tf4nfKRFO/8OskyG",
-	"bAH8AZfiiB+vzJzbEl8bqO1osOYboC4B1By3kOU7a1qkAEyIJJH3Slo417Wkt+bVnvQ8QDgRDC3nhCJs",
-	"oNba304ofQ54L5pfO4ceV8zZRCGxJEgbASzkMdyb4HBuUAZwRwmHmzKCqpgA85g924IXbEvuEGVLtAcU",
-	"WfHBq8ufNHmL9h3ItGOoTt7MKm6wR8L9lcYfc1tKfhvhfdcT+O2z05PvvntydBSUTrOYymeng7qkZibs",
-	"hdZGhdnwLvSmhi5dK7HXAOpsURMyv21iEO9AlWyjZOa0CgGm2OAWnasXkliytcIXw40qCNuEFpaq1ney",
-	"1+/NklDKYiqBBWqDXYJXSozSrqoAbNz50ez3Y8K2DtgXHnUTDEDG4CKIKCHqsQ3bK5G2TloD/T8oKWmT",
-	"RbkEQ5kgXKAQK318koFjJ+bqnTpi5H4Y39Y4jGmJzaFMYxoFStdf5py0pF+MEnvj9u7+LtLpMRoOh/uK",
-	"60ltckAxDZMsImdqC4aFZJeTPU18WSbR33CS+AjgNHcAeSDWUrx2GFnG/yNEqOQxEYGm6vkPT49P0GQl",
-	"4bkIcVrFqd8GZg0HCpYPlphVg8oVp3IHt1cAfnOl/foJY7ckqqr5gw76z26bEVkNPccCLdVexALl59vv",
-	"oqScTRLiJRIrCxc0uz9HeCIIlVoUiKUhRe5S1Ef2VZLIWlzpADPI0YEZvs3QD/70emJgSvVC00Zfv7/2",
-	"xmbY95bd5sEK5s2gvDQ5KnovbxkoUhenKLp6fX1p+wJBetXU5xz0U7Wb6oqBmx/8oCnmUltk6vc45ATL",
-	"HozYx3uPevLeiIC86Z3DCIg0S5JzZF60bcbg1tWkO3fmeuZUn2tfmENSLRjiqEfsD80WhMchil1kPD3p",
-	"tcxY3JgFNC4TLlD/dXZfvFYx7kqRCizQmJMFk+RGrGhIorF2vFy9+EVoqVLpFzrQC2zP/SZOsJA3Oard",
-	"hHNMZz4QfLKc+rTEUk4EkeeAACieFp57ocP+NjhpgEwvtVu8BBJUMPEJDm8JjTSERtsiEcJK6hVK7IcV",
-	"xMI6uE2BZLMmqR8uOPweoLE2mCq+rCiJNpn+o9OKulipL/7RwQ4WLALEedC776BeuxwFCxeE3xH+jXAP",
-	"RHEmWb2teZgg6GL9sFa9mol2MCzaCrGPMr4jvYRXtcYbksfa1ATyRN9vvRMBWhrOCLhm3LK5N3SPEyVz",
-	"gATJlL4f4iRZgYDRgFrlqbrhiz2InpBgXIjhyTQmPFByYIS0bR/9+vaV2CgGsiOSUUPaLOtMdDxPiBPg",
-	"X4EiZBDaG6G9hC0JD7Eg+z687+TMAE5lnyxw8tsZ2MzRvS4u4S3wyuEBDt9rIpjVC1IjXw5atYsLzzW0",
-	"XUdumRL0B8ZoYcsOm9m5XgqRkciSX3bkYbAClQzIX4OHoYT6R3pHEuYTN5Uu5vKS9Xfd3e8HXneP1bb4",
-	"LW0kZOYsK47Kkijkt7nmmWynGyXJyOWNkqGeoeODZ6conGOOQ6l0XTZF44uD/0L44A90dPA9GqIb9Dd0",
-	"MA5GNI8uAvsWoVGchwNhlBApCUeMoyiexbJUPMfD4XiIrjSZKqiUGmFEMxr/nhHwcOfupGp0drLSsUO9",
-	"KFrLEfiDqxWyQWC1pTJ8I5wAjUYEbDtLgcAcHQsYPUAsiYiQaBpzHQ/ay8HgYnFVJe7hh5YVmHREJJJs",
-	"LRU5xbOYFj6DNoAvyzc/0bULysh7C0zfZSy9NR6yW7orYc9yh/2SKk3RWOs8mNB844AIo98znBjLsFI7",
-	"ZKlI21ZAhGWDf25oDKO3ZNVlx055zHgsV3VwXr9HKSdTwgkNCdorbIMKRY0AVQqyRz55Nc14ygRpMWuV",
-	"q5oyfmbt4TcCjXNvm0inYyAc48XHcVA3E45og3dOf5Q76II8+DeJ6e2B5Di8VWTo+ZuL1z+ivXH+II/a",
-	"zbOgjLVQGwoXHwvLc6MRMRjkQyl8Kk/HfLGG8cTGrlVq47wxmrx+PwgGsAB3Kq9JJRiAJ7rNTvONMN7q",
-	"PaXVvn6vN3uB4wTNmZD7W7upK5cyR5DCqGNkRg2o9zY2EK8LJAxb0Vhx5oQXBB6HU4AKFJgmeCYCxGAw",
-	"nAB2jagbNaBQyUUcPZEINE+DYDz7wMogE0CnXcUtKD12MBqMtbZNGYWoXk+c0uDTRjDsGK5dBC/sDqTe",
-	"Dj5QQEv3Nxgmm5w6xtXXT9kOkzi8vQHca4ZA4SdEAMKNxZBxueSxlASC2XS0MIzUM3Cir0GzNP0YDqg0",
-	"IhxFFcvbuqbOTSLTao4zcJNMYiks8nl8dHIanBydfvehMy7NgLHl8efArBuvsubF3EEYUWusjA45rlG4",
-	"MrvVHP+ewm1FgAHtIbarQjV3Ei2joV2DVJzDYVS9qQjL3Dhoj6etgbYo1WkrbA2QaiP3iu8FpZKjcBbS",
-	"zTRDioWRBOFypxldhSwia8niTdar4ro0mOu/7Wutb74g1zwjJs+t8Y44sQ97jCNMkeKXWNH3Bea3ROFT",
-	"ETCxv4Zdfd3oCBc+Y0w3Cezq90IV28BS3dtK7ACj7VvbUNLFx20JWBkZsF0UAEsJ7WJjuKQWafyRJJpx",
-	"CYUQtCfjEum0lYIqNPNKNkYv8Udlgg+63TuK/l+Du1xBtMUZYGp7cMHq2BkRsZXlvoxSWsNqD+empJBW",
-	"2dYnRm8nq1Xn3YHAVoHvG6EVxX4bnFGRTTrRXKd/T9RvE70rsN01salxmnyJN5NVZ4aNefWHld+CX1hD",
-	"akfYsbtdAaZWjKol1rgCrUMW3N1rdA60uBOsyx/sJIS2KohWZcLK7XbpbZ0NuUKWe4zNOm+rR6Ia2AhI",
-	"9EDpD0YF35E/wqRTA8BfgydCw9vuhSi5xza7+7m8D50ZU2V6FI6iisuhprNprarIlmpNk9pI4dtF8lGz",
-	"cH5Rs8haJWHOEVWyl5bPJbOcFBvI6PeNR9HtgQB7PU4ScPYbDWsd/4P5ZBe+hxJ/q7ral+0O6PIC7CQP",
-	"YjcpEJ88/eHFQ2U+vMY0Uire6qtLf1gn9eHhsh6+0Mj/4ljL8P9eTse2rIwu+0Zfgd+ffXGGPNkX4DDy",
-	"GiJGtPh4b2yJb3by+X7F/dwoxW9xV3ajABTSsStq24NvklThpvL745JYtFK4qb0nujQS+RiSVKLTkxNP",
-	"oLw/IOySE4iBZhSdHh2jvbFdn2Fc8VpVajfUI/maaCg4LZcQa80ZnenITyCr4tyEWpJwzohAIpssYilJ",
-	"pO0LwktN7cJHa8u5gEwWrYO/NyF2voOrhR552AklSzsCJbf3zghVdwWqzunopwCJOVtS8BkjRkPiDZu2",
-	"Zuof2JBP4cetOihD9FKiENOiLJvkMbkjka7Z4h7St/97cfLx+1+mr/jp9R/vvpu8CY//Of/PZ+kL8eTn",
-	"f108JX6mt4vwzDJUthJAWdggY2AIcK362ns4CNQ3MZ2yrj2+Mi+/VO9WEcgpvFjsf3WG6lb4kKzKI9o5",
-	"5/oFLjaobbF2WYstK1pUIwtat6lfetqGmWndSWmbp6F1ZaDtIOesMYi4K9tsnfyyhtu1yZlq2tvMGi9c",
-	"8TwPiFPCaP3sdmiEyVMpvhQzjG/zLh0tsna0nCCs1WKh+JGJZVvOWUJQEguPDG1iiX07+AaKplZSLWYE",
-	"7R0XDm81HySbINCOK1FRvWTqxF9N+FIv4o+K4+epbwg2nQoi2xYA0DksRK3EGbqfBuDfqet8RO1JnBAe",
-	"IFN/troj9SElkz4howp8TBFOEphFrL3NFVzTUwZ54Vt9BMU+BhZS+HFQM763xLvrlejc5ZwJUuboKA2H",
-	"kzTBoWOhVQLVdhHjb0n8QDHjl05+0ddgpfXshY/K1gVYdQyfVIilZHnzVxBkbfz+8kRZ5xQ2EWedqZrj",
-	"XetnqQSqBY4IYlNPxYAkneOJl7LjRWn5zUPwwV/qPNGpkBHHS4qmnC0qlS6wIM9OvMFvZuIbxYDaSHMU",
-	"CxnTUNpTGqabj+HM+ezExwEIlZylq5tJLH1RR/rXfLnlzum4rgCNtb8A/U+UsNnJngP8vhuic/z90fCp",
-	"xS8ilk3snGbNvIAtN/ggyrWXS3ameOJdYo5SfmkPc0Gq9JhjyJgwqzZbVAlJIHyFhOSMzjpjbQvfZYFU",
-	"1WOunIMFsw/jr/MgZ8+CCjXEDbH1UM3+YY39wxmb1IHdxp40zfJJfP/V9Hjbfe561m1w2o6xxd/nHiJs",
-	"PUQknZsH0G5CKSi3hKSmzgUYviq+Qeew9fbZR6Ke3K+FIG8BHYhBkF2jxHMYDA4+z1VycWN7dLiIIh8q",
-	"9MSAxrP8NY26QgVqdzP3RFCUwdebyaAFUdhtdIAG6auID7jOg2Xa7Fr14KLSVVjYtzzUMs8b2tTipAdo",
-	"BbuFDvjithqLpObvlYVS4Ul7ndTaR5vVSq1UP6nN28v3XuxIi+WtlIMbwsV62t9Cf0KYPYEZzjGRwb2Z",
-	"ZVxNgPmsImq1Bul1bXLtmFudc/22uI6JdWBacbOlCmwjvLVKsHojtw2CcmHaZQnY68pKvp4ysJ496XVW",
-	"ee3X6sk0Vn0F5LnRKN9kBWy7lItMSH2VfGjcq+JRZ0nR+tz1tIm9WBqQdpQO0etq+8j42td5m5jb6vl3",
-	"Fn4tplqn7GvV4lfZmsDFos4o165iqQXybxsj1BJ4vAWZ+oTRQlUCtvuwoRpr3iBsqFpI7VMFDjWfSE8y",
-	"skYQUUFUv74QoqoYvR1yfB6R54FopK4WW7CONUrFdpLEDhq4fgxQU2OP1mggjE5PTqyGHjrzDSLidEMP",
-	"OBmn/UdF+dBfuvVNfoM58r+hChZOFIVboQlRBAHfEjocfLAJowW/RSZq7V48QUrafBtFsc7gu3Te6F++",
-	"slKRQcMlIPBB15dDxbMyAkk3gnFjkCxyW55OMwMwLVXryx9bNQg8m/Phc8YyBfnWezGxjH+rATKOqBgH",
-	"aJwH+umWbjRLkvEQge3+lpBU2PGDZfwfyzjKD3r/DMFYJYtpzHYcURNseG7PW3xXuFRasiADhOGpvg9C",
-	"YhqJEdWikxqj+FQxg4jjpVBf71mxNELGSYJ4RoNcCI+54RTa4KqLhGlYtQssprowR0EXTIUO528r/2Vc",
-	"iPd6zgBNMokihiiTClgt4llbu39utt7KGS2JILTfNENX6/tEVHiyMFMsJeHqmP/PXkTF/813Zf/fvEqq",
-	"IGHGY7m6UuxEX9cJFnF4kfls9yZtOO/EVdYVPNM/XFy+RJLdkjxd+Fz/JaAWKkriW4LGSt+4vRkOh+Cp",
-	"ADZmnDNxWII4lzLV/ZByzxeUaw1lWU+mTD9GarskjinhaksynpgRxNnh4SyW82yiWNZh8YH1L3Ccijrx",
-	"sQenQHEq1VOhhkulDIeA0y9uz0Khj1jRsJBPRtTyIJq8xjAkqW5ntQBPZyzQMubkQDF7LGMlkBbizS8x",
-	"jxfDH6HgAYykgVtAl9WLy5dQihmGvSM0YupGQbHOJeO3aLLSlmxws9BEYyE0yvv17avhiI6oSXhnmYR8",
-	"RGy1xIo0EP/r+voS6ZbS6teizGRvlBgWsxjmGOS6vqJCQNGgy6zTYXaIruMFERIvUn1RnRKT+YguuPn4",
-	"RUvwca0FlqmY421rNdYbAhQWibmalFGCiMmECtD4z1FOlEeDM03WAzTKybN6NhoMh8PR4H58rpm8Ipxi",
-	"RHNOH6CFh8Nd0FXRXTDEmtfovYdg3wl2ar/uByN6evI92mN3RpTiGFwEi1ie627k3kaD+wF6enSE9rCv",
-	"MWoworobqs6Qycnzvjqhp0dP0J5s7rJ4rrscaiF9RP2Ta1KWxCEx0pG50RcpDufk4GR4VLvGy+VyiOHn",
-	"IeOzQ/OtOHz18vmPb65+hG+URBFLtzQBurh8qaO7hekTPTzSr7KUUJzGg7PBk+HR8AmEx8g5kMBDnMaH",
-	"5kqrv72Gl66MJDej6ByNBcE8nI/RNE7AcTxZQfBWWW1O7cJQp4dyEDReRoOzwatYyBcGFrdF+W9+1aB8",
-	"5RByqe6D1mArX4fsPELI1yL7yO2R3dEcO6hvW7IqyKUOFgIJ1ZTjFjpMQpKP0tOCvAlevbWDdfqIf6h0",
-	"7T45OlqvbaI2SPzWo0FaSyGiXlVLWsoFOTU4Gmv4aNHA45C0K97YRRaa8hrd2jB6DLt8S6/lOMbE3+rs",
-	"vLmcW1FhrVJdTBcAM/W+esCgsNLM2jSBDmltGL93ZYTmiYo6dOo+ldPqgmp6Vih3lk+6+Oix1FrDe3fP",
-	"i4vlZHZlt+13ss9kO99V/6QNm2uVrNtgh30mkHLsogheMbguVFeO32RuV5TILezjXGpvLrGucPNtJRFM",
-	"38daGRi42N8fPwNabZdkcX74WBuoGq3g1hlZr0CIWw/EjGbqchjrTa2Yht/o1Gpj0kM5QQjGXu7kjoHu",
-	"pPbdTdK1YqOPi0BlhUJ5wPFRHhB8XITxHtsqv4np6NcF1sp29jR+taULK8X5i26ufnp03PRtwWoPnYQ0",
-	"9dHJSfdHtVa88OH33R9Wm2DfB4OnmtG3f/dSF6RKQAHQXz3p/srTYR2U7GyxwHxlZDlXWKwokArD8UyU",
-	"eYoCTHQpE9IbTyOKcryFlzwfOVfJlI6TB2IKtw1limOupfmUx3dYkhGd4yTvpJAQfGfyQ4wCMESXxpen",
-	"k0ZMy5uxxdF1xVIKYIxo7tJa5Hk94yHK4+VMmV1w7+etcZSKZeDWOoIrCuuiIC9y+61Rk35g0WpnvZnt",
-	"chC6TXFFSjzeREqsComtImGHxNcm6Bli50h6+bOtRD0zyKOs9/lkvZ2JCeYsa3ICzZLEJyEYRHEkBDOG",
-	"LSKYR7uSEfLhuoSETpnADNQpFKjlO96Q1lo92/D8vLZRQ793X1HRL5zv9+CoP+DIcOHBxqLCcQ8efIlX",
-	"CcPRNWOvMAfrx19LxIAg24pY4ZUq7gPHznX4p/7HvZYzEiI9nrIX8Nx2DbmNrUXQXgfVKh599fr6ckTt",
-	"bmQU+r5rrwz0XMij4BfsjkSQ0NGRhKOrWNfb3xjfSiwrxsr9IcrLkYKtFSSXCdHXbkQhvyhAk5W2SUF5",
-	"DKYD2ptlFL1FloyyjY2pRoyaclY3I0fV1Nx2gpQnjdk+kCXhJAfqv6l+cnTa/ZE+nTdM/gQlLr5S0qFR",
-	"t0Y94OBxklQPv0FX8RrL34Ku4PiUi85BfYrV1yjKiPYtSI/2HP1kf4jeEhwZvUa3W4FJz0ZUEQtU11l0",
-	"DggJb2ECnXXoufk/E7mja+9XGr5Ey7JP4Xg0LT+alh9Ny38d07IJhuxnWvYojl+JbbmvHqmNy9tpiEXB",
-	"1W6JrL3e7aM89hXLYz8TbRHtocytGxhgNkiRH/CD+JLgnkPaqyhjhXTmZGrKz5m89wmLVvWgBZ2T+aCW",
-	"WjeV12ur3VDs6pG566MDPuNRUyrnZsShmvHaQB0K4VkQKWNaZLuaWgmmu8KjSWkLavJoieomXxpL69i4",
-	"ljXqUJ3XgZ3I4LdMvQUrkSi7T/m7iTnur9ygUVdAz3WwZpGFwpa0YLCYE5RRPJ1CzNwQAvtMGwe775XV",
-	"0KHRSnSRyfnOLUUXFgyfxVxkb4Iu/wQGvEdxxBFH/kKEQN/NamO44vrl93H3gk0jUbGtWE3xnbnJilXi",
-	"PH3dbyvV49FYiRJjHcc8TbBEkOJyPqLjMuKkqJ6c5+8WdfyGKC9BpqmNdsfn7nYfOXkVC/ncscx9/jjR",
-	"p2vFie4uHLPR8FS2VDeuTqXonp44nddzja5J+a11YYcpnnx7eqqmqDRgL387zhvD522Z/+FqnjXdOR+x",
-	"UpvMp9xaTd7Nuqp9/Pu23fc00P7QaCXoEzr19IFCpyrtqjvCpypdqh950F+RBxWRV7U0HqulucWBbA6x",
-	"vXrtDd/SYQCKRVheUJNPk19FnTXzD08rRsQowmVint3KHCLAlMwqwL85onb1vbIm32RlxXYBNy4iukDl",
-	"j2mlZOGIjh16VHKwPgUS8/TTORYobgnvem5XKnwIw0E5QW46CJzRPh4sl8uDKeOLg4wnhIYs0vnLmw+/",
-	"yBIZp5jLQxg2NzRsOqBX7C6R6BtRJv5CdF/CQpw4qSZwTsCS9oeDnQW5uVVBPzEj1kP5WHA+8XosOP/q",
-	"c7Ngu/J/n/qmDfBWComWtTbLupiVMpjPTqqlKk05ydxz9+TELvTolGe8d4xhJQYjgxQ70kjLgTtiquwC",
-	"xVjkUJxXKmwKu/Ctkssr8sJzSE97ztSmJF08Hl42775hV5JxUpUXHm1tj7a23Yg3Gv2hb6or3zSKNH10",
-	"48M/yz9a48Kg0JKirkhIlup845jOCgdVwY5CDAFWmbDLN/tMYxUpYDemMYsOfRbLWIUKPcZN/XeJmOp/",
-	"7YJuY5MdEzl1Qi11PY3JCsxmY1fGGAdlRJXi/SMKlmwd4WizONeadGaq3McSSYZmRCIMxcsZJQ0xTju8",
-	"mZbcuGNJ0Y5x7ysqmqe7EBK9weu2lDiAqkdQjA1FcQSFPjAVS8JB7YqhWuROhchtBayukAQLa/fyFi4K",
-	"F/Pd338kc199IEJ/Ire5uSTofLvEyZ9/ffmip5nfEWUOgeYd2I0oPinADQEXPxdZethpIBF0GGa0GsOS",
-	"SEeL2BLYcESvIVVPFxSR+JYIRJkuPraHKSKLVK7gz8AUIgrQ+LcPuibUn/djcEDgJDF1aki072ML0BrG",
-	"tsoWvSV2xiA+n2Ghl4X/6Gu18Fd7sgz+OXlC334n3v1+/Grx/ln4X0fyP8npL9m/fz+/xCcvpj9/mSaG",
-	"jqY9m3E/t/NRA+Pztjo6L7rAqCv5lzUsPDLUJo84oIlj+v+mlJXWV9oFkVl6UImVeQCfBWCbqLny92Sv",
-	"SvXnyLiHR3Rswqs9no19T8q6ujx5nMAQme0TSvEimCexbgbkD7WB8tyVSJvdOxXKCXYfj/jVpIGsk37x",
-	"mECwdQKBW7zVjvtqqKK/GRcsUVt3JOgR9pXb/b7KoPRHa/jXbg2/0uifcylTFDJm1BsVul48qua0RarI",
-	"w/PZam3snrx2v41N+plkUUv8ISP2y647Ow3Zd3pktLS2aGBRD5mB1ac3UK/kI4fc92ycskWiQdmDpivP",
-	"oKOzySPNf6T5n5Lm+1q+rEfkHfLeJ+XA2yysLb+gbGhgEtZDTEc0L0CReyeh5sWLN1duloGnW0JXpoFL",
-	"2nfjTa1SoM/iUq3uxWPCwWOwp51w0IcMPEyOgSkj8fA2mVeM3dZMMkUHLqGoYkwhR5iyZaBrXuj3TWum",
-	"wAR/poxLE5tZVejshix5MR2TuWEaO4DxCu29fo/AM6HGIhF0P4DWB3kvi/0hujD9M/IOkHljBoxOjo60",
-	"E1u3xYJ803OdTDHU/RR0yGmAUsLVmCF4R5Z565qikLmCqXgKXvMN87Sgj8Zqh3laG9p0fOWcG/Lwy45D",
-	"pQ0FYNB709MkBJumrkn3yx+C9Q097LbStef6/TV04jZmEBdgTNHr9zmjhE526kZLhrx2kRL4ErJGIIzl",
-	"KuVskpDF4GxAmTUXlsj7ZWmjyWEW6bQCNDhML3/Kh9ozRqThcLifFztXq2g3KgVo8fHMt0rQ+by/6DgQ",
-	"lkn0N10fwTrK3masHjtXPz63a5WFffrV4mzNnpf7BoJBozGruaPaFrNtbwxzOt81SCdW7zunm9ijWPJX",
-	"FEuguZuHUSsCGwCtUHyroD7CsO31VJdq9aoHFzo2FzOQ3d9YjGhFwugtXaBCuDgvyyFDa4lcRhAowZJw",
-	"3UxFB0hMiKK+RXOl3lLJiLaLJWgtqaRR5NixuNEtLHx2OaGfgLAz2WBwfOR9xYazAyTN/r9Wzj9jbKbX",
-	"VmX5PaQkyCEql4glsj5CESO6d5lZ7e6XOqhJHk3FrDxuSruTsSUxKNQqalGVJtdeRYJ7ySg9JtumaNSj",
-	"QPIXrRNVyhUPKlI8tM+rFCmaOpmvJ2KMaC5jtLWXLdsumv6yioWIopsCo9N4lkFXSO1d2oX9AqSAEV3L",
-	"ZLGW0VfLELsz+vYXI0LNQ1wW7Vq6bSbd7KgreFfDKzaf9vnTatxau+wqSqoB1yoT2OGou9+NP8+Q92Zj",
-	"ei+Gsgn0WzoEH5nMo9a7KXdqIuttPMnqUQuMxupO+9sH8K7rb2oBFG5fncDUlbcrZSqKa1+zYVnXJgeg",
-	"XhLHXz7CrdBoDWSHb95/uP//AQAA//8=",
+	"7H37c9u2uuC/gtHemdp7aMV2nLSxpzPHTdpubpMcb+ye5N4qa0EkJOGYAlgAtKJ2vX/7Dj4AJEiCEvVw",
+	"HqfuD52YIoEPwIfv/fizF/NZxhlhSvZO/+xNCU6IgH8+x/GUPOdMCZ6+4ZeKC6IfJ0TGgmaKctY77Z2n",
+	"c7yQaMj4gdRvDCM0IjHOJUFqStCIJwsUYyEokQgjSWJBVL8X9chHPMtS0jvtuS97UU/GUzLDehLC8lnv",
+	"9Lfyxw9RTy0y/b5UgrJJ7+4u6r0lSizOx4qIJmCXJOYskUhxNMdUoREZc0GQ0J9QNqnA8MSf2k5DmSIT",
+	"ImCed+/enedqSpiiMVZLduEHLGmMBMHp7PtBT85UFguSyEFvWF1z63u9ACTegt+/xYq8ojOq4H9NQN6S",
+	"33MilUQ4TfmcJCgjAs0oyxVBYy6QmlKJcBzznFWP4ej4cMUmlHO/JTNMmYapff6UjBWiDJAgzoUgTFk4",
+	"qtMefbt02ruol2GBZ0Q5pBQk0eeA059/ffmiCcCVnq945xuJhrkk4lpv8fUkp0ntIA5HT8eP8Qk5OB6f",
+	"xAcn8RNy8Gz85NuDp/hofEyeJY/jo6Ne1KN66AyraS/qMTzTX5aT9KKeIL/nVJCkd6pETvwVjbmYYdU7",
+	"7eU5TXohJH7B9W6+gVFDq0ngd6SnRXsxluSAMkmYpIrekv0Ikf6kj4Z2Sf2Yz2pL9H4Jr8RMsHQVM/zx",
+	"FWETNe2dHj95HFrFBZ4E4D86GGGpsRBPCGL5bERE3wHxe07EooRCv1LB/oSMcZ6q3ulRpOenM00Rjg7d",
+	"f1FvRpl9GAURRxCZcSYJ4M0POLG4qf+KOVOEwT9xlqX6VlPOHv1Laqj/LDfvz96MSAlLg7MQZghD1qhE",
+	"jCt0i1OaoP+8/McbvTSZxzGRsnc6xqkkd/6C/kOQce+09z8elRT3kflVPvpRCC7eWoAN+E1MCM8auUcY",
+	"/kR89C8SqwjFPE8T+GGkAcdJhLhAcyyRJEwN2JyqKcIM5UzmWcaFIgkaPjcbc3C1yMiwP2C9EkG5+onn",
+	"LNl0+15YNOYKjWGc+90re2sSTszmkI9UKr0BI5JyNgG+gBlXUyJ8euixv/cHBcE7KKhtCC77zaM6cdY0",
+	"0xujQjW7jVN+Aqt8yRQRDKewAZuewzlDRH+PeAx0OUHzKU0JygTXh0HZBGi2xfT7ROlzjXvkY0ZijXpj",
+	"TNNckDOUEIVpKhEWBKV8MiFJhBi5JULz7lwwkvT11m6LjyUj+dQ4CWzY51JrYemA7Q3rd2moPxmGVjTc",
+	"15f4C8frC7xIOU6uOH+FhWEjuyLQinOU6kHRHlZoxqVCR0/RL/SH/fsm1nVIAAp98phZEACNL4m4pTH5",
+	"leFbTFM8SrdavjSjwcrJLOMCC5ouUF6O3kcXKcFaOhcLhCcajVKsDFu+V9zHCmtZQIOWM0FwPNXgoD2p",
+	"eJbpOy6IVFgoyiYR4rlCfIxizhiJ9SgSmJc+TZny+YDBvZBzIpBmY1bOdFuu6IzwXO330Ruuf5zoSeeC",
+	"swm87b97ahSCAcNai0BD0CgOQKUYam1FqxCNG+S9tArnPQ0FNuaK89eYLZyYvPFZc45mmC0QVvqclfxc",
+	"x2qJEtrjIgIFQ5NxkmjCTfWhAaFLqZb+cZIIIuW+PgyuyTnVaoImB/2dbG/0BVK2XxnO1ZQL+gdZk1ER",
+	"w+OrI0QeCtR+uK9Dfk2NTKBFR7hBJduSffTjLRFav9fq/oQoCecttaaiyV7tXN+9e3dQV6OX7Wpd6wbo",
+	"/qnlXti1nwDTOuxqt50oB+6E+JRluUIjQfCNRBiJPCVnaAinJodI4oXUclU8RWNK0gRhpuWsxRcuYhZo",
+	"A9DpzX8+JfGNDCumGv+sTPONRC/eXKIY3tZqvxHiIjA/CBJzkeilZ4JnRChqVDL9/XVyQ2erjgaAeEuk",
+	"1gbvIvPd7OMmX8lsvNZnd75S/JsHsTdeCVBpozI6mJ5Wb6IR115qjFmyk3tGvD3Qyvm+kxUVR5IolGcV",
+	"nd7tnVHcT3sjnrOY9H1N/y682/aLJXYGqiRJx/q+YyTzkZNZx4gqLZuDTo6GdsZBfnj4ODbvwL9JzfgQ",
+	"gKxhPYh6ekuvb8jiOrVGhoZZ6fIc3ZAFkvQPomFRTfT75eVr/coZOtSwzyzZmhHMJDo+PPmuApd+EIWM",
+	"XEvO75KoPFt5E7SAp6yWrc8tKkUOfUPMXQC5PstHKZXT5r3QotIqLK2B9UJ/cuexh4aBEk3zGWYHguAE",
+	"5K6YszEVMyB41SM79xZj1oAscxnnaQokrHGABfdpMYwqkRu7nzHr6j/LyzLiPCWYNW6bG7RcVmT25sPq",
+	"c3ph93DpWUUggjjMARrdfk4g3RhZZc2L1Xq7N7kq3mxAia4NpOGZYWlX76/QLU5zUl9M7RJVobn9Xn98",
+	"dIZuvhcSn6Hs+9cvX/7w8l/nb36Y3Pze7/c7ASdJSmLFxRLw3Cvha31DFlW4Clv5qvmpvL4lgo4pCWzO",
+	"uykBnbo2oRZN3UdnCCQplDNFUzSEx4sD/fKBeXmIMiwlkRX44JsmZke9hEl7VJ24aQD/9oYF+xlGaOj4",
+	"T/Hv2cchKLVUkZlcRT9evLl8axCnJHpYCLxo4XnORNx+wu2o2X4u1W1Zfq3/CR8Z0S68gzxXMZ8Bf8Cl",
+	"OBLGKzvntsTXB2o7Gmz4BqhLALXAS8jyrTct0gCmRJEkeCU9nFu1pLf21Y70PEI4lRzNp4QhbKE22t9O",
+	"KL0DvBPNb5xDhytW2USpsCLIGAE85LHcm+B4alEGcEcLh5sygrqYAPPYPduCF2xL7hDjc7QHFFnzwcuL",
+	"nwx5S/YrkBnHUJO82VVc44CE+yujH50txd1GeL/qCfz26cnxd989PjyMSqcZZerpSa8pqdkJO6G1VWE2",
+	"vAudqWGVrpXYawGtbFEbMr9tYxDvQJVcRsnsaRUCTLHBS3SuTkjiydYaXyw3qiFsG1p4qlrXyV6/t0tC",
+	"GadMAQs0BrsUL7QYZVxVEdi43dHsd2PCvg7YFR59EyxA1uAiiSwh6rAN2yuRvk7aAP0fjJS0yaNckqNc",
+	"EiFRjLU+PsrBsUOFfqeJGM4PE9qaCmOaY3soY8qSSOv6c8dJS/rFGfE3bu/2e5mNj1C/39/XXE8ZkwOi",
+	"LE7zhJzqLegXkp0je4b48lyhv+E0DRHAsXMABSA2UrxxGHnG/0NEmBKUyMhQdffDk6NjNFooeC5jnNVx",
+	"6reeXcOBhuWDJ2Y1oKqKU87BHRSA31wav37K+Q1J6mp+bwX95zftiKyHnmKJ5novqETufLtdlEzwUUqC",
+	"RGLh4YJh92cIjyRhyogCVFlSVF2K/si/Sgp5iysdYBY5VmBGaDPMgz+DnhiYUr/QttFX76+CsRn+veU3",
+	"LljBvhmVl8ahYvDyloEiTXGKocvXVxe+LxCkV0N9zkA/1buprxi4+cEPmmGhjEWmeY9jQbDqwIhDvPew",
+	"I+9NCMibwTmsgMjyND1D9kXfZgxuXUO6nTM3MKf+3PjCKiTVg4EmHWJ/WD4jgsaIVpHx5LjTMqm8tgto",
+	"XSZcoO7rXH3xlopxl5pUYImGgsy4ItdywWKSDI3j5fLFL9JIlVq/MIFeYHvuNnGKpbp2qHYdTzGbhEAI",
+	"yXL60xJLBZFEnQECIDouPPfShP1tcNIAmVnqavESSFDBxEc4viEsMRBabYskCGupV2qxH1ZApXdwmwLJ",
+	"J21SP1xw+D1CQ2Mw1XxZUxJjMv37SivqbKG/+PsKdjDjCSDOvd79Cuotl6Ng4ZKIWyK+kdUD0ZxJ1W+r",
+	"CxMEXawb1upXc7kcDI+2Quyjorekk/Cq13hNXKxNQyBPzf02OxGhueWMgGvWLeu8oXuCaJkDJEiu9f0Y",
+	"p+kCBIwW1CpPtRq+2IHoSQXGBQpPxpSISMuBCTK2ffTr21dyoxjIFZGMBtJ2WWdk4nlinAL/ijQhg9De",
+	"BO2lfE5EjCXZD+H9Ss4M4NT2yQPH3c7IZ47V61IlvAVeVXhAhe+1Ecz6BWmQrwpaLRcXnhtoVx25Z0ow",
+	"H1ijhS87bGbneillThJPftmRh8ELVLIgfw0ehhLqF61SQSWoS7+lmYzx/RqCRIE9x1OrqXskcrMjemEn",
+	"uVyw+B6Oxwk2X9Xx/MhuScpD2oBWlausfv0dr16He153h9UucSv7NILbq1bzI5c02xHbhuN4OVkvKboT",
+	"B0t55xQdHTw9QfEUCxwrIkBiHJ4f/DfCB3+gw4NnqI+u0d/QwTAaMBf8BdeFsIS6aC2MUqIUEYgLlNAJ",
+	"VaVdYNjvD/vo0nCRgonoEQYsZ/T3nEAAgvP21YPn04UJ7erEcJYcQTj2XSMbxL17Gt03shI/04qAy85S",
+	"IvAWUAmjR4inCZEKjakw4bqd/D9VLK5bLDqECagaTCZgFSm+lgUjwxPKCpfOMoAvyjc/0bWLysQID8zQ",
+	"ZSydaQGyW3qTYc9cPMWcaUXeGlMDmNB+44AIo99znFrDvdYKVWnn8I20CKsW92nf2q1vyGKVmyETlAuq",
+	"Fk1wXr9HmSBjIgiLCdorTLcaRa18W+oZhyF1IstFxiVZYnUsVzXm4tTbw28kGjpnqMzGQyAcw9nHYdS0",
+	"4g5Yi/PUfOT8p5GLzU4puzlQAsc3mgw9f3P++ke0N3QPXFC1S1Kzxlxjx519LBwDrTbeqOeG0vhUno79",
+	"Yg3blo9di8zHeWvTev2+F/VgAdWpghavqAeBAsvMaN9IG0ywN+YCvX5vNnuGaYqmXKr9raMIapfSIUhh",
+	"c7MivQE0eBt9kSi4Ei2BW48f0OaK+lSIbXuYIZwk1HhnjRPilrCEa212xBOD39VbuxvtuLBURC5rEci9",
+	"y2eKCl/xgAGf1Zdjwhnpo3dTwmzcAqAx/DrDCyQVTVOYxYVTai4CMJgAB2X3ZcDmXNwQgSCS0no63J7U",
+	"2GUnd0d1S4IH1sJtzpG0coC5xqeVcJ0o4MCNUHFnxymeyAhxGAybpQ9YNQpH3/3qTTcTycgIIRDc6t+w",
+	"MmgLNmJXcUARGg56g97QWK8YZxAlH4j7633aiKAdw7WLYKDdgdTZYQ4GnTKcBAz9bU5S6zrvZryKUxrf",
+	"XAPutUOg8RMiaoHEYshgnguqFAGiZKLvYaSOgUhdHQSlKdWKLHMsNT2sWbLXdR1sEunZcESD23FElfT4",
+	"3dHh8Ul0fHjy3YeVcZ4WjC2P3wGzbvzXmhdzB2F5S2PPTAh/g8KV2eL2+Pc0bmsCDGgPsZI1qrmT6DMD",
+	"7Rqk4gwOox6dgLByxnZ/PGNd92Xflbb3pQGHy8i9FlSiUivVOAvpm4YhUWlFd7jcWc4WMU/IWspTmzW4",
+	"uC4t7q9vu3q/2i/IlciJzRttvSOVWKI9LhBmSPNLrOn7DIsbovGpCEDaX8NPtW60URU+65wqRCtS6s4b",
+	"eH46e10qwBh78TaUdPZxWwJWRtpsF1XDM8JWsTFcUouMfiSpYVxSIwTryLhkNl5KQTWaBSUbq0iGo5wh",
+	"pmN5tAH6fy3hJxqiLc4AMz8iAmT6lRFGW3nCyqi/NbxgcG5aClkq24bE6O1ktfq8OxDYavB9I41m322D",
+	"cybz0Uo0N+UURvq3kdkV2O6G2NQ6jVvi9WixMmPNvvrDIuwRK8xXjSNcsburAra9mG9PrKkKtBWyUN29",
+	"VmfbEvecd/mjnYSk1wXRukxYu91VettkQ1Uhq3qM7TrvUg9fPVAYkOie0omsCr4jB5ItTwAAfw2uIwPv",
+	"crdRyT222d3P5S5amYFYphviJKn5iBo6m9GqiuzDpWmHGyl8u0jmaxfOzxsmdK/E0hliWvYy8rninldp",
+	"Axn9rvUoVruMwMGC0xTMg1bDWsdhZD/ZhbOoxN+6rvZl+29WuW12kle0m5SiT55O9OK+MoleY5ZoFW/x",
+	"1aUTrZNKdH9ZRF9oJk1xrGU6TScv8bIsp1X2ja4Cfzib6RQFspnAwxc0RAxY8fHe0BPf/GIO+zUHSKsU",
+	"v8Vd2Y0CUEjHVVHbH3yTJKVqaYxwnB9PFho3jffElBojH2OSKXRyfBxIPAkHWF4IAjkFnKGTwyO0N/Tr",
+	"nQxrbsZaLZRmZGwbDQUv8xxyFwRnExNJDWRVntnQZRJPOZFI5qMZVYokxr4gg9TULyS2tpwLyOTROvh7",
+	"E2IXOrhGKF+AnTAy90OGnL13Qpi+K1DF0UQTRkhO+ZyBkx9xFpNgGoI3U/dIFDdFGLeaoPTRS4VizIoy",
+	"h0pQcksSUwOpekjf/u/Z8cdnv4xfiZOrP959N3oTH/1z+l9Psxfy8c//On9Cwkxvpw7dekByyL3b1d4j",
+	"QKC+pmzMV+3xpX35pX63jkCVQqbF/tdniDo4cus8YjnnXL9gzAa1YtYuE7NlhZh6KMjSbeqW7rlhpufq",
+	"JM/N0zpXZXTuIIezNSh/VfbmOvmaLbdrkzM1tLedNZ5XxXMXwaiF0ebZ7dAI86VF8IY276KiRTaOVhCE",
+	"jVosNT+ywYfzKU8JSqkMyNA2Nj+0g2+gCHEtdWlC0N5R4fDW80HyFgLtuBbG1kmmTsPVuS/MIv6oOX6e",
+	"hIbg47EkatkCALoKC9ErqQzdTQMI79SVG9F4EkdERMjWc67vSHNIxVVIyKgDTxnCaQqzyLW3uYZrZsrI",
+	"FZI2R1DsY+QhRRgHDeN7S4K7Xgunnk+5JGXOm9ZwBMlSHFcstFqg2i4D4y2h95SDcVHJ1/sarLSBvVie",
+	"gOEEWH0Mn1SIZWR+/VcQZH38/vJE2copbCLOVqZqD1BunqUWqGY4IYiPAxU40myKR0HKjmel5dflTIC/",
+	"tPLEpBYnAs8ZGgs+q1WOwZI8PQ4Gv9mJrzUDWkaaEyoVZbHyp7RM141RmfPpcYgDEKYEzxbXI6pCUUfm",
+	"V7fccudMXFeEhsZfgP4nSvnkeK8C/H41ROfo2WH/iccvEp6P/BoBhnkBW27xQZRrL5dcmeJxcIkOpcLS",
+	"HhaS1OmxwJDiYldtt6gWkkDEAkklOJusDI4ufJcFUtWPuXYOHswhjL9yUemBBRVqSDXENkA1u4c1dg9n",
+	"bFMHdht70jbLJ/H918tN+O7zqmfdB2fZMS7x91UPEbYeIpLO7ANo36IVlBtCMls3BgxfNd9g5bDN9vlH",
+	"op/crYUgbwEdiEWQXaPEcxgMDt4ll1VxY3t0OE+SECp0xIDWs/w1S1aFCjTupvNEMJTD15vJoAVR2G10",
+	"gAHpq4gPuHLBMsvsWs3gotJVWNi3AtTSJXptanEyAywFewkdCMVttRYddu+VhYfhyfK6w42PNqs9XKsm",
+	"1Ji3k++92JEllrdSDm4JF+tof4vDGXz+BHa4iokM7s0kF3oCLCY1UWtpkN6qTW4c81LnXLctbmJiE5il",
+	"uLmkqnIrvI3KymYjtw2CqsK0y5LKV7WVfD1llQN70umsXC3l+sm0VlEG5Lk2KN9mBVx2KWe5VOYqhdC4",
+	"UwWxlSV6m3M30yb2qLIg7SgdotPVDpHxta/zNjG39fNfWUi5mGqdMsp1i19ta6IqFq2Mcl1VfLhA/m1j",
+	"hJYEHm9Bpj5htFCdgO0+bKjBmjcIG6oXJvxUgUPtJ9KRjKwRRFQQ1a8vhKguRm+HHJ9H5LknGmmqLxes",
+	"Y43SyytJ4goauH4MUFujnKXRQBidHB97DXJM5htExJkGOXAylXY6NeXDfFktSPMbzOH+hqpyONUUboFG",
+	"RBMEfENYv/fBJ4we/B6ZaLRPCgQpGfOtrQiA04vKG93LwdZKaBi4JAQ+mHqNqHhWRiCZ/PxqDJJHbsvT",
+	"aWcAtkVxc/lDr2hEYHM+fM5YpshtfRATy/i3BiDDhMlhhIYu0M+0SGR5mg77CGz3N4Rk0o8fLOP/eC6K",
+	"0g/7pwjGKllMa7bjgNlgwzN/3uK7wqWyJAsyQhiemvsgFWaJHLCyREPxqWYGicBzqb/e82JpTKUHkbPI",
+	"CeFUWE5hDK6m6J6B1bjAKDOVVAq6YEuqVP728l+GhXhv5ozQKFco4YhxpYE1Ip63tftnduu9nNGSCEI7",
+	"Wzt0vSBTwmQgCzPDShGhj/n/7CVM/l+3K/v/EVRSJYlzQdXiUrMTc11HWNL4PA/Z7m3asOtsV9bpPDU/",
+	"nF+8RIrfEJcufGb+klBbGKX0hqCh1jdurvv9PngqgI1Z5wyNSxCnSmWmv5jzfEH541iVBYDK9GOkt0th",
+	"yojQW5KL1I4gTx89mlA1zUeaZT0qPvD+BY5T2SQ+/uAMKE6tGjEU3amV4ZBw+sXtmWn0gYoqTj4ZMM+D",
+	"aPMa45hkpj3cDDydVKI5FeRAM3usqBZIC/HmFyrorP8jFDyAkQxwM+hafH7xEkqbw7BFORYofjvn4gaN",
+	"FsaSDW4WlhoshMaTv7591R+wAbMJ7zxXkI/o10RJDBD/6+rqApkW7frXomxrZ5ToF7MUJVssadNUCCga",
+	"dG2udGzuoys6I1LhWWYuaqVkqxuxCq4bv2ixP2y0lLMljoJt4oZmQ4DCIjnVk3JGELGZUBEa/jlwRHnQ",
+	"OzVkPUIDR571s0Gv3+8PenfDM8PkNeGUA+Y4fYRmAQ53zhZFt84YG15j9h6CfUe4Ukt5Pxqwk+NnaI/f",
+	"WlFKYHARzKg6M939g4079yP05PAQCvk0Gw1HUDxnQhKTIePI874+oSeHj9Geau9aema6hhohfcDCkxtS",
+	"ltKYWOnI3ujzDMdTcnDcP2xc4/l83sfwc5+LySP7rXz06uXzH99c/gjfaImCqmppAnR+8dJEd0vbd71/",
+	"aF7lGWE4o73T3uP+Yf8xhMeoKZDARzijj+yV1n8HDS+rMpKqGUVnaCgJFvF0iMY0BcfxaAHBW2V5QL0L",
+	"fZMeKkDQeJn0TnuvqFQvLCzVlv+/hVWD8pVHkEt1Fy0Ntgp1nHcRQqGW84fVnvMrms1HzW1LFwW5NMFC",
+	"IKHa8vbShEko8lEFWvq3wWu2trdOX/4PtS74x4eH67UhNQaJ3zo0HFxSiKhT1ZIl5YIqNThaa/gY0SDg",
+	"kPQr3vhFFtryGqu1YcwYfvmWTsupGBN/a7Lz9vp7RUm8Wjk4U7HNFmjrAIPGSjtr2wQmpLVl/M6VEdon",
+	"KgoH6vtUTmsq4JlZoT6dm3T2MWCp9YYP7l4QF8vJ/FJ82+9kl8l2vqvhSVs216sxuMEOh0wg5dhF1cJi",
+	"cFNZsBy/zdyuKVG1sE/lUgdziU2Fm29riWDmPjbKwMDFfnb0FGi1X5Kl8sPHxkD1aIVqnZH1CoRU64HY",
+	"0WxdDmu9aRTTCBudltqYzFCVIARrL6/kjoHupPe9mqTrxUYfFYHKGoVcwPGhCwg+KsJ4j3yV38Z0dOuq",
+	"7GU7Bxop+9KFl+L8BXdIjnonh0dt3xas9lElIU1/dHy8+qNGa2v48NnqD+tN5e+i3hPD6Jd/99IUpEpB",
+	"ATBfPV791SURtzQmvzJ8i6lRy0HJzmczLBZWlqsKizUFUmM4nsgyT1GCiS7jUgXjaWRRP7nwkruRnUqm",
+	"dRwXiCmrbV0zTIWR5jNBb7EiAzbFqetMkhJ8a/NDrALQRxfWl2eSRmwLqaHH0U2JWQZgDJhzac1cXs+w",
+	"j1y8nK2LDO5912pKq1gWbqMjVEVhUxTkhbPfWjXpB54sdtbr3C8HYdp+16TEo02kxLqQuFQkXCHxLRP0",
+	"LLGrSHru2Vainh3kQdb7fLLezsQEe5YNOYHlaRqSECyiVCQEO4YvIthHu5IR3HCrhISVMoEdaKVQoJdf",
+	"8YYsrdWzDc93tY0CbP+qpajoF873O3DUH3BiuXBvY1HhqAMPvsCLlOPkivNXWID1468lYkCQbU2sCEoV",
+	"d1HFzvXoT/OPOyNnpEQFPGWmvYvvGqo2ipfR8jqoXvHoy9dXFwPmd/djiKoz65WB8twuCn7Gb0kCCR0r",
+	"knBMFetmOynrW6GqZqzc7yNXjhRsrSC5jIi5dgMG+UURGi2MTQrKY3AT0N4uo5gt8mSUbWxMDWLUlrO6",
+	"GTmqp+YuJ0guacz3gcyJIA6of1P95PBk9UfmdN5w9ROUuPhKSYdB3Qb1gIPHaVo//BZdJWgsfwu6QsWn",
+	"XHTi6lKsvkFRBqxrQXq0V9FP9vvoLcGJ1WtMfxyY9HTANLFATZ3F5ICQ+AYmMFmHgZv/M1E7uvZhpeFL",
+	"tCyHFI4H0/KDafnBtPzXMS3bYMhupuWA4viV2Ja76pHGuLydhlgUXF0tkS2vd/sgj33F8tjPxFhEOyhz",
+	"6wYG2A3S5Af8IKEkuOeQ9irLWCGTOZnZ8nM2733Ek0UzaMHkZN6rpbaayhu01W4odnXI3A3RgZDxqC2V",
+	"czPiUM94baEOhfAsiVKUFdmutlaC7a7wYFLagpo8WKJWky+DpU1sXMsa9Uif14GfyBC2TL0FK5Esu0+F",
+	"u4lV3F/OoNFUQM9MsGaRhcLnrGCwWBCUMzweQ8xcHwL7bBsHv++V19Ch1Up0nqvpzi1F5x4Mn8Vc5G+C",
+	"Kf8EBrwHcaQijvyFCIG5m/XGcMX1c/dx94JNK1HxrVht8Z3OZMVrcZ6hdsW16vFoqEWJoYljHqdYIUhx",
+	"ORuwYRlxUlRPdvm7RR2/PnIlyAy1Me54524PkZNXVKrnFcvc548TfbJWnOjuwjFbDU+GFnquTq3onhyD",
+	"ppu4vvVWo2tTfl01pmsjRyVmisffnpzoKeAVUzarmB5+O4p64NEo+mj/vap5NnRnN2KtNllIudW/XdtS",
+	"0WZdeoJrrS5fT3K9xt7h6On4MT4hB8fjk/jgJH5CDp6Nn3x78BQfjY/Js+RxfHTUi0Idzz+0Wgm6hE49",
+	"uafQqVp/8RXhU7W24g886K/Ig4rIq0Yaj9eD3uNAPofYXr0Ohm+ZMABZ6bLs8mncVTRZM38PtGJEnCFc",
+	"Jub5vechAkzLrBL8mwPmV98ra/KNFl5sF3DjIqILVH7KaiULB2xYoUclB+tSINGln06xRHRJeNdzv1Lh",
+	"fRgOygmc6SCqjPbxYD6fH4y5mB3kIiUs5onJX958+FmeKpphoR7BsM7QsOmAQbG70qq7SPzdM82uY5xW",
+	"Uk3gnIAl7fd7Owtyq1YF/cSM2AwVYsFu4vVYsPvqc7Ngv/J/l/qmLfDWComWtTbLupi1MphPj+ulKm05",
+	"See5e3zsF3qslGe8qxjDSgxGFil2pJGWA6+IqfILFGPpoDirVdiUfuFbLZfX5IXnkJ72nOtNSVfxeHjZ",
+	"vvuGXyouSF1eeLC1PdjadiPeGPSHvqlV+aZVpOmiGz/6s/yjc1xY+Ym5XgUrijEEV+XSlW5GWJny0hCF",
+	"BWNTzhCVAxbzma3n4PUi9lKGOcIoxYoI9POPVwgzOSdCopPDEzSfYkVcMiwkX4NFrz9gr+gNMcKWCTGB",
+	"EU2iLQR+zTFVEu1hNNKoRxKk6IzsF93/m6LNgDnZRnGUCJ6ZGgiay5waE0C/Ji9p4oYmORaYKWL3C95H",
+	"jKOUswkRA+bnMUOTOj1zH/0EpaJMoz+TuW3mTmgCdQJs1SIQ26jm/BDuNmBevBviAsmUz/dPvZlneGEr",
+	"I/gTo7Kwgslg5+IGgNOSgIsAtCcWmRZQiCpbnFvar6mtnk4S2Uf/sJUIJJKE6OfTAXMjQBXl4aOZ/jqW",
+	"Q7Q3LLy9sHfXv+ckJ9cJydR0GA1Y/WdjfbnOjKPsGk/Itc01Hu63m19rkuYuXEcB5tvGCXdrmy0HfmEl",
+	"qG6c0EJxFsbXZfI9CPIa6zOo0/EXVq3/XeL+ujOPaLXJ1I/sHVcChk1VmNECjL/DqqQ8jMq4QI2EA2ao",
+	"N3AIX1Cr2kRPba8GqjQpnhCFMJTg54y0ROrdw93fvb7jZ2p0VXjs012oOsEUDF/X6UHtLigpWLAhw4sd",
+	"F+rtWBXaljiuCqzxsHbPNSLSuOh2f/+BzH314TTdidzmRr9o5dslTv7868sXHZ1VFYH8EdC8A7+dyicF",
+	"uCVs6Oci1xRX2qBEK8yLRlvgaWJinhTPTN0iyib9AbvypXV8Q6SWmKGE3h5miMwytYA/I1tOK0LD3z6Y",
+	"ymZ/3g3BjYa1iAvVlkgSlAqhwZHvWyg6pOyMQXw+81gnP9Xh1+qnqncW6v1z9Ji9/U6++/3o1ez90/i/",
+	"D9V/kZNf8v98Nr3Axy/GP3+ZhrIVrac2437V/l0tjC/YsOus6GWkr+Rf1jz2wFDb4joATSoOrG9KWWl9",
+	"05MkKs8OahFf9+B5A2yTjYCUPdWp38IZskEOAza0SQIB/9x+oPCCvjwu2qWP7PZJrXgRLFJqWlqFA8ag",
+	"yHwtXmz3rrFygt1H1X41yUzrJBE9pMFsnQZTLUHsRy+29ILYjAuWqG36anQIXnTpFV9lasWDT+dr9+lc",
+	"GvR3XMpa5ilnwdjm9aKqDactEp7un8/WK7x35LX7y9hkmEkWFfHvM++k7B2108STSqeXJQ1aWljUfeYR",
+	"dulw1SmFrkLuO7b/2SJdpuyktCpbZkV/ngea/0DzPyXNDzUuWo/IV8h7l8SZYMu7ZVkyZVsOW3YhxmzA",
+	"XBkV5+GEyi0v3lxWc2UCPT9W5ctUSftu0mXqFOizpMzU9+IhbeYhZNlPm+lCBu4nU8YWQ7l/m8wrzm8a",
+	"Jpmij5zUVJEyyHRnfB6Zyi3mfdtgLLIhzBkXykYY1xU6v62QKwll849sexIwXqG91+8ReCb0WCSBHh7Q",
+	"wMN1ZNnvo3PbBcb1MXXtRTA6Pjw0TmzT3A2ypl18hekKYgIrIpQRoceMwTsydw2YinL8GqbiKXjNN8w2",
+	"hG4wix1mG25o0wkVJW+pJlH2zSptKACD2ZuOJiHYNH1NVr/8IVrf0MNvar2nrt5fQT95awapAowZev3e",
+	"MUrox6hvtOIoaBcpgS8hawXCWq4ywUcpmfVOe4x7c2GFgl+WNhoHs8zGNaDBYXrxkxtqzxqR+v3+vivZ",
+	"r1ex3KgUodnH09AqQecL/mLiQHiu0N9MlQ/vKDubsTrsXPP4qr3XPOwzrxZna/e83DcQDFqNWe19AbeY",
+	"bXtjWKV/Y4t04nVwrPTEexBL/opiCbQoDDBqTWAjoBWabxXUR1q2vZ7qUq/Bdu9Cx+ZiBvK7dMsBq0kY",
+	"naULVAgXZ2VRb2iQ4mQEaUOeoSWQCZAYEU19ixZhnaWSAVsulqC1pJJWkWPH4sZqYeGzywndBISdyQa9",
+	"o8PgKz6cK0Ay7P9r5fwTzidmbXWW30FKgojmcolYIe8jlHAiXWS9gtu966X2GpJHW0m2gJvS78ftSQwa",
+	"tYqKaqXJtVOp604ySofJtil99iCQ/EWrnZVyxb2KFPft8ypFirZ+/OuJGAPmZIxlTZLL5qG2S7JmIbLo",
+	"CcLZmE5y6G1qvEu7sF+AFDBga5ks1jL6Ghlid0bf7mJEbHhIlUVXLd0+k2531BW8q+UVn0+H/GkNbm1c",
+	"djUl1YLrFbtc4ai7240/r5He1L0Z/pbQb+kQfGAyD1rvptypjawv40lep2VgNF6P5d8+gHfdfNMIoKh2",
+	"h4psdwS/3qumuP4165fVmRwAzcJO4SIo1Tqj3kB++Obdh7v/HwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

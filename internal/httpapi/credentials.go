@@ -84,11 +84,13 @@ func (h *Handler) GetCredential(ctx context.Context, req gen.GetCredentialReques
 
 // DeleteCredential serves DELETE /api/domains/{domain}/credentials/{credential}.
 func (h *Handler) DeleteCredential(ctx context.Context, req gen.DeleteCredentialRequestObject) (gen.DeleteCredentialResponseObject, error) {
-	if err := h.credentials.Delete(ctx, accountFrom(ctx).ID, req.Domain, req.Credential); err != nil {
+	synced, err := h.credentials.Delete(ctx, accountFrom(ctx).ID, req.Domain, req.Credential)
+	if err != nil {
 		return nil, err
 	}
-	return gen.DeleteCredential200JSONResponse{Body: gen.MessageResponse{
+	return gen.DeleteCredential200JSONResponse{Body: gen.CredentialDeleted{
 		Success: true, Message: "Credential deleted successfully.",
+		Data: gen.DeletionSync{RemoteSynced: synced},
 	}}, nil
 }
 

@@ -376,8 +376,8 @@ func TestGetDeleteReset(t *testing.T) {
 
 	r = w.do(req{method: "DELETE", path: path, auth: w.alice.auth, body: "{}"})
 	wantStatus(t, r, http.StatusOK)
-	if r.body["message"] != "Credential deleted successfully." {
-		t.Errorf("delete: %s", r.raw)
+	if r.body["message"] != "Credential deleted successfully." || dig(r.body, "data", "remote_synced") != false {
+		t.Errorf("delete without a sync target: %s", r.raw)
 	}
 	wantError(t, w.do(req{method: "GET", path: path, auth: w.alice.auth}), http.StatusNotFound, "Credential not found")
 	wantError(t, w.do(req{method: "DELETE", path: path, auth: w.alice.auth}), http.StatusNotFound, "Credential not found")
