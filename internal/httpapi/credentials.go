@@ -174,10 +174,15 @@ func toAPIStrength(s password.StrengthInfo) gen.StrengthInfo {
 	}
 }
 
+// toAPIPagination is the pagination object of every list route; the last
+// page is max(1, ceil(total/limit)).
 func toAPIPagination(total int64, page, limit int) gen.Pagination {
 	last := (total + int64(limit) - 1) / int64(limit)
 	if last < 1 {
 		last = 1
 	}
-	return gen.Pagination{Total: total, Page: page, Limit: limit, Offset: int64(page-1) * int64(limit), LastPage: last}
+	return gen.Pagination{
+		Total: total, Page: page, Limit: limit, Offset: int64(page-1) * int64(limit), LastPage: last,
+		CurrentPage: page, PerPage: limit,
+	}
 }

@@ -297,7 +297,8 @@ func TestList(t *testing.T) {
 		t.Errorf("page 2 = %v", items)
 	}
 	p := r.body["pagination"].(map[string]any)
-	if p["total"] != float64(5) || p["page"] != float64(2) || p["limit"] != float64(2) || p["offset"] != float64(2) || p["last_page"] != float64(3) {
+	if p["total"] != float64(5) || p["page"] != float64(2) || p["limit"] != float64(2) || p["offset"] != float64(2) || p["last_page"] != float64(3) ||
+		p["current_page"] != float64(2) || p["per_page"] != float64(2) {
 		t.Errorf("pagination %v", p)
 	}
 	if r.body["domain"] != "example.com" {

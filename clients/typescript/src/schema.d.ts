@@ -978,7 +978,10 @@ export interface components {
              */
             strength: string;
         };
-        /** @description Where a page sits in the whole list. */
+        /**
+         * @description Where a page sits in the whole list. `current_page` and `per_page` repeat `page` and
+         *     `limit` under the names the vendor's other list routes (and its Node SDK) use.
+         */
         Pagination: {
             /**
              * Format: int64
@@ -1004,10 +1007,20 @@ export interface components {
             offset: number;
             /**
              * Format: int64
-             * @description Number of the last page (1 when there are no items).
+             * @description Number of the last page, `max(1, ceil(total / limit))` (1 when there are no items).
              * @example 1
              */
             last_page: number;
+            /**
+             * @description Same as `page`.
+             * @example 1
+             */
+            current_page: number;
+            /**
+             * @description Same as `limit`.
+             * @example 15
+             */
+            per_page: number;
         };
         /** @description One page of a domain's credentials. */
         CredentialPage: {
@@ -1595,7 +1608,9 @@ export interface operations {
                      *         "page": 1,
                      *         "limit": 10,
                      *         "offset": 0,
-                     *         "last_page": 1
+                     *         "last_page": 1,
+                     *         "current_page": 1,
+                     *         "per_page": 10
                      *       }
                      *     }
                      */
@@ -2394,7 +2409,9 @@ export interface operations {
                      *         "page": 1,
                      *         "limit": 15,
                      *         "offset": 0,
-                     *         "last_page": 1
+                     *         "last_page": 1,
+                     *         "current_page": 1,
+                     *         "per_page": 15
                      *       }
                      *     }
                      */
