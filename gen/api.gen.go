@@ -69,6 +69,21 @@ func (e CredentialCreatedSuccess) Valid() bool {
 	}
 }
 
+// Defines values for CredentialDeletedSuccess.
+const (
+	CredentialDeletedSuccessTrue CredentialDeletedSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the CredentialDeletedSuccess enum.
+func (e CredentialDeletedSuccess) Valid() bool {
+	switch e {
+	case CredentialDeletedSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CredentialEnvelopeSuccess.
 const (
 	CredentialEnvelopeSuccessTrue CredentialEnvelopeSuccess = true
@@ -598,6 +613,23 @@ type CredentialCreated struct {
 // CredentialCreatedSuccess Always true.
 type CredentialCreatedSuccess bool
 
+// CredentialDeleted A credential deletion and whether it reached the SMTP server.
+type CredentialDeleted struct {
+	// Data The sync state of a credential's deletion (an addition to the vendor's body).
+	Data DeletionSync `json:"data"`
+
+	// Message A human-readable confirmation.
+	//
+	// Example: Credential deleted successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
+	Success CredentialDeletedSuccess `json:"success"`
+}
+
+// CredentialDeletedSuccess Always true.
+type CredentialDeletedSuccess bool
+
 // CredentialEnvelope One credential.
 type CredentialEnvelope struct {
 	// Data An SMTP credential of a domain; its password is never part of it.
@@ -633,7 +665,8 @@ type CredentialPage struct {
 	// Example: example.com
 	Domain string `json:"domain"`
 
-	// Pagination Where a page sits in the whole list.
+	// Pagination Where a page sits in the whole list. `current_page` and `per_page` repeat `page` and
+	// `limit` under the names the vendor's other list routes (and its Node SDK) use.
 	Pagination Pagination `json:"pagination"`
 
 	// Success Always true.
@@ -683,6 +716,17 @@ type DNSRecordPurpose string
 //
 // Example: TXT
 type DNSRecordType string
+
+// DeletionSync The sync state of a credential's deletion (an addition to the vendor's body).
+type DeletionSync struct {
+	// RemoteSynced Whether the SMTP server's auth backend confirmed, before this response, that the
+	// login is gone. When false the login may still authenticate on SMTP until the sync
+	// worker applies the deletion.
+	//
+	//
+	// Example: true
+	RemoteSynced bool `json:"remote_synced"`
+}
 
 // Domain A sending domain: its DKIM key, verification state, tracking flags, optional auth
 // (return-path) and link-tracking domains, and every DNS record to publish.
@@ -870,7 +914,8 @@ type DomainPage struct {
 	// Data The domains on this page, oldest first.
 	Data []Domain `json:"data"`
 
-	// Pagination Where a page sits in the whole list.
+	// Pagination Where a page sits in the whole list. `current_page` and `per_page` repeat `page` and
+	// `limit` under the names the vendor's other list routes (and its Node SDK) use.
 	Pagination Pagination `json:"pagination"`
 
 	// Success Always true.
@@ -1018,9 +1063,15 @@ type MessageResponse struct {
 // MessageResponseSuccess Always true.
 type MessageResponseSuccess bool
 
-// Pagination Where a page sits in the whole list.
+// Pagination Where a page sits in the whole list. `current_page` and `per_page` repeat `page` and
+// `limit` under the names the vendor's other list routes (and its Node SDK) use.
 type Pagination struct {
-	// LastPage Number of the last page (1 when there are no items).
+	// CurrentPage Same as `page`.
+	//
+	// Example: 1
+	CurrentPage int `json:"current_page"`
+
+	// LastPage Number of the last page, `max(1, ceil(total / limit))` (1 when there are no items).
 	//
 	// Example: 1
 	LastPage int64 `json:"last_page"`
@@ -1039,6 +1090,11 @@ type Pagination struct {
 	//
 	// Example: 1
 	Page int `json:"page"`
+
+	// PerPage Same as `limit`.
+	//
+	// Example: 15
+	PerPage int `json:"per_page"`
 
 	// Total Number of items in all pages.
 	//
@@ -1576,7 +1632,15 @@ type ClientInterface interface {
 
 	// DeleteCredential Delete an SMTP credential
 	//
-	// The login stops working and the username can be used again.
+	// Deletes the credential; the username can be used again at once. The deletion is
+	// committed before the response, so a later GET answers 404 whatever the sync state.
+	// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+	// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+	// authenticates on SMTP. False means the backend did not confirm in time (it is
+	// unreachable or slow): the login may still authenticate until the sync worker
+	// applies the deletion, which it retries until it succeeds. Operators see such
+	// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+	// `smtpcreds_sync_oldest_pending_age_seconds`).
 	//
 	// Corresponds with DELETE /api/domains/{domain}/credentials/{credential} (the `DeleteCredential` operationId).
 	DeleteCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1911,7 +1975,15 @@ func (c *Client) CreateCredentialWithFormdataBody(ctx context.Context, domain Do
 
 // DeleteCredential Delete an SMTP credential
 //
-// The login stops working and the username can be used again.
+// Deletes the credential; the username can be used again at once. The deletion is
+// committed before the response, so a later GET answers 404 whatever the sync state.
+// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+// authenticates on SMTP. False means the backend did not confirm in time (it is
+// unreachable or slow): the login may still authenticate until the sync worker
+// applies the deletion, which it retries until it succeeds. Operators see such
+// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+// `smtpcreds_sync_oldest_pending_age_seconds`).
 //
 // Corresponds with DELETE /api/domains/{domain}/credentials/{credential} (the `DeleteCredential` operationId).
 func (c *Client) DeleteCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3040,7 +3112,15 @@ type ClientWithResponsesInterface interface {
 
 	// DeleteCredentialWithResponse Delete an SMTP credential
 	//
-	// The login stops working and the username can be used again.
+	// Deletes the credential; the username can be used again at once. The deletion is
+	// committed before the response, so a later GET answers 404 whatever the sync state.
+	// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+	// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+	// authenticates on SMTP. False means the backend did not confirm in time (it is
+	// unreachable or slow): the login may still authenticate until the sync worker
+	// applies the deletion, which it retries until it succeeds. Operators see such
+	// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+	// `smtpcreds_sync_oldest_pending_age_seconds`).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4208,7 +4288,7 @@ type DeleteCredentialResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *MessageResponse
+	JSON200 *CredentialDeleted
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
@@ -4232,7 +4312,7 @@ type DeleteCredentialResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r DeleteCredentialResponse) GetJSON200() *MessageResponse {
+func (r DeleteCredentialResponse) GetJSON200() *CredentialDeleted {
 	return r.JSON200
 }
 
@@ -5513,7 +5593,15 @@ func (c *ClientWithResponses) CreateCredentialWithFormdataBodyWithResponse(ctx c
 
 // DeleteCredentialWithResponse Delete an SMTP credential
 //
-// The login stops working and the username can be used again.
+// Deletes the credential; the username can be used again at once. The deletion is
+// committed before the response, so a later GET answers 404 whatever the sync state.
+// Like a create, the request then waits (a bounded time) for the SMTP server's auth
+// backend to drop the login: `data.remote_synced` true guarantees the login no longer
+// authenticates on SMTP. False means the backend did not confirm in time (it is
+// unreachable or slow): the login may still authenticate until the sync worker
+// applies the deletion, which it retries until it succeeds. Operators see such
+// deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+// `smtpcreds_sync_oldest_pending_age_seconds`).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6986,7 +7074,7 @@ func ParseDeleteCredentialResponse(rsp *http.Response) (*DeleteCredentialRespons
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest MessageResponse
+		var dest CredentialDeleted
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10121,7 +10209,7 @@ type DeleteCredential200ResponseHeaders struct {
 }
 
 type DeleteCredential200JSONResponse struct {
-	Body    MessageResponse
+	Body    CredentialDeleted
 	Headers DeleteCredential200ResponseHeaders
 }
 
@@ -12062,165 +12150,175 @@ func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) er
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H37c9u2uuC/gtHemdp7aPkRJ23tOTPHTdpubpNcb+ye5N4qa0EkJPGYAlgAtKJ2vX/7Dj6AJECCDz2c",
-	"x637QyemSOAD8OF7P/4chGyRMkqoFIOzPwdzgiPC4Z/PcTgnzxmVnCVv2JVknKjHEREhj1MZMzo4G1wk",
-	"S7wSaEzZgVBvjAM0ISHOBEFyTtCERSsUYs5jIhBGgoScyOEgGJCPeJEmZHA2yL8cBAMRzskCq0kIzRaD",
-	"s9/KHz8EA7lK1ftC8pjOBvf3weAtkXx1MZWE1wG7IiGjkUCSoSWOJZqQKeMEcfVJTGcODE/tqc00MZVk",
-	"RjjM8+7du4tMzgmVcYhlyy78gEUcIk5wsvj7aCAWMg05icRoMHbX3PjewAOJteD3b7Ekr+JFLOF/dUDe",
-	"kt8zIqRAOEnYkkQoJRwtYppJgqaMIzmPBcJhyDLqHsPxyVHHJpRzvyULHFMFU/P8CZlKFFNAgjDjnFBp",
-	"4HCnPf62ddr7YJBijhdE5kjJSaTOASc///ryRR2AazVf8c43Ao0zQfiN2uKbWRZHlYM4mjybPsGn5OBk",
-	"ehoenIZPycH306ffHjzDx9MT8n30JDw+HgSDWA2dYjkfBAOKF+rLcpJBMODk9yzmJBqcSZ4Re0VTxhdY",
-	"Ds4GWRZHAx8Sv2BqN9/AqL7VRPA7UtOivRALchBTQaiIZXxH9gNEhrMhGpslDUO2qCzR+sW/Ej1B6yoW",
-	"+OMrQmdyPjg7efrEt4pLPPPAf3wwwUJhIZ4RRLPFhPBhDsTvGeGrEgr1ioP9EZniLJGDs+NAzR8vFEU4",
-	"Psr/CwaLmJqHgRdxOBEpo4IA3vyAI4Ob6q+QUUko/BOnaaJudczo4b+EgvrPcvP+HCyIELA0OAuuh9Bk",
-	"LRaIMonucBJH6N+v/uONWprIwpAIMTib4kSQe3tB/8bJdHA2+B+HJcU91L+Kwx85Z/ytAViDX8cE/6xB",
-	"/gjDn4hN/kVCGaCQZUkEP0wU4DgKEONoiQUShMoRXcZyjjBFGRVZmjIuSYTGz/XGHFyvUjIejuigRFAm",
-	"f2IZjTbdvhcGjZlEUxjnYffK3JqIEb055GMspNqACUkYnQFfwJTJOeE2PbTY3/uDguAdFNTWB5f55rBK",
-	"nBXNtMZwqGa/ccpPYJUvqSSc4gQ2YNNzuKCIqO8RC4EuR2g5jxOCUs7UYcR0BjTbYPpDovSFwj3yMSWh",
-	"Qr0pjpOMk3MUEYnjRCDMCUrYbEaiAFFyR7ji3RmnJBqqrd0WH0tG8qlxEtiwzaXWwtIR3RtX79JYfTL2",
-	"rWi8ry7xF47Xl3iVMBxdM/YKc81GdkWgJWMoUYOiPSzRggmJjp+hX+If9h+aWFchASjUyWNqQAA0viL8",
-	"Lg7JrxTf4TjBk2Sr5Qs9GqycLFLGMY+TFcrK0YfoMiFYSed8hfBMoVGCpWbLD4r7WGIlCyjQMsoJDucK",
-	"HLQnJEtTdcc5ERJzGdNZgFgmEZuikFFKQjWKAOalTlMkbDmicC/EknCk2JiRM/Mtl/GCsEzuD9Ebpn6c",
-	"qUmXnNEZvG2/e6YVghHFSotAY9AoDkClGCttRakQtRtkvdSF85aGAhtzzdhrTFe5mLzxWTOGFpiuEJbq",
-	"nKX4XMdqiBLaYzwABUORcRIpwh2rQwNCl8RK+sdRxIkQ++owmCLnsVITFDkY7mR7gy+Qsv1KcSbnjMd/",
-	"kDUZFdE83h0hsFCg8sNDHfLrWMsESnSEG1SyLTFEP94RrvR7pe7PiBRw3kJpKorsVc713bt3B1U1um1X",
-	"q1o3QPdPJffCrv0EmNZjV/vtRDlwL8SPaZpJNOEE3wqEEc8Sco7GcGpijAReCSVXhXM0jUkSIUyVnLX6",
-	"wkXMAm0AOrX5z+ckvBV+xVThn5FpvhHoxZsrFMLbSu3XQlwA5gdOQsYjtfSUs5RwGWuVTH1/E93Gi66j",
-	"ASDeEqG0wftAf7f4uMlXIp2u9dm9rRT/ZkFsjVcCVNqotA6mplWbqMW1lwpjWnZyT4u3B0o5389lRcmQ",
-	"IBJlqaPT53unFfezwYRlNCRDW9O/9++2+aLFzhBLQZKpuu8YiWySy6xTFEslm4NOjsZmxlF2dPQk1O/A",
-	"v0nF+OCBrGY9CAZqS29uyeomMUaGmlnp6gLdkhUS8R9EwSLr6PfLy9fqlXN0pGBfGLK1IJgKdHJ0+p0D",
-	"l3oQ+IxcLed3RWSWdt4EJeBJo2WrcwtKkUPdEH0XQK5Ps0kSi3n9XihRqQtLK2C9UJ/cW+yhZqBE82yB",
-	"6QEnOAK5K2R0GvMFEDz3yC6sxeg1IMNcplmSAAmrHWDBfRoMo5Jn2u6nzbrqz/KyTBhLCKa125YPWi4r",
-	"0HvzofucXpg9bD2rAESQHHOARjefE0g3WlZZ82I13u5Nroo1G1CiGw2pf2ZY2vX7a3SHk4xUF1O5RC40",
-	"d39XHx+fo9u/c4HPUfr31y9f/vDyXxdvfpjd/j4cDnsBJ0hCQsl4C3j5K/5rfUtWLlyFrbxr/ljc3BEe",
-	"T2Pi2Zx3cwI6dWVCJZrmH50jkKRQRmWcoDE8Xh2olw/0y2OUYiGIcOCDb+qYHQwiKsxR9eKmHvzbGxfs",
-	"Zxygcc5/in8vPo5BqY0lWYgu+vHizdVbjTgl0cOc41UDz8tNxM0n3Iyazefibkv7tf4nfKRFO/8OskyG",
-	"bAH8AZfiiB+vzJzbEl8bqO1osOYboC4B1By3kOU7a1qkAEyIJJH3Slo417Wkt+bVnvQ8QDgRDC3nhCJs",
-	"oNba304ofQ54L5pfO4ceV8zZRCGxJEgbASzkMdyb4HBuUAZwRwmHmzKCqpgA85g924IXbEvuEGVLtAcU",
-	"WfHBq8ufNHmL9h3ItGOoTt7MKm6wR8L9lcYfc1tKfhvhfdcT+O2z05PvvntydBSUTrOYymeng7qkZibs",
-	"hdZGhdnwLvSmhi5dK7HXAOpsURMyv21iEO9AlWyjZOa0CgGm2OAWnasXkliytcIXw40qCNuEFpaq1ney",
-	"1+/NklDKYiqBBWqDXYJXSozSrqoAbNz50ez3Y8K2DtgXHnUTDEDG4CKIKCHqsQ3bK5G2TloD/T8oKWmT",
-	"RbkEQ5kgXKAQK318koFjJ+bqnTpi5H4Y39Y4jGmJzaFMYxoFStdf5py0pF+MEnvj9u7+LtLpMRoOh/uK",
-	"60ltckAxDZMsImdqC4aFZJeTPU18WSbR33CS+AjgNHcAeSDWUrx2GFnG/yNEqOQxEYGm6vkPT49P0GQl",
-	"4bkIcVrFqd8GZg0HCpYPlphVg8oVp3IHt1cAfnOl/foJY7ckqqr5gw76z26bEVkNPccCLdVexALl59vv",
-	"oqScTRLiJRIrCxc0uz9HeCIIlVoUiKUhRe5S1Ef2VZLIWlzpADPI0YEZvs3QD/70emJgSvVC00Zfv7/2",
-	"xmbY95bd5sEK5s2gvDQ5KnovbxkoUhenKLp6fX1p+wJBetXU5xz0U7Wb6oqBmx/8oCnmUltk6vc45ATL",
-	"HozYx3uPevLeiIC86Z3DCIg0S5JzZF60bcbg1tWkO3fmeuZUn2tfmENSLRjiqEfsD80WhMchil1kPD3p",
-	"tcxY3JgFNC4TLlD/dXZfvFYx7kqRCizQmJMFk+RGrGhIorF2vFy9+EVoqVLpFzrQC2zP/SZOsJA3Oard",
-	"hHNMZz4QfLKc+rTEUk4EkeeAACieFp57ocP+NjhpgEwvtVu8BBJUMPEJDm8JjTSERtsiEcJK6hVK7IcV",
-	"xMI6uE2BZLMmqR8uOPweoLE2mCq+rCiJNpn+o9OKulipL/7RwQ4WLALEedC776BeuxwFCxeE3xH+jXAP",
-	"RHEmWb2teZgg6GL9sFa9mol2MCzaCrGPMr4jvYRXtcYbksfa1ATyRN9vvRMBWhrOCLhm3LK5N3SPEyVz",
-	"gATJlL4f4iRZgYDRgFrlqbrhiz2InpBgXIjhyTQmPFByYIS0bR/9+vaV2CgGsiOSUUPaLOtMdDxPiBPg",
-	"X4EiZBDaG6G9hC0JD7Eg+z687+TMAE5lnyxw8tsZ2MzRvS4u4S3wyuEBDt9rIpjVC1IjXw5atYsLzzW0",
-	"XUdumRL0B8ZoYcsOm9m5XgqRkciSX3bkYbAClQzIX4OHoYT6R3pHEuYTN5Uu5vKS9Xfd3e8HXneP1bb4",
-	"LW0kZOYsK47Kkijkt7nmmWynGyXJyOWNkqGeoeODZ6conGOOQ6l0XTZF44uD/0L44A90dPA9GqIb9Dd0",
-	"MA5GNI8uAvsWoVGchwNhlBApCUeMoyiexbJUPMfD4XiIrjSZKqiUGmFEMxr/nhHwcOfupGp0drLSsUO9",
-	"KFrLEfiDqxWyQWC1pTJ8I5wAjUYEbDtLgcAcHQsYPUAsiYiQaBpzHQ/ay8HgYnFVJe7hh5YVmHREJJJs",
-	"LRU5xbOYFj6DNoAvyzc/0bULysh7C0zfZSy9NR6yW7orYc9yh/2SKk3RWOs8mNB844AIo98znBjLsFI7",
-	"ZKlI21ZAhGWDf25oDKO3ZNVlx055zHgsV3VwXr9HKSdTwgkNCdorbIMKRY0AVQqyRz55Nc14ygRpMWuV",
-	"q5oyfmbt4TcCjXNvm0inYyAc48XHcVA3E45og3dOf5Q76II8+DeJ6e2B5Di8VWTo+ZuL1z+ivXH+II/a",
-	"zbOgjLVQGwoXHwvLc6MRMRjkQyl8Kk/HfLGG8cTGrlVq47wxmrx+PwgGsAB3Kq9JJRiAJ7rNTvONMN7q",
-	"PaXVvn6vN3uB4wTNmZD7W7upK5cyR5DCqGNkRg2o9zY2EK8LJAxb0Vhx5oQXBB6HU4AKFJgmeCYCxGAw",
-	"nAB2jagbNaBQyUUcPZEINE+DYDz7wMogE0CnXcUtKD12MBqMtbZNGYWoXk+c0uDTRjDsGK5dBC/sDqTe",
-	"Dj5QQEv3Nxgmm5w6xtXXT9kOkzi8vQHca4ZA4SdEAMKNxZBxueSxlASC2XS0MIzUM3Cir0GzNP0YDqg0",
-	"IhxFFcvbuqbOTSLTao4zcJNMYiks8nl8dHIanBydfvehMy7NgLHl8efArBuvsubF3EEYUWusjA45rlG4",
-	"MrvVHP+ewm1FgAHtIbarQjV3Ei2joV2DVJzDYVS9qQjL3Dhoj6etgbYo1WkrbA2QaiP3iu8FpZKjcBbS",
-	"zTRDioWRBOFypxldhSwia8niTdar4ro0mOu/7Wutb74g1zwjJs+t8Y44sQ97jCNMkeKXWNH3Bea3ROFT",
-	"ETCxv4Zdfd3oCBc+Y0w3Cezq90IV28BS3dtK7ACj7VvbUNLFx20JWBkZsF0UAEsJ7WJjuKQWafyRJJpx",
-	"CYUQtCfjEum0lYIqNPNKNkYv8Udlgg+63TuK/l+Du1xBtMUZYGp7cMHq2BkRsZXlvoxSWsNqD+empJBW",
-	"2dYnRm8nq1Xn3YHAVoHvG6EVxX4bnFGRTTrRXKd/T9RvE70rsN01salxmnyJN5NVZ4aNefWHld+CX1hD",
-	"akfYsbtdAaZWjKol1rgCrUMW3N1rdA60uBOsyx/sJIS2KohWZcLK7XbpbZ0NuUKWe4zNOm+rR6Ia2AhI",
-	"9EDpD0YF35E/wqRTA8BfgydCw9vuhSi5xza7+7m8D50ZU2V6FI6iisuhprNprarIlmpNk9pI4dtF8lGz",
-	"cH5Rs8haJWHOEVWyl5bPJbOcFBvI6PeNR9HtgQB7PU4ScPYbDWsd/4P5ZBe+hxJ/q7ral+0O6PIC7CQP",
-	"YjcpEJ88/eHFQ2U+vMY0Uire6qtLf1gn9eHhsh6+0Mj/4ljL8P9eTse2rIwu+0Zfgd+ffXGGPNkX4DDy",
-	"GiJGtPh4b2yJb3by+X7F/dwoxW9xV3ajABTSsStq24NvklThpvL745JYtFK4qb0nujQS+RiSVKLTkxNP",
-	"oLw/IOySE4iBZhSdHh2jvbFdn2Fc8VpVajfUI/maaCg4LZcQa80ZnenITyCr4tyEWpJwzohAIpssYilJ",
-	"pO0LwktN7cJHa8u5gEwWrYO/NyF2voOrhR552AklSzsCJbf3zghVdwWqzunopwCJOVtS8BkjRkPiDZu2",
-	"Zuof2JBP4cetOihD9FKiENOiLJvkMbkjka7Z4h7St/97cfLx+1+mr/jp9R/vvpu8CY//Of/PZ+kL8eTn",
-	"f108JX6mt4vwzDJUthJAWdggY2AIcK362ns4CNQ3MZ2yrj2+Mi+/VO9WEcgpvFjsf3WG6lb4kKzKI9o5",
-	"5/oFLjaobbF2WYstK1pUIwtat6lfetqGmWndSWmbp6F1ZaDtIOesMYi4K9tsnfyyhtu1yZlq2tvMGi9c",
-	"8TwPiFPCaP3sdmiEyVMpvhQzjG/zLh0tsna0nCCs1WKh+JGJZVvOWUJQEguPDG1iiX07+AaKplZSLWYE",
-	"7R0XDm81HySbINCOK1FRvWTqxF9N+FIv4o+K4+epbwg2nQoi2xYA0DksRK3EGbqfBuDfqet8RO1JnBAe",
-	"IFN/troj9SElkz4howp8TBFOEphFrL3NFVzTUwZ54Vt9BMU+BhZS+HFQM763xLvrlejc5ZwJUuboKA2H",
-	"kzTBoWOhVQLVdhHjb0n8QDHjl05+0ddgpfXshY/K1gVYdQyfVIilZHnzVxBkbfz+8kRZ5xQ2EWedqZrj",
-	"XetnqQSqBY4IYlNPxYAkneOJl7LjRWn5zUPwwV/qPNGpkBHHS4qmnC0qlS6wIM9OvMFvZuIbxYDaSHMU",
-	"CxnTUNpTGqabj+HM+ezExwEIlZylq5tJLH1RR/rXfLnlzum4rgCNtb8A/U+UsNnJngP8vhuic/z90fCp",
-	"xS8ilk3snGbNvIAtN/ggyrWXS3ameOJdYo5SfmkPc0Gq9JhjyJgwqzZbVAlJIHyFhOSMzjpjbQvfZYFU",
-	"1WOunIMFsw/jr/MgZ8+CCjXEDbH1UM3+YY39wxmb1IHdxp40zfJJfP/V9Hjbfe561m1w2o6xxd/nHiJs",
-	"PUQknZsH0G5CKSi3hKSmzgUYviq+Qeew9fbZR6Ke3K+FIG8BHYhBkF2jxHMYDA4+z1VycWN7dLiIIh8q",
-	"9MSAxrP8NY26QgVqdzP3RFCUwdebyaAFUdhtdIAG6auID7jOg2Xa7Fr14KLSVVjYtzzUMs8b2tTipAdo",
-	"BbuFDvjithqLpObvlYVS4Ul7ndTaR5vVSq1UP6nN28v3XuxIi+WtlIMbwsV62t9Cf0KYPYEZzjGRwb2Z",
-	"ZVxNgPmsImq1Bul1bXLtmFudc/22uI6JdWBacbOlCmwjvLVKsHojtw2CcmHaZQnY68pKvp4ysJ496XVW",
-	"ee3X6sk0Vn0F5LnRKN9kBWy7lItMSH2VfGjcq+JRZ0nR+tz1tIm9WBqQdpQO0etq+8j42td5m5jb6vl3",
-	"Fn4tplqn7GvV4lfZmsDFos4o165iqQXybxsj1BJ4vAWZ+oTRQlUCtvuwoRpr3iBsqFpI7VMFDjWfSE8y",
-	"skYQUUFUv74QoqoYvR1yfB6R54FopK4WW7CONUrFdpLEDhq4fgxQU2OP1mggjE5PTqyGHjrzDSLidEMP",
-	"OBmn/UdF+dBfuvVNfoM58r+hChZOFIVboQlRBAHfEjocfLAJowW/RSZq7V48QUrafBtFsc7gu3Te6F++",
-	"slKRQcMlIPBB15dDxbMyAkk3gnFjkCxyW55OMwMwLVXryx9bNQg8m/Phc8YyBfnWezGxjH+rATKOqBgH",
-	"aJwH+umWbjRLkvEQge3+lpBU2PGDZfwfyzjKD3r/DMFYJYtpzHYcURNseG7PW3xXuFRasiADhOGpvg9C",
-	"YhqJEdWikxqj+FQxg4jjpVBf71mxNELGSYJ4RoNcCI+54RTa4KqLhGlYtQssprowR0EXTIUO528r/2Vc",
-	"iPd6zgBNMokihiiTClgt4llbu39utt7KGS2JILTfNENX6/tEVHiyMFMsJeHqmP/PXkTF/813Zf/fvEqq",
-	"IGHGY7m6UuxEX9cJFnF4kfls9yZtOO/EVdYVPNM/XFy+RJLdkjxd+Fz/JaAWKkriW4LGSt+4vRkOh+Cp",
-	"ADZmnDNxWII4lzLV/ZByzxeUaw1lWU+mTD9GarskjinhaksynpgRxNnh4SyW82yiWNZh8YH1L3Ccijrx",
-	"sQenQHEq1VOhhkulDIeA0y9uz0Khj1jRsJBPRtTyIJq8xjAkqW5ntQBPZyzQMubkQDF7LGMlkBbizS8x",
-	"jxfDH6HgAYykgVtAl9WLy5dQihmGvSM0YupGQbHOJeO3aLLSlmxws9BEYyE0yvv17avhiI6oSXhnmYR8",
-	"RGy1xIo0EP/r+voS6ZbS6teizGRvlBgWsxjmGOS6vqJCQNGgy6zTYXaIruMFERIvUn1RnRKT+YguuPn4",
-	"RUvwca0FlqmY421rNdYbAhQWibmalFGCiMmECtD4z1FOlEeDM03WAzTKybN6NhoMh8PR4H58rpm8Ipxi",
-	"RHNOH6CFh8Nd0FXRXTDEmtfovYdg3wl2ar/uByN6evI92mN3RpTiGFwEi1ie627k3kaD+wF6enSE9rCv",
-	"MWoworobqs6Qycnzvjqhp0dP0J5s7rJ4rrscaiF9RP2Ta1KWxCEx0pG50RcpDufk4GR4VLvGy+VyiOHn",
-	"IeOzQ/OtOHz18vmPb65+hG+URBFLtzQBurh8qaO7hekTPTzSr7KUUJzGg7PBk+HR8AmEx8g5kMBDnMaH",
-	"5kqrv72Gl66MJDej6ByNBcE8nI/RNE7AcTxZQfBWWW1O7cJQp4dyEDReRoOzwatYyBcGFrdF+W9+1aB8",
-	"5RByqe6D1mArX4fsPELI1yL7yO2R3dEcO6hvW7IqyKUOFgIJ1ZTjFjpMQpKP0tOCvAlevbWDdfqIf6h0",
-	"7T45OlqvbaI2SPzWo0FaSyGiXlVLWsoFOTU4Gmv4aNHA45C0K97YRRaa8hrd2jB6DLt8S6/lOMbE3+rs",
-	"vLmcW1FhrVJdTBcAM/W+esCgsNLM2jSBDmltGL93ZYTmiYo6dOo+ldPqgmp6Vih3lk+6+Oix1FrDe3fP",
-	"i4vlZHZlt+13ss9kO99V/6QNm2uVrNtgh30mkHLsogheMbguVFeO32RuV5TILezjXGpvLrGucPNtJRFM",
-	"38daGRi42N8fPwNabZdkcX74WBuoGq3g1hlZr0CIWw/EjGbqchjrTa2Yht/o1Gpj0kM5QQjGXu7kjoHu",
-	"pPbdTdK1YqOPi0BlhUJ5wPFRHhB8XITxHtsqv4np6NcF1sp29jR+taULK8X5i26ufnp03PRtwWoPnYQ0",
-	"9dHJSfdHtVa88OH33R9Wm2DfB4OnmtG3f/dSF6RKQAHQXz3p/srTYR2U7GyxwHxlZDlXWKwokArD8UyU",
-	"eYoCTHQpE9IbTyOKcryFlzwfOVfJlI6TB2IKtw1limOupfmUx3dYkhGd4yTvpJAQfGfyQ4wCMESXxpen",
-	"k0ZMy5uxxdF1xVIKYIxo7tJa5Hk94yHK4+VMmV1w7+etcZSKZeDWOoIrCuuiIC9y+61Rk35g0WpnvZnt",
-	"chC6TXFFSjzeREqsComtImGHxNcm6Bli50h6+bOtRD0zyKOs9/lkvZ2JCeYsa3ICzZLEJyEYRHEkBDOG",
-	"LSKYR7uSEfLhuoSETpnADNQpFKjlO96Q1lo92/D8vLZRQ793X1HRL5zv9+CoP+DIcOHBxqLCcQ8efIlX",
-	"CcPRNWOvMAfrx19LxIAg24pY4ZUq7gPHznX4p/7HvZYzEiI9nrIX8Nx2DbmNrUXQXgfVKh599fr6ckTt",
-	"bmQU+r5rrwz0XMij4BfsjkSQ0NGRhKOrWNfb3xjfSiwrxsr9IcrLkYKtFSSXCdHXbkQhvyhAk5W2SUF5",
-	"DKYD2ptlFL1FloyyjY2pRoyaclY3I0fV1Nx2gpQnjdk+kCXhJAfqv6l+cnTa/ZE+nTdM/gQlLr5S0qFR",
-	"t0Y94OBxklQPv0FX8RrL34Ku4PiUi85BfYrV1yjKiPYtSI/2HP1kf4jeEhwZvUa3W4FJz0ZUEQtU11l0",
-	"DggJb2ECnXXoufk/E7mja+9XGr5Ey7JP4Xg0LT+alh9Ny38d07IJhuxnWvYojl+JbbmvHqmNy9tpiEXB",
-	"1W6JrL3e7aM89hXLYz8TbRHtocytGxhgNkiRH/CD+JLgnkPaqyhjhXTmZGrKz5m89wmLVvWgBZ2T+aCW",
-	"WjeV12ur3VDs6pG566MDPuNRUyrnZsShmvHaQB0K4VkQKWNaZLuaWgmmu8KjSWkLavJoieomXxpL69i4",
-	"ljXqUJ3XgZ3I4LdMvQUrkSi7T/m7iTnur9ygUVdAz3WwZpGFwpa0YLCYE5RRPJ1CzNwQAvtMGwe775XV",
-	"0KHRSnSRyfnOLUUXFgyfxVxkb4Iu/wQGvEdxxBFH/kKEQN/NamO44vrl93H3gk0jUbGtWE3xnbnJilXi",
-	"PH3dbyvV49FYiRJjHcc8TbBEkOJyPqLjMuKkqJ6c5+8WdfyGKC9BpqmNdsfn7nYfOXkVC/ncscx9/jjR",
-	"p2vFie4uHLPR8FS2VDeuTqXonp44nddzja5J+a11YYcpnnx7eqqmqDRgL387zhvD522Z/+FqnjXdOR+x",
-	"UpvMp9xaTd7Nuqp9/Pu23fc00P7QaCXoEzr19IFCpyrtqjvCpypdqh950F+RBxWRV7U0HqulucWBbA6x",
-	"vXrtDd/SYQCKRVheUJNPk19FnTXzD08rRsQowmVint3KHCLAlMwqwL85onb1vbIm32RlxXYBNy4iukDl",
-	"j2mlZOGIjh16VHKwPgUS8/TTORYobgnvem5XKnwIw0E5QW46CJzRPh4sl8uDKeOLg4wnhIYs0vnLmw+/",
-	"yBIZp5jLQxg2NzRsOqBX7C6R6BtRJv5CdF/CQpw4qSZwTsCS9oeDnQW5uVVBPzEj1kP5WHA+8XosOP/q",
-	"c7Ngu/J/n/qmDfBWComWtTbLupiVMpjPTqqlKk05ydxz9+TELvTolGe8d4xhJQYjgxQ70kjLgTtiquwC",
-	"xVjkUJxXKmwKu/Ctkssr8sJzSE97ztSmJF08Hl42775hV5JxUpUXHm1tj7a23Yg3Gv2hb6or3zSKNH10",
-	"48M/yz9a48Kg0JKirkhIlup845jOCgdVwY5CDAFWmbDLN/tMYxUpYDemMYsOfRbLWIUKPcZN/XeJmOp/",
-	"7YJuY5MdEzl1Qi11PY3JCsxmY1fGGAdlRJXi/SMKlmwd4WizONeadGaq3McSSYZmRCIMxcsZJQ0xTju8",
-	"mZbcuGNJ0Y5x7ysqmqe7EBK9weu2lDiAqkdQjA1FcQSFPjAVS8JB7YqhWuROhchtBayukAQLa/fyFi4K",
-	"F/Pd338kc199IEJ/Ire5uSTofLvEyZ9/ffmip5nfEWUOgeYd2I0oPinADQEXPxdZethpIBF0GGa0GsOS",
-	"SEeL2BLYcESvIVVPFxSR+JYIRJkuPraHKSKLVK7gz8AUIgrQ+LcPuibUn/djcEDgJDF1aki072ML0BrG",
-	"tsoWvSV2xiA+n2Ghl4X/6Gu18Fd7sgz+OXlC334n3v1+/Grx/ln4X0fyP8npL9m/fz+/xCcvpj9/mSaG",
-	"jqY9m3E/t/NRA+Pztjo6L7rAqCv5lzUsPDLUJo84oIlj+v+mlJXWV9oFkVl6UImVeQCfBWCbqLny92Sv",
-	"SvXnyLiHR3Rswqs9no19T8q6ujx5nMAQme0TSvEimCexbgbkD7WB8tyVSJvdOxXKCXYfj/jVpIGsk37x",
-	"mECwdQKBW7zVjvtqqKK/GRcsUVt3JOgR9pXb/b7KoPRHa/jXbg2/0uifcylTFDJm1BsVul48qua0RarI",
-	"w/PZam3snrx2v41N+plkUUv8ISP2y647Ow3Zd3pktLS2aGBRD5mB1ac3UK/kI4fc92ycskWiQdmDpivP",
-	"oKOzySPNf6T5n5Lm+1q+rEfkHfLeJ+XA2yysLb+gbGhgEtZDTEc0L0CReyeh5sWLN1duloGnW0JXpoFL",
-	"2nfjTa1SoM/iUq3uxWPCwWOwp51w0IcMPEyOgSkj8fA2mVeM3dZMMkUHLqGoYkwhR5iyZaBrXuj3TWum",
-	"wAR/poxLE5tZVejshix5MR2TuWEaO4DxCu29fo/AM6HGIhF0P4DWB3kvi/0hujD9M/IOkHljBoxOjo60",
-	"E1u3xYJ803OdTDHU/RR0yGmAUsLVmCF4R5Z565qikLmCqXgKXvMN87Sgj8Zqh3laG9p0fOWcG/Lwy45D",
-	"pQ0FYNB709MkBJumrkn3yx+C9Q097LbStef6/TV04jZmEBdgTNHr9zmjhE526kZLhrx2kRL4ErJGIIzl",
-	"KuVskpDF4GxAmTUXlsj7ZWmjyWEW6bQCNDhML3/Kh9ozRqThcLifFztXq2g3KgVo8fHMt0rQ+by/6DgQ",
-	"lkn0N10fwTrK3masHjtXPz63a5WFffrV4mzNnpf7BoJBozGruaPaFrNtbwxzOt81SCdW7zunm9ijWPJX",
-	"FEuguZuHUSsCGwCtUHyroD7CsO31VJdq9aoHFzo2FzOQ3d9YjGhFwugtXaBCuDgvyyFDa4lcRhAowZJw",
-	"3UxFB0hMiKK+RXOl3lLJiLaLJWgtqaRR5NixuNEtLHx2OaGfgLAz2WBwfOR9xYazAyTN/r9Wzj9jbKbX",
-	"VmX5PaQkyCEql4glsj5CESO6d5lZ7e6XOqhJHk3FrDxuSruTsSUxKNQqalGVJtdeRYJ7ySg9JtumaNSj",
-	"QPIXrRNVyhUPKlI8tM+rFCmaOpmvJ2KMaC5jtLWXLdsumv6yioWIopsCo9N4lkFXSO1d2oX9AqSAEV3L",
-	"ZLGW0VfLELsz+vYXI0LNQ1wW7Vq6bSbd7KgreFfDKzaf9vnTatxau+wqSqoB1yoT2OGou9+NP8+Q92Zj",
-	"ei+Gsgn0WzoEH5nMo9a7KXdqIuttPMnqUQuMxupO+9sH8K7rb2oBFG5fncDUlbcrZSqKa1+zYVnXJgeg",
-	"XhLHXz7CrdBoDWSHb95/uP//AQAA//8=",
+	"7H37c9u2uuC/gtHemcp7aPkRJ23s6cxxk7ab2yTHG7snubfKWhAJSTymABYALatd79++gw8ACZIgRT2c",
+	"x6n7QycWSeAD8OF7P/7shWyeMkqoFL3TP3szgiPC4Z8vcDgjLxiVnCVv2aVknKifIyJCHqcyZrR32jtP",
+	"Fngp0IiyfaHeGAVoTEKcCYLkjKAxi5YoxJzHRCCMBAk5kYNe0CN3eJ4mpHfas1/2gp4IZ2SO1SSEZvPe",
+	"6W/Fw49BTy5T9b6QPKbT3v190HtHJF+eTyThdcAuSchoJJBkaIFjicZkwjhBXH0S02kJhqfu1GaamEoy",
+	"JRzmef/+/XkmZ4TKOMSyZRd+wCIOESc4mX8/7Im5TENOIjHsjcprbnyv54HEWfCHd1iS1/E8lvC/OiDv",
+	"yO8ZEVIgnCRsQSKUEo7mMc0kQRPGkZzFAuEwZBktH8PR8eGKTSjmfkfmOKYKpub5EzKRKKaABGHGOaHS",
+	"wFGe9ujb1mnvg16KOZ4TaZGSk0idA05+/vXVyzoAV2q+/J1vBBplgvBrtcXX0yyOKgdxOH42eYJPyP7x",
+	"5CTcPwmfkv3nk6ff7j/DR5Nj8jx6Eh4d9YJerIZOsZz1gh7Fc/VlMUkv6HHyexZzEvVOJc+Iu6IJ43Ms",
+	"e6e9LIujng+JXzK1m29hVN9qIniO1LSoH2JB9mMqCBWxjG/JXoDIYDpAI7OkQcjmlSU6T/wr0RO0rmKO",
+	"714TOpWz3unx0ye+VVzgqQf+o/0xFgoL8ZQgms3HhA8sEL9nhC8LKNQrJeyPyARnieydHgVq/niuKMLR",
+	"of0v6M1jan4MvIjDiUgZFQTw5gccGdxUf4WMSkLhnzhNE3WrY0YP/iUU1H8Wm/dnb06EgKXBWXA9hCZr",
+	"sUCUSXSLkzhC/3n5j7dqaSILQyJE73SCE0Hu3QX9ByeT3mnvfxwUFPdAPxUHP3LO+DsDsAa/jgn+WQP7",
+	"E4Y/ERv/i4QyQCHLkggejBXgOAoQ42iBBRKEyiFdxHKGMEUZFVmaMi5JhEYv9MbsXy1TMhoMaa9AUCZ/",
+	"YhmNNt2+lwaNmUQTGOdh98rcmogRvTnkLhZSbcCYJIxOgS9gyuSMcJceOuzvw35O8PZzauuDy3xzUCXO",
+	"imY6Y5SoZrdxik9gla+oJJziBDZg03M4p4io7xELgS5HaDGLE4JSztRhxHQKNNtg+kOi9LnCPXKXklCh",
+	"3gTHScbJGYqIxHEiEOYEJWw6JVGAKLklXPHujFMSDdTWbouPBSP51DgJbNjlUmth6ZD2R9W7NFKfjHwr",
+	"Gu2pS/yF4/UFXiYMR1eMvcZcs5FdEWjJGErUoKiPJZozIdHRM/RL/MPeQxPrKiQAhTp5TA0IgMaXhN/G",
+	"IfmV4lscJ3icbLV8oUeDlZN5yjjmcbJEWTH6AF0kBCvpnC8Rnio0SrDUbPlBcR9LrGQBBVpGOcHhTIGD",
+	"+kKyNFV3nBMhMZcxnQaIZRKxCQoZpSRUowhgXuo0RcIWQwr3QiwIR4qNGTnTbrmM54Rlcm+A3jL1cKom",
+	"XXBGp/C2++6pVgiGFCstAo1Ao9gHlWKktBWlQtRukPPSKpx3NBTYmCvG3mC6tGLyxmfNGJpjukRYqnOW",
+	"4nMdqyFKqM94AAqGIuMkUoQ7VocGhC6JlfSPo4gTIfbUYTBFzmOlJihyMNjJ9gZfIGX7leJMzhiP/yBr",
+	"MiqieXx5hMBBgcqDhzrkN7GWCZToCDeoYFtigH68JVzp90rdnxIp4LyF0lQU2auc6/v37/eranTbrla1",
+	"boDun0ruhV37CTCtw65224li4E6IH9M0k2jMCb4RCCOeJeQMjeDUxAgJvBRKrgpnaBKTJEKYKjlr+YWL",
+	"mDnaAHRq81/MSHgj/Iqpwj8j03wj0Mu3lyiEt5Xar4W4AMwPnISMR2rpKWcp4TLWKpn6/jq6ieerjgaA",
+	"eEeE0gbvA/3d/G6Tr0Q6Weuze1cp/s2B2BmvAKiwUWkdTE2rNlGLa68UxrTsZF+Lt/tKOd+zsqJkSBCJ",
+	"srSk09u904r7aW/MMhqSgavp3/t323zRYmeIpSDJRN13jEQ2tjLrBMVSyeagk6ORmXGYHR4+CfU78G9S",
+	"MT54IKtZD4Ke2tLrG7K8ToyRoWZWujxHN2SJRPwHUbDIOvr98uqNeuUMHSrY54ZszQmmAh0fnnxXgkv9",
+	"EPiMXC3nd0lklq68CUrAk0bLVucWFCKHuiH6LoBcn2bjJBaz+r1QotIqLK2A9VJ9cu+wh5qBEs2yOab7",
+	"nOAI5K6Q0UnM50Dwykd27ixGrwEZ5jLJkgRIWO0Ac+7TYBiVPNN2P23WVX8Wl2XMWEIwrd02O2ixrEDv",
+	"zcfV5/TS7GHrWQUggljMARrdfE4g3WhZZc2L1Xi7N7kqzmxAia41pP6ZYWlXH67QLU4yUl1M5RKVobn9",
+	"Xn18dIZuvucCn6H0+zevXv3w6l/nb3+Y3vw+GAw6ASdIQkLJeAt49hX/tb4hyzJcua181fyxuL4lPJ7E",
+	"xLM572cEdOrKhEo0tR+dIZCkUEZlnKAR/LzcVy/v65dHKMVCEFGCD76pY3bQi6gwR9WJm3rwrz/K2c8o",
+	"QCPLf/J/z+9GoNTGkszFKvrx8u3lO404BdHDnONlA8+zJuLmE25GzeZzKW9L+7X+J3ykRTv/DrJMhmwO",
+	"/AEX4ogfr8yc2xJfF6jtaLDmG6AuAdQct5DlW2dapABMiCSR90o6OLdqSe/Mqx3peYBwIhhazAhF2ECt",
+	"tb+dUHoLeCeaXzuHDlestIlCYkmQNgI4yGO4N8HhzKAM4I4SDjdlBFUxAeYxe7YFL9iW3CHKFqgPFFnx",
+	"wcuLnzR5i/ZKkGnHUJ28mVVcY4+E+yuN76wtxd5GeL/sCfz22cnxd989OTwMCqdZTOWzk15dUjMTdkJr",
+	"o8JseBc6U8MyXSuw1wBa2qImZH7XxCDegyrZRsnMaeUCTL7BLTpXJyRxZGuFL4YbVRC2CS0cVa3rZG8+",
+	"mCWhlMVUAgvUBrsEL5UYpV1VAdi47dHsdWPCrg7YFR51EwxAxuAiiCgg6rAN2yuRrk5aA/0flBS0yaFc",
+	"gqFMEC5QiJU+Ps7AsRNz9U4dMawfxrc1Jca0wOZQJjGNAqXrLywnLegXo8TduP7t9yKdHKHBYLCnuJ7U",
+	"JgcU0zDJInKqtmCQS3aW7GniyzKJ/oaTxEcAJ9YB5IFYS/HaYeQY/w8RoZLHRASaqtsHT4+O0Xgp4XcR",
+	"4rSKU7/1zBr2FSwfHTGrBlVZnLIObq8A/PZS+/UTxm5IVFXzeyvoP7tpRmQ19AwLtFB7EQtkz7fbRUk5",
+	"GyfESySWDi5odn+G8FgQKrUoEEtDispLUR+5V0kiZ3GFA8wgxwrM8G2G/uFPrycGplQvNG301Ycrb2yG",
+	"e2/ZjQ1WMG8GxaWxqOi9vEWgSF2coujyzdWF6wsE6VVTnzPQT9VuqisGbn7wg6aYS22Rqd/jkBMsOzBi",
+	"H+897Mh7IwLypncOIyDSLEnOkHnRtRmDW1eTbuvM9cypPte+sBJJdWCIow6xPzSbEx6HKC4j48lxp2XG",
+	"4tosoHGZcIG6r3P1xWsV4y4VqcACjTiZM0muxZKGJBppx8vly1+EliqVfqEDvcD23G3iBAt5bVHtOpxh",
+	"OvWB4JPl1KcFlnIiiDwDBEDxJPfcCx32t8FJA2R6qavFSyBBORMf4/CG0EhDaLQtEiGspF6hxH5YQSyc",
+	"g9sUSDZtkvrhgsPzAI20wVTxZUVJtMn07yutqPOl+uLvK9jBnEWAOA9690uo1y5HwcIF4beEfyPKB6I4",
+	"k6zeVhsmCLpYN6xVr2aiHQyHtkLso4xvSSfhVa3xmthYm5pAnuj7rXciQAvDGQHXjFvWekP7nCiZAyRI",
+	"pvT9ECfJEgSMBtQqTrUcvtiB6AkJxoUYfpnEhAdKDoyQtu2jX9+9FhvFQK6IZNSQNss6Yx3PE+IE+Feg",
+	"CBmE9kaon7AF4SEWZM+H9ys5M4BT2ScHHHs7A5c5lq9LmfDmeFXiASW+10QwqxekRr5KaNUuLrzQ0K46",
+	"cseUoD8wRgtXdtjMzvVKiIxEjvyyIw+DE6hkQP4aPAwF1C8bpYJSUJd6SzEZ7fvVBCkG9hzOjKbukMjN",
+	"juilmeRyScMHOB4r2HxVx/MjvSUJ82kDSlUus/r1d7x8HR543R1W2+JWdmkEM1et4kcuaLYltjXHcTtZ",
+	"Lyi6FQcLeecUHe0/O0HhDHMcSsJBYhyd7/83wvt/oMP952iArtHf0P4oGFIb/AXXhdAottFaGCVESsIR",
+	"4yiKp7Es7AKjwWA0QJeai+RMRI0wpBmNf88IBCBYb181eD5Z6tCuTgyn5Qj8se8K2SDu3dHovhGl+JlG",
+	"BGw7S4HAWxALGD1ALImIkGgScx2u28n/U8biqsWiQ5iArMCkA1aRZGtZMFI8jWnu0mkD+KJ48xNdu6BI",
+	"jHDA9F3GwpnmIbuFNxn2zMZTLKhS5I0x1YMJzTcOiDD6PcOJMdwrrVAWdg7XSIuwbHCfDozd+oYsV7kZ",
+	"Uh4zHstlHZw3H1DKyYRwQkOC+rnpVqGokW8LPePQp06kGU+ZIC1Wx2JVE8ZPnT38RqCRdYaKdDICwjGa",
+	"342CuhV3SBucp/oj6z8NbGx2EtObfclxeKPI0Iu3529+RP2R/cEGVdskNWPM1Xbc+V3uGGi08QY9O5TC",
+	"p+J0zBdr2LZc7FqmLs4bm9abD72gBwsoT+W1eAU9CBRoM6N9I0wwQX/COHrzQW/2HMcJmjEh97aOIqhc",
+	"Sosguc3NiPQaUO9tdEUi70qUBG48fkCbS+pTLrb1MUU4imLtndVOiFtCI6a02TGLNH6Xb+1utOPcUhHY",
+	"rEUg9zafKch9xUMKfFZdjimjZIDezwg1cQuAxvB0jpdIyDhJYBYbTqm4CMCgAxyk2ZchXTB+QziCSErj",
+	"6bB7UmGXndwd5S3xHlgDtzlHwsgB+hqflsJ1Ao8DN0D5nZ0keCoCxGAwrJc+pOUoHHX3yzddTyQCLYRA",
+	"cKt7w4qgLdiIXcUBBWg07A17I229ooxClLwn7q/3aSOCdgzXLoKBdgdSZ4c5GHSKcBIw9Dc5SY3rvJvx",
+	"Kkzi8OYacK8ZAoWfEFELJBZDBvOCx1ISIEo6+h5G6hiI1NVBUJhSjciywELRw4ole13XwSaRnjVHNLgd",
+	"x7EUDr87Ojw+CY4PT777uDLO04Cx5fFbYNaN/1rzYu4gLK819kyH8NcoXJEtbo6/r3BbEWBAe4iVrFDN",
+	"nUSfaWjXIBVncBjV6ASEpTW2u+Np67or+660vbcGHLaReyWoBIVWqnAW0jc1Q4qFEd3hcqcZXYYsImsp",
+	"T03W4Py6NLi/vu3q/Wq+IFc8IyZvtPGOlGKJ+owjTJHil1jR9znmN0ThUx6AtLeGn2rdaKMyfMY5lYtW",
+	"pNCdN/D8dPa6lIDR9uJtKOn8blsCVkTabBdVw1JCV7ExXFCLNL4jiWZcQiEE7ci4RDpppaAKzbySjVEk",
+	"/VHOENPRHm2A/l9D+ImCaIszwNSNiACZfmWE0VaesCLqbw0vGJybkkJaZVufGL2drFaddwcCWwW+b4TW",
+	"7LttcEZFNl6J5rqcwlg9G+tdge2uiU2N09glXo+XKzPWzKs/LP0esdx8VTvCFbu7KmDbifl2xJqyQFsi",
+	"C+Xda3S2tbjnnMsf7CQkvSqIVmXCyu0u09s6GyoLWeVjbNZ5Wz181UBhQKIHSicyKviOHEimPAEA/DW4",
+	"jjS87W6jgntss7ufy120MgOxSDfEUVTxEdV0Nq1V5dmHrWmHGyl8u0jmaxbOz2smdKfE0hmiSvbS8rlk",
+	"jldpAxn9vvEoVruMwMGCkwTMg0bDWsdhZD7ZhbOowN+qrvZl+29WuW12kle0m5SiT55O9PKhMoneYBop",
+	"FW/51aUTrZNK9HBZRF9oJk1+rEU6TScvcVuW0yr7RleB35/NdIo82Uzg4fMaIoY0/7g/csQ3t5jDXsUB",
+	"0ijFb3FXdqMA5NJxWdR2B98kSalcGsMf58eipcJN7T3RpcbIXUhSiU6Ojz2JJ/4AywtOIKeAUXRyeIT6",
+	"I7feyajiZqzUQqlHxjbRUPAyLyB3gTM61ZHUQFbFmQldJuGMEYFENp7HUpJI2xeEl5q6hcTWlnMBmRxa",
+	"B39vQux8B1cL5fOwE0oWbsiQtfdOCVV3Bao46mjCAIkZW1Bw8iNGQ+JNQ3Bm6h6JYqfw41YdlAF6JVGI",
+	"aV7mUPKY3JJI10AqH9K3/3t+fPf8l8lrfnL1x/vvxm/Do3/O/utZ+lI8+flf50+Jn+nt1KFbDUj2uXe7",
+	"2ns4CNTXMZ2wVXt8aV5+pd6tIlCpkGm+/9UZgg6O3CqPaOec6xeM2aBWzNplYrasEFMNBWndpm7pnhtm",
+	"eq5O8tw8rXNVRucOcjgbg/JXZW+uk6/ZcLs2OVNNe5tZ43lZPLcRjEoYrZ/dDo0wX1oEr2/zLkpaZO1o",
+	"OUFYq8VC8SMTfLiYsYSgJBZygEYmdeRavWViulLCzZ+cpARLNMofDukI6s6NUEYjgzbaFVeK8WHGAS8k",
+	"4iyTRBQ+0LcsIujy5S97KBPEFwziAtSSyAUglYX3xhQo/1BvoahyJRVLafqjOb7rHwUoJHHSl0ziBB3o",
+	"cnt7eyPUP8r9+2p7IVcNgTFgrwpOBxUi8Rcjv9Bn9kfFz/XUNwSbTASRbesD6EocUy20NHQ3hce/kVd2",
+	"RO04HRMeIFO+evUBWWRrOWqNcR12As5q9UbEFOEkAYjF2kdWuaZ6ysDW4NbHmZ+Ji39BGbOdlfsvtpYm",
+	"3hHv2VZi1BczJkiRSKjURk7SBIcls7eSUrdLa3lH4gdKbLkoJUF+DaZvz160Z7VYCqiO4ZNqBpQsrv8K",
+	"2oGL31+eflA6hU10hNJUzVHf9bNUUuocRwSxiaesSZLO8NjLP/C8MKfbRBRwQpd+0fnaEccLiiaczSvl",
+	"eLAgz469EYVm4mvF5tqIdhQLGdNQulMaScaOUZrz2bGPNxAqOUuX1+NY+kK59FO73GLndLBcgEbaCYP+",
+	"J0rY9LhfAn6vwpueHw6eOpwkYtnYLbygWSQw/wbHTrH2YsmlKZ54l2hRyi9CYy5IlR5zDHlDZtVmiypx",
+	"HoQvkZCc0enKiPPcIZwjVfWYK+fgwOzD+Csb6u9ZUK7bleOWPVSze6xo9xjRJh1rtwE9TbN8koCKag0P",
+	"NyahHK7ggtN2jC1O1PIhwtZDmNeZ+QF64iit74aQ1BTjAWtixeFaOmy9fe6RqF/u10KQd4AOxCDIrlHi",
+	"BQwGB28z9sq4sT06nEeRDxU6YkDjWf6aRqviL2p307p3KMrg681k0Jwo7DbkQoP0VQRdXNkIpDZjYT1i",
+	"q/C/5kZDD7W02XObmvH0AK1gt9ABXzBcYyVn+15RzRl+aS/mXPtos4LOlRJNtXk7BTTkO9Jizizk4IYY",
+	"vI5GzdCfFulOYIYr2R3h3kwzribAfFoRtVojH1dtcu2YWz2e3ba4jol1YFpxs6VUdSO8tXLVeiO3jSwr",
+	"w7TLOtVXlZV8PbWqPXvS6axsgerqyTSWpgbkudYo32RabbuU80xIfZV8aNypLNvKusf1ueu5KP1YGpB2",
+	"lGPS6Wr7yPja13mbQObq+a+sTp1PtU5t6qotsLI1QRmLVoYOr6ronCP/toFXLdHcW5CpTxiCVSVgu4/F",
+	"qrHmDWKxqtUeP1U0VvOJdCQja0Rm5UT164vLqorR2yHH5xF5HohG6pLWOetYo571SpK4ggauH1jV1H2o",
+	"NcQKo5PjY6frkPZhQpih7joEJ1PqUVRRPvSX5So/v8Ec9m8o1YcTReGWaEwUQcA3hA56H13C6MDvkIla",
+	"TypP5Jc235oyCzi5KL3RvcZupS6JhktANIkugony34qwLl30oBzY5ZDb4nSaGYDp+1xf/sipxOHZnI+f",
+	"M0AssFvvxcQiqLAGyCiiYhSgkY2e1H0naZYkowEC2/0NIalwgzKLoEqW8byext4pgrEKFtOYQjqkJoLz",
+	"zJ03/y53qbSklgYIw6/6PgiJaSSGtKh7kX+qmEHE8UKor/tOgJIun8EzGlghPOaGU2iDq65kqGHVLrCY",
+	"6vI0OV0wdWpKfztJRaNcvNdzBmicSRQxRJlUwGoRz9navTOz9U4ibkEEoUewGbpa5SqiwpPammIpCVfH",
+	"/H/6ERX/1+7K3n94lVRBwozHcnmp2Im+rmMs4vA889nuTS62bRdYFD891Q/OL14hyW6IzcE+038JKNiM",
+	"kviGoJHSN26uB4MBeCqAjRnnTBwWIM6kTHXTNuv5gprSoSyqKhU53Uhtl8QxJVxtScYTM4I4PTiYxnKW",
+	"jRXLOsg/cP4FjlNRJz7u4BQoTqXEM1QyqtQ2EXD6+e2ZK/SBMjVWPhlSx4NokkXDkKS6594cPJ2xQIuY",
+	"k33F7LGMlUCaize/xDyeD36EKhIwkgZuDq2gzy9eQb14GDaPf4GKwgvGb9B4qS3Z4GahicZC6Ob567vX",
+	"gyEdUlNFgGUSkjzdQjORBuJ/XV1dIN33Xj3Na+F2RolBPkteB8eQNkWFgKJBK+xSG+wBuornREg8T/VF",
+	"LdXBtSOWwbXjoxBzHhOBRrU+fSbGyNt7b6Q3BCgsEjM1KaMEEZNeFqDRn0NLlIe9U03WAzS05Fn9NuwN",
+	"BoNh7350ppm8IpxiSC2nD9Dcw+HO6TJvgRpizWv03kME9RiXClTvBUN6cvwc9dmtEaU4BhfBPJZnaIFj",
+	"6e+Guhegp4eHUB2p3r05gIpEUxLptCNLnvfUCT09fIL6srkV7JluxaqF9CH1T65JWRKHxEhH5kafpzic",
+	"kf3jwWHtGi8WiwGGxwPGpwfmW3Hw+tWLH99e/gjfKIkiluV6D+j84pUOmRemmf3gUL/KUkJxGvdOe08G",
+	"h4MnEDgjZ0ACD3AaH5grrf72Gl5WpXmV07TO0EgQzMPZCE3iBBzH4yVExBU1F9UuDHTOLQdB41XUO+29",
+	"joV8aWBRMHI8JxJaT/7mVw2KVw4gQe0+aA3p8rXxt7FDvj7+h+VG/is6+Af1bUuWObnUwUIgoZqeAUKH",
+	"SUhyJ1G/WupxrwlevbUlgOf47rXNdHz6pM77Pir5SpMIOOPjw8P1ertqg8RvHbo4tlR36lQKpqUGU6mw",
+	"SWNhJC0aeBySbhkht3JFU7JoueCOHsOtidNpOSVj4m91dt5c1DCvM1ipsafL4Jmqdx1gUFhpZm2aQMcJ",
+	"N4zfudxE80R5NUZ1n4ppdVlBPSsU/bOTzu88llpneO/ueXGxmMytb7j9TnaZbOe76p+0YXOdwo0b7LDP",
+	"BFKMnZeCzAfX5RqL8ZvM7YoSlasllS61N0Fblw36tpJdp+9jrbYOXOznR8+AVrt1bkoP7moDVaMVysVb",
+	"1qu6Ui6yYkYzxU6M9aZWocRvdGq1MemhSkEIxl5eSsgD3UnteznzuRzufVSK2D7K46MVTtk450Mbh3zk",
+	"Rg9DkVQd/3vkWgRMyEe3TtZOhrmnebUrfDhp5V9wV+qgd3J41PRtzokPSkmA6qPj49Uf1dqJw4fPV39Y",
+	"beR/H/Seajmg/btXughYAvqB/urJ6q8uCb+NQ/Irxbc41lo76ODZfI750oh6ZVmyol+qC4CnosgNFWDB",
+	"S5mQ3nAbkdeszp3odmSrsSkVyMZpinIr3RTHXAv7KY9vsSRDOsOJ7QaTEHxrki2MfjBAF8bVpxN1TNuu",
+	"kcPwdVlfCmAMqfV4zW0u1WiAbDidqUUN3n/b3ktpYAZurUKUJWVdiOWlNe8aLeoHFi131l/eLcGhW61X",
+	"hMijTYTIqgzZKjGuEAjb5EBDC0uCoP1tK0nQDPIoCn4+UXBnUoQ5y5oYQbMk8QkQBlFKAoQZw5UgzE+7",
+	"EiHscKtkiJUigxlopcygll9ylrTWR9qG59t6Uh62f9VQyPUL5/sdOOoPODJcuLexqHDUgQdf4GXCcHTF",
+	"2GvMwTjy1xIxIAa3IlZ4pYr7oGQGO/hT/+NeyxkJkR5Hmm6p43qOys35RdBee9Yp2H355upiSN2OihTF",
+	"8sw4baAkug2Sn7NbEkG+x4ocHV05vN7Cy7heYlmxZe4NkC0BC6ZYkFzGRF+7IYX0owCNl9pkBSVJdLZp",
+	"i4yit8iRUbYxQdWIUVOe8GbkqJoO3U6QbE6Z6yJZEE4sUP+m+snhyeqP9Om8ZfInKCvylZIOjbo16gEH",
+	"j5OkevgNuorXlv4OdIWSyznvftalQUCNogxp1yYAqF/ST/YG6B3BkdFrdE8imPR0SBWxQHWdRaeIkPAG",
+	"JtBJiZ6b/zORO7r2fqXhSzQ8+xSOR8vzo+X50fL817E8m1jJbpZnj+L4lZieu+qR2va8nYaYF7ldLZG1",
+	"1xh+lMe+YnnsZ6Itoh2UuXXjBswGKfIDbhJfjtwLyIoVRSiRTqxMTck/kxY/ZtGyHtOgUzYf1FJbzvT1",
+	"2mo3FLs6JPb66IDPeNSU6bkZcagmxDZQh1x4FkTKmObJsKaUgulo8WhS2oKaPFqiVpMvjaV1bFzLGnWg",
+	"zmvfzXPwW6begZVIFB2//B3cSu4va9CoK6BnOpYzT1JhC5ozWMwJyiieTCCkbgBxf6Z1httrzGmi0Wgl",
+	"Os/kbOeWonMHhs9iLnI3QVeHAgPeozhSEkf+QoRA381qM778+tn7uHvBppGouFaspvBPa7JilTBQX4vo",
+	"SsV+NFKixEiHOU8SLBFkwJwN6agISMkrVtv03rx24gDZCmWa2mh3vHW3+8jJ61jIFyXL3OcPI326Vhjp",
+	"7qI1Gw1PmhY6rk6l6J4cg6ZrHuYaXZPya4s1XWs5KtJTPPn25ERNAa/oqlr59PDsKOiBRyPvXf73suZZ",
+	"053tiJXSZT7lVj27NuW59brUBNdKXb6eZmqNvcPxs8kTfEL2jycn4f5J+JTsP588/Xb/GT6aHJPn0ZPw",
+	"6KgX+LrMf2y0EmwUWfV0ZWTV0x1EVlVavq+Irqp0en9kUX9FFpUHZtWSgCCBs6Z5uwxke+3bG92lowRE",
+	"qfG1zcaxN1Xn3Pzd0x0TMYpwkdaX5wDbADEl0gpwfw6pW7uvqOg3XjqhX8Cs84AvsAjEtFLwcEhHJXJV",
+	"MLgu5RVt8uoMCxS3RH+9cOscPoRdoZjAWhaC0mh3+4vFYn/C+Hw/4wmhIYt09vPmw8+zRMYp5vIAhrV2",
+	"iE0H9Erlpe7pedpwX/cfD3FSSlSBcwKOtTfo7SwGrlxT9BPzaT2Uj0Pbidfj0Parz82h3WYMXaqjNsBb",
+	"KUNaVOosqmpWimg+O64WujTFKK1j78mxWyayVNzxvmQrKzAYGaTYkcJaDLwi5Motb4yFheKsUp9TuGVz",
+	"ldhekRdeQHLbC6Y2JVnF4+Fl8+5bdikZJ1V54dEU92iK2414o9EfWtmW5ZtGkaaL6nzwZ/FH57Cx4hN9",
+	"vXJWFGKIvcqELfyMsNTFqSFIC8aOGUWxGNKQzU01CKc9tJNwzBBGCZaEo59/vEKYigXhAp0cnqDFDEti",
+	"U2khdRsMfoMhfR3fEC1s6QgUGFGn6UJc2ALHUqA+RmOFeiRCMp6TPdOA3SfaDKmVbSRDEWeprqCguMyp",
+	"thAMKvKSIm5ommGOqSRmv+B9RBlKGJ0SPqRuFjT0DVQzD9BPUGhK917Ued967iiOoMqAqXkEYlusOD9E",
+	"ww2pEw6HGEciYYu9U2fmOV6augruxKgoy6Dz3xm/AeCUJGADBM2JBborF4qlKe0tzNexqb1OIjFA/zB1",
+	"DAQShKjfZ0NqR4AazKODufo6FCPUH+XOYNi7698zkpHriKRyNgqGtPpYG2euU+1Hu8ZTcm0ylUd7zdbZ",
+	"iqS5C8+Sh/k2ccLdmm6LgV8aCaobJzRQnPnxtU2+B0FeYX0KVT7+wqr1v0tYYHfmEay2qLqBv5NSPLGu",
+	"KTNegm14VJaUR0ERNqiQcEg19QYO4QpqZZPpqen0EEtFiqdEIgwF/BklDYF8D3D3d6/vuIkcXRUe8+su",
+	"VB1vhoar6/Sg8hcUJMzZkObFlgv1dqwKbUscV8XdOFjbt72hFC7a3d97JHNffbRNdyK3udEvWPl2gZM/",
+	"//rqZUdfVkkgPwCat+82Y/mkADdEFf2cp6LiUhOVYIV5UWsLLIl0SJRkqa56FNPpYEivXGkd3xChJGYo",
+	"wNfHFJF5KpfwZ2CKcQVo9NtHXRftz/sReNmwEnGhVhOJvFIhtEdyfQt5f5WdMYjPZx7r5MY6/FrdWNW+",
+	"RL1/jp/Qd9+J978fvZ5/eBb+96H8L3LyS/afz2cX+Pjl5Ocv01C2onHVZtyv3P2rgfF5232d5Z2Q1JX8",
+	"y5rHHhlqU9gHoEnJgfVNISutb3oSRGbpfiUg7AE8b4Btohav0pedujWcIRMDMaQjk0Pg8c/teeoyqMtj",
+	"g2EGyGyfUIoXwTyJdUMsfzwZlKivhJPt3jVWTLD7oNuvJtdpnRyjxyyZrbNkygWM3eDGhk4Sm3HBArV1",
+	"V44OsY02++KrzLx49Ol87T6dS43+lksZy3zMqDf0eb2ga81p83yoh+ez1frwHXntXhub9DPJvJ7+Q6al",
+	"FJ2ndpqXUuoT09LepYFFPWSaYZf+WJ0y7ErkvmPzoC2yaYo+TKuSaVZ093mk+Y80/1PSfF/bo/WIfIm8",
+	"d8mr8TbMa0uiKZp6mKoMIaZDaqusWA8nFHZ5+faynErj6RiyKp2mTNp3k01TpUCfJaOmuhePWTWPIctu",
+	"Vk0XMvAwiTSmVsrD22ReM3ZTM8nkXeiEoooxhUR4yhaBLuyi3zftyQITwpwyLk2EcVWhc5sS2YpRJj3J",
+	"NDcB4xXqv/mAwDOhxiIRdACB9h+2n8veAJ2bHjK2C6ptToLR8eGhdmLr1nCQVG3jK3RPER1YEaCUcDVm",
+	"CN6RhW3flBfzVzDlv4LXfMNkROgls9xhMuKGNh1fSfOGYhNF163ChgIw6L3paBKCTVPXZPXLH4P1DT3s",
+	"ptK56urDFXSjN2aQMsCYojcfLKOEbo7qRkuGvHaRAvgCskYgjOUq5WyckHnvtEeZMxeWyPtlYaOxMIt0",
+	"UgEaHKYXP9mh+saINBgM9mzBf7WKdqNSgOZ3p75Vgs7nfaLjQFgm0d90ERDnKDubsTrsXP34yp3bHOzT",
+	"r+Zna/a82DcQDBqNWc1dBbeYbXtjWKn7Y4N04vR/LHXUexRL/opiCTQ49DBqRWADoBWKb+XURxi2vZ7q",
+	"Ui3R9uBCx+ZiBnJ7fIshrUgYnaULlAsXZ0XNb2ivYmUEYUKeoaGQDpAYE0V98wZjnaWSIW0XS9BaUkmj",
+	"yLFjcWO1sPDZ5YRuAsLOZIPe0aH3FRfOFSBp9v+1cv4pY1O9tirL7yAlQURzsUQskfMRihgRNrJewu3e",
+	"9VJ7NcmjqWKbx03pdvN2JAaFWnnBtcLk2qkSdicZpcNk21RGexRI/qLF0Aq54kFFiof2eRUiRVM3//VE",
+	"jCG1MkZbi+Wi9ajpsaxYiMhbhjA6iacZdEbV3qVd2C9AChjStUwWaxl9tQyxO6NvdzEi1DykzKLLlm6X",
+	"STc76nLe1fCKy6d9/rQat9Yuu4qSasB1amGucNTd78afV0tv6t5Kf0vot3QIPjKZR613U+7URNbbeJLT",
+	"pxkYjdOh+beP4F3X39QCKMrNowLTPMEtB6sornvNBkXxJgtAve6TvwhKuQypM5Abvnn/8f7/BwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

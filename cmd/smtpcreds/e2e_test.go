@@ -654,6 +654,9 @@ func TestEndToEnd(t *testing.T) {
 	if !dr.JSON200.Success || dr.JSON200.Message != "Credential deleted successfully." {
 		t.Errorf("delete: body %s", dr.Body)
 	}
+	if dr.JSON200.Data.RemoteSynced {
+		t.Errorf("delete: remote_synced = true, want false")
+	}
 	gr, err = acme.GetCredentialWithResponse(ctx, "example.com", guid)
 	wantStatus(t, "get after delete", gr, err, http.StatusNotFound)
 	wantRateLimitHeaders(t, "get after delete", gr.HTTPResponse.Header)

@@ -228,35 +228,37 @@ func (s *Service) Get(ctx context.Context, accountID int64, domain string, guid 
 	return fromRow(row), nil
 }
 
-// Delete removes a credential; its username may then be used again.
+// Delete removes a credential; its username may then be used again. It
+// reports whether the SMTP server's auth backend confirmed the removal within
+// the outbox's deadline (remoteSynced); when it did not, the login may still
+// authenticate until a worker applies the job (see the sync queue metrics).
 // ErrDomainNotFound unless accountID owns the domain, ErrNotFound unless the
 // credential is in it.
-func (s *Service) Delete(ctx context.Context, accountID int64, domain string, guid uuid.UUID) error {
-	domain, err := lookupName(domain)
+func (s *Service) Delete(ctx context.Context, accountID int64, domain string, guid uuid.UUID) (remoteSynced bool, err error) {
+	domain, err = lookupName(domain)
 	if err != nil {
-		return err
+		return false, err
 	}
 	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
-		return fmt.Errorf("delete credential: begin: %w", err)
+		return false, fmt.Errorf("delete credential: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	row, err := s.repo.Delete(ctx, tx, accountID, domain, guid)
 	if err != nil {
-		return s.credentialErr(ctx, tx, "delete credential", accountID, domain, err)
+		return false, s.credentialErr(ctx, tx, "delete credential", accountID, domain, err)
 	}
 	jobs, err := s.outbox.Enqueue(ctx, tx, syncer.Event{
 		Type: syncer.CredentialDeleted, Domain: row.Domain, Username: row.Username,
 		Login: row.Username + "@" + row.Domain, CredentialID: row.ID, GUID: row.GUID.String(),
 	})
 	if err != nil {
-		return fmt.Errorf("delete credential: %w", err)
+		return false, fmt.Errorf("delete credential: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("delete credential: commit: %w", err)
+		return false, fmt.Errorf("delete credential: commit: %w", err)
 	}
-	s.outbox.Apply(ctx, jobs)
-	return nil
+	return s.outbox.Apply(ctx, jobs), nil
 }
 
 // ResetPassword replaces the credential's password with a fresh one; the old

@@ -84,11 +84,13 @@ func (h *Handler) GetCredential(ctx context.Context, req gen.GetCredentialReques
 
 // DeleteCredential serves DELETE /api/domains/{domain}/credentials/{credential}.
 func (h *Handler) DeleteCredential(ctx context.Context, req gen.DeleteCredentialRequestObject) (gen.DeleteCredentialResponseObject, error) {
-	if err := h.credentials.Delete(ctx, accountFrom(ctx).ID, req.Domain, req.Credential); err != nil {
+	synced, err := h.credentials.Delete(ctx, accountFrom(ctx).ID, req.Domain, req.Credential)
+	if err != nil {
 		return nil, err
 	}
-	return gen.DeleteCredential200JSONResponse{Body: gen.MessageResponse{
+	return gen.DeleteCredential200JSONResponse{Body: gen.CredentialDeleted{
 		Success: true, Message: "Credential deleted successfully.",
+		Data: gen.DeletionSync{RemoteSynced: synced},
 	}}, nil
 }
 
@@ -172,10 +174,15 @@ func toAPIStrength(s password.StrengthInfo) gen.StrengthInfo {
 	}
 }
 
+// toAPIPagination is the pagination object of every list route; the last
+// page is max(1, ceil(total/limit)).
 func toAPIPagination(total int64, page, limit int) gen.Pagination {
 	last := (total + int64(limit) - 1) / int64(limit)
 	if last < 1 {
 		last = 1
 	}
-	return gen.Pagination{Total: total, Page: page, Limit: limit, Offset: int64(page-1) * int64(limit), LastPage: last}
+	return gen.Pagination{
+		Total: total, Page: page, Limit: limit, Offset: int64(page-1) * int64(limit), LastPage: last,
+		CurrentPage: page, PerPage: limit,
+	}
 }

@@ -297,7 +297,8 @@ func TestList(t *testing.T) {
 		t.Errorf("page 2 = %v", items)
 	}
 	p := r.body["pagination"].(map[string]any)
-	if p["total"] != float64(5) || p["page"] != float64(2) || p["limit"] != float64(2) || p["offset"] != float64(2) || p["last_page"] != float64(3) {
+	if p["total"] != float64(5) || p["page"] != float64(2) || p["limit"] != float64(2) || p["offset"] != float64(2) || p["last_page"] != float64(3) ||
+		p["current_page"] != float64(2) || p["per_page"] != float64(2) {
 		t.Errorf("pagination %v", p)
 	}
 	if r.body["domain"] != "example.com" {
@@ -376,8 +377,8 @@ func TestGetDeleteReset(t *testing.T) {
 
 	r = w.do(req{method: "DELETE", path: path, auth: w.alice.auth, body: "{}"})
 	wantStatus(t, r, http.StatusOK)
-	if r.body["message"] != "Credential deleted successfully." {
-		t.Errorf("delete: %s", r.raw)
+	if r.body["message"] != "Credential deleted successfully." || dig(r.body, "data", "remote_synced") != false {
+		t.Errorf("delete without a sync target: %s", r.raw)
 	}
 	wantError(t, w.do(req{method: "GET", path: path, auth: w.alice.auth}), http.StatusNotFound, "Credential not found")
 	wantError(t, w.do(req{method: "DELETE", path: path, auth: w.alice.auth}), http.StatusNotFound, "Credential not found")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -210,6 +211,19 @@ func TestListDomains(t *testing.T) {
 	if len(items) != 2 || p["total"] != float64(4) || p["offset"] != float64(2) {
 		t.Errorf("page 2: %s", r.raw)
 	}
+	// The vendor's names (current_page, per_page, last_page) beside ours.
+	wantPagination := func(r resp, total, page, limit, lastPage float64) {
+		t.Helper()
+		want := map[string]any{"total": total, "page": page, "limit": limit, "offset": (page - 1) * limit,
+			"current_page": page, "per_page": limit, "last_page": lastPage}
+		if got := r.body["pagination"]; !reflect.DeepEqual(got, want) {
+			t.Errorf("pagination %v, want %v", got, want)
+		}
+	}
+	wantPagination(r, 4, 2, 2, 2)
+	wantPagination(w.do(req{method: "GET", path: "/api/domains?page=1&limit=3", auth: w.alice.auth}), 4, 1, 3, 2)
+	wantPagination(w.do(req{method: "GET", path: "/api/domains?page=5&limit=3", auth: w.alice.auth}), 4, 5, 3, 2)
+	wantPagination(w.do(req{method: "GET", path: "/api/domains?search=nomatch", auth: w.alice.auth}), 0, 1, 10, 1)
 	r = w.do(req{method: "GET", path: "/api/domains?search=SHOP&limit=100", auth: w.alice.auth})
 	if len(r.body["data"].([]any)) != 3 {
 		t.Errorf("search: %s", r.raw)

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -189,7 +191,11 @@ func TestSyncDeleteCredentialAndDomain(t *testing.T) {
 			a := s.MustCreateCredential("gone")
 			b := s.MustCreateCredential("stays")
 			c := s.MustCreateCredential("withdomain")
-			wantStatus(t, s.do(req{method: "DELETE", path: credsPath + "/" + str(a, "credential", "user_smtp_guid"), auth: s.alice.auth}), http.StatusOK)
+			del := s.do(req{method: "DELETE", path: credsPath + "/" + str(a, "credential", "user_smtp_guid"), auth: s.alice.auth})
+			wantStatus(t, del, http.StatusOK)
+			if dig(del.body, "data", "remote_synced") != true {
+				t.Errorf("remote_synced should be true with a healthy passwd-file: %s", del.raw)
+			}
 			if s.auth("gone@example.com", a["password"].(string)) {
 				t.Error("a deleted credential still authenticates")
 			}
@@ -211,21 +217,118 @@ func TestSyncDeleteCredentialAndDomain(t *testing.T) {
 	}
 }
 
+// With the target unavailable, a delete still succeeds and says so: the
+// credential is gone from the API (GET 404) but remote_synced is false and
+// /metrics shows the pending deletion; once the target is back the worker
+// removes the login. (Breaking the directory also stops Dovecot reading it,
+// so that the login still authenticating meanwhile is shown with a webhook
+// agent: TestWebhookDeleteWhileAgentDown.)
+func TestSyncDeleteWhileTargetDown(t *testing.T) {
+	t.Parallel()
+	s := newSyncWorld(t, oneFile)
+	d := s.MustCreateCredential("lingers")
+	pw, guid := d["password"].(string), str(d, "credential", "user_smtp_guid")
+	if !s.auth("lingers@example.com", pw) {
+		t.Fatal("created password refused")
+	}
+	restore := s.breakTarget()
+
+	r := s.do(req{method: "DELETE", path: credsPath + "/" + guid, auth: s.alice.auth})
+	wantStatus(t, r, http.StatusOK)
+	if r.body["message"] != "Credential deleted successfully." || dig(r.body, "data", "remote_synced") != false {
+		t.Fatalf("delete while the target is down: %s", r.raw)
+	}
+	wantError(t, s.do(req{method: "GET", path: credsPath + "/" + guid, auth: s.alice.auth}), http.StatusNotFound, "Credential not found")
+	depth, age := s.syncBacklog()
+	if depth != 1 || age <= 0 {
+		t.Errorf("metrics while the deletion is pending: queue depth %v, oldest age %v; want 1 and > 0", depth, age)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.outbox.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	restore()
+	deadline := time.Now().Add(10 * time.Second)
+	for depth, _ := s.syncBacklog(); depth != 0; depth, _ = s.syncBacklog() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the deletion was not applied 10s after recovery (queue depth %v)", depth)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.auth("lingers@example.com", pw) {
+		t.Error("the login still authenticates after the worker applied its deletion")
+	}
+	if _, age := s.syncBacklog(); age != 0 {
+		t.Errorf("oldest pending age %v with nothing pending", age)
+	}
+	s.wantFileMatchesDB("example.com", pw)
+}
+
+// breakTarget makes every write of the passwd file fail, even as root (a
+// plain file where its directory was); the returned func undoes it.
+func (s syncWorld) breakTarget() (restore func()) {
+	s.t.Helper()
+	authDir := filepath.Join(s.dir, "auth")
+	away := filepath.Join(s.dir, "auth.away")
+	if err := os.Rename(authDir, away); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.WriteFile(authDir, []byte("x"), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	return func() {
+		s.t.Helper()
+		if err := os.Remove(authDir); err != nil {
+			s.t.Fatal(err)
+		}
+		if err := os.Rename(away, authDir); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+// syncBacklog scrapes /metrics for the sync queue's depth and the age of its
+// oldest job.
+func (w world) syncBacklog() (depth, age float64) {
+	w.t.Helper()
+	rec := httptest.NewRecorder()
+	w.metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	found := 0
+	for line := range strings.Lines(rec.Body.String()) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "smtpcreds_sync_queue_depth":
+			dst = &depth
+		case "smtpcreds_sync_oldest_pending_age_seconds":
+			dst = &age
+		default:
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			w.t.Fatalf("metric %s: %v", line, err)
+		}
+		*dst = v
+		found++
+	}
+	if found != 2 {
+		w.t.Fatalf("/metrics lacks the sync queue metrics:\n%s", rec.Body.String())
+	}
+	return depth, age
+}
+
 // With the target unavailable, a create still succeeds (remote_synced false,
 // with the error on GET); once the target is back the worker converges by
 // itself and the credential authenticates. Nothing is lost.
 func TestSyncTargetDownThenRecovers(t *testing.T) {
 	t.Parallel()
 	s := newSyncWorld(t, oneFile)
-	authDir := filepath.Join(s.dir, "auth")
-	away := filepath.Join(s.dir, "auth.away")
-	if err := os.Rename(authDir, away); err != nil {
-		t.Fatal(err)
-	}
-	// A plain file where the directory was: every write fails, even as root.
-	if err := os.WriteFile(authDir, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	restore := s.breakTarget()
 	pw, guid, g := s.createWhileDown("patient")
 	if dig(g.body, "data", "remote_synced") != false || str(g.body, "data", "sync_error") == "" {
 		t.Errorf("GET while down: %s", g.raw)
@@ -239,12 +342,7 @@ func TestSyncTargetDownThenRecovers(t *testing.T) {
 	go func() { s.outbox.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	if err := os.Remove(authDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(away, authDir); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	s.waitRemoteSynced(guid)
 	if !s.auth("patient@example.com", pw) {
 		t.Errorf("converged credential refused by Dovecot\n%s", s.dovecot.Log())

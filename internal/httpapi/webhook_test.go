@@ -127,3 +127,48 @@ func TestWebhookSyncDownThenRecovers(t *testing.T) {
 		}
 	}
 }
+
+// A delete while the agent is down answers remote_synced false: the agent
+// (the SMTP server's auth backend) still holds the login, so it still
+// authenticates, and /metrics shows the pending deletion until the worker
+// delivers it.
+func TestWebhookDeleteWhileAgentDown(t *testing.T) {
+	t.Parallel()
+	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}}
+	srv := httptest.NewServer(ag)
+	defer srv.Close()
+	w := newWorld(t, opts{sync: fastSync(app.SyncConfig{
+		Target: "webhook", WebhookURL: srv.URL, WebhookSecret: ag.secret, WebhookTimeout: time.Second,
+	})})
+	guid := str(w.MustCreateCredential("leaving"), "credential", "user_smtp_guid")
+	if ag.hash("leaving@example.com") == "" {
+		t.Fatal("the create did not reach the agent")
+	}
+
+	ag.down.Store(true)
+	r := w.do(req{method: "DELETE", path: credsPath + "/" + guid, auth: w.alice.auth})
+	wantStatus(t, r, http.StatusOK)
+	if dig(r.body, "data", "remote_synced") != false {
+		t.Fatalf("remote_synced true while the agent is down: %s", r.raw)
+	}
+	wantError(t, w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth}), http.StatusNotFound, "Credential not found")
+	if ag.hash("leaving@example.com") == "" {
+		t.Fatal("the agent lost the login although it was down")
+	}
+	if depth, age := w.syncBacklog(); depth != 1 || age <= 0 {
+		t.Errorf("metrics while the deletion is pending: queue depth %v, oldest age %v; want 1 and > 0", depth, age)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.outbox.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	ag.down.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for ag.hash("leaving@example.com") != "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the deletion did not reach the agent after it came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -324,7 +324,15 @@ export interface paths {
         post?: never;
         /**
          * Delete an SMTP credential
-         * @description The login stops working and the username can be used again.
+         * @description Deletes the credential; the username can be used again at once. The deletion is
+         *     committed before the response, so a later GET answers 404 whatever the sync state.
+         *     Like a create, the request then waits (a bounded time) for the SMTP server's auth
+         *     backend to drop the login: `data.remote_synced` true guarantees the login no longer
+         *     authenticates on SMTP. False means the backend did not confirm in time (it is
+         *     unreachable or slow): the login may still authenticate until the sync worker
+         *     applies the deletion, which it retries until it succeeds. Operators see such
+         *     deletions in `/metrics` (`smtpcreds_sync_queue_depth`,
+         *     `smtpcreds_sync_oldest_pending_age_seconds`).
          */
         delete: operations["deleteCredential"];
         options?: never;
@@ -970,7 +978,10 @@ export interface components {
              */
             strength: string;
         };
-        /** @description Where a page sits in the whole list. */
+        /**
+         * @description Where a page sits in the whole list. `current_page` and `per_page` repeat `page` and
+         *     `limit` under the names the vendor's other list routes (and its Node SDK) use.
+         */
         Pagination: {
             /**
              * Format: int64
@@ -996,10 +1007,20 @@ export interface components {
             offset: number;
             /**
              * Format: int64
-             * @description Number of the last page (1 when there are no items).
+             * @description Number of the last page, `max(1, ceil(total / limit))` (1 when there are no items).
              * @example 1
              */
             last_page: number;
+            /**
+             * @description Same as `page`.
+             * @example 1
+             */
+            current_page: number;
+            /**
+             * @description Same as `limit`.
+             * @example 15
+             */
+            per_page: number;
         };
         /** @description One page of a domain's credentials. */
         CredentialPage: {
@@ -1081,6 +1102,30 @@ export interface components {
             /**
              * @description Whether the SMTP server's auth backend confirmed the new password before this response.
              * @example false
+             */
+            remote_synced: boolean;
+        };
+        /** @description A credential deletion and whether it reached the SMTP server. */
+        CredentialDeleted: {
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
+            success: true;
+            /**
+             * @description A human-readable confirmation.
+             * @example Credential deleted successfully.
+             */
+            message: string;
+            data: components["schemas"]["DeletionSync"];
+        };
+        /** @description The sync state of a credential's deletion (an addition to the vendor's body). */
+        DeletionSync: {
+            /**
+             * @description Whether the SMTP server's auth backend confirmed, before this response, that the
+             *     login is gone. When false the login may still authenticate on SMTP until the sync
+             *     worker applies the deletion.
+             * @example true
              */
             remote_synced: boolean;
         };
@@ -1563,7 +1608,9 @@ export interface operations {
                      *         "page": 1,
                      *         "limit": 10,
                      *         "offset": 0,
-                     *         "last_page": 1
+                     *         "last_page": 1,
+                     *         "current_page": 1,
+                     *         "per_page": 10
                      *       }
                      *     }
                      */
@@ -2362,7 +2409,9 @@ export interface operations {
                      *         "page": 1,
                      *         "limit": 15,
                      *         "offset": 0,
-                     *         "last_page": 1
+                     *         "last_page": 1,
+                     *         "current_page": 1,
+                     *         "per_page": 15
                      *       }
                      *     }
                      */
@@ -2533,7 +2582,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The credential was deleted. */
+            /** @description The credential was deleted; `data.remote_synced` says whether the SMTP server has dropped it. */
             200: {
                 headers: {
                     "X-RateLimit-Limit": components["headers"]["XRateLimitLimit"];
@@ -2544,10 +2593,13 @@ export interface operations {
                     /**
                      * @example {
                      *       "success": true,
-                     *       "message": "Credential deleted successfully."
+                     *       "message": "Credential deleted successfully.",
+                     *       "data": {
+                     *         "remote_synced": true
+                     *       }
                      *     }
                      */
-                    "application/json": components["schemas"]["MessageResponse"];
+                    "application/json": components["schemas"]["CredentialDeleted"];
                 };
             };
             401: components["responses"]["Unauthorized"];

@@ -181,7 +181,12 @@ test("credential lifecycle through the typed client", async (t) => {
     assert.equal(response.status, 200, `delete: body ${JSON.stringify(error ?? data)}`);
     assert.ok(data);
     assertRateLimitHeaders("delete", response);
-    assert.deepEqual(data, { success: true, message: "Credential deleted successfully." });
+    assert.equal(typeof data.data.remote_synced, "boolean");
+    assert.deepEqual(data, {
+      success: true,
+      message: "Credential deleted successfully.",
+      data: { remote_synced: data.data.remote_synced },
+    });
   });
 
   await t.test("get after delete is 404", async () => {
