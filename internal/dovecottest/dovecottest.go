@@ -239,18 +239,7 @@ func Start(tb testing.TB, opt Options) *Server {
 		tb.Fatalf("dovecottest: %v", err)
 	}
 
-	dir, err := os.MkdirTemp("", "smtpcreds-dovecottest-")
-	if err != nil {
-		tb.Fatalf("dovecottest: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			tb.Errorf("dovecottest: remove %s: %v", dir, err)
-		}
-	})
-	if err := os.Chmod(dir, 0o755); err != nil {
-		tb.Fatalf("dovecottest: %v", err)
-	}
+	dir := proctest.TempDir(tb, "smtpcreds-dovecottest-")
 
 	if id.root {
 		// The auth process (user dovecot) connects to sockets in base_dir
@@ -454,26 +443,20 @@ func instanceConfig(p configParams) string {
 	return b.String()
 }
 
-// config renders dovecot.conf.
+// config renders dovecot.conf: the auth-only settings and the passdb, then
+// the instance's own (instanceConfig), as Start appends them to a given
+// Options.Config.
 func config(p configParams) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	w("# Written by smtpcreds internal/dovecottest: auth-only Dovecot for tests.")
-	w("base_dir = %s", p.BaseDir)
-	w("state_dir = %s", p.StateDir)
 	w("protocols =")
 	w("listen = 127.0.0.1")
-	w("log_path = %s", p.LogPath)
-	w("info_log_path = %s", p.LogPath)
-	w("auth_verbose = yes")
 	w("auth_failure_delay = 0")
 	w("auth_mechanisms = plain login")
 	w("disable_plaintext_auth = no")
 	w("ssl = no")
 	w("auth_cache_size = 0")
-	w("default_internal_user = %s", p.ID.user)
-	w("default_internal_group = %s", p.ID.group)
-	w("default_login_user = %s", p.ID.user)
 	w("passdb {")
 	if p.SQLConf != "" {
 		w("  driver = sql")
@@ -483,17 +466,7 @@ func config(p configParams) string {
 		w("  args = scheme=%s username_format=%%u %s", p.Scheme, p.Passwd)
 	}
 	w("}")
-	w("service auth {")
-	w("  inet_listener auth-inet {")
-	w("    address = 127.0.0.1")
-	w("    port = %d", p.Port)
-	w("  }")
-	w("}")
-	w("service anvil {")
-	w("  # chroot needs root; the default is base_dir/empty.")
-	w("  chroot =")
-	w("}")
-	return b.String()
+	return b.String() + instanceConfig(p)
 }
 
 // currentIdentity returns who Dovecot's services should run as: the dovecot
@@ -867,18 +840,7 @@ func readLine(r *bufio.Reader) (string, error) {
 // by Dovecot's user (set TMPDIR then).
 func TempDir(tb testing.TB) string {
 	tb.Helper()
-	dir, err := os.MkdirTemp("", "smtpcreds-dovecottest-files-")
-	if err != nil {
-		tb.Fatalf("dovecottest: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			tb.Errorf("dovecottest: remove %s: %v", dir, err)
-		}
-	})
-	if err := os.Chmod(dir, 0o755); err != nil {
-		tb.Fatalf("dovecottest: %v", err)
-	}
+	dir := proctest.TempDir(tb, "smtpcreds-dovecottest-files-")
 	if id, err := currentIdentity(); err == nil && id.root {
 		if err := checkSearchable(dir, id); err != nil {
 			tb.Fatalf("dovecottest: %v (set TMPDIR to a directory every user can search)", err)

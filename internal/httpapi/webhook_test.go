@@ -69,14 +69,22 @@ func (a *agent) hash(login string) string {
 	return a.hashes[login]
 }
 
-func TestWebhookSyncDownThenRecovers(t *testing.T) {
-	t.Parallel()
+// newWebhookWorld is a world synced through the webhook target to a
+// receiving agent, served until the test ends.
+func newWebhookWorld(t *testing.T) (*agent, world) {
+	t.Helper()
 	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}}
 	srv := httptest.NewServer(ag)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	w := newWorld(t, opts{sync: fastSync(app.SyncConfig{
 		Target: "webhook", WebhookURL: srv.URL, WebhookSecret: ag.secret, WebhookTimeout: time.Second,
 	})})
+	return ag, w
+}
+
+func TestWebhookSyncDownThenRecovers(t *testing.T) {
+	t.Parallel()
+	ag, w := newWebhookWorld(t)
 	d := w.MustCreateCredential("hooked")
 	if d["remote_synced"] != true {
 		t.Fatalf("remote_synced false with a healthy agent: %v", d)
@@ -134,12 +142,7 @@ func TestWebhookSyncDownThenRecovers(t *testing.T) {
 // delivers it.
 func TestWebhookDeleteWhileAgentDown(t *testing.T) {
 	t.Parallel()
-	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}}
-	srv := httptest.NewServer(ag)
-	defer srv.Close()
-	w := newWorld(t, opts{sync: fastSync(app.SyncConfig{
-		Target: "webhook", WebhookURL: srv.URL, WebhookSecret: ag.secret, WebhookTimeout: time.Second,
-	})})
+	ag, w := newWebhookWorld(t)
 	guid := str(w.MustCreateCredential("leaving"), "credential", "user_smtp_guid")
 	if ag.hash("leaving@example.com") == "" {
 		t.Fatal("the create did not reach the agent")

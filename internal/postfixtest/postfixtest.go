@@ -151,20 +151,9 @@ func New(tb testing.TB) *Server {
 	}
 	uid, _ := strconv.Atoi(owner.Uid)
 
-	dir, err := os.MkdirTemp("", "smtpcreds-postfixtest-")
-	if err != nil {
-		tb.Fatalf("postfixtest: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			tb.Errorf("postfixtest: remove %s: %v", dir, err)
-		}
-	})
 	// Postfix's services (user postfix) and Dovecot's (which puts its auth
 	// socket in the queue) must reach the directories below.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		tb.Fatalf("postfixtest: %v", err)
-	}
+	dir := proctest.TempDir(tb, "smtpcreds-postfixtest-")
 	s := &Server{
 		dir:      dir,
 		confDir:  filepath.Join(dir, "conf"),

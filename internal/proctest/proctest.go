@@ -1,9 +1,9 @@
-// Package proctest stops the process groups that test fixtures start (a
-// private Dovecot, a private Postfix), so that no daemon outlives its test.
+// Package proctest holds what the daemon fixtures of tests (a private
+// Dovecot, a private Postfix) share, so that no daemon outlives its test.
 //
-// A daemon's master leads its own process group; Stop asks it to end,
+// A daemon's master leads its own process group; StopGroup asks it to end,
 // then kills whatever of the group is left, and reports a group that would
-// not die.
+// not die. TempDir is a directory the daemons' own users can reach.
 package proctest
 
 import (
@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -90,4 +91,24 @@ func GroupMembers(pgid int) []int {
 		}
 	}
 	return pids
+}
+
+// TempDir returns a new directory below os.TempDir (mode 0755, so that a
+// daemon's unprivileged users can search it, unlike t.TempDir's parent),
+// removed when the test ends.
+func TempDir(tb testing.TB, prefix string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		tb.Fatalf("proctest: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			tb.Errorf("proctest: remove %s: %v", dir, err)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatalf("proctest: %v", err)
+	}
+	return dir
 }
