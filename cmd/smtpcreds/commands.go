@@ -69,12 +69,13 @@ type serverGroups struct {
 	dnsCheckFlags
 	serverFlags
 	syncFlags
+	relayFlags
 	logFlags
 }
 
 func (g *serverGroups) config() (config, error) {
 	return buildConfig(g.dbFlags, g.tokenKeyFlags, g.dkimKeyFlags, g.dnsRecordFlags, g.dnsCheckFlags,
-		g.serverFlags, g.syncFlags, g.logFlags)
+		g.serverFlags, g.syncFlags, g.relayFlags, g.logFlags)
 }
 
 type serveCmd struct{ serverGroups }

@@ -35,6 +35,7 @@ type config struct {
 	DKIMKey         []byte
 	DNS             dnsConfig
 	Sync            syncConfig
+	Relay           app.RelayConfig
 	OperatorAddr    string
 	Pprof           bool
 	AuthCache       bool
@@ -148,6 +149,46 @@ func (f dnsCheckFlags) apply(c *config) error {
 		return invalid("dns-timeout", "want a positive duration such as 3s")
 	}
 	c.DNS.Resolver, c.DNS.Timeout = f.DNSResolver, f.DNSTimeout
+	return nil
+}
+
+// relayFlags: the relay's policy, for the milter (and for serve, which
+// answers the account's quota from the same limits).
+type relayFlags struct {
+	LoginLimitPerMinute   int           `name:"login-limit-per-minute" env:"SMTPCREDS_LOGIN_LIMIT_PER_MINUTE" default:"60" group:"relay" help:"messages one SMTP login may send per minute, {0} = no limit (a credential's own limit wins)"`
+	LoginLimitPerHour     int           `name:"login-limit-per-hour" env:"SMTPCREDS_LOGIN_LIMIT_PER_HOUR" default:"1000" group:"relay" help:"messages one SMTP login may send per hour, {0} = no limit"`
+	LoginLimitPerDay      int           `name:"login-limit-per-day" env:"SMTPCREDS_LOGIN_LIMIT_PER_DAY" default:"5000" group:"relay" help:"messages one SMTP login may send per UTC day, {0} = no limit"`
+	AccountLimitPerMinute int           `name:"account-limit-per-minute" env:"SMTPCREDS_ACCOUNT_LIMIT_PER_MINUTE" default:"0" group:"relay" help:"messages all logins of an account may send per minute, {0} = no limit"`
+	AccountLimitPerHour   int           `name:"account-limit-per-hour" env:"SMTPCREDS_ACCOUNT_LIMIT_PER_HOUR" default:"0" group:"relay" help:"messages all logins of an account may send per hour, {0} = no limit"`
+	AccountLimitPerDay    int           `name:"account-limit-per-day" env:"SMTPCREDS_ACCOUNT_LIMIT_PER_DAY" default:"20000" group:"relay" help:"messages all logins of an account may send per UTC day: the quota {GET /api/quota} reports, {0} = no limit"`
+	SenderScope           string        `name:"sender-scope" env:"SMTPCREDS_SENDER_SCOPE" default:"login-domain" enum:"login-domain,account" group:"relay" help:"what a login may send as: {login-domain} (its own domain) or {account} (any verified domain of its account)"`
+	MessageLogRetention   time.Duration `name:"message-log-retention" env:"SMTPCREDS_MESSAGE_LOG_RETENTION" default:"720h" group:"relay" help:"how long the message log keeps a message"`
+	MessageLogSubjects    bool          `name:"message-log-subjects" env:"SMTPCREDS_MESSAGE_LOG_SUBJECTS" default:"false" group:"relay" help:"store messages' subjects in the message log"`
+}
+
+func (f relayFlags) apply(c *config) error {
+	for _, n := range []struct {
+		flag string
+		v    int
+		into *int
+	}{
+		{"login-limit-per-minute", f.LoginLimitPerMinute, &c.Relay.Login.PerMinute},
+		{"login-limit-per-hour", f.LoginLimitPerHour, &c.Relay.Login.PerHour},
+		{"login-limit-per-day", f.LoginLimitPerDay, &c.Relay.Login.PerDay},
+		{"account-limit-per-minute", f.AccountLimitPerMinute, &c.Relay.Account.PerMinute},
+		{"account-limit-per-hour", f.AccountLimitPerHour, &c.Relay.Account.PerHour},
+		{"account-limit-per-day", f.AccountLimitPerDay, &c.Relay.Account.PerDay},
+	} {
+		if n.v < 0 {
+			return invalid(n.flag, "want a non-negative integer")
+		}
+		*n.into = n.v
+	}
+	if f.MessageLogRetention <= 0 {
+		return invalid("message-log-retention", "want a positive duration such as 720h")
+	}
+	c.Relay.AccountSenders = f.SenderScope == "account"
+	c.Relay.LogRetention, c.Relay.LogSubjects = f.MessageLogRetention, f.MessageLogSubjects
 	return nil
 }
 
@@ -399,6 +440,11 @@ func (c config) logValue() slog.Value {
 		slog.Int("trusted_proxies", len(c.TrustedProxies)),
 		slog.Int("db_max_conns", c.DBMaxConns),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.Any("login_limits", c.Relay.Login),
+		slog.Any("account_limits", c.Relay.Account),
+		slog.Bool("account_senders", c.Relay.AccountSenders),
+		slog.String("message_log_retention", c.Relay.LogRetention.String()),
+		slog.Bool("message_log_subjects", c.Relay.LogSubjects),
 	)
 }
 
@@ -443,6 +489,7 @@ func (c config) appConfig() app.Config {
 			WebhookURL: c.Sync.WebhookURL, WebhookSecret: c.Sync.WebhookSecret,
 			DovecotRole: c.Sync.DovecotRole, Timeout: c.Sync.Timeout,
 		},
+		Relay:           c.Relay,
 		OperatorAddr:    c.OperatorAddr,
 		Pprof:           c.Pprof,
 		ShutdownDelay:   c.ShutdownDelay,

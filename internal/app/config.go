@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/password"
+	"github.com/smtpcreds/smtpcreds/internal/relay"
 )
 
 // Config is every setting the server is built from. cmd/smtpcreds fills it
@@ -32,8 +33,9 @@ type Config struct {
 	AuthCache      bool
 	RequestTimeout time.Duration
 
-	DNS  DNSConfig
-	Sync SyncConfig
+	DNS   DNSConfig
+	Sync  SyncConfig
+	Relay RelayConfig
 
 	// OperatorAddr is the listener of /metrics (and pprof when Pprof);
 	// empty: none (Run only).
@@ -75,4 +77,20 @@ type SyncConfig struct {
 	Timeout time.Duration
 	// The worker's pace (0: the syncer's defaults; tests shorten them).
 	PollInterval, BaseBackoff, MaxBackoff time.Duration
+}
+
+// RelayConfig is the relay side's policy: the milter applies it to
+// messages, and the API answers the account's quota from the same limits.
+type RelayConfig struct {
+	// Login and Account are the default sending limits of one SMTP login
+	// and of all logins of one account; a credential's own limits win over
+	// Login. Account.PerDay is the quota GET /api/quota reports.
+	Login, Account relay.Limits
+	// AccountSenders lets a login send as any verified domain of its
+	// account, not only its own domain.
+	AccountSenders bool
+	// LogRetention is how long the message log keeps a message (0: 30 days).
+	LogRetention time.Duration
+	// LogSubjects stores messages' subjects in the log.
+	LogSubjects bool
 }
