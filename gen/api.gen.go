@@ -261,6 +261,21 @@ func (e ErrorResponseSuccess) Valid() bool {
 	}
 }
 
+// Defines values for MessageLogPageSuccess.
+const (
+	MessageLogPageSuccessTrue MessageLogPageSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the MessageLogPageSuccess enum.
+func (e MessageLogPageSuccess) Valid() bool {
+	switch e {
+	case MessageLogPageSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for MessageResponseSuccess.
 const (
 	MessageResponseSuccessTrue MessageResponseSuccess = true
@@ -285,6 +300,21 @@ const (
 func (e PasswordResetSuccess) Valid() bool {
 	switch e {
 	case PasswordResetSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for QuotaEnvelopeSuccess.
+const (
+	QuotaEnvelopeSuccessTrue QuotaEnvelopeSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the QuotaEnvelopeSuccess enum.
+func (e QuotaEnvelopeSuccess) Valid() bool {
+	switch e {
+	case QuotaEnvelopeSuccessTrue:
 		return true
 	default:
 		return false
@@ -360,6 +390,51 @@ const (
 func (e ValidationErrorResponseSuccess) Valid() bool {
 	switch e {
 	case ValidationErrorResponseSuccessFalse:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetDomainLogParamsEventType.
+const (
+	Bounced       GetDomainLogParamsEventType = "bounced"
+	Clicked       GetDomainLogParamsEventType = "clicked"
+	Deferred      GetDomainLogParamsEventType = "deferred"
+	Delivered     GetDomainLogParamsEventType = "delivered"
+	Failed        GetDomainLogParamsEventType = "failed"
+	Opened        GetDomainLogParamsEventType = "opened"
+	PermanentFail GetDomainLogParamsEventType = "permanent_fail"
+	Queued        GetDomainLogParamsEventType = "queued"
+	Send          GetDomainLogParamsEventType = "send"
+	TemporaryFail GetDomainLogParamsEventType = "temporary_fail"
+	Unsubscribed  GetDomainLogParamsEventType = "unsubscribed"
+)
+
+// Valid indicates whether the value is a known member of the GetDomainLogParamsEventType enum.
+func (e GetDomainLogParamsEventType) Valid() bool {
+	switch e {
+	case Bounced:
+		return true
+	case Clicked:
+		return true
+	case Deferred:
+		return true
+	case Delivered:
+		return true
+	case Failed:
+		return true
+	case Opened:
+		return true
+	case PermanentFail:
+		return true
+	case Queued:
+		return true
+	case Send:
+		return true
+	case TemporaryFail:
+		return true
+	case Unsubscribed:
 		return true
 	default:
 		return false
@@ -562,10 +637,30 @@ type Credential struct {
 	// LastSyncedAt Unix seconds when the auth backend last confirmed a version of this credential.
 	LastSyncedAt *int64 `json:"last_synced_at"`
 
+	// LastUsedAt Unix seconds of the last message the relay decided on for this login (accepted or refused); null if none.
+	//
+	// Example: 1764320400
+	LastUsedAt *int64 `json:"last_used_at"`
+
+	// LastUsedIp The SMTP client address of that message; null if none.
+	//
+	// Example: 198.51.100.7
+	LastUsedIp *string `json:"last_used_ip"`
+
 	// Login The SMTP login, `<username>@<domain>`.
 	//
 	// Example: myuser@example.com
 	Login string `json:"login"`
+
+	// MessagesQueued Messages of this login the relay accepted, since it was created.
+	//
+	// Example: 1234
+	MessagesQueued int64 `json:"messages_queued"`
+
+	// MessagesRefused Messages of this login the relay refused (sender policy) or deferred (over a limit).
+	//
+	// Example: 2
+	MessagesRefused int64 `json:"messages_refused"`
 
 	// ModifiedAt Unix seconds.
 	//
@@ -1049,6 +1144,145 @@ type MandatoryRecords struct {
 	Spf bool `json:"spf"`
 }
 
+// MessageLogEvent One message the relay decided on. `created_at`, `sender_ip` and `event_detail` repeat
+// `timestamp`, `client_ip` and `reason` under the names the vendor's SDK models read.
+type MessageLogEvent struct {
+	// ClientIp The address of the SMTP client, as Postfix saw it.
+	//
+	// Example: 198.51.100.7
+	ClientIp *string `json:"client_ip"`
+
+	// CreatedAt Same as `timestamp`.
+	//
+	// Example: 1764320400
+	CreatedAt int64 `json:"created_at"`
+
+	// Credential The SMTP login that sent the message, `<username>@<domain>` (kept after the credential is deleted).
+	//
+	// Example: myuser@example.com
+	Credential string `json:"credential"`
+
+	// DkimSigned Whether the relay DKIM-signed the message.
+	//
+	// Example: true
+	DkimSigned bool `json:"dkim_signed"`
+
+	// EventDetail Same as `reason`.
+	EventDetail *string `json:"event_detail"`
+
+	// EventType `queued` (accepted, signed where the domain's key applies, handed to Postfix),
+	// `permanent_fail` (refused by the sender policy: 5.7.1) or `temporary_fail` (over a
+	// sending limit: 4.7.x, the client retries later).
+	//
+	//
+	// Example: queued
+	EventType string `json:"event_type"`
+
+	// From The message's `From:` header as sent; null when the message had none or was refused before its header.
+	//
+	// Example: Example Billing <billing@example.com>
+	From *string `json:"from"`
+
+	// Id The event's id; larger ids were logged later.
+	//
+	// Example: 9030
+	Id int64 `json:"id"`
+
+	// MessageId Postfix's queue id of the message (find it in the mail log); null when Postfix had not assigned one yet.
+	//
+	// Example: 4dQk2x0Yz1
+	MessageId *string `json:"message_id"`
+
+	// Reason Why the message was refused or deferred, as the client was told; null for `queued`.
+	Reason *string `json:"reason"`
+
+	// Recipients The envelope recipients (`RCPT TO`), lowercase.
+	//
+	// Example: ["customer@example.org"]
+	Recipients []string `json:"recipients"`
+
+	// Sender The envelope sender (`MAIL FROM`), lowercase; empty for a null sender (`<>`).
+	//
+	// Example: billing@example.com
+	Sender string `json:"sender"`
+
+	// SenderIp Same as `client_ip`.
+	//
+	// Example: 198.51.100.7
+	SenderIp *string `json:"sender_ip"`
+
+	// Size The message's size in bytes as Postfix announced it; 0 when refused before its body.
+	//
+	// Example: 18234
+	Size int64 `json:"size"`
+
+	// Subject The message's subject; null unless the operator stores subjects (`SMTPCREDS_MESSAGE_LOG_SUBJECTS`).
+	Subject *string `json:"subject"`
+
+	// Timestamp Unix seconds when the relay decided on the message.
+	//
+	// Example: 1764320400
+	Timestamp int64 `json:"timestamp"`
+
+	// UserSmtpGuid The `user_smtp_guid` of that credential; null once it is deleted.
+	//
+	// Example: 0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11
+	UserSmtpGuid *openapi_types.UUID `json:"user_smtp_guid"`
+}
+
+// MessageLogPage One page of a domain's message log, in the vendor's shape (the list and its counts at the top level).
+type MessageLogPage struct {
+	// Count Number of events in `data`.
+	//
+	// Example: 2
+	Count int `json:"count"`
+
+	// Data The events on this page, newest first.
+	Data []MessageLogEvent `json:"data"`
+
+	// Limit The `limit` asked for.
+	//
+	// Example: 1000
+	Limit int `json:"limit"`
+
+	// Offset The `offset` asked for.
+	//
+	// Example: 0
+	Offset int64 `json:"offset"`
+
+	// Pagination Where a page of the message log sits among all matching events.
+	Pagination MessageLogPagination `json:"pagination"`
+
+	// Success Always true.
+	Success MessageLogPageSuccess `json:"success"`
+}
+
+// MessageLogPageSuccess Always true.
+type MessageLogPageSuccess bool
+
+// MessageLogPagination Where a page of the message log sits among all matching events.
+type MessageLogPagination struct {
+	// CurrentPage `floor(offset / limit) + 1`.
+	//
+	// Example: 1
+	CurrentPage int64 `json:"current_page"`
+
+	// LastPage `max(1, ceil(total / limit))`.
+	//
+	// Example: 1
+	LastPage int64 `json:"last_page"`
+
+	// PerPage The `limit` asked for.
+	//
+	// Example: 1000
+	PerPage int `json:"per_page"`
+
+	// Total Number of matching events in all pages.
+	//
+	// Example: 2
+	Total int64 `json:"total"`
+}
+
 // MessageResponse A confirmation without data.
 type MessageResponse struct {
 	// Message A human-readable confirmation.
@@ -1118,6 +1352,41 @@ type PasswordReset struct {
 
 // PasswordResetSuccess Always true.
 type PasswordResetSuccess bool
+
+// Quota The account's sending quota for the current UTC day.
+type Quota struct {
+	// CurrentQuota Messages the account may still send today, `max_quota` minus those accepted today, never below 0.
+	//
+	// Example: 18766
+	CurrentQuota int64 `json:"current_quota"`
+
+	// MaxQuota Messages all logins of the account may send per UTC day (the operator's per-account daily limit).
+	//
+	// Example: 20000
+	MaxQuota int64 `json:"max_quota"`
+
+	// ResetsAt Unix seconds when the quota starts afresh (the next 00:00 UTC).
+	//
+	// Example: 1764374400
+	ResetsAt int64 `json:"resets_at"`
+
+	// UsagePercentage `(max_quota - current_quota) / max_quota * 100`, rounded to 2 decimals.
+	//
+	// Example: 6.17
+	UsagePercentage float64 `json:"usage_percentage"`
+}
+
+// QuotaEnvelope The account's quota.
+type QuotaEnvelope struct {
+	// Data The account's sending quota for the current UTC day.
+	Data Quota `json:"data"`
+
+	// Success Always true.
+	Success QuotaEnvelopeSuccess `json:"success"`
+}
+
+// QuotaEnvelopeSuccess Always true.
+type QuotaEnvelopeSuccess bool
 
 // ReissuedCredential A credential and its new generated password, shown only once.
 type ReissuedCredential struct {
@@ -1370,6 +1639,9 @@ type DomainName = string
 // Page defines model for Page.
 type Page = int
 
+// BadLogFilter The body of every error except 422.
+type BadLogFilter = ErrorResponse
+
 // BadRequest The body of every error except 422.
 type BadRequest = ErrorResponse
 
@@ -1379,11 +1651,17 @@ type DomainNotFound = ErrorResponse
 // InternalError The body of every error except 422.
 type InternalError = ErrorResponse
 
+// LogDomainNotFound The body of every error except 422.
+type LogDomainNotFound = ErrorResponse
+
 // NotFound The body of every error except 422.
 type NotFound = ErrorResponse
 
 // PayloadTooLarge The body of every error except 422.
 type PayloadTooLarge = ErrorResponse
+
+// QuotaNotFound The body of every error except 422.
+type QuotaNotFound = ErrorResponse
 
 // ServiceUnavailable The body of every error except 422.
 type ServiceUnavailable = ErrorResponse
@@ -1419,6 +1697,40 @@ type ListCredentialsParams struct {
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 }
+
+// GetDomainLogParams defines parameters for GetDomainLog.
+type GetDomainLogParams struct {
+	// Start Only events at or after this time (RFC 3339, e.g. `2026-12-01T00:00:00Z`).
+	Start *string `form:"start,omitempty" json:"start,omitempty"`
+
+	// End Only events at or before this time (RFC 3339); not before `start`.
+	End *string `form:"end,omitempty" json:"end,omitempty"`
+
+	// Sender Only events whose envelope sender is this address (case-insensitive, whole address).
+	Sender *string `form:"sender,omitempty" json:"sender,omitempty"`
+
+	// Recipient Only events with this address among their recipients (case-insensitive, whole address).
+	Recipient *string `form:"recipient,omitempty" json:"recipient,omitempty"`
+
+	// Subject Only events whose stored subject contains this text (case-insensitive).
+	Subject *string `form:"subject,omitempty" json:"subject,omitempty"`
+
+	// EventType Only events of this type. The vendor's whole list is accepted; the relay records
+	// only `queued`, `permanent_fail` and `temporary_fail`, so the others match nothing.
+	EventType *GetDomainLogParamsEventType `form:"event_type,omitempty" json:"event_type,omitempty"`
+
+	// Tags Accepted for the vendor's clients; no tags are recorded, so a non-empty value matches no event.
+	Tags *string `form:"tags,omitempty" json:"tags,omitempty"`
+
+	// Limit Most events to return.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Offset Number of matching events to skip (newest first).
+	Offset *int64 `form:"offset,omitempty" json:"offset,omitempty"`
+}
+
+// GetDomainLogParamsEventType defines parameters for GetDomainLog.
+type GetDomainLogParamsEventType string
 
 // CreateDomainJSONRequestBody defines body for CreateDomain for application/json ContentType.
 type CreateDomainJSONRequestBody = DomainInput
@@ -1661,6 +1973,28 @@ type ClientInterface interface {
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
 	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetDomainLog List the message log of a domain
+	//
+	// The messages the relay (`smtpcreds milter`) decided on for the domain's SMTP logins,
+	// newest first: one event per message, `queued` (accepted and handed to Postfix),
+	// `permanent_fail` (refused by the sender policy, 5.7.1) or `temporary_fail` (over a
+	// sending limit, 4.7.x). Delivery events (`delivered`, `bounced`, `deferred`, ...) are
+	// not recorded: filtering on them returns no events. The log keeps messages for the
+	// operator's retention (`SMTPCREDS_MESSAGE_LOG_RETENTION`, 30 days by default);
+	// subjects are stored only where the operator enabled it
+	// (`SMTPCREDS_MESSAGE_LOG_SUBJECTS`).
+	//
+	// Filters combine with AND. `start` and `end` are RFC 3339 date-times compared at whole
+	// seconds, both inclusive (an event is returned when `start <= timestamp <= end`).
+	// `sender` and `recipient` match a whole address, case-insensitively. `subject`
+	// matches a part of the subject, case-insensitively (messages logged without a subject
+	// never match). `tags` is accepted for the vendor's clients, but the relay records no
+	// tags: a non-empty `tags` matches no event. An empty filter (`sender=`) is the same as
+	// none. A malformed filter is answered 400 (not 422), as the vendor does.
+	//
+	// Corresponds with GET /api/domains/{domain}/log (the `GetDomainLog` operationId).
+	GetDomainLog(ctx context.Context, domain DomainName, params *GetDomainLogParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SetupAuthDomainWithBody Set up the authentication (return-path) domain
 	//
 	// Stores the auth domain (the domain itself or a subdomain of it; default
@@ -1736,6 +2070,23 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
 	VerifyTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetQuota Get the account's daily sending quota
+	//
+	// The account's sending quota for the current UTC day, as the relay (`smtpcreds milter`)
+	// counts it: `max_quota` is the operator's per-account daily limit
+	// (`SMTPCREDS_ACCOUNT_LIMIT_PER_DAY`), `current_quota` what is left of it today (never
+	// below 0), `usage_percentage` = `(max_quota - current_quota) / max_quota * 100`,
+	// rounded to 2 decimals. Every message the relay accepted for any login of the account
+	// counts; refused messages do not. The quota starts afresh at 00:00 UTC (`resets_at`).
+	//
+	// When the operator set no daily account limit (0: unlimited), the answer is 404
+	// `User quota not found`, as the vendor answers. n8n's credential test for this vendor
+	// calls this route, so keep a daily limit configured (the default is 20000) where n8n
+	// is used.
+	//
+	// Corresponds with GET /api/quota (the `GetQuota` operationId).
+	GetQuota(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // ListDomains List the caller's sending domains
@@ -2034,6 +2385,38 @@ func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName,
 	return c.Client.Do(req)
 }
 
+// GetDomainLog List the message log of a domain
+//
+// The messages the relay (`smtpcreds milter`) decided on for the domain's SMTP logins,
+// newest first: one event per message, `queued` (accepted and handed to Postfix),
+// `permanent_fail` (refused by the sender policy, 5.7.1) or `temporary_fail` (over a
+// sending limit, 4.7.x). Delivery events (`delivered`, `bounced`, `deferred`, ...) are
+// not recorded: filtering on them returns no events. The log keeps messages for the
+// operator's retention (`SMTPCREDS_MESSAGE_LOG_RETENTION`, 30 days by default);
+// subjects are stored only where the operator enabled it
+// (`SMTPCREDS_MESSAGE_LOG_SUBJECTS`).
+//
+// Filters combine with AND. `start` and `end` are RFC 3339 date-times compared at whole
+// seconds, both inclusive (an event is returned when `start <= timestamp <= end`).
+// `sender` and `recipient` match a whole address, case-insensitively. `subject`
+// matches a part of the subject, case-insensitively (messages logged without a subject
+// never match). `tags` is accepted for the vendor's clients, but the relay records no
+// tags: a non-empty `tags` matches no event. An empty filter (`sender=`) is the same as
+// none. A malformed filter is answered 400 (not 422), as the vendor does.
+//
+// Corresponds with GET /api/domains/{domain}/log (the `GetDomainLog` operationId).
+func (c *Client) GetDomainLog(ctx context.Context, domain DomainName, params *GetDomainLogParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDomainLogRequest(c.Server, domain, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // SetupAuthDomainWithBody Set up the authentication (return-path) domain
 //
 // Stores the auth domain (the domain itself or a subdomain of it; default
@@ -2180,6 +2563,33 @@ func (c *Client) VerifyDomain(ctx context.Context, domain DomainName, reqEditors
 // Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
 func (c *Client) VerifyTracklink(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewVerifyTracklinkRequest(c.Server, domain)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetQuota Get the account's daily sending quota
+//
+// The account's sending quota for the current UTC day, as the relay (`smtpcreds milter`)
+// counts it: `max_quota` is the operator's per-account daily limit
+// (`SMTPCREDS_ACCOUNT_LIMIT_PER_DAY`), `current_quota` what is left of it today (never
+// below 0), `usage_percentage` = `(max_quota - current_quota) / max_quota * 100`,
+// rounded to 2 decimals. Every message the relay accepted for any login of the account
+// counts; refused messages do not. The quota starts afresh at 00:00 UTC (`resets_at`).
+//
+// When the operator set no daily account limit (0: unlimited), the answer is 404
+// `User quota not found`, as the vendor answers. n8n's credential test for this vendor
+// calls this route, so keep a daily limit configured (the default is 20000) where n8n
+// is used.
+//
+// Corresponds with GET /api/quota (the `GetQuota` operationId).
+func (c *Client) GetQuota(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetQuotaRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -2711,6 +3121,163 @@ func NewResetCredentialPasswordRequest(server string, domain DomainName, credent
 	return req, nil
 }
 
+// NewGetDomainLogRequest constructs an http.Request for the GetDomainLog method
+func NewGetDomainLogRequest(server string, domain DomainName, params *GetDomainLogParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/log", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Start != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "start", *params.Start, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.End != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "end", *params.End, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Sender != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "sender", *params.Sender, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Recipient != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "recipient", *params.Recipient, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Subject != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "subject", *params.Subject, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.EventType != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "event_type", *params.EventType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Tags != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tags", *params.Tags, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Offset != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "offset", *params.Offset, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSetupAuthDomainRequest calls the generic SetupAuthDomain builder with application/json body
 func NewSetupAuthDomainRequest(server string, domain DomainName, body SetupAuthDomainJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -2941,6 +3508,33 @@ func NewVerifyTracklinkRequest(server string, domain DomainName) (*http.Request,
 	return req, nil
 }
 
+// NewGetQuotaRequest constructs an http.Request for the GetQuota method
+func NewGetQuotaRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/quota")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -3147,6 +3741,30 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
 	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
 
+	// GetDomainLogWithResponse List the message log of a domain
+	//
+	// The messages the relay (`smtpcreds milter`) decided on for the domain's SMTP logins,
+	// newest first: one event per message, `queued` (accepted and handed to Postfix),
+	// `permanent_fail` (refused by the sender policy, 5.7.1) or `temporary_fail` (over a
+	// sending limit, 4.7.x). Delivery events (`delivered`, `bounced`, `deferred`, ...) are
+	// not recorded: filtering on them returns no events. The log keeps messages for the
+	// operator's retention (`SMTPCREDS_MESSAGE_LOG_RETENTION`, 30 days by default);
+	// subjects are stored only where the operator enabled it
+	// (`SMTPCREDS_MESSAGE_LOG_SUBJECTS`).
+	//
+	// Filters combine with AND. `start` and `end` are RFC 3339 date-times compared at whole
+	// seconds, both inclusive (an event is returned when `start <= timestamp <= end`).
+	// `sender` and `recipient` match a whole address, case-insensitively. `subject`
+	// matches a part of the subject, case-insensitively (messages logged without a subject
+	// never match). `tags` is accepted for the vendor's clients, but the relay records no
+	// tags: a non-empty `tags` matches no event. An empty filter (`sender=`) is the same as
+	// none. A malformed filter is answered 400 (not 422), as the vendor does.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/domains/{domain}/log (the `GetDomainLog` operationId).
+	GetDomainLogWithResponse(ctx context.Context, domain DomainName, params *GetDomainLogParams, reqEditors ...RequestEditorFn) (*GetDomainLogResponse, error)
+
 	// SetupAuthDomainWithBodyWithResponse Set up the authentication (return-path) domain
 	//
 	// Stores the auth domain (the domain itself or a subdomain of it; default
@@ -3230,6 +3848,25 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /api/domains/{domain}/verify-tracklink (the `VerifyTracklink` operationId).
 	VerifyTracklinkWithResponse(ctx context.Context, domain DomainName, reqEditors ...RequestEditorFn) (*VerifyTracklinkResponse, error)
+
+	// GetQuotaWithResponse Get the account's daily sending quota
+	//
+	// The account's sending quota for the current UTC day, as the relay (`smtpcreds milter`)
+	// counts it: `max_quota` is the operator's per-account daily limit
+	// (`SMTPCREDS_ACCOUNT_LIMIT_PER_DAY`), `current_quota` what is left of it today (never
+	// below 0), `usage_percentage` = `(max_quota - current_quota) / max_quota * 100`,
+	// rounded to 2 decimals. Every message the relay accepted for any login of the account
+	// counts; refused messages do not. The quota starts afresh at 00:00 UTC (`resets_at`).
+	//
+	// When the operator set no daily account limit (0: unlimited), the answer is 404
+	// `User quota not found`, as the vendor answers. n8n's credential test for this vendor
+	// calls this route, so keep a daily limit configured (the default is 20000) where n8n
+	// is used.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/quota (the `GetQuota` operationId).
+	GetQuotaWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetQuotaResponse, error)
 }
 
 // ListDomainsResponse200Headers the declared response headers of an HTTP 200 response for ListDomains
@@ -4601,6 +5238,136 @@ func (r ResetCredentialPasswordResponse) ContentType() string {
 	return ""
 }
 
+// GetDomainLogResponse200Headers the declared response headers of an HTTP 200 response for GetDomainLog
+type GetDomainLogResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetDomainLogResponse400Headers the declared response headers of an HTTP 400 response for GetDomainLog
+type GetDomainLogResponse400Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetDomainLogResponse401Headers the declared response headers of an HTTP 401 response for GetDomainLog
+type GetDomainLogResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetDomainLogResponse404Headers the declared response headers of an HTTP 404 response for GetDomainLog
+type GetDomainLogResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetDomainLogResponse429Headers the declared response headers of an HTTP 429 response for GetDomainLog
+type GetDomainLogResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetDomainLogResponse503Headers the declared response headers of an HTTP 503 response for GetDomainLog
+type GetDomainLogResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetDomainLogResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MessageLogPage
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadLogFilter
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *LogDomainNotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetDomainLogResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetDomainLogResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetDomainLogResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetDomainLogResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetDomainLogResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetDomainLogResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetDomainLogResponse) GetJSON200() *MessageLogPage {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetDomainLogResponse) GetJSON400() *BadLogFilter {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetDomainLogResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetDomainLogResponse) GetJSON404() *LogDomainNotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetDomainLogResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetDomainLogResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDomainLogResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDomainLogResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDomainLogResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDomainLogResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDomainLogResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // SetupAuthDomainResponse200Headers the declared response headers of an HTTP 200 response for SetupAuthDomain
 type SetupAuthDomainResponse200Headers struct {
 	XRateLimitLimit     *int
@@ -5394,6 +6161,121 @@ func (r VerifyTracklinkResponse) ContentType() string {
 	return ""
 }
 
+// GetQuotaResponse200Headers the declared response headers of an HTTP 200 response for GetQuota
+type GetQuotaResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetQuotaResponse401Headers the declared response headers of an HTTP 401 response for GetQuota
+type GetQuotaResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetQuotaResponse404Headers the declared response headers of an HTTP 404 response for GetQuota
+type GetQuotaResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetQuotaResponse429Headers the declared response headers of an HTTP 429 response for GetQuota
+type GetQuotaResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// GetQuotaResponse503Headers the declared response headers of an HTTP 503 response for GetQuota
+type GetQuotaResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetQuotaResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *QuotaEnvelope
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *QuotaNotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetQuotaResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetQuotaResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetQuotaResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetQuotaResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetQuotaResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetQuotaResponse) GetJSON200() *QuotaEnvelope {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetQuotaResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetQuotaResponse) GetJSON404() *QuotaNotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetQuotaResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetQuotaResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetQuotaResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetQuotaResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetQuotaResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetQuotaResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetQuotaResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListDomainsWithResponse List the caller's sending domains
 //
 // One page of the caller's domains, oldest first; `search` filters by a part of the name.
@@ -5646,6 +6528,36 @@ func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Co
 	return ParseResetCredentialPasswordResponse(rsp)
 }
 
+// GetDomainLogWithResponse List the message log of a domain
+//
+// The messages the relay (`smtpcreds milter`) decided on for the domain's SMTP logins,
+// newest first: one event per message, `queued` (accepted and handed to Postfix),
+// `permanent_fail` (refused by the sender policy, 5.7.1) or `temporary_fail` (over a
+// sending limit, 4.7.x). Delivery events (`delivered`, `bounced`, `deferred`, ...) are
+// not recorded: filtering on them returns no events. The log keeps messages for the
+// operator's retention (`SMTPCREDS_MESSAGE_LOG_RETENTION`, 30 days by default);
+// subjects are stored only where the operator enabled it
+// (`SMTPCREDS_MESSAGE_LOG_SUBJECTS`).
+//
+// Filters combine with AND. `start` and `end` are RFC 3339 date-times compared at whole
+// seconds, both inclusive (an event is returned when `start <= timestamp <= end`).
+// `sender` and `recipient` match a whole address, case-insensitively. `subject`
+// matches a part of the subject, case-insensitively (messages logged without a subject
+// never match). `tags` is accepted for the vendor's clients, but the relay records no
+// tags: a non-empty `tags` matches no event. An empty filter (`sender=`) is the same as
+// none. A malformed filter is answered 400 (not 422), as the vendor does.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/domains/{domain}/log (the `GetDomainLog` operationId).
+func (c *ClientWithResponses) GetDomainLogWithResponse(ctx context.Context, domain DomainName, params *GetDomainLogParams, reqEditors ...RequestEditorFn) (*GetDomainLogResponse, error) {
+	rsp, err := c.GetDomainLog(ctx, domain, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDomainLogResponse(rsp)
+}
+
 // SetupAuthDomainWithBodyWithResponse Set up the authentication (return-path) domain
 //
 // Stores the auth domain (the domain itself or a subdomain of it; default
@@ -5776,6 +6688,31 @@ func (c *ClientWithResponses) VerifyTracklinkWithResponse(ctx context.Context, d
 		return nil, err
 	}
 	return ParseVerifyTracklinkResponse(rsp)
+}
+
+// GetQuotaWithResponse Get the account's daily sending quota
+//
+// The account's sending quota for the current UTC day, as the relay (`smtpcreds milter`)
+// counts it: `max_quota` is the operator's per-account daily limit
+// (`SMTPCREDS_ACCOUNT_LIMIT_PER_DAY`), `current_quota` what is left of it today (never
+// below 0), `usage_percentage` = `(max_quota - current_quota) / max_quota * 100`,
+// rounded to 2 decimals. Every message the relay accepted for any login of the account
+// counts; refused messages do not. The quota starts afresh at 00:00 UTC (`resets_at`).
+//
+// When the operator set no daily account limit (0: unlimited), the answer is 404
+// `User quota not found`, as the vendor answers. n8n's credential test for this vendor
+// calls this route, so keep a daily limit configured (the default is 20000) where n8n
+// is used.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/quota (the `GetQuota` operationId).
+func (c *ClientWithResponses) GetQuotaWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetQuotaResponse, error) {
+	rsp, err := c.GetQuota(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetQuotaResponse(rsp)
 }
 
 // ParseListDomainsResponse parses an HTTP response from a ListDomainsWithResponse call
@@ -7492,6 +8429,172 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 	return response, nil
 }
 
+// ParseGetDomainLogResponse parses an HTTP response from a GetDomainLogWithResponse call
+func ParseGetDomainLogResponse(rsp *http.Response) (*GetDomainLogResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDomainLogResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MessageLogPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadLogFilter
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest LogDomainNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetDomainLogResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetDomainLogResponse400Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetDomainLogResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetDomainLogResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetDomainLogResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetDomainLogResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseSetupAuthDomainResponse parses an HTTP response from a SetupAuthDomainWithResponse call
 func ParseSetupAuthDomainResponse(rsp *http.Response) (*SetupAuthDomainResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8492,6 +9595,148 @@ func ParseVerifyTracklinkResponse(rsp *http.Response) (*VerifyTracklinkResponse,
 	return response, nil
 }
 
+// ParseGetQuotaResponse parses an HTTP response from a GetQuotaWithResponse call
+func ParseGetQuotaResponse(rsp *http.Response) (*GetQuotaResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetQuotaResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest QuotaEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest QuotaNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetQuotaResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetQuotaResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetQuotaResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetQuotaResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetQuotaResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// ListDomains List the caller's sending domains
@@ -8527,6 +9772,9 @@ type ServerInterface interface {
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
 	ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID) error
+	// GetDomainLog List the message log of a domain
+	// (GET /api/domains/{domain}/log)
+	GetDomainLog(ctx echo.Context, domain DomainName, params GetDomainLogParams) error
 	// SetupAuthDomain Set up the authentication (return-path) domain
 	// (POST /api/domains/{domain}/setup-auth-domain)
 	SetupAuthDomain(ctx echo.Context, domain DomainName) error
@@ -8545,6 +9793,9 @@ type ServerInterface interface {
 	// VerifyTracklink Check the tracking domain's CNAME in DNS
 	// (POST /api/domains/{domain}/verify-tracklink)
 	VerifyTracklink(ctx echo.Context, domain DomainName) error
+	// GetQuota Get the account's daily sending quota
+	// (GET /api/quota)
+	GetQuota(ctx echo.Context) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -8777,6 +10028,87 @@ func (w *ServerInterfaceWrapper) ResetCredentialPassword(ctx echo.Context) error
 	return err
 }
 
+// GetDomainLog converts echo context to params.
+func (w *ServerInterfaceWrapper) GetDomainLog(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetDomainLogParams
+	// ------------- Optional query parameter "start" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "start", ctx.QueryParams(), &params.Start, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter start: %s", err))
+	}
+
+	// ------------- Optional query parameter "end" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "end", ctx.QueryParams(), &params.End, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter end: %s", err))
+	}
+
+	// ------------- Optional query parameter "sender" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "sender", ctx.QueryParams(), &params.Sender, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter sender: %s", err))
+	}
+
+	// ------------- Optional query parameter "recipient" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "recipient", ctx.QueryParams(), &params.Recipient, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter recipient: %s", err))
+	}
+
+	// ------------- Optional query parameter "subject" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "subject", ctx.QueryParams(), &params.Subject, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter subject: %s", err))
+	}
+
+	// ------------- Optional query parameter "event_type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "event_type", ctx.QueryParams(), &params.EventType, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter event_type: %s", err))
+	}
+
+	// ------------- Optional query parameter "tags" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tags", ctx.QueryParams(), &params.Tags, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tags: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "offset" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "offset", ctx.QueryParams(), &params.Offset, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter offset: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetDomainLog(ctx, domain, params)
+	return err
+}
+
 // SetupAuthDomain converts echo context to params.
 func (w *ServerInterfaceWrapper) SetupAuthDomain(ctx echo.Context) error {
 	var err error
@@ -8873,6 +10205,15 @@ func (w *ServerInterfaceWrapper) VerifyTracklink(ctx echo.Context) error {
 	return err
 }
 
+// GetQuota converts echo context to params.
+func (w *ServerInterfaceWrapper) GetQuota(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetQuota(ctx)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -8937,7 +10278,19 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.DELETE(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.DeleteCredential, options.OperationMiddlewares["deleteCredential"]...)
 	router.GET(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.GetCredential, options.OperationMiddlewares["getCredential"]...)
 	router.PUT(options.BaseURL+"/api/domains/:domain/credentials/:credential/reset-password", wrapper.ResetCredentialPassword, options.OperationMiddlewares["resetCredentialPassword"]...)
+	router.GET(options.BaseURL+"/api/quota", wrapper.GetQuota, options.OperationMiddlewares["getQuota"]...)
+	router.GET(options.BaseURL+"/api/domains/:domain/log", wrapper.GetDomainLog, options.OperationMiddlewares["getDomainLog"]...)
 
+}
+
+type BadLogFilterResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+type BadLogFilterJSONResponse struct {
+	Body ErrorResponse
+
+	Headers BadLogFilterResponseHeaders
 }
 
 type BadRequestJSONResponse ErrorResponse
@@ -8954,6 +10307,16 @@ type DomainNotFoundJSONResponse struct {
 
 type InternalErrorJSONResponse ErrorResponse
 
+type LogDomainNotFoundResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+type LogDomainNotFoundJSONResponse struct {
+	Body ErrorResponse
+
+	Headers LogDomainNotFoundResponseHeaders
+}
+
 type NotFoundResponseHeaders struct {
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
@@ -8965,6 +10328,16 @@ type NotFoundJSONResponse struct {
 }
 
 type PayloadTooLargeJSONResponse ErrorResponse
+
+type QuotaNotFoundResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+type QuotaNotFoundJSONResponse struct {
+	Body ErrorResponse
+
+	Headers QuotaNotFoundResponseHeaders
+}
 
 type ServiceUnavailableResponseHeaders struct {
 	RetryAfter *int
@@ -10582,6 +11955,154 @@ func (response ResetCredentialPassword503JSONResponse) VisitResetCredentialPassw
 	return err
 }
 
+type GetDomainLogRequestObject struct {
+	Domain DomainName `json:"domain"`
+	Params GetDomainLogParams
+}
+
+type GetDomainLogResponseObject interface {
+	VisitGetDomainLogResponse(w http.ResponseWriter) error
+}
+
+type GetDomainLog200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type GetDomainLog200JSONResponse struct {
+	Body    MessageLogPage
+	Headers GetDomainLog200ResponseHeaders
+}
+
+func (response GetDomainLog200JSONResponse) VisitGetDomainLogResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomainLog400JSONResponse struct{ BadLogFilterJSONResponse }
+
+func (response GetDomainLog400JSONResponse) VisitGetDomainLogResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomainLog401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetDomainLog401JSONResponse) VisitGetDomainLogResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomainLog404JSONResponse struct{ LogDomainNotFoundJSONResponse }
+
+func (response GetDomainLog404JSONResponse) VisitGetDomainLogResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomainLog429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetDomainLog429JSONResponse) VisitGetDomainLogResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomainLog500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetDomainLog500JSONResponse) VisitGetDomainLogResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDomainLog503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response GetDomainLog503JSONResponse) VisitGetDomainLogResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SetupAuthDomainRequestObject struct {
 	Domain DomainName `json:"domain"`
 	Body   *SetupAuthDomainJSONRequestBody
@@ -11502,6 +13023,132 @@ func (response VerifyTracklink503JSONResponse) VisitVerifyTracklinkResponse(w ht
 	return err
 }
 
+type GetQuotaRequestObject struct {
+}
+
+type GetQuotaResponseObject interface {
+	VisitGetQuotaResponse(w http.ResponseWriter) error
+}
+
+type GetQuota200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type GetQuota200JSONResponse struct {
+	Body    QuotaEnvelope
+	Headers GetQuota200ResponseHeaders
+}
+
+func (response GetQuota200JSONResponse) VisitGetQuotaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetQuota401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetQuota401JSONResponse) VisitGetQuotaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetQuota404JSONResponse struct{ QuotaNotFoundJSONResponse }
+
+func (response GetQuota404JSONResponse) VisitGetQuotaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetQuota429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetQuota429JSONResponse) VisitGetQuotaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetQuota500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetQuota500JSONResponse) VisitGetQuotaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetQuota503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response GetQuota503JSONResponse) VisitGetQuotaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// ListDomains List the caller's sending domains
@@ -11537,6 +13184,9 @@ type StrictServerInterface interface {
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
 	ResetCredentialPassword(ctx context.Context, request ResetCredentialPasswordRequestObject) (ResetCredentialPasswordResponseObject, error)
+	// GetDomainLog List the message log of a domain
+	// (GET /api/domains/{domain}/log)
+	GetDomainLog(ctx context.Context, request GetDomainLogRequestObject) (GetDomainLogResponseObject, error)
 	// SetupAuthDomain Set up the authentication (return-path) domain
 	// (POST /api/domains/{domain}/setup-auth-domain)
 	SetupAuthDomain(ctx context.Context, request SetupAuthDomainRequestObject) (SetupAuthDomainResponseObject, error)
@@ -11555,6 +13205,9 @@ type StrictServerInterface interface {
 	// VerifyTracklink Check the tracking domain's CNAME in DNS
 	// (POST /api/domains/{domain}/verify-tracklink)
 	VerifyTracklink(ctx context.Context, request VerifyTracklinkRequestObject) (VerifyTracklinkResponseObject, error)
+	// GetQuota Get the account's daily sending quota
+	// (GET /api/quota)
+	GetQuota(ctx context.Context, request GetQuotaRequestObject) (GetQuotaResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx echo.Context, request any) (any, error)
@@ -11943,6 +13596,32 @@ func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain Domain
 	return nil
 }
 
+// GetDomainLog operation middleware
+func (sh *strictHandler) GetDomainLog(ctx echo.Context, domain DomainName, params GetDomainLogParams) error {
+	var request GetDomainLogRequestObject
+
+	request.Domain = domain
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetDomainLog(ctx.Request().Context(), request.(GetDomainLogRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetDomainLog")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetDomainLogResponseObject); ok {
+		return validResponse.VisitGetDomainLogResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // SetupAuthDomain operation middleware
 func (sh *strictHandler) SetupAuthDomain(ctx echo.Context, domain DomainName) error {
 	var request SetupAuthDomainRequestObject
@@ -12145,180 +13824,263 @@ func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) er
 	return nil
 }
 
+// GetQuota operation middleware
+func (sh *strictHandler) GetQuota(ctx echo.Context) error {
+	var request GetQuotaRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetQuota(ctx.Request().Context(), request.(GetQuotaRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetQuota")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetQuotaResponseObject); ok {
+		return validResponse.VisitGetQuotaResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H37c9u2uuC/gtHemcp7aPkRJ23s6cxxk7ab2yTHG7snubfKWhAJSTymABYALatd79++gw8ACZIgRT2c",
-	"x6n7QycWSeAD8OF7P/7shWyeMkqoFL3TP3szgiPC4Z8vcDgjLxiVnCVv2aVknKifIyJCHqcyZrR32jtP",
-	"Fngp0IiyfaHeGAVoTEKcCYLkjKAxi5YoxJzHRCCMBAk5kYNe0CN3eJ4mpHfas1/2gp4IZ2SO1SSEZvPe",
-	"6W/Fw49BTy5T9b6QPKbT3v190HtHJF+eTyThdcAuSchoJJBkaIFjicZkwjhBXH0S02kJhqfu1GaamEoy",
-	"JRzmef/+/XkmZ4TKOMSyZRd+wCIOESc4mX8/7Im5TENOIjHsjcprbnyv54HEWfCHd1iS1/E8lvC/OiDv",
-	"yO8ZEVIgnCRsQSKUEo7mMc0kQRPGkZzFAuEwZBktH8PR8eGKTSjmfkfmOKYKpub5EzKRKKaABGHGOaHS",
-	"wFGe9ujb1mnvg16KOZ4TaZGSk0idA05+/vXVyzoAV2q+/J1vBBplgvBrtcXX0yyOKgdxOH42eYJPyP7x",
-	"5CTcPwmfkv3nk6ff7j/DR5Nj8jx6Eh4d9YJerIZOsZz1gh7Fc/VlMUkv6HHyexZzEvVOJc+Iu6IJ43Ms",
-	"e6e9LIujng+JXzK1m29hVN9qIniO1LSoH2JB9mMqCBWxjG/JXoDIYDpAI7OkQcjmlSU6T/wr0RO0rmKO",
-	"714TOpWz3unx0ye+VVzgqQf+o/0xFgoL8ZQgms3HhA8sEL9nhC8LKNQrJeyPyARnieydHgVq/niuKMLR",
-	"of0v6M1jan4MvIjDiUgZFQTw5gccGdxUf4WMSkLhnzhNE3WrY0YP/iUU1H8Wm/dnb06EgKXBWXA9hCZr",
-	"sUCUSXSLkzhC/3n5j7dqaSILQyJE73SCE0Hu3QX9ByeT3mnvfxwUFPdAPxUHP3LO+DsDsAa/jgn+WQP7",
-	"E4Y/ERv/i4QyQCHLkggejBXgOAoQ42iBBRKEyiFdxHKGMEUZFVmaMi5JhEYv9MbsXy1TMhoMaa9AUCZ/",
-	"YhmNNt2+lwaNmUQTGOdh98rcmogRvTnkLhZSbcCYJIxOgS9gyuSMcJceOuzvw35O8PZzauuDy3xzUCXO",
-	"imY6Y5SoZrdxik9gla+oJJziBDZg03M4p4io7xELgS5HaDGLE4JSztRhxHQKNNtg+kOi9LnCPXKXklCh",
-	"3gTHScbJGYqIxHEiEOYEJWw6JVGAKLklXPHujFMSDdTWbouPBSP51DgJbNjlUmth6ZD2R9W7NFKfjHwr",
-	"Gu2pS/yF4/UFXiYMR1eMvcZcs5FdEWjJGErUoKiPJZozIdHRM/RL/MPeQxPrKiQAhTp5TA0IgMaXhN/G",
-	"IfmV4lscJ3icbLV8oUeDlZN5yjjmcbJEWTH6AF0kBCvpnC8Rnio0SrDUbPlBcR9LrGQBBVpGOcHhTIGD",
-	"+kKyNFV3nBMhMZcxnQaIZRKxCQoZpSRUowhgXuo0RcIWQwr3QiwIR4qNGTnTbrmM54Rlcm+A3jL1cKom",
-	"XXBGp/C2++6pVgiGFCstAo1Ao9gHlWKktBWlQtRukPPSKpx3NBTYmCvG3mC6tGLyxmfNGJpjukRYqnOW",
-	"4nMdqyFKqM94AAqGIuMkUoQ7VocGhC6JlfSPo4gTIfbUYTBFzmOlJihyMNjJ9gZfIGX7leJMzhiP/yBr",
-	"MiqieXx5hMBBgcqDhzrkN7GWCZToCDeoYFtigH68JVzp90rdnxIp4LyF0lQU2auc6/v37/eranTbrla1",
-	"boDun0ruhV37CTCtw65224li4E6IH9M0k2jMCb4RCCOeJeQMjeDUxAgJvBRKrgpnaBKTJEKYKjlr+YWL",
-	"mDnaAHRq81/MSHgj/Iqpwj8j03wj0Mu3lyiEt5Xar4W4AMwPnISMR2rpKWcp4TLWKpn6/jq6ieerjgaA",
-	"eEeE0gbvA/3d/G6Tr0Q6Weuze1cp/s2B2BmvAKiwUWkdTE2rNlGLa68UxrTsZF+Lt/tKOd+zsqJkSBCJ",
-	"srSk09u904r7aW/MMhqSgavp3/t323zRYmeIpSDJRN13jEQ2tjLrBMVSyeagk6ORmXGYHR4+CfU78G9S",
-	"MT54IKtZD4Ke2tLrG7K8ToyRoWZWujxHN2SJRPwHUbDIOvr98uqNeuUMHSrY54ZszQmmAh0fnnxXgkv9",
-	"EPiMXC3nd0lklq68CUrAk0bLVucWFCKHuiH6LoBcn2bjJBaz+r1QotIqLK2A9VJ9cu+wh5qBEs2yOab7",
-	"nOAI5K6Q0UnM50Dwykd27ixGrwEZ5jLJkgRIWO0Ac+7TYBiVPNN2P23WVX8Wl2XMWEIwrd02O2ixrEDv",
-	"zcfV5/TS7GHrWQUggljMARrdfE4g3WhZZc2L1Xi7N7kqzmxAia41pP6ZYWlXH67QLU4yUl1M5RKVobn9",
-	"Xn18dIZuvucCn6H0+zevXv3w6l/nb3+Y3vw+GAw6ASdIQkLJeAt49hX/tb4hyzJcua181fyxuL4lPJ7E",
-	"xLM572cEdOrKhEo0tR+dIZCkUEZlnKAR/LzcVy/v65dHKMVCEFGCD76pY3bQi6gwR9WJm3rwrz/K2c8o",
-	"QCPLf/J/z+9GoNTGkszFKvrx8u3lO404BdHDnONlA8+zJuLmE25GzeZzKW9L+7X+J3ykRTv/DrJMhmwO",
-	"/AEX4ogfr8yc2xJfF6jtaLDmG6AuAdQct5DlW2dapABMiCSR90o6OLdqSe/Mqx3peYBwIhhazAhF2ECt",
-	"tb+dUHoLeCeaXzuHDlestIlCYkmQNgI4yGO4N8HhzKAM4I4SDjdlBFUxAeYxe7YFL9iW3CHKFqgPFFnx",
-	"wcuLnzR5i/ZKkGnHUJ28mVVcY4+E+yuN76wtxd5GeL/sCfz22cnxd989OTwMCqdZTOWzk15dUjMTdkJr",
-	"o8JseBc6U8MyXSuw1wBa2qImZH7XxCDegyrZRsnMaeUCTL7BLTpXJyRxZGuFL4YbVRC2CS0cVa3rZG8+",
-	"mCWhlMVUAgvUBrsEL5UYpV1VAdi47dHsdWPCrg7YFR51EwxAxuAiiCgg6rAN2yuRrk5aA/0flBS0yaFc",
-	"gqFMEC5QiJU+Ps7AsRNz9U4dMawfxrc1Jca0wOZQJjGNAqXrLywnLegXo8TduP7t9yKdHKHBYLCnuJ7U",
-	"JgcU0zDJInKqtmCQS3aW7GniyzKJ/oaTxEcAJ9YB5IFYS/HaYeQY/w8RoZLHRASaqtsHT4+O0Xgp4XcR",
-	"4rSKU7/1zBr2FSwfHTGrBlVZnLIObq8A/PZS+/UTxm5IVFXzeyvoP7tpRmQ19AwLtFB7EQtkz7fbRUk5",
-	"GyfESySWDi5odn+G8FgQKrUoEEtDispLUR+5V0kiZ3GFA8wgxwrM8G2G/uFPrycGplQvNG301Ycrb2yG",
-	"e2/ZjQ1WMG8GxaWxqOi9vEWgSF2coujyzdWF6wsE6VVTnzPQT9VuqisGbn7wg6aYS22Rqd/jkBMsOzBi",
-	"H+897Mh7IwLypncOIyDSLEnOkHnRtRmDW1eTbuvM9cypPte+sBJJdWCIow6xPzSbEx6HKC4j48lxp2XG",
-	"4tosoHGZcIG6r3P1xWsV4y4VqcACjTiZM0muxZKGJBppx8vly1+EliqVfqEDvcD23G3iBAt5bVHtOpxh",
-	"OvWB4JPl1KcFlnIiiDwDBEDxJPfcCx32t8FJA2R6qavFSyBBORMf4/CG0EhDaLQtEiGspF6hxH5YQSyc",
-	"g9sUSDZtkvrhgsPzAI20wVTxZUVJtMn07yutqPOl+uLvK9jBnEWAOA9690uo1y5HwcIF4beEfyPKB6I4",
-	"k6zeVhsmCLpYN6xVr2aiHQyHtkLso4xvSSfhVa3xmthYm5pAnuj7rXciQAvDGQHXjFvWekP7nCiZAyRI",
-	"pvT9ECfJEgSMBtQqTrUcvtiB6AkJxoUYfpnEhAdKDoyQtu2jX9+9FhvFQK6IZNSQNss6Yx3PE+IE+Feg",
-	"CBmE9kaon7AF4SEWZM+H9ys5M4BT2ScHHHs7A5c5lq9LmfDmeFXiASW+10QwqxekRr5KaNUuLrzQ0K46",
-	"cseUoD8wRgtXdtjMzvVKiIxEjvyyIw+DE6hkQP4aPAwF1C8bpYJSUJd6SzEZ7fvVBCkG9hzOjKbukMjN",
-	"juilmeRyScMHOB4r2HxVx/MjvSUJ82kDSlUus/r1d7x8HR543R1W2+JWdmkEM1et4kcuaLYltjXHcTtZ",
-	"Lyi6FQcLeecUHe0/O0HhDHMcSsJBYhyd7/83wvt/oMP952iArtHf0P4oGFIb/AXXhdAottFaGCVESsIR",
-	"4yiKp7Es7AKjwWA0QJeai+RMRI0wpBmNf88IBCBYb181eD5Z6tCuTgyn5Qj8se8K2SDu3dHovhGl+JlG",
-	"BGw7S4HAWxALGD1ALImIkGgScx2u28n/U8biqsWiQ5iArMCkA1aRZGtZMFI8jWnu0mkD+KJ48xNdu6BI",
-	"jHDA9F3GwpnmIbuFNxn2zMZTLKhS5I0x1YMJzTcOiDD6PcOJMdwrrVAWdg7XSIuwbHCfDozd+oYsV7kZ",
-	"Uh4zHstlHZw3H1DKyYRwQkOC+rnpVqGokW8LPePQp06kGU+ZIC1Wx2JVE8ZPnT38RqCRdYaKdDICwjGa",
-	"342CuhV3SBucp/oj6z8NbGx2EtObfclxeKPI0Iu3529+RP2R/cEGVdskNWPM1Xbc+V3uGGi08QY9O5TC",
-	"p+J0zBdr2LZc7FqmLs4bm9abD72gBwsoT+W1eAU9CBRoM6N9I0wwQX/COHrzQW/2HMcJmjEh97aOIqhc",
-	"Sosguc3NiPQaUO9tdEUi70qUBG48fkCbS+pTLrb1MUU4imLtndVOiFtCI6a02TGLNH6Xb+1utOPcUhHY",
-	"rEUg9zafKch9xUMKfFZdjimjZIDezwg1cQuAxvB0jpdIyDhJYBYbTqm4CMCgAxyk2ZchXTB+QziCSErj",
-	"6bB7UmGXndwd5S3xHlgDtzlHwsgB+hqflsJ1Ao8DN0D5nZ0keCoCxGAwrJc+pOUoHHX3yzddTyQCLYRA",
-	"cKt7w4qgLdiIXcUBBWg07A17I229ooxClLwn7q/3aSOCdgzXLoKBdgdSZ4c5GHSKcBIw9Dc5SY3rvJvx",
-	"Kkzi8OYacK8ZAoWfEFELJBZDBvOCx1ISIEo6+h5G6hiI1NVBUJhSjciywELRw4ole13XwSaRnjVHNLgd",
-	"x7EUDr87Ojw+CY4PT777uDLO04Cx5fFbYNaN/1rzYu4gLK819kyH8NcoXJEtbo6/r3BbEWBAe4iVrFDN",
-	"nUSfaWjXIBVncBjV6ASEpTW2u+Np67or+660vbcGHLaReyWoBIVWqnAW0jc1Q4qFEd3hcqcZXYYsImsp",
-	"T03W4Py6NLi/vu3q/Wq+IFc8IyZvtPGOlGKJ+owjTJHil1jR9znmN0ThUx6AtLeGn2rdaKMyfMY5lYtW",
-	"pNCdN/D8dPa6lIDR9uJtKOn8blsCVkTabBdVw1JCV7ExXFCLNL4jiWZcQiEE7ci4RDpppaAKzbySjVEk",
-	"/VHOENPRHm2A/l9D+ImCaIszwNSNiACZfmWE0VaesCLqbw0vGJybkkJaZVufGL2drFaddwcCWwW+b4TW",
-	"7LttcEZFNl6J5rqcwlg9G+tdge2uiU2N09glXo+XKzPWzKs/LP0esdx8VTvCFbu7KmDbifl2xJqyQFsi",
-	"C+Xda3S2tbjnnMsf7CQkvSqIVmXCyu0u09s6GyoLWeVjbNZ5Wz181UBhQKIHSicyKviOHEimPAEA/DW4",
-	"jjS87W6jgntss7ufy120MgOxSDfEUVTxEdV0Nq1V5dmHrWmHGyl8u0jmaxbOz2smdKfE0hmiSvbS8rlk",
-	"jldpAxn9vvEoVruMwMGCkwTMg0bDWsdhZD7ZhbOowN+qrvZl+29WuW12kle0m5SiT55O9PKhMoneYBop",
-	"FW/51aUTrZNK9HBZRF9oJk1+rEU6TScvcVuW0yr7RleB35/NdIo82Uzg4fMaIoY0/7g/csQ3t5jDXsUB",
-	"0ijFb3FXdqMA5NJxWdR2B98kSalcGsMf58eipcJN7T3RpcbIXUhSiU6Ojz2JJ/4AywtOIKeAUXRyeIT6",
-	"I7feyajiZqzUQqlHxjbRUPAyLyB3gTM61ZHUQFbFmQldJuGMEYFENp7HUpJI2xeEl5q6hcTWlnMBmRxa",
-	"B39vQux8B1cL5fOwE0oWbsiQtfdOCVV3Bao46mjCAIkZW1Bw8iNGQ+JNQ3Bm6h6JYqfw41YdlAF6JVGI",
-	"aV7mUPKY3JJI10AqH9K3/3t+fPf8l8lrfnL1x/vvxm/Do3/O/utZ+lI8+flf50+Jn+nt1KFbDUj2uXe7",
-	"2ns4CNTXMZ2wVXt8aV5+pd6tIlCpkGm+/9UZgg6O3CqPaOec6xeM2aBWzNplYrasEFMNBWndpm7pnhtm",
-	"eq5O8tw8rXNVRucOcjgbg/JXZW+uk6/ZcLs2OVNNe5tZ43lZPLcRjEoYrZ/dDo0wX1oEr2/zLkpaZO1o",
-	"OUFYq8VC8SMTfLiYsYSgJBZygEYmdeRavWViulLCzZ+cpARLNMofDukI6s6NUEYjgzbaFVeK8WHGAS8k",
-	"4iyTRBQ+0LcsIujy5S97KBPEFwziAtSSyAUglYX3xhQo/1BvoahyJRVLafqjOb7rHwUoJHHSl0ziBB3o",
-	"cnt7eyPUP8r9+2p7IVcNgTFgrwpOBxUi8Rcjv9Bn9kfFz/XUNwSbTASRbesD6EocUy20NHQ3hce/kVd2",
-	"RO04HRMeIFO+evUBWWRrOWqNcR12As5q9UbEFOEkAYjF2kdWuaZ6ysDW4NbHmZ+Ji39BGbOdlfsvtpYm",
-	"3hHv2VZi1BczJkiRSKjURk7SBIcls7eSUrdLa3lH4gdKbLkoJUF+DaZvz160Z7VYCqiO4ZNqBpQsrv8K",
-	"2oGL31+eflA6hU10hNJUzVHf9bNUUuocRwSxiaesSZLO8NjLP/C8MKfbRBRwQpd+0fnaEccLiiaczSvl",
-	"eLAgz469EYVm4mvF5tqIdhQLGdNQulMaScaOUZrz2bGPNxAqOUuX1+NY+kK59FO73GLndLBcgEbaCYP+",
-	"J0rY9LhfAn6vwpueHw6eOpwkYtnYLbygWSQw/wbHTrH2YsmlKZ54l2hRyi9CYy5IlR5zDHlDZtVmiypx",
-	"HoQvkZCc0enKiPPcIZwjVfWYK+fgwOzD+Csb6u9ZUK7bleOWPVSze6xo9xjRJh1rtwE9TbN8koCKag0P",
-	"NyahHK7ggtN2jC1O1PIhwtZDmNeZ+QF64iit74aQ1BTjAWtixeFaOmy9fe6RqF/u10KQd4AOxCDIrlHi",
-	"BQwGB28z9sq4sT06nEeRDxU6YkDjWf6aRqviL2p307p3KMrg681k0Jwo7DbkQoP0VQRdXNkIpDZjYT1i",
-	"q/C/5kZDD7W02XObmvH0AK1gt9ABXzBcYyVn+15RzRl+aS/mXPtos4LOlRJNtXk7BTTkO9Jizizk4IYY",
-	"vI5GzdCfFulOYIYr2R3h3kwzribAfFoRtVojH1dtcu2YWz2e3ba4jol1YFpxs6VUdSO8tXLVeiO3jSwr",
-	"w7TLOtVXlZV8PbWqPXvS6axsgerqyTSWpgbkudYo32RabbuU80xIfZV8aNypLNvKusf1ueu5KP1YGpB2",
-	"lGPS6Wr7yPja13mbQObq+a+sTp1PtU5t6qotsLI1QRmLVoYOr6ronCP/toFXLdHcW5CpTxiCVSVgu4/F",
-	"qrHmDWKxqtUeP1U0VvOJdCQja0Rm5UT164vLqorR2yHH5xF5HohG6pLWOetYo571SpK4ggauH1jV1H2o",
-	"NcQKo5PjY6frkPZhQpih7joEJ1PqUVRRPvSX5So/v8Ec9m8o1YcTReGWaEwUQcA3hA56H13C6MDvkIla",
-	"TypP5Jc235oyCzi5KL3RvcZupS6JhktANIkugony34qwLl30oBzY5ZDb4nSaGYDp+1xf/sipxOHZnI+f",
-	"M0AssFvvxcQiqLAGyCiiYhSgkY2e1H0naZYkowEC2/0NIalwgzKLoEqW8byext4pgrEKFtOYQjqkJoLz",
-	"zJ03/y53qbSklgYIw6/6PgiJaSSGtKh7kX+qmEHE8UKor/tOgJIun8EzGlghPOaGU2iDq65kqGHVLrCY",
-	"6vI0OV0wdWpKfztJRaNcvNdzBmicSRQxRJlUwGoRz9navTOz9U4ibkEEoUewGbpa5SqiwpPammIpCVfH",
-	"/H/6ERX/1+7K3n94lVRBwozHcnmp2Im+rmMs4vA889nuTS62bRdYFD891Q/OL14hyW6IzcE+038JKNiM",
-	"kviGoJHSN26uB4MBeCqAjRnnTBwWIM6kTHXTNuv5gprSoSyqKhU53Uhtl8QxJVxtScYTM4I4PTiYxnKW",
-	"jRXLOsg/cP4FjlNRJz7u4BQoTqXEM1QyqtQ2EXD6+e2ZK/SBMjVWPhlSx4NokkXDkKS6594cPJ2xQIuY",
-	"k33F7LGMlUCaize/xDyeD36EKhIwkgZuDq2gzy9eQb14GDaPf4GKwgvGb9B4qS3Z4GahicZC6Ob567vX",
-	"gyEdUlNFgGUSkjzdQjORBuJ/XV1dIN33Xj3Na+F2RolBPkteB8eQNkWFgKJBK+xSG+wBuornREg8T/VF",
-	"LdXBtSOWwbXjoxBzHhOBRrU+fSbGyNt7b6Q3BCgsEjM1KaMEEZNeFqDRn0NLlIe9U03WAzS05Fn9NuwN",
-	"BoNh7350ppm8IpxiSC2nD9Dcw+HO6TJvgRpizWv03kME9RiXClTvBUN6cvwc9dmtEaU4BhfBPJZnaIFj",
-	"6e+Guhegp4eHUB2p3r05gIpEUxLptCNLnvfUCT09fIL6srkV7JluxaqF9CH1T65JWRKHxEhH5kafpzic",
-	"kf3jwWHtGi8WiwGGxwPGpwfmW3Hw+tWLH99e/gjfKIkiluV6D+j84pUOmRemmf3gUL/KUkJxGvdOe08G",
-	"h4MnEDgjZ0ACD3AaH5grrf72Gl5WpXmV07TO0EgQzMPZCE3iBBzH4yVExBU1F9UuDHTOLQdB41XUO+29",
-	"joV8aWBRMHI8JxJaT/7mVw2KVw4gQe0+aA3p8rXxt7FDvj7+h+VG/is6+Af1bUuWObnUwUIgoZqeAUKH",
-	"SUhyJ1G/WupxrwlevbUlgOf47rXNdHz6pM77Pir5SpMIOOPjw8P1ertqg8RvHbo4tlR36lQKpqUGU6mw",
-	"SWNhJC0aeBySbhkht3JFU7JoueCOHsOtidNpOSVj4m91dt5c1DCvM1ipsafL4Jmqdx1gUFhpZm2aQMcJ",
-	"N4zfudxE80R5NUZ1n4ppdVlBPSsU/bOTzu88llpneO/ueXGxmMytb7j9TnaZbOe76p+0YXOdwo0b7LDP",
-	"BFKMnZeCzAfX5RqL8ZvM7YoSlasllS61N0Fblw36tpJdp+9jrbYOXOznR8+AVrt1bkoP7moDVaMVysVb",
-	"1qu6Ui6yYkYzxU6M9aZWocRvdGq1MemhSkEIxl5eSsgD3UnteznzuRzufVSK2D7K46MVTtk450Mbh3zk",
-	"Rg9DkVQd/3vkWgRMyEe3TtZOhrmnebUrfDhp5V9wV+qgd3J41PRtzokPSkmA6qPj49Uf1dqJw4fPV39Y",
-	"beR/H/Seajmg/btXughYAvqB/urJ6q8uCb+NQ/Irxbc41lo76ODZfI750oh6ZVmyol+qC4CnosgNFWDB",
-	"S5mQ3nAbkdeszp3odmSrsSkVyMZpinIr3RTHXAv7KY9vsSRDOsOJ7QaTEHxrki2MfjBAF8bVpxN1TNuu",
-	"kcPwdVlfCmAMqfV4zW0u1WiAbDidqUUN3n/b3ktpYAZurUKUJWVdiOWlNe8aLeoHFi131l/eLcGhW61X",
-	"hMijTYTIqgzZKjGuEAjb5EBDC0uCoP1tK0nQDPIoCn4+UXBnUoQ5y5oYQbMk8QkQBlFKAoQZw5UgzE+7",
-	"EiHscKtkiJUigxlopcygll9ylrTWR9qG59t6Uh62f9VQyPUL5/sdOOoPODJcuLexqHDUgQdf4GXCcHTF",
-	"2GvMwTjy1xIxIAa3IlZ4pYr7oGQGO/hT/+NeyxkJkR5Hmm6p43qOys35RdBee9Yp2H355upiSN2OihTF",
-	"8sw4baAkug2Sn7NbEkG+x4ocHV05vN7Cy7heYlmxZe4NkC0BC6ZYkFzGRF+7IYX0owCNl9pkBSVJdLZp",
-	"i4yit8iRUbYxQdWIUVOe8GbkqJoO3U6QbE6Z6yJZEE4sUP+m+snhyeqP9Om8ZfInKCvylZIOjbo16gEH",
-	"j5OkevgNuorXlv4OdIWSyznvftalQUCNogxp1yYAqF/ST/YG6B3BkdFrdE8imPR0SBWxQHWdRaeIkPAG",
-	"JtBJiZ6b/zORO7r2fqXhSzQ8+xSOR8vzo+X50fL817E8m1jJbpZnj+L4lZieu+qR2va8nYaYF7ldLZG1",
-	"1xh+lMe+YnnsZ6Itoh2UuXXjBswGKfIDbhJfjtwLyIoVRSiRTqxMTck/kxY/ZtGyHtOgUzYf1FJbzvT1",
-	"2mo3FLs6JPb66IDPeNSU6bkZcagmxDZQh1x4FkTKmObJsKaUgulo8WhS2oKaPFqiVpMvjaV1bFzLGnWg",
-	"zmvfzXPwW6begZVIFB2//B3cSu4va9CoK6BnOpYzT1JhC5ozWMwJyiieTCCkbgBxf6Z1httrzGmi0Wgl",
-	"Os/kbOeWonMHhs9iLnI3QVeHAgPeozhSEkf+QoRA381qM778+tn7uHvBppGouFaspvBPa7JilTBQX4vo",
-	"SsV+NFKixEiHOU8SLBFkwJwN6agISMkrVtv03rx24gDZCmWa2mh3vHW3+8jJ61jIFyXL3OcPI326Vhjp",
-	"7qI1Gw1PmhY6rk6l6J4cg6ZrHuYaXZPya4s1XWs5KtJTPPn25ERNAa/oqlr59PDsKOiBRyPvXf73suZZ",
-	"053tiJXSZT7lVj27NuW59brUBNdKXb6eZmqNvcPxs8kTfEL2jycn4f5J+JTsP588/Xb/GT6aHJPn0ZPw",
-	"6KgX+LrMf2y0EmwUWfV0ZWTV0x1EVlVavq+Irqp0en9kUX9FFpUHZtWSgCCBs6Z5uwxke+3bG92lowRE",
-	"qfG1zcaxN1Xn3Pzd0x0TMYpwkdaX5wDbADEl0gpwfw6pW7uvqOg3XjqhX8Cs84AvsAjEtFLwcEhHJXJV",
-	"MLgu5RVt8uoMCxS3RH+9cOscPoRdoZjAWhaC0mh3+4vFYn/C+Hw/4wmhIYt09vPmw8+zRMYp5vIAhrV2",
-	"iE0H9Erlpe7pedpwX/cfD3FSSlSBcwKOtTfo7SwGrlxT9BPzaT2Uj0Pbidfj0Parz82h3WYMXaqjNsBb",
-	"KUNaVOosqmpWimg+O64WujTFKK1j78mxWyayVNzxvmQrKzAYGaTYkcJaDLwi5Motb4yFheKsUp9TuGVz",
-	"ldhekRdeQHLbC6Y2JVnF4+Fl8+5bdikZJ1V54dEU92iK2414o9EfWtmW5ZtGkaaL6nzwZ/FH57Cx4hN9",
-	"vXJWFGKIvcqELfyMsNTFqSFIC8aOGUWxGNKQzU01CKc9tJNwzBBGCZaEo59/vEKYigXhAp0cnqDFDEti",
-	"U2khdRsMfoMhfR3fEC1s6QgUGFGn6UJc2ALHUqA+RmOFeiRCMp6TPdOA3SfaDKmVbSRDEWeprqCguMyp",
-	"thAMKvKSIm5ommGOqSRmv+B9RBlKGJ0SPqRuFjT0DVQzD9BPUGhK917Ued967iiOoMqAqXkEYlusOD9E",
-	"ww2pEw6HGEciYYu9U2fmOV6augruxKgoy6Dz3xm/AeCUJGADBM2JBborF4qlKe0tzNexqb1OIjFA/zB1",
-	"DAQShKjfZ0NqR4AazKODufo6FCPUH+XOYNi7698zkpHriKRyNgqGtPpYG2euU+1Hu8ZTcm0ylUd7zdbZ",
-	"iqS5C8+Sh/k2ccLdmm6LgV8aCaobJzRQnPnxtU2+B0FeYX0KVT7+wqr1v0tYYHfmEay2qLqBv5NSPLGu",
-	"KTNegm14VJaUR0ERNqiQcEg19QYO4QpqZZPpqen0EEtFiqdEIgwF/BklDYF8D3D3d6/vuIkcXRUe8+su",
-	"VB1vhoar6/Sg8hcUJMzZkObFlgv1dqwKbUscV8XdOFjbt72hFC7a3d97JHNffbRNdyK3udEvWPl2gZM/",
-	"//rqZUdfVkkgPwCat+82Y/mkADdEFf2cp6LiUhOVYIV5UWsLLIl0SJRkqa56FNPpYEivXGkd3xChJGYo",
-	"wNfHFJF5KpfwZ2CKcQVo9NtHXRftz/sReNmwEnGhVhOJvFIhtEdyfQt5f5WdMYjPZx7r5MY6/FrdWNW+",
-	"RL1/jp/Qd9+J978fvZ5/eBb+96H8L3LyS/afz2cX+Pjl5Ocv01C2onHVZtyv3P2rgfF5232d5Z2Q1JX8",
-	"y5rHHhlqU9gHoEnJgfVNISutb3oSRGbpfiUg7AE8b4Btohav0pedujWcIRMDMaQjk0Pg8c/teeoyqMtj",
-	"g2EGyGyfUIoXwTyJdUMsfzwZlKivhJPt3jVWTLD7oNuvJtdpnRyjxyyZrbNkygWM3eDGhk4Sm3HBArV1",
-	"V44OsY02++KrzLx49Ol87T6dS43+lksZy3zMqDf0eb2ga81p83yoh+ez1frwHXntXhub9DPJvJ7+Q6al",
-	"FJ2ndpqXUuoT09LepYFFPWSaYZf+WJ0y7ErkvmPzoC2yaYo+TKuSaVZ093mk+Y80/1PSfF/bo/WIfIm8",
-	"d8mr8TbMa0uiKZp6mKoMIaZDaqusWA8nFHZ5+faynErj6RiyKp2mTNp3k01TpUCfJaOmuhePWTWPIctu",
-	"Vk0XMvAwiTSmVsrD22ReM3ZTM8nkXeiEoooxhUR4yhaBLuyi3zftyQITwpwyLk2EcVWhc5sS2YpRJj3J",
-	"NDcB4xXqv/mAwDOhxiIRdACB9h+2n8veAJ2bHjK2C6ptToLR8eGhdmLr1nCQVG3jK3RPER1YEaCUcDVm",
-	"CN6RhW3flBfzVzDlv4LXfMNkROgls9xhMuKGNh1fSfOGYhNF163ChgIw6L3paBKCTVPXZPXLH4P1DT3s",
-	"ptK56urDFXSjN2aQMsCYojcfLKOEbo7qRkuGvHaRAvgCskYgjOUq5WyckHnvtEeZMxeWyPtlYaOxMIt0",
-	"UgEaHKYXP9mh+saINBgM9mzBf7WKdqNSgOZ3p75Vgs7nfaLjQFgm0d90ERDnKDubsTrsXP34yp3bHOzT",
-	"r+Zna/a82DcQDBqNWc1dBbeYbXtjWKn7Y4N04vR/LHXUexRL/opiCTQ49DBqRWADoBWKb+XURxi2vZ7q",
-	"Ui3R9uBCx+ZiBnJ7fIshrUgYnaULlAsXZ0XNb2ivYmUEYUKeoaGQDpAYE0V98wZjnaWSIW0XS9BaUkmj",
-	"yLFjcWO1sPDZ5YRuAsLOZIPe0aH3FRfOFSBp9v+1cv4pY1O9tirL7yAlQURzsUQskfMRihgRNrJewu3e",
-	"9VJ7NcmjqWKbx03pdvN2JAaFWnnBtcLk2qkSdicZpcNk21RGexRI/qLF0Aq54kFFiof2eRUiRVM3//VE",
-	"jCG1MkZbi+Wi9ajpsaxYiMhbhjA6iacZdEbV3qVd2C9AChjStUwWaxl9tQyxO6NvdzEi1DykzKLLlm6X",
-	"STc76nLe1fCKy6d9/rQat9Yuu4qSasB1amGucNTd78afV0tv6t5Kf0vot3QIPjKZR613U+7URNbbeJLT",
-	"pxkYjdOh+beP4F3X39QCKMrNowLTPMEtB6sornvNBkXxJgtAve6TvwhKuQypM5Abvnn/8f7/BwAA//8=",
+	"7H0Lc9s21uhfweh+M5G+pRXJdpLGns58zqs3WyfN2k6T3SrXhEhI4poCVAK0rPb6/vY7OAcgQYqUKFnO",
+	"Y5udnU4sksABcHDejz9bgZjOBGdcydbRn60JoyFL4J/PaTBhzwVXiYjfinMlEqZ/DpkMkmimIsFbR62T",
+	"eE4Xkvhc7En9hu+RIQtoKhlRE0aGIlyQgCZJxCShRLIgYarb8lrshk5nMWsdteyXLa8lgwmbUj0J4+m0",
+	"dfRb/vCT11KLmX5fqiTi49btrdc6YypZnIwUS5YBO2eB4KEkSpA5jRQZspFIGEn0JxEfF2B45E5tpom4",
+	"YmOWwDwfPnw4SdWEcRUFVK3YhWdURgFJGI2nPw5acqpmQcJCOWj5xTXXvteqgMRZ8MczqthpNI0U/GcZ",
+	"kDP2e8qkkoTGsZizkMxYQqYRTxUjI5EQNYkkoUEgUl48hv5+b80m5HOfsSmNuIapfv6YjRSJOCBBkCYJ",
+	"48rAUZy2/2TltLdea0YTOmXKImXCQn0ONP7p/esXywBc6Pmydx5I4qeSJZd6iy/HaRSWDqI3fDw6oIds",
+	"b390GOwdBo/Y3tPRoyd7j2l/tM+ehgdBv9/yWpEeekbVpOW1OJ3qL/NJWl4rYb+nUcLC1pFKUuauaCSS",
+	"KVWto1aaRmGrColfCL2bb2HUqtWE8JzoaUk7oJLtRVwyLiMVXbOOR1h33CW+WVI3ENPSEp0n1SvBCVau",
+	"YkpvThkfq0nraP/RQdUq3tFxBfz9vSGVGgvpmBGeTocs6Vogfk9Zssih0K8UsD9kI5rGqnXU9/T80VRT",
+	"hH7P/s9rTSNufvQqESdhcia4ZIA3z2h4KsavotgQi0BwxTjcIDqbxfpeR4I//LfUcP+Zb9+frSmTEhYH",
+	"pyEVTRSZplJTFEI5OXv1nBwcHDwlIVVsT0X6lOBI9nv7j/f6+3u9/kWvdwT//1dHr16mQcCkbB2NaCzZ",
+	"rbvm/0rYqHXU+l8Pc6L8EJ/Khy+TRCRnZk24whIRIiNYHokkmdJYYx4LjwglPgDtE5EQn/HQJ2pClX6L",
+	"C1W9BA9fHHBDNc0Inn475VdczDnx2TXj6lLvvH5A/FjTBp+IVMkoZKS/B4elH3E2phpbB9wXo5FkeiSR",
+	"EEoUu1EWaiUEiQXXyGy23Aekl0BD8KXuQOOpw6M+7mVUaS8jiVW7aL55WKagmrA5YxRIW7Nx8k/gTJ7R",
+	"0BDBu6BZgkMg/zQndU3jKCR/P//l7X1i0YXl2kuzehnKwJ9EDP/NAuWRQKRxCA+GGnAawuHOqSSScTXg",
+	"80hNEHFkOpuJRLGQ+M9xY/YuNProY80poVCvRMrDbbfvhaGXQpERjHO/e2XIcygYbg67iaTSGzBkGptB",
+	"AKFcqAlLXMb7VePwa65YwmkMG7DtOZxwwvT3RAQgAIRkPoliRmaJ0IcR8TFcbIPp90oYNe6xmxkLNOqN",
+	"aBSnCTsmIVM0iiWhCSOxGI9Z6BHOrlmihcQ04Szs6q09FeP7QUyNJAuRklDAb5qmgniW8eOvDG1JW5/X",
+	"NeOhSB5IMhdJqA8xEysTkSrW+eqR+67HmEugn5vGwEa74u1Gxzfgbb+MgigTVK3I73wDvPYdXcSChhdC",
+	"nNIE5c9dMVyQRvSgpE0VmQqpSP8x+Tl61rlv5luGBKDQJ0+5AQHI0j9Soehdcfm9ZAn5XY/02XBZzFhC",
+	"lUiIZIpwQUIaxYuMxIAM6REpANPtrxOqsdwAWqRClMs5S75+qnPOkusoYO85vaZRTIfxnbBV4miAqGw6",
+	"EwlN9C6m+ehd8i5mVDKikgWhY33rY6pQ/bpXUkUV1TqfBi3lCaPBRIND2lKJ2Uyz2ISBMhHxsad1BSJG",
+	"JBCcs0CPIkF21JdPxmI+4EDG9AkTLUUae4K9IVpTEanqdMlboR+O9aTzRPAxvO2+e4SGnwGnI61r+GA5",
+	"2gPTkU8kmoqWCJ7z0rpzdyxRsDEXQryhfGHNIVuftRBkSvmCUKXPWckvdayZCCASDzi+lqJYqOWmSB8a",
+	"8KU4YlwRGoYJk7KjD0NoaSpSEu91dyfb632Ft/s9p6maiCT6g21IixmK2MURPJdEFx/c1yG/iVAk15ob",
+	"3KBcypBd8vKaJQuCZt0xU6iSSzpFVbF0rh8+fNgrm0tX7WrZugrQ/arVTti1V4BpDXa12U7kAzdC/IjP",
+	"UkWGCaNXklCSpDE7Jj6cmvSJpAup1ZpgQkYRi0NCuVZzFl85O8rQBqDTm/98woIrWW2A1PhnRNAHkrx4",
+	"e04CeJto/QF0KA/MzAkLRBLqpc8SzeVVhKY3/f1leBVN1x0NAHHGZBrDiuG76c02X8nZaKPPbl3j528O",
+	"xM54OUC5LwJNIHpavYkoXb/WGLNiJ9uoXe7NqJp0rGivBMhD6axgu7V7hwrhUWsoUh6wrmvRva3ebfPF",
+	"CntypCSLR2iGk+nQqhgjEimtGoPtlfhmxkHa6x0E+A78m5WMzBWQLVmJvZbe0ssrtriMjTF5yX1wfkKu",
+	"2ILI6A+mYVHL6Pfz6zf6lWPS07BPDdmaMsol2e8d/lCAS//gVTkzVpzfOVPpbO1NQBsqGrn0uXm5yKFv",
+	"CN4FUMNm6TCO5GT5XmhRaR2WlsB6oT+5ddjDkiOKTNIp5XsJoyHIXYHgoyiZAsErHtmJsxhcAzHMZZTG",
+	"MZCwpQPMuE+NA0wlKfp30H2n/8wvy1CImFG+dNvsoPmyPNybT+vP6YXZw5Vn5YEIYjEHaHT9OYF0g7LK",
+	"hher9nZvc1Wc2YASXSKk1TPD0i4+XpBrGqesvJjSJSpCc/2j/rh/TK5+TCQ9JrMf37x+/ez1v0/ePhtf",
+	"/d7tdhsBJ1nMAiWSFeDZV6qv9RVbFOHKfKLr5o/k5TVLolHEKjbnw4SBCaQ0oRZN7UfHBCQpknIVxcSH",
+	"nxd7+uU9fNknMyolkwX44JtlzPZaIZfmqBpx0wr8a/sZ+/E94lv+k/17euODuhspNpXr6MeLt+dniDg5",
+	"0aNJQhc1PM+aHutPuB4168+luC2rr/Wv8BGKdtU7KFIViCnwB5qLI9V4Zea8K/F1gbobDUa+AeoSQJ3Q",
+	"FWT52pmWaABjplhYeSUdnFu3pDPzakN67hEaS0HmE8YJNVCj9rcTSm8Bb0Tzl86hwRUrbKJUVDGCRgAH",
+	"eQz3ZjSYGJQB3NHC4baMoCwmwDxmz+7AC+5K7ggXc9IGiqz54Pm7V0jewk4BMgwAWCZvZhWXtELCfc+j",
+	"G2tLsbcR3i9GfDx5fLj/ww8HvZ6XB0dEXD0+bC1LambCRmhtVJgt70Jjalikazn2GkALW1SHzGd1DOID",
+	"qJKrKJk5rUyAyTZ4hc7VCEkc2Vrji+FGJYStQwtHVWs62ZuPZklkJiKugAWiwS6mCy1GoafYA8O0PZpO",
+	"Mybs6oBN4dE3wQBkDC7ShB4ARA224e5KpKuTLoH+C2c5bXIolxQklSyRJKBaHx+m4FeNEv3OMmJYN2jV",
+	"1hQY05yaQxlFPPS0rj+3nDSnX4Izd+Pa1z/K2ahPut1uR3M9hSYHEvEgTkN2pLegm0l2luwh8RWpIn+j",
+	"cVxFAEfWx1EBMUrx6K91fDU9wrhKIiY9pOr2waP+PhkuFPwuAzor49RvLbOGPQ3LJ0fMWoKqKE7ZQKZK",
+	"AfjtOcZvxUJcsbCs5rfW0H9xVY/IeugJlWRuQnrs+Ta7KLNEDGNWSSQWDi4guz8mdCgZVygKRMqQouJS",
+	"9EfuVVLEWVzurzTIsQYzqjYDf/iz0nEGU+oX6jb64uNFZQyee2/FlQ1KM296+aWxqFh5efOAwGVxipPz",
+	"NxfvXNctSK9IfY5BP9W7qa8YRNlAGMKMJgotMsv3OEgYVQ0YcRXv7TXkvSEDebNyDiMg8jSOj4l50bUZ",
+	"Q1QFkm4bS1Exp/4cfWEFkurAEIUNYjx5OmVJFJCoiIyH+42WGclLs4DaZcIFar7O9RdvpRh3rkkFlcRP",
+	"2FQodikXPGChj46X8xc/S5QqtX6BkRdge242cUylurSodhlMKB9XgVAly+lPcyxNmGTqGBCARKMscEZi",
+	"ePcWJw2Q4VLXi5dAgjImPqTBFeMhQmi0LRYSqqVeqcV+WEEknYO7C5Cp3EACBpiMuuMIOCELopCFRPA8",
+	"gAacaaRNg4DNNJoJvaEjPVvH2WjB2dKlPtjvHVZe6k1WFNVYPZFyFZx7uDiaLWwFeK3+0x+6j/rdfq/X",
+	"fVIPUU7gYRdWQALPPeKjTVqLPppYo1X6f9YaqqcL/cX/rOG4Zlny8veUpVX34415IcMsPLv8fO0hekRG",
+	"PGCaXYIWiGS7FHp/cNiIUGVQGazYAizzJWlLxkPNYkQcBYuORrWQjRiE6bXBa0vRZ1uUjpoR1KkIgbLd",
+	"K3Mq0MbVgj6gjWTJNYOIEZdiaNFJldmJzVcAY0EzsqpfTeVqMBzmD0kYKrpmjbQrvcZLZmMxlzTGGBkQ",
+	"7oRH5kZ0A8Jj4gasu76dMC0Ug4ojplRFAY3jBZzx2ntZzKNowJWlAutXBL+MIpZ4BHAPnU/k/dmp3CoZ",
+	"Y01KBUJaL4wPMd4zoDEIWJ7mtJBjFJJ2LOYsCahknSqqsVZ0BHBK++SAY2mb50pvxetSlAwyvCoIKQXB",
+	"rI6jly/IEn8toFWJsZW4wjI9rKBFq0Xi57jgdVjjmMvwA2OYc+Xj7Wy5r6VMWejI6Dvyojmxkwbkb8GL",
+	"lkP9olbyLcSZ6re0IIXxDUjTIhBBg4mxRjlUdrsjemEmOV/w4B6Oxwrv39TxvOTXLBZVGu8vnJXE2c13",
+	"vHgd7nndDVa7InTCpRHCXLVSrERO9i29XgqOWM0ZcqZghfdc4Dwi/b3HhySY0IQGiiUgYvkne/8idO8P",
+	"0tt7SrrkkvyN7PnegNsAR7gujEOYPGbBkJgpxRKQt6JxpHLbl9/t+l1yjowo40N6hAFPefR7yiDIxnq0",
+	"y4mA8QLDFxvxrBVHUJ3Hp5ENcvgcq8UDWYgRq0XAVWcpiTBJD3p0j4g4ZFKRUZRgRkgjH2cRi8tWuQah",
+	"MKoEE8bQEyU2stLN6DjimdtyFcDv8jc/07Xz8iRPB8yqy5g7jCvIbh4xAXtmY4bmXGsSxmFQgQn1Nw6I",
+	"MPk9pbFxTtGpVZIDYwrLHBGEqpoQga7xzVyxxTpX2iyJRBKpRYXq9JHMEq0CMa2utTP3hEZRIyLnqkqv",
+	"SiOZpclMSLbCsp6vaiSSI2cPH0jiW4e/nI18IBz+9Mb3lj0VA14TIIAf2RgBz6aLxBG/2lMJDa40GXr+",
+	"9uTNS9L27Q82z8Mm3BuHBfoqpjeZ86vWj+G17FAan/LTMV9sYL91sWsxc3He2G3ffGx5LVhAcapKq67X",
+	"gmCYVabiB9IEzLRHIiFvPuJmT2kUk4mQJdV3m0iZ0qW0CJLZlY1WgIBW3kZXJKpciRbijVcbaHNBA8vE",
+	"tjblhIZhhBEI6GjLUiiGIkT8Lt7a3SjYmTXOsxUYMFfMhN16WTzEgKOtIpJkLDjrkg8Txk1sDqAxPJ3S",
+	"BZEqimOYxYYMay4CMGAQjzL7MuBzkVyxhEC0sPHm2T0psctGLr3illQeWA23OSHSyAF4jY8KIWleRZCC",
+	"R7I7O4rpWHpEwGAUlz7gxUgzffeLNx0nkh4KIRDA7d6wPDARNmJXsW4e8QetQctHCy0XHDJBKmJbW583",
+	"6m3HcO0i4G13IDUOCgGbUB4yhWmoNYEAJjykmf0riKPg6hJwrx4CjZ8QNQ4klkI1lnkSKcWAKGGGCYzU",
+	"MNiuqRMsdxcYkWVOpaaHZUPshu6xbaKZl4ItwLU+jJR0+F2/t3/o7fcOf/i0NpbZgHHH47fAbBrjuOHF",
+	"3EHo6cr4SkxTWaJwuYfFHH9b47YmwID2EA9copo7ibBEaDcgFcdwGOUIHEKV9Xa446F7w5V91zo/VgbV",
+	"riL3WlDxcq1U4yxUCECGFEkjusPlnqV8EYiQbaQ81RmUs+tS4+J90tTDW39BLpKUmdIEtXekEC/XFgmh",
+	"PE9kndLkiml8yoLsOhv4YjeNqCvCZxxvmWjFct15C19gY8dNARg0Od+Fkk5v7krA8miyu0WOiRnj69gY",
+	"zanFLLphMTIuqRGCN2RccjZaSUE1mlVKNkaRrI7kh7il1RE15P/VhFhpiO5wBpS7UT8g06+NoruTMy2P",
+	"bN3AkQbnpqWQlbJtlRh9N1mtPO8OBLYSfA8kavbNNjjlMh2uRXOs2DPUz4a4K7DdS2JT7TR2iZfDxdqs",
+	"TPPqs0W1Uy0zXy0d4ZrdXZeU4OQ1OGJNUaAtkIXi7tX661Z4+JzL7+0k7aIsiJZlwtLtLtLbZTZUFLKK",
+	"x1iv86708JWD4QGJ7illzqjgO3IgmYopAPC34DpCeFe7jXLucZfd/VLuorVZtnlKLQ3Dko9oSWdDrSrL",
+	"sF2ZWruVwreLhNV64fxkyYTulIs8JlzLXiifK+F4lbaQ0W9rj2K9ywgcLDSOwTxoNKxNHEbmk104i3L8",
+	"LetqX7f/Zp3bZie5c7tJm/vsKXMv7itb7g3loVbxFt9cytwm6XL3lyn3lWaLZceap4w18hKvyuRbZ99o",
+	"KvBXZ+wdkYqMPayhWmWIGPDs47bviG9uwZJOyQFSK8Xf4a7sRgHIpOOiqO0Ovk0iXrH8S3WooAgXGjfR",
+	"e4LVLNlNwGaKHO7vVyRXVcdovksY5M0ITg57fdL23Zo+fsnNWKr3UxeaXONlnkN+TiL4GLMFgKzKYxOe",
+	"z4KJYJLIdDiNlGIh2hdkJTV168FtLOcCMjm0Dv7ehthVHdxSKF8FO+Fs7oYMWXvvmHF9V6AiNUYTekRO",
+	"xJyDk58IHrDKVBtnpuaRKHaKatxaBqVLXisSUJ5V0lVJxK5ZiHW+iof05B/T/ZunP49Ok8OLPz78MHwb",
+	"9H+d/PPx7IU8+OnfJ49YNdPbqUO3HNNc5d5tau9JQKC+jPhIrNvjc/Pya/1uGYEKRdmz/S/P4DVw5JZ5",
+	"xGrOuXlRpC3qIW1cCumOVZDKoSArt6lZSvOW2czrE5m3T11el7W8gzzl2rj+dRnKm+Qk19yubc4Uae+p",
+	"GL+8NuXWllW7VRlNXeLn5i8IaYJkk8toZmKUsHI8XhOfJGzGqBpwX0VTJhWdzvQ3mHCUf5MwKgX3SQp5",
+	"K8o4pWQxlOX8xc9kKkIWS8iOqwptyMatCWxwE5wKuU+QKPBOSDXSgiudm7TM7ROdVnmvsxTAfE+aJ31V",
+	"yMUrmGUxsQrFXBBXIBgKj3mDdCvSvtLyESoOy2kvJgq7s01WFlpEozFfx74QITVN2MPX3bU0upouhq5M",
+	"0ASkbJQ/k7dLWB7Qx7wKP0/+84iBfD5hxrPnxo7YkCaPTCgP0bxjcLPjDbg/Y8mUalJ/OYI71raJX0NM",
+	"Diqkfx2RR90n3T5kgfm2nuzCfonZYANuA5ggLeyIHHafdG8KhT9RYJFYkLSsXrSyzJHl7P5ETKvR0pzY",
+	"A0n8V4mYHvkECxsS01vAeD+z6A5LlCY0RB+N6UOQLR5FFC0J4kBFLHxpfGTPojjWK0XsHuJfLnIiqjc5",
+	"9Dq/NiDDA0mi8NgWeI5CSeYsq0Wf13XNAHzaO+htkih4WTW7wZIHksCJkCi0tM7uXnsUgbhs2/dAtE4s",
+	"xh13uy0hxK1WhEqDr3rbF+UeT4fhP672b3r//KPfZNPwVtUXJbCAukfrJDACoXbwUr+mRBwa8LVaZO9b",
+	"txk4QTSLbIOsirM0xnaSv0ja/tnzdxfk4he/48RNlCpNBKlUYurQPZGMNys5gdd4DVjmrrf9NyevT8mr",
+	"s1/eFIA6Jmw6UwvYF4pblH2BN8BQ9hLNrrgXlaqi5f0ryGjO6+/GUWX0B1tHScA2H3EsAuKydK14pVof",
+	"gAqYPUTzCsphK97mvPiHpgm8MkUhax2I+JrB15THWiBRhdrpSiQse1Gjm+bgz89evji/fPPy/Pzkp5eX",
+	"p7/8dHn+/tnfXz6/OPebpXhmwkbTcLqlXPY6PruhvNIk17Tc2CvLSc8FDrODwiRg5+LHTvJO12xnlRs7",
+	"3+CSh9gRDgrkO7viBTJkeGaOUAb1vaICvJSJmsu+7r0sClYZ+S0JQas1hY3Shiz9jsXYs0wmE+HlhM4Y",
+	"FvmPI6ky040JsjGeACVmJGbXLK4IXIc3l4F5C+3HjDlPDxVx4odUUb+c4l7hfqs1npuxip4pzuabe6bK",
+	"alcFuY+rm/7BbTDdt6i8YqGm5aWElV5lygp246oZ0bTqqhmy2UVu7lQr4NJnd68hzmQbYrd6rd+tEuoq",
+	"3SRhhBb8oc4lIBJiUaeCjwmNYzKlKoB2BohcFRiOBQouZ5W3zh/FQiRtXAp5aOo4kL+RfkmHbHSCJr28",
+	"cqIpvWn3PRKwKG4roWiczdbZZqoZS2pm2h7DAaxVxKC02Zoq6DPQcMiNa1+U0AwndxbmFY/O3d0V2FXv",
+	"pDgpOkptLqlG6mWs2WE4zNeWS121eY0vJNw+w4bmExEj4+kS3z0rY4WyJ2mtVsTPHg64xdCVJiphUiGk",
+	"woZZMo9GfytCRs5f/NwhqWSVtquV9z4TpwGk8v3b6Gbn18Mp/ARmoFVXnrT7mWiotxcqYxFgfp1tKE81",
+	"t3uHZ/ZHScB8tAl/y9cH0BV8F7Oy7NqY01USLjMihrAPWeIR0xR1/QHV08PsqBHjGuzEWjqIG1FL/fp3",
+	"oH6G1BmOmrPYDP+WyGK28uqLjX6dM1Yruzg2x/lESJaXLUObwSymQSEAkbP5HQuMnLHonkqMvCuUXPsW",
+	"ghChN1mNfR0bCT2QWUIkdvWyKXu29tL7i+ckRBdHNQ38vXqOrAKW2z8szxrVkxIlQrpAWobD+NCaWn+j",
+	"cSWrv2beQ9/5kMViTnolzf/J48fNLHJ2qhUQ64uH/ZSylEEXfg35jCV2Z1BFshaBB1I/27MfYFO1qgJe",
+	"veb1tSRTcoPUOjxHKH0hCR0lTE4QRs5uFIH+xxr2zrJd4Mlhc7uA1otnLAkYV9UyaTvbarJHCsjSIQ9J",
+	"/vC/Sb/X8z3NhK0BfR8sGVNTzSKD8XG376YZhSIduqVJkawvu6ILeOpiQMUy3O2uvVD1Qb3FiwWzbEfE",
+	"8OJ+weDeCiq6ujKRlZ00Af+s0R2czS//ChEeLmf8+mI8CqewTZxHYar6yh3LZ4ld1kOtz1eUX49nEzqs",
+	"lDzpNA+JtsWEIJGo8AvWlQ0TOudklIhpyfROJXu8X5kVbia+rDaF5+JeGEkV8UC5UxodyI5RJIKVdjHG",
+	"VSJmi8thVOUceYlP7XLzncOEZ4/4GEhP/lvzvf12AfiyBeFpr/uoARX2WnXB+fna8yUXpjioXKJFqWrl",
+	"myaSlSW5hELtJ7Nqs0WlXD2WaIkkEXy8tmpIltSTIVX5mEvn4MBchfEXtlxLxYIyE22x9kS3Koqiab5/",
+	"8zz/Omf8bpMy62b5LElx5Vrjbl5ZMeXMBWfVMa5IhCkeImw9pOoemx9iNlLQgvWKsZlpGgARoaWkmcJh",
+	"4/a5R6J/ud0IQc4AHZhBkF2jxHMYDA7eVl0r4sbd0eEkDKtQoSEG1J7l+1m4Lodu6W7aEH1OUvh6O8Ev",
+	"Iwq7TZtDkL6JxLkLm0W6KuBzOes2z6HJAj8rqKWtgLZtKCYOsBLsFXSgKqG5tuOkfS/vOgm/rG46ufTR",
+	"do0nS60kluZtlJSW7ciKkNRcDq7Jo24YmBpUl7ZzJzDDFWJH4d6M00RPQJNxSdRamb2+bpOXjnll1kqz",
+	"LV7GxGVgVuLmipaatfAutdXEjbxrdnARpl3207woreTb6alZsSeNzso20iyfTG0LTUCeS0T5OqfMqks5",
+	"TaXCq1SFxo3ax6ztz7g893I9oXakDEg7qhPU6GpXkfGNr/NdilGUz39tF81sqk16aJa9CKWt8YpYtLb8",
+	"w7rOkxny3zV5dkVFjjuQqc+YRlsmYLvPp11izVvk05a7Un2ujNr6E2lIRjbIrs2I6reXW1sWo++GHF9G",
+	"5LknGomtNzPWsUHfzbUkcQ0N3Dw59lcaRyGg6gZpspQc7u8fEx/SYKVvoh8gVRw6VOHJDBNGryShJEnj",
+	"sqUBvyxWav8N5rB/Q8cWGmsKtyBDpgkCvWK82/rkEkYHfodMZKQGOM9tZfYumm9NqVwavyu80Twwu8bF",
+	"N2OJadZFst/y1FzMzCgm5zrkNj+degaANNNfXr7vVFOu2JxPXzLJ17NbX4mJeWL4srMv5NL3iG+9oD5k",
+	"sPA0jv0uAdv9FWMz6SbW54nxIk2ymsidIwJj5SymtgzggJss/GN33uy7zKWyojygRyj8anKtFOWhHPC8",
+	"dnH2qWYGYULnUn/ddpJM0ZmdpNyzQniUGE6BBldsaIOwogsMol3dslCm1njhb6cwlJ+J9zinR4apIqEg",
+	"XCgNLIp4ztZ2js3WO8UUcyLIRb7+cmpQyGVFOPWMKsUSfcz/px1y+X/trnT+q1JJlSxIk0gtzjU7wes6",
+	"pDIKTtIq273JbLD+8jyl7QgfnLx7TZS4Yjar7Rj/ktBYksTRFSO+1jeuLrvdLngqgI0Z50wU5CBOlJq1",
+	"bjWE1vMFvS8xC8C0q8g0F6K3S9GIs0RvSZrEZgR59PDhOFKTdKhZ1sPsA+df4DiVy8THHZwDxSm1ooRq",
+	"9KX61BJOP7s9U40+UGrcyicD7ngQTcE/iJvA98HTGUkyjxK2p5k9VZEWSDPx5ucoiabdl5BbBCMhcFPG",
+	"1YCfvHsNfW1hWDe5U5K5SK7IcIGWbHCz8BixcEglI+/PTrsDPuCmEqxIFRTqc4uFhwjE/764eEee6bOC",
+	"p1mGY2OU6GazZLXMDWnTVAgomgdzk7+f//KWIEXrkgubAoAXtdAOzY5YBNeOTwKaQIKd/3HvjCp2Gk0j",
+	"tXdqomJ5WPz9jE2x+66PGwIUlsiJnlTwPD3II/6fA0uUB60jJOseGVjyrH8btLrd7qB16x8jk9eEUw64",
+	"5fSejWYucLgTvoCEaCbB6Q28BvceqmAMaaGRZscb8MP9pybfEJJLKLgIppE6JnMaKeKfMZUs9k601Ozb",
+	"Tet45FGvBxXuU24btcJcacI8qCo/znNTEF8h0/FR7wDjU7TID8gTSZJyaGmk6dAx+OcXKKQPePXkSMri",
+	"KGBGOjI3+mRGgwnb2+/2lq7xfD7vUnjcFcn4oflWPjx9/fzl2/OX8A3k4qhizV5y8u41lj2ReLH73R6+",
+	"KmaM01nUOmoddHvdAwi5UxMggQ/pLHporrT+u9Lwsq5UV7HU1jHxJaNJMPHJKIrBcTxcQCxt3jdH70IX",
+	"6yYmIGi8DltHrdNIqhcGFg1jQqdMf986+q1aNchfeQgJJrfeymBQsFb/nrJkYXsrHGVRh6hl4NpHFBps",
+	"93sQlRNNtfTS11rQNOLmr6rgxuVtixcZucQwQ5BQTW9jiWESit0o0i636+nUwYtbWwB4Sm9ObbW6RwfL",
+	"vO8TRA8BiYAz3u/1LJsx6fuQLIya58N/m9RKtygeaLG/lcr+t4aQDldSlWor9Dcq572ijn6hOHVtcXsU",
+	"DSockm4yvVt9uK7gX7FoOo7h1jVvtJyCMfG3ZXZe35gm6xVT6pOCrUxM55IGMGisNLPWTYC1HmrGb1wy",
+	"uH6irKOOvk/5tNgaBmeFxi120ulNhaXWGb5y9ypxMZ/M7VFz951sMtnOd7V60prNdZrvbLHDVSaQfOys",
+	"nU82OLbcycevM7drSlSseF+41JVFNjFF/kmpQhrex6X66HCxn/YfA612a5UXHtwsDVSOVigW4N6scnax",
+	"ULYZzRSsNtabpSrT1UanlTYmHKoQhGDs5YWiaqA76X0vJtoVE0X6hVyPfpZZoXHKZkj0bAZD3807gEZX",
+	"mDnQdy0CJuQj51Hr60EiA79dUk9c4cMpDYr1GYCfLUm7dROabx5+zN7H12+9VqVk3Hyc/BNYwWGvX/dt",
+	"xokfFgq56Y/299d/lJtmXoFlBj98uv7DCyHeUL44Q3kb1MBHKAes/u41NnKIQT/Arw7Wf3XOkusoYO85",
+	"vaYRau2gg6fTKU0WRtQrypIl/VJfADqWeX0/CRa8mZCqMtxGZgnEmRPdjmw1Nq0C2ThNWeivRGY0SlDY",
+	"nyXRNVVswCc0tl3rY0avTcaA0Q+65J1x9WGWO7b2BxuRZfjYmo0DGANuPV5TWw/L7xIbTmf6CYL3nyoy",
+	"FVKBBmbgRhWiKCljMe0X1rxrtKhnIlw0kOw2uZUYNXJ7i0a6ghDZ30aILMuQKyXGNQLhKjnQ0MKCIGh/",
+	"u5MkaAb5Lgp+OVFwZ1KEOcslMYKncVwlQBhEKQgQZgxXgjA/7UqEsMOtkyHWigxmoLUyg15+wVmyssb9",
+	"XXi+7QlQwfYvappxfeV8vwFHfUZDw4VbW4sK/QY8+B1dxIKGF0Kc0gSMI38tEQNicEtiRaVUcesVzGAP",
+	"/8R/3KKcETNV4UjDtuiu58grSBTSW90/zGm6eP7m4t2AOylLgkOFIXTamIQ/DJKfimsWQr7Hmhwd7P6Y",
+	"RAwKQ4opVZGWQxbG9YK1bhxbZqdLbBsvMMWC5DJkeO0GHNKPPKwNF0ksK4156itkFNwiR0a5iwlqiRjV",
+	"VRjYjhyVCymsJkhZyRnHRQKV2ZzqQf+B+knvcP1HeDpvhXoFpaG/UdKBqLtEPeDgaRyXD79GV6m0pZ+B",
+	"rlBwOYPLQw/ZpMnrEkUZ8KaNXEm7oJ90uuSM0dDoNdhXHiY9GnBNLMiyzoIpIiy4ggkwKbHi5v/E1I6u",
+	"fbXS8DUanqsUju+W5++W5++W57+O5dnESjazPFcojt+I6bmpHom257tpiFlNg/US2eo+cd/lsW9YHvuJ",
+	"oUW0gTK3adyA2SBNfsBNUpUj9xyyYmUeSoSJlTPTtsWkxdu6r0VZCFM279VSW8z0rbTVbil2NUjsraID",
+	"VcajukzP7YhDOSG2hjpkwrNkSkU8S4Y1pRRMV+LvJqU7UJPvlqj15AuxdBkbN7JGPdTntefmOVRbps7A",
+	"SmTqW2llsY3uqb0ZVZNOpbEqM2gsK6DHGMuZJamIOc8YLE0YSTkdjSCkrgtxf6b9Mc6cR/eaTOJaK9FJ",
+	"qiY7txSdODB8EXORuwlYVw4MeN/FkYI48hciBHg386tZsifa+7h7waaWqLhWrLrwT2uyEqUw0IwoOIOU",
+	"uq6aAtoY5jyKqSKQAXM84H4ekJJ1HbTpvVnV1S6xtQ2R2qA73rrbq8jJaSTV84Jl7suHkT7aKIx0d9Ga",
+	"tYYnpIWOq1Mruof7oOmah5lGV6f82mJNlyhHhcVSffAKVtXKpodnNtQole4TU/g/fxLNlrs7gCekrheQ",
+	"jS+/NG1kjvrQcyH72fRpgCrNS/q5hbpUHq1KgdbPLk0bR9y7ciuCpt0C8gQ2syI0UlRbIraK3nq0Nnrr",
+	"0Q6it/Lb1iSCyyEV39ngX5UNZsFfS4lGTh8Ihwm6TOruGn5lBBlGImgu5Thim/c0E5zQPHUwyzO2QWha",
+	"bJbgYh1wtz5gXjUwa7sF6VJaIMiCysDqEPFSUcUB9wvkKmeiTUo42gTZCZUkWhFh9tytpXgftot8Amu9",
+	"8Aqj3ezN5/O9kUime2kSMx6IEDOstx9+msYqmtFEPYRhra1j2wErJf8ciR7IPDUZm5aIgMaFZJi8uV6n",
+	"29pZnF2xbulnlgVwqCopwE5clAKc9zP+b37biOv3qlh+b0Us15dm+W4X4CYlXWvgLdVOzcuL5qVAS5U/",
+	"H++Xq3OaCprWG3mw79a2LFSkvC0Y+PIrQQyW7UjLzgdeEyfmVnOn0kJxXCoqKt1av1rXKAkgzyEj77nQ",
+	"mxKvExrgZfPuW3GuRMLKAsh3++F3++Fu5CVEf0J5WWCqlZGa6PsP/8z/aBzr5vZOU27ZjYBCwBg0w4PA",
+	"EEIVVtSGyDIYOxKcRHLAAzE1JSyyetHMzZIWhGJ3S/LTywtCuZyzRJLD3iGZT6hiNv8X8s3BStkd8NPo",
+	"iqH0hmEzMCLmFkMw25xGSpI2JUNbzz2ask7WVmBZVhpwKywpQcJEzLDsg2ZHR2jW6JYEME3cyDilCeWK",
+	"mf3CnrlckFjwMUsG3E3dhrZgeuYueQXVsaaMmtAgO3cYYftMU6gJ5MBIixIQwjfgTgwfEQmRsZh3jpyZ",
+	"884G7sQkryWBSfsiuQLgsGksWnfMiXlkDh26o7yBK34dmVYTLJRd8ospviCJZEz/PhlwOwJ2Uns41V8H",
+	"0idtP/Ngw94h974M2UxNfG/Ay4/RonQ5Q+ffJR2zS5Ne7XfqTcol0XUX7rAK5lvHCXdrb84HfmFEsmac",
+	"0EBxXI2vqxQG0Aw01s+gNMlfWFf/T4llbM48vPVmYDdaeVQIgsZCOMMFGLTLLTi9PNZRI+GAI/UGDuEK",
+	"akU775FpbBMpTYrHTBEKXQcEZzXRh/dw93evQLnZJ001qLKe9DXpTpV5Kq7y1IL6Z1CWMeNryNwtW2vt",
+	"WLe6K7VdF33kXIO27a2nkdseZ+c73fzmY46aU83tzZLe2rdznPzp/esXDT16BQn/IRDRPbclzWcFuCa2",
+	"6qcsIZcWWsl4awygqH6IGBvKSyVmWPsp4uPugF+44j+9YlKL4FCGsE256Weu//RMSTKP+L99wupwf976",
+	"4GukWmY2nb4qxUxoL+d6P7IuMzvjOF/OgNfImfflzXhfi+eu3O6p9evwgJ/9ID/83j+dfnwc/Kun/skO",
+	"f07//nTyju6/GP30dZry1nQS3I6dFtsx1nDSyv6Lx1mDKX3H/7IGvO8cui6aBtCk4LN7kAtfmxvHYjGu",
+	"DYK5yFtyS2NdiunCtWWQKVQ78zvQJTDEmnLWvpTFyuTOHukNuNsI/gjL7l0zrqBKnpnNIz6SRZ+0s86T",
+	"lIdkQm1fwndCqlF00/EG3J+xZEr1Vl6OaBT7pG3oZ+5hhObDMxFHwcIjj7pPun0od+crNp2JhCYL+yUU",
+	"2qMDbqOuIa7AI4fdJ92bTpe8YHEEpMQ0xm77If6CpUIxawT+GbIRS/Dnbrfb0ex1AD3uMJJQa3hYKQ7r",
+	"NWJBycSom1zYNuegJsZibMpOZqdh9njAnWaXCdPcNhKctH295c/PXr44v3zz8vz85KeXl6e//HR59vLi",
+	"5duL17+89T1y0CMhXUCdOhO20zkecJlCSUa3YCrSnjxSKavEyrhG0JBEasDrZjx//+zvL59fnIPVasBf",
+	"meJ4gZgOI25KX568fdElPjTJNDUbGQ9RIDl79ZwcHBw8JSFVbE+rS/DtjGq4qMLW1Pq0wDTmkaHQqjYP",
+	"4lRG1wwFH0AukKKMbAXxmjgfQcf2j6CJQQXK7BcNgwbaR+wxkCUsiGYR48rHJumEmvbYNAwTJqVHylXt",
+	"4oVeHG6rP+DwFUh+rjvUPK/6mrSzQzdlG63WRe1n+k5pvIWxO13iaxqAAWj28tg7mRUODWK9ClPBNr/b",
+	"Ns6ViwHXoxxpEVXwPRQfzcB2DRZNu+TECpiI05pEwK796Hc0GLBEbM+sLwFnXXJCpjQeCWipaD7S8IJq",
+	"zEJy2OuRtr4uh/v7HY9Qt2E4CQWTK3MwT8V4OQqOxrGYv9RQ/oqZUybNcLl+obncVEHWt4me18sAK7TF",
+	"SY+w7rhL/P3e/uO9/v5er38BDV2Per1/+cUK5q2qd+qKHWq8LETV5f397CVYKvbrtW72xmJvqQLw1qt2",
+	"m1oWl905JtiqE14w17ZmtftrV8t4+AXXigUqbdVXyyciU6XSXOnlQpVe8c6XznoYxXHExyV5v7qupZ6v",
+	"rq7lwX6voqbzNqvE+sLOiuhU8HFWIdtQtI0XGqRSiamj2YhkXLPSbJL7XywcqU3tRvrYvPpovriIX4so",
+	"YHUnhwPXrebp0x92sxpgDxrkxcyYjDMCjicTR1K5hP54mZYPODBwK1F5ZEleAs5WEoVMrWlGoOaFNNyO",
+	"CzVBa0Nhs4oD1l11vaRL2BV322wBfqMHe3ArWqDko2DV8kw2rv4X1uZHys/hH5CvBf9yOg+CIFxYEDbQ",
+	"L0JpZbSKSv+NT+tkHYfV5JIoaEoI9UxQ+jMe35y1QjbvMmet2UsQ8mvr4T6qXE6p/YKQymKZEkY42qpg",
+	"cK9UMnjzosF5F1pYv5aIc8jkVTQjbVdpqK0TbCJ/K+Gs6udShLpXAr13H4HqUDkGIrLzkHXAk8rw77IB",
+	"7GC/90gTStdMVm1ewnoO0Zg7ljC8gNiPMeM+Rt61TGtIeZYYbSq9E/c327ZgOfLTkiq0ennuda8gEKNE",
+	"TF3j3dPeQT+zylxGmTMoYVRixf77hTbngtinvoKzffIsw855vDtZyz6vPEo0W/W8jHWYBWaKR/GEt7PT",
+	"6au1GTqBJXFDdEIyWMQmXEzhzDOCjmfdemnO5BnuXekonfnwJFsZYvSKiNE6DP9xtX/T++cf/VaOIBZd",
+	"1h6j1zL1m+Ta0y3uwdrD7f8A+RdrDxj2fMsD/uQUqu0tlaptni/hlrPt5QVt92/vmB54KsZNUiIK5iFz",
+	"uPouesQl9P8xicqnYoyWj/sNNTwV4/+M2gdZsoSDGjV5EiDq3luqoGQqne2VspDvIRUDbPFyKUmyrRq1",
+	"CD62FrwBNybIbkXCRqeiGLCY8ywDs0uMcVkSygmjSRyxhMAOVBlboC9qKYd597kS+QS7r/TwzRTY2qSw",
+	"1ffSTHcuzVTsmudm1Ne0L96OY+aoja2gGyTU25I/32S5n+8x+d96TP45or/lUiayGhxOFfU2Nqv0gZw2",
+	"K8J1/3y23JS0Ia/trGKT1Uwya+J6n7WQ9Pj3UAyp0Jx8RU/xGhZ1n7XtlvrgblvWrUDuG3asv0MJp7z5",
+	"/7oKTmtayn+n+d9p/uek+VW99jcj8gXy3qSYU9WUKys35Z2kTSnggPIBt6W9bYYKVBN/8fa8WL+pok31",
+	"uhpORdK+mxJOZQr0Rco4lffieymn7zUs3FJOTcjA/ZhkTIHu+7fJnApxtWSSgTArVL7SGYk4VF/lYu6h",
+	"yxnfF6kKxJR5pqbFTCTKlJwoK3RuJ3zbpsDUxDIdtSG0j7TffMQQJj0WCyFoB3pO2ybinS45MY3LTbXy",
+	"yHbEpmS/18MgABB3sJKnzY/DRtaYGOeRGUv0mAEEo88nVMHFzzrIapiyXyHracsKeNDAfLHDCnhb2nSq",
+	"+mjWVDjGjcrnuIqmCAPuTUOTEGyavibrX/7kbW7oEVmFUsfgcutlZpAiwJSTNx8to5yJiCt9o5UglXaR",
+	"HPgcslogjOVqlohhzKatoxYXzlxUkcovcxuNhVnORiWgIT/l3Ss7VNsYkSDI0sR56FWsNip5ZHpzVLVK",
+	"0Pkqn3hZ3N3fsPK0c5SNzVgNdm75+ECbM6pVAfvw1exszZ7n+waCQa0xqyA+aTqZ9fG4w2x3N4b96oBV",
+	"J50YApv1ZtZX87tY8lcVS54Dv1tm1JrAekArNN/KqI80bHsz1aXcF+TehY7txQziFImP5ICXJIzG0gXJ",
+	"hIvjvNEkxNdZGUGakhXQxR7z0YZMU187ZXOpZMBXiyVkI6mkVuTYsbixXlj44nJCMwFhZ7JBq9+rfMWF",
+	"cw1IyP6/Vc4/FmKMayuz/AZSElSkyJdIFXE+grh3WxlFwe3e9VJbS5JHXZuQCjelIza4EoNGrazLR25y",
+	"bdR+sZGM0mCyu7Tj+C6Q/EU7cORyxb2KFPft88pFipLR5oE1lW4mYgy4lTEqDKYlWSN3WwALkVmfasFH",
+	"0ThNWDjg6F3ahf0CpIAB38hksZHRF2WI3Rl9m4sRAfKQIosuWrpdJl3vqMt4V80rLp+u8qctcWt02ZWU",
+	"VAOu04BpjaPudjf+vKXyVGVjeiOGsg30d3QIfmcy37XebblTHVlvwJN+TwVSoNr8bxMs/UBmjajgmyzd",
+	"xcQZk/cXz0lIF1mqZn2q+IBj+DWJ1BHxp/TmEkb0baKok9E8Y8meAYCENIoXmI9dTDc+ef78l/dvLy5P",
+	"X795fXH57uXZ5YuTf/odj/g2BtqMD2wgkiRmI4XBHESJUEMJ6bMDPmSxmJOe/jSFcPMZSwLGFR0zn/xI",
+	"/HYGLNkjhcE75CHJH/436fd6vjfgia27KMg+ZMhPaSy75CWkkNvY1ny3Ctm6lC9MPUNz381G2O07JjbL",
+	"PcsPDoXWDpA3IySQnSkJHSVMTrQ6AcmYcFhtHwpeyEuqTHL2B80SCxnemhNyYbbeHgQcAWn3jkjK4d8s",
+	"7GDxSVvYCupWDrj/XrLEAKK1FmA9fjmZ15S67BL+Q7GvBlEQCC5M8i2+jm1aTSJfIlKFtTOvGJsR6uKI",
+	"I2KY0B4MkdXQ7fd6vV7HpLTzH/iAR1CxOqxJKv4H3JKdMXsXcVpH/R+ePH4MuUj2l/2eKTVmjqdY9qWM",
+	"ma2jx93+k605EKxtXc2vnAg4l19fnb8w+4GN+08o+KUKB4xXqEDrK6LtYRQWpBhy+9ufrSGVUXCSqknr",
+	"6LdPEJ2FXywF4BW6GUrPJCG7PSy1xO6Kad08wc8ysOUUwuquCsXeic5AbnGU5cE+aEaxrt5JFJK90t4V",
+	"OSR0pqbBpDLRpevmRus9vf10+/8DAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -30,6 +30,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+	"github.com/smtpcreds/smtpcreds/internal/relay"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/dovecotsql"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
@@ -67,6 +68,7 @@ type App struct {
 	accounts    *accounts.Service
 	domains     *domains.Service
 	credentials *credentials.Service
+	relay       *relay.Service
 	limiter     *ratelimit.Limiter
 	outbox      *syncer.Service
 	metrics     *metrics.Metrics
@@ -125,6 +127,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 	a.limiter = ratelimit.New(a.limDB, cfg.RateLimit, cfg.AuthFailLimit)
 	a.credentials = credentials.NewService(a.db, a.outbox,
 		credentials.Config{MaxPerDomain: cfg.MaxPerDomain, Scheme: cfg.PasswordScheme})
+	a.relay = relay.NewService(a.db, relay.ServiceConfig{Account: cfg.Relay.Account, LogRetention: cfg.Relay.LogRetention})
 	subCtx, stopSubs := context.WithCancel(ctx)
 	a.stopSubs = stopSubs
 	if cfg.AuthCache {
@@ -156,6 +159,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 		Credentials:    a.credentials,
 		Domains:        a.domains,
 		Limiter:        a.limiter,
+		Relay:          a.relay,
 		Logger:         log,
 		TrustedProxies: cfg.TrustedProxies,
 		Metrics:        a.metrics,
@@ -194,6 +198,10 @@ func (a *App) Accounts() *accounts.Service { return a.accounts }
 // Domains is the domains service the API calls.
 func (a *App) Domains() *domains.Service { return a.domains }
 
+// Relay is the service that answers the quota and the message log and
+// prunes what the milter recorded.
+func (a *App) Relay() *relay.Service { return a.relay }
+
 // Outbox is the sync outbox, nil when sync is off. Run runs its worker.
 func (a *App) Outbox() *syncer.Service { return a.outbox }
 
@@ -228,7 +236,7 @@ func (a *App) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	go maintain(ctx, a.limiter, a.credentials, log)
+	go maintain(ctx, a.limiter, a.credentials, a.relay, log)
 	workerDone := make(chan struct{})
 	go func() {
 		defer close(workerDone)
@@ -316,12 +324,16 @@ func (a *App) serveOperator() (func(), error) {
 }
 
 // maintain runs the periodic housekeeping: folding credential count
-// deltas every few seconds, pruning expired rate counters every minute.
-func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Service, log *slog.Logger) {
+// deltas every few seconds, pruning expired rate counters and the message
+// log past its retention every minute, and the relay's ended send counters
+// every hour (a whole-table scan, and nothing reads them once ended).
+func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Service, rel *relay.Service, log *slog.Logger) {
 	compact := time.NewTicker(5 * time.Second)
 	defer compact.Stop()
 	prune := time.NewTicker(time.Minute)
 	defer prune.Stop()
+	hourly := time.NewTicker(time.Hour)
+	defer hourly.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -333,6 +345,15 @@ func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Serv
 		case <-prune.C:
 			if err := l.Prune(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("prune rate counters", "error", err.Error())
+			}
+			if n, err := rel.PruneLog(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("prune message log", "error", err.Error())
+			} else if n > 0 {
+				log.Info("pruned message log", "messages", n)
+			}
+		case <-hourly.C:
+			if _, err := rel.PruneCounters(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("prune send counters", "error", err.Error())
 			}
 		}
 	}

@@ -46,6 +46,19 @@ type Credential struct {
 	LastSyncedAt *time.Time
 	// SyncError is the last failed attempt's error while unsynced.
 	SyncError *string
+	// Usage is what the relay recorded of the login (zero: nothing yet).
+	Usage Usage
+}
+
+// Usage is what the relay (smtpcreds milter) recorded of a login.
+type Usage struct {
+	// LastUsedAt and LastUsedIP are the time and SMTP client address of
+	// the last message it decided on (nil: none).
+	LastUsedAt *time.Time
+	LastUsedIP *string
+	// MessagesQueued and MessagesRefused count the messages it accepted,
+	// and refused or deferred.
+	MessagesQueued, MessagesRefused int64
 }
 
 // Login is the SMTP login, <username>@<domain>.
@@ -338,5 +351,9 @@ func fromRow(r postgres.CredentialRow) Credential {
 		RemoteSynced:      r.SyncedVersion >= r.Version,
 		LastSyncedAt:      r.SyncedAt,
 		SyncError:         r.SyncError,
+		Usage: Usage{
+			LastUsedAt: r.LastUsedAt, LastUsedIP: r.LastUsedIP,
+			MessagesQueued: r.MessagesQueued, MessagesRefused: r.MessagesRefused,
+		},
 	}
 }

@@ -196,5 +196,7 @@ func everyRoute(guid string) []req {
 		{method: "POST", path: "/api/domains/example.com/setup-tracklink", body: `{"tracking_domain":"t.example.com"}`},
 		{method: "POST", path: "/api/domains/example.com/verify-tracklink"},
 		{method: "DELETE", path: "/api/domains/example.com/tracklink"},
+		{method: "GET", path: "/api/quota"},
+		{method: "GET", path: "/api/domains/example.com/log"},
 	}
 }

@@ -164,6 +164,13 @@ func toAPICredential(c credentials.Credential) gen.Credential {
 	if !c.RemoteSynced {
 		out.SyncError = c.SyncError
 	}
+	// Usage, as the relay records it.
+	if c.Usage.LastUsedAt != nil {
+		t := c.Usage.LastUsedAt.Unix()
+		out.LastUsedAt = &t
+	}
+	out.LastUsedIp = c.Usage.LastUsedIP
+	out.MessagesQueued, out.MessagesRefused = c.Usage.MessagesQueued, c.Usage.MessagesRefused
 	return out
 }
 

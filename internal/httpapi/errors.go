@@ -18,6 +18,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+	"github.com/smtpcreds/smtpcreds/internal/relay"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 )
 
@@ -39,6 +40,12 @@ const (
 	// retryAfterUnavailable is the Retry-After of 503s, in seconds.
 	retryAfterUnavailable = "5"
 	unauthorizedReason    = "Unauthorized"
+)
+
+// The vendor's 404s of the relay routes.
+const (
+	msgLogDomainNotFound = "Domain not found or you do not own this domain"
+	msgNoQuota           = "User quota not found"
 )
 
 // errUnauthorized is raised by authenticate for every failed login.
@@ -117,12 +124,19 @@ func writeJSON(c echo.Context, status int, body any) error {
 func classify(err error) (int, envelope) {
 	var (
 		verr *validation.Error
+		ferr *relay.FilterError
 		rl   *rateLimited
 		herr *echo.HTTPError
 	)
 	switch {
 	case errors.As(err, &verr):
 		return http.StatusUnprocessableEntity, envelope{Message: msgValidation, Errors: verr.Fields}
+	case errors.As(err, &ferr):
+		return http.StatusBadRequest, envelope{Message: ferr.Message}
+	case errors.Is(err, relay.ErrLogDomainNotFound):
+		return http.StatusNotFound, envelope{Message: msgLogDomainNotFound}
+	case errors.Is(err, relay.ErrNoQuota):
+		return http.StatusNotFound, envelope{Message: msgNoQuota}
 	case errors.Is(err, credentials.ErrDomainNotFound), errors.Is(err, domains.ErrNotFound):
 		return http.StatusNotFound, envelope{Message: msgDomainNotFound}
 	case errors.Is(err, credentials.ErrNotFound):
@@ -215,11 +229,20 @@ func requestErrors(err error) []*openapi3filter.RequestError {
 
 func classifyRequestError(re *openapi3filter.RequestError, fields *validation.Error) (int, envelope) {
 	if p := re.Parameter; p != nil {
+		op := operation(re)
 		if p.In == openapi3.ParameterInPath {
-			if p.Name == "credential" {
+			switch {
+			case p.Name == "credential":
 				return http.StatusNotFound, envelope{Message: msgCredNotFound}
+			case op != nil && strings.EqualFold(op.OperationID, "getDomainLog"): // the generator capitalizes ids
+				return http.StatusNotFound, envelope{Message: msgLogDomainNotFound}
 			}
 			return http.StatusNotFound, envelope{Message: msgDomainNotFound}
+		}
+		if op != nil && op.Responses.Value("400") != nil && op.Responses.Value("422") == nil {
+			// A route that documents a malformed query as 400, not 422 (the
+			// vendor's message log): one message naming the parameter.
+			return http.StatusBadRequest, envelope{Message: paramMessage(p)}
 		}
 		fields.Add(p.Name, paramMessage(p))
 		return http.StatusUnprocessableEntity, envelope{}
@@ -313,9 +336,29 @@ func schemaMessage(field string, se *openapi3.SchemaError) string {
 	return fmt.Sprintf("The %s is invalid.", field)
 }
 
+// operation is the operation a request error is about (nil when unknown).
+func operation(re *openapi3filter.RequestError) *openapi3.Operation {
+	if re.Input == nil || re.Input.Route == nil {
+		return nil
+	}
+	return re.Input.Route.Operation
+}
+
 func paramMessage(p *openapi3.Parameter) string {
 	if p.Schema != nil && p.Schema.Value != nil {
 		s := p.Schema.Value
+		switch {
+		case s.Format == "date-time":
+			return relay.TimeFilterMessage(p.Name)
+		case len(s.Enum) > 0:
+			vals := make([]string, len(s.Enum))
+			for i, v := range s.Enum {
+				vals[i] = fmt.Sprint(v)
+			}
+			return fmt.Sprintf("The %s must be one of: %s.", p.Name, strings.Join(vals, ", "))
+		case s.Type.Is("string") && s.MaxLength != nil:
+			return fmt.Sprintf("The %s must be at most %d characters.", p.Name, *s.MaxLength)
+		}
 		if s.Type.Is("integer") && s.Min != nil && s.Max != nil {
 			return fmt.Sprintf("The %s must be an integer between %d and %d.", p.Name, int64(*s.Min), int64(*s.Max))
 		}

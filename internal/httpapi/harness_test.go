@@ -57,6 +57,8 @@ type opts struct {
 	dnsTimeout    time.Duration
 	sync          app.SyncConfig // Target "": sync disabled
 	timeout       time.Duration
+	relay         app.RelayConfig // its Account.PerDay: see quota
+	quota         int             // the account's daily limit: 0 means 1000, below 0 none
 }
 
 // fastSync is target with a worker paced for tests.
@@ -142,6 +144,14 @@ func newEnvOn(t *testing.T, url string, o opts) *env {
 	case o.maxPerDomain < 0:
 		o.maxPerDomain = 0 // no cap
 	}
+	switch {
+	case o.quota == 0:
+		o.relay.Account.PerDay = 1000
+	case o.quota > 0:
+		o.relay.Account.PerDay = o.quota
+	default:
+		o.relay.Account.PerDay = 0 // no quota
+	}
 	logs := &syncBuffer{}
 	allLogs.Store(logs, true)
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -162,6 +172,7 @@ func newEnvOn(t *testing.T, url string, o opts) *env {
 		RequestTimeout: o.timeout,
 		DNS:            dnsCfg,
 		Sync:           o.sync,
+		Relay:          o.relay,
 	}, app.Deps{Logger: log})
 	if err != nil {
 		t.Fatal(err)

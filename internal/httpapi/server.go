@@ -32,6 +32,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
+	"github.com/smtpcreds/smtpcreds/internal/relay"
 )
 
 // MaxBodyBytes is the largest request body accepted; larger ones get 413.
@@ -43,7 +44,9 @@ type Deps struct {
 	Credentials *credentials.Service
 	Domains     *domains.Service
 	Limiter     *ratelimit.Limiter
-	Logger      *slog.Logger
+	// Relay answers the quota and the message log.
+	Relay  *relay.Service
+	Logger *slog.Logger
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// taking the client address; empty means the TCP peer is the client.
 	TrustedProxies []netip.Prefix
@@ -61,6 +64,7 @@ type Deps struct {
 type Handler struct {
 	credentials *credentials.Service
 	domains     *domains.Service
+	relay       *relay.Service
 }
 
 var _ gen.StrictServerInterface = (*Handler)(nil)
@@ -103,7 +107,7 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	e.Use(jsonSentAsForm(func(c echo.Context) bool { return !isAPIRoute(c) }))
 	e.Use(requestValidator(spec, func(c echo.Context) bool { return !isAPIRoute(c) }))
 
-	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials, domains: d.Domains}, nil))
+	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials, domains: d.Domains, relay: d.Relay}, nil))
 	for _, r := range e.Routes() {
 		routes[r.Path] = true
 	}

@@ -26,7 +26,31 @@ type CredentialRow struct {
 	SyncedVersion     int64      `db:"synced_version"`
 	SyncedAt          *time.Time `db:"synced_at"`
 	SyncError         *string    `db:"sync_error"`
+	CredentialUsageRow
 }
+
+// CredentialUsageRow is what the relay recorded of a credential
+// (credential_usage), zero when it has none. Get, List and SetPassword
+// fill it; the other statements leave it zero.
+type CredentialUsageRow struct {
+	LastUsedAt      *time.Time `db:"last_used_at"`
+	LastUsedIP      *string    `db:"last_used_ip"`
+	MessagesQueued  int64      `db:"messages_queued"`
+	MessagesRefused int64      `db:"messages_refused"`
+}
+
+// usageCols are CredentialUsageRow's columns from credential_usage u,
+// joined by usageJoin (a primary-key probe per credential row).
+const (
+	usageCols = `u.last_used_at, host(u.last_used_ip) AS last_used_ip,
+	coalesce(u.messages_queued, 0) AS messages_queued, coalesce(u.messages_refused, 0) AS messages_refused`
+	usageJoin = ` LEFT JOIN credential_usage u ON u.credential_id = c.id`
+	// usageReturning is usageCols for a RETURNING list, which cannot join.
+	usageReturning = `(SELECT last_used_at FROM credential_usage WHERE credential_id = c.id) AS last_used_at,
+	(SELECT host(last_used_ip) FROM credential_usage WHERE credential_id = c.id) AS last_used_ip,
+	coalesce((SELECT messages_queued FROM credential_usage WHERE credential_id = c.id), 0) AS messages_queued,
+	coalesce((SELECT messages_refused FROM credential_usage WHERE credential_id = c.id), 0) AS messages_refused`
+)
 
 // NewCredential is what InsertVerified writes.
 type NewCredential struct {
@@ -170,8 +194,8 @@ var InsertVerifiedSQL = `
 func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (CredentialRow, error) {
 	var r CredentialRow
 	err := sqlx.GetContext(ctx, q, &r, `
-		SELECT `+credentialCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		SELECT `+credentialCols+`, `+usageCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id`+usageJoin+`
 		WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3`, accountID, domain, guid)
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("get credential: %w", translate(err))
@@ -185,7 +209,7 @@ func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID 
 // first row wanted, those of its (at most 64) buckets the bucket, and the
 // scan starts at the bucket's first id (keyset), skipping fewer than 1024
 // rows: a page deep in a million credentials costs about what the first
-// one does.
+// one does. Usage is joined to the page's rows only.
 func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, limit int, offset int64) ([]CredentialRow, error) {
 	rows := []CredentialRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
@@ -205,11 +229,13 @@ func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID
 			SELECT bucket, n, (sum(n) OVER (ORDER BY bucket))::bigint - n + (SELECT before FROM range) AS before FROM b),
 		start AS (
 			SELECT bucket, before FROM bc WHERE before + n > $4 ORDER BY bucket LIMIT 1)
-		SELECT `+credentialCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.account_id = $1 AND c.domain_id = $2 AND c.id >= (SELECT bucket << 10 FROM start)
-		ORDER BY c.id
-		LIMIT $3 OFFSET $4 - (SELECT before FROM start)`, accountID, domainID, limit, offset)
+		SELECT `+credentialCols+`, `+usageCols+`
+		FROM (SELECT * FROM credentials c
+		      WHERE c.account_id = $1 AND c.domain_id = $2 AND c.id >= (SELECT bucket << 10 FROM start)
+		      ORDER BY c.id
+		      LIMIT $3 OFFSET $4 - (SELECT before FROM start)) c
+		JOIN domains d ON d.id = c.domain_id`+usageJoin+`
+		ORDER BY c.id`, accountID, domainID, limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("list credentials: %w", translate(err))
 	}
@@ -261,7 +287,7 @@ func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, ac
 		SET password_hash = $4, modified_at = now(), password_changed_at = now(), version = c.version + 1
 		FROM domains d
 		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
-		RETURNING `+credentialCols, accountID, domain, guid, hash)
+		RETURNING `+credentialCols+`, `+usageReturning, accountID, domain, guid, hash)
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("set credential password: %w", translate(err))
 	}

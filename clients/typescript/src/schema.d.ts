@@ -372,6 +372,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/quota": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get the account's daily sending quota
+         * @description The account's sending quota for the current UTC day, as the relay (`smtpcreds milter`)
+         *     counts it: `max_quota` is the operator's per-account daily limit
+         *     (`SMTPCREDS_ACCOUNT_LIMIT_PER_DAY`), `current_quota` what is left of it today (never
+         *     below 0), `usage_percentage` = `(max_quota - current_quota) / max_quota * 100`,
+         *     rounded to 2 decimals. Every message the relay accepted for any login of the account
+         *     counts; refused messages do not. The quota starts afresh at 00:00 UTC (`resets_at`).
+         *
+         *     When the operator set no daily account limit (0: unlimited), the answer is 404
+         *     `User quota not found`, as the vendor answers. n8n's credential test for this vendor
+         *     calls this route, so keep a daily limit configured (the default is 20000) where n8n
+         *     is used.
+         */
+        get: operations["getQuota"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/domains/{domain}/log": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The domain name (case-insensitive), e.g. `example.com`.
+                 * @example example.com
+                 */
+                domain: components["parameters"]["DomainName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List the message log of a domain
+         * @description The messages the relay (`smtpcreds milter`) decided on for the domain's SMTP logins,
+         *     newest first: one event per message, `queued` (accepted and handed to Postfix),
+         *     `permanent_fail` (refused by the sender policy, 5.7.1) or `temporary_fail` (over a
+         *     sending limit, 4.7.x). Delivery events (`delivered`, `bounced`, `deferred`, ...) are
+         *     not recorded: filtering on them returns no events. The log keeps messages for the
+         *     operator's retention (`SMTPCREDS_MESSAGE_LOG_RETENTION`, 30 days by default);
+         *     subjects are stored only where the operator enabled it
+         *     (`SMTPCREDS_MESSAGE_LOG_SUBJECTS`).
+         *
+         *     Filters combine with AND. `start` and `end` are RFC 3339 date-times compared at whole
+         *     seconds, both inclusive (an event is returned when `start <= timestamp <= end`).
+         *     `sender` and `recipient` match a whole address, case-insensitively. `subject`
+         *     matches a part of the subject, case-insensitively (messages logged without a subject
+         *     never match). `tags` is accepted for the vendor's clients, but the relay records no
+         *     tags: a non-empty `tags` matches no event. An empty filter (`sender=`) is the same as
+         *     none. A malformed filter is answered 400 (not 422), as the vendor does.
+         */
+        get: operations["getDomainLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -948,6 +1019,29 @@ export interface components {
              * @example null
              */
             sync_error: string | null;
+            /**
+             * Format: int64
+             * @description Unix seconds of the last message the relay decided on for this login (accepted or refused); null if none.
+             * @example 1764320400
+             */
+            last_used_at: number | null;
+            /**
+             * @description The SMTP client address of that message; null if none.
+             * @example 198.51.100.7
+             */
+            last_used_ip: string | null;
+            /**
+             * Format: int64
+             * @description Messages of this login the relay accepted, since it was created.
+             * @example 1234
+             */
+            messages_queued: number;
+            /**
+             * Format: int64
+             * @description Messages of this login the relay refused (sender policy) or deferred (over a limit).
+             * @example 2
+             */
+            messages_refused: number;
         };
         /** @description What the generated password is made of. */
         StrengthInfo: {
@@ -1302,6 +1396,195 @@ export interface components {
         TracklinkChecks: {
             cname: components["schemas"]["CheckResult"];
         };
+        /** @description The account's sending quota for the current UTC day. */
+        Quota: {
+            /**
+             * Format: int64
+             * @description Messages the account may still send today, `max_quota` minus those accepted today, never below 0.
+             * @example 18766
+             */
+            current_quota: number;
+            /**
+             * Format: int64
+             * @description Messages all logins of the account may send per UTC day (the operator's per-account daily limit).
+             * @example 20000
+             */
+            max_quota: number;
+            /**
+             * Format: double
+             * @description `(max_quota - current_quota) / max_quota * 100`, rounded to 2 decimals.
+             * @example 6.17
+             */
+            usage_percentage: number;
+            /**
+             * Format: int64
+             * @description Unix seconds when the quota starts afresh (the next 00:00 UTC).
+             * @example 1764374400
+             */
+            resets_at: number;
+        };
+        /** @description The account's quota. */
+        QuotaEnvelope: {
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
+            success: true;
+            data: components["schemas"]["Quota"];
+        };
+        /**
+         * @description One message the relay decided on. `created_at`, `sender_ip` and `event_detail` repeat
+         *     `timestamp`, `client_ip` and `reason` under the names the vendor's SDK models read.
+         */
+        MessageLogEvent: {
+            /**
+             * Format: int64
+             * @description The event's id; larger ids were logged later.
+             * @example 9030
+             */
+            id: number;
+            /**
+             * Format: int64
+             * @description Unix seconds when the relay decided on the message.
+             * @example 1764320400
+             */
+            timestamp: number;
+            /**
+             * Format: int64
+             * @description Same as `timestamp`.
+             * @example 1764320400
+             */
+            created_at: number;
+            /**
+             * @description `queued` (accepted, signed where the domain's key applies, handed to Postfix),
+             *     `permanent_fail` (refused by the sender policy: 5.7.1) or `temporary_fail` (over a
+             *     sending limit: 4.7.x, the client retries later).
+             * @example queued
+             */
+            event_type: string;
+            /**
+             * @description Postfix's queue id of the message (find it in the mail log); null when Postfix had not assigned one yet.
+             * @example 4dQk2x0Yz1
+             */
+            message_id: string | null;
+            /**
+             * @description The envelope sender (`MAIL FROM`), lowercase; empty for a null sender (`<>`).
+             * @example billing@example.com
+             */
+            sender: string;
+            /**
+             * @description The envelope recipients (`RCPT TO`), lowercase.
+             * @example [
+             *       "customer@example.org"
+             *     ]
+             */
+            recipients: string[];
+            /**
+             * @description The message's `From:` header as sent; null when the message had none or was refused before its header.
+             * @example Example Billing <billing@example.com>
+             */
+            from: string | null;
+            /**
+             * @description The message's subject; null unless the operator stores subjects (`SMTPCREDS_MESSAGE_LOG_SUBJECTS`).
+             * @example null
+             */
+            subject: string | null;
+            /**
+             * Format: int64
+             * @description The message's size in bytes as Postfix announced it; 0 when refused before its body.
+             * @example 18234
+             */
+            size: number;
+            /**
+             * @description The SMTP login that sent the message, `<username>@<domain>` (kept after the credential is deleted).
+             * @example myuser@example.com
+             */
+            credential: string;
+            /**
+             * Format: uuid
+             * @description The `user_smtp_guid` of that credential; null once it is deleted.
+             * @example 0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11
+             */
+            user_smtp_guid: string | null;
+            /**
+             * @description The address of the SMTP client, as Postfix saw it.
+             * @example 198.51.100.7
+             */
+            client_ip: string | null;
+            /**
+             * @description Same as `client_ip`.
+             * @example 198.51.100.7
+             */
+            sender_ip: string | null;
+            /**
+             * @description Whether the relay DKIM-signed the message.
+             * @example true
+             */
+            dkim_signed: boolean;
+            /**
+             * @description Why the message was refused or deferred, as the client was told; null for `queued`.
+             * @example null
+             */
+            reason: string | null;
+            /**
+             * @description Same as `reason`.
+             * @example null
+             */
+            event_detail: string | null;
+        };
+        /** @description Where a page of the message log sits among all matching events. */
+        MessageLogPagination: {
+            /**
+             * Format: int64
+             * @description Number of matching events in all pages.
+             * @example 2
+             */
+            total: number;
+            /**
+             * @description The `limit` asked for.
+             * @example 1000
+             */
+            per_page: number;
+            /**
+             * Format: int64
+             * @description `floor(offset / limit) + 1`.
+             * @example 1
+             */
+            current_page: number;
+            /**
+             * Format: int64
+             * @description `max(1, ceil(total / limit))`.
+             * @example 1
+             */
+            last_page: number;
+        };
+        /** @description One page of a domain's message log, in the vendor's shape (the list and its counts at the top level). */
+        MessageLogPage: {
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
+            success: true;
+            /** @description The events on this page, newest first. */
+            data: components["schemas"]["MessageLogEvent"][];
+            /**
+             * @description Number of events in `data`.
+             * @example 2
+             */
+            count: number;
+            /**
+             * Format: int64
+             * @description The `offset` asked for.
+             * @example 0
+             */
+            offset: number;
+            /**
+             * @description The `limit` asked for.
+             * @example 1000
+             */
+            limit: number;
+            pagination: components["schemas"]["MessageLogPagination"];
+        };
     };
     responses: {
         /**
@@ -1430,6 +1713,61 @@ export interface components {
                  * @example {
                  *       "success": false,
                  *       "message": "An error occurred while processing the request."
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The operator set no daily account limit, so the account has no quota (the vendor's answer). */
+        QuotaNotFound: {
+            headers: {
+                "X-RateLimit-Limit": components["headers"]["XRateLimitLimit"];
+                "X-RateLimit-Remaining": components["headers"]["XRateLimitRemaining"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "success": false,
+                 *       "message": "User quota not found"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The domain does not exist or belongs to another account (the vendor's wording for this route). */
+        LogDomainNotFound: {
+            headers: {
+                "X-RateLimit-Limit": components["headers"]["XRateLimitLimit"];
+                "X-RateLimit-Remaining": components["headers"]["XRateLimitRemaining"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "success": false,
+                 *       "message": "Domain not found or you do not own this domain"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /**
+         * @description A filter is malformed: a `start` or `end` that is not an RFC 3339 date-time, `end`
+         *     before `start`, an unknown `event_type`, a `limit` outside 1-10000, a negative
+         *     `offset`, or a text filter too long. `message` names the filter.
+         */
+        BadLogFilter: {
+            headers: {
+                "X-RateLimit-Limit": components["headers"]["XRateLimitLimit"];
+                "X-RateLimit-Remaining": components["headers"]["XRateLimitRemaining"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "success": false,
+                 *       "message": "The start must be an RFC 3339 date-time (e.g. 2026-12-01T00:00:00Z)."
                  *     }
                  */
                 "application/json": components["schemas"]["ErrorResponse"];
@@ -2400,7 +2738,11 @@ export interface operations {
                      *           "last_password_changed": 1764374400,
                      *           "remote_synced": true,
                      *           "last_synced_at": 1764374401,
-                     *           "sync_error": null
+                     *           "sync_error": null,
+                     *           "last_used_at": 1764320400,
+                     *           "last_used_ip": "198.51.100.7",
+                     *           "messages_queued": 1234,
+                     *           "messages_refused": 2
                      *         }
                      *       ],
                      *       "domain": "example.com",
@@ -2476,7 +2818,11 @@ export interface operations {
                      *           "last_password_changed": null,
                      *           "remote_synced": true,
                      *           "last_synced_at": 1764288000,
-                     *           "sync_error": null
+                     *           "sync_error": null,
+                     *           "last_used_at": null,
+                     *           "last_used_ip": null,
+                     *           "messages_queued": 0,
+                     *           "messages_refused": 0
                      *         },
                      *         "password": "7Qm2x9KfLr4TzW8bNc1VhY6pDs3GjA5e",
                      *         "strength_info": {
@@ -2548,7 +2894,11 @@ export interface operations {
                      *         "last_password_changed": null,
                      *         "remote_synced": false,
                      *         "last_synced_at": null,
-                     *         "sync_error": "the target did not answer in time"
+                     *         "sync_error": "the target did not answer in time",
+                     *         "last_used_at": null,
+                     *         "last_used_ip": null,
+                     *         "messages_queued": 0,
+                     *         "messages_refused": 0
                      *       }
                      *     }
                      */
@@ -2657,7 +3007,11 @@ export interface operations {
                      *           "last_password_changed": 1764374400,
                      *           "remote_synced": true,
                      *           "last_synced_at": 1764374400,
-                     *           "sync_error": null
+                     *           "sync_error": null,
+                     *           "last_used_at": null,
+                     *           "last_used_ip": null,
+                     *           "messages_queued": 0,
+                     *           "messages_refused": 0
                      *         },
                      *         "new_password": "Vb3nR8sWq1LmX6cZ0tYe4KuJ9hPa2DfG",
                      *         "strength_info": {
@@ -2676,6 +3030,175 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    getQuota: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account's quota for today. */
+            200: {
+                headers: {
+                    "X-RateLimit-Limit": components["headers"]["XRateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["XRateLimitRemaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "data": {
+                     *         "current_quota": 18766,
+                     *         "max_quota": 20000,
+                     *         "usage_percentage": 6.17,
+                     *         "resets_at": 1764374400
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["QuotaEnvelope"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["QuotaNotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    getDomainLog: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Only events at or after this time (RFC 3339, e.g. `2026-12-01T00:00:00Z`).
+                 * @example 2026-12-01T00:00:00Z
+                 */
+                start?: string;
+                /**
+                 * @description Only events at or before this time (RFC 3339); not before `start`.
+                 * @example 2026-12-02T00:00:00Z
+                 */
+                end?: string;
+                /**
+                 * @description Only events whose envelope sender is this address (case-insensitive, whole address).
+                 * @example billing@example.com
+                 */
+                sender?: string;
+                /**
+                 * @description Only events with this address among their recipients (case-insensitive, whole address).
+                 * @example customer@example.org
+                 */
+                recipient?: string;
+                /**
+                 * @description Only events whose stored subject contains this text (case-insensitive).
+                 * @example invoice
+                 */
+                subject?: string;
+                /**
+                 * @description Only events of this type. The vendor's whole list is accepted; the relay records
+                 *     only `queued`, `permanent_fail` and `temporary_fail`, so the others match nothing.
+                 * @example permanent_fail
+                 */
+                event_type?: "queued" | "send" | "delivered" | "bounced" | "failed" | "opened" | "clicked" | "unsubscribed" | "temporary_fail" | "permanent_fail" | "deferred";
+                /** @description Accepted for the vendor's clients; no tags are recorded, so a non-empty value matches no event. */
+                tags?: string;
+                /** @description Most events to return. */
+                limit?: number;
+                /** @description Number of matching events to skip (newest first). */
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description The domain name (case-insensitive), e.g. `example.com`.
+                 * @example example.com
+                 */
+                domain: components["parameters"]["DomainName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of the domain's message log, newest first. */
+            200: {
+                headers: {
+                    "X-RateLimit-Limit": components["headers"]["XRateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["XRateLimitRemaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "data": [
+                     *         {
+                     *           "id": 9031,
+                     *           "timestamp": 1764320520,
+                     *           "created_at": 1764320520,
+                     *           "event_type": "permanent_fail",
+                     *           "message_id": null,
+                     *           "sender": "billing@bank.example",
+                     *           "recipients": [
+                     *             "customer@example.org"
+                     *           ],
+                     *           "from": null,
+                     *           "subject": null,
+                     *           "size": 0,
+                     *           "credential": "myuser@example.com",
+                     *           "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+                     *           "client_ip": "198.51.100.7",
+                     *           "sender_ip": "198.51.100.7",
+                     *           "dkim_signed": false,
+                     *           "reason": "sender <billing@bank.example>: bank.example is not a verified domain of this login",
+                     *           "event_detail": "sender <billing@bank.example>: bank.example is not a verified domain of this login"
+                     *         },
+                     *         {
+                     *           "id": 9030,
+                     *           "timestamp": 1764320400,
+                     *           "created_at": 1764320400,
+                     *           "event_type": "queued",
+                     *           "message_id": "4dQk2x0Yz1",
+                     *           "sender": "billing@example.com",
+                     *           "recipients": [
+                     *             "customer@example.org",
+                     *             "accounts@example.org"
+                     *           ],
+                     *           "from": "Example Billing <billing@example.com>",
+                     *           "subject": null,
+                     *           "size": 18234,
+                     *           "credential": "myuser@example.com",
+                     *           "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+                     *           "client_ip": "198.51.100.7",
+                     *           "sender_ip": "198.51.100.7",
+                     *           "dkim_signed": true,
+                     *           "reason": null,
+                     *           "event_detail": null
+                     *         }
+                     *       ],
+                     *       "count": 2,
+                     *       "offset": 0,
+                     *       "limit": 1000,
+                     *       "pagination": {
+                     *         "total": 2,
+                     *         "per_page": 1000,
+                     *         "current_page": 1,
+                     *         "last_page": 1
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["MessageLogPage"];
+                };
+            };
+            400: components["responses"]["BadLogFilter"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["LogDomainNotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
