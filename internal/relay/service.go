@@ -45,8 +45,12 @@ const (
 	MaxLogLimit     = 10000
 )
 
-// pruneBatch bounds the rows one pruning statement deletes.
-const pruneBatch = 10000
+// pruneBatch bounds the rows one pruning statement deletes, and
+// pruneBatches the statements of one call (the rest waits for the next).
+const (
+	pruneBatch   = 10000
+	pruneBatches = 100
+)
 
 // ServiceConfig is the operator's relay settings the API side needs.
 type ServiceConfig struct {
@@ -262,31 +266,35 @@ func parseTime(name, s string) (*time.Time, error) {
 
 // PruneLog deletes the messages logged longer ago than the retention, in
 // batches of short statements (each deletes at most 10000 rows, oldest
-// first, and holds its locks only for itself), until none is left or ctx
-// ends. It returns how many it deleted.
+// first, and holds its locks only for itself), until none is left, ctx
+// ends or it deleted a million (a backlog, after the retention was
+// shortened: the next call goes on). It returns how many it deleted.
 func (s *Service) PruneLog(ctx context.Context) (int64, error) {
 	before := s.now().Add(-s.cfg.LogRetention)
 	var total int64
-	for {
+	for range pruneBatches {
 		n, err := s.repo.PruneLog(ctx, s.db, before, pruneBatch)
 		total += n
 		if err != nil || n < pruneBatch || ctx.Err() != nil {
 			return total, err
 		}
 	}
+	return total, nil
 }
 
 // PruneCounters deletes the send counters whose window ended more than a
 // day ago (a sender's next message starts a new window anyway), in
-// batches as PruneLog does. It returns how many it deleted.
+// batches and up to a bound as PruneLog does. It returns how many it
+// deleted.
 func (s *Service) PruneCounters(ctx context.Context) (int64, error) {
 	endedBefore := s.now().Add(-24 * time.Hour).Unix()
 	var total int64
-	for {
+	for range pruneBatches {
 		n, err := s.repo.PruneCounters(ctx, s.db, endedBefore, pruneBatch)
 		total += n
 		if err != nil || n < pruneBatch || ctx.Err() != nil {
 			return total, err
 		}
 	}
+	return total, nil
 }
