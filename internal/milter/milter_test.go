@@ -18,8 +18,8 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/internal/accounts"
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
-	sealing "github.com/smtpcreds/smtpcreds/internal/dkim"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	sealing "github.com/smtpcreds/smtpcreds/internal/dkim"
 	"github.com/smtpcreds/smtpcreds/internal/dnstest"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/password"
