@@ -214,6 +214,7 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) 
 	}
 	msg.DKIMSigned = len(sigs) > 0
 	msg.Event = "queued"
+	msg = cleanMessage(msg)
 	count := s.m.count(l)
 	over, err := postgres.RelayRepo{}.Record(ctx, s.m.db, msg, count)
 	if err != nil {
@@ -253,6 +254,25 @@ func (s *session) message(sender string) postgres.Message {
 	}
 }
 
+// cleanMessage cleans msg's texts (see clean): what the client sent may
+// be any bytes.
+func cleanMessage(msg postgres.Message) postgres.Message {
+	msg.Sender, msg.From = clean(msg.Sender), clean(msg.From)
+	for i, r := range msg.Recipients {
+		msg.Recipients[i] = clean(r)
+	}
+	if msg.Subject != nil {
+		subj := clean(*msg.Subject)
+		msg.Subject = &subj
+	}
+	return msg
+}
+
+// clean makes s storable text: valid UTF-8 without NULs.
+func clean(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
 // checkSender applies the sender policy to addr.
 func (m *Milter) checkSender(ctx context.Context, l login, addr string) error {
 	_, dn, ok := relay.SplitAddress(addr)
@@ -288,6 +308,7 @@ func (m *Milter) refuse(ctx context.Context, l *login, msg postgres.Message, why
 	}
 	m.metric(event)
 	if l != nil {
+		msg = cleanMessage(msg)
 		msg.AccountID, msg.DomainID, msg.CredentialID, msg.Login = l.AccountID, l.DomainID, l.CredentialID, l.Name
 		msg.Event, msg.Reason = event, why
 		if _, err := (postgres.RelayRepo{}).Record(ctx, m.db, msg, postgres.Count{}); err != nil {
