@@ -87,7 +87,8 @@ CREATE INDEX message_log_at_idx ON message_log (at);
 
 -- Announcements for the milter's cache on channel smtpcreds_relay: 'c<id>'
 -- when a credential changes or goes, '*' (forget everything) when a domain
--- changes or goes or when one statement changes more than 100 credentials.
+-- is added, changes or goes, or when one statement changes more than 100
+-- credentials (a domain added matters to a cache that remembers its absence).
 -- Triggers, not the statements, announce, so that a change made anywhere
 -- (an operator's SQL, an import) takes effect on the next message.
 -- +goose StatementBegin
@@ -134,7 +135,7 @@ CREATE TRIGGER credentials_relay_update AFTER UPDATE ON credentials
 CREATE TRIGGER credentials_relay_delete AFTER DELETE ON credentials
     REFERENCING OLD TABLE AS relay_old
     FOR EACH STATEMENT EXECUTE FUNCTION relay_notify_credentials();
-CREATE TRIGGER domains_relay AFTER UPDATE OR DELETE ON domains
+CREATE TRIGGER domains_relay AFTER INSERT OR UPDATE OR DELETE ON domains
     FOR EACH STATEMENT EXECUTE FUNCTION relay_notify_all();
 CREATE TRIGGER accounts_relay AFTER DELETE ON accounts
     FOR EACH STATEMENT EXECUTE FUNCTION relay_notify_all();

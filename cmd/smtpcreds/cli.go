@@ -19,6 +19,7 @@ type cli struct {
 	Version versionFlag `help:"Print version and commit, then exit."`
 
 	Serve       serveCmd       `cmd:"" help:"Run the HTTP API (refuses to start while migrations are pending)."`
+	Milter      milterCmd      `cmd:"" help:"Run the milter Postfix passes authenticated mail through: sender policy, DKIM signing, sending limits, message log."`
 	Migrate     migrateCmd     `cmd:"" help:"Apply the embedded migrations to DATABASE_URL."`
 	Accounts    accountsCmd    `cmd:"" help:"Create, list and re-key accounts (API tenants)."`
 	Domains     domainsCmd     `cmd:"" help:"Attach, list, verify sending domains, or mark them verified."`

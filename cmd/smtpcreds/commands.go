@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -70,12 +71,13 @@ type serverGroups struct {
 	serverFlags
 	syncFlags
 	relayFlags
+	milterFlags
 	logFlags
 }
 
 func (g *serverGroups) config() (config, error) {
 	return buildConfig(g.dbFlags, g.tokenKeyFlags, g.dkimKeyFlags, g.dnsRecordFlags, g.dnsCheckFlags,
-		g.serverFlags, g.syncFlags, g.relayFlags, g.logFlags)
+		g.serverFlags, g.syncFlags, g.relayFlags, g.milterFlags, g.logFlags)
 }
 
 type serveCmd struct{ serverGroups }
@@ -244,3 +246,42 @@ func firstMessage(v *validation.Error) string {
 	}
 	return v.Error()
 }
+
+// milterCmd runs the milter alone: the process Postfix's smtpd_milters
+// names, beside (or instead of) an API process.
+type milterCmd struct {
+	dbFlags
+	dkimKeyFlags
+	relayFlags
+	milterFlags
+	logFlags
+}
+
+func (m *milterCmd) Run(r *runEnv) error {
+	c, err := buildConfig(m.dbFlags, m.dkimKeyFlags, m.relayFlags, m.milterFlags, m.logFlags)
+	if err != nil {
+		return err
+	}
+	if c.MilterAddr == "" {
+		c.MilterAddr = defaultMilterAddr
+	}
+	if c.DatabaseURL == "" {
+		return usagef("DATABASE_URL (or --database-url) is required")
+	}
+	if len(c.DKIMKey) == 0 {
+		return errNoDKIMKey
+	}
+	c.ShutdownTimeout = 15 * time.Second
+	log := newLogger(c, r.stderr)
+	log.Info("starting smtpcreds milter", "version", version, "commit", commit, "config", c.logValue())
+	relay, err := app.NewRelay(r.ctx, c.appConfig(), app.Deps{Logger: log})
+	if err != nil {
+		return cliError(err)
+	}
+	defer relay.Close()
+	return relay.Run(r.ctx)
+}
+
+// defaultMilterAddr is where `smtpcreds milter` listens unless told, the
+// address deploy/postfix/main.cf names.
+const defaultMilterAddr = "inet:127.0.0.1:8891"

@@ -36,6 +36,7 @@ type config struct {
 	DNS             dnsConfig
 	Sync            syncConfig
 	Relay           app.RelayConfig
+	MilterAddr      string
 	OperatorAddr    string
 	Pprof           bool
 	AuthCache       bool
@@ -189,6 +190,20 @@ func (f relayFlags) apply(c *config) error {
 	}
 	c.Relay.AccountSenders = f.SenderScope == "account"
 	c.Relay.LogRetention, c.Relay.LogSubjects = f.MessageLogRetention, f.MessageLogSubjects
+	return nil
+}
+
+// milterFlags: where the milter listens, for milter (and serve, which
+// hosts it too when set).
+type milterFlags struct {
+	MilterAddr string `name:"milter-addr" env:"SMTPCREDS_MILTER_ADDR" placeholder:"ADDR" docdefault:"{inet:127.0.0.1:8891} for {milter}; off for {serve}" group:"relay" help:"where the milter listens for Postfix: {inet:HOST:PORT} or {unix:PATH} (Postfix's {smtpd_milters} names the same); set for {serve} to host the milter in the API process"`
+}
+
+func (f milterFlags) apply(c *config) error {
+	if f.MilterAddr != "" && !strings.HasPrefix(f.MilterAddr, "inet:") && !strings.HasPrefix(f.MilterAddr, "unix:") {
+		return invalid("milter-addr", "want inet:HOST:PORT or unix:PATH")
+	}
+	c.MilterAddr = f.MilterAddr
 	return nil
 }
 
@@ -445,6 +460,7 @@ func (c config) logValue() slog.Value {
 		slog.Bool("account_senders", c.Relay.AccountSenders),
 		slog.String("message_log_retention", c.Relay.LogRetention.String()),
 		slog.Bool("message_log_subjects", c.Relay.LogSubjects),
+		slog.String("milter_addr", c.MilterAddr),
 	)
 }
 
@@ -490,6 +506,7 @@ func (c config) appConfig() app.Config {
 			DovecotRole: c.Sync.DovecotRole, Timeout: c.Sync.Timeout,
 		},
 		Relay:           c.Relay,
+		MilterAddr:      c.MilterAddr,
 		OperatorAddr:    c.OperatorAddr,
 		Pprof:           c.Pprof,
 		ShutdownDelay:   c.ShutdownDelay,

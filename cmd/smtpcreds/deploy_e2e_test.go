@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/smtp"
@@ -20,6 +21,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/postfixtest"
+	"github.com/smtpcreds/smtpcreds/internal/relaytest"
 )
 
 // The files operators copy from deploy/, run as they are: `smtpcreds serve`
@@ -75,14 +77,21 @@ func deployRun(t *testing.T, bin, target string) {
 			"/etc/dovecot/dovecot-sql.conf.ext", ext)
 	}
 	dc := dovecottest.Start(t, dovecottest.Options{Config: dovecotConf})
+	// The milter, as its unit runs it, on a port of the test's.
+	env["SMTPCREDS_MILTER_ADDR"] = "inet:127.0.0.1:0"
+	mil := startMilter(t, bin, env)
+	env["SMTPCREDS_MILTER_ADDR"] = "inet:" + mil.addr
 	pf.Start(t, postfixtest.Options{
 		MainCF: postfixtest.Replace(t, readDeploy(t, "postfix/main.cf"),
 			"/etc/letsencrypt/live/mail.example.net/fullchain.pem", pf.CertFile(),
-			"/etc/letsencrypt/live/mail.example.net/privkey.pem", pf.KeyFile()),
+			"/etc/letsencrypt/live/mail.example.net/privkey.pem", pf.KeyFile(),
+			relaytest.DeployMilter, env["SMTPCREDS_MILTER_ADDR"]),
 		// Start moves submission and submissions to free ports.
 		MasterCF: readDeploy(t, "postfix/master.cf"),
 	})
-	srv := startServer(t, bin, env)
+	serveEnv := maps.Clone(env)
+	delete(serveEnv, "SMTPCREDS_MILTER_ADDR") // serve would host a second milter
+	srv := startServer(t, bin, serveEnv)
 	api := newClient(t, srv.addr, "acme", token)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -123,6 +132,43 @@ func deployRun(t *testing.T, bin, target string) {
 	mail.sendAs(postfixtest.Submissions, smtp.PlainAuth("", login, pw, "127.0.0.1"), login, "plain on submissions")
 	mail.sendAs(postfixtest.Submissions, loginAuth{login, pw}, login, "login on submissions")
 	mail.refused(postfixtest.Submission, smtp.PlainAuth("", login, pw+"x", "127.0.0.1"), "a wrong password")
+	// Every message above went through the milter: signed by acme.example.
+	for _, m := range pf.Messages() {
+		if !strings.Contains(m.Data, "DKIM-Signature:") || !strings.Contains(m.Data, "d=acme.example;") {
+			t.Errorf("a message reached the sink without acme.example's signature:\n%s", m.Data)
+		}
+	}
+	// Another domain's sender is refused, and nothing is sent.
+	c = mail.dialTLS(postfixtest.Submission)
+	if err := mail.auth(c, smtp.PlainAuth("", login, pw, "127.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := mail.send(c, "ceo@bank.example", "spoof"); err == nil || !strings.Contains(err.Error(), "5.7.1") {
+		t.Errorf("sender of another domain: %v, want a 5.7.1 refusal", err)
+	}
+	c.Close()
+
+	// The milter down: Postfix's milter_default_action = tempfail tells
+	// clients to retry, and nothing leaves; back up, the retry passes.
+	mil.stop(t)
+	c = mail.dial(postfixtest.Submission)
+	err = c.StartTLS(pf.TLSConfig()) // Postfix refuses the session's commands from its start
+	if err == nil {
+		if err = mail.auth(c, smtp.PlainAuth("", login, pw, "127.0.0.1")); err == nil {
+			err = mail.send(c, login, "milter down")
+		}
+	}
+	if err == nil || !strings.HasPrefix(err.Error(), "4") {
+		t.Errorf("milter down: %v, want a 4xx temporary failure", err)
+	}
+	c.Close()
+	mil = startMilter(t, bin, env)
+	mail.sendAs(postfixtest.Submission, smtp.PlainAuth("", login, pw, "127.0.0.1"), login, "milter back")
+	for _, m := range pf.Messages() {
+		if strings.Contains(m.Data, "Subject: milter down\r\n") || strings.Contains(m.Data, "Subject: spoof\r\n") {
+			t.Errorf("a refused message reached the sink:\n%s", m.Data)
+		}
+	}
 
 	// Port 25 is for other servers: no AUTH, and no relaying.
 	c = mail.dialTLS(postfixtest.SMTP)
@@ -153,6 +199,7 @@ func deployRun(t *testing.T, bin, target string) {
 		t.Logf("dovecot log:\n%s\npostfix log:\n%s", dc.Log(), pf.Log())
 	}
 	srv.stop(t)
+	mil.stop(t)
 }
 
 // deployEnv reads deploy/smtpcreds.env.example and replaces only what must

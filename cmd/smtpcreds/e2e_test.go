@@ -266,7 +266,21 @@ func (s *server) logText() string {
 // startServer starts `smtpcreds serve` and waits for its "listening" line.
 func startServer(t *testing.T, bin string, env map[string]string) *server {
 	t.Helper()
-	cmd := exec.Command(bin, "serve")
+	return startCommand(t, bin, env, "serve", "listening")
+}
+
+// startMilter starts `smtpcreds milter` and waits for its "milter
+// listening" line; addr is its TCP address.
+func startMilter(t *testing.T, bin string, env map[string]string) *server {
+	t.Helper()
+	return startCommand(t, bin, env, "milter", "milter listening")
+}
+
+// startCommand starts `smtpcreds <command>` and waits for the log line
+// listening, whose addr it keeps.
+func startCommand(t *testing.T, bin string, env map[string]string, command, listening string) *server {
+	t.Helper()
+	cmd := exec.Command(bin, command)
 	cmd.Env = childEnv(env)
 	cmd.Stdout = io.Discard
 	pipe, err := cmd.StderrPipe()
@@ -303,7 +317,7 @@ func startServer(t *testing.T, bin string, env map[string]string) *server {
 					s.bad = append(s.bad, line)
 				}
 				s.mu.Unlock()
-				if jerr == nil && rec.Msg == "listening" {
+				if jerr == nil && rec.Msg == listening {
 					select {
 					case addrc <- rec.Addr:
 					default:
@@ -320,9 +334,9 @@ func startServer(t *testing.T, bin string, env map[string]string) *server {
 	case <-s.done:
 		_ = cmd.Wait()
 		s.waited = true
-		t.Fatalf("serve exited before listening (%v); log:\n%s", cmd.ProcessState, s.logText())
+		t.Fatalf("%s exited before listening (%v); log:\n%s", command, cmd.ProcessState, s.logText())
 	case <-time.After(time.Minute):
-		t.Fatalf("serve did not log \"listening\" within a minute; log:\n%s", s.logText())
+		t.Fatalf("%s did not log %q within a minute; log:\n%s", command, listening, s.logText())
 	}
 	if !strings.HasPrefix(s.addr, "127.0.0.1:") || strings.HasSuffix(s.addr, ":0") {
 		t.Fatalf("listening addr = %q, want 127.0.0.1 with the port the kernel picked", s.addr)

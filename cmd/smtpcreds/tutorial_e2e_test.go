@@ -22,6 +22,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dnstest"
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/postfixtest"
+	"github.com/smtpcreds/smtpcreds/internal/relaytest"
 )
 
 // tutorialSkips names every step of the README's tutorial that
@@ -38,6 +39,8 @@ var tutorialSkips = map[string]string{
 		"read as the unit's EnvironmentFile= reads it",
 	"dovecot": "systemd cannot run here, nor /etc/dovecot be replaced: dovecottest runs deploy/dovecot/passwd-file.conf " +
 		"with only its two paths replaced, as TestDeployFiles does",
+	"milter": "systemd cannot run here: the test starts `smtpcreds milter` with the environment file step configure wrote, " +
+		"on a port of its own, which step postfix's main.cf is given",
 	"postfix": "systemd cannot run here, nor /etc/postfix be changed: postfixtest runs deploy/postfix/main.cf and master.cf " +
 		"with only the certificate paths and the ports replaced, as TestDeployFiles does",
 }
@@ -122,6 +125,7 @@ func TestTutorial(t *testing.T) {
 	sh := startTutorialShell(t, bin)
 	var (
 		srv   *server
+		mil   *server
 		dc    *dovecottest.Server
 		login string
 	)
@@ -141,11 +145,20 @@ func TestTutorial(t *testing.T) {
 				"/var/spool/postfix", pf.QueueDir(),
 				"/var/lib/smtpcreds/passwd/%d", passwd)})
 			continue
+		case "milter":
+			env := parseEnvFile(t, "smtpcreds.env", readFile(t, filepath.Join(etc, "smtpcreds.env")))
+			env["SMTPCREDS_MILTER_ADDR"] = "inet:127.0.0.1:0"
+			mil = startMilter(t, bin, env)
+			continue
 		case "postfix":
+			if mil == nil {
+				t.Fatal("step postfix comes before step milter")
+			}
 			pf.Start(t, postfixtest.Options{
 				MainCF: postfixtest.Replace(t, readDeploy(t, "postfix/main.cf"),
 					"/etc/letsencrypt/live/mail.example.net/fullchain.pem", pf.CertFile(),
-					"/etc/letsencrypt/live/mail.example.net/privkey.pem", pf.KeyFile()),
+					"/etc/letsencrypt/live/mail.example.net/privkey.pem", pf.KeyFile(),
+					relaytest.DeployMilter, "inet:"+mil.addr),
 				MasterCF: readDeploy(t, "postfix/master.cf"),
 			})
 			continue
@@ -214,6 +227,7 @@ func TestTutorial(t *testing.T) {
 		t.Fatal("the tutorial neither started the server nor created a login")
 	}
 	srv.stop(t)
+	mil.stop(t)
 }
 
 // ownedDatabase stands in for the tutorial's step database: an empty
@@ -519,6 +533,12 @@ func checkSent(t *testing.T, pf *postfixtest.Server, dc *dovecottest.Server, out
 			t.Fatalf("the sink has %d of the 2 messages from %s after 30s\n--- dovecot log ---\n%s\n--- postfix log ---\n%s", got, login, dc.Log(), pf.Log())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	_, domain, _ := strings.Cut(login, "@")
+	for _, m := range pf.Messages() {
+		if m.From == login && (!strings.Contains(m.Data, "DKIM-Signature:") || !strings.Contains(m.Data, "d="+domain+";")) {
+			t.Errorf("a message from %s reached the sink without %s's DKIM signature:\n%s", login, domain, m.Data)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
+	"github.com/smtpcreds/smtpcreds/internal/milter"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/ratelimit"
 	"github.com/smtpcreds/smtpcreds/internal/relay"
@@ -71,6 +72,7 @@ type App struct {
 	relay       *relay.Service
 	limiter     *ratelimit.Limiter
 	outbox      *syncer.Service
+	milter      *milter.Milter // nil unless cfg.MilterAddr: serve hosts the milter too
 	metrics     *metrics.Metrics
 	echo        *echo.Echo
 	stopping    atomic.Bool // set when Run's context ends: /readyz fails while draining
@@ -141,6 +143,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 	}
 	a.metrics = metrics.New()
 	a.metrics.RegisterDB("main", a.db.DB)
+	if cfg.MilterAddr != "" {
+		if a.milter, err = newMilter(subCtx, cfg, a.db, log); err != nil {
+			return a, err
+		}
+		a.metrics.Register(a.milter.Collector())
+	}
 	a.metrics.RegisterDB("ratelimit", a.limDB.DB)
 	if a.outbox == nil {
 		// Everything works but nothing reaches an SMTP server: say so once,
@@ -198,9 +206,9 @@ func (a *App) Accounts() *accounts.Service { return a.accounts }
 // Domains is the domains service the API calls.
 func (a *App) Domains() *domains.Service { return a.domains }
 
-// Relay is the service that answers the quota and the message log and
+// RelayService is the service that answers the quota and the message log and
 // prunes what the milter recorded.
-func (a *App) Relay() *relay.Service { return a.relay }
+func (a *App) RelayService() *relay.Service { return a.relay }
 
 // Outbox is the sync outbox, nil when sync is off. Run runs its worker.
 func (a *App) Outbox() *syncer.Service { return a.outbox }
@@ -216,7 +224,7 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 func (a *App) Run(ctx context.Context) error {
 	c, log := a.cfg, a.log
 	if c.OperatorAddr != "" {
-		stop, err := a.serveOperator()
+		stop, err := serveOperator(a.cfg, a.metrics, a.log)
 		if err != nil {
 			return err
 		}
@@ -244,6 +252,17 @@ func (a *App) Run(ctx context.Context) error {
 		// including changes made while the target was down.
 		a.outbox.Run(ctx)
 	}()
+	if a.milter != nil {
+		stopMilter, err := serveMilter(a.milter, c.MilterAddr, log, nil)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), max(c.ShutdownTimeout, time.Second))
+			defer cancel()
+			stopMilter(sctx)
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String())
@@ -297,29 +316,29 @@ func (a *App) readiness(ctx context.Context) map[string]string {
 	return checks
 }
 
-// serveOperator starts the operator listener: /metrics, and pprof when
-// enabled. It returns a function that stops it.
-func (a *App) serveOperator() (func(), error) {
+// serveOperator starts the operator listener of cfg: /metrics, and pprof
+// when enabled. It returns a function that stops it.
+func serveOperator(cfg Config, m *metrics.Metrics, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", a.metrics.Handler())
-	if a.cfg.Pprof {
+	mux.Handle("GET /metrics", m.Handler())
+	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	ln, err := net.Listen("tcp", a.cfg.OperatorAddr)
+	ln, err := net.Listen("tcp", cfg.OperatorAddr)
 	if err != nil {
 		return nil, fmt.Errorf("operator listener: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("operator listener", "error", err.Error())
+			log.Error("operator listener", "error", err.Error())
 		}
 	}()
-	a.log.Info("operator listener", "addr", ln.Addr().String(), "pprof", a.cfg.Pprof)
+	log.Info("operator listener", "addr", ln.Addr().String(), "pprof", cfg.Pprof)
 	return func() { _ = srv.Close() }, nil
 }
 

@@ -37,6 +37,10 @@ type Config struct {
 	Sync  SyncConfig
 	Relay RelayConfig
 
+	// MilterAddr is where the milter listens (inet:HOST:PORT or
+	// unix:PATH): NewRelay's, and Run's too when set for New.
+	MilterAddr string
+
 	// OperatorAddr is the listener of /metrics (and pprof when Pprof);
 	// empty: none (Run only).
 	OperatorAddr string

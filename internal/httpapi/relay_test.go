@@ -533,7 +533,7 @@ func TestPruneMessageLogAndCounters(t *testing.T) {
 		w.setCounter(key, c.start, 5)
 	}
 
-	rel := w.app.Relay()
+	rel := w.app.RelayService()
 	n, err := rel.PruneLog(context.Background())
 	if err != nil || n != 2*10001 {
 		t.Fatalf("PruneLog = %d, %v; want %d", n, err, 2*10001)
@@ -575,7 +575,7 @@ func TestPruneMessageLogDefaultRetention(t *testing.T) {
 		sender: "a@example.com", recipients: []string{"a@x.test"}, event: "queued"})
 	w.mustLog(logEntry{at: now.Add(-31 * 24 * time.Hour), domain: "example.com", login: "a@example.com",
 		sender: "a@example.com", recipients: []string{"a@x.test"}, event: "queued"})
-	if n, err := w.app.Relay().PruneLog(context.Background()); err != nil || n != 1 {
+	if n, err := w.app.RelayService().PruneLog(context.Background()); err != nil || n != 1 {
 		t.Fatalf("PruneLog = %d, %v; want 1", n, err)
 	}
 	r := w.do(req{method: "GET", path: "/api/domains/example.com/log", auth: w.alice.auth})

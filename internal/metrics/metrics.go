@@ -95,6 +95,9 @@ func (m *Metrics) RegisterQueue(stats QueueStats) {
 	}
 }
 
+// Register adds a collector of another part of the process.
+func (m *Metrics) Register(c prometheus.Collector) { m.reg.MustRegister(c) }
+
 // Handler serves the Prometheus exposition.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

@@ -130,3 +130,11 @@ func (c *Cache[V]) Live(live bool) {
 
 // Notified implements Subscriber: the payload is a key to drop.
 func (c *Cache[V]) Notified(key string) { c.Drop(key) }
+
+// Clear forgets every entry, as an announcement of each would.
+func (c *Cache[V]) Clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.entries)
+}

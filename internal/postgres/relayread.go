@@ -12,11 +12,11 @@ import (
 	"github.com/lib/pq"
 )
 
-// RelayRepo reads what the relay (smtpcreds milter) records for the API,
-// the shared send counters and the message log, and prunes both. Reads are
-// scoped by the owning account in SQL; the prunes are the operator's
-// housekeeping and span every account.
-type RelayRepo struct{}
+// The API's side of the relay tables (RelayRepo is in relaywrite.go, the
+// milter's side): it reads what the milter recorded, the shared send
+// counters and the message log, and prunes both. Reads are scoped by the
+// owning account in SQL; the prunes are the operator's housekeeping and
+// span every account.
 
 // CounterHits returns the hits of the send_counters row key in the window
 // starting at windowStart (Unix seconds): 0 when there is no row or it
