@@ -348,11 +348,17 @@ func (m *Milter) count(l login) postgres.Count {
 		c.Reasons = append(c.Reasons, fmt.Sprintf("%s sending limit of %d messages %s reached; it resets at %s",
 			who, limit, u, u.End(now).Format("2006-01-02 15:04:05 UTC")))
 	}
+	// A window without a limit is not counted (fewer rows to lock), but
+	// for the account's day: GET /api/quota reports it.
 	for _, u := range relay.Units {
-		add(relay.AccountKey(l.AccountID, u), u, m.cfg.Account.Of(u), "the account's")
+		if lim := m.cfg.Account.Of(u); lim > 0 || u == relay.Day {
+			add(relay.AccountKey(l.AccountID, u), u, lim, "the account's")
+		}
 	}
 	for _, u := range relay.Units {
-		add(relay.CredentialKey(l.CredentialID, u), u, l.Limits.Of(u), "login "+l.Name+"'s")
+		if lim := l.Limits.Of(u); lim > 0 {
+			add(relay.CredentialKey(l.CredentialID, u), u, lim, "login "+l.Name+"'s")
+		}
 	}
 	return c
 }
