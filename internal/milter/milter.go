@@ -81,10 +81,11 @@ func New(db *sqlx.DB, sealer *dkim.Sealer, cfg Config, log *slog.Logger) *Milter
 		gomilter.WithActions(gomilter.OptAddHeader|gomilter.OptChangeHeader),
 		// Every stage is needed: the client's address (connect), the login
 		// and sender (MAIL), recipients, headers and the body (to sign).
-		// Replies are sent at MAIL, EOH and EOM only.
+		// Replies are sent at MAIL and at the end of the message only: one
+		// round trip with Postfix besides the end.
 		gomilter.WithProtocols(gomilter.OptNoUnknown|gomilter.OptHeaderLeadingSpace|
-			gomilter.OptNoHeloReply|gomilter.OptNoRcptReply|gomilter.OptNoDataReply|
-			gomilter.OptNoHeaderReply|gomilter.OptNoBodyReply),
+			gomilter.OptNoConnReply|gomilter.OptNoHeloReply|gomilter.OptNoRcptReply|gomilter.OptNoDataReply|
+			gomilter.OptNoHeaderReply|gomilter.OptNoEOHReply|gomilter.OptNoBodyReply),
 		gomilter.WithMacroRequest(gomilter.StageMail, []gomilter.MacroName{gomilter.MacroAuthAuthen}),
 		gomilter.WithMacroRequest(gomilter.StageEOM, []gomilter.MacroName{gomilter.MacroQueueId}),
 		gomilter.WithReadTimeout(5*time.Minute),
