@@ -112,7 +112,13 @@ func (w *world) milter(cfg Config) (*Milter, string) {
 		w.t.Fatal(err)
 	}
 	w.t.Cleanup(func() { db.Close() })
-	m := New(db, w.sealer, cfg, slog.New(slog.NewTextHandler(tlog{w.t}, nil)))
+	logs := &syncBuffer{}
+	w.t.Cleanup(func() {
+		if w.t.Failed() {
+			w.t.Logf("milter log:\n%s", logs.String())
+		}
+	})
+	m := New(db, w.sealer, cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		w.t.Fatal(err)
@@ -411,10 +417,21 @@ func (w *world) credByName(t *testing.T, username string) (guid uuid.UUID) {
 	return guid
 }
 
-// tlog writes a log to the test's output.
-type tlog struct{ t testing.TB }
+// syncBuffer is a log kept for a failing test's output (the milter may
+// log after its test ended, when t.Log would panic).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
 
-func (l tlog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
