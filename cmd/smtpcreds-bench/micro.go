@@ -16,9 +16,13 @@ type microResult struct {
 	Name   string
 	NsOp   float64
 	Allocs float64 // -1 when not reported
+	// Metrics are the benchmark's own (b.ReportMetric), by unit.
+	Metrics map[string]float64
 }
 
-var microPkgs = []string{"./internal/httpapi/", "./internal/password/", "./internal/apitoken/"}
+var microPkgs = []string{"./internal/httpapi/", "./internal/password/", "./internal/apitoken/", "./internal/milter/"}
+
+var metricRe = regexp.MustCompile(`\s([0-9.]+) ([a-z0-9]+-ms)\b`)
 
 var benchLineRe = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([0-9.]+) ns/op(?:.*?\s([0-9.]+) allocs/op)?`)
 
@@ -51,7 +55,11 @@ func parseMicro(out []byte) ([]microResult, []string) {
 			if m[3] != "" {
 				al, _ = strconv.ParseFloat(m[3], 64)
 			}
-			pending = append(pending, microResult{Name: m[1], NsOp: ns, Allocs: al})
+			r := microResult{Name: m[1], NsOp: ns, Allocs: al, Metrics: map[string]float64{}}
+			for _, mm := range metricRe.FindAllStringSubmatch(line, -1) {
+				r.Metrics[mm[2]], _ = strconv.ParseFloat(mm[1], 64)
+			}
+			pending = append(pending, r)
 			continue
 		}
 		f := strings.Fields(line)

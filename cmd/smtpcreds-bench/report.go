@@ -81,6 +81,7 @@ func render(r *results, prev []byte) string {
 		}
 		fmt.Fprintf(&b, "| %s %s | %s | %s | %s |\n", m.Pkg, m.Name, microFig(m), budget, mark(ok))
 	}
+	relayRows(&b, r.Micro, add)
 	b.WriteString("\n")
 
 	b.WriteString("## Creates\n\n| run | req/s | p50 | p95 | p99 | errors | server CPU s / 1000 req | peak RSS |\n|---|---|---|---|---|---|---|---|\n")
@@ -335,4 +336,33 @@ func msOrBlank(d time.Duration) string {
 		return ""
 	}
 	return fmt.Sprintf("%.2f ms", ms(d))
+}
+
+// relayRows reports internal/milter's benchmarks: messages through Postfix
+// at c=16 with the milter against without it (the ratio of their rates),
+// the latency the milter adds, and the cost of one DKIM signature.
+func relayRows(b *strings.Builder, micro []microResult, add func(string, float64, bool)) {
+	var plain, milter, sign *microResult
+	for i, m := range micro {
+		switch {
+		case m.Pkg == "internal/milter" && m.Name == "BenchmarkRelay/plain":
+			plain = &micro[i]
+		case m.Pkg == "internal/milter" && m.Name == "BenchmarkRelay/milter":
+			milter = &micro[i]
+		case m.Pkg == "internal/milter" && m.Name == "BenchmarkSign":
+			sign = &micro[i]
+		}
+	}
+	if plain != nil && milter != nil && milter.NsOp > 0 {
+		ratio := plain.NsOp / milter.NsOp
+		fmt.Fprintf(b, "| **relay: messages/s through Postfix with the milter vs without** (c=16) | **%.2fx** (%.0f vs %.0f msg/s) | >= 0.7x | %s |\n",
+			ratio, 1e9/milter.NsOp, 1e9/plain.NsOp, mark(ratio >= 0.7))
+		fmt.Fprintf(b, "| relay: latency the milter adds, p50 / p99 | %+.1f ms / %+.1f ms (%.1f / %.1f ms with it) | | |\n",
+			milter.Metrics["p50-ms"]-plain.Metrics["p50-ms"], milter.Metrics["p99-ms"]-plain.Metrics["p99-ms"],
+			milter.Metrics["p50-ms"], milter.Metrics["p99-ms"])
+		add("relay_milter_ratio", ratio, true)
+	}
+	if sign != nil {
+		fmt.Fprintf(b, "| relay: DKIM signature of a 10 KB message (rsa-sha256, 2048 bits) | %s | | |\n", microFig(*sign))
+	}
 }

@@ -144,7 +144,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 	a.metrics = metrics.New()
 	a.metrics.RegisterDB("main", a.db.DB)
 	if cfg.MilterAddr != "" {
-		if a.milter, err = newMilter(subCtx, cfg, a.db, log); err != nil {
+		// On the pool without synchronous commits (see openRelayDB).
+		if a.milter, err = newMilter(subCtx, cfg, a.limDB, log); err != nil {
 			return a, err
 		}
 		a.metrics.Register(a.milter.Collector())

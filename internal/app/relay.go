@@ -50,7 +50,7 @@ func NewRelay(ctx context.Context, cfg Config, deps Deps) (r *Relay, err error) 
 			r = nil
 		}
 	}()
-	if r.db, err = OpenDB(ctx, cfg); err != nil {
+	if r.db, err = openRelayDB(ctx, cfg); err != nil {
 		return r, err
 	}
 	pending, err := sqlmigrations.Pending(ctx, r.db.DB)
@@ -69,6 +69,16 @@ func NewRelay(ctx context.Context, cfg Config, deps Deps) (r *Relay, err error) 
 	r.metrics.RegisterDB("main", r.db.DB)
 	r.metrics.Register(r.milter.Collector())
 	return r, nil
+}
+
+// openRelayDB opens the milter's pool: synchronous_commit off, since a
+// message's one statement (counters, log row, usage) then holds its
+// login's counter rows only while it runs, not through a WAL flush; a crash
+// of PostgreSQL may lose the last fraction of a second of counts and log
+// rows, never their consistency.
+func openRelayDB(ctx context.Context, cfg Config) (*sqlx.DB, error) {
+	return postgres.Open(ctx, postgres.WithSetting(withConnectTimeout(cfg.DatabaseURL), "synchronous_commit", "off"),
+		postgres.PoolOptions{MaxOpen: cfg.DBMaxConns, MaxIdle: cfg.DBMaxConns, MaxLifetime: 30 * time.Minute})
 }
 
 // newMilter builds the milter of cfg on db, its cache subscribed to the

@@ -30,13 +30,15 @@ type pkg struct {
 //   - internal/syncer (the outbox) imports none of its targets
 //     internal/syncer/...; they register with it from the composition root.
 //     Its external tests (package syncer_test) may use targets.
-//   - Nothing under internal/ imports internal/httpapi or cmd/...: imports
-//     go down. Exceptions: internal/app, which wires everything; test-only
-//     helper packages (named *test, like dbtest); and httpapi's own tests.
+//   - Nothing under internal/ imports an edge (internal/httpapi, or
+//     internal/milter beside it) or cmd/...: imports go down. Exceptions:
+//     internal/app, which wires everything; test-only helper packages
+//     (named *test, like dbtest); and an edge's own tests.
 func rules(mod string, pkgs []pkg) []string {
 	var (
 		gen     = mod + "/gen"
 		httpapi = mod + "/internal/httpapi"
+		milter  = mod + "/internal/milter"
 		app     = mod + "/internal/app"
 		syncer  = mod + "/internal/syncer"
 		cmd     = mod + "/cmd"
@@ -52,9 +54,9 @@ func rules(mod string, pkgs []pkg) []string {
 			if from == syncer && e.kind != xtest && under(to, syncer) && to != syncer {
 				bad = append(bad, fmt.Sprintf("%s imports %s%s: the syncer must not know its targets; wire them in the composition root", rel(mod, from), rel(mod, to), e.kind))
 			}
-			if under(from, mod+"/internal") && (to == httpapi || under(to, cmd)) &&
-				from != app && !strings.HasSuffix(from, "test") && !(from == httpapi && to == httpapi) {
-				bad = append(bad, fmt.Sprintf("%s imports %s%s: imports go down; only internal/app (and cmd/) may import the HTTP edge or the commands", rel(mod, from), rel(mod, to), e.kind))
+			if under(from, mod+"/internal") && (to == httpapi || to == milter || under(to, cmd)) &&
+				from != app && !strings.HasSuffix(from, "test") && from != to {
+				bad = append(bad, fmt.Sprintf("%s imports %s%s: imports go down; only internal/app (and cmd/) may import an edge (HTTP, milter) or the commands", rel(mod, from), rel(mod, to), e.kind))
 			}
 		}
 	}
@@ -114,6 +116,7 @@ func TestRulesCatchViolations(t *testing.T) {
 		{ImportPath: m + "/internal/credentials", XTestImports: []string{m + "/gen", m + "/cmd/x"}},
 		{ImportPath: m + "/internal/syncer", Imports: []string{m + "/internal/syncer/passwdfile"}, TestImports: []string{m + "/internal/syncer/webhook"}},
 		{ImportPath: m + "/internal/syncer/webhook", Imports: []string{m + "/internal/httpapi"}},
+		{ImportPath: m + "/internal/relay", TestImports: []string{m + "/internal/milter"}},
 		{ImportPath: m, Imports: []string{m + "/gen"}},
 	}
 	got := rules(m, pkgs)
@@ -123,6 +126,7 @@ func TestRulesCatchViolations(t *testing.T) {
 		"internal/credentials imports gen (in its external tests)",
 		"internal/domains imports gen:",
 		"internal/domains imports internal/httpapi (in its tests)",
+		"internal/relay imports internal/milter (in its tests)",
 		"internal/syncer imports internal/syncer/passwdfile:",
 		"internal/syncer imports internal/syncer/webhook (in its tests)",
 		"internal/syncer/webhook imports internal/httpapi:",

@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
@@ -71,9 +73,12 @@ func New(db *sqlx.DB, sealer *dkim.Sealer, cfg Config, log *slog.Logger) *Milter
 			Help: "Authenticated messages the milter decided on, by event.",
 		}, []string{"event"}),
 	}
-	// The library's warnings are about what the MTA sent, never message
-	// content.
-	gomilter.LogWarning = func(format string, v ...any) { log.Warn("milter: " + fmt.Sprintf(format, v...)) }
+	warnLog.Store(log)
+	routeWarnings.Do(func() {
+		// The library's warnings are about what the MTA sent, never
+		// message content; they go to the latest milter's log.
+		gomilter.LogWarning = func(format string, v ...any) { warnLog.Load().Warn("milter: " + fmt.Sprintf(format, v...)) }
+	})
 	m.server = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize) gomilter.Milter {
 			return &session{m: m}
@@ -81,10 +86,11 @@ func New(db *sqlx.DB, sealer *dkim.Sealer, cfg Config, log *slog.Logger) *Milter
 		gomilter.WithActions(gomilter.OptAddHeader|gomilter.OptChangeHeader),
 		// Every stage is needed: the client's address (connect), the login
 		// and sender (MAIL), recipients, headers and the body (to sign).
-		// Replies are sent at MAIL, EOH and EOM only.
+		// Replies are sent at MAIL and at the end of the message only: one
+		// round trip with Postfix besides the end.
 		gomilter.WithProtocols(gomilter.OptNoUnknown|gomilter.OptHeaderLeadingSpace|
-			gomilter.OptNoHeloReply|gomilter.OptNoRcptReply|gomilter.OptNoDataReply|
-			gomilter.OptNoHeaderReply|gomilter.OptNoBodyReply),
+			gomilter.OptNoConnReply|gomilter.OptNoHeloReply|gomilter.OptNoRcptReply|gomilter.OptNoDataReply|
+			gomilter.OptNoHeaderReply|gomilter.OptNoEOHReply|gomilter.OptNoBodyReply),
 		gomilter.WithMacroRequest(gomilter.StageMail, []gomilter.MacroName{gomilter.MacroAuthAuthen}),
 		gomilter.WithMacroRequest(gomilter.StageEOM, []gomilter.MacroName{gomilter.MacroQueueId}),
 		gomilter.WithReadTimeout(5*time.Minute),
@@ -92,6 +98,11 @@ func New(db *sqlx.DB, sealer *dkim.Sealer, cfg Config, log *slog.Logger) *Milter
 	)
 	return m
 }
+
+var (
+	routeWarnings sync.Once
+	warnLog       atomic.Pointer[slog.Logger]
+)
 
 // Subscriber is the cache's side of postgres.Listen on postgres.RelayChannel.
 func (m *Milter) Subscriber() postgres.Subscriber { return m.cache }

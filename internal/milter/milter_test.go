@@ -34,7 +34,7 @@ func TestMain(m *testing.M) { dbtest.Main(m) }
 // world is a database with two tenants, a DNS server publishing their
 // DKIM records, and milters serving it.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	db     *sqlx.DB
 	url    string
 	sealer *sealing.Sealer
@@ -45,7 +45,7 @@ type world struct {
 	logins map[string]string
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	url := dbtest.NewURL(t)
 	db, err := postgres.Open(context.Background(), url, postgres.PoolOptions{MaxOpen: 8, MaxIdle: 8})
@@ -106,7 +106,19 @@ func (w *world) credential(account, domain, username string) credentials.Credent
 // announcements, and returns it with its inet: address.
 func (w *world) milter(cfg Config) (*Milter, string) {
 	w.t.Helper()
-	m := New(w.db, w.sealer, cfg, slog.New(slog.NewTextHandler(tlog{w.t}, nil)))
+	// The pool as internal/app opens the milter's: no synchronous commit.
+	db, err := postgres.Open(context.Background(), postgres.WithSetting(w.url, "synchronous_commit", "off"), postgres.PoolOptions{MaxOpen: 20, MaxIdle: 20})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { db.Close() })
+	logs := &syncBuffer{}
+	w.t.Cleanup(func() {
+		if w.t.Failed() {
+			w.t.Logf("milter log:\n%s", logs.String())
+		}
+	})
+	m := New(db, w.sealer, cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		w.t.Fatal(err)
@@ -405,10 +417,21 @@ func (w *world) credByName(t *testing.T, username string) (guid uuid.UUID) {
 	return guid
 }
 
-// tlog writes a log to the test's output.
-type tlog struct{ t *testing.T }
+// syncBuffer is a log kept for a failing test's output (the milter may
+// log after its test ended, when t.Log would panic).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
 
-func (l tlog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -176,13 +176,13 @@ func TestProtocol(t *testing.T) {
 		says    string
 		atStage string
 	}{
-		{"no From", transaction{login: login, sender: login, rcpts: to, headers: headersOf("<mailer@shop.example>", "nofrom")[1:], body: body}, "550 5.7.1", "no From: header", "eoh"},
-		{"From not an address", transaction{login: login, sender: login, rcpts: to, headers: headersOf("undisclosed recipients", "notaddr"), body: body}, "550 5.7.1", "not a list of addresses", "eoh"},
+		{"no From", transaction{login: login, sender: login, rcpts: to, headers: headersOf("<mailer@shop.example>", "nofrom")[1:], body: body}, "550 5.7.1", "no From: header", "eom"},
+		{"From not an address", transaction{login: login, sender: login, rcpts: to, headers: headersOf("undisclosed recipients", "notaddr"), body: body}, "550 5.7.1", "not a list of addresses", "eom"},
 		// (A NUL cannot be sent: the milter protocol ends strings with it.)
-		{"From binary garbage", transaction{login: login, sender: login, rcpts: to, headers: headersOf("\x01<\xff@\xfe>", "garbage"), body: body}, "550 5.7.1", "not a list of addresses", "eoh"},
-		{"From with invalid UTF-8", transaction{login: login, sender: login, rcpts: to, headers: headersOf("Caf\xff <mailer@shop.example>", "badutf8"), body: body}, "550 5.7.1", "not a list of addresses", "eoh"},
-		{"From with a bare newline trick", transaction{login: login, sender: login, rcpts: to, headers: headersOf("<mailer@shop.example>\nFrom: <ceo@bank.example>", "nl"), body: body}, "550 5.7.1", "", "eoh"},
-		{"encoded-word address", transaction{login: login, sender: login, rcpts: to, headers: headersOf("=?utf-8?b?Y2VvQGJhbmsuZXhhbXBsZQ==?= <mailer@shop.example>", "b64"), body: body}, "550 5.7.1", "ceo@bank.example", "eoh"},
+		{"From binary garbage", transaction{login: login, sender: login, rcpts: to, headers: headersOf("\x01<\xff@\xfe>", "garbage"), body: body}, "550 5.7.1", "not a list of addresses", "eom"},
+		{"From with invalid UTF-8", transaction{login: login, sender: login, rcpts: to, headers: headersOf("Caf\xff <mailer@shop.example>", "badutf8"), body: body}, "550 5.7.1", "not a list of addresses", "eom"},
+		{"From with a bare newline trick", transaction{login: login, sender: login, rcpts: to, headers: headersOf("<mailer@shop.example>\nFrom: <ceo@bank.example>", "nl"), body: body}, "550 5.7.1", "", "eom"},
+		{"encoded-word address", transaction{login: login, sender: login, rcpts: to, headers: headersOf("=?utf-8?b?Y2VvQGJhbmsuZXhhbXBsZQ==?= <mailer@shop.example>", "b64"), body: body}, "550 5.7.1", "ceo@bank.example", "eom"},
 		{"null sender", transaction{login: login, sender: "", rcpts: to, headers: headersOf("<mailer@shop.example>", "null"), body: body}, "550 5.7.1", "sender <>", "mail"},
 		{"unknown login", transaction{login: "ghost@shop.example", sender: "ghost@shop.example", rcpts: to, headers: headersOf("<ghost@shop.example>", "ghost"), body: body}, "550 5.7.1", "not an SMTP credential", "mail"},
 	}

@@ -41,6 +41,7 @@ type session struct {
 	subject    *string
 	sign       *signing
 	size       int64
+	verdict    *gomilter.Response // a refusal decided before the end of the message
 }
 
 type field struct{ name, value string }
@@ -50,7 +51,7 @@ func (s *session) reset() {
 		s.sign.abort()
 	}
 	s.login, s.sender, s.recipients, s.headers, s.hdrBytes = nil, "", nil, nil, 0
-	s.from, s.subject, s.sign, s.size = "", nil, nil, 0
+	s.from, s.subject, s.sign, s.size, s.verdict = "", nil, nil, 0, nil
 }
 
 func (s *session) Connect(_, family string, _ uint16, addr string, _ gomilter.Modifier) (*gomilter.Response, error) {
@@ -120,8 +121,21 @@ func (s *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 }
 
 // Headers checks the From: field and starts the signatures: the body is
-// then hashed as it streams, never held.
+// then hashed as it streams, never held. Postfix is not waiting for an
+// answer here (no reply at end of headers saves a round trip per
+// message): a refusal is given at the end of the message.
 func (s *session) Headers(m gomilter.Modifier) (*gomilter.Response, error) {
+	resp, err := s.checkHeaders(m)
+	if err != nil {
+		return nil, err
+	}
+	if resp != gomilter.RespContinue {
+		s.verdict = resp
+	}
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) checkHeaders(gomilter.Modifier) (*gomilter.Response, error) {
 	if s.login == nil {
 		return gomilter.RespContinue, nil
 	}
@@ -191,6 +205,10 @@ func (s *session) BodyChunk(chunk []byte, _ gomilter.Modifier) (*gomilter.Respon
 // EndOfMessage counts the message against its limits and logs it, in one
 // round trip, then adds its signatures.
 func (s *session) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) {
+	if v := s.verdict; v != nil {
+		s.reset()
+		return v, nil
+	}
 	if s.login == nil {
 		// Refused earlier (Postfix does not get here then) or not ours.
 		return gomilter.RespAccept, nil
@@ -348,11 +366,17 @@ func (m *Milter) count(l login) postgres.Count {
 		c.Reasons = append(c.Reasons, fmt.Sprintf("%s sending limit of %d messages %s reached; it resets at %s",
 			who, limit, u, u.End(now).Format("2006-01-02 15:04:05 UTC")))
 	}
+	// A window without a limit is not counted (fewer rows to lock), but
+	// for the account's day: GET /api/quota reports it.
 	for _, u := range relay.Units {
-		add(relay.AccountKey(l.AccountID, u), u, m.cfg.Account.Of(u), "the account's")
+		if lim := m.cfg.Account.Of(u); lim > 0 || u == relay.Day {
+			add(relay.AccountKey(l.AccountID, u), u, lim, "the account's")
+		}
 	}
 	for _, u := range relay.Units {
-		add(relay.CredentialKey(l.CredentialID, u), u, l.Limits.Of(u), "login "+l.Name+"'s")
+		if lim := l.Limits.Of(u); lim > 0 {
+			add(relay.CredentialKey(l.CredentialID, u), u, lim, "login "+l.Name+"'s")
+		}
 	}
 	return c
 }

@@ -33,7 +33,8 @@ const DeployMilter = "inet:127.0.0.1:8891"
 // Options configures Start.
 type Options struct {
 	// Milter is the address Postfix's submission services use
-	// (inet:HOST:PORT or unix:PATH), in place of DeployMilter.
+	// (inet:HOST:PORT or unix:PATH), in place of DeployMilter; "" runs
+	// Postfix without a milter.
 	Milter string
 	// Logins are the logins Dovecot accepts, login → password.
 	Logins map[string]string
