@@ -3,9 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,12 +10,9 @@ import (
 	"testing"
 	"time"
 
-	gomilter "github.com/d--j/go-milter"
 	"github.com/lib/pq"
 
 	"github.com/smtpcreds/smtpcreds/internal/app"
-	"github.com/smtpcreds/smtpcreds/internal/dkim"
-	"github.com/smtpcreds/smtpcreds/internal/milter"
 	"github.com/smtpcreds/smtpcreds/internal/relay"
 )
 
@@ -590,124 +584,4 @@ func TestPruneMessageLogDefaultRetention(t *testing.T) {
 		r.body["data"].([]any)[0].(map[string]any)["id"] != float64(kept) {
 		t.Errorf("after pruning: %s", r.raw)
 	}
-}
-
-// The real milter, spoken to as Postfix does (go-milter's client), and the
-// routes agree on what it did: the log, the login's usage and the quota.
-func TestRelayRoutesShowWhatTheMilterDid(t *testing.T) {
-	t.Parallel()
-	w := newWorld(t, opts{quota: 10})
-	guid := str(w.MustCreateCredential("shop"), "credential", "user_smtp_guid")
-	sealer, err := dkim.NewSealer(testKey) // the key the test server seals with
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := milter.New(w.db, sealer, milter.Config{Account: relay.Limits{PerDay: 10}},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(ln) }()
-	t.Cleanup(func() { _ = m.Close(); <-done })
-
-	queued := sendThroughMilter(t, ln.Addr().String(), "shop@example.com", "Shop@Example.com", "Q1",
-		"Shop <shop@example.com>", "a@x.test", "B@Y.test")
-	if queued.Type != gomilter.ActionAccept && queued.Type != gomilter.ActionContinue {
-		t.Fatalf("own domain's message: %+v", queued)
-	}
-	refused := sendThroughMilter(t, ln.Addr().String(), "shop@example.com", "billing@bank.example", "",
-		"billing@bank.example", "c@x.test")
-	if refused.Type != gomilter.ActionRejectWithCode || refused.SMTPCode != 550 {
-		t.Fatalf("spoofed sender: %+v", refused)
-	}
-
-	r := w.do(req{method: "GET", path: "/api/domains/example.com/log", auth: w.alice.auth})
-	wantStatus(t, r, http.StatusOK)
-	data := r.body["data"].([]any)
-	if len(data) != 2 {
-		t.Fatalf("log: %s", r.raw)
-	}
-	wantFields(t, "refused", data[0].(map[string]any), map[string]any{
-		"event_type": "permanent_fail", "sender": "billing@bank.example", "credential": "shop@example.com",
-		"user_smtp_guid": guid, "client_ip": "192.0.2.7", "dkim_signed": false, "message_id": nil,
-	})
-	if reason, _ := data[0].(map[string]any)["reason"].(string); !strings.Contains(reason, "billing@bank.example") {
-		t.Errorf("refusal reason %q does not name the address", reason)
-	}
-	wantFields(t, "queued", data[1].(map[string]any), map[string]any{
-		"event_type": "queued", "sender": "shop@example.com", "recipients": []any{"a@x.test", "b@y.test"},
-		"from": "Shop <shop@example.com>", "message_id": "Q1", "dkim_signed": true, "reason": nil,
-		"client_ip": "192.0.2.7", "credential": "shop@example.com", "subject": nil,
-	})
-
-	r = w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth})
-	wantStatus(t, r, http.StatusOK)
-	wantFields(t, "usage", r.body["data"].(map[string]any), map[string]any{
-		"last_used_ip": "192.0.2.7", "messages_queued": 1, "messages_refused": 1,
-	})
-	if dig(r.body, "data", "last_used_at") == nil {
-		t.Errorf("last_used_at null after two messages: %s", r.raw)
-	}
-
-	r = w.do(req{method: "GET", path: "/api/quota", auth: w.alice.auth})
-	wantStatus(t, r, http.StatusOK)
-	if dig(r.body, "data", "current_quota") != float64(9) || dig(r.body, "data", "usage_percentage") != float64(10) {
-		t.Errorf("quota after one accepted message of 10: %s", r.raw)
-	}
-}
-
-// sendThroughMilter hands one message to the milter at addr as Postfix
-// does, from client 192.0.2.7 authenticated as login, and returns the
-// action that ended it.
-func sendThroughMilter(t *testing.T, addr, login, sender, queueID, from string, rcpts ...string) *gomilter.Action {
-	t.Helper()
-	macros := gomilter.NewMacroBag()
-	s, err := gomilter.NewClient("tcp", addr).Session(macros)
-	if err != nil {
-		t.Fatalf("milter session: %v", err)
-	}
-	defer s.Close()
-	stop := func(act *gomilter.Action, err error) bool {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("milter: %v", err)
-		}
-		return act.StopProcessing()
-	}
-	if act, err := s.Conn("client.test", gomilter.FamilyInet, 41000, "192.0.2.7"); stop(act, err) {
-		return act
-	}
-	if act, err := s.Helo("client.test"); stop(act, err) {
-		return act
-	}
-	macros.Set(gomilter.MacroAuthAuthen, login)
-	macros.Set(gomilter.MacroAuthType, "PLAIN")
-	if act, err := s.Mail(sender, ""); stop(act, err) {
-		return act
-	}
-	for _, r := range rcpts {
-		if act, err := s.Rcpt(r, ""); stop(act, err) {
-			return act
-		}
-	}
-	if act, err := s.DataStart(); stop(act, err) {
-		return act
-	}
-	for _, h := range [][2]string{{"From", " " + from}, {"To", " <a@x.test>"}, {"Subject", " Hello"},
-		{"Date", " Wed, 02 Dec 2026 12:00:00 +0000"}, {"Message-ID", " <m1@client.test>"}} {
-		if act, err := s.HeaderField(h[0], h[1], nil); stop(act, err) {
-			return act
-		}
-	}
-	if act, err := s.HeaderEnd(); stop(act, err) {
-		return act
-	}
-	macros.Set(gomilter.MacroQueueId, queueID)
-	_, act, err := s.BodyReadFrom(strings.NewReader("Hello.\r\n"))
-	if err != nil {
-		t.Fatalf("milter body: %v", err)
-	}
-	return act
 }
