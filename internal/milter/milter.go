@@ -57,7 +57,16 @@ type Milter struct {
 	cache  *cache
 	server *gomilter.Server
 	events *prometheus.CounterVec
-	now    func() time.Time
+	// fixed, when set (by tests), is the time instead of the clock's.
+	fixed atomic.Pointer[time.Time]
+}
+
+// now is the time, or the fixed one.
+func (m *Milter) now() time.Time {
+	if t := m.fixed.Load(); t != nil {
+		return *t
+	}
+	return time.Now()
 }
 
 // New returns a milter reading db, unsealing DKIM keys with sealer. Hand
@@ -67,7 +76,7 @@ func New(db *sqlx.DB, sealer *dkim.Sealer, cfg Config, log *slog.Logger) *Milter
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	m := &Milter{db: db, sealer: sealer, cfg: cfg, log: log, cache: newCache(), now: time.Now,
+	m := &Milter{db: db, sealer: sealer, cfg: cfg, log: log, cache: newCache(),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smtpcreds_milter_messages_total",
 			Help: "Authenticated messages the milter decided on, by event.",

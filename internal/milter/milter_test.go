@@ -378,7 +378,7 @@ func TestRelay(t *testing.T) {
 		const teller = "teller@bank.example"
 		// Per minute: 3. The fourth in the same window is deferred.
 		now := time.Date(2026, 12, 2, 10, 0, 5, 0, time.UTC)
-		m.now = func() time.Time { return now }
+		m.fixed.Store(&now)
 		for i := range 3 {
 			if err := r.SendAs(t, teller, w.logins[teller], teller, to, message("<teller@bank.example>", fmt.Sprintf("limit-%d", i))); err != nil {
 				t.Fatalf("message %d: %v", i+1, err)
@@ -386,7 +386,8 @@ func TestRelay(t *testing.T) {
 		}
 		err := r.SendAs(t, teller, w.logins[teller], teller, to, message("<teller@bank.example>", "limit-over"))
 		wantRefused(t, "over the limit", err, "4", "4.7.1", "3 messages per minute", "10:01:00")
-		now = now.Add(time.Minute)
+		next := now.Add(time.Minute)
+		m.fixed.Store(&next)
 		if err := r.SendAs(t, teller, w.logins[teller], teller, to, message("<teller@bank.example>", "limit-next")); err != nil {
 			t.Errorf("next window: %v", err)
 		}
