@@ -1367,6 +1367,9 @@ type CredentialGUID = openapi_types.UUID
 // DomainName defines model for DomainName.
 type DomainName = string
 
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
+
 // Page defines model for Page.
 type Page = int
 
@@ -1411,6 +1414,22 @@ type ListDomainsParams struct {
 	Search *string `form:"search,omitempty" json:"search,omitempty"`
 }
 
+// CreateDomainParams defines parameters for CreateDomain.
+type CreateDomainParams struct {
+	// IdempotencyKey A key the client chooses per change (a UUID, say), 1-255 printable ASCII characters,
+	// so that the request can be retried safely. The first request with a key is executed
+	// and its response (status and body, the password included) is kept for 24 hours,
+	// sealed at rest; a request of the same account with the same key and the same
+	// request replays that response byte for byte with `Idempotent-Replayed: true`,
+	// without executing again, even if the server crashed after the change committed.
+	// The same key with a different request (another route, domain, username or
+	// credential) is refused with 422 `errors.idempotency_key`. Of concurrent requests
+	// with one key exactly one is executed; the others wait for it and replay its
+	// response. Failed requests (4xx) are not kept: they changed nothing, and may be
+	// retried with the same key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListCredentialsParams defines parameters for ListCredentials.
 type ListCredentialsParams struct {
 	// Page 1-based page number.
@@ -1418,6 +1437,38 @@ type ListCredentialsParams struct {
 
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// CreateCredentialParams defines parameters for CreateCredential.
+type CreateCredentialParams struct {
+	// IdempotencyKey A key the client chooses per change (a UUID, say), 1-255 printable ASCII characters,
+	// so that the request can be retried safely. The first request with a key is executed
+	// and its response (status and body, the password included) is kept for 24 hours,
+	// sealed at rest; a request of the same account with the same key and the same
+	// request replays that response byte for byte with `Idempotent-Replayed: true`,
+	// without executing again, even if the server crashed after the change committed.
+	// The same key with a different request (another route, domain, username or
+	// credential) is refused with 422 `errors.idempotency_key`. Of concurrent requests
+	// with one key exactly one is executed; the others wait for it and replay its
+	// response. Failed requests (4xx) are not kept: they changed nothing, and may be
+	// retried with the same key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ResetCredentialPasswordParams defines parameters for ResetCredentialPassword.
+type ResetCredentialPasswordParams struct {
+	// IdempotencyKey A key the client chooses per change (a UUID, say), 1-255 printable ASCII characters,
+	// so that the request can be retried safely. The first request with a key is executed
+	// and its response (status and body, the password included) is kept for 24 hours,
+	// sealed at rest; a request of the same account with the same key and the same
+	// request replays that response byte for byte with `Idempotent-Replayed: true`,
+	// without executing again, even if the server crashed after the change committed.
+	// The same key with a different request (another route, domain, username or
+	// credential) is refused with 422 `errors.idempotency_key`. Of concurrent requests
+	// with one key exactly one is executed; the others wait for it and replay its
+	// response. Failed requests (4xx) are not kept: they changed nothing, and may be
+	// retried with the same key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CreateDomainJSONRequestBody defines body for CreateDomain for application/json ContentType.
@@ -1527,22 +1578,24 @@ type ClientInterface interface {
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomainWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateDomainWithBody(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateDomain Add a sending domain
 	//
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomain(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateDomain(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteDomain Delete a sending domain and all its credentials
 	//
@@ -1602,33 +1655,39 @@ type ClientInterface interface {
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateCredentialWithBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateCredential Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredential(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateCredential(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateCredentialWithFormdataBody Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteCredential Delete an SMTP credential
 	//
@@ -1657,9 +1716,11 @@ type ClientInterface interface {
 	//
 	// Generates a new password, returned only in this response; the old one stops working.
 	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
 	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SetupAuthDomainWithBody Set up the authentication (return-path) domain
 	//
@@ -1760,12 +1821,13 @@ func (c *Client) ListDomains(ctx context.Context, params *ListDomainsParams, req
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *Client) CreateDomainWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateDomainRequestWithBody(c.Server, contentType, body)
+func (c *Client) CreateDomainWithBody(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDomainRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1781,12 +1843,13 @@ func (c *Client) CreateDomainWithBody(ctx context.Context, contentType string, b
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *Client) CreateDomain(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateDomainRequest(c.Server, body)
+func (c *Client) CreateDomain(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDomainRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1915,12 +1978,14 @@ func (c *Client) ListCredentials(ctx context.Context, domain DomainName, params 
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *Client) CreateCredentialWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateCredentialRequestWithBody(c.Server, domain, contentType, body)
+func (c *Client) CreateCredentialWithBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCredentialRequestWithBody(c.Server, domain, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1936,12 +2001,14 @@ func (c *Client) CreateCredentialWithBody(ctx context.Context, domain DomainName
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *Client) CreateCredential(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateCredentialRequest(c.Server, domain, body)
+func (c *Client) CreateCredential(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCredentialRequest(c.Server, domain, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1957,12 +2024,14 @@ func (c *Client) CreateCredential(ctx context.Context, domain DomainName, body C
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *Client) CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateCredentialRequestWithFormdataBody(c.Server, domain, body)
+func (c *Client) CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCredentialRequestWithFormdataBody(c.Server, domain, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2020,10 +2089,12 @@ func (c *Client) GetCredential(ctx context.Context, domain DomainName, credentia
 //
 // Generates a new password, returned only in this response; the old one stops working.
 // The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
 //
 // Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewResetCredentialPasswordRequest(c.Server, domain, credential)
+func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResetCredentialPasswordRequest(c.Server, domain, credential, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2269,18 +2340,18 @@ func NewListDomainsRequest(server string, params *ListDomainsParams) (*http.Requ
 }
 
 // NewCreateDomainRequest calls the generic CreateDomain builder with application/json body
-func NewCreateDomainRequest(server string, body CreateDomainJSONRequestBody) (*http.Request, error) {
+func NewCreateDomainRequest(server string, params *CreateDomainParams, body CreateDomainJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewCreateDomainRequestWithBody(server, "application/json", bodyReader)
+	return NewCreateDomainRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewCreateDomainRequestWithBody constructs an http.Request for the CreateDomain method, with any body, and a specified content type
-func NewCreateDomainRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewCreateDomainRequestWithBody(server string, params *CreateDomainParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -2304,6 +2375,21 @@ func NewCreateDomainRequestWithBody(server string, contentType string, body io.R
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -2531,29 +2617,29 @@ func NewListCredentialsRequest(server string, domain DomainName, params *ListCre
 }
 
 // NewCreateCredentialRequest calls the generic CreateCredential builder with application/json body
-func NewCreateCredentialRequest(server string, domain DomainName, body CreateCredentialJSONRequestBody) (*http.Request, error) {
+func NewCreateCredentialRequest(server string, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewCreateCredentialRequestWithBody(server, domain, "application/json", bodyReader)
+	return NewCreateCredentialRequestWithBody(server, domain, params, "application/json", bodyReader)
 }
 
 // NewCreateCredentialRequestWithFormdataBody calls the generic CreateCredential builder with application/x-www-form-urlencoded body
-func NewCreateCredentialRequestWithFormdataBody(server string, domain DomainName, body CreateCredentialFormdataRequestBody) (*http.Request, error) {
+func NewCreateCredentialRequestWithFormdataBody(server string, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	bodyStr, err := runtime.MarshalForm(body, nil)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = strings.NewReader(bodyStr.Encode())
-	return NewCreateCredentialRequestWithBody(server, domain, "application/x-www-form-urlencoded", bodyReader)
+	return NewCreateCredentialRequestWithBody(server, domain, params, "application/x-www-form-urlencoded", bodyReader)
 }
 
 // NewCreateCredentialRequestWithBody constructs an http.Request for the CreateCredential method, with any body, and a specified content type
-func NewCreateCredentialRequestWithBody(server string, domain DomainName, contentType string, body io.Reader) (*http.Request, error) {
+func NewCreateCredentialRequestWithBody(server string, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2584,6 +2670,21 @@ func NewCreateCredentialRequestWithBody(server string, domain DomainName, conten
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -2671,7 +2772,7 @@ func NewGetCredentialRequest(server string, domain DomainName, credential Creden
 }
 
 // NewResetCredentialPasswordRequest constructs an http.Request for the ResetCredentialPassword method
-func NewResetCredentialPasswordRequest(server string, domain DomainName, credential CredentialGUID) (*http.Request, error) {
+func NewResetCredentialPasswordRequest(server string, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2706,6 +2807,21 @@ func NewResetCredentialPasswordRequest(server string, domain DomainName, credent
 	req, err := http.NewRequest(http.MethodPut, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -2999,22 +3115,24 @@ type ClientWithResponsesInterface interface {
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomainWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
+	CreateDomainWithBodyWithResponse(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
 
 	// CreateDomainWithResponse Add a sending domain
 	//
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomainWithResponse(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
+	CreateDomainWithResponse(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
 
 	// DeleteDomainWithResponse Delete a sending domain and all its credentials
 	//
@@ -3082,33 +3200,39 @@ type ClientWithResponsesInterface interface {
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
+	CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
 
 	// CreateCredentialWithResponse Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithResponse(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
+	CreateCredentialWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
 
 	// CreateCredentialWithFormdataBodyWithResponse Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
+	CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
 
 	// DeleteCredentialWithResponse Delete an SMTP credential
 	//
@@ -3141,11 +3265,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Generates a new password, returned only in this response; the old one stops working.
 	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
+	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
 
 	// SetupAuthDomainWithBodyWithResponse Set up the authentication (return-path) domain
 	//
@@ -3349,6 +3475,7 @@ func (r ListDomainsResponse) ContentType() string {
 
 // CreateDomainResponse201Headers the declared response headers of an HTTP 201 response for CreateDomain
 type CreateDomainResponse201Headers struct {
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -4113,6 +4240,7 @@ func (r ListCredentialsResponse) ContentType() string {
 // CreateCredentialResponse201Headers the declared response headers of an HTTP 201 response for CreateCredential
 type CreateCredentialResponse201Headers struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -4488,6 +4616,7 @@ func (r GetCredentialResponse) ContentType() string {
 // ResetCredentialPasswordResponse200Headers the declared response headers of an HTTP 200 response for ResetCredentialPassword
 type ResetCredentialPasswordResponse200Headers struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -4499,6 +4628,12 @@ type ResetCredentialPasswordResponse401Headers struct {
 
 // ResetCredentialPasswordResponse404Headers the declared response headers of an HTTP 404 response for ResetCredentialPassword
 type ResetCredentialPasswordResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// ResetCredentialPasswordResponse422Headers the declared response headers of an HTTP 422 response for ResetCredentialPassword
+type ResetCredentialPasswordResponse422Headers struct {
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -4524,6 +4659,8 @@ type ResetCredentialPasswordResponse struct {
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -4536,6 +4673,8 @@ type ResetCredentialPasswordResponse struct {
 	Headers401 *ResetCredentialPasswordResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ResetCredentialPasswordResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *ResetCredentialPasswordResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ResetCredentialPasswordResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -4555,6 +4694,11 @@ func (r ResetCredentialPasswordResponse) GetJSON401() *Unauthorized {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r ResetCredentialPasswordResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r ResetCredentialPasswordResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -5414,12 +5558,13 @@ func (c *ClientWithResponses) ListDomainsWithResponse(ctx context.Context, param
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *ClientWithResponses) CreateDomainWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
-	rsp, err := c.CreateDomainWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) CreateDomainWithBodyWithResponse(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
+	rsp, err := c.CreateDomainWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -5431,12 +5576,13 @@ func (c *ClientWithResponses) CreateDomainWithBodyWithResponse(ctx context.Conte
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *ClientWithResponses) CreateDomainWithResponse(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
-	rsp, err := c.CreateDomain(ctx, body, reqEditors...)
+func (c *ClientWithResponses) CreateDomainWithResponse(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
+	rsp, err := c.CreateDomain(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -5545,12 +5691,14 @@ func (c *ClientWithResponses) ListCredentialsWithResponse(ctx context.Context, d
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *ClientWithResponses) CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
-	rsp, err := c.CreateCredentialWithBody(ctx, domain, contentType, body, reqEditors...)
+func (c *ClientWithResponses) CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
+	rsp, err := c.CreateCredentialWithBody(ctx, domain, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -5562,12 +5710,14 @@ func (c *ClientWithResponses) CreateCredentialWithBodyWithResponse(ctx context.C
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *ClientWithResponses) CreateCredentialWithResponse(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
-	rsp, err := c.CreateCredential(ctx, domain, body, reqEditors...)
+func (c *ClientWithResponses) CreateCredentialWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
+	rsp, err := c.CreateCredential(ctx, domain, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -5579,12 +5729,14 @@ func (c *ClientWithResponses) CreateCredentialWithResponse(ctx context.Context, 
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *ClientWithResponses) CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
-	rsp, err := c.CreateCredentialWithFormdataBody(ctx, domain, body, reqEditors...)
+func (c *ClientWithResponses) CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
+	rsp, err := c.CreateCredentialWithFormdataBody(ctx, domain, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -5634,12 +5786,14 @@ func (c *ClientWithResponses) GetCredentialWithResponse(ctx context.Context, dom
 //
 // Generates a new password, returned only in this response; the old one stops working.
 // The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
-	rsp, err := c.ResetCredentialPassword(ctx, domain, credential, reqEditors...)
+func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
+	rsp, err := c.ResetCredentialPassword(ctx, domain, credential, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -5995,6 +6149,13 @@ func ParseCreateDomainResponse(rsp *http.Response) (*CreateDomainResponse, error
 	switch {
 	case rsp.StatusCode == 201:
 		var headers CreateDomainResponse201Headers
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
 		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -6961,6 +7122,13 @@ func ParseCreateCredentialResponse(rsp *http.Response) (*CreateCredentialRespons
 			}
 			headers.CacheControl = &value
 		}
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
 		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -7378,6 +7546,13 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -7410,6 +7585,13 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 				return nil, err
 			}
 			headers.CacheControl = &value
+		}
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
 		}
 		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
 			var value int
@@ -7453,6 +7635,23 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers ResetCredentialPasswordResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
 	case rsp.StatusCode == 429:
 		var headers ResetCredentialPasswordResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -8499,7 +8698,7 @@ type ServerInterface interface {
 	ListDomains(ctx echo.Context, params ListDomainsParams) error
 	// CreateDomain Add a sending domain
 	// (POST /api/domains)
-	CreateDomain(ctx echo.Context) error
+	CreateDomain(ctx echo.Context, params CreateDomainParams) error
 	// DeleteDomain Delete a sending domain and all its credentials
 	// (DELETE /api/domains/{domain})
 	DeleteDomain(ctx echo.Context, domain DomainName) error
@@ -8517,7 +8716,7 @@ type ServerInterface interface {
 	ListCredentials(ctx echo.Context, domain DomainName, params ListCredentialsParams) error
 	// CreateCredential Create an SMTP credential
 	// (POST /api/domains/{domain}/credentials)
-	CreateCredential(ctx echo.Context, domain DomainName) error
+	CreateCredential(ctx echo.Context, domain DomainName, params CreateCredentialParams) error
 	// DeleteCredential Delete an SMTP credential
 	// (DELETE /api/domains/{domain}/credentials/{credential})
 	DeleteCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error
@@ -8526,7 +8725,7 @@ type ServerInterface interface {
 	GetCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
-	ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID) error
+	ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID, params ResetCredentialPasswordParams) error
 	// SetupAuthDomain Set up the authentication (return-path) domain
 	// (POST /api/domains/{domain}/setup-auth-domain)
 	SetupAuthDomain(ctx echo.Context, domain DomainName) error
@@ -8588,8 +8787,28 @@ func (w *ServerInterfaceWrapper) ListDomains(ctx echo.Context) error {
 func (w *ServerInterfaceWrapper) CreateDomain(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateDomainParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CreateDomain(ctx)
+	err = w.Handler.CreateDomain(ctx, params)
 	return err
 }
 
@@ -8700,8 +8919,28 @@ func (w *ServerInterfaceWrapper) CreateCredential(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateCredentialParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CreateCredential(ctx, domain)
+	err = w.Handler.CreateCredential(ctx, domain, params)
 	return err
 }
 
@@ -8772,8 +9011,28 @@ func (w *ServerInterfaceWrapper) ResetCredentialPassword(ctx echo.Context) error
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter credential: %s", err))
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ResetCredentialPasswordParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.ResetCredentialPassword(ctx, domain, credential)
+	err = w.Handler.ResetCredentialPassword(ctx, domain, credential, params)
 	return err
 }
 
@@ -9133,7 +9392,8 @@ func (response ListDomains503JSONResponse) VisitListDomainsResponse(w http.Respo
 }
 
 type CreateDomainRequestObject struct {
-	Body *CreateDomainJSONRequestBody
+	Params CreateDomainParams
+	Body   *CreateDomainJSONRequestBody
 }
 
 type CreateDomainResponseObject interface {
@@ -9141,6 +9401,7 @@ type CreateDomainResponseObject interface {
 }
 
 type CreateDomain201ResponseHeaders struct {
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -9157,6 +9418,9 @@ func (response CreateDomain201JSONResponse) VisitCreateDomainResponse(w http.Res
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
+	}
 	if response.Headers.XRateLimitLimit != nil {
 		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
 	}
@@ -10014,6 +10278,7 @@ func (response ListCredentials503JSONResponse) VisitListCredentialsResponse(w ht
 
 type CreateCredentialRequestObject struct {
 	Domain        DomainName `json:"domain"`
+	Params        CreateCredentialParams
 	JSONBody      *CreateCredentialJSONRequestBody
 	FormdataBody  *CreateCredentialFormdataRequestBody
 	MultipartBody *multipart.Reader
@@ -10025,6 +10290,7 @@ type CreateCredentialResponseObject interface {
 
 type CreateCredential201ResponseHeaders struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -10043,6 +10309,9 @@ func (response CreateCredential201JSONResponse) VisitCreateCredentialResponse(w 
 	w.Header().Set("Content-Type", "application/json")
 	if response.Headers.CacheControl != nil {
 		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
 	}
 	if response.Headers.XRateLimitLimit != nil {
 		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
@@ -10453,6 +10722,7 @@ func (response GetCredential503JSONResponse) VisitGetCredentialResponse(w http.R
 type ResetCredentialPasswordRequestObject struct {
 	Domain     DomainName     `json:"domain"`
 	Credential CredentialGUID `json:"credential"`
+	Params     ResetCredentialPasswordParams
 }
 
 type ResetCredentialPasswordResponseObject interface {
@@ -10461,6 +10731,7 @@ type ResetCredentialPasswordResponseObject interface {
 
 type ResetCredentialPassword200ResponseHeaders struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -10479,6 +10750,9 @@ func (response ResetCredentialPassword200JSONResponse) VisitResetCredentialPassw
 	w.Header().Set("Content-Type", "application/json")
 	if response.Headers.CacheControl != nil {
 		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
 	}
 	if response.Headers.XRateLimitLimit != nil {
 		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
@@ -10524,6 +10798,26 @@ func (response ResetCredentialPassword404JSONResponse) VisitResetCredentialPassw
 		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
 	}
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetCredentialPassword422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response ResetCredentialPassword422JSONResponse) VisitResetCredentialPasswordResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11595,8 +11889,10 @@ func (sh *strictHandler) ListDomains(ctx echo.Context, params ListDomainsParams)
 }
 
 // CreateDomain operation middleware
-func (sh *strictHandler) CreateDomain(ctx echo.Context) error {
+func (sh *strictHandler) CreateDomain(ctx echo.Context, params CreateDomainParams) error {
 	var request CreateDomainRequestObject
+
+	request.Params = params
 
 	var body CreateDomainJSONRequestBody
 	var err error
@@ -11796,10 +12092,11 @@ func (sh *strictHandler) ListCredentials(ctx echo.Context, domain DomainName, pa
 }
 
 // CreateCredential operation middleware
-func (sh *strictHandler) CreateCredential(ctx echo.Context, domain DomainName) error {
+func (sh *strictHandler) CreateCredential(ctx echo.Context, domain DomainName, params CreateCredentialParams) error {
 	var request CreateCredentialRequestObject
 
 	request.Domain = domain
+	request.Params = params
 	if strings.HasPrefix(ctx.Request().Header.Get("Content-Type"), "application/json") {
 		var body CreateCredentialJSONRequestBody
 		var err error
@@ -11918,11 +12215,12 @@ func (sh *strictHandler) GetCredential(ctx echo.Context, domain DomainName, cred
 }
 
 // ResetCredentialPassword operation middleware
-func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID) error {
+func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID, params ResetCredentialPasswordParams) error {
 	var request ResetCredentialPasswordRequestObject
 
 	request.Domain = domain
 	request.Credential = credential
+	request.Params = params
 
 	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
 		return sh.ssi.ResetCredentialPassword(ctx.Request().Context(), request.(ResetCredentialPasswordRequestObject))
@@ -12150,175 +12448,186 @@ func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) er
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H37c9u2uuC/gtHemcp7aPkRJ23s6cxxk7ab2yTHG7snubfKWhAJSTymABYALatd79++gw8ACZIgRT2c",
-	"x6n7QycWSeAD8OF7P/7shWyeMkqoFL3TP3szgiPC4Z8vcDgjLxiVnCVv2aVknKifIyJCHqcyZrR32jtP",
-	"Fngp0IiyfaHeGAVoTEKcCYLkjKAxi5YoxJzHRCCMBAk5kYNe0CN3eJ4mpHfas1/2gp4IZ2SO1SSEZvPe",
-	"6W/Fw49BTy5T9b6QPKbT3v190HtHJF+eTyThdcAuSchoJJBkaIFjicZkwjhBXH0S02kJhqfu1GaamEoy",
-	"JRzmef/+/XkmZ4TKOMSyZRd+wCIOESc4mX8/7Im5TENOIjHsjcprbnyv54HEWfCHd1iS1/E8lvC/OiDv",
-	"yO8ZEVIgnCRsQSKUEo7mMc0kQRPGkZzFAuEwZBktH8PR8eGKTSjmfkfmOKYKpub5EzKRKKaABGHGOaHS",
-	"wFGe9ujb1mnvg16KOZ4TaZGSk0idA05+/vXVyzoAV2q+/J1vBBplgvBrtcXX0yyOKgdxOH42eYJPyP7x",
-	"5CTcPwmfkv3nk6ff7j/DR5Nj8jx6Eh4d9YJerIZOsZz1gh7Fc/VlMUkv6HHyexZzEvVOJc+Iu6IJ43Ms",
-	"e6e9LIujng+JXzK1m29hVN9qIniO1LSoH2JB9mMqCBWxjG/JXoDIYDpAI7OkQcjmlSU6T/wr0RO0rmKO",
-	"714TOpWz3unx0ye+VVzgqQf+o/0xFgoL8ZQgms3HhA8sEL9nhC8LKNQrJeyPyARnieydHgVq/niuKMLR",
-	"of0v6M1jan4MvIjDiUgZFQTw5gccGdxUf4WMSkLhnzhNE3WrY0YP/iUU1H8Wm/dnb06EgKXBWXA9hCZr",
-	"sUCUSXSLkzhC/3n5j7dqaSILQyJE73SCE0Hu3QX9ByeT3mnvfxwUFPdAPxUHP3LO+DsDsAa/jgn+WQP7",
-	"E4Y/ERv/i4QyQCHLkggejBXgOAoQ42iBBRKEyiFdxHKGMEUZFVmaMi5JhEYv9MbsXy1TMhoMaa9AUCZ/",
-	"YhmNNt2+lwaNmUQTGOdh98rcmogRvTnkLhZSbcCYJIxOgS9gyuSMcJceOuzvw35O8PZzauuDy3xzUCXO",
-	"imY6Y5SoZrdxik9gla+oJJziBDZg03M4p4io7xELgS5HaDGLE4JSztRhxHQKNNtg+kOi9LnCPXKXklCh",
-	"3gTHScbJGYqIxHEiEOYEJWw6JVGAKLklXPHujFMSDdTWbouPBSP51DgJbNjlUmth6ZD2R9W7NFKfjHwr",
-	"Gu2pS/yF4/UFXiYMR1eMvcZcs5FdEWjJGErUoKiPJZozIdHRM/RL/MPeQxPrKiQAhTp5TA0IgMaXhN/G",
-	"IfmV4lscJ3icbLV8oUeDlZN5yjjmcbJEWTH6AF0kBCvpnC8Rnio0SrDUbPlBcR9LrGQBBVpGOcHhTIGD",
-	"+kKyNFV3nBMhMZcxnQaIZRKxCQoZpSRUowhgXuo0RcIWQwr3QiwIR4qNGTnTbrmM54Rlcm+A3jL1cKom",
-	"XXBGp/C2++6pVgiGFCstAo1Ao9gHlWKktBWlQtRukPPSKpx3NBTYmCvG3mC6tGLyxmfNGJpjukRYqnOW",
-	"4nMdqyFKqM94AAqGIuMkUoQ7VocGhC6JlfSPo4gTIfbUYTBFzmOlJihyMNjJ9gZfIGX7leJMzhiP/yBr",
-	"MiqieXx5hMBBgcqDhzrkN7GWCZToCDeoYFtigH68JVzp90rdnxIp4LyF0lQU2auc6/v37/eranTbrla1",
-	"boDun0ruhV37CTCtw65224li4E6IH9M0k2jMCb4RCCOeJeQMjeDUxAgJvBRKrgpnaBKTJEKYKjlr+YWL",
-	"mDnaAHRq81/MSHgj/Iqpwj8j03wj0Mu3lyiEt5Xar4W4AMwPnISMR2rpKWcp4TLWKpn6/jq6ieerjgaA",
-	"eEeE0gbvA/3d/G6Tr0Q6Weuze1cp/s2B2BmvAKiwUWkdTE2rNlGLa68UxrTsZF+Lt/tKOd+zsqJkSBCJ",
-	"srSk09u904r7aW/MMhqSgavp3/t323zRYmeIpSDJRN13jEQ2tjLrBMVSyeagk6ORmXGYHR4+CfU78G9S",
-	"MT54IKtZD4Ke2tLrG7K8ToyRoWZWujxHN2SJRPwHUbDIOvr98uqNeuUMHSrY54ZszQmmAh0fnnxXgkv9",
-	"EPiMXC3nd0lklq68CUrAk0bLVucWFCKHuiH6LoBcn2bjJBaz+r1QotIqLK2A9VJ9cu+wh5qBEs2yOab7",
-	"nOAI5K6Q0UnM50Dwykd27ixGrwEZ5jLJkgRIWO0Ac+7TYBiVPNN2P23WVX8Wl2XMWEIwrd02O2ixrEDv",
-	"zcfV5/TS7GHrWQUggljMARrdfE4g3WhZZc2L1Xi7N7kqzmxAia41pP6ZYWlXH67QLU4yUl1M5RKVobn9",
-	"Xn18dIZuvucCn6H0+zevXv3w6l/nb3+Y3vw+GAw6ASdIQkLJeAt49hX/tb4hyzJcua181fyxuL4lPJ7E",
-	"xLM572cEdOrKhEo0tR+dIZCkUEZlnKAR/LzcVy/v65dHKMVCEFGCD76pY3bQi6gwR9WJm3rwrz/K2c8o",
-	"QCPLf/J/z+9GoNTGkszFKvrx8u3lO404BdHDnONlA8+zJuLmE25GzeZzKW9L+7X+J3ykRTv/DrJMhmwO",
-	"/AEX4ogfr8yc2xJfF6jtaLDmG6AuAdQct5DlW2dapABMiCSR90o6OLdqSe/Mqx3peYBwIhhazAhF2ECt",
-	"tb+dUHoLeCeaXzuHDlestIlCYkmQNgI4yGO4N8HhzKAM4I4SDjdlBFUxAeYxe7YFL9iW3CHKFqgPFFnx",
-	"wcuLnzR5i/ZKkGnHUJ28mVVcY4+E+yuN76wtxd5GeL/sCfz22cnxd989OTwMCqdZTOWzk15dUjMTdkJr",
-	"o8JseBc6U8MyXSuw1wBa2qImZH7XxCDegyrZRsnMaeUCTL7BLTpXJyRxZGuFL4YbVRC2CS0cVa3rZG8+",
-	"mCWhlMVUAgvUBrsEL5UYpV1VAdi47dHsdWPCrg7YFR51EwxAxuAiiCgg6rAN2yuRrk5aA/0flBS0yaFc",
-	"gqFMEC5QiJU+Ps7AsRNz9U4dMawfxrc1Jca0wOZQJjGNAqXrLywnLegXo8TduP7t9yKdHKHBYLCnuJ7U",
-	"JgcU0zDJInKqtmCQS3aW7GniyzKJ/oaTxEcAJ9YB5IFYS/HaYeQY/w8RoZLHRASaqtsHT4+O0Xgp4XcR",
-	"4rSKU7/1zBr2FSwfHTGrBlVZnLIObq8A/PZS+/UTxm5IVFXzeyvoP7tpRmQ19AwLtFB7EQtkz7fbRUk5",
-	"GyfESySWDi5odn+G8FgQKrUoEEtDispLUR+5V0kiZ3GFA8wgxwrM8G2G/uFPrycGplQvNG301Ycrb2yG",
-	"e2/ZjQ1WMG8GxaWxqOi9vEWgSF2coujyzdWF6wsE6VVTnzPQT9VuqisGbn7wg6aYS22Rqd/jkBMsOzBi",
-	"H+897Mh7IwLypncOIyDSLEnOkHnRtRmDW1eTbuvM9cypPte+sBJJdWCIow6xPzSbEx6HKC4j48lxp2XG",
-	"4tosoHGZcIG6r3P1xWsV4y4VqcACjTiZM0muxZKGJBppx8vly1+EliqVfqEDvcD23G3iBAt5bVHtOpxh",
-	"OvWB4JPl1KcFlnIiiDwDBEDxJPfcCx32t8FJA2R6qavFSyBBORMf4/CG0EhDaLQtEiGspF6hxH5YQSyc",
-	"g9sUSDZtkvrhgsPzAI20wVTxZUVJtMn07yutqPOl+uLvK9jBnEWAOA9690uo1y5HwcIF4beEfyPKB6I4",
-	"k6zeVhsmCLpYN6xVr2aiHQyHtkLso4xvSSfhVa3xmthYm5pAnuj7rXciQAvDGQHXjFvWekP7nCiZAyRI",
-	"pvT9ECfJEgSMBtQqTrUcvtiB6AkJxoUYfpnEhAdKDoyQtu2jX9+9FhvFQK6IZNSQNss6Yx3PE+IE+Feg",
-	"CBmE9kaon7AF4SEWZM+H9ys5M4BT2ScHHHs7A5c5lq9LmfDmeFXiASW+10QwqxekRr5KaNUuLrzQ0K46",
-	"cseUoD8wRgtXdtjMzvVKiIxEjvyyIw+DE6hkQP4aPAwF1C8bpYJSUJd6SzEZ7fvVBCkG9hzOjKbukMjN",
-	"juilmeRyScMHOB4r2HxVx/MjvSUJ82kDSlUus/r1d7x8HR543R1W2+JWdmkEM1et4kcuaLYltjXHcTtZ",
-	"Lyi6FQcLeecUHe0/O0HhDHMcSsJBYhyd7/83wvt/oMP952iArtHf0P4oGFIb/AXXhdAottFaGCVESsIR",
-	"4yiKp7Es7AKjwWA0QJeai+RMRI0wpBmNf88IBCBYb181eD5Z6tCuTgyn5Qj8se8K2SDu3dHovhGl+JlG",
-	"BGw7S4HAWxALGD1ALImIkGgScx2u28n/U8biqsWiQ5iArMCkA1aRZGtZMFI8jWnu0mkD+KJ48xNdu6BI",
-	"jHDA9F3GwpnmIbuFNxn2zMZTLKhS5I0x1YMJzTcOiDD6PcOJMdwrrVAWdg7XSIuwbHCfDozd+oYsV7kZ",
-	"Uh4zHstlHZw3H1DKyYRwQkOC+rnpVqGokW8LPePQp06kGU+ZIC1Wx2JVE8ZPnT38RqCRdYaKdDICwjGa",
-	"342CuhV3SBucp/oj6z8NbGx2EtObfclxeKPI0Iu3529+RP2R/cEGVdskNWPM1Xbc+V3uGGi08QY9O5TC",
-	"p+J0zBdr2LZc7FqmLs4bm9abD72gBwsoT+W1eAU9CBRoM6N9I0wwQX/COHrzQW/2HMcJmjEh97aOIqhc",
-	"Sosguc3NiPQaUO9tdEUi70qUBG48fkCbS+pTLrb1MUU4imLtndVOiFtCI6a02TGLNH6Xb+1utOPcUhHY",
-	"rEUg9zafKch9xUMKfFZdjimjZIDezwg1cQuAxvB0jpdIyDhJYBYbTqm4CMCgAxyk2ZchXTB+QziCSErj",
-	"6bB7UmGXndwd5S3xHlgDtzlHwsgB+hqflsJ1Ao8DN0D5nZ0keCoCxGAwrJc+pOUoHHX3yzddTyQCLYRA",
-	"cKt7w4qgLdiIXcUBBWg07A17I229ooxClLwn7q/3aSOCdgzXLoKBdgdSZ4c5GHSKcBIw9Dc5SY3rvJvx",
-	"Kkzi8OYacK8ZAoWfEFELJBZDBvOCx1ISIEo6+h5G6hiI1NVBUJhSjciywELRw4ole13XwSaRnjVHNLgd",
-	"x7EUDr87Ojw+CY4PT777uDLO04Cx5fFbYNaN/1rzYu4gLK819kyH8NcoXJEtbo6/r3BbEWBAe4iVrFDN",
-	"nUSfaWjXIBVncBjV6ASEpTW2u+Np67or+660vbcGHLaReyWoBIVWqnAW0jc1Q4qFEd3hcqcZXYYsImsp",
-	"T03W4Py6NLi/vu3q/Wq+IFc8IyZvtPGOlGKJ+owjTJHil1jR9znmN0ThUx6AtLeGn2rdaKMyfMY5lYtW",
-	"pNCdN/D8dPa6lIDR9uJtKOn8blsCVkTabBdVw1JCV7ExXFCLNL4jiWZcQiEE7ci4RDpppaAKzbySjVEk",
-	"/VHOENPRHm2A/l9D+ImCaIszwNSNiACZfmWE0VaesCLqbw0vGJybkkJaZVufGL2drFaddwcCWwW+b4TW",
-	"7LttcEZFNl6J5rqcwlg9G+tdge2uiU2N09glXo+XKzPWzKs/LP0esdx8VTvCFbu7KmDbifl2xJqyQFsi",
-	"C+Xda3S2tbjnnMsf7CQkvSqIVmXCyu0u09s6GyoLWeVjbNZ5Wz181UBhQKIHSicyKviOHEimPAEA/DW4",
-	"jjS87W6jgntss7ufy120MgOxSDfEUVTxEdV0Nq1V5dmHrWmHGyl8u0jmaxbOz2smdKfE0hmiSvbS8rlk",
-	"jldpAxn9vvEoVruMwMGCkwTMg0bDWsdhZD7ZhbOowN+qrvZl+29WuW12kle0m5SiT55O9PKhMoneYBop",
-	"FW/51aUTrZNK9HBZRF9oJk1+rEU6TScvcVuW0yr7RleB35/NdIo82Uzg4fMaIoY0/7g/csQ3t5jDXsUB",
-	"0ijFb3FXdqMA5NJxWdR2B98kSalcGsMf58eipcJN7T3RpcbIXUhSiU6Ojz2JJ/4AywtOIKeAUXRyeIT6",
-	"I7feyajiZqzUQqlHxjbRUPAyLyB3gTM61ZHUQFbFmQldJuGMEYFENp7HUpJI2xeEl5q6hcTWlnMBmRxa",
-	"B39vQux8B1cL5fOwE0oWbsiQtfdOCVV3Bao46mjCAIkZW1Bw8iNGQ+JNQ3Bm6h6JYqfw41YdlAF6JVGI",
-	"aV7mUPKY3JJI10AqH9K3/3t+fPf8l8lrfnL1x/vvxm/Do3/O/utZ+lI8+flf50+Jn+nt1KFbDUj2uXe7",
-	"2ns4CNTXMZ2wVXt8aV5+pd6tIlCpkGm+/9UZgg6O3CqPaOec6xeM2aBWzNplYrasEFMNBWndpm7pnhtm",
-	"eq5O8tw8rXNVRucOcjgbg/JXZW+uk6/ZcLs2OVNNe5tZ43lZPLcRjEoYrZ/dDo0wX1oEr2/zLkpaZO1o",
-	"OUFYq8VC8SMTfLiYsYSgJBZygEYmdeRavWViulLCzZ+cpARLNMofDukI6s6NUEYjgzbaFVeK8WHGAS8k",
-	"4iyTRBQ+0LcsIujy5S97KBPEFwziAtSSyAUglYX3xhQo/1BvoahyJRVLafqjOb7rHwUoJHHSl0ziBB3o",
-	"cnt7eyPUP8r9+2p7IVcNgTFgrwpOBxUi8Rcjv9Bn9kfFz/XUNwSbTASRbesD6EocUy20NHQ3hce/kVd2",
-	"RO04HRMeIFO+evUBWWRrOWqNcR12As5q9UbEFOEkAYjF2kdWuaZ6ysDW4NbHmZ+Ji39BGbOdlfsvtpYm",
-	"3hHv2VZi1BczJkiRSKjURk7SBIcls7eSUrdLa3lH4gdKbLkoJUF+DaZvz160Z7VYCqiO4ZNqBpQsrv8K",
-	"2oGL31+eflA6hU10hNJUzVHf9bNUUuocRwSxiaesSZLO8NjLP/C8MKfbRBRwQpd+0fnaEccLiiaczSvl",
-	"eLAgz469EYVm4mvF5tqIdhQLGdNQulMaScaOUZrz2bGPNxAqOUuX1+NY+kK59FO73GLndLBcgEbaCYP+",
-	"J0rY9LhfAn6vwpueHw6eOpwkYtnYLbygWSQw/wbHTrH2YsmlKZ54l2hRyi9CYy5IlR5zDHlDZtVmiypx",
-	"HoQvkZCc0enKiPPcIZwjVfWYK+fgwOzD+Csb6u9ZUK7bleOWPVSze6xo9xjRJh1rtwE9TbN8koCKag0P",
-	"NyahHK7ggtN2jC1O1PIhwtZDmNeZ+QF64iit74aQ1BTjAWtixeFaOmy9fe6RqF/u10KQd4AOxCDIrlHi",
-	"BQwGB28z9sq4sT06nEeRDxU6YkDjWf6aRqviL2p307p3KMrg681k0Jwo7DbkQoP0VQRdXNkIpDZjYT1i",
-	"q/C/5kZDD7W02XObmvH0AK1gt9ABXzBcYyVn+15RzRl+aS/mXPtos4LOlRJNtXk7BTTkO9Jizizk4IYY",
-	"vI5GzdCfFulOYIYr2R3h3kwzribAfFoRtVojH1dtcu2YWz2e3ba4jol1YFpxs6VUdSO8tXLVeiO3jSwr",
-	"w7TLOtVXlZV8PbWqPXvS6axsgerqyTSWpgbkudYo32RabbuU80xIfZV8aNypLNvKusf1ueu5KP1YGpB2",
-	"lGPS6Wr7yPja13mbQObq+a+sTp1PtU5t6qotsLI1QRmLVoYOr6ronCP/toFXLdHcW5CpTxiCVSVgu4/F",
-	"qrHmDWKxqtUeP1U0VvOJdCQja0Rm5UT164vLqorR2yHH5xF5HohG6pLWOetYo571SpK4ggauH1jV1H2o",
-	"NcQKo5PjY6frkPZhQpih7joEJ1PqUVRRPvSX5So/v8Ec9m8o1YcTReGWaEwUQcA3hA56H13C6MDvkIla",
-	"TypP5Jc235oyCzi5KL3RvcZupS6JhktANIkugony34qwLl30oBzY5ZDb4nSaGYDp+1xf/sipxOHZnI+f",
-	"M0AssFvvxcQiqLAGyCiiYhSgkY2e1H0naZYkowEC2/0NIalwgzKLoEqW8byext4pgrEKFtOYQjqkJoLz",
-	"zJ03/y53qbSklgYIw6/6PgiJaSSGtKh7kX+qmEHE8UKor/tOgJIun8EzGlghPOaGU2iDq65kqGHVLrCY",
-	"6vI0OV0wdWpKfztJRaNcvNdzBmicSRQxRJlUwGoRz9navTOz9U4ibkEEoUewGbpa5SqiwpPammIpCVfH",
-	"/H/6ERX/1+7K3n94lVRBwozHcnmp2Im+rmMs4vA889nuTS62bRdYFD891Q/OL14hyW6IzcE+038JKNiM",
-	"kviGoJHSN26uB4MBeCqAjRnnTBwWIM6kTHXTNuv5gprSoSyqKhU53Uhtl8QxJVxtScYTM4I4PTiYxnKW",
-	"jRXLOsg/cP4FjlNRJz7u4BQoTqXEM1QyqtQ2EXD6+e2ZK/SBMjVWPhlSx4NokkXDkKS6594cPJ2xQIuY",
-	"k33F7LGMlUCaize/xDyeD36EKhIwkgZuDq2gzy9eQb14GDaPf4GKwgvGb9B4qS3Z4GahicZC6Ob567vX",
-	"gyEdUlNFgGUSkjzdQjORBuJ/XV1dIN33Xj3Na+F2RolBPkteB8eQNkWFgKJBK+xSG+wBuornREg8T/VF",
-	"LdXBtSOWwbXjoxBzHhOBRrU+fSbGyNt7b6Q3BCgsEjM1KaMEEZNeFqDRn0NLlIe9U03WAzS05Fn9NuwN",
-	"BoNh7350ppm8IpxiSC2nD9Dcw+HO6TJvgRpizWv03kME9RiXClTvBUN6cvwc9dmtEaU4BhfBPJZnaIFj",
-	"6e+Guhegp4eHUB2p3r05gIpEUxLptCNLnvfUCT09fIL6srkV7JluxaqF9CH1T65JWRKHxEhH5kafpzic",
-	"kf3jwWHtGi8WiwGGxwPGpwfmW3Hw+tWLH99e/gjfKIkiluV6D+j84pUOmRemmf3gUL/KUkJxGvdOe08G",
-	"h4MnEDgjZ0ACD3AaH5grrf72Gl5WpXmV07TO0EgQzMPZCE3iBBzH4yVExBU1F9UuDHTOLQdB41XUO+29",
-	"joV8aWBRMHI8JxJaT/7mVw2KVw4gQe0+aA3p8rXxt7FDvj7+h+VG/is6+Af1bUuWObnUwUIgoZqeAUKH",
-	"SUhyJ1G/WupxrwlevbUlgOf47rXNdHz6pM77Pir5SpMIOOPjw8P1ertqg8RvHbo4tlR36lQKpqUGU6mw",
-	"SWNhJC0aeBySbhkht3JFU7JoueCOHsOtidNpOSVj4m91dt5c1DCvM1ipsafL4Jmqdx1gUFhpZm2aQMcJ",
-	"N4zfudxE80R5NUZ1n4ppdVlBPSsU/bOTzu88llpneO/ueXGxmMytb7j9TnaZbOe76p+0YXOdwo0b7LDP",
-	"BFKMnZeCzAfX5RqL8ZvM7YoSlasllS61N0Fblw36tpJdp+9jrbYOXOznR8+AVrt1bkoP7moDVaMVysVb",
-	"1qu6Ui6yYkYzxU6M9aZWocRvdGq1MemhSkEIxl5eSsgD3UnteznzuRzufVSK2D7K46MVTtk450Mbh3zk",
-	"Rg9DkVQd/3vkWgRMyEe3TtZOhrmnebUrfDhp5V9wV+qgd3J41PRtzokPSkmA6qPj49Uf1dqJw4fPV39Y",
-	"beR/H/Seajmg/btXughYAvqB/urJ6q8uCb+NQ/Irxbc41lo76ODZfI750oh6ZVmyol+qC4CnosgNFWDB",
-	"S5mQ3nAbkdeszp3odmSrsSkVyMZpinIr3RTHXAv7KY9vsSRDOsOJ7QaTEHxrki2MfjBAF8bVpxN1TNuu",
-	"kcPwdVlfCmAMqfV4zW0u1WiAbDidqUUN3n/b3ktpYAZurUKUJWVdiOWlNe8aLeoHFi131l/eLcGhW61X",
-	"hMijTYTIqgzZKjGuEAjb5EBDC0uCoP1tK0nQDPIoCn4+UXBnUoQ5y5oYQbMk8QkQBlFKAoQZw5UgzE+7",
-	"EiHscKtkiJUigxlopcygll9ylrTWR9qG59t6Uh62f9VQyPUL5/sdOOoPODJcuLexqHDUgQdf4GXCcHTF",
-	"2GvMwTjy1xIxIAa3IlZ4pYr7oGQGO/hT/+NeyxkJkR5Hmm6p43qOys35RdBee9Yp2H355upiSN2OihTF",
-	"8sw4baAkug2Sn7NbEkG+x4ocHV05vN7Cy7heYlmxZe4NkC0BC6ZYkFzGRF+7IYX0owCNl9pkBSVJdLZp",
-	"i4yit8iRUbYxQdWIUVOe8GbkqJoO3U6QbE6Z6yJZEE4sUP+m+snhyeqP9Om8ZfInKCvylZIOjbo16gEH",
-	"j5OkevgNuorXlv4OdIWSyznvftalQUCNogxp1yYAqF/ST/YG6B3BkdFrdE8imPR0SBWxQHWdRaeIkPAG",
-	"JtBJiZ6b/zORO7r2fqXhSzQ8+xSOR8vzo+X50fL817E8m1jJbpZnj+L4lZieu+qR2va8nYaYF7ldLZG1",
-	"1xh+lMe+YnnsZ6Itoh2UuXXjBswGKfIDbhJfjtwLyIoVRSiRTqxMTck/kxY/ZtGyHtOgUzYf1FJbzvT1",
-	"2mo3FLs6JPb66IDPeNSU6bkZcagmxDZQh1x4FkTKmObJsKaUgulo8WhS2oKaPFqiVpMvjaV1bFzLGnWg",
-	"zmvfzXPwW6begZVIFB2//B3cSu4va9CoK6BnOpYzT1JhC5ozWMwJyiieTCCkbgBxf6Z1httrzGmi0Wgl",
-	"Os/kbOeWonMHhs9iLnI3QVeHAgPeozhSEkf+QoRA381qM778+tn7uHvBppGouFaspvBPa7JilTBQX4vo",
-	"SsV+NFKixEiHOU8SLBFkwJwN6agISMkrVtv03rx24gDZCmWa2mh3vHW3+8jJ61jIFyXL3OcPI326Vhjp",
-	"7qI1Gw1PmhY6rk6l6J4cg6ZrHuYaXZPya4s1XWs5KtJTPPn25ERNAa/oqlr59PDsKOiBRyPvXf73suZZ",
-	"053tiJXSZT7lVj27NuW59brUBNdKXb6eZmqNvcPxs8kTfEL2jycn4f5J+JTsP588/Xb/GT6aHJPn0ZPw",
-	"6KgX+LrMf2y0EmwUWfV0ZWTV0x1EVlVavq+Irqp0en9kUX9FFpUHZtWSgCCBs6Z5uwxke+3bG92lowRE",
-	"qfG1zcaxN1Xn3Pzd0x0TMYpwkdaX5wDbADEl0gpwfw6pW7uvqOg3XjqhX8Cs84AvsAjEtFLwcEhHJXJV",
-	"MLgu5RVt8uoMCxS3RH+9cOscPoRdoZjAWhaC0mh3+4vFYn/C+Hw/4wmhIYt09vPmw8+zRMYp5vIAhrV2",
-	"iE0H9Erlpe7pedpwX/cfD3FSSlSBcwKOtTfo7SwGrlxT9BPzaT2Uj0Pbidfj0Parz82h3WYMXaqjNsBb",
-	"KUNaVOosqmpWimg+O64WujTFKK1j78mxWyayVNzxvmQrKzAYGaTYkcJaDLwi5Motb4yFheKsUp9TuGVz",
-	"ldhekRdeQHLbC6Y2JVnF4+Fl8+5bdikZJ1V54dEU92iK2414o9EfWtmW5ZtGkaaL6nzwZ/FH57Cx4hN9",
-	"vXJWFGKIvcqELfyMsNTFqSFIC8aOGUWxGNKQzU01CKc9tJNwzBBGCZaEo59/vEKYigXhAp0cnqDFDEti",
-	"U2khdRsMfoMhfR3fEC1s6QgUGFGn6UJc2ALHUqA+RmOFeiRCMp6TPdOA3SfaDKmVbSRDEWeprqCguMyp",
-	"thAMKvKSIm5ommGOqSRmv+B9RBlKGJ0SPqRuFjT0DVQzD9BPUGhK917Ued967iiOoMqAqXkEYlusOD9E",
-	"ww2pEw6HGEciYYu9U2fmOV6augruxKgoy6Dz3xm/AeCUJGADBM2JBborF4qlKe0tzNexqb1OIjFA/zB1",
-	"DAQShKjfZ0NqR4AazKODufo6FCPUH+XOYNi7698zkpHriKRyNgqGtPpYG2euU+1Hu8ZTcm0ylUd7zdbZ",
-	"iqS5C8+Sh/k2ccLdmm6LgV8aCaobJzRQnPnxtU2+B0FeYX0KVT7+wqr1v0tYYHfmEay2qLqBv5NSPLGu",
-	"KTNegm14VJaUR0ERNqiQcEg19QYO4QpqZZPpqen0EEtFiqdEIgwF/BklDYF8D3D3d6/vuIkcXRUe8+su",
-	"VB1vhoar6/Sg8hcUJMzZkObFlgv1dqwKbUscV8XdOFjbt72hFC7a3d97JHNffbRNdyK3udEvWPl2gZM/",
-	"//rqZUdfVkkgPwCat+82Y/mkADdEFf2cp6LiUhOVYIV5UWsLLIl0SJRkqa56FNPpYEivXGkd3xChJGYo",
-	"wNfHFJF5KpfwZ2CKcQVo9NtHXRftz/sReNmwEnGhVhOJvFIhtEdyfQt5f5WdMYjPZx7r5MY6/FrdWNW+",
-	"RL1/jp/Qd9+J978fvZ5/eBb+96H8L3LyS/afz2cX+Pjl5Ocv01C2onHVZtyv3P2rgfF5232d5Z2Q1JX8",
-	"y5rHHhlqU9gHoEnJgfVNISutb3oSRGbpfiUg7AE8b4Btohav0pedujWcIRMDMaQjk0Pg8c/teeoyqMtj",
-	"g2EGyGyfUIoXwTyJdUMsfzwZlKivhJPt3jVWTLD7oNuvJtdpnRyjxyyZrbNkygWM3eDGhk4Sm3HBArV1",
-	"V44OsY02++KrzLx49Ol87T6dS43+lksZy3zMqDf0eb2ga81p83yoh+ez1frwHXntXhub9DPJvJ7+Q6al",
-	"FJ2ndpqXUuoT09LepYFFPWSaYZf+WJ0y7ErkvmPzoC2yaYo+TKuSaVZ093mk+Y80/1PSfF/bo/WIfIm8",
-	"d8mr8TbMa0uiKZp6mKoMIaZDaqusWA8nFHZ5+faynErj6RiyKp2mTNp3k01TpUCfJaOmuhePWTWPIctu",
-	"Vk0XMvAwiTSmVsrD22ReM3ZTM8nkXeiEoooxhUR4yhaBLuyi3zftyQITwpwyLk2EcVWhc5sS2YpRJj3J",
-	"NDcB4xXqv/mAwDOhxiIRdACB9h+2n8veAJ2bHjK2C6ptToLR8eGhdmLr1nCQVG3jK3RPER1YEaCUcDVm",
-	"CN6RhW3flBfzVzDlv4LXfMNkROgls9xhMuKGNh1fSfOGYhNF163ChgIw6L3paBKCTVPXZPXLH4P1DT3s",
-	"ptK56urDFXSjN2aQMsCYojcfLKOEbo7qRkuGvHaRAvgCskYgjOUq5WyckHnvtEeZMxeWyPtlYaOxMIt0",
-	"UgEaHKYXP9mh+saINBgM9mzBf7WKdqNSgOZ3p75Vgs7nfaLjQFgm0d90ERDnKDubsTrsXP34yp3bHOzT",
-	"r+Zna/a82DcQDBqNWc1dBbeYbXtjWKn7Y4N04vR/LHXUexRL/opiCTQ49DBqRWADoBWKb+XURxi2vZ7q",
-	"Ui3R9uBCx+ZiBnJ7fIshrUgYnaULlAsXZ0XNb2ivYmUEYUKeoaGQDpAYE0V98wZjnaWSIW0XS9BaUkmj",
-	"yLFjcWO1sPDZ5YRuAsLOZIPe0aH3FRfOFSBp9v+1cv4pY1O9tirL7yAlQURzsUQskfMRihgRNrJewu3e",
-	"9VJ7NcmjqWKbx03pdvN2JAaFWnnBtcLk2qkSdicZpcNk21RGexRI/qLF0Aq54kFFiof2eRUiRVM3//VE",
-	"jCG1MkZbi+Wi9ajpsaxYiMhbhjA6iacZdEbV3qVd2C9AChjStUwWaxl9tQyxO6NvdzEi1DykzKLLlm6X",
-	"STc76nLe1fCKy6d9/rQat9Yuu4qSasB1amGucNTd78afV0tv6t5Kf0vot3QIPjKZR613U+7URNbbeJLT",
-	"pxkYjdOh+beP4F3X39QCKMrNowLTPMEtB6sornvNBkXxJgtAve6TvwhKuQypM5Abvnn/8f7/BwAA//8=",
+	"7H17c+M2tudXQWlvVaQdSn603UnblapxupOsbz/G23ZP971RrwWRkIQxBTAEaFnJ9n72LRwAJEiCEiXL",
+	"/Zh4/phKWyRwCByc88N5/tkJ+TzhjDApOid/dmYERySF/3yOwxl5zplMefyGX0qeEvXniIgwpYmknHVO",
+	"OmfxAi8FGjHeF+qJUYDGJMSZIEjOCBrzaIlCnKaUCISRIGFK5KATdMgdnicx6Zx07JudoCPCGZljNQlh",
+	"2bxz8lvx48egI5eJel7IlLJp59OnoHMekXnCJWHyLUlivCRRncCRTDMyQosZYUBRSkTCmSCICvg3DB8V",
+	"f5YcYYYITmNKUpSS3zMiJFpQOdOP4zkZslE+c7jsvyTLEeoyLmeUTdECC0TuSJhJEiE8xZT1ThEeC8Ik",
+	"4nJG0gUVZDBkpTVQNHq/H37wfvtbItPl2USStP7NlyTkLBLqWxaYSjQmE56qT5fpkrJpaf2P3WnNNJRJ",
+	"MiUpzPP+/fuzTM4IkzTEcgUH/IQFDVFKcDz/cdgRc5mEKYnEsDMq73fjcx0PJc4Hf3iLJXlF51TC/9UJ",
+	"eav3SiAcx3xBIpSQFM0pyyRBE54iOaMC4TDkGSuz4MHh/ppFKOZ+S+aYMkVT8/wxmUhENbuFWZqqrdd0",
+	"lKc9+H7ltJ+CToJTPCfSHsiURGofcPzru/MXdQKu1Hz5M98JNMoESa/VEl9PMxpVNmJ//HTyBB+R/uHk",
+	"KOwfhcek/2xy/H3/KT6YHJJn0ZPw4KATdKgaOsFy1gk6DM/Vm8UknaCjjghN1dFTzOp+0YSncyw7J50s",
+	"o1HHx8QvuFrNNzCq72si+B2paVE3xIL0KROECSrpLekFiAymAzQynzQI+bzyic4v/i/RE6z8ijm+e0XY",
+	"VM46J4fHT1aKoXD5kiw9JwTdkKXmhpgqZghnnAsigEHDGWZTgroYvXt3/iJAAi97ATroHx4foySlTOJx",
+	"TNDZ5fPzc/VsikPFDsGQCY7kDEsj1LSYCjFDY33QKYmQwBMSLwdILeWEpkKW5RkGumghr4YMswhRKQpx",
+	"2BUSy0wg9YMS5gHMl2AhFjyNEGVhnEUk6qlhbkgi4aQdHqEZzzSVBMdKEKqphTxFOCeBT3KBak9lWcwC",
+	"dWreQu7ad1MQ90IvQE7reGlOOvwHjFUIatm3OuIEgUoIhkw9wjNpvl9JbxDYASK3hCFqCCTprdqnFIuZ",
+	"+hIlcvVm6p0L+XxOpSTRYMiuXNLNGkd0MiEgAyz1XcxAE6CUZ5IEhssDpE4rsDpPh6w4Y7C2KZlkgkR6",
+	"0KPDQzQiacpTMaAF813fkOVogP4xQSFnVvCYSYX+WsSZJo7c4VDGS/i3wwGn8GVAndC6Q60nlbAPetUV",
+	"f6id0Is+QL9gGoMCNdKve3R310M4JYhxCTxxogZdmvWKkNGUAYw5x0s0hp3VLFvjgKqqPJ7sh8+iY9L/",
+	"AR8/6R+Nn5L+s+gH0j8cH0TfT/bDI1xILQ1mitNe0dprFM4FnnrE0kF/jNVGJHhKEMvmY5IO7Hy/ZyRd",
+	"FtOpR0pzRGSCs1h2Tg4CJVboXCn5g337v6Azp8z8MfDqA7vqoA5+wpFROepfIWeKy9V/4iSJlbKmnO39",
+	"Syiq/ywW8M/OnAgBnwYi1jIlIDUqYNNucUwj9J+X/3ijPk1kYUiE6JxMcCzIJ/eD/iMlk85J53/sFSBy",
+	"T/8q9n5W/PnWEKzJrwt4/6yB/ROGfyI+/hcJZYBCnsXAP1rI4ShAPAXEpeCV4XDMUMZEliQ8VRBs9Fwv",
+	"TP9qmZCR4qZC73D5C89YtO3yvTDaiatTosZ52LUyyjDiRC8OuaNKjKZoTGLOpkJDVy1ZHJjjIPoP/RzH",
+	"9HMQ5aPLvLNXxVwKCjljlMBQu3GKV+Arz5lUMi+GBdh2H84YAmGIeAhSL0KLGY0JSlKuNkPJdUdJPiRL",
+	"nyneI3cJCRXrTTCNs5ScoohITGMBQjHm0ymJAsTILdwvZJYyEg3U0t6XHwt8+Ll5khuNWBCwCZcOWXdU",
+	"PUsj9crI90WjnlYJXzVfX+BlzHF0xfkrnGo1sisBLTlHsRoUdbFEcy4kOniKXtKfeg8trKuUABVq5zEz",
+	"JAAbX5L0lobkHcO3mMYKvt7n84UeDb5cae8UpzReoqwYfYAuYoLV1T1dagCHYiy1Wn5Q3scSKyygSMtY",
+	"SnA4A6zeFZIniTrjCvLiVALYUTiTAzJjJFSjCFBeajdFzBdDBudCLEgKGIiyErCXdE54JnsD9MbYGahA",
+	"i5SzaYGYzLMn+p4/ZBqpjsBQ0AdLwQgJbRmonSDnoXU87xgeYGGuOH+N2dLefrfea87RHLMlwlLtsxRf",
+	"alvtXaTL0wDQ70QD3JhPqdo05x6HoyglQgBA50qcq6tTrMTBYCfLG3yFku0dw5mc8ZT+QTZUVETr+PII",
+	"gcMClR8eapNfU40JFHSEE1SoLTFAP9+SdIm0BXNKpCguI0rsVfb1/fv3/ap1bNWqVo1pQN0/Fe6FVdNX",
+	"qRar2m4lioFbMT5lSSbROCX4Rqh7ehaTU3vNHCGh7tuLGQ1naEJJHMHtbTFbfuUQM2cboE4t/vMZCW+E",
+	"396k+M9gmu8EevHmEoXwNFK4G0BcAEablIQ8jdSnJylPSCqpvpKp96+jGzpftzVAxFsi1G3wU6Dfm99t",
+	"85ZIJhu99sm1df3mUOyMVxBUmJ71HUxNqxZRw7VzxTErVrKr4W0/wXLWs1hRciSIRFlSMtXZtdP2uJPO",
+	"mGcsJAPXgPfJv9rmjRXmQyoFiSfqvGMksrHFrBNEpcLmcCdHIzPjMNvffxLqZ+C/ScWm6KGsZhQMOmpJ",
+	"r2/I8jo2tsOatfhSmwUF/YNYW1iF/V6ev1aPnKJ9RfvciK05wUygw/2jH0p0qT8EPtv1iv27JDJL1p4E",
+	"bWXTt2y1b0EBOdQJ0WcBcH2SjWMqZvVzoaDSOi6tkPVCvfLJUQ91q+osm2PWTwmOAHeFnE1oOgeBV96y",
+	"M+dj9Dcgo1wmWRyDCKttYK59GvwdMs20OV97atQ/i8My5jwmmNVOmx20+KxAr83H9fv0wqzhyr0KAIJY",
+	"zsmtp/59Mra9JjG24mA1nu5tjoozG0iia02pf2b4tKsPV+gWxxmpfkzlEJWpuf1RvXxwim5+TAU+RcmP",
+	"r8/Pfzr/19mbn6Y3vw8Gg1bECRKTUPJ0BXn2Ef+xviHLMl25C2zd/FRc35KUTqjPz/l+RuBOXZlQQVP7",
+	"0ikCJIUyJmmMRvDnZV893NcPj8CwT0SJPninztlBJ2LCbFUrberhv+4oVz+jAI2s/sn/e343gkstlWQu",
+	"1smPF28u32rGKYQeTlO8bNB51vPTvMPNrNm8L+VlWX2s/wkvaWjnX0GeyZDPQT/gAo74+crMeV/h6xJ1",
+	"PxlcuKc01SleIZZvnWmRIjAmkkTeI+nw3LpPemsebSnPA4RjwXWsADZU69vfTiS9JbyVzK/tQ4sjVlpE",
+	"IbEkxl3lMI/R3gSHM8MywDsKHG6rCKowAeYxa3YPXXBfcYcYX6AuSGSlBy8vftHiLeqVKNP+3rp4M19x",
+	"jT0I9x2jd9aWYk8jPF928H//9Ojwhx+e7O8HhS+cMvn0qFNHambCVmxtrjBbnoXW0rAs1wruNYSWlqiJ",
+	"md82KYj3cJVcJcnMbuUAJl/gFXeuVkziYGvFL0YbVRi2iS2cq1rbyV5/MJ+EEk6ZBBWoDXYxXioYpV1V",
+	"Adi47db02ilh9w7Ylh51EgxBxuAiiCgoarEM979EunfSGun/YKSQTY7kEhx85ALiHCIyzsCxQ1P1TJ0x",
+	"rB/GtzQlxbTAZlMmlEWBuusvrCYt5BdnxF247u2PIpkcoMFg0FNaT2qTgw2IOFFLMMiRnRV7WvjyTKK/",
+	"4Tj2CcCJdQB5KNYoXjuMHOP/PiJMppSIQEt1+8PxwSFEQqi/ixAnVZ76rWO+oa9o+ejArBpVZThlHdxe",
+	"APzmUofrxJzfkKh6ze+skf/8ppmR1dAzLNBCrQXELOj9bXdQkpSPY+IVEkuHF7S6zyP2AApQaURR+VPU",
+	"S+5Rksj5uMIBZphjDWf4FkP/4U+vJwamVA80LfTVhytvyJV7bvmNDVYwTwbFobGs6D28RfxXHU4xdPn6",
+	"6sL1BQJ61dLnFO6nRfiQMH7QBKdSW2Tq5zhMCZYtFLFP9+631L0RAbzpncMARJbF8SkyD7o24zzWpXDm",
+	"euZUr2tfWEmkOjTQqEVIH8vmJKUhomVmPDps9ZlUXJsPaPxMOEDtv3P9wVsJ4y4h+kugUUrmXJJrsWQh",
+	"iUba8XL54mUe4oUjHb8Jtud2E8dYyGvLatcm+qgdllOvFlyaEkHkKTAAopPccy90JPMWOw2U6U9dDy/z",
+	"yGVQ4mMc3hAWaQrNbYtECCvUKxTshy+gwtm4bYnk0ybUDwccfg/QSBtMbeyaNpn+fa0Vdb5Ub/x9jTqY",
+	"8wgY50HPfon1VuMo+HAdEPidKG+I0kyyelptEB7cxdpxrY63XE2GI1shpFnSW9IKvKpvvCY21qYGyGN9",
+	"vvVKBGhhNCPwmnHLWm9o1wbs4Uxydd8PcRwvAWA0sFaxq+Wo5BZCT+ggWAp/mVCSQqxkhLRtH717+0ps",
+	"Fdq8JkBZU9qMdcY6nifEMeivQAkyk07QjfmCpCEWpOfj+7WaGciprJNDjj2dgascy8elLHhzvirpgJLe",
+	"axKY1QNSE18ltloNF55ratdtuWNK0C8Yo4WLHbazc50LkZHIwS878jA4gUqG5G/Bw1BQ/aIRFZSCutRT",
+	"Sslo368WSBTUczgzN3VHRG63RS/MJJdLFj7A9lhg801tz8/slsTcdxtQV+Wyqt98xcvH4YG/u8XXrnAr",
+	"uzKCm6NW8SMXMtsK25rjeLVYLyS6hYMF3jlBB/2nR04ihnpkdNb/b4T7f6D9/jM0QNfob6g/CobMBn/B",
+	"cSEsojZaC6OYSElSxFMU0SmVhV1gNBiMBuhSa5FciagRhixj9PeMQACC9fZVc2LiWrz8CoWzYgv8se+K",
+	"2SDu3bnRfSdK8TONDLhqLwUCbwEVMHqAeBwRIXXKSmv/T5mLqxaLFmECskKTDlhFkm9kwUjwlLLcpbOK",
+	"4Iviyc907IIi38kh03cYC2eaR+wW3mRYMxtPsWDqIm+MqR5OaD5xIITR7xmOjeFe3QplYedwjbQIywb3",
+	"6cDYrW/Icp2bIUkpT6n05Gq9/oCSlEDCTkhQNzfdKhY1+La4Z+z7rhNJliZckBVWx+KrJjw9cdbwO4FG",
+	"1hkqkskIBMdofjcK6lbcIWtwnuqXrP80sLHZMWU3fZni8EaJoedvzl7/jLoj+wcbVG3zTo0xV9tx53e5",
+	"Y6DRxht07FCKn4rdMW9sYNtyuWuZuDxvbFqvP3SCDnxAeSqvxSvoQKDAKjPad8IEE3QnPEWvP+jFnmMa",
+	"oxkXsnfvKILKobQMktvcDKTXhHpPowuJvF+iELjx+IFsLl2fctjWxQzhKKLaO6udELeERVzdZsc80vxd",
+	"PrW7uR3nlorAJiODuLf5TEHuKx4y0LPqcEw5IwP0fkaYiVsANoZf53iJhKRxDLPYcEqlRYAGHeAgzboM",
+	"2YKnNyRFEElpPB12TSrqspW7o7wk3g1r0DZnSBgcoI/xSSlcJ/A4cAOUn9lJjKciQBwGw/rTh6wchaPO",
+	"fvmk64mEzrYjENzqnrAiaAsWYldxQAEaDTvDjsm7ZybL0BP31/m8EUE7pmsXwUC7I6m1wxwMOkU4CRj6",
+	"m5ykxnXezngVxjS8uQbea6ZA8SdE1IKIxVCYYJFSKQkIJR19DyO1DERq6yAoTKkGsiywUPKwYsne1HWw",
+	"TaRnzRENbscxlcLRdwf7h0fB4f7RDx/XxnkaMu65/ZaYTeO/NjyYOwjLWxl7pkP4axKuKAJhtr9rs92B",
+	"7SFWsiI1dxJ9pqndQFToJOxqdALC0hrb3fG0dd3Fvmtt7ysDDleJewVUguJWqngW0je1QqLCQHc43EnG",
+	"liGPyEaXpyZrcH5cGtxf37f1fjUfkKs0IyZvtPGMlGKJujxFmCGlL7GS73Oc3hDFT3kAUm8DP9Wm0UZl",
+	"+oxzKodWpLg7b+H5ae11KRGj7cX3kaTzu/sKsCLS5n5RNTwhbJ0aw4W0SOgdibXiEoohWEvFJZLJSgmq",
+	"2MyLbMxF0h/lDDEdq6MN0P9rCD9RFN1jDzBzIyIA06+NMLqXJ6yI+tvACwb7plDISmzrg9H3w2rVeXcA",
+	"2Cr0fSf0zb7dAmdMZOO1bK7LKYzVb2O9KrDcNdjUOI39xOvxcm3Gmnn0p6XfI5abr2pbuGZ11wVsOzHf",
+	"DqwpA9qSWCivXqOzbYV7zjn8wU5C0qtAtIoJK6e7LG/raqgMssrb2HznXenhqwYKAxM9UDqRuYLvyIFk",
+	"yhMAwd+C60jTu9ptVGiP+6zul3IXrc1ALNINcRRVfES1O5u+VeXZhyvTDre68O0ima8ZnJ/VTOhO5bRT",
+	"xBT20vhccsertAVG/9S4FetdRuBgwXEM5kFzw9rEYWRe2YWzqODf6l3t6/bfrHPb7CSvaDcpRZ89nejF",
+	"Q2USvcYsUle85TeXTrRJKtHDZRF9pZk0+bYW6TStvMSrspzW2TfaAn5/NtMJ8mQzgYfPa4gYsvzl7siB",
+	"b24xh17FAdKI4u9xVnZzAcjRcRlqu4Nvk6RULo3hj/Pj0VLxpvae6FJj5C4kiURHh4eexBN/gOVFSnQV",
+	"YIaO9g9Qd+TWOxlV3IyVWij1yNgmGQpe5gXkLqScTXUkNYhVcWpCl0k440QgkY114UptXxBeaeoWEtsY",
+	"5wIzObIO/r2NsPNtXC2Uz6NOGFm4IUPW3jslTJ0VqOKoowkDJGZ8wcDJjzgLiTcNwZmpfSSKncLPW3VS",
+	"BugcCrnmZQ5lSsmtLSZd3qTv//f88O7Zy8mr9Ojqj/c/jN+EB/+c/dfT5IV48uu/zo6JX+nt1KFbDUj2",
+	"uXfb2ntSANTXlE34ujW+NA+fq2erDFSqT5yvf3WGoIUjt6ojVmvOzQvGbFErZuMyMfesEFMNBVm5TO3S",
+	"PbfM9Fyf5Ll9Wue6jM4d5HA2BuWvy97cJF+z4XRts6da9jarxrMyPLcRjAqM1vduh0aYry2C17d4F6Vb",
+	"ZG1rU4KwvhYLpY9M8OFixmOCYirkAI1M6si1esrEdCUkNf9MSUKwRKP8xyEbQd25EcpYZNhGu+JKMT7c",
+	"OOCF1LWnReEDfcMjgi5fvOyhzPYnqOg/h6AViVxAUhm8N6ZA+Yd6A0WVK6lY6qY/muO77kGAQkLjruQS",
+	"x2hPl9vr9Uaoe5D799XyQq4aAmNAr0pOiytE7O8xcKH37I+Kn+vYNwSfTASRq74PqCtpTPWhpaHbXXj8",
+	"C3llR9SO0zFJA2TKV6/fIMtsK7Zac1yLlYC9Wr8QlCEcx0Cx2HjLKsdUTxnYGtx6O/M9cfkvKHO28+X+",
+	"g63RxFvi3dtKjPpixoVTLV9dG6GIelgyeyuUer+0lreEPlBiy0UpCfJbMH171mJ1VouVgGobPuvNgJHF",
+	"9V/hduDy99d3PyjtwjZ3hNJUzVHf9b1UKHWOI4L4xFPWJE5meOzVH3hemNNtIgo4oUt/0fnaUYoXDE1S",
+	"Pq+U48GCPD30RhSaia+VmlsltCMqJGWhdKc0SMaOUZrz6aFPNxAmU54sr8dU+kK59K/2c52+IxAsF6CR",
+	"dsKg/4liPj3slojvVXTTs/3BsaNJIp6N3cILWkWC8m9w7BTfXnxyaYon3k+0LOWH0DgVpCqPUwx5Q+ar",
+	"zRJV4jxIukRCppxN10ac5w7hnKmq21zZB4dmH8df2VB/zwfld7ty3LJHaraPFW0fI9p0x9ptQE/TLJ8l",
+	"oKJaw8ONSSiHK7jkrNrGFU7U8ibC0kOY16n5A7S6Ure+G0ISU4wHrIkVh2tps/XyuVui/vJpIwZ5C+xA",
+	"DIPsmiWew2Cw8TZjr8wb92eHsyjysUJLDmjcy3dJtC7+onY2rXuHoQze3g6D5kJhtyEXmqRvIujiykYg",
+	"rTIW1iO2Cv9rbjT0SEubPbetGU8PsJLsFXLAFwzXWMnZPldUc4a/rC7mXHtpu4LOlRJNtXlbBTTkK7LC",
+	"nFng4IYYvJZGzdCfFulOYIYr2R3h3EyzVE2A02kFaq2MfFy3yLVtXunxbLfEdU6sE7OSN1eUqm6kt1au",
+	"Wi/kfSPLyjTtsk71VeVLvp1a1Z41abVXtkB1dWcaS1MD81xrlm8yra46lPNMSH2UfGzcqizb2rrH9bnr",
+	"uShdKg1JO8oxaXW0fWJ84+N8n0Dm6v6vrU6dT7VJbeqqLbCyNEGZi9aGDq+r6Jwz/30Dr1ZEc99DTH3G",
+	"EKyqANt9LFZNNW8Ri1Wt9vi5orGad6SlGNkgMisXqt9eXFYVRt+POb4M5HkgGalLWueqY4N61mtF4hoZ",
+	"uHlgVVP3oZUhVhgdHR46XYe0DxPCDHXXIdiZUo+iyuVDv1mu8vMbzJG3151hgXCsJNwSjYkSCPiGsEHn",
+	"oysYHfodMVHrSeWJ/NLmW1NmAccXpSfa19it1CXRdOme0boIJsr/VoR16aIH5cAuR9wWu9OsAEw79/rn",
+	"j5xKHJ7F+fglA8QCu/ReTiyCCmuEjCImRgEa2ehJ3XeSZXE8GiCw3d8Qkgg3KLMIquRZmtfT6J0gGKtQ",
+	"MY0ppLrN9uXFL6fuvPl7uUtlRWppgDD8VZ8HITGLxJAVdS/yV5UyiFK8EOrtrhOgpMtnpBkLLAinqdEU",
+	"2uCqKxlqWrULjDJdniaXC6ZOTenfTlLRKIf3es4AjTOJIo4Yl4pYDfGcpe2dmqV3EnELIQg9gs3Q1SpX",
+	"EROe1NYES0lStc3/pxsx8X/tqvT+w3tJFSTMUiqXl0qd6OM6xoKGZ5nPdm9ysW27wKL46Yn+4eziHEl+",
+	"Q2wO9qn+l4CCzSimNwSN1H3j5nowGICnAtSYcc7QsCBxJmWim7ZZzxfUlA5lUVWpyOlGarkkpoykakmy",
+	"NDYjiJO9vSmVs2ysVNZe/oLzX+A4FXXh4w7OQOJUSjxDJaNKbRPdMz4/PXPFPlCmxuKTIXM8iCZZNAxJ",
+	"onvuzcHTSQVa0JT0lbLHkipAmsOblzSl88HPUEUCRtLEzaEV9NnFOdSLh2Hz+BeoKLzg6Q0am37k4GZh",
+	"seZC6Ob57u2rwZANmakiwDMJSZ5uoRnTpvx/XV1doJ/UXsGveS3c1iwxyGfJ6+AY0aakEEg0aIVdaoM9",
+	"QFd0ToTE80Qf1FIdXDtimdy8RX6I05QSgUa1Pn0mxsjbe2+kFwQkLBIzNSlnBBGTXhag0Z9DK5SHnRMt",
+	"1gM0tOJZ/W3YGQwGw86n0alW8kpwiiGzmj5Ac4+GO2PLvAVqiLWuMS3w9w9Qd4xLBap7wZAdHT5DXX5r",
+	"oFSKwUUwp/JUd7P3dkPtBeh4fx+qI9W7NwdQkWhKIp12ZMVzT+3Q8f4T1JXNrWBPdStWDdKHzD+5FmUx",
+	"DYlBR+ZEnyU4nJH+4WC/dowXi8UAw88Dnk73zLti79X585/fXP4M7yhEQWW53gM6uzjXIfPCNLMf7OtH",
+	"eUIYTmjnpPNksD94AoEzcgYicA8ndM8cafVvr+FlXZpXOU3rFI0EwWk4G6EJjcFxPF5CRFxRc1GtwkDn",
+	"3KYANM6jzknnFRXyhaFF0ZjiOZHQevI3/9WgeGQPEtQ+BStDunxt/G3skK+P/365kf+aDv5BfdniZS4u",
+	"dbAQIFTTM0DoMAlJ7iTqVks99pro1UtbIniO717ZTMfjJ3Xd91HhKy0iYI8P9/c36+2qDRK/tejiuKK6",
+	"U6tSMCtqMJUKmzQWRtLQwOOQdMsIuZUrmpJFywV39BhuTZxWn1MyJv5WV+fNRQ3zOoOVGnu6DJ6peteC",
+	"BsWVZtamCXSccMP4rctNNE+UV2NU56mYVpcV1LNC0T876fzOY6l1hveunpcXi8nc+ob3X8k2k+18Vf2T",
+	"NiyuU7hxixX2mUCKsfNSkPngulxjMX6TuV1JonK1pNKh9iZo67JB31ey6/R5rNXWgYP97OApyGq3zk3p",
+	"h7vaQNVohXLxls2qrpSLrJjRTLETY72pVSjxG51W2pj0UKUgBGMvLyXkwd1JrXs587kc7n1Qitg+yOOj",
+	"FU/ZOOd9G4d84EYPQ5FUHf974FoETMhHu07WToa5p3m1Cz6ctPKvuCt10DnaP2h6N9fEe6UkQPXS4eH6",
+	"l2rtxOHFZ+tfrDby/xR0jjUOWP3euS4CFsP9QL/1ZP1blyS9pSF5x/AtpvrWDnfwbD7H6dJAvTKWrNwv",
+	"1QHAU1Hkhgqw4CVcSG+4jchrVudOdDuyvbGpK5CN0xTlVroJpqkG+0lKb7EkQzbDse0GExN8a5ItzP1g",
+	"gC6Mq08n6pi2XSNH4euyvgzIGDLr8ZrbXKrRANlwOlOLGrz/tr2XuoEZugdD9h6ilBganUdknnBJWLjs",
+	"vyTLEdKsGCBsLiMQgL4URZWw4nbYFUQbXfQ75mpSRuC6wMuLoo70JhDcIe4lWXY07gR2+4lHy501vndr",
+	"g+ge8BV0e7ANuq2C25VQdg1SXQVQjZAuIVT7t3tBVDPII0b9chh1Z/DG7GUN37Asjn3IxjBKCdmYMVxo",
+	"Y/60K2xjh1sHbtZiGTPQWjCjPr/kxVlZuOk+YMQWuvLgkauGCrMOIMkFocISSh5rp+AqKFG8kr9RQSVf",
+	"C7JpgRl+wpHBGZ2twdBBC5RxgZcxx9EV569wCuafvxaIgijjCnDy4qZPQcnQt/en/o9PGknFRHpchbpp",
+	"kOsbC0qYSQSrq+s6JckvX19dDJnbM5IhKk+NWwqKvts0gDm/JRFktKzJQtK10etNyoxzicqKtbY3QLbI",
+	"LRibAZuNiT6/QwYJVgEaL7VRDoqu6HzaAoXV0JJeohwt3c/IVpNqTZnQ28m1asL3aslms+ZcJ9CCpMQS",
+	"9W96A9s/Wv+S3p03XP4ChVO+UdGhWbcmPWDjcRxXN7/hNub1FryF21DJqZ73d2vTAqEmUYasbZsD1C3d",
+	"wHoD9JbgyNzcdNclmPRkyJSwQPVbmU6CIeENTKDTLj0n/1cid3Ts/bePr9G07ru5PNrWH23rj7b1v45t",
+	"3USDtrOte26g34hxve2FVFvX73fVzMv4rkdkq6soP+KxbxiP/Uq0zbfFZW5Ts6xZICV+wBHkywJ8Dnm/",
+	"ogiW0qmjiSlqaBL/xzxa1qM2dFKqA4d2b/It5zJ7jb5bwq4Wqcs+OeCzQjXlsm4nHKopvw3SIQfPgkhJ",
+	"WZ7ua4pFmJ4dX7lo+EwmpS2lyaMlar340lxa58aNrFF7ar/6biaH3zL1FqxEouhp5u9RV3LwWYNG/QJ6",
+	"qqNV8zQcvmC5gsUpQRnDkwkEDQ4gstE0B3G7qTltQhqtRGeZnO3cUnTm0PBFzEXuIuj6V2DAe4QjJTjy",
+	"FxIE+mxW2w3mx8+ex90Dm0ah4lqxmgJcrcmKVwJdfU2wKz0J0EhBiZEO5J7EWCLI8TkdslERcpPX5LYJ",
+	"zHl1yAGyNdi0tNEBBzagwCdOXlEhn5csc18+UPZ4o0DZ3cWjNhqetCx0fKbqont0CDdd82N+o2u6/Npy",
+	"VNcaR0V6iiffHx2pKeARXTcsnx5+Owg64NHIu7P/vXzzrN2d7YiV4my+y6367doUINffpSa4Vtfl62mm",
+	"vrGzP346eYKPSP9wchT2j8Jj0n82Of6+/xQfTA7Js+hJeHDQCXx99D82Wgm2ih07Xhs7dryD2LFKU/s1",
+	"8WOVXvaPKuqvqKLy0LNamhOkqNZu3q4Cuf/t2xu/psMNRKm1t803sidVZxX93dP/E3GGcJG4mGc52xA4",
+	"BWkFuD+HzK1OWNQsHC+d4DZQ1nlIG1gEKKuUdByyUUlcFQquTQFJm547wwLRzeLbdBpFHtOmMGfMIcqt",
+	"Evc2ZG77cYIEnpcqDIK1MQoQZUISHKm9n2Aaq8sLeKuGHcgbHnaaw+SelwvRf4WhcgWF1nISlEa76y8W",
+	"i/6Ep/N+lsaEhTzSoSrbDz/PYkkTnMo9GNbaWbYd0HvrKPW/zxO/u7qDfIjjUqoR8CFo5N6gs7NgwXJV",
+	"2M+MQ/RQPgRiJ94Mgdi3vjQCcdtptKlv20BvpZBsUWu1qItaKYP69LBaqtSUE7WOyyeHbqHPUnnOTyVb",
+	"YMHByDDFji7kxcBrYtPcAtVYWCpOKxVWhVv4WF1LKnjoOaQnPudqUeJ1GAYeNs++4ZeSp2ABewyDe7RZ",
+	"fsU4UJ8j6GpcBoKN2K+NjWHvz+IfrePrilf0Oc11WoghSC0TtgY4wlLXKYdoNhibcoaoGLKQz01hEKdT",
+	"uJN7zhFGMZYkRb/+fIUwEwuSCnS0f4QWMyyJzaqGLH6wjA6G7BW9IRqV6lAdGFFnbEMA3QJTKVAXo7Fi",
+	"PRIhSeekZ3rx+zDgkFkQKDmKUp7oYhpKXZ1oU8qgAiyVlETTDKeYSWLWC55HjKOYsylJh8xNiIcWkmrm",
+	"AfoFao7pNpy6BICeO6IRFJww5a8A31IFISBscMicuEHEUyRivuidODPP8dKU2HAnRkWFDl0Kgac3QJyC",
+	"FDaS0uxYoBu0ISpNlXdh3qamDD+JxAD9w5S0EEgQov4+GzI7ApTjHu3N1duhGKHuKPeaw9pd/56RjFxH",
+	"JJGzUTBk1Z+1Fes60Q7Hazwl1yZpfdRrNmOXMO9uXHAeLd6kUndr4y4GfmGgWDuVaqg49fPrqosQ3HgU",
+	"1ydQ8OUvbIP4d4mfbK88gvWmZzdCelIKvNblhcZLMKKPypB7FBTxlYoJh0xLb9AQLuIr25ZPTNMPKpUo",
+	"nhKJMPRy4Iw0RDw+wNnf/cXJTZ1pe3Myf93FncmbE+NemjpQBA5qU+ZqSOtiq4U6O75T3Vc4rgtQcri2",
+	"a9uEKV60q997FHPffFhSeyG3vXU0WPt0wZO/vjt/0dLpVwLkeyDz+m5fns9KcEP41a95VjIu9dMJ1thh",
+	"9W2Bx5GOHZM80QWwKJsOhuzKRev4hgiFmKEWYxczROaJXMI/A1OXLUCj3z7qEnl/fhqBOxIriAtlu0jU",
+	"21kicm6PZWRRmKR7ri0W9gnapDTG4EOTLtf/k3f52YEtdkfK7cvZCFv5Kve/VV9ltb1W55/jJ+ztD+L9",
+	"7wev5h+ehv+9L/+LHL3M/vPZ7AIfvpj8+nVaC9f0X9tOc5eb2DUobW/XutO8oZcSJ482wm8DVfyloouA",
+	"UUt+0u8KpLm54U4QmSX9StzhAzh4gd9FLSyqK1u1PTlFJtRmyEYmVcXjBu55Cpyo42tjrgbILJ9QGpzg",
+	"NKa6s5w/bBF6PVSiFnfvoSwm2H1s9zeTUrdJKttjMta9k7HKlcDdGNqGlizb6eGCtXV7mxYhtDbJ55tM",
+	"8Hn0iH3r6vVSs7/VUsavQTnzRthvFtuvNW2edvfwerbaaKGlru2tUpN+JZk3pnjI7KeihdtO059KDZdW",
+	"9ElqUFEPmc3aptFcq0TOkrhv2YXrHklbRUOzdTlba9pkPcr8R5n/OWW+r3/YZkK+JN7bpG95O0+uytUq",
+	"uuOY4h8hZkNmi/lY/zDUD3rx5rKcseVpvbMua6ss2neTtFWVQF8kcau6Fo/JW4+R8W7yVhsx8DD5WqYk",
+	"z8PbZF5xflMzyeTtHIWSipRBvQXGF4GuH6SfN33+AhMpn/BUmkD26oXO7e5lC5OZLDjTJQiMV6j7+gMC",
+	"v44ai0TQSgf66NjGSL0BOjPNmGw7YdvlB6PD/X0dAqB7LELuvo1O0c15dFhKgBKSqjFD8C0tbB+0vCuG",
+	"oin/K8QcbJnzCk2ZljvMed3SpuPrDdBQ06RoX1fYUIAGvTYtTUKwaOqYrH/4Y7C5oYffVFrAXX24Uuff",
+	"mkHKBGOGXn+wihLaoqoTLTny2kUK4gvKGokwlqsk5eOYzDsnHcadubBE3jcLG42lWSSTCtHgbr74xQ7V",
+	"NUakwWDQs50z1FesNioFaH534vtKuPN5f9FRNDyT6G+61oyzla3NWC1Wrr595RaIDvfpR/O9NWterBsA",
+	"g0ZjVnN7znvMdn9jWKmNagM6cRqpllpTPsKSvyIsgU6hHkWtBGwAskLprVz6CKO2N7u6VCsBPjjo2B5m",
+	"ILdZvhiyCsJojS5QDi5Oi+L5kGBnMYIwAePQmUuHl4yJkr55p77WqGTIVsMStBEqaYQcO4Yb68HCF8cJ",
+	"7QDCzrBB52Df+4hL5xqStPr/VjX/lPOp/raqym+BkiAevPhELJHzEoo4ETYvQcLp3vWndmrIo6kwoMdN",
+	"6bbFdxCDYq28rl9hcm1Vub0VRmkx2X0K8D0Ckr9ozb0CVzwopHhon1cBKeo95bWpdDOIMWQWY6zqVV70",
+	"8DXNypUKEXnvHc4mdJpBi2HtXdqF/QJQwJBtZLLYyOirMcTujL7tYUSodUhZRZct3a6SbnbU5bqr4RFX",
+	"T/v8aTVtrV12lUuqIdcpubrGUfdpN/68WnJY1ZjeSqFsQ/09HYKPSubx1rutdmoS66t0ktPwHBSN0+r8",
+	"t4/gXdfv1AIoyl3YAtOjw606rCSue8wGRY0wS0C9vJi/1k652q0zkBu++enjp/8fAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

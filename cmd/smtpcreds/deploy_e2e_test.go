@@ -92,7 +92,7 @@ func deployRun(t *testing.T, bin, target string) {
 	mail := &mailer{t: t, pf: pf, dc: dc, waits: target == "passwd-file"}
 
 	user := "mailer"
-	cr, err := api.CreateCredentialWithResponse(ctx, "acme.example", gen.CredentialInput{Username: &user})
+	cr, err := api.CreateCredentialWithResponse(ctx, "acme.example", nil, gen.CredentialInput{Username: &user})
 	wantStatus(t, "create", cr, err, http.StatusCreated)
 	if !cr.JSON201.Data.RemoteSynced {
 		t.Fatalf("create: remote_synced false: Dovecot's %s does not have it; server log:\n%s", target, srv.logText())
@@ -134,7 +134,7 @@ func deployRun(t *testing.T, bin, target string) {
 	}
 	c.Close()
 
-	rr, err := api.ResetCredentialPasswordWithResponse(ctx, "acme.example", guid)
+	rr, err := api.ResetCredentialPasswordWithResponse(ctx, "acme.example", guid, nil)
 	wantStatus(t, "reset-password", rr, err, http.StatusOK)
 	if !rr.JSON200.Data.RemoteSynced {
 		t.Fatalf("reset: remote_synced false; server log:\n%s", srv.logText())

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"mime/multipart"
+	"net/http"
 
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/credentials"
+	"github.com/smtpcreds/smtpcreds/internal/idempotency"
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
 )
@@ -53,6 +55,16 @@ func (h *Handler) CreateCredential(ctx context.Context, req gen.CreateCredential
 			return nil, err
 		}
 	}
+	if key := req.Params.IdempotencyKey; key != nil {
+		r, replayed, err := h.credentials.CreateOnce(ctx, accountFrom(ctx).ID, req.Domain, username, *key,
+			func(is credentials.Issued) (idempotency.Response, error) {
+				return encoded(http.StatusCreated, credentialCreated(is))
+			})
+		if err != nil {
+			return nil, err
+		}
+		return stored{r: r, replayed: replayed, noStore: true}, nil
+	}
 	issued, err := h.credentials.Create(ctx, accountFrom(ctx).ID, req.Domain, username)
 	if err != nil {
 		return nil, err
@@ -60,17 +72,21 @@ func (h *Handler) CreateCredential(ctx context.Context, req gen.CreateCredential
 	cc := noStore
 	return gen.CreateCredential201JSONResponse{
 		Headers: gen.CreateCredential201ResponseHeaders{CacheControl: &cc},
-		Body: gen.CredentialCreated{
-			Success: true,
-			Message: "Credential created successfully.",
-			Data: gen.IssuedCredential{
-				Credential:   toAPICredential(issued.Credential),
-				Password:     issued.Password,
-				StrengthInfo: toAPIStrength(issued.Strength),
-				RemoteSynced: issued.Credential.RemoteSynced,
-			},
-		},
+		Body:    credentialCreated(issued),
 	}, nil
+}
+
+func credentialCreated(issued credentials.Issued) gen.CredentialCreated {
+	return gen.CredentialCreated{
+		Success: true,
+		Message: "Credential created successfully.",
+		Data: gen.IssuedCredential{
+			Credential:   toAPICredential(issued.Credential),
+			Password:     issued.Password,
+			StrengthInfo: toAPIStrength(issued.Strength),
+			RemoteSynced: issued.Credential.RemoteSynced,
+		},
+	}
 }
 
 // GetCredential serves GET /api/domains/{domain}/credentials/{credential}.
@@ -96,6 +112,16 @@ func (h *Handler) DeleteCredential(ctx context.Context, req gen.DeleteCredential
 
 // ResetCredentialPassword serves PUT .../credentials/{credential}/reset-password.
 func (h *Handler) ResetCredentialPassword(ctx context.Context, req gen.ResetCredentialPasswordRequestObject) (gen.ResetCredentialPasswordResponseObject, error) {
+	if key := req.Params.IdempotencyKey; key != nil {
+		r, replayed, err := h.credentials.ResetPasswordOnce(ctx, accountFrom(ctx).ID, req.Domain, req.Credential, *key,
+			func(is credentials.Issued) (idempotency.Response, error) {
+				return encoded(http.StatusOK, passwordReset(is))
+			})
+		if err != nil {
+			return nil, err
+		}
+		return stored{r: r, replayed: replayed, noStore: true}, nil
+	}
 	issued, err := h.credentials.ResetPassword(ctx, accountFrom(ctx).ID, req.Domain, req.Credential)
 	if err != nil {
 		return nil, err
@@ -103,17 +129,21 @@ func (h *Handler) ResetCredentialPassword(ctx context.Context, req gen.ResetCred
 	cc := noStore
 	return gen.ResetCredentialPassword200JSONResponse{
 		Headers: gen.ResetCredentialPassword200ResponseHeaders{CacheControl: &cc},
-		Body: gen.PasswordReset{
-			Success: true,
-			Message: "Password reset successfully.",
-			Data: gen.ReissuedCredential{
-				Credential:   toAPICredential(issued.Credential),
-				NewPassword:  issued.Password,
-				StrengthInfo: toAPIStrength(issued.Strength),
-				RemoteSynced: issued.Credential.RemoteSynced,
-			},
-		},
+		Body:    passwordReset(issued),
 	}, nil
+}
+
+func passwordReset(issued credentials.Issued) gen.PasswordReset {
+	return gen.PasswordReset{
+		Success: true,
+		Message: "Password reset successfully.",
+		Data: gen.ReissuedCredential{
+			Credential:   toAPICredential(issued.Credential),
+			NewPassword:  issued.Password,
+			StrengthInfo: toAPIStrength(issued.Strength),
+			RemoteSynced: issued.Credential.RemoteSynced,
+		},
+	}
 }
 
 // multipartUsername reads the username field of a multipart/form-data body
