@@ -114,6 +114,21 @@ func (e CredentialPageSuccess) Valid() bool {
 	}
 }
 
+// Defines values for CredentialUpdatedSuccess.
+const (
+	CredentialUpdatedSuccessTrue CredentialUpdatedSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the CredentialUpdatedSuccess enum.
+func (e CredentialUpdatedSuccess) Valid() bool {
+	switch e {
+	case CredentialUpdatedSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DNSRecordPurpose.
 const (
 	DNSRecordPurposeAuthDkim DNSRecordPurpose = "auth_dkim"
@@ -533,6 +548,10 @@ type CheckResult struct {
 
 // Credential An SMTP credential of a domain; its password is never part of it.
 type Credential struct {
+	// AllowedSenders The envelope senders the login may use on the relay: exact addresses or
+	// `*@domain`; null when not narrowed beyond the account's verified domains.
+	AllowedSenders *[]string `json:"allowed_senders"`
+
 	// CreatedAt Unix seconds.
 	//
 	// Example: 1764288000
@@ -540,6 +559,10 @@ type Credential struct {
 
 	// DeletedAt Always null; deleted credentials are not returned.
 	DeletedAt *int64 `json:"deleted_at"`
+
+	// ExpiresAt Unix seconds when the login stops authenticating; null if it never expires. A
+	// login authenticates while `status` is true and `expires_at` is null or later.
+	ExpiresAt *int64 `json:"expires_at"`
 
 	// Id The credential's numeric id.
 	//
@@ -561,6 +584,15 @@ type Credential struct {
 
 	// LastSyncedAt Unix seconds when the auth backend last confirmed a version of this credential.
 	LastSyncedAt *int64 `json:"last_synced_at"`
+
+	// LimitPerDay Messages per day; 0 no limit, null the server's default.
+	LimitPerDay *int `json:"limit_per_day"`
+
+	// LimitPerHour Messages per hour; 0 no limit, null the server's default.
+	LimitPerHour *int `json:"limit_per_hour"`
+
+	// LimitPerMinute Messages per minute the relay accepts from the login; 0 no limit, null the server's default.
+	LimitPerMinute *int `json:"limit_per_minute"`
 
 	// Login The SMTP login, `<username>@<domain>`.
 	//
@@ -675,6 +707,28 @@ type CredentialPage struct {
 
 // CredentialPageSuccess Always true.
 type CredentialPageSuccess bool
+
+// CredentialUpdate The fields to change; those absent are kept, `null` clears the nullable ones.
+type CredentialUpdate = map[string]json.RawMessage
+
+// CredentialUpdated A credential that was updated, and whether the SMTP server has its new state.
+//
+// Example: {"data":{"credential":{"allowed_senders":null,"created_at":1764288000,"deleted_at":null,"expires_at":null,"id":42,"is_deleted":false,"is_verified":true,"last_password_changed":null,"last_synced_at":1764374400,"limit_per_day":null,"limit_per_hour":null,"limit_per_minute":null,"login":"myuser@example.com","modified_at":1764374400,"remote_synced":true,"status":false,"sync_error":null,"user_smtp_guid":"0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11","username":"myuser"},"remote_synced":true},"message":"Credential updated successfully.","success":true}
+type CredentialUpdated struct {
+	// Data The credential as updated.
+	Data UpdatedCredential `json:"data"`
+
+	// Message A human-readable confirmation.
+	//
+	// Example: Credential updated successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
+	Success CredentialUpdatedSuccess `json:"success"`
+}
+
+// CredentialUpdatedSuccess Always true.
+type CredentialUpdatedSuccess bool
 
 // DNSRecord A DNS record the domain owner publishes.
 type DNSRecord struct {
@@ -1332,6 +1386,21 @@ type TracklinkVerificationData struct {
 	TracklinkDomainIsVerified bool `json:"tracklink_domain_is_verified"`
 }
 
+// UpdatedCredential The credential as updated.
+type UpdatedCredential struct {
+	// Credential An SMTP credential of a domain; its password is never part of it.
+	Credential Credential `json:"credential"`
+
+	// RemoteSynced Whether the SMTP server's auth backend confirmed the change before this response
+	// (for a change that does not concern it, the relay fields only: whether it has the
+	// credential's current state). When false the backend catches up through the sync
+	// worker.
+	//
+	//
+	// Example: true
+	RemoteSynced bool `json:"remote_synced"`
+}
+
 // ValidationErrorResponse The body of a 422; `errors` names each field that breaks a rule.
 //
 // Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
@@ -1437,6 +1506,10 @@ type ListCredentialsParams struct {
 
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Status Only the enabled (`true`) or the disabled (`false`) credentials. An expired
+	// credential is still enabled (see `expires_at`).
+	Status *bool `form:"status,omitempty" json:"status,omitempty"`
 }
 
 // CreateCredentialParams defines parameters for CreateCredential.
@@ -1485,6 +1558,9 @@ type CreateCredentialFormdataRequestBody = CredentialInput
 
 // CreateCredentialMultipartRequestBody defines body for CreateCredential for multipart/form-data ContentType.
 type CreateCredentialMultipartRequestBody = CredentialInput
+
+// UpdateCredentialJSONRequestBody defines body for UpdateCredential for application/json ContentType.
+type UpdateCredentialJSONRequestBody = CredentialUpdate
 
 // SetupAuthDomainJSONRequestBody defines body for SetupAuthDomain for application/json ContentType.
 type SetupAuthDomainJSONRequestBody = AuthDomainInput
@@ -1711,6 +1787,40 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
 	GetCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateCredentialWithBody Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredentialWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateCredential Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredential(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ResetCredentialPassword Replace a credential's password
 	//
@@ -2075,6 +2185,60 @@ func (c *Client) DeleteCredential(ctx context.Context, domain DomainName, creden
 // Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
 func (c *Client) GetCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetCredentialRequest(c.Server, domain, credential)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateCredentialWithBody Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *Client) UpdateCredentialWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateCredentialRequestWithBody(c.Server, domain, credential, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateCredential Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *Client) UpdateCredential(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateCredentialRequest(c.Server, domain, credential, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2602,6 +2766,18 @@ func NewListCredentialsRequest(server string, domain DomainName, params *ListCre
 
 		}
 
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -2767,6 +2943,60 @@ func NewGetCredentialRequest(server string, domain DomainName, credential Creden
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewUpdateCredentialRequest calls the generic UpdateCredential builder with application/json body
+func NewUpdateCredentialRequest(server string, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateCredentialRequestWithBody(server, domain, credential, "application/json", bodyReader)
+}
+
+// NewUpdateCredentialRequestWithBody constructs an http.Request for the UpdateCredential method, with any body, and a specified content type
+func NewUpdateCredentialRequestWithBody(server string, domain DomainName, credential CredentialGUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "credential", credential, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/credentials/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -3260,6 +3490,40 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
 	GetCredentialWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*GetCredentialResponse, error)
+
+	// UpdateCredentialWithBodyWithResponse Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error)
+
+	// UpdateCredentialWithResponse Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredentialWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error)
 
 	// ResetCredentialPasswordWithResponse Replace a credential's password
 	//
@@ -4613,6 +4877,150 @@ func (r GetCredentialResponse) ContentType() string {
 	return ""
 }
 
+// UpdateCredentialResponse200Headers the declared response headers of an HTTP 200 response for UpdateCredential
+type UpdateCredentialResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse401Headers the declared response headers of an HTTP 401 response for UpdateCredential
+type UpdateCredentialResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateCredentialResponse404Headers the declared response headers of an HTTP 404 response for UpdateCredential
+type UpdateCredentialResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse422Headers the declared response headers of an HTTP 422 response for UpdateCredential
+type UpdateCredentialResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse429Headers the declared response headers of an HTTP 429 response for UpdateCredential
+type UpdateCredentialResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse503Headers the declared response headers of an HTTP 503 response for UpdateCredential
+type UpdateCredentialResponse503Headers struct {
+	RetryAfter *int
+}
+
+type UpdateCredentialResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CredentialUpdated
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *UpdateCredentialResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateCredentialResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *UpdateCredentialResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *UpdateCredentialResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateCredentialResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateCredentialResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateCredentialResponse) GetJSON200() *CredentialUpdated {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateCredentialResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateCredentialResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateCredentialResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateCredentialResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r UpdateCredentialResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateCredentialResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateCredentialResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r UpdateCredentialResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateCredentialResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateCredentialResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateCredentialResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateCredentialResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ResetCredentialPasswordResponse200Headers the declared response headers of an HTTP 200 response for ResetCredentialPassword
 type ResetCredentialPasswordResponse200Headers struct {
 	CacheControl        *string
@@ -5780,6 +6188,52 @@ func (c *ClientWithResponses) GetCredentialWithResponse(ctx context.Context, dom
 		return nil, err
 	}
 	return ParseGetCredentialResponse(rsp)
+}
+
+// UpdateCredentialWithBodyWithResponse Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *ClientWithResponses) UpdateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error) {
+	rsp, err := c.UpdateCredentialWithBody(ctx, domain, credential, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateCredentialResponse(rsp)
+}
+
+// UpdateCredentialWithResponse Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *ClientWithResponses) UpdateCredentialWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error) {
+	rsp, err := c.UpdateCredential(ctx, domain, credential, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateCredentialResponse(rsp)
 }
 
 // ResetCredentialPasswordWithResponse Replace a credential's password
@@ -7511,6 +7965,186 @@ func ParseGetCredentialResponse(rsp *http.Response) (*GetCredentialResponse, err
 	return response, nil
 }
 
+// ParseUpdateCredentialResponse parses an HTTP response from a UpdateCredentialWithResponse call
+func ParseUpdateCredentialResponse(rsp *http.Response) (*UpdateCredentialResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateCredentialResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CredentialUpdated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers UpdateCredentialResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers UpdateCredentialResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers UpdateCredentialResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers UpdateCredentialResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateCredentialResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateCredentialResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseResetCredentialPasswordResponse parses an HTTP response from a ResetCredentialPasswordWithResponse call
 func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialPasswordResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8723,6 +9357,9 @@ type ServerInterface interface {
 	// GetCredential Get one SMTP credential
 	// (GET /api/domains/{domain}/credentials/{credential})
 	GetCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error
+	// UpdateCredential Disable, enable, expire or restrict a credential
+	// (PATCH /api/domains/{domain}/credentials/{credential})
+	UpdateCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
 	ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID, params ResetCredentialPasswordParams) error
@@ -8903,6 +9540,13 @@ func (w *ServerInterfaceWrapper) ListCredentials(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
 	}
 
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", ctx.QueryParams(), &params.Status, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter status: %s", err))
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.ListCredentials(ctx, domain, params)
 	return err
@@ -8989,6 +9633,30 @@ func (w *ServerInterfaceWrapper) GetCredential(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetCredential(ctx, domain, credential)
+	return err
+}
+
+// UpdateCredential converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateCredential(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// ------------- Path parameter "credential" -------------
+	var credential CredentialGUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "credential", ctx.Param("credential"), &credential, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter credential: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateCredential(ctx, domain, credential)
 	return err
 }
 
@@ -9195,6 +9863,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/api/domains/:domain/credentials", wrapper.CreateCredential, options.OperationMiddlewares["createCredential"]...)
 	router.DELETE(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.DeleteCredential, options.OperationMiddlewares["deleteCredential"]...)
 	router.GET(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.GetCredential, options.OperationMiddlewares["getCredential"]...)
+	router.PATCH(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.UpdateCredential, options.OperationMiddlewares["updateCredential"]...)
 	router.PUT(options.BaseURL+"/api/domains/:domain/credentials/:credential/reset-password", wrapper.ResetCredentialPassword, options.OperationMiddlewares["resetCredentialPassword"]...)
 
 }
@@ -10719,6 +11388,183 @@ func (response GetCredential503JSONResponse) VisitGetCredentialResponse(w http.R
 	return err
 }
 
+type UpdateCredentialRequestObject struct {
+	Domain     DomainName     `json:"domain"`
+	Credential CredentialGUID `json:"credential"`
+	Body       *UpdateCredentialJSONRequestBody
+}
+
+type UpdateCredentialResponseObject interface {
+	VisitUpdateCredentialResponse(w http.ResponseWriter) error
+}
+
+type UpdateCredential200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type UpdateCredential200JSONResponse struct {
+	Body    CredentialUpdated
+	Headers UpdateCredential200ResponseHeaders
+}
+
+func (response UpdateCredential200JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response UpdateCredential400JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response UpdateCredential401JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response UpdateCredential404JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response UpdateCredential413JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response UpdateCredential422JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateCredential429JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response UpdateCredential500JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response UpdateCredential503JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResetCredentialPasswordRequestObject struct {
 	Domain     DomainName     `json:"domain"`
 	Credential CredentialGUID `json:"credential"`
@@ -11828,6 +12674,9 @@ type StrictServerInterface interface {
 	// GetCredential Get one SMTP credential
 	// (GET /api/domains/{domain}/credentials/{credential})
 	GetCredential(ctx context.Context, request GetCredentialRequestObject) (GetCredentialResponseObject, error)
+	// UpdateCredential Disable, enable, expire or restrict a credential
+	// (PATCH /api/domains/{domain}/credentials/{credential})
+	UpdateCredential(ctx context.Context, request UpdateCredentialRequestObject) (UpdateCredentialResponseObject, error)
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
 	ResetCredentialPassword(ctx context.Context, request ResetCredentialPasswordRequestObject) (ResetCredentialPasswordResponseObject, error)
@@ -12214,6 +13063,58 @@ func (sh *strictHandler) GetCredential(ctx echo.Context, domain DomainName, cred
 	return nil
 }
 
+// UpdateCredential operation middleware
+func (sh *strictHandler) UpdateCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error {
+	var request UpdateCredentialRequestObject
+
+	request.Domain = domain
+	request.Credential = credential
+
+	var body UpdateCredentialJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateCredential(ctx.Request().Context(), request.(UpdateCredentialRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateCredential")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateCredentialResponseObject); ok {
+		return validResponse.VisitUpdateCredentialResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // ResetCredentialPassword operation middleware
 func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID, params ResetCredentialPasswordParams) error {
 	var request ResetCredentialPasswordRequestObject
@@ -12448,186 +13349,208 @@ func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) er
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H17c+M2tudXQWlvVaQdSn603UnblapxupOsbz/G23ZP971RrwWRkIQxBTAEaFnJ9n72LRwAJEiCEiXL",
-	"/Zh4/phKWyRwCByc88N5/tkJ+TzhjDApOid/dmYERySF/3yOwxl5zplMefyGX0qeEvXniIgwpYmknHVO",
-	"OmfxAi8FGjHeF+qJUYDGJMSZIEjOCBrzaIlCnKaUCISRIGFK5KATdMgdnicx6Zx07JudoCPCGZljNQlh",
-	"2bxz8lvx48egI5eJel7IlLJp59OnoHMekXnCJWHyLUlivCRRncCRTDMyQosZYUBRSkTCmSCICvg3DB8V",
-	"f5YcYYYITmNKUpSS3zMiJFpQOdOP4zkZslE+c7jsvyTLEeoyLmeUTdECC0TuSJhJEiE8xZT1ThEeC8Ik",
-	"4nJG0gUVZDBkpTVQNHq/H37wfvtbItPl2USStP7NlyTkLBLqWxaYSjQmE56qT5fpkrJpaf2P3WnNNJRJ",
-	"MiUpzPP+/fuzTM4IkzTEcgUH/IQFDVFKcDz/cdgRc5mEKYnEsDMq73fjcx0PJc4Hf3iLJXlF51TC/9UJ",
-	"eav3SiAcx3xBIpSQFM0pyyRBE54iOaMC4TDkGSuz4MHh/ppFKOZ+S+aYMkVT8/wxmUhENbuFWZqqrdd0",
-	"lKc9+H7ltJ+CToJTPCfSHsiURGofcPzru/MXdQKu1Hz5M98JNMoESa/VEl9PMxpVNmJ//HTyBB+R/uHk",
-	"KOwfhcek/2xy/H3/KT6YHJJn0ZPw4KATdKgaOsFy1gk6DM/Vm8UknaCjjghN1dFTzOp+0YSncyw7J50s",
-	"o1HHx8QvuFrNNzCq72si+B2paVE3xIL0KROECSrpLekFiAymAzQynzQI+bzyic4v/i/RE6z8ijm+e0XY",
-	"VM46J4fHT1aKoXD5kiw9JwTdkKXmhpgqZghnnAsigEHDGWZTgroYvXt3/iJAAi97ATroHx4foySlTOJx",
-	"TNDZ5fPzc/VsikPFDsGQCY7kDEsj1LSYCjFDY33QKYmQwBMSLwdILeWEpkKW5RkGumghr4YMswhRKQpx",
-	"2BUSy0wg9YMS5gHMl2AhFjyNEGVhnEUk6qlhbkgi4aQdHqEZzzSVBMdKEKqphTxFOCeBT3KBak9lWcwC",
-	"dWreQu7ad1MQ90IvQE7reGlOOvwHjFUIatm3OuIEgUoIhkw9wjNpvl9JbxDYASK3hCFqCCTprdqnFIuZ",
-	"+hIlcvVm6p0L+XxOpSTRYMiuXNLNGkd0MiEgAyz1XcxAE6CUZ5IEhssDpE4rsDpPh6w4Y7C2KZlkgkR6",
-	"0KPDQzQiacpTMaAF813fkOVogP4xQSFnVvCYSYX+WsSZJo7c4VDGS/i3wwGn8GVAndC6Q60nlbAPetUV",
-	"f6id0Is+QL9gGoMCNdKve3R310M4JYhxCTxxogZdmvWKkNGUAYw5x0s0hp3VLFvjgKqqPJ7sh8+iY9L/",
-	"AR8/6R+Nn5L+s+gH0j8cH0TfT/bDI1xILQ1mitNe0dprFM4FnnrE0kF/jNVGJHhKEMvmY5IO7Hy/ZyRd",
-	"FtOpR0pzRGSCs1h2Tg4CJVboXCn5g337v6Azp8z8MfDqA7vqoA5+wpFROepfIWeKy9V/4iSJlbKmnO39",
-	"Syiq/ywW8M/OnAgBnwYi1jIlIDUqYNNucUwj9J+X/3ijPk1kYUiE6JxMcCzIJ/eD/iMlk85J53/sFSBy",
-	"T/8q9n5W/PnWEKzJrwt4/6yB/ROGfyI+/hcJZYBCnsXAP1rI4ShAPAXEpeCV4XDMUMZEliQ8VRBs9Fwv",
-	"TP9qmZCR4qZC73D5C89YtO3yvTDaiatTosZ52LUyyjDiRC8OuaNKjKZoTGLOpkJDVy1ZHJjjIPoP/RzH",
-	"9HMQ5aPLvLNXxVwKCjljlMBQu3GKV+Arz5lUMi+GBdh2H84YAmGIeAhSL0KLGY0JSlKuNkPJdUdJPiRL",
-	"nyneI3cJCRXrTTCNs5ScoohITGMBQjHm0ymJAsTILdwvZJYyEg3U0t6XHwt8+Ll5khuNWBCwCZcOWXdU",
-	"PUsj9crI90WjnlYJXzVfX+BlzHF0xfkrnGo1sisBLTlHsRoUdbFEcy4kOniKXtKfeg8trKuUABVq5zEz",
-	"JAAbX5L0lobkHcO3mMYKvt7n84UeDb5cae8UpzReoqwYfYAuYoLV1T1dagCHYiy1Wn5Q3scSKyygSMtY",
-	"SnA4A6zeFZIniTrjCvLiVALYUTiTAzJjJFSjCFBeajdFzBdDBudCLEgKGIiyErCXdE54JnsD9MbYGahA",
-	"i5SzaYGYzLMn+p4/ZBqpjsBQ0AdLwQgJbRmonSDnoXU87xgeYGGuOH+N2dLefrfea87RHLMlwlLtsxRf",
-	"alvtXaTL0wDQ70QD3JhPqdo05x6HoyglQgBA50qcq6tTrMTBYCfLG3yFku0dw5mc8ZT+QTZUVETr+PII",
-	"gcMClR8eapNfU40JFHSEE1SoLTFAP9+SdIm0BXNKpCguI0rsVfb1/fv3/ap1bNWqVo1pQN0/Fe6FVdNX",
-	"qRar2m4lioFbMT5lSSbROCX4Rqh7ehaTU3vNHCGh7tuLGQ1naEJJHMHtbTFbfuUQM2cboE4t/vMZCW+E",
-	"396k+M9gmu8EevHmEoXwNFK4G0BcAEablIQ8jdSnJylPSCqpvpKp96+jGzpftzVAxFsi1G3wU6Dfm99t",
-	"85ZIJhu99sm1df3mUOyMVxBUmJ71HUxNqxZRw7VzxTErVrKr4W0/wXLWs1hRciSIRFlSMtXZtdP2uJPO",
-	"mGcsJAPXgPfJv9rmjRXmQyoFiSfqvGMksrHFrBNEpcLmcCdHIzPjMNvffxLqZ+C/ScWm6KGsZhQMOmpJ",
-	"r2/I8jo2tsOatfhSmwUF/YNYW1iF/V6ev1aPnKJ9RfvciK05wUygw/2jH0p0qT8EPtv1iv27JDJL1p4E",
-	"bWXTt2y1b0EBOdQJ0WcBcH2SjWMqZvVzoaDSOi6tkPVCvfLJUQ91q+osm2PWTwmOAHeFnE1oOgeBV96y",
-	"M+dj9Dcgo1wmWRyDCKttYK59GvwdMs20OV97atQ/i8My5jwmmNVOmx20+KxAr83H9fv0wqzhyr0KAIJY",
-	"zsmtp/59Mra9JjG24mA1nu5tjoozG0iia02pf2b4tKsPV+gWxxmpfkzlEJWpuf1RvXxwim5+TAU+RcmP",
-	"r8/Pfzr/19mbn6Y3vw8Gg1bECRKTUPJ0BXn2Ef+xviHLMl25C2zd/FRc35KUTqjPz/l+RuBOXZlQQVP7",
-	"0ikCJIUyJmmMRvDnZV893NcPj8CwT0SJPninztlBJ2LCbFUrberhv+4oVz+jAI2s/sn/e343gkstlWQu",
-	"1smPF28u32rGKYQeTlO8bNB51vPTvMPNrNm8L+VlWX2s/wkvaWjnX0GeyZDPQT/gAo74+crMeV/h6xJ1",
-	"PxlcuKc01SleIZZvnWmRIjAmkkTeI+nw3LpPemsebSnPA4RjwXWsADZU69vfTiS9JbyVzK/tQ4sjVlpE",
-	"IbEkxl3lMI/R3gSHM8MywDsKHG6rCKowAeYxa3YPXXBfcYcYX6AuSGSlBy8vftHiLeqVKNP+3rp4M19x",
-	"jT0I9x2jd9aWYk8jPF928H//9Ojwhx+e7O8HhS+cMvn0qFNHambCVmxtrjBbnoXW0rAs1wruNYSWlqiJ",
-	"md82KYj3cJVcJcnMbuUAJl/gFXeuVkziYGvFL0YbVRi2iS2cq1rbyV5/MJ+EEk6ZBBWoDXYxXioYpV1V",
-	"Adi47db02ilh9w7Ylh51EgxBxuAiiCgoarEM979EunfSGun/YKSQTY7kEhx85ALiHCIyzsCxQ1P1TJ0x",
-	"rB/GtzQlxbTAZlMmlEWBuusvrCYt5BdnxF247u2PIpkcoMFg0FNaT2qTgw2IOFFLMMiRnRV7WvjyTKK/",
-	"4Tj2CcCJdQB5KNYoXjuMHOP/PiJMppSIQEt1+8PxwSFEQqi/ixAnVZ76rWO+oa9o+ejArBpVZThlHdxe",
-	"APzmUofrxJzfkKh6ze+skf/8ppmR1dAzLNBCrQXELOj9bXdQkpSPY+IVEkuHF7S6zyP2AApQaURR+VPU",
-	"S+5Rksj5uMIBZphjDWf4FkP/4U+vJwamVA80LfTVhytvyJV7bvmNDVYwTwbFobGs6D28RfxXHU4xdPn6",
-	"6sL1BQJ61dLnFO6nRfiQMH7QBKdSW2Tq5zhMCZYtFLFP9+631L0RAbzpncMARJbF8SkyD7o24zzWpXDm",
-	"euZUr2tfWEmkOjTQqEVIH8vmJKUhomVmPDps9ZlUXJsPaPxMOEDtv3P9wVsJ4y4h+kugUUrmXJJrsWQh",
-	"iUba8XL54mUe4oUjHb8Jtud2E8dYyGvLatcm+qgdllOvFlyaEkHkKTAAopPccy90JPMWOw2U6U9dDy/z",
-	"yGVQ4mMc3hAWaQrNbYtECCvUKxTshy+gwtm4bYnk0ybUDwccfg/QSBtMbeyaNpn+fa0Vdb5Ub/x9jTqY",
-	"8wgY50HPfon1VuMo+HAdEPidKG+I0kyyelptEB7cxdpxrY63XE2GI1shpFnSW9IKvKpvvCY21qYGyGN9",
-	"vvVKBGhhNCPwmnHLWm9o1wbs4Uxydd8PcRwvAWA0sFaxq+Wo5BZCT+ggWAp/mVCSQqxkhLRtH717+0ps",
-	"Fdq8JkBZU9qMdcY6nifEMeivQAkyk07QjfmCpCEWpOfj+7WaGciprJNDjj2dgascy8elLHhzvirpgJLe",
-	"axKY1QNSE18ltloNF55ratdtuWNK0C8Yo4WLHbazc50LkZHIwS878jA4gUqG5G/Bw1BQ/aIRFZSCutRT",
-	"Sslo368WSBTUczgzN3VHRG63RS/MJJdLFj7A9lhg801tz8/slsTcdxtQV+Wyqt98xcvH4YG/u8XXrnAr",
-	"uzKCm6NW8SMXMtsK25rjeLVYLyS6hYMF3jlBB/2nR04ihnpkdNb/b4T7f6D9/jM0QNfob6g/CobMBn/B",
-	"cSEsojZaC6OYSElSxFMU0SmVhV1gNBiMBuhSa5FciagRhixj9PeMQACC9fZVc2LiWrz8CoWzYgv8se+K",
-	"2SDu3bnRfSdK8TONDLhqLwUCbwEVMHqAeBwRIXXKSmv/T5mLqxaLFmECskKTDlhFkm9kwUjwlLLcpbOK",
-	"4Iviyc907IIi38kh03cYC2eaR+wW3mRYMxtPsWDqIm+MqR5OaD5xIITR7xmOjeFe3QplYedwjbQIywb3",
-	"6cDYrW/Icp2bIUkpT6n05Gq9/oCSlEDCTkhQNzfdKhY1+La4Z+z7rhNJliZckBVWx+KrJjw9cdbwO4FG",
-	"1hkqkskIBMdofjcK6lbcIWtwnuqXrP80sLHZMWU3fZni8EaJoedvzl7/jLoj+wcbVG3zTo0xV9tx53e5",
-	"Y6DRxht07FCKn4rdMW9sYNtyuWuZuDxvbFqvP3SCDnxAeSqvxSvoQKDAKjPad8IEE3QnPEWvP+jFnmMa",
-	"oxkXsnfvKILKobQMktvcDKTXhHpPowuJvF+iELjx+IFsLl2fctjWxQzhKKLaO6udELeERVzdZsc80vxd",
-	"PrW7uR3nlorAJiODuLf5TEHuKx4y0LPqcEw5IwP0fkaYiVsANoZf53iJhKRxDLPYcEqlRYAGHeAgzboM",
-	"2YKnNyRFEElpPB12TSrqspW7o7wk3g1r0DZnSBgcoI/xSSlcJ/A4cAOUn9lJjKciQBwGw/rTh6wchaPO",
-	"fvmk64mEzrYjENzqnrAiaAsWYldxQAEaDTvDjsm7ZybL0BP31/m8EUE7pmsXwUC7I6m1wxwMOkU4CRj6",
-	"m5ykxnXezngVxjS8uQbea6ZA8SdE1IKIxVCYYJFSKQkIJR19DyO1DERq6yAoTKkGsiywUPKwYsne1HWw",
-	"TaRnzRENbscxlcLRdwf7h0fB4f7RDx/XxnkaMu65/ZaYTeO/NjyYOwjLWxl7pkP4axKuKAJhtr9rs92B",
-	"7SFWsiI1dxJ9pqndQFToJOxqdALC0hrb3fG0dd3Fvmtt7ysDDleJewVUguJWqngW0je1QqLCQHc43EnG",
-	"liGPyEaXpyZrcH5cGtxf37f1fjUfkKs0IyZvtPGMlGKJujxFmCGlL7GS73Oc3hDFT3kAUm8DP9Wm0UZl",
-	"+oxzKodWpLg7b+H5ae11KRGj7cX3kaTzu/sKsCLS5n5RNTwhbJ0aw4W0SOgdibXiEoohWEvFJZLJSgmq",
-	"2MyLbMxF0h/lDDEdq6MN0P9rCD9RFN1jDzBzIyIA06+NMLqXJ6yI+tvACwb7plDISmzrg9H3w2rVeXcA",
-	"2Cr0fSf0zb7dAmdMZOO1bK7LKYzVb2O9KrDcNdjUOI39xOvxcm3Gmnn0p6XfI5abr2pbuGZ11wVsOzHf",
-	"DqwpA9qSWCivXqOzbYV7zjn8wU5C0qtAtIoJK6e7LG/raqgMssrb2HznXenhqwYKAxM9UDqRuYLvyIFk",
-	"yhMAwd+C60jTu9ptVGiP+6zul3IXrc1ALNINcRRVfES1O5u+VeXZhyvTDre68O0ima8ZnJ/VTOhO5bRT",
-	"xBT20vhccsertAVG/9S4FetdRuBgwXEM5kFzw9rEYWRe2YWzqODf6l3t6/bfrHPb7CSvaDcpRZ89nejF",
-	"Q2USvcYsUle85TeXTrRJKtHDZRF9pZk0+bYW6TStvMSrspzW2TfaAn5/NtMJ8mQzgYfPa4gYsvzl7siB",
-	"b24xh17FAdKI4u9xVnZzAcjRcRlqu4Nvk6RULo3hj/Pj0VLxpvae6FJj5C4kiURHh4eexBN/gOVFSnQV",
-	"YIaO9g9Qd+TWOxlV3IyVWij1yNgmGQpe5gXkLqScTXUkNYhVcWpCl0k440QgkY114UptXxBeaeoWEtsY",
-	"5wIzObIO/r2NsPNtXC2Uz6NOGFm4IUPW3jslTJ0VqOKoowkDJGZ8wcDJjzgLiTcNwZmpfSSKncLPW3VS",
-	"BugcCrnmZQ5lSsmtLSZd3qTv//f88O7Zy8mr9Ojqj/c/jN+EB/+c/dfT5IV48uu/zo6JX+nt1KFbDUj2",
-	"uXfb2ntSANTXlE34ujW+NA+fq2erDFSqT5yvf3WGoIUjt6ojVmvOzQvGbFErZuMyMfesEFMNBVm5TO3S",
-	"PbfM9Fyf5Ll9Wue6jM4d5HA2BuWvy97cJF+z4XRts6da9jarxrMyPLcRjAqM1vduh0aYry2C17d4F6Vb",
-	"ZG1rU4KwvhYLpY9M8OFixmOCYirkAI1M6si1esrEdCUkNf9MSUKwRKP8xyEbQd25EcpYZNhGu+JKMT7c",
-	"OOCF1LWnReEDfcMjgi5fvOyhzPYnqOg/h6AViVxAUhm8N6ZA+Yd6A0WVK6lY6qY/muO77kGAQkLjruQS",
-	"x2hPl9vr9Uaoe5D799XyQq4aAmNAr0pOiytE7O8xcKH37I+Kn+vYNwSfTASRq74PqCtpTPWhpaHbXXj8",
-	"C3llR9SO0zFJA2TKV6/fIMtsK7Zac1yLlYC9Wr8QlCEcx0Cx2HjLKsdUTxnYGtx6O/M9cfkvKHO28+X+",
-	"g63RxFvi3dtKjPpixoVTLV9dG6GIelgyeyuUer+0lreEPlBiy0UpCfJbMH171mJ1VouVgGobPuvNgJHF",
-	"9V/hduDy99d3PyjtwjZ3hNJUzVHf9b1UKHWOI4L4xFPWJE5meOzVH3hemNNtIgo4oUt/0fnaUYoXDE1S",
-	"Pq+U48GCPD30RhSaia+VmlsltCMqJGWhdKc0SMaOUZrz6aFPNxAmU54sr8dU+kK59K/2c52+IxAsF6CR",
-	"dsKg/4liPj3slojvVXTTs/3BsaNJIp6N3cILWkWC8m9w7BTfXnxyaYon3k+0LOWH0DgVpCqPUwx5Q+ar",
-	"zRJV4jxIukRCppxN10ac5w7hnKmq21zZB4dmH8df2VB/zwfld7ty3LJHaraPFW0fI9p0x9ptQE/TLJ8l",
-	"oKJaw8ONSSiHK7jkrNrGFU7U8ibC0kOY16n5A7S6Ure+G0ISU4wHrIkVh2tps/XyuVui/vJpIwZ5C+xA",
-	"DIPsmiWew2Cw8TZjr8wb92eHsyjysUJLDmjcy3dJtC7+onY2rXuHoQze3g6D5kJhtyEXmqRvIujiykYg",
-	"rTIW1iO2Cv9rbjT0SEubPbetGU8PsJLsFXLAFwzXWMnZPldUc4a/rC7mXHtpu4LOlRJNtXlbBTTkK7LC",
-	"nFng4IYYvJZGzdCfFulOYIYr2R3h3EyzVE2A02kFaq2MfFy3yLVtXunxbLfEdU6sE7OSN1eUqm6kt1au",
-	"Wi/kfSPLyjTtsk71VeVLvp1a1Z41abVXtkB1dWcaS1MD81xrlm8yra46lPNMSH2UfGzcqizb2rrH9bnr",
-	"uShdKg1JO8oxaXW0fWJ84+N8n0Dm6v6vrU6dT7VJbeqqLbCyNEGZi9aGDq+r6Jwz/30Dr1ZEc99DTH3G",
-	"EKyqANt9LFZNNW8Ri1Wt9vi5orGad6SlGNkgMisXqt9eXFYVRt+POb4M5HkgGalLWueqY4N61mtF4hoZ",
-	"uHlgVVP3oZUhVhgdHR46XYe0DxPCDHXXIdiZUo+iyuVDv1mu8vMbzJG3151hgXCsJNwSjYkSCPiGsEHn",
-	"oysYHfodMVHrSeWJ/NLmW1NmAccXpSfa19it1CXRdOme0boIJsr/VoR16aIH5cAuR9wWu9OsAEw79/rn",
-	"j5xKHJ7F+fglA8QCu/ReTiyCCmuEjCImRgEa2ehJ3XeSZXE8GiCw3d8Qkgg3KLMIquRZmtfT6J0gGKtQ",
-	"MY0ppLrN9uXFL6fuvPl7uUtlRWppgDD8VZ8HITGLxJAVdS/yV5UyiFK8EOrtrhOgpMtnpBkLLAinqdEU",
-	"2uCqKxlqWrULjDJdniaXC6ZOTenfTlLRKIf3es4AjTOJIo4Yl4pYDfGcpe2dmqV3EnELIQg9gs3Q1SpX",
-	"EROe1NYES0lStc3/pxsx8X/tqvT+w3tJFSTMUiqXl0qd6OM6xoKGZ5nPdm9ysW27wKL46Yn+4eziHEl+",
-	"Q2wO9qn+l4CCzSimNwSN1H3j5nowGICnAtSYcc7QsCBxJmWim7ZZzxfUlA5lUVWpyOlGarkkpoykakmy",
-	"NDYjiJO9vSmVs2ysVNZe/oLzX+A4FXXh4w7OQOJUSjxDJaNKbRPdMz4/PXPFPlCmxuKTIXM8iCZZNAxJ",
-	"onvuzcHTSQVa0JT0lbLHkipAmsOblzSl88HPUEUCRtLEzaEV9NnFOdSLh2Hz+BeoKLzg6Q0am37k4GZh",
-	"seZC6Ob57u2rwZANmakiwDMJSZ5uoRnTpvx/XV1doJ/UXsGveS3c1iwxyGfJ6+AY0aakEEg0aIVdaoM9",
-	"QFd0ToTE80Qf1FIdXDtimdy8RX6I05QSgUa1Pn0mxsjbe2+kFwQkLBIzNSlnBBGTXhag0Z9DK5SHnRMt",
-	"1gM0tOJZ/W3YGQwGw86n0alW8kpwiiGzmj5Ac4+GO2PLvAVqiLWuMS3w9w9Qd4xLBap7wZAdHT5DXX5r",
-	"oFSKwUUwp/JUd7P3dkPtBeh4fx+qI9W7NwdQkWhKIp12ZMVzT+3Q8f4T1JXNrWBPdStWDdKHzD+5FmUx",
-	"DYlBR+ZEnyU4nJH+4WC/dowXi8UAw88Dnk73zLti79X585/fXP4M7yhEQWW53gM6uzjXIfPCNLMf7OtH",
-	"eUIYTmjnpPNksD94AoEzcgYicA8ndM8cafVvr+FlXZpXOU3rFI0EwWk4G6EJjcFxPF5CRFxRc1GtwkDn",
-	"3KYANM6jzknnFRXyhaFF0ZjiOZHQevI3/9WgeGQPEtQ+BStDunxt/G3skK+P/365kf+aDv5BfdniZS4u",
-	"dbAQIFTTM0DoMAlJ7iTqVks99pro1UtbIniO717ZTMfjJ3Xd91HhKy0iYI8P9/c36+2qDRK/tejiuKK6",
-	"U6tSMCtqMJUKmzQWRtLQwOOQdMsIuZUrmpJFywV39BhuTZxWn1MyJv5WV+fNRQ3zOoOVGnu6DJ6peteC",
-	"BsWVZtamCXSccMP4rctNNE+UV2NU56mYVpcV1LNC0T876fzOY6l1hveunpcXi8nc+ob3X8k2k+18Vf2T",
-	"NiyuU7hxixX2mUCKsfNSkPngulxjMX6TuV1JonK1pNKh9iZo67JB31ey6/R5rNXWgYP97OApyGq3zk3p",
-	"h7vaQNVohXLxls2qrpSLrJjRTLETY72pVSjxG51W2pj0UKUgBGMvLyXkwd1JrXs587kc7n1Qitg+yOOj",
-	"FU/ZOOd9G4d84EYPQ5FUHf974FoETMhHu07WToa5p3m1Cz6ctPKvuCt10DnaP2h6N9fEe6UkQPXS4eH6",
-	"l2rtxOHFZ+tfrDby/xR0jjUOWP3euS4CFsP9QL/1ZP1blyS9pSF5x/AtpvrWDnfwbD7H6dJAvTKWrNwv",
-	"1QHAU1Hkhgqw4CVcSG+4jchrVudOdDuyvbGpK5CN0xTlVroJpqkG+0lKb7EkQzbDse0GExN8a5ItzP1g",
-	"gC6Mq08n6pi2XSNH4euyvgzIGDLr8ZrbXKrRANlwOlOLGrz/tr2XuoEZugdD9h6ilBganUdknnBJWLjs",
-	"vyTLEdKsGCBsLiMQgL4URZWw4nbYFUQbXfQ75mpSRuC6wMuLoo70JhDcIe4lWXY07gR2+4lHy501vndr",
-	"g+ge8BV0e7ANuq2C25VQdg1SXQVQjZAuIVT7t3tBVDPII0b9chh1Z/DG7GUN37Asjn3IxjBKCdmYMVxo",
-	"Y/60K2xjh1sHbtZiGTPQWjCjPr/kxVlZuOk+YMQWuvLgkauGCrMOIMkFocISSh5rp+AqKFG8kr9RQSVf",
-	"C7JpgRl+wpHBGZ2twdBBC5RxgZcxx9EV569wCuafvxaIgijjCnDy4qZPQcnQt/en/o9PGknFRHpchbpp",
-	"kOsbC0qYSQSrq+s6JckvX19dDJnbM5IhKk+NWwqKvts0gDm/JRFktKzJQtK10etNyoxzicqKtbY3QLbI",
-	"LRibAZuNiT6/QwYJVgEaL7VRDoqu6HzaAoXV0JJeohwt3c/IVpNqTZnQ28m1asL3aslms+ZcJ9CCpMQS",
-	"9W96A9s/Wv+S3p03XP4ChVO+UdGhWbcmPWDjcRxXN7/hNub1FryF21DJqZ73d2vTAqEmUYasbZsD1C3d",
-	"wHoD9JbgyNzcdNclmPRkyJSwQPVbmU6CIeENTKDTLj0n/1cid3Ts/bePr9G07ru5PNrWH23rj7b1v45t",
-	"3USDtrOte26g34hxve2FVFvX73fVzMv4rkdkq6soP+KxbxiP/Uq0zbfFZW5Ts6xZICV+wBHkywJ8Dnm/",
-	"ogiW0qmjiSlqaBL/xzxa1qM2dFKqA4d2b/It5zJ7jb5bwq4Wqcs+OeCzQjXlsm4nHKopvw3SIQfPgkhJ",
-	"WZ7ua4pFmJ4dX7lo+EwmpS2lyaMlar340lxa58aNrFF7ar/6biaH3zL1FqxEouhp5u9RV3LwWYNG/QJ6",
-	"qqNV8zQcvmC5gsUpQRnDkwkEDQ4gstE0B3G7qTltQhqtRGeZnO3cUnTm0PBFzEXuIuj6V2DAe4QjJTjy",
-	"FxIE+mxW2w3mx8+ex90Dm0ah4lqxmgJcrcmKVwJdfU2wKz0J0EhBiZEO5J7EWCLI8TkdslERcpPX5LYJ",
-	"zHl1yAGyNdi0tNEBBzagwCdOXlEhn5csc18+UPZ4o0DZ3cWjNhqetCx0fKbqont0CDdd82N+o2u6/Npy",
-	"VNcaR0V6iiffHx2pKeARXTcsnx5+Owg64NHIu7P/vXzzrN2d7YiV4my+y6367doUINffpSa4Vtfl62mm",
-	"vrGzP346eYKPSP9wchT2j8Jj0n82Of6+/xQfTA7Js+hJeHDQCXx99D82Wgm2ih07Xhs7dryD2LFKU/s1",
-	"8WOVXvaPKuqvqKLy0LNamhOkqNZu3q4Cuf/t2xu/psMNRKm1t803sidVZxX93dP/E3GGcJG4mGc52xA4",
-	"BWkFuD+HzK1OWNQsHC+d4DZQ1nlIG1gEKKuUdByyUUlcFQquTQFJm547wwLRzeLbdBpFHtOmMGfMIcqt",
-	"Evc2ZG77cYIEnpcqDIK1MQoQZUISHKm9n2Aaq8sLeKuGHcgbHnaaw+SelwvRf4WhcgWF1nISlEa76y8W",
-	"i/6Ep/N+lsaEhTzSoSrbDz/PYkkTnMo9GNbaWbYd0HvrKPW/zxO/u7qDfIjjUqoR8CFo5N6gs7NgwXJV",
-	"2M+MQ/RQPgRiJ94Mgdi3vjQCcdtptKlv20BvpZBsUWu1qItaKYP69LBaqtSUE7WOyyeHbqHPUnnOTyVb",
-	"YMHByDDFji7kxcBrYtPcAtVYWCpOKxVWhVv4WF1LKnjoOaQnPudqUeJ1GAYeNs++4ZeSp2ABewyDe7RZ",
-	"fsU4UJ8j6GpcBoKN2K+NjWHvz+IfrePrilf0Oc11WoghSC0TtgY4wlLXKYdoNhibcoaoGLKQz01hEKdT",
-	"uJN7zhFGMZYkRb/+fIUwEwuSCnS0f4QWMyyJzaqGLH6wjA6G7BW9IRqV6lAdGFFnbEMA3QJTKVAXo7Fi",
-	"PRIhSeekZ3rx+zDgkFkQKDmKUp7oYhpKXZ1oU8qgAiyVlETTDKeYSWLWC55HjKOYsylJh8xNiIcWkmrm",
-	"AfoFao7pNpy6BICeO6IRFJww5a8A31IFISBscMicuEHEUyRivuidODPP8dKU2HAnRkWFDl0Kgac3QJyC",
-	"FDaS0uxYoBu0ISpNlXdh3qamDD+JxAD9w5S0EEgQov4+GzI7ApTjHu3N1duhGKHuKPeaw9pd/56RjFxH",
-	"JJGzUTBk1Z+1Fes60Q7Hazwl1yZpfdRrNmOXMO9uXHAeLd6kUndr4y4GfmGgWDuVaqg49fPrqosQ3HgU",
-	"1ydQ8OUvbIP4d4mfbK88gvWmZzdCelIKvNblhcZLMKKPypB7FBTxlYoJh0xLb9AQLuIr25ZPTNMPKpUo",
-	"nhKJMPRy4Iw0RDw+wNnf/cXJTZ1pe3Myf93FncmbE+NemjpQBA5qU+ZqSOtiq4U6O75T3Vc4rgtQcri2",
-	"a9uEKV60q997FHPffFhSeyG3vXU0WPt0wZO/vjt/0dLpVwLkeyDz+m5fns9KcEP41a95VjIu9dMJ1thh",
-	"9W2Bx5GOHZM80QWwKJsOhuzKRev4hgiFmKEWYxczROaJXMI/A1OXLUCj3z7qEnl/fhqBOxIriAtlu0jU",
-	"21kicm6PZWRRmKR7ri0W9gnapDTG4EOTLtf/k3f52YEtdkfK7cvZCFv5Kve/VV9ltb1W55/jJ+ztD+L9",
-	"7wev5h+ehv+9L/+LHL3M/vPZ7AIfvpj8+nVaC9f0X9tOc5eb2DUobW/XutO8oZcSJ482wm8DVfyloouA",
-	"UUt+0u8KpLm54U4QmSX9StzhAzh4gd9FLSyqK1u1PTlFJtRmyEYmVcXjBu55Cpyo42tjrgbILJ9QGpzg",
-	"NKa6s5w/bBF6PVSiFnfvoSwm2H1s9zeTUrdJKttjMta9k7HKlcDdGNqGlizb6eGCtXV7mxYhtDbJ55tM",
-	"8Hn0iH3r6vVSs7/VUsavQTnzRthvFtuvNW2edvfwerbaaKGlru2tUpN+JZk3pnjI7KeihdtO059KDZdW",
-	"9ElqUFEPmc3aptFcq0TOkrhv2YXrHklbRUOzdTlba9pkPcr8R5n/OWW+r3/YZkK+JN7bpG95O0+uytUq",
-	"uuOY4h8hZkNmi/lY/zDUD3rx5rKcseVpvbMua6ss2neTtFWVQF8kcau6Fo/JW4+R8W7yVhsx8DD5WqYk",
-	"z8PbZF5xflMzyeTtHIWSipRBvQXGF4GuH6SfN33+AhMpn/BUmkD26oXO7e5lC5OZLDjTJQiMV6j7+gMC",
-	"v44ai0TQSgf66NjGSL0BOjPNmGw7YdvlB6PD/X0dAqB7LELuvo1O0c15dFhKgBKSqjFD8C0tbB+0vCuG",
-	"oin/K8QcbJnzCk2ZljvMed3SpuPrDdBQ06RoX1fYUIAGvTYtTUKwaOqYrH/4Y7C5oYffVFrAXX24Uuff",
-	"mkHKBGOGXn+wihLaoqoTLTny2kUK4gvKGokwlqsk5eOYzDsnHcadubBE3jcLG42lWSSTCtHgbr74xQ7V",
-	"NUakwWDQs50z1FesNioFaH534vtKuPN5f9FRNDyT6G+61oyzla3NWC1Wrr595RaIDvfpR/O9NWterBsA",
-	"g0ZjVnN7znvMdn9jWKmNagM6cRqpllpTPsKSvyIsgU6hHkWtBGwAskLprVz6CKO2N7u6VCsBPjjo2B5m",
-	"ILdZvhiyCsJojS5QDi5Oi+L5kGBnMYIwAePQmUuHl4yJkr55p77WqGTIVsMStBEqaYQcO4Yb68HCF8cJ",
-	"7QDCzrBB52Df+4hL5xqStPr/VjX/lPOp/raqym+BkiAevPhELJHzEoo4ETYvQcLp3vWndmrIo6kwoMdN",
-	"6bbFdxCDYq28rl9hcm1Vub0VRmkx2X0K8D0Ckr9ozb0CVzwopHhon1cBKeo95bWpdDOIMWQWY6zqVV70",
-	"8DXNypUKEXnvHc4mdJpBi2HtXdqF/QJQwJBtZLLYyOirMcTujL7tYUSodUhZRZct3a6SbnbU5bqr4RFX",
-	"T/v8aTVtrV12lUuqIdcpubrGUfdpN/68WnJY1ZjeSqFsQ/09HYKPSubx1rutdmoS66t0ktPwHBSN0+r8",
-	"t4/gXdfv1AIoyl3YAtOjw606rCSue8wGRY0wS0C9vJi/1k652q0zkBu++enjp/8fAAD//w==",
+	"7L0Lcxs3si/+VVD8n6qQu0PqaTuWaqtWsZP8tbG9vpKy9lnTVwPOgCSiIcAAGFHcXN/PfgsNYAbzIocU",
+	"5ceJtk6diqkZAINH968bv+7+oxPx2ZwzwpTsnPzRmRIcEwH/+QJHU/KCMyV48oZfKi6I/jkmMhJ0rihn",
+	"nZPOWbLAS4lCxvtSPxEGaEQinEqC1JSgEY+XKMJCUCIRRpJEgqhBJ+iQOzybJ6Rz0nFvdoKOjKZkhnUn",
+	"hKWzzsmH/I8fg45azvXzUgnKJp1Pn4LOeUxmc64IUxdknuAliasDDJVISYgWU8JgRILIOWeSICrh39B8",
+	"nP+sOMIMESwSSgQS5PeUSIUWVE3N43hGhizMeo6W/V/IMkRdxtWUsglaYInIHYlSRWKEJ5iy3inCI0mY",
+	"QlxNiVhQSQZDVpgDPcba74c/1H77BVFieTZWRFS/+ZJEnMVSf8sCU4VGZMyF/nQllpRNCvP/xO/WdkOZ",
+	"IhMioJ93796dpWpKmKIRVit2wA9Y0ggJgpPZ34YdOVPzSJBYDjthcb0bn+vUjMT74PcXWJFXdEYV/L/q",
+	"QC7MWkmEk4QvSIzmRKAZZakiaMwFUlMqEY4inrLiFjw43F8zCXnfF2SGKdNjau4/IWOFqNluUSqEXnoz",
+	"jmK3B89Wdvsp6MyxwDOi3IEUJNbrgJOffz1/WR3Ale4ve+Y7icJUEnGtp/h6ktK4tBD7o6fjI3xM+ofj",
+	"46h/HD0h/efjJ8/6T/HB+JA8j4+ig4NO0KG66TlW007QYXim38w76QQdfUSo0EdPb1b/i8ZczLDqnHTS",
+	"lMaduk38kuvZfAOt1n1NDH9HulvUjbAkfcokYZIqekt6ASKDyQCF9pMGEZ+VPtH7S/2XmA5WfsUM370i",
+	"bKKmnZPDJ0crxVC0/IUsa04IuiFLsxsSqjdDNOVcEgkbNJpiNiGoi9Gvv56/DJDEy16ADvqHT56guaBM",
+	"4VFC0Nnli/Nz/azAkd4OwZBJjtQUKyvUjJiKMEMjc9ApiZHEY5IsB0hP5ZgKqYryDMO4aC6vhgyzGFEl",
+	"c3HYlQqrVCL9By3MA+hvjqVccBEjyqIkjUnc083ckLmCk3Z4jKY8NaMkONGCUHct1SnC2RD4OBOo7lQW",
+	"xSyMTveby133rgBxL80EZGMdLe1Jh/+AtnJBrfpOR5wgUAnBkOlHeKrs92vpDQI7QOSWMETtAIm41esk",
+	"sJzqL9Ei1yymWbmIz2ZUKRIPhuzKH7qd45iOxwRkgBt9FzPQBEjwVJHA7vIA6dMKW52LIcvPGMytIONU",
+	"ktg0enx4iEIiBBdyQPPNd31DluEA/XOMIs6c4LGdSvO1iDMzOHKHI5Us4d/eDjiFL4PRSaM79HxSBetg",
+	"Zl3vD70SZtIH6CdME1CgVvp1j+/ueggLghhXsCdOdKNLO18xspoygDZneIlGsLJmy1Z2QFlVPhnvR8/j",
+	"J6T/PX5y1D8ePSX95/H3pH84OoifjfejY5xLLQNm8tNe0tprFM5bPKkRSwf9EdYLMccTglg6GxExcP39",
+	"nhKxzLvTjxT6iMkYp4nqnBwEWqzQmVbyB/vuf0FnRpn9MajVB27WQR38gGOrcvS/Is70Ltf/iefzRCtr",
+	"ytneb1KP+o98Av/ozIiU8GkgYt2mBKRGJSzaLU5ojP5x+c83+tNkGkVEys7JGCeSfPI/6L8EGXdOOv/f",
+	"Xg4i98xf5d6Pen9e2AGb4VcFfH2vgfsJwz8RH/1GIhWgiKcJ7B8j5HAcIC4AcWl4ZXc4ZihlMp3PudAQ",
+	"LHxhJqZ/tZyTUO+mXO9w9RNPWbzt9L202onrU6Lbedi5ssow5sRMDrmjWowKNCIJZxNpoKuRLB7M8RD9",
+	"+36GY/oZiKobl31nr4y5NBTy2iiAoXbt5K/AV54zpWVeAhOw7TqcMQTCEPEIpF6MFlOaEDQXXC+Gluue",
+	"knzILX2m9x65m5NIb70xpkkqyCmKicI0kSAUEz6ZkDhAjNyCfaFSwUg80FN73/2Y48PPvSe51Yj5ADbZ",
+	"pUPWDctnKdSvhHVfFPaMSviq9/VbvEw4jq84f4WFUSO7EtCKc5ToRlEXKzTjUqGDp+gX+kPvoYV1eSQw",
+	"Cr3ymNkhwDa+JOKWRuRXhm8xTTR8vc/nS9MafLnW3gILmixRmrc+QG8TgrXpLpYGwKEEK6OWH3TvY4U1",
+	"FtBDS5kgOJoCVu9KxedzfcY15MVCAdjROJMDMmMk0q1IUF56NWXCF0MG50IuiAAMRFkB2Cs6IzxVvQF6",
+	"Y/0MVKKF4GySIyb77Imx84fMINUQHAV98BSESBrPQOUEeQ+t2/Oe4wEm5orz15gtnfW79VpzjmaYLRFW",
+	"ep2V/FLL6myRLhcBoN+xAbgJn1C9aJ4dh+NYECkBoHMtzrXplGhxMNjJ9AZfoWT7leFUTbmg/yEbKipi",
+	"dHyxhcDbAqU/PNQiv6YGE2joCCcoV1tygH68JWKJjAdzQpTMjREt9krr+u7du37ZO7ZqVsvONBjdvzTu",
+	"hVkzplSLWW03E3nDrTY+ZfNUoZEg+EZqOz1NyKkzM0Mktb29mNJoisaUJDFYb4vp8iuHmNm2gdHpyX8x",
+	"JdGNrPc36f1nMc13Er18c4kieBpp3A0gLgCnjSARF7H+9LngcyIUNSaZfv86vqGzdUsDg7ggUluDnwLz",
+	"3uxum7fkfLzRa598X9cHb8Ree/mActezscF0t3oSDVw71ztmxUx2Dbztz7Ga9hxWVBxJolA6L7jq3NwZ",
+	"f9xJZ8RTFpGB78D7VD/b9o0V7kOqJEnG+rxjJNORw6xjRJXG5mCTo9D2OEz3948i8wz8Nyn5FGtGVnEK",
+	"Bh09pdc3ZHmdWN9hxVt8adyCkv6HOF9Yafv9cv5aP3KK9vXYZ1ZszQhmEh3uH39fGJf+IajzXa9Yv0ui",
+	"0vnak2C8bMbK1usW5JBDnxBzFgDXz9NRQuW0ei40VFq3S0vDeqlf+eSph6pXdZrOMOsLgmPAXRFnYypm",
+	"IPCKS3bmfYz5BmSVyzhNEhBhlQXMtE/DfYcSqXHnm5sa/c/8sIw4TwhmldPmGs0/KzBz83H9Or20c7hy",
+	"rQKAIG7nZN7T+nWyvr0mMbbiYDWe7m2OitcbSKJrM9L6nuHTrt5foVucpKT8MaVDVBzN7d/0ywen6OZv",
+	"QuJTNP/b6/PzH85/O3vzw+Tm98Fg0GpwkiQkUlysGJ57pP5Y35BlcVzZFdi6/qm8viWCjmndPee7KQGb",
+	"utShhqbupVMESAqlTNEEhfDzsq8f7puHQ3DsE1kYH7xT3dlBJ2bSLlUrbVqz/7phpn7CAIVO/2T/PbsL",
+	"wailiszkOvnx8s3lhdk4udDDQuBlg85zNz/NK9y8NZvXpTgtq4/1v+AlA+3qZ5CnKuIz0A84hyP1+8r2",
+	"eV/h6w/qfjI4v54yoxZ4hVi+9bpFeoAJUSSuPZLenlv3SRf20ZbyPEA4kdxwBbAdtbH+diLp3cBbyfzK",
+	"OrQ4YoVJlAorYq+rvM1jtTfB0dRuGdg7GhxuqwjKMAH6sXN2D11wX3GHGF+gLkhkrQcv3/5kxFvcK4zM",
+	"3PdWxZv9imtcg3B/ZfTO+VLcaYTnixf8z54eH37//dH+fpDfhVOmnh53qkjNdthqW1sTZsuz0FoaFuVa",
+	"vnvtQAtT1LSZL5oUxDswJVdJMrtaGYDJJniFzdVqk3jYWu8Xq41KG7ZpW3imWtvOXr+3n4TmnDIFKtA4",
+	"7BK81DDKXFUF4ON2S9Nrp4R9G7DtePRJsAOyDhdJZD6iFtNwfyPSt0krQ/8nI7ls8iSX5HBHLoHnEJNR",
+	"Chc7VOhnqhvD3cPUTU1BMS2wXZQxZXGgbf2F06S5/OKM+BPXvf2bnI8P0GAw6Gmtp4zLwREiTvQUDDJk",
+	"58SeEb48VeivOEnqBODYXQDVjNigeHNh5Dn/9xFhSlAiAyPV3R+eHBwCE0L/LiM8L++pDx37DX09lo8e",
+	"zKqMqgin3AV3LQB+c2noOgnnNyQum/mdNfKf3zRvZN30FEu00HMBnAWzvu0OylzwUUJqhcTS2wtG3WeM",
+	"PYACVFlRVPwU/ZJ/lBTyPi6/ALObY83OqJsM88MftTcx0KV+oGmir95f1VKu/HPLbxxZwT4Z5IfGbcXa",
+	"w5vzv6pwiqHL11dv/btAQK9G+pyCfZrTh6S9B51joYxHpkbAGzrftSTMeRmrM0LYLUn4nCD7FCwpuOyB",
+	"YpJKgjjLZdyJIcA4Dz6RwLkJ//J3awidIpYmiVl+vYgMCwGcwhFZcmtU24uC7zzEYd621yvNx0m3be7F",
+	"CuI1O16RIFi1gB51aGO/JdqICSDs2j4sJNbDPEX2Qd9LnrF78uvrmj4bvtIbA7mbU0HkeoiVsXfNikrF",
+	"5xJ0l/WkUzaxK0b1HrKbyjY/QGdDZl70XiHSsgRCw3AL4YZRpATAYpgPDf4AbXNhb6Bgebf4Xhq3IG2y",
+	"dEYEjRAtipvjw1bLSuW1XbDGZQUR2X5d14vWlUD9Evh9EoWCzLgi13LJIhKH5mrt8uUvGYkPx4ahC7cL",
+	"7TpOsFTXTphcW35ZO7SuX83lkCCSqHwHOW6GNFz1LVYaRmY+dYPdDTBthKMbwmIzQmtPkxhhLWWkNuzg",
+	"C6j0Fm7bQdIZVddzIq5jXENbfW0MV0NTjTH4oRk395uBmaucH/mddJ70wYZ9T3kq1nSuH3mg3g0ve03/",
+	"lkSeY3YcRWSuJBoLPsvl0m6HqFusFxegX+HvAQrNfYWjjpobi7+vvcSYLfUbf1+DxmY8hlP9oIqoIBdW",
+	"mzHw4dl0Fk6LBoaqLEodBxZcIe1EilEGq4fhQRuIKFD0lrSyHfU3XhNHdavYw4kRvmYmArSwwBQEgWVF",
+	"ODJC1/Flcar4DGuNliTL3oqtla9qMSighUaShoNO4ZcxJQKoyjEyV2vo14tXcqvIgjXxAWakzabGyNDp",
+	"IpwAfAy0lrHRPF2NGEWEJenV7fu1wBiGU5onbzjudBaQWvG4FLVitq8KCroAwpq0WfmAVHRLYVsVMFVQ",
+	"gc41kq8iist6YbUB8MJMwLpd5DkHzQvWDelbA9t5rs+lTEnsWSQ7ujP0qId2yN/CnWE+6peNKLBA09RP",
+	"aVBh2BxGxlGAY9HU+t48qbvdEr20nVwuWfQAy+OA7De1PD9ae7Xe+VWEdpvPePE4PPB3t/jaFUQRX0Zw",
+	"e9RKzJBcDTj5XaGCrNYUuZJw8D+HUCfooP/02Aut0o+EZ/1/I9z/D9rvP0cDdI3+ivphMGSOzgnHhbCY",
+	"Ov4lRglRightI8Z0ovGf8/SFg0E4QJdGMWV6SbcwZCmjv6fEAGx7f1+OcksqETArdNiKJaiPZtGbDSJZ",
+	"PB/Nd7LAiGvcgKvWUhpvC5XQeoB4EhOpTBBa6xvd4i4uO0laEH9UaUyGgo4U38gnOccTyrJL2lUDfps/",
+	"+ZmOXZBHMHrDXH0Yf53HtYG8JkqQJOaO3uCPU6SmXO9W4w7ViOuGzFWAQg0zQxQlBFtnm8OdiDNiPWAb",
+	"+vF+LLnkuuGIJgllE99OCXsQGZB56nKnNy774RAfD5nyKb3WPwffIUsnsneaeXnCDx9DpGHXbXYvorcD",
+	"0LZLp/FD5y8lK6o8Zi4mBee6F096dLhfZ3Xhu3Pz8IE2odY5C1c50S5+eoGOjo6eI73ifUVnxMUlj1OV",
+	"CrKBY23MhfGLFM/O4f7hs/7+Qf/o4Gp//wT+798+tM86bmOZPJxDIou2Ozw4fnb8/dHT42detN3+l/ZY",
+	"5LazCQPc5Wg38HBsM+Knuxlvk90dgqUeophK3YDv1+9SVbthewGySR8IM+9Q1cb4r+jPoHPXn/C+/XGG",
+	"5x/MVv34m+RscIEXdgrrxOs64J3ZQ6l5PCgg8BLsBu+GNpUYWdQ4M3KVHBUuZioCVy9D8XbB99X4NwLm",
+	"SV+0mF9obDzRvpvZTmfBC2yWucE/a5oqu0j1UI6eHR/roZQEgX2hdADLv7qNbn83/rN6T1fBseV3XHJG",
+	"2VwAdm/aD/W9OKavskelrQOkFtjWDMG3mXzLx+6diuWTIQ/78uYGhN3ED2pWN43+K7Tbcm5hzbfn5Fo4",
+	"tw57LBgRGbekBkY3myswE+j3FCeWx4Rnzvkc2VvTjLOCsGpgkw4sjeeGLNexruaCckFVncp9j+aCQP6C",
+	"iKBuxmTR+N76Gz3dVSfY56mYc0lWkDDyrxpzceLN4XcShY4bKufj0NzMze7CoEpqGbIGLql5ydFJAxeq",
+	"mlB201cCRzfahnvx5uz1j6gbuh9cjKlLw2O5LYbWMrvLeFKNlJeg45rS+ylfHfvGBlf9/u5azv19bq/4",
+	"X7/vBB34gGJXtQSAoAO86VWsgu+k5VZ3NeR7/d5M9gzTBE25VL17k6pLB9FtkIyCYF2sZqC1p9H3J9V+",
+	"iRaelgAJhm3BnZ35vLqYaWuDGrKq4WTdEhZzjXVGPDb7u3hqd3NbkV3rBS43E9jKLr1DkFFn3cU1lWjC",
+	"GRmgdxqwGxp3keEgFU2SwgW3NsFhDIbvrey8DNmCixsiEASWWUTl5qRk3bRifxWnpHbBGkz1M2Br6ANo",
+	"jvFJIXohqOGzBig7s+MET2SAODSGzacPWTEoQZ/94km3FqCBWwRi/fwTlsew1BmwW4dFBCgcdoad0BFK",
+	"TNKVmjCozucNkNjxuHYRG7G7IbXmD8MFW86uB95TE2fUMonbXSZGCY1urmHvNY9A708IMAQRiyFP20JQ",
+	"pQgIJeO5gJZaxmW0ZQ/lxr+FLNocwXFcon1syivaJvCtwssFFuaIKunpu4P9w+PgcP/4+49rw97sMO65",
+	"/G4wm4bDbHgwdxCltDIUx0Q0VyRcnhPPLn/XJf+CbQ+hYyWpuZNgHDPaDUSFyUlVJmsjrBz5wW/PsB18",
+	"7LuWC7Ey/mqVuNdAJcgdiHrPQjYbo5CotNAdDvc8ZcuIx2Qjz3PT7Xx2XBq4Ys/aUsWaD8iVSIklyDWe",
+	"kUJoRZcLhBnS+hJr+T7D4obo/ZR5ZXsbkLo2Db4ojs+6LDNoRfKLhy1oUq1ZMIXBGG/HfSTp7O6+AiwP",
+	"PLhfkAGfE7ZOjeFcWszpHUmM4pJ6Q7CWikvOxyslqN5mtcjGGpL1QZ9AcV9Nvkb/t4GNr0d0jzXAzCeI",
+	"A6ZfG3BxL2ZSHgS1ASsJ1k2jkJXYtg5G3w+rlfvdAWArje87aSz7dhOcMpmO1m5zk11upP82MrMC012B",
+	"TY3duE+8Hi3XJvCwj/6wrGcoZXd/lSVcM7vr4le9EFgP1hQBbUEsFGevkfy0gi7lHf5gJxG6ZSBaxoSl",
+	"012Ut1U1VARZxWVstnlX0qPKcZOwiR4ou4I1wXfkxbXZ2mDA34T/Fsa7mnOTa4/7zO6X4tqsTciSZ1/B",
+	"cVy+PirbbMaqypKxrMzCspXBt4vcJs3g/KziQvcSSZ8iprGXweeKe5ScLTD6p8alWM+3AXYKThJztWoj",
+	"hzZg2zgyww6YNvn+LdtqXzf5ZQ3nZTdpFnaTYeGzZ1d4+VCJFV5jFmsTb/nNZVfYJLPCwyVV+EoTC2TL",
+	"mmcXaEWxW5X0YZ1/oy3gr0/ucIJqkjvADV+tI2LIspe7oQff/Nx2vdIFSCOKv8dZ2Y0BkKHjItT2G98m",
+	"Z0MxU2B93AWPl3pvmtsTk3mZ3EVkrtDx4WFNHH59wMtbQUxRFIaO9w9QN/TTP4ala8ZSasgqZ65JhsIt",
+	"8wJCuQVnExN2CGJVnrow0WjKiUQyHZk8/sa/IGulqZ9XeWOcC5vJk3Xw722EXd3CVeIgatQJIwufg+T8",
+	"vRPC9FmBpPaGqxMgOeULBpf8iLOI1EixQk/tabyui/q9VR3KAJ1DXYss67sSlNy62jrFRXr2v2aHd89/",
+	"Gb8Sx1f/eff96E108K/pfz+dv5RHP/929oTUK72dXuiWA8Tqrnfb+nsEAOprysZ83Rxf2ofP9bPlDVQo",
+	"15LNf7mHoMVFbllHrNacm+fP3CJ15sZZM++ZMLNMBVk5Te2y32yZ+GZ9zpvts9ysS3Czg5Q2jUGS65LZ",
+	"bJK+ppnqufGaGtnbrBrPivDchX9oMFpdux06Yb628Ke6yXtbsCIrSysIwsYsllofWYr6YsoTghIq1QCF",
+	"NpT3Wj9lOV1zIuw/BZkTrFCY/XHIQuCFhihlsd025iquwPHh9gJeKlOKR+Z3oG94TNDly196KHXl2kr6",
+	"zxvQiqwHMKQieG/MF1Df1BuoMVPKW6At/XCG77oHAYoITbqKK5ygPcPd7vVC1D3I7vf19EJiBwTOgF55",
+	"OC1MiKS+5Npbs2b/Kd1zPalrgo/HkqhV3wejK2hM/aGFptsZPPUTeeVaNBenIyICZKv5rF8gt9lWLLXZ",
+	"cS1mAtZq/URQhnCSwIjlxktWOqamy8CVJDLLma2Jv/+C4s72vrz+YBs0cUFq17YU4LeAWKIs64Y2G6Gm",
+	"VFRwe2uUer+Y4AtCHygq+G0hY8i34PqumYvVkQlOAupl+KyWASOL6z+DdeDv76/PPiiswjY2QqGrZtZ3",
+	"dS01Sp3hmCA+rksCNp/iUa3+wLPcne6ieOESuvCLCfqLBV4wSNtSyk6KJXl6WMsotB1fazW3SmjHVCrK",
+	"IuV3aZGMa6MYOHVYmxKLKcHny+sRVXVULvNX97leGUYgywUoNJcw6C8o4ZPDbmHwvZJuer4/eOJH6vF0",
+	"5OehMyoSlH/DxU7+7fknF7o4OqwP9RINDWoIjYUkZXksIK7LfbWdohLPg4glkkpwNlnLOM8uhLNNVV7m",
+	"0jp4Y67b8VeO6l/zQZltV+Qt10jN9lzR9hzRJhtrt4Sepl4+C6GinNLQ5yQU6Qr+cFYt44pL1OIi+mHS",
+	"5geo/KutvhtC5jY3KXgTSxeuhcU20+cvSW3Y1soNcgHbgdgNsust8QIag4V36Q6Ke+P+2+Esjuu2wlZx",
+	"m95aNgZjFhxVpWW11zvMRqhth0EzobBbysU3FDR35RhIq5yFVcZWfv+aOQ1rpKWLntvWjWcaWDnsFXKg",
+	"jgzXWNjGPZcXt4FfVte2qby0XX2bUsbaSr+tCA3ZjKxwZ+Y4uIGD19KpGdWHRfod2OYKfkc4N5NU6A6w",
+	"mJSg1krm47pJrizzyhvPdlNc3YnVwazcmysq9zSOt1K9x0zkfZllxTHtsmzPVelLvp3SPTVz0mqtXL2e",
+	"8so0VuqBzXNttnyTa3XVoZylUpmjVLeNW2WpXlsGptp3NRalS5Ud0o5iTFod7ToxvvFxvg+Rubz+a4v1",
+	"ZF1tUqqn7AssTU1Q3EVrqcPrCtxkm/++xKsVbO57iKnPSMEqC7Ddc7EqqnkLLlY5+f3nYmM1r0hLMbIB",
+	"MysTqt8eL6sMo++3Ob4M5HkgGWkq/GSqY4PyPmtF4hoZuDmxqppRZd1tSZ4caHc+9gdhu4ALpNaTPWSQ",
+	"RAK7Z2Aj+ZUxIiK0/RJ45AGbgo6zZHnipyS1GZ6HrDnFc6+SHyEbMVbRlOgJRWoqeDqZVvIhbJP6oOA5",
+	"X+8abyrIu5Jmh9Hx4aFXiNfcYwPV1BTihUktlO0tGaDmzWKazA/Qh/s3TC5OtJZbohHRSgHfEDbofCyk",
+	"HsrH76mKSpnmGvafceHbVBs4eVt4on3ZmRUJzEzVAJT9llP7zEIXyX2eys1XpxkEGL0ZVj8/9LKx1EzO",
+	"xy9JEgzc1NfuxJxYWk25FjMZBih0DNoQUiJCvkd9vrDxbkqfmJsTa3kqspwqvRMEbXlZBpvCiIfMsnhP",
+	"/X6z9zIxtCK8OEAYfjXnQSrMYjlkee6T7FUNCGKBF1K/3fVIaiaFikhZ4AwxKixa8FNGmrGaa1DKTIqi",
+	"TDfYXEWFf3uBZWFm4pk+AzRKtUTU8lAP1sB8b2p7py7VZh6MnStCLUVd0+U0sTGTNeHNc6wUEXqZ/3c3",
+	"ZvL/uFnp/Veto0KSKBVULS+1NjHHdYQljc7SuvsbG4/v0m3mBQlOzB/O3p4jxW+Ii8M/Nf+SUMMIJfSG",
+	"oFDbnDfXg8EAbqtAi9kLOhrlQ5wqNTd1zN3tJ5RZilSeWSuP60d6uhSmzKRAT0ViW5Ane3sTqqbpSMOW",
+	"vewF77/g8lxWhY/fOAOJU6p6BNmsSvltJKx+dnpmevtAqiKHUYfMz/pnAoZtqQn9PNx2U4kWVJC+1vVY",
+	"UW2UZBD3FyrobPAjZBKBlszgZoSpITt7ew4l1KDZjAMFJVi0BkSjpVHTcNXGkqVVoJKgXy9eDYZsyGwm",
+	"CZ4qCPT1kw3FZhD//9XVW/SDXiv4a1afovWWGGS9ZLmQrGjTUggkWgB9o39c/vMNMhJtgK7ojEiFZ3Nz",
+	"UAu1KVyLxeG69lGEhaBEorBSut7yzGrL0YdmQkDCIjnVnXKWl6EKUPjH0AnlYefEiPUADZ141r8NO4PB",
+	"YNj5FJ4aJa8Fpxwyp+kDNKvRcGdsCYRKIoH4ALrGzD2w6Ee4UNGnFwzZ8eFz1OW3FtYJDNdEM6pO0QJT",
+	"hcILosSyf6Ytp9BNWi9AT/b3IUNWylxNMOgrFSSArFQTEruSWma/QmLeJ/tHqAtCCisMm4dKlDLIJ6/l",
+	"0ClwNJbGUBuy+s6NKEtoRCw6sif6bI6jKekfDvYrx3ixWAww/HnAxWTPviv3Xp2/+PHN5Y/wjkYUVBVz",
+	"fqCzt+cmbEKag30w2DeP8jlheE47J52jwf7gCMhTagoicA/P6Z490vrftc63daF+xVC9UxRKgkU0DdGY",
+	"JkAeGC2BFZknLdezMDBx1wKAxnncOem8olK9tGPRYxR4RhSk+/xQbxnkj+y9NdlLV9L64Mbi95SIpcvN",
+	"dpLxx4yRYb4dUsOaLIBZPlhIYJwlgj2oo6lVpy1ZZuLSEMYAodoyetIYGIrcKdQt50rvNY3XTG1hwF4a",
+	"5sMnR1Xd91HjKyMiYI0P9/edmiEMlhvypxnvw95v0ri4KjlZP5TShtXXwW3M8NUqHdCKPFyF5DaNybEM",
+	"NKi5lG5MFdsQMFxMumTa8PMitfqcgkP5Q1WdNye2zHJNlvIsmlSINvNhizHoXWl7berAcMUb2m+dcqS5",
+	"oywjpz5PebcmtaTpFRI/uk5ndzXeeq/52tmr3Yt5Z36Oy/vPZJvOdj6r9Z02TK6XvHOLGa5zg+VtZ+lA",
+	"s8ZNys68/aYrFy2JihmzCoe6NkjfpI561pyU2fd1wsF+fvAUZHU5MXL2h7tKQ2XGSjGBz2aZd4qJdopp",
+	"l60nppKlpt7xuNLPaJoqEFHsnUkhKBNsJz3vxej3IuX/oMDaP8g48npPOa77vuOiH/gMckiUazjgB5+q",
+	"2ZpzHbU+ntwo8E8V88QHH15qgSnBrvRCBe02dWjf2XufPW8e/xR0apFx+3byV+ALjvcPmt7NNPFeIRBU",
+	"v3R4uP6l3DXzE3hmzIvP1794xflrzJYXBm+DGfjE4IDV752bRHAJ2AfmraP1b10ScUsj8ivDt5gaqx1s",
+	"8HQ2w2JpoV4RS5bsS30A8ETm8cESPHhzLlUt5UpmRV8yIoVr2Vls2gRyXF1ZyM+K5pgKA/bngt5iRYZs",
+	"ihNXPjMh2JXPsPbBAL21173G22srWYeewjepnRkMY8jcrefMxdOFA+QolbaYCzBAXMVrbYHZcQ+G7B0w",
+	"1RgKz2Mym3NFWLTs/0KWITJbMUDYGiMQhLCUeaa43DrsSmKcLuYda5oUEbhJ8vMyL8SyCQT3BvcLWXYM",
+	"7oTt9gOPly0g5ybiwlCaPn0y3sMCuj3YBt2Wwe1KKLsGqa4CqFZIFxCq++1eENU28ohRvxxG3Rm8sWtZ",
+	"wTemRkMV2diNUkA2tg0f2riqDzvCNq65deBmLZaxDa0FM/rzC7c4K5N33QeMuGRnNXjkqiHLsAdIMkGo",
+	"sYSWx+aCchWUyF/J3iihkq8F2bTADD/g2OKMztZg6KAFyniLlwnH8RXnr7AwxWv+VCAKmOYl4FSLmz4F",
+	"BUff3h/mPz4ZJJWQuqJKpuqmfzcWFDCTDFZnWPbS0l++vnrrX3YjzhBVp/ZaChL/u1CQGb8lcV6Muvnm",
+	"3uTHrxYOtpdLVJW8tb0BcomOwdkM2GxEzPkdMgiyC9BoaZxykHjHxFTnKKyClswUZWjpfk62ilRriobf",
+	"Tq6Vg/5XSzYXOelfAi2IIG5Q/0MtsP3j9S+Z1XnD1U+QPOcbFR1m61akByw8TpLy4jdYY7W3BRdgDRUu",
+	"1bMCyW3KYFQkypC1LXWBugULrDdAFwTH1nIzRRKh05Mh08ICVa0yEwhFohvowITe1pz8n4na0bGvtz6+",
+	"Rtd6neXy6Ft/9K0/+tb/PL51ywhu51uvsUC/Eed6W4PUeNfvZ2pmqZzXI7LVmbQf8dg3jMd+Jsbn28KY",
+	"29QtaydIix+4CKqLBH0BpGaZk6VM+PDcJra0yR9GPF5WWRuGDu7Bod27fIvx7LVO3y1hV4vw9To5UOeF",
+	"alvCdLNPdmHfDdIhA8+SKEVZFvKds9m/AdHwmVxKW0qTR0/UevFldml1N27kjdrT69X3o3nqPVMXXjn7",
+	"FXUKCxd8zqFRNUBPDVs1C8XiC5YpWCwIShkej4E0OABmoy0Q41fU80rFNHqJzlI13bmn6MwbwxdxF/mT",
+	"YHKggQPvEY4U4MifSBCYs1kuOZkdP3cedw9sGoWK78VqIrg6lxUvEV0zoeA1UqpLgUINJUJD5B4nWCGI",
+	"8TkdsjCn3GR52V0Qe5YhdIBcHj4jbQzhwBEK6sTJKyrVi4Jn7ssTZZ/sgChr8mHpLRVD+eqUhD1X4jqm",
+	"0v0B4FfY81dkgM4YMgX+48I1A3WBMFm7khAUmkflNVauOHYt0dZVeso/uBK4tENmbZLwBYmvNf6HhTRX",
+	"vY2eNSPsvUvh/KPcL9q2Pz4E494+nhmxTfa+y8J2baBjbDo9enZ8rDuFR0xMYDYg+JtjjF3PibiO8dKN",
+	"IP9xylNR/XVGWaoVvP2dT2AdZstUEvH3or1e8Ti4QZXCQOtcAvpv1zZ1v+lKd3AtZ2p+PUn1NHX2R0/H",
+	"R/iY9A/Hx1H/OHpC+s/HT571n+KD8SF5Hh9FBwedwAs6tKM0bpd638pWjLsnaxl3T3bAuMvlRxvWnX/U",
+	"HhX7n1SxZ4S9SnAYBPZW/BW+2r2/z6KW9WdIGrJQFN9FabmTamKx/l5TORdxhnAe7pnlB3DEQW0ISLg0",
+	"HjI/r2ee7XO09CiBAHEyIiD4USgrJUMdsrAgrnJY0CZU3QU1T7FEdDNWoAk+yZiAGqknHLiBJbbgkPmF",
+	"+wmSeFbIzQk+2jhAlElFcKzXfoxpok0+uOMbdiDaethpJhe+KJZw+AoJhvkInb8pKLR2118sFv0xF7N+",
+	"KhLCIh4bgs/2zc/SRNE5FmoPmnXeqW0brLXVCskGsnB5IL0mPMJJIUAL9iFo5N6gszOKZTHXw9eKeSwc",
+	"qUE7biifHe24jr802vGL3rTJQt0w3lK65zwjcp69uJSs+OlhOaGwTfrrrpaPDv10vIUkup8K3tr8tCC7",
+	"03bkMskbXsMe9NPIY+lGcVrKgyz99OTacCxhrxcQQPqC60lJ1uEleNg++4ZfKi7AR/lIVHz0Kn/FmNOc",
+	"I6g9XgSdjTizjRdo74/8H60ZkPkr5pxm+jPCQCNMpcvUj7Ay1QSAbwhtU84QlUMW8ZlN3eLV8/eyA3CE",
+	"UYIVEejnH68QZnJBhETH+8doMcWKuLh3yLMAvuvBkL2iN8QgYEOmghZNTD1QHBeYKom6GI301iMxUnRG",
+	"epDRoR5vDpkDnIqjWPC5SXei1dWJcXYNSiBWS0k0SbHATBE7X/A8YhwlnE2IGDI/ZQEUetU9D9BPkN/I",
+	"FMv1sxzFNHaJlcZUQHoJPXDUBWLnkHnMTsQFkglf9E68nmd4aX0/fscoz6FiklVAuqQhA/jiuK52xQJT",
+	"RhFRZWsxSPs2tcUySCwH6J826YhEkhD9+3TIXAuQND/cm+m3IxmibpjxGmDurn9PSUquYzJX0zAYsvKf",
+	"jZ/xem6uhK/xhFzbtAJhr/mi4UUxkdMuLklrtHiTSt3tLUTe8EuL5tqpVDuK0/r9usroAutK7/o5pOT5",
+	"E/s7/qcwXNsrj2D95YDPYR8XqPEmAdRoCdccYRFyh0HOgDV52oz0Bg3hI76i9//EluahSoviCVEIQ8UV",
+	"zkgDJ/UBzv4XNNL8KKi2VlrZ6Pqy9llthJRvoHUgLSRkq81UntH7TuN1dmy/3VcQr6OreSek6woH6n3v",
+	"FrD3KFK/eZJae4G6vdc3WPt0vid//vX8pU1yoKJpM7sNijXRW8KyzJzjovMYs9gP9oYAIIlMts4l3M92",
+	"MUNkNlfLITMJuyzLChLYTSmb9AYoNOfdZsoK3e2l9IE0dakH9dkQfBF4TmbIyWcJNCbkQSo+LyQpM4nN",
+	"yuDlNO8a7k+HbJ4qyA2oYfWgcPOJCIt9qA7pnyH6fEaYApwNGdVHxLH/xqlKBTkdMpvFT3g0HGh4aRG4",
+	"B62zh6haFdSV2xxZnkRA+xGfETlAZ1mtljozp9nCGTLPpDhpAQapqk0IaxQ15HQdMrt1umFJM+b5EEGl",
+	"yJ6NaMPZRYFJChtTQSKVGEoSIyQeMsZhzuqUuiFWlfT6Ji5vT6U7NeQYjJuKfjOW3dIvVzuEP3T+UtC8",
+	"H7cFHgf6Ifjfg/uIs9vy+2CQp/sPch/u8MjDuog3MBd3y5ktb9W25qKXm/qRKbsVmHn0ZrYwSA0MCCwb",
+	"KbCUJcQhM68SNFIFNLI7J+ce2JF9vyLp5wZmdUEHP2e5eHChkmiw5h7deGB5EpuICcBGGm5QNhkM2ZXv",
+	"AcU3gMxMBvIMu8E/A5uNOEDhh48mMfQfn0JQ2jhJbLJaEvd2ln4nu09nZJGjvZ5/lw7rBOCuMfIUyhP7",
+	"/J2svukO7tI/g0r/lnht+39iXlu5iHHnX6MjdvG9fPf7wavZ+6fRv/fVf5PjX9J/PJ++xYcvxz9/nbe9",
+	"a6pcb4cziqXCGzBGbW3w06xsshZdj3e834an5k/F34eNWgAi3+Xeu80xiSQqnfdLkT0PQAaE/S4rgQdd",
+	"1aq45CmyZPYhC20weA1lsFeTQlAfXxfVMEB2+qRGCwSLhJr63fWBQVBRrxQXtHs2W97B7qMnv5mkFZsk",
+	"i3hMd3DvdAfFWjt+lFpD4cvt9HC+tU0R0RZBas5H902G0D8ymr519Xpptr/TUs6bz1ltDOtm0bNG02aJ",
+	"LR5ez5bL2bXUtb1VarJeSWbl/x4yv0BeKHunHu5CWdsV1WgbVNRD5otpU867VaqUgrhvWev4HmkR8rLR",
+	"67IirClG/CjzH2X+55T5dVWaNxPyBfHeJkFCXZcrsyHkNUhter0IM7hIBZ6r4/fBZe7LN5fFnAg1BU7X",
+	"5UUoivbdpEUoS6AvkhqhPBeP6REeoyj99AhtxMDDZESwSS8f3ifzivObiksmK5oPJWwpg4xmjC8Ck6HT",
+	"Mm9MNfXARlXOuVA26LFs0Pk1lF3qX5tnwtbhBOcV6r5+j+AOSbdFYihWCZUqXenR3gCd2XKnNgNolj4A",
+	"o8P9fUNBMfV4ITuWYxeb8peGSRKgORG6zQjusRau2nRWdw4Dx8X+CpzRLbPKQNnT5Q6zymzp06mrvtWQ",
+	"NTAvEp77UGAMZm5auoRg0vQxWf/wx2BzRw+/KRVMvnp/pc+/c4MUB4wZev3eKco5pwwu7xRHtX6RfPD5",
+	"yBoHYT1Xc8FHCZl1TjqMe31hhWrfzH00bsxyPi4NGih8b39yTXWtE2kwGPRcbTr9FaudSgGa3Z3UfSXY",
+	"fLV/MSxonir0V5PN0VvK1m6sFjNXXb5ioXlv95lHs7W1c57PGwCDRmdWAT5pOZnlxr5Hb/d3hv3LG1YT",
+	"OrECNqvoqI/mIyz5s8KSF6DvqopaC9gAZIXWW5n0kVZtb2a6lHNtPzjo2B5moCu/NvWQlRBGa3SBMnBx",
+	"mpengmQMDiNIG/AHtW8NlWVEtPTNamG3RiVDthqWoI1QSSPk2DHcWA8WvjhOaAcQdoYNOgf7tY/441wz",
+	"JKP+v1XNP+F8Yr6trPJboCQgmOefiBXyXkIxN0x997W7/9ROBXk0pd6uuab0YIOPGPTWyjJn5y7XVrWR",
+	"WmGUFp3dJ8X1IyD5k2a1znHFg0KKh77zyiFFyWnznXOVbgYxhsxhjBqHaQlr5NcWoEJkVt2SszGdpJDy",
+	"0Nwu7cJ/AShgyDZyWWzk9DUYYndO3/YwIjI6pKiii55uX0k3X9RluqvhEV9P192nVbS1ubIrGal2uF5R",
+	"gzUXdZ92c59XidYoO9NbKZRtRn/PC8FHJfNo9W6rnZrE+iqdpJsiUWooUx/+6IywpNFZqqadkw8f4Xbd",
+	"vFMhUBTrHAe2Cp5f10NLXP+YDfKstG4A1SS69XkZi/UkvIZ8+uanj5/+XwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -47,6 +47,12 @@ type Credential struct {
 	LastSyncedAt *time.Time
 	// SyncError is the last failed attempt's error while unsynced.
 	SyncError *string
+	// ExpiresAt is when the login stops authenticating (nil: never).
+	ExpiresAt *time.Time
+	// AllowedSenders narrows what the login may send as (nil: not narrowed).
+	AllowedSenders []string
+	// The relay's sending limits (nil: the server's default, 0: none).
+	LimitPerMinute, LimitPerHour, LimitPerDay *int
 }
 
 // Login is the SMTP login, <username>@<domain>.
@@ -118,6 +124,12 @@ func lookupName(name string) (string, error) {
 // List returns one page (1-based) of the domain's credentials, oldest first.
 // ErrDomainNotFound unless accountID owns the domain.
 func (s *Service) List(ctx context.Context, accountID int64, domain string, page, limit int) (Page, error) {
+	return s.ListStatus(ctx, accountID, domain, page, limit, nil)
+}
+
+// ListStatus is List with a filter: with status, only the credentials
+// enabled (true) or disabled (false).
+func (s *Service) ListStatus(ctx context.Context, accountID int64, domain string, page, limit int, status *bool) (Page, error) {
 	domain, err := lookupName(domain)
 	if err != nil {
 		return Page{}, err
@@ -130,10 +142,22 @@ func (s *Service) List(ctx context.Context, accountID int64, domain string, page
 	if err != nil {
 		return Page{}, fmt.Errorf("list credentials: %w", err)
 	}
+	if status != nil {
+		disabled, err := s.repo.CountDisabled(ctx, s.db, d.ID)
+		if err != nil {
+			return Page{}, fmt.Errorf("list credentials: %w", err)
+		}
+		total = map[bool]int64{true: total - disabled, false: disabled}[*status]
+	}
 	offset := int64(page-1) * int64(limit)
 	items := []Credential{}
 	if offset < total {
-		rows, err := s.repo.List(ctx, s.db, accountID, d.ID, limit, offset)
+		var rows []postgres.CredentialRow
+		if status != nil {
+			rows, err = s.repo.ListStatus(ctx, s.db, accountID, d.ID, *status, limit, offset)
+		} else {
+			rows, err = s.repo.List(ctx, s.db, accountID, d.ID, limit, offset)
+		}
 		if err != nil {
 			return Page{}, fmt.Errorf("list credentials: %w", err)
 		}
@@ -417,7 +441,9 @@ func (s *Service) reset(ctx context.Context, tx *postgres.Tx, accountID int64, d
 	if err != nil {
 		return row, "", syncer.Pending{}, s.credentialErr(ctx, tx, "reset password", accountID, domain, err)
 	}
-	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, hash))
+	// A disabled or expired credential gets its new password, and still
+	// does not authenticate.
+	jobs, err := s.outbox.Enqueue(ctx, tx, stateEvent(row, hash, time.Now()))
 	if err != nil {
 		return row, "", syncer.Pending{}, fmt.Errorf("reset password: %w", err)
 	}
@@ -471,5 +497,10 @@ func fromRow(r postgres.CredentialRow) Credential {
 		RemoteSynced:      r.SyncedVersion >= r.Version,
 		LastSyncedAt:      r.SyncedAt,
 		SyncError:         r.SyncError,
+		ExpiresAt:         r.ExpiresAt,
+		AllowedSenders:    r.AllowedSenders,
+		LimitPerMinute:    r.LimitPerMinute,
+		LimitPerHour:      r.LimitPerHour,
+		LimitPerDay:       r.LimitPerDay,
 	}
 }

@@ -121,7 +121,8 @@ func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
 	if err := s.db.Select(&want, `
 		SELECT c.username || '@' || d.name AS login, c.password_hash AS hash
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE d.name = $1 ORDER BY login`, domain); err != nil {
+		WHERE d.name = $1 AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())
+		ORDER BY login`, domain); err != nil {
 		s.t.Fatal(err)
 	}
 	if len(entries) != len(want) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 // CredentialRow is a row of credentials joined with its domain's name.
@@ -26,6 +27,19 @@ type CredentialRow struct {
 	SyncedVersion     int64      `db:"synced_version"`
 	SyncedAt          *time.Time `db:"synced_at"`
 	SyncError         *string    `db:"sync_error"`
+	// ExpiresAt is when the login stops authenticating (nil: never).
+	ExpiresAt *time.Time `db:"expires_at"`
+	// The relay's policy (migration 00010): nil uses the defaults.
+	AllowedSenders pq.StringArray `db:"allowed_senders"`
+	LimitPerMinute *int           `db:"limit_per_minute"`
+	LimitPerHour   *int           `db:"limit_per_hour"`
+	LimitPerDay    *int           `db:"limit_per_day"`
+}
+
+// Active reports whether the credential authenticates at now: enabled and
+// not expired (the condition of the dovecot_passdb view and the snapshots).
+func (r CredentialRow) Active(now time.Time) bool {
+	return r.Status && (r.ExpiresAt == nil || r.ExpiresAt.After(now))
 }
 
 // NewCredential is what InsertVerified writes.
@@ -56,7 +70,8 @@ type CredentialRepo struct{}
 
 const credentialCols = `c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
 	c.status, c.created_at, c.modified_at, c.password_changed_at,
-	c.version, c.synced_version, c.synced_at, c.sync_error`
+	c.version, c.synced_version, c.synced_at, c.sync_error,
+	c.expires_at, c.allowed_senders, c.limit_per_minute, c.limit_per_hour, c.limit_per_day`
 
 // Domain returns the domain called name if accountID owns it, else ErrNotFound.
 func (CredentialRepo) Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (CredentialDomainRow, error) {
@@ -162,7 +177,8 @@ var InsertVerifiedSQL = `
 		       coalesce(d.name, '') AS domain, coalesce(c.username, '') AS username, coalesce(c.status, false) AS status,
 		       coalesce(c.created_at, 'epoch') AS created_at, coalesce(c.modified_at, 'epoch') AS modified_at,
 		       c.password_changed_at, coalesce(c.version, 0) AS version, coalesce(c.synced_version, 0) AS synced_version,
-		       c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id
+		       c.synced_at, c.sync_error, c.expires_at, c.allowed_senders,
+		       c.limit_per_minute, c.limit_per_hour, c.limit_per_day, (SELECT id FROM j) AS job_id
 		FROM (SELECT) one LEFT JOIN d ON true LEFT JOIN c ON true`
 
 // Get returns the credential guid of the domain called domain, owned by
@@ -266,4 +282,107 @@ func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, ac
 		return CredentialRow{}, fmt.Errorf("set credential password: %w", translate(err))
 	}
 	return r, nil
+}
+
+// CountDisabled returns the number of disabled credentials of domainID
+// (from a partial index: disabled credentials are few).
+func (CredentialRepo) CountDisabled(ctx context.Context, q sqlx.QueryerContext, domainID int64) (int64, error) {
+	var n int64
+	err := sqlx.GetContext(ctx, q, &n, `SELECT count(*) FROM credentials WHERE domain_id = $1 AND NOT status`, domainID)
+	if err != nil {
+		return 0, fmt.Errorf("count disabled credentials: %w", translate(err))
+	}
+	return n, nil
+}
+
+// ListStatus is List of the credentials whose status is status only. It
+// skips offset rows: deep pages of enabled credentials cost their offset
+// (disabled ones are found through a partial index).
+func (CredentialRepo) ListStatus(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, status bool, limit int, offset int64) ([]CredentialRow, error) {
+	rows := []CredentialRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		SELECT `+credentialCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE c.account_id = $1 AND c.domain_id = $2 AND c.status = $3
+		ORDER BY c.id LIMIT $4 OFFSET $5`, accountID, domainID, status, limit, offset)
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// CredentialUpdate is what Update changes: each Set* field says whether
+// its value is to be stored (nil values store NULL).
+type CredentialUpdate struct {
+	Status                             *bool
+	SetExpiresAt                       bool
+	ExpiresAt                          *time.Time
+	SetAllowedSenders                  bool
+	AllowedSenders                     []string
+	SetLimitPerMinute, SetLimitPerHour bool
+	SetLimitPerDay                     bool
+	LimitPerMinute, LimitPerHour       *int
+	LimitPerDay                        *int
+}
+
+// UpdatedCredential is a credential as Update left it, with its stored
+// hash (for the sync event) and whether its authentication changed.
+type UpdatedCredential struct {
+	CredentialRow
+	Hash string `db:"password_hash"`
+	// AuthChanged: the status or the expiry changed (the version was
+	// bumped: the backend has to learn it).
+	AuthChanged bool `db:"auth_changed"`
+}
+
+// Update applies u to the credential guid of the domain called domain,
+// owned by accountID, and stamps modified_at. A change of status or expiry
+// bumps the version (the credential is unsynced until the backend
+// confirms). ErrNotFound when there is none.
+func (CredentialRepo) Update(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, u CredentialUpdate) (UpdatedCredential, error) {
+	var r UpdatedCredential
+	var senders any // NULL unless set to a list
+	if u.AllowedSenders != nil {
+		senders = pq.StringArray(u.AllowedSenders)
+	}
+	err := sqlx.GetContext(ctx, q, &r, `
+		WITH old AS (
+			SELECT c.id, c.status, c.expires_at FROM credentials c JOIN domains d ON d.id = c.domain_id
+			WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3
+			FOR UPDATE OF c),
+		new AS (
+			SELECT old.id, coalesce($4, old.status) AS status,
+			       CASE WHEN $5 THEN $6::timestamptz ELSE old.expires_at END AS expires_at
+			FROM old),
+		c AS (
+			UPDATE credentials c
+			SET status = new.status, expires_at = new.expires_at,
+			    allowed_senders = CASE WHEN $7 THEN $8::text[] ELSE c.allowed_senders END,
+			    limit_per_minute = CASE WHEN $9 THEN $10::integer ELSE c.limit_per_minute END,
+			    limit_per_hour = CASE WHEN $11 THEN $12::integer ELSE c.limit_per_hour END,
+			    limit_per_day = CASE WHEN $13 THEN $14::integer ELSE c.limit_per_day END,
+			    modified_at = now(),
+			    version = c.version + CASE WHEN (old.status, old.expires_at) IS DISTINCT FROM (new.status, new.expires_at) THEN 1 ELSE 0 END
+			FROM old JOIN new USING (id)
+			WHERE c.id = old.id
+			RETURNING c.*, (old.status, old.expires_at) IS DISTINCT FROM (new.status, new.expires_at) AS auth_changed)
+		SELECT `+credentialCols+`, c.password_hash, c.auth_changed
+		FROM c JOIN domains d ON d.id = c.domain_id`,
+		accountID, domain, guid, u.Status, u.SetExpiresAt, u.ExpiresAt, u.SetAllowedSenders, senders,
+		u.SetLimitPerMinute, u.LimitPerMinute, u.SetLimitPerHour, u.LimitPerHour, u.SetLimitPerDay, u.LimitPerDay)
+	if err != nil {
+		return UpdatedCredential{}, fmt.Errorf("update credential: %w", translate(err))
+	}
+	return r, nil
+}
+
+// VerifiedDomains returns which of names are verified domains of accountID.
+func (CredentialRepo) VerifiedDomains(ctx context.Context, q sqlx.QueryerContext, accountID int64, names []string) ([]string, error) {
+	out := []string{}
+	err := sqlx.SelectContext(ctx, q, &out,
+		`SELECT name FROM domains WHERE account_id = $1 AND is_verified AND name = ANY($2)`, accountID, pq.Array(names))
+	if err != nil {
+		return nil, fmt.Errorf("verified domains: %w", translate(err))
+	}
+	return out, nil
 }

@@ -211,8 +211,22 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 		}
 		b.Events = append(b.Events, e)
 	}
-	if err := s.target.Apply(ctx, b); err != nil {
+	var err error
+	if b.Events, err = s.dueExpiries(ctx, tx, b.Events); err != nil {
 		return err
+	}
+	for _, e := range b.Events {
+		if e.Version > 0 && e.CredentialID != 0 {
+			if b.reads.seen == nil {
+				b.reads.seen = map[int64]bool{}
+			}
+			b.reads.seen[e.CredentialID] = false
+		}
+	}
+	if len(b.Events) > 0 {
+		if err := s.target.Apply(ctx, b); err != nil {
+			return err
+		}
 	}
 	ids, versions := b.confirmed()
 	if err := s.repo.Finish(ctx, tx, ids, versions, b.JobIDs); err != nil {
@@ -270,4 +284,26 @@ func (s *Service) changeKeys() *postgres.EventKeys {
 		return nil
 	}
 	return &eventKeys
+}
+
+// dueExpiries drops the expiry events (scheduled at a credential's
+// expiry) of credentials that are not expired now: their expiry was moved
+// or cleared since, or they are gone. The others are kept.
+func (s *Service) dueExpiries(ctx context.Context, tx *postgres.Tx, events []Event) ([]Event, error) {
+	var ids []int64
+	for _, e := range events {
+		if e.Reason == ReasonExpired {
+			ids = append(ids, e.CredentialID)
+		}
+	}
+	if len(ids) == 0 {
+		return events, nil
+	}
+	expired, err := s.repo.Expired(ctx, tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(events, func(e Event) bool {
+		return e.Reason == ReasonExpired && !slices.Contains(expired, e.CredentialID)
+	}), nil
 }

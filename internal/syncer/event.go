@@ -20,7 +20,17 @@ type Event struct {
 	PasswordHash string   `json:"password_hash,omitempty"`
 	Logins       []string `json:"logins,omitempty"`
 	OccurredAt   int64    `json:"occurred_at"`
+	// Reason says why a credential.deleted event removes a login whose
+	// credential still exists: ReasonDisabled or ReasonExpired ("" for a
+	// deletion). The login must stop authenticating either way.
+	Reason string `json:"reason,omitempty"`
 }
+
+// Reasons of a credential.deleted event whose credential is kept.
+const (
+	ReasonDisabled = "disabled"
+	ReasonExpired  = "expired"
+)
 
 // Entry is one credential as a backend holds it: a login and the hash it
 // verifies.

@@ -117,6 +117,9 @@ type reads struct {
 	// what the apply confirms.
 	read          bool
 	ids, versions []int64
+	// seen has the credentials of the batch's events that carry a
+	// version, true once the target read them.
+	seen map[int64]bool
 }
 
 func (r *reads) note(row postgres.SnapshotRow) {
@@ -124,15 +127,30 @@ func (r *reads) note(row postgres.SnapshotRow) {
 	if row.SyncedVersion < row.Version { // only these need marking
 		r.ids, r.versions = append(r.ids, row.CredentialID), append(r.versions, row.Version)
 	}
+	if r.seen != nil {
+		if _, ok := r.seen[row.CredentialID]; ok {
+			r.seen[row.CredentialID] = true
+		}
+	}
 }
 
-// confirmed returns the credential versions the apply of b confirms.
+// confirmed returns the credential versions the apply of b confirms: what
+// the target read, and the versions the events carry of credentials it did
+// not read (disabled or expired ones, which the backend no longer holds:
+// that is their state), or, for a target that read nothing, the versions
+// the events carry.
 func (b Batch) confirmed() (ids, versions []int64) {
 	if b.reads.read {
-		return b.reads.ids, b.reads.versions
+		ids, versions = b.reads.ids, b.reads.versions
+		for _, e := range b.Events {
+			if seen, ok := b.reads.seen[e.CredentialID]; ok && !seen && e.Version > 0 {
+				ids, versions = append(ids, e.CredentialID), append(versions, e.Version)
+			}
+		}
+		return ids, versions
 	}
 	for _, e := range b.Events {
-		if e.Type == CredentialUpserted {
+		if e.Version > 0 && (e.Type == CredentialUpserted || e.Type == CredentialDeleted) {
 			ids, versions = append(ids, e.CredentialID), append(versions, e.Version)
 		}
 	}

@@ -340,7 +340,19 @@ export interface paths {
         delete: operations["deleteCredential"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Disable, enable, expire or restrict a credential
+         * @description Changes the given fields of a credential and leaves the others as they are (an empty
+         *     object changes nothing). `status: false` disables the login: it keeps its row,
+         *     password and settings, and stops authenticating on the SMTP server; `status: true`
+         *     puts it back. `expires_at` ends the login at that moment (it must be in the future;
+         *     `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+         *     backend when the time comes. As with a create, the request waits (a bounded time) for
+         *     the backend: `data.remote_synced` says whether it confirmed the change. The relay
+         *     fields (`allowed_senders` and the limits) are read by the relay directly and need
+         *     no sync.
+         */
+        patch: operations["updateCredential"];
         trace?: never;
     };
     "/api/domains/{domain}/credentials/{credential}/reset-password": {
@@ -953,6 +965,128 @@ export interface components {
              * @example null
              */
             sync_error: string | null;
+            /**
+             * Format: int64
+             * @description Unix seconds when the login stops authenticating; null if it never expires. A
+             *     login authenticates while `status` is true and `expires_at` is null or later.
+             * @example null
+             */
+            expires_at: number | null;
+            /**
+             * @description The envelope senders the login may use on the relay: exact addresses or
+             *     `*@domain`; null when not narrowed beyond the account's verified domains.
+             * @example null
+             */
+            allowed_senders: string[] | null;
+            /**
+             * @description Messages per minute the relay accepts from the login; 0 no limit, null the server's default.
+             * @example null
+             */
+            limit_per_minute: number | null;
+            /**
+             * @description Messages per hour; 0 no limit, null the server's default.
+             * @example null
+             */
+            limit_per_hour: number | null;
+            /**
+             * @description Messages per day; 0 no limit, null the server's default.
+             * @example null
+             */
+            limit_per_day: number | null;
+        };
+        /** @description The fields to change; those absent are kept, `null` clears the nullable ones. */
+        CredentialUpdate: {
+            /**
+             * @description `false` disables the login (it stops authenticating), `true` enables it.
+             * @example false
+             */
+            status?: boolean;
+            /**
+             * Format: date-time
+             * @description RFC 3339 date-time in the future when the login stops authenticating; null for never.
+             * @example 2027-01-31T00:00:00Z
+             */
+            expires_at?: string | null;
+            /**
+             * @description Exact addresses (`billing@example.com`) or `*@domain`, each at a verified domain of
+             *     the account (domains are stored lowercase); null or `[]` removes the restriction.
+             * @example [
+             *       "*@example.com",
+             *       "billing@example.org"
+             *     ]
+             */
+            allowed_senders?: string[] | null;
+            /**
+             * @description Messages per minute; 0 no limit, null the server's default.
+             * @example 60
+             */
+            limit_per_minute?: number | null;
+            /**
+             * @description Messages per hour; 0 no limit, null the server's default.
+             * @example 1000
+             */
+            limit_per_hour?: number | null;
+            /**
+             * @description Messages per day; 0 no limit, null the server's default.
+             * @example null
+             */
+            limit_per_day?: number | null;
+        };
+        /**
+         * @description A credential that was updated, and whether the SMTP server has its new state.
+         * @example {
+         *       "success": true,
+         *       "message": "Credential updated successfully.",
+         *       "data": {
+         *         "credential": {
+         *           "id": 42,
+         *           "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+         *           "username": "myuser",
+         *           "login": "myuser@example.com",
+         *           "created_at": 1764288000,
+         *           "modified_at": 1764374400,
+         *           "is_verified": true,
+         *           "status": false,
+         *           "is_deleted": false,
+         *           "deleted_at": null,
+         *           "last_password_changed": null,
+         *           "remote_synced": true,
+         *           "last_synced_at": 1764374400,
+         *           "sync_error": null,
+         *           "expires_at": null,
+         *           "allowed_senders": null,
+         *           "limit_per_minute": null,
+         *           "limit_per_hour": null,
+         *           "limit_per_day": null
+         *         },
+         *         "remote_synced": true
+         *       }
+         *     }
+         */
+        CredentialUpdated: {
+            /**
+             * @description Always true.
+             * @enum {boolean}
+             */
+            success: true;
+            /**
+             * @description A human-readable confirmation.
+             * @example Credential updated successfully.
+             */
+            message: string;
+            data: components["schemas"]["UpdatedCredential"];
+        };
+        /** @description The credential as updated. */
+        UpdatedCredential: {
+            credential: components["schemas"]["Credential"];
+            /**
+             * @description Whether the SMTP server's auth backend confirmed the change before this response
+             *     (for a change that does not concern it, the relay fields only: whether it has the
+             *     credential's current state). When false the backend catches up through the sync
+             *     worker.
+             * @example true
+             */
+            remote_synced: boolean;
         };
         /** @description What the generated password is made of. */
         StrengthInfo: {
@@ -2404,6 +2538,11 @@ export interface operations {
                 page?: components["parameters"]["Page"];
                 /** @description Page size. */
                 limit?: number;
+                /**
+                 * @description Only the enabled (`true`) or the disabled (`false`) credentials. An expired
+                 *     credential is still enabled (see `expires_at`).
+                 */
+                status?: boolean;
             };
             header?: never;
             path: {
@@ -2443,7 +2582,12 @@ export interface operations {
                      *           "last_password_changed": 1764374400,
                      *           "remote_synced": true,
                      *           "last_synced_at": 1764374401,
-                     *           "sync_error": null
+                     *           "sync_error": null,
+                     *           "expires_at": null,
+                     *           "allowed_senders": null,
+                     *           "limit_per_minute": null,
+                     *           "limit_per_hour": null,
+                     *           "limit_per_day": null
                      *         }
                      *       ],
                      *       "domain": "example.com",
@@ -2536,7 +2680,12 @@ export interface operations {
                      *           "last_password_changed": null,
                      *           "remote_synced": true,
                      *           "last_synced_at": 1764288000,
-                     *           "sync_error": null
+                     *           "sync_error": null,
+                     *           "expires_at": null,
+                     *           "allowed_senders": null,
+                     *           "limit_per_minute": null,
+                     *           "limit_per_hour": null,
+                     *           "limit_per_day": null
                      *         },
                      *         "password": "7Qm2x9KfLr4TzW8bNc1VhY6pDs3GjA5e",
                      *         "strength_info": {
@@ -2608,7 +2757,12 @@ export interface operations {
                      *         "last_password_changed": null,
                      *         "remote_synced": false,
                      *         "last_synced_at": null,
-                     *         "sync_error": "the target did not answer in time"
+                     *         "sync_error": "the target did not answer in time",
+                     *         "expires_at": null,
+                     *         "allowed_senders": null,
+                     *         "limit_per_minute": null,
+                     *         "limit_per_hour": null,
+                     *         "limit_per_day": null
                      *       }
                      *     }
                      */
@@ -2664,6 +2818,88 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    updateCredential: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The domain name (case-insensitive), e.g. `example.com`.
+                 * @example example.com
+                 */
+                domain: components["parameters"]["DomainName"];
+                /**
+                 * @description The credential's `user_smtp_guid`.
+                 * @example 0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11
+                 */
+                credential: components["parameters"]["CredentialGUID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "status": false
+                 *     }
+                 */
+                "application/json": components["schemas"]["CredentialUpdate"];
+            };
+        };
+        responses: {
+            /** @description The credential was updated. */
+            200: {
+                headers: {
+                    "X-RateLimit-Limit": components["headers"]["XRateLimitLimit"];
+                    "X-RateLimit-Remaining": components["headers"]["XRateLimitRemaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": true,
+                     *       "message": "Credential updated successfully.",
+                     *       "data": {
+                     *         "credential": {
+                     *           "id": 42,
+                     *           "user_smtp_guid": "0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11",
+                     *           "username": "myuser",
+                     *           "login": "myuser@example.com",
+                     *           "created_at": 1764288000,
+                     *           "modified_at": 1764374400,
+                     *           "is_verified": true,
+                     *           "status": false,
+                     *           "is_deleted": false,
+                     *           "deleted_at": null,
+                     *           "last_password_changed": null,
+                     *           "remote_synced": true,
+                     *           "last_synced_at": 1764374400,
+                     *           "sync_error": null,
+                     *           "expires_at": 1800000000,
+                     *           "allowed_senders": [
+                     *             "*@example.com"
+                     *           ],
+                     *           "limit_per_minute": 60,
+                     *           "limit_per_hour": null,
+                     *           "limit_per_day": null
+                     *         },
+                     *         "remote_synced": true
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CredentialUpdated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
@@ -2734,7 +2970,12 @@ export interface operations {
                      *           "last_password_changed": 1764374400,
                      *           "remote_synced": true,
                      *           "last_synced_at": 1764374400,
-                     *           "sync_error": null
+                     *           "sync_error": null,
+                     *           "expires_at": null,
+                     *           "allowed_senders": null,
+                     *           "limit_per_minute": null,
+                     *           "limit_per_hour": null,
+                     *           "limit_per_day": null
                      *         },
                      *         "new_password": "Vb3nR8sWq1LmX6cZ0tYe4KuJ9hPa2DfG",
                      *         "strength_info": {
