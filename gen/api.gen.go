@@ -604,6 +604,10 @@ type Credential struct {
 	// Example: 1764288000
 	ModifiedAt int64 `json:"modified_at"`
 
+	// PreviousPasswordExpiresAt During the grace period of a reset (`grace_period_seconds`), Unix seconds when the
+	// replaced password stops authenticating; null otherwise.
+	PreviousPasswordExpiresAt *int64 `json:"previous_password_expires_at"`
+
 	// RemoteSynced Whether the SMTP server's auth backend has the credential's current state.
 	//
 	// Example: false
@@ -713,7 +717,7 @@ type CredentialUpdate = map[string]json.RawMessage
 
 // CredentialUpdated A credential that was updated, and whether the SMTP server has its new state.
 //
-// Example: {"data":{"credential":{"allowed_senders":null,"created_at":1764288000,"deleted_at":null,"expires_at":null,"id":42,"is_deleted":false,"is_verified":true,"last_password_changed":null,"last_synced_at":1764374400,"limit_per_day":null,"limit_per_hour":null,"limit_per_minute":null,"login":"myuser@example.com","modified_at":1764374400,"remote_synced":true,"status":false,"sync_error":null,"user_smtp_guid":"0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11","username":"myuser"},"remote_synced":true},"message":"Credential updated successfully.","success":true}
+// Example: {"data":{"credential":{"allowed_senders":null,"created_at":1764288000,"deleted_at":null,"expires_at":null,"id":42,"is_deleted":false,"is_verified":true,"last_password_changed":null,"last_synced_at":1764374400,"limit_per_day":null,"limit_per_hour":null,"limit_per_minute":null,"login":"myuser@example.com","modified_at":1764374400,"previous_password_expires_at":null,"remote_synced":true,"status":false,"sync_error":null,"user_smtp_guid":"0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11","username":"myuser"},"remote_synced":true},"message":"Credential updated successfully.","success":true}
 type CredentialUpdated struct {
 	// Data The credential as updated.
 	Data UpdatedCredential `json:"data"`
@@ -1192,6 +1196,16 @@ type ReissuedCredential struct {
 	StrengthInfo StrengthInfo `json:"strength_info"`
 }
 
+// ResetPasswordInput Optional. The vendor SDKs' bodies (none, `null`, `[]`, `{}`) mean no grace period.
+type ResetPasswordInput struct {
+	// GracePeriodSeconds Seconds during which the replaced password keeps authenticating beside the new one
+	// (0 to 604800, 7 days; 0: it stops at once).
+	//
+	//
+	// Example: 86400
+	GracePeriodSeconds *int `json:"grace_period_seconds,omitempty"`
+}
+
 // StrengthInfo What the generated password is made of.
 type StrengthInfo struct {
 	// Alphabet Name of the character set the characters are drawn from.
@@ -1562,6 +1576,9 @@ type CreateCredentialMultipartRequestBody = CredentialInput
 // UpdateCredentialJSONRequestBody defines body for UpdateCredential for application/json ContentType.
 type UpdateCredentialJSONRequestBody = CredentialUpdate
 
+// ResetCredentialPasswordJSONRequestBody defines body for ResetCredentialPassword for application/json ContentType.
+type ResetCredentialPasswordJSONRequestBody = ResetPasswordInput
+
 // SetupAuthDomainJSONRequestBody defines body for SetupAuthDomain for application/json ContentType.
 type SetupAuthDomainJSONRequestBody = AuthDomainInput
 
@@ -1822,6 +1839,23 @@ type ClientInterface interface {
 	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
 	UpdateCredential(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ResetCredentialPasswordWithBody Replace a credential's password
+	//
+	// Generates a new password, returned only in this response; the old one stops working.
+	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
+	//
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+	ResetCredentialPasswordWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ResetCredentialPassword Replace a credential's password
 	//
 	// Generates a new password, returned only in this response; the old one stops working.
@@ -1829,8 +1863,15 @@ type ClientInterface interface {
 	// With an `Idempotency-Key` header, a retry replays the first response (the same new
 	// password) instead of resetting again.
 	//
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes a body of the `application/json` content type.
+	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SetupAuthDomainWithBody Set up the authentication (return-path) domain
 	//
@@ -2249,6 +2290,33 @@ func (c *Client) UpdateCredential(ctx context.Context, domain DomainName, creden
 	return c.Client.Do(req)
 }
 
+// ResetCredentialPasswordWithBody Replace a credential's password
+//
+// Generates a new password, returned only in this response; the old one stops working.
+// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
+//
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+func (c *Client) ResetCredentialPasswordWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResetCredentialPasswordRequestWithBody(c.Server, domain, credential, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ResetCredentialPassword Replace a credential's password
 //
 // Generates a new password, returned only in this response; the old one stops working.
@@ -2256,9 +2324,16 @@ func (c *Client) UpdateCredential(ctx context.Context, domain DomainName, creden
 // With an `Idempotency-Key` header, a retry replays the first response (the same new
 // password) instead of resetting again.
 //
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes a body of the `application/json` content type.
+//
 // Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewResetCredentialPasswordRequest(c.Server, domain, credential, params)
+func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResetCredentialPasswordRequest(c.Server, domain, credential, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3001,8 +3076,19 @@ func NewUpdateCredentialRequestWithBody(server string, domain DomainName, creden
 	return req, nil
 }
 
-// NewResetCredentialPasswordRequest constructs an http.Request for the ResetCredentialPassword method
-func NewResetCredentialPasswordRequest(server string, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams) (*http.Request, error) {
+// NewResetCredentialPasswordRequest calls the generic ResetCredentialPassword builder with application/json body
+func NewResetCredentialPasswordRequest(server string, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewResetCredentialPasswordRequestWithBody(server, domain, credential, params, "application/json", bodyReader)
+}
+
+// NewResetCredentialPasswordRequestWithBody constructs an http.Request for the ResetCredentialPassword method, with any body, and a specified content type
+func NewResetCredentialPasswordRequestWithBody(server string, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -3034,10 +3120,12 @@ func NewResetCredentialPasswordRequest(server string, domain DomainName, credent
 		return nil, err
 	}
 
-	req, err := http.NewRequest(http.MethodPut, queryURL.String(), nil)
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
 	if err != nil {
 		return nil, err
 	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	if params != nil {
 
@@ -3525,6 +3613,23 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
 	UpdateCredentialWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error)
 
+	// ResetCredentialPasswordWithBodyWithResponse Replace a credential's password
+	//
+	// Generates a new password, returned only in this response; the old one stops working.
+	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
+	//
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+	ResetCredentialPasswordWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
+
 	// ResetCredentialPasswordWithResponse Replace a credential's password
 	//
 	// Generates a new password, returned only in this response; the old one stops working.
@@ -3532,10 +3637,15 @@ type ClientWithResponsesInterface interface {
 	// With an `Idempotency-Key` header, a retry replays the first response (the same new
 	// password) instead of resetting again.
 	//
-	// Returns a wrapper object for the known response body format(s).
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
+	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
 
 	// SetupAuthDomainWithBodyWithResponse Set up the authentication (return-path) domain
 	//
@@ -6236,6 +6346,29 @@ func (c *ClientWithResponses) UpdateCredentialWithResponse(ctx context.Context, 
 	return ParseUpdateCredentialResponse(rsp)
 }
 
+// ResetCredentialPasswordWithBodyWithResponse Replace a credential's password
+//
+// Generates a new password, returned only in this response; the old one stops working.
+// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
+//
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+func (c *ClientWithResponses) ResetCredentialPasswordWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
+	rsp, err := c.ResetCredentialPasswordWithBody(ctx, domain, credential, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResetCredentialPasswordResponse(rsp)
+}
+
 // ResetCredentialPasswordWithResponse Replace a credential's password
 //
 // Generates a new password, returned only in this response; the old one stops working.
@@ -6243,11 +6376,16 @@ func (c *ClientWithResponses) UpdateCredentialWithResponse(ctx context.Context, 
 // With an `Idempotency-Key` header, a retry replays the first response (the same new
 // password) instead of resetting again.
 //
-// Returns a wrapper object for the known response body format(s).
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
-	rsp, err := c.ResetCredentialPassword(ctx, domain, credential, params, reqEditors...)
+func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
+	rsp, err := c.ResetCredentialPassword(ctx, domain, credential, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -11569,6 +11707,7 @@ type ResetCredentialPasswordRequestObject struct {
 	Domain     DomainName     `json:"domain"`
 	Credential CredentialGUID `json:"credential"`
 	Params     ResetCredentialPasswordParams
+	Body       *ResetCredentialPasswordJSONRequestBody
 }
 
 type ResetCredentialPasswordResponseObject interface {
@@ -13123,6 +13262,32 @@ func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain Domain
 	request.Credential = credential
 	request.Params = params
 
+	var body ResetCredentialPasswordJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
+
 	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
 		return sh.ssi.ResetCredentialPassword(ctx.Request().Context(), request.(ResetCredentialPasswordRequestObject))
 	}
@@ -13349,208 +13514,214 @@ func (sh *strictHandler) VerifyTracklink(ctx echo.Context, domain DomainName) er
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L0Lcxs3si/+VVD8n6qQu0PqaTuWaqtWsZP8tbG9vpKy9lnTVwPOgCSiIcAAGFHcXN/PfgsNYAbzIocU",
-	"5ceJtk6diqkZAINH968bv+7+oxPx2ZwzwpTsnPzRmRIcEwH/+QJHU/KCMyV48oZfKi6I/jkmMhJ0rihn",
-	"nZPOWbLAS4lCxvtSPxEGaEQinEqC1JSgEY+XKMJCUCIRRpJEgqhBJ+iQOzybJ6Rz0nFvdoKOjKZkhnUn",
-	"hKWzzsmH/I8fg45azvXzUgnKJp1Pn4LOeUxmc64IUxdknuAliasDDJVISYgWU8JgRILIOWeSICrh39B8",
-	"nP+sOMIMESwSSgQS5PeUSIUWVE3N43hGhizMeo6W/V/IMkRdxtWUsglaYInIHYlSRWKEJ5iy3inCI0mY",
-	"QlxNiVhQSQZDVpgDPcba74c/1H77BVFieTZWRFS/+ZJEnMVSf8sCU4VGZMyF/nQllpRNCvP/xO/WdkOZ",
-	"IhMioJ93796dpWpKmKIRVit2wA9Y0ggJgpPZ34YdOVPzSJBYDjthcb0bn+vUjMT74PcXWJFXdEYV/L/q",
-	"QC7MWkmEk4QvSIzmRKAZZakiaMwFUlMqEY4inrLiFjw43F8zCXnfF2SGKdNjau4/IWOFqNluUSqEXnoz",
-	"jmK3B89Wdvsp6MyxwDOi3IEUJNbrgJOffz1/WR3Ale4ve+Y7icJUEnGtp/h6ktK4tBD7o6fjI3xM+ofj",
-	"46h/HD0h/efjJ8/6T/HB+JA8j4+ig4NO0KG66TlW007QYXim38w76QQdfUSo0EdPb1b/i8ZczLDqnHTS",
-	"lMaduk38kuvZfAOt1n1NDH9HulvUjbAkfcokYZIqekt6ASKDyQCF9pMGEZ+VPtH7S/2XmA5WfsUM370i",
-	"bKKmnZPDJ0crxVC0/IUsa04IuiFLsxsSqjdDNOVcEgkbNJpiNiGoi9Gvv56/DJDEy16ADvqHT56guaBM",
-	"4VFC0Nnli/Nz/azAkd4OwZBJjtQUKyvUjJiKMEMjc9ApiZHEY5IsB0hP5ZgKqYryDMO4aC6vhgyzGFEl",
-	"c3HYlQqrVCL9By3MA+hvjqVccBEjyqIkjUnc083ckLmCk3Z4jKY8NaMkONGCUHct1SnC2RD4OBOo7lQW",
-	"xSyMTveby133rgBxL80EZGMdLe1Jh/+AtnJBrfpOR5wgUAnBkOlHeKrs92vpDQI7QOSWMETtAIm41esk",
-	"sJzqL9Ei1yymWbmIz2ZUKRIPhuzKH7qd45iOxwRkgBt9FzPQBEjwVJHA7vIA6dMKW52LIcvPGMytIONU",
-	"ktg0enx4iEIiBBdyQPPNd31DluEA/XOMIs6c4LGdSvO1iDMzOHKHI5Us4d/eDjiFL4PRSaM79HxSBetg",
-	"Zl3vD70SZtIH6CdME1CgVvp1j+/ueggLghhXsCdOdKNLO18xspoygDZneIlGsLJmy1Z2QFlVPhnvR8/j",
-	"J6T/PX5y1D8ePSX95/H3pH84OoifjfejY5xLLQNm8tNe0tprFM5bPKkRSwf9EdYLMccTglg6GxExcP39",
-	"nhKxzLvTjxT6iMkYp4nqnBwEWqzQmVbyB/vuf0FnRpn9MajVB27WQR38gGOrcvS/Is70Ltf/iefzRCtr",
-	"ytneb1KP+o98Av/ozIiU8GkgYt2mBKRGJSzaLU5ojP5x+c83+tNkGkVEys7JGCeSfPI/6L8EGXdOOv/f",
-	"Xg4i98xf5d6Pen9e2AGb4VcFfH2vgfsJwz8RH/1GIhWgiKcJ7B8j5HAcIC4AcWl4ZXc4ZihlMp3PudAQ",
-	"LHxhJqZ/tZyTUO+mXO9w9RNPWbzt9L202onrU6Lbedi5ssow5sRMDrmjWowKNCIJZxNpoKuRLB7M8RD9",
-	"+36GY/oZiKobl31nr4y5NBTy2iiAoXbt5K/AV54zpWVeAhOw7TqcMQTCEPEIpF6MFlOaEDQXXC+Gluue",
-	"knzILX2m9x65m5NIb70xpkkqyCmKicI0kSAUEz6ZkDhAjNyCfaFSwUg80FN73/2Y48PPvSe51Yj5ADbZ",
-	"pUPWDctnKdSvhHVfFPaMSviq9/VbvEw4jq84f4WFUSO7EtCKc5ToRlEXKzTjUqGDp+gX+kPvoYV1eSQw",
-	"Cr3ymNkhwDa+JOKWRuRXhm8xTTR8vc/nS9MafLnW3gILmixRmrc+QG8TgrXpLpYGwKEEK6OWH3TvY4U1",
-	"FtBDS5kgOJoCVu9KxedzfcY15MVCAdjROJMDMmMk0q1IUF56NWXCF0MG50IuiAAMRFkB2Cs6IzxVvQF6",
-	"Y/0MVKKF4GySIyb77Imx84fMINUQHAV98BSESBrPQOUEeQ+t2/Oe4wEm5orz15gtnfW79VpzjmaYLRFW",
-	"ep2V/FLL6myRLhcBoN+xAbgJn1C9aJ4dh+NYECkBoHMtzrXplGhxMNjJ9AZfoWT7leFUTbmg/yEbKipi",
-	"dHyxhcDbAqU/PNQiv6YGE2joCCcoV1tygH68JWKJjAdzQpTMjREt9krr+u7du37ZO7ZqVsvONBjdvzTu",
-	"hVkzplSLWW03E3nDrTY+ZfNUoZEg+EZqOz1NyKkzM0Mktb29mNJoisaUJDFYb4vp8iuHmNm2gdHpyX8x",
-	"JdGNrPc36f1nMc13Er18c4kieBpp3A0gLgCnjSARF7H+9LngcyIUNSaZfv86vqGzdUsDg7ggUluDnwLz",
-	"3uxum7fkfLzRa598X9cHb8Ree/mActezscF0t3oSDVw71ztmxUx2Dbztz7Ga9hxWVBxJolA6L7jq3NwZ",
-	"f9xJZ8RTFpGB78D7VD/b9o0V7kOqJEnG+rxjJNORw6xjRJXG5mCTo9D2OEz3948i8wz8Nyn5FGtGVnEK",
-	"Bh09pdc3ZHmdWN9hxVt8adyCkv6HOF9Yafv9cv5aP3KK9vXYZ1ZszQhmEh3uH39fGJf+IajzXa9Yv0ui",
-	"0vnak2C8bMbK1usW5JBDnxBzFgDXz9NRQuW0ei40VFq3S0vDeqlf+eSph6pXdZrOMOsLgmPAXRFnYypm",
-	"IPCKS3bmfYz5BmSVyzhNEhBhlQXMtE/DfYcSqXHnm5sa/c/8sIw4TwhmldPmGs0/KzBz83H9Or20c7hy",
-	"rQKAIG7nZN7T+nWyvr0mMbbiYDWe7m2OitcbSKJrM9L6nuHTrt5foVucpKT8MaVDVBzN7d/0ywen6OZv",
-	"QuJTNP/b6/PzH85/O3vzw+Tm98Fg0GpwkiQkUlysGJ57pP5Y35BlcVzZFdi6/qm8viWCjmndPee7KQGb",
-	"utShhqbupVMESAqlTNEEhfDzsq8f7puHQ3DsE1kYH7xT3dlBJ2bSLlUrbVqz/7phpn7CAIVO/2T/PbsL",
-	"wailiszkOvnx8s3lhdk4udDDQuBlg85zNz/NK9y8NZvXpTgtq4/1v+AlA+3qZ5CnKuIz0A84hyP1+8r2",
-	"eV/h6w/qfjI4v54yoxZ4hVi+9bpFeoAJUSSuPZLenlv3SRf20ZbyPEA4kdxwBbAdtbH+diLp3cBbyfzK",
-	"OrQ4YoVJlAorYq+rvM1jtTfB0dRuGdg7GhxuqwjKMAH6sXN2D11wX3GHGF+gLkhkrQcv3/5kxFvcK4zM",
-	"3PdWxZv9imtcg3B/ZfTO+VLcaYTnixf8z54eH37//dH+fpDfhVOmnh53qkjNdthqW1sTZsuz0FoaFuVa",
-	"vnvtQAtT1LSZL5oUxDswJVdJMrtaGYDJJniFzdVqk3jYWu8Xq41KG7ZpW3imWtvOXr+3n4TmnDIFKtA4",
-	"7BK81DDKXFUF4ON2S9Nrp4R9G7DtePRJsAOyDhdJZD6iFtNwfyPSt0krQ/8nI7ls8iSX5HBHLoHnEJNR",
-	"Chc7VOhnqhvD3cPUTU1BMS2wXZQxZXGgbf2F06S5/OKM+BPXvf2bnI8P0GAw6Gmtp4zLwREiTvQUDDJk",
-	"58SeEb48VeivOEnqBODYXQDVjNigeHNh5Dn/9xFhSlAiAyPV3R+eHBwCE0L/LiM8L++pDx37DX09lo8e",
-	"zKqMqgin3AV3LQB+c2noOgnnNyQum/mdNfKf3zRvZN30FEu00HMBnAWzvu0OylzwUUJqhcTS2wtG3WeM",
-	"PYACVFlRVPwU/ZJ/lBTyPi6/ALObY83OqJsM88MftTcx0KV+oGmir95f1VKu/HPLbxxZwT4Z5IfGbcXa",
-	"w5vzv6pwiqHL11dv/btAQK9G+pyCfZrTh6S9B51joYxHpkbAGzrftSTMeRmrM0LYLUn4nCD7FCwpuOyB",
-	"YpJKgjjLZdyJIcA4Dz6RwLkJ//J3awidIpYmiVl+vYgMCwGcwhFZcmtU24uC7zzEYd621yvNx0m3be7F",
-	"CuI1O16RIFi1gB51aGO/JdqICSDs2j4sJNbDPEX2Qd9LnrF78uvrmj4bvtIbA7mbU0HkeoiVsXfNikrF",
-	"5xJ0l/WkUzaxK0b1HrKbyjY/QGdDZl70XiHSsgRCw3AL4YZRpATAYpgPDf4AbXNhb6Bgebf4Xhq3IG2y",
-	"dEYEjRAtipvjw1bLSuW1XbDGZQUR2X5d14vWlUD9Evh9EoWCzLgi13LJIhKH5mrt8uUvGYkPx4ahC7cL",
-	"7TpOsFTXTphcW35ZO7SuX83lkCCSqHwHOW6GNFz1LVYaRmY+dYPdDTBthKMbwmIzQmtPkxhhLWWkNuzg",
-	"C6j0Fm7bQdIZVddzIq5jXENbfW0MV0NTjTH4oRk395uBmaucH/mddJ70wYZ9T3kq1nSuH3mg3g0ve03/",
-	"lkSeY3YcRWSuJBoLPsvl0m6HqFusFxegX+HvAQrNfYWjjpobi7+vvcSYLfUbf1+DxmY8hlP9oIqoIBdW",
-	"mzHw4dl0Fk6LBoaqLEodBxZcIe1EilEGq4fhQRuIKFD0lrSyHfU3XhNHdavYw4kRvmYmArSwwBQEgWVF",
-	"ODJC1/Flcar4DGuNliTL3oqtla9qMSighUaShoNO4ZcxJQKoyjEyV2vo14tXcqvIgjXxAWakzabGyNDp",
-	"IpwAfAy0lrHRPF2NGEWEJenV7fu1wBiGU5onbzjudBaQWvG4FLVitq8KCroAwpq0WfmAVHRLYVsVMFVQ",
-	"gc41kq8iist6YbUB8MJMwLpd5DkHzQvWDelbA9t5rs+lTEnsWSQ7ujP0qId2yN/CnWE+6peNKLBA09RP",
-	"aVBh2BxGxlGAY9HU+t48qbvdEr20nVwuWfQAy+OA7De1PD9ae7Xe+VWEdpvPePE4PPB3t/jaFUQRX0Zw",
-	"e9RKzJBcDTj5XaGCrNYUuZJw8D+HUCfooP/02Aut0o+EZ/1/I9z/D9rvP0cDdI3+ivphMGSOzgnHhbCY",
-	"Ov4lRglRightI8Z0ovGf8/SFg0E4QJdGMWV6SbcwZCmjv6fEAGx7f1+OcksqETArdNiKJaiPZtGbDSJZ",
-	"PB/Nd7LAiGvcgKvWUhpvC5XQeoB4EhOpTBBa6xvd4i4uO0laEH9UaUyGgo4U38gnOccTyrJL2lUDfps/",
-	"+ZmOXZBHMHrDXH0Yf53HtYG8JkqQJOaO3uCPU6SmXO9W4w7ViOuGzFWAQg0zQxQlBFtnm8OdiDNiPWAb",
-	"+vF+LLnkuuGIJgllE99OCXsQGZB56nKnNy774RAfD5nyKb3WPwffIUsnsneaeXnCDx9DpGHXbXYvorcD",
-	"0LZLp/FD5y8lK6o8Zi4mBee6F096dLhfZ3Xhu3Pz8IE2odY5C1c50S5+eoGOjo6eI73ifUVnxMUlj1OV",
-	"CrKBY23MhfGLFM/O4f7hs/7+Qf/o4Gp//wT+798+tM86bmOZPJxDIou2Ozw4fnb8/dHT42detN3+l/ZY",
-	"5LazCQPc5Wg38HBsM+Knuxlvk90dgqUeophK3YDv1+9SVbthewGySR8IM+9Q1cb4r+jPoHPXn/C+/XGG",
-	"5x/MVv34m+RscIEXdgrrxOs64J3ZQ6l5PCgg8BLsBu+GNpUYWdQ4M3KVHBUuZioCVy9D8XbB99X4NwLm",
-	"SV+0mF9obDzRvpvZTmfBC2yWucE/a5oqu0j1UI6eHR/roZQEgX2hdADLv7qNbn83/rN6T1fBseV3XHJG",
-	"2VwAdm/aD/W9OKavskelrQOkFtjWDMG3mXzLx+6diuWTIQ/78uYGhN3ED2pWN43+K7Tbcm5hzbfn5Fo4",
-	"tw57LBgRGbekBkY3myswE+j3FCeWx4Rnzvkc2VvTjLOCsGpgkw4sjeeGLNexruaCckFVncp9j+aCQP6C",
-	"iKBuxmTR+N76Gz3dVSfY56mYc0lWkDDyrxpzceLN4XcShY4bKufj0NzMze7CoEpqGbIGLql5ydFJAxeq",
-	"mlB201cCRzfahnvx5uz1j6gbuh9cjKlLw2O5LYbWMrvLeFKNlJeg45rS+ylfHfvGBlf9/u5azv19bq/4",
-	"X7/vBB34gGJXtQSAoAO86VWsgu+k5VZ3NeR7/d5M9gzTBE25VL17k6pLB9FtkIyCYF2sZqC1p9H3J9V+",
-	"iRaelgAJhm3BnZ35vLqYaWuDGrKq4WTdEhZzjXVGPDb7u3hqd3NbkV3rBS43E9jKLr1DkFFn3cU1lWjC",
-	"GRmgdxqwGxp3keEgFU2SwgW3NsFhDIbvrey8DNmCixsiEASWWUTl5qRk3bRifxWnpHbBGkz1M2Br6ANo",
-	"jvFJIXohqOGzBig7s+MET2SAODSGzacPWTEoQZ/94km3FqCBWwRi/fwTlsew1BmwW4dFBCgcdoad0BFK",
-	"TNKVmjCozucNkNjxuHYRG7G7IbXmD8MFW86uB95TE2fUMonbXSZGCY1urmHvNY9A708IMAQRiyFP20JQ",
-	"pQgIJeO5gJZaxmW0ZQ/lxr+FLNocwXFcon1syivaJvCtwssFFuaIKunpu4P9w+PgcP/4+49rw97sMO65",
-	"/G4wm4bDbHgwdxCltDIUx0Q0VyRcnhPPLn/XJf+CbQ+hYyWpuZNgHDPaDUSFyUlVJmsjrBz5wW/PsB18",
-	"7LuWC7Ey/mqVuNdAJcgdiHrPQjYbo5CotNAdDvc8ZcuIx2Qjz3PT7Xx2XBq4Ys/aUsWaD8iVSIklyDWe",
-	"kUJoRZcLhBnS+hJr+T7D4obo/ZR5ZXsbkLo2Db4ojs+6LDNoRfKLhy1oUq1ZMIXBGG/HfSTp7O6+AiwP",
-	"PLhfkAGfE7ZOjeFcWszpHUmM4pJ6Q7CWikvOxyslqN5mtcjGGpL1QZ9AcV9Nvkb/t4GNr0d0jzXAzCeI",
-	"A6ZfG3BxL2ZSHgS1ASsJ1k2jkJXYtg5G3w+rlfvdAWArje87aSz7dhOcMpmO1m5zk11upP82MrMC012B",
-	"TY3duE+8Hi3XJvCwj/6wrGcoZXd/lSVcM7vr4le9EFgP1hQBbUEsFGevkfy0gi7lHf5gJxG6ZSBaxoSl",
-	"012Ut1U1VARZxWVstnlX0qPKcZOwiR4ou4I1wXfkxbXZ2mDA34T/Fsa7mnOTa4/7zO6X4tqsTciSZ1/B",
-	"cVy+PirbbMaqypKxrMzCspXBt4vcJs3g/KziQvcSSZ8iprGXweeKe5ScLTD6p8alWM+3AXYKThJztWoj",
-	"hzZg2zgyww6YNvn+LdtqXzf5ZQ3nZTdpFnaTYeGzZ1d4+VCJFV5jFmsTb/nNZVfYJLPCwyVV+EoTC2TL",
-	"mmcXaEWxW5X0YZ1/oy3gr0/ucIJqkjvADV+tI2LIspe7oQff/Nx2vdIFSCOKv8dZ2Y0BkKHjItT2G98m",
-	"Z0MxU2B93AWPl3pvmtsTk3mZ3EVkrtDx4WFNHH59wMtbQUxRFIaO9w9QN/TTP4ala8ZSasgqZ65JhsIt",
-	"8wJCuQVnExN2CGJVnrow0WjKiUQyHZk8/sa/IGulqZ9XeWOcC5vJk3Xw722EXd3CVeIgatQJIwufg+T8",
-	"vRPC9FmBpPaGqxMgOeULBpf8iLOI1EixQk/tabyui/q9VR3KAJ1DXYss67sSlNy62jrFRXr2v2aHd89/",
-	"Gb8Sx1f/eff96E108K/pfz+dv5RHP/929oTUK72dXuiWA8Tqrnfb+nsEAOprysZ83Rxf2ofP9bPlDVQo",
-	"15LNf7mHoMVFbllHrNacm+fP3CJ15sZZM++ZMLNMBVk5Te2y32yZ+GZ9zpvts9ysS3Czg5Q2jUGS65LZ",
-	"bJK+ppnqufGaGtnbrBrPivDchX9oMFpdux06Yb628Ke6yXtbsCIrSysIwsYsllofWYr6YsoTghIq1QCF",
-	"NpT3Wj9lOV1zIuw/BZkTrFCY/XHIQuCFhihlsd025iquwPHh9gJeKlOKR+Z3oG94TNDly196KHXl2kr6",
-	"zxvQiqwHMKQieG/MF1Df1BuoMVPKW6At/XCG77oHAYoITbqKK5ygPcPd7vVC1D3I7vf19EJiBwTOgF55",
-	"OC1MiKS+5Npbs2b/Kd1zPalrgo/HkqhV3wejK2hM/aGFptsZPPUTeeVaNBenIyICZKv5rF8gt9lWLLXZ",
-	"cS1mAtZq/URQhnCSwIjlxktWOqamy8CVJDLLma2Jv/+C4s72vrz+YBs0cUFq17YU4LeAWKIs64Y2G6Gm",
-	"VFRwe2uUer+Y4AtCHygq+G0hY8i34PqumYvVkQlOAupl+KyWASOL6z+DdeDv76/PPiiswjY2QqGrZtZ3",
-	"dS01Sp3hmCA+rksCNp/iUa3+wLPcne6ieOESuvCLCfqLBV4wSNtSyk6KJXl6WMsotB1fazW3SmjHVCrK",
-	"IuV3aZGMa6MYOHVYmxKLKcHny+sRVXVULvNX97leGUYgywUoNJcw6C8o4ZPDbmHwvZJuer4/eOJH6vF0",
-	"5OehMyoSlH/DxU7+7fknF7o4OqwP9RINDWoIjYUkZXksIK7LfbWdohLPg4glkkpwNlnLOM8uhLNNVV7m",
-	"0jp4Y67b8VeO6l/zQZltV+Qt10jN9lzR9hzRJhtrt4Sepl4+C6GinNLQ5yQU6Qr+cFYt44pL1OIi+mHS",
-	"5geo/KutvhtC5jY3KXgTSxeuhcU20+cvSW3Y1soNcgHbgdgNsust8QIag4V36Q6Ke+P+2+Esjuu2wlZx",
-	"m95aNgZjFhxVpWW11zvMRqhth0EzobBbysU3FDR35RhIq5yFVcZWfv+aOQ1rpKWLntvWjWcaWDnsFXKg",
-	"jgzXWNjGPZcXt4FfVte2qby0XX2bUsbaSr+tCA3ZjKxwZ+Y4uIGD19KpGdWHRfod2OYKfkc4N5NU6A6w",
-	"mJSg1krm47pJrizzyhvPdlNc3YnVwazcmysq9zSOt1K9x0zkfZllxTHtsmzPVelLvp3SPTVz0mqtXL2e",
-	"8so0VuqBzXNttnyTa3XVoZylUpmjVLeNW2WpXlsGptp3NRalS5Ud0o5iTFod7ToxvvFxvg+Rubz+a4v1",
-	"ZF1tUqqn7AssTU1Q3EVrqcPrCtxkm/++xKsVbO57iKnPSMEqC7Ddc7EqqnkLLlY5+f3nYmM1r0hLMbIB",
-	"MysTqt8eL6sMo++3Ob4M5HkgGWkq/GSqY4PyPmtF4hoZuDmxqppRZd1tSZ4caHc+9gdhu4ALpNaTPWSQ",
-	"RAK7Z2Aj+ZUxIiK0/RJ45AGbgo6zZHnipyS1GZ6HrDnFc6+SHyEbMVbRlOgJRWoqeDqZVvIhbJP6oOA5",
-	"X+8abyrIu5Jmh9Hx4aFXiNfcYwPV1BTihUktlO0tGaDmzWKazA/Qh/s3TC5OtJZbohHRSgHfEDbofCyk",
-	"HsrH76mKSpnmGvafceHbVBs4eVt4on3ZmRUJzEzVAJT9llP7zEIXyX2eys1XpxkEGL0ZVj8/9LKx1EzO",
-	"xy9JEgzc1NfuxJxYWk25FjMZBih0DNoQUiJCvkd9vrDxbkqfmJsTa3kqspwqvRMEbXlZBpvCiIfMsnhP",
-	"/X6z9zIxtCK8OEAYfjXnQSrMYjlkee6T7FUNCGKBF1K/3fVIaiaFikhZ4AwxKixa8FNGmrGaa1DKTIqi",
-	"TDfYXEWFf3uBZWFm4pk+AzRKtUTU8lAP1sB8b2p7py7VZh6MnStCLUVd0+U0sTGTNeHNc6wUEXqZ/3c3",
-	"ZvL/uFnp/Veto0KSKBVULS+1NjHHdYQljc7SuvsbG4/v0m3mBQlOzB/O3p4jxW+Ii8M/Nf+SUMMIJfSG",
-	"oFDbnDfXg8EAbqtAi9kLOhrlQ5wqNTd1zN3tJ5RZilSeWSuP60d6uhSmzKRAT0ViW5Ane3sTqqbpSMOW",
-	"vewF77/g8lxWhY/fOAOJU6p6BNmsSvltJKx+dnpmevtAqiKHUYfMz/pnAoZtqQn9PNx2U4kWVJC+1vVY",
-	"UW2UZBD3FyrobPAjZBKBlszgZoSpITt7ew4l1KDZjAMFJVi0BkSjpVHTcNXGkqVVoJKgXy9eDYZsyGwm",
-	"CZ4qCPT1kw3FZhD//9XVW/SDXiv4a1afovWWGGS9ZLmQrGjTUggkWgB9o39c/vMNMhJtgK7ojEiFZ3Nz",
-	"UAu1KVyLxeG69lGEhaBEorBSut7yzGrL0YdmQkDCIjnVnXKWl6EKUPjH0AnlYefEiPUADZ141r8NO4PB",
-	"YNj5FJ4aJa8Fpxwyp+kDNKvRcGdsCYRKIoH4ALrGzD2w6Ee4UNGnFwzZ8eFz1OW3FtYJDNdEM6pO0QJT",
-	"hcILosSyf6Ytp9BNWi9AT/b3IUNWylxNMOgrFSSArFQTEruSWma/QmLeJ/tHqAtCCisMm4dKlDLIJ6/l",
-	"0ClwNJbGUBuy+s6NKEtoRCw6sif6bI6jKekfDvYrx3ixWAww/HnAxWTPviv3Xp2/+PHN5Y/wjkYUVBVz",
-	"fqCzt+cmbEKag30w2DeP8jlheE47J52jwf7gCMhTagoicA/P6Z490vrftc63daF+xVC9UxRKgkU0DdGY",
-	"JkAeGC2BFZknLdezMDBx1wKAxnncOem8olK9tGPRYxR4RhSk+/xQbxnkj+y9NdlLV9L64Mbi95SIpcvN",
-	"dpLxx4yRYb4dUsOaLIBZPlhIYJwlgj2oo6lVpy1ZZuLSEMYAodoyetIYGIrcKdQt50rvNY3XTG1hwF4a",
-	"5sMnR1Xd91HjKyMiYI0P9/edmiEMlhvypxnvw95v0ri4KjlZP5TShtXXwW3M8NUqHdCKPFyF5DaNybEM",
-	"NKi5lG5MFdsQMFxMumTa8PMitfqcgkP5Q1WdNye2zHJNlvIsmlSINvNhizHoXWl7berAcMUb2m+dcqS5",
-	"oywjpz5PebcmtaTpFRI/uk5ndzXeeq/52tmr3Yt5Z36Oy/vPZJvOdj6r9Z02TK6XvHOLGa5zg+VtZ+lA",
-	"s8ZNys68/aYrFy2JihmzCoe6NkjfpI561pyU2fd1wsF+fvAUZHU5MXL2h7tKQ2XGSjGBz2aZd4qJdopp",
-	"l60nppKlpt7xuNLPaJoqEFHsnUkhKBNsJz3vxej3IuX/oMDaP8g48npPOa77vuOiH/gMckiUazjgB5+q",
-	"2ZpzHbU+ntwo8E8V88QHH15qgSnBrvRCBe02dWjf2XufPW8e/xR0apFx+3byV+ALjvcPmt7NNPFeIRBU",
-	"v3R4uP6l3DXzE3hmzIvP1794xflrzJYXBm+DGfjE4IDV752bRHAJ2AfmraP1b10ScUsj8ivDt5gaqx1s",
-	"8HQ2w2JpoV4RS5bsS30A8ETm8cESPHhzLlUt5UpmRV8yIoVr2Vls2gRyXF1ZyM+K5pgKA/bngt5iRYZs",
-	"ihNXPjMh2JXPsPbBAL21173G22srWYeewjepnRkMY8jcrefMxdOFA+QolbaYCzBAXMVrbYHZcQ+G7B0w",
-	"1RgKz2Mym3NFWLTs/0KWITJbMUDYGiMQhLCUeaa43DrsSmKcLuYda5oUEbhJ8vMyL8SyCQT3BvcLWXYM",
-	"7oTt9gOPly0g5ybiwlCaPn0y3sMCuj3YBt2Wwe1KKLsGqa4CqFZIFxCq++1eENU28ohRvxxG3Rm8sWtZ",
-	"wTemRkMV2diNUkA2tg0f2riqDzvCNq65deBmLZaxDa0FM/rzC7c4K5N33QeMuGRnNXjkqiHLsAdIMkGo",
-	"sYSWx+aCchWUyF/J3iihkq8F2bTADD/g2OKMztZg6KAFyniLlwnH8RXnr7AwxWv+VCAKmOYl4FSLmz4F",
-	"BUff3h/mPz4ZJJWQuqJKpuqmfzcWFDCTDFZnWPbS0l++vnrrX3YjzhBVp/ZaChL/u1CQGb8lcV6Muvnm",
-	"3uTHrxYOtpdLVJW8tb0BcomOwdkM2GxEzPkdMgiyC9BoaZxykHjHxFTnKKyClswUZWjpfk62ilRriobf",
-	"Tq6Vg/5XSzYXOelfAi2IIG5Q/0MtsP3j9S+Z1XnD1U+QPOcbFR1m61akByw8TpLy4jdYY7W3BRdgDRUu",
-	"1bMCyW3KYFQkypC1LXWBugULrDdAFwTH1nIzRRKh05Mh08ICVa0yEwhFohvowITe1pz8n4na0bGvtz6+",
-	"Rtd6neXy6Ft/9K0/+tb/PL51ywhu51uvsUC/Eed6W4PUeNfvZ2pmqZzXI7LVmbQf8dg3jMd+Jsbn28KY",
-	"29QtaydIix+4CKqLBH0BpGaZk6VM+PDcJra0yR9GPF5WWRuGDu7Bod27fIvx7LVO3y1hV4vw9To5UOeF",
-	"alvCdLNPdmHfDdIhA8+SKEVZFvKds9m/AdHwmVxKW0qTR0/UevFldml1N27kjdrT69X3o3nqPVMXXjn7",
-	"FXUKCxd8zqFRNUBPDVs1C8XiC5YpWCwIShkej4E0OABmoy0Q41fU80rFNHqJzlI13bmn6MwbwxdxF/mT",
-	"YHKggQPvEY4U4MifSBCYs1kuOZkdP3cedw9sGoWK78VqIrg6lxUvEV0zoeA1UqpLgUINJUJD5B4nWCGI",
-	"8TkdsjCn3GR52V0Qe5YhdIBcHj4jbQzhwBEK6sTJKyrVi4Jn7ssTZZ/sgChr8mHpLRVD+eqUhD1X4jqm",
-	"0v0B4FfY81dkgM4YMgX+48I1A3WBMFm7khAUmkflNVauOHYt0dZVeso/uBK4tENmbZLwBYmvNf6HhTRX",
-	"vY2eNSPsvUvh/KPcL9q2Pz4E494+nhmxTfa+y8J2baBjbDo9enZ8rDuFR0xMYDYg+JtjjF3PibiO8dKN",
-	"IP9xylNR/XVGWaoVvP2dT2AdZstUEvH3or1e8Ti4QZXCQOtcAvpv1zZ1v+lKd3AtZ2p+PUn1NHX2R0/H",
-	"R/iY9A/Hx1H/OHpC+s/HT571n+KD8SF5Hh9FBwedwAs6tKM0bpd638pWjLsnaxl3T3bAuMvlRxvWnX/U",
-	"HhX7n1SxZ4S9SnAYBPZW/BW+2r2/z6KW9WdIGrJQFN9FabmTamKx/l5TORdxhnAe7pnlB3DEQW0ISLg0",
-	"HjI/r2ee7XO09CiBAHEyIiD4USgrJUMdsrAgrnJY0CZU3QU1T7FEdDNWoAk+yZiAGqknHLiBJbbgkPmF",
-	"+wmSeFbIzQk+2jhAlElFcKzXfoxpok0+uOMbdiDaethpJhe+KJZw+AoJhvkInb8pKLR2118sFv0xF7N+",
-	"KhLCIh4bgs/2zc/SRNE5FmoPmnXeqW0brLXVCskGsnB5IL0mPMJJIUAL9iFo5N6gszOKZTHXw9eKeSwc",
-	"qUE7biifHe24jr802vGL3rTJQt0w3lK65zwjcp69uJSs+OlhOaGwTfrrrpaPDv10vIUkup8K3tr8tCC7",
-	"03bkMskbXsMe9NPIY+lGcVrKgyz99OTacCxhrxcQQPqC60lJ1uEleNg++4ZfKi7AR/lIVHz0Kn/FmNOc",
-	"I6g9XgSdjTizjRdo74/8H60ZkPkr5pxm+jPCQCNMpcvUj7Ay1QSAbwhtU84QlUMW8ZlN3eLV8/eyA3CE",
-	"UYIVEejnH68QZnJBhETH+8doMcWKuLh3yLMAvuvBkL2iN8QgYEOmghZNTD1QHBeYKom6GI301iMxUnRG",
-	"epDRoR5vDpkDnIqjWPC5SXei1dWJcXYNSiBWS0k0SbHATBE7X/A8YhwlnE2IGDI/ZQEUetU9D9BPkN/I",
-	"FMv1sxzFNHaJlcZUQHoJPXDUBWLnkHnMTsQFkglf9E68nmd4aX0/fscoz6FiklVAuqQhA/jiuK52xQJT",
-	"RhFRZWsxSPs2tcUySCwH6J826YhEkhD9+3TIXAuQND/cm+m3IxmibpjxGmDurn9PSUquYzJX0zAYsvKf",
-	"jZ/xem6uhK/xhFzbtAJhr/mi4UUxkdMuLklrtHiTSt3tLUTe8EuL5tqpVDuK0/r9usroAutK7/o5pOT5",
-	"E/s7/qcwXNsrj2D95YDPYR8XqPEmAdRoCdccYRFyh0HOgDV52oz0Bg3hI76i9//EluahSoviCVEIQ8UV",
-	"zkgDJ/UBzv4XNNL8KKi2VlrZ6Pqy9llthJRvoHUgLSRkq81UntH7TuN1dmy/3VcQr6OreSek6woH6n3v",
-	"FrD3KFK/eZJae4G6vdc3WPt0vid//vX8pU1yoKJpM7sNijXRW8KyzJzjovMYs9gP9oYAIIlMts4l3M92",
-	"MUNkNlfLITMJuyzLChLYTSmb9AYoNOfdZsoK3e2l9IE0dakH9dkQfBF4TmbIyWcJNCbkQSo+LyQpM4nN",
-	"yuDlNO8a7k+HbJ4qyA2oYfWgcPOJCIt9qA7pnyH6fEaYApwNGdVHxLH/xqlKBTkdMpvFT3g0HGh4aRG4",
-	"B62zh6haFdSV2xxZnkRA+xGfETlAZ1mtljozp9nCGTLPpDhpAQapqk0IaxQ15HQdMrt1umFJM+b5EEGl",
-	"yJ6NaMPZRYFJChtTQSKVGEoSIyQeMsZhzuqUuiFWlfT6Ji5vT6U7NeQYjJuKfjOW3dIvVzuEP3T+UtC8",
-	"H7cFHgf6Ifjfg/uIs9vy+2CQp/sPch/u8MjDuog3MBd3y5ktb9W25qKXm/qRKbsVmHn0ZrYwSA0MCCwb",
-	"KbCUJcQhM68SNFIFNLI7J+ce2JF9vyLp5wZmdUEHP2e5eHChkmiw5h7deGB5EpuICcBGGm5QNhkM2ZXv",
-	"AcU3gMxMBvIMu8E/A5uNOEDhh48mMfQfn0JQ2jhJbLJaEvd2ln4nu09nZJGjvZ5/lw7rBOCuMfIUyhP7",
-	"/J2svukO7tI/g0r/lnht+39iXlu5iHHnX6MjdvG9fPf7wavZ+6fRv/fVf5PjX9J/PJ++xYcvxz9/nbe9",
-	"a6pcb4cziqXCGzBGbW3w06xsshZdj3e834an5k/F34eNWgAi3+Xeu80xiSQqnfdLkT0PQAaE/S4rgQdd",
-	"1aq45CmyZPYhC20weA1lsFeTQlAfXxfVMEB2+qRGCwSLhJr63fWBQVBRrxQXtHs2W97B7qMnv5mkFZsk",
-	"i3hMd3DvdAfFWjt+lFpD4cvt9HC+tU0R0RZBas5H902G0D8ymr519Xpptr/TUs6bz1ltDOtm0bNG02aJ",
-	"LR5ez5bL2bXUtb1VarJeSWbl/x4yv0BeKHunHu5CWdsV1WgbVNRD5otpU867VaqUgrhvWev4HmkR8rLR",
-	"67IirClG/CjzH2X+55T5dVWaNxPyBfHeJkFCXZcrsyHkNUhter0IM7hIBZ6r4/fBZe7LN5fFnAg1BU7X",
-	"5UUoivbdpEUoS6AvkhqhPBeP6REeoyj99AhtxMDDZESwSS8f3ifzivObiksmK5oPJWwpg4xmjC8Ck6HT",
-	"Mm9MNfXARlXOuVA26LFs0Pk1lF3qX5tnwtbhBOcV6r5+j+AOSbdFYihWCZUqXenR3gCd2XKnNgNolj4A",
-	"o8P9fUNBMfV4ITuWYxeb8peGSRKgORG6zQjusRau2nRWdw4Dx8X+CpzRLbPKQNnT5Q6zymzp06mrvtWQ",
-	"NTAvEp77UGAMZm5auoRg0vQxWf/wx2BzRw+/KRVMvnp/pc+/c4MUB4wZev3eKco5pwwu7xRHtX6RfPD5",
-	"yBoHYT1Xc8FHCZl1TjqMe31hhWrfzH00bsxyPi4NGih8b39yTXWtE2kwGPRcbTr9FaudSgGa3Z3UfSXY",
-	"fLV/MSxonir0V5PN0VvK1m6sFjNXXb5ioXlv95lHs7W1c57PGwCDRmdWAT5pOZnlxr5Hb/d3hv3LG1YT",
-	"OrECNqvoqI/mIyz5s8KSF6DvqopaC9gAZIXWW5n0kVZtb2a6lHNtPzjo2B5moCu/NvWQlRBGa3SBMnBx",
-	"mpengmQMDiNIG/AHtW8NlWVEtPTNamG3RiVDthqWoI1QSSPk2DHcWA8WvjhOaAcQdoYNOgf7tY/441wz",
-	"JKP+v1XNP+F8Yr6trPJboCQgmOefiBXyXkIxN0x997W7/9ROBXk0pd6uuab0YIOPGPTWyjJn5y7XVrWR",
-	"WmGUFp3dJ8X1IyD5k2a1znHFg0KKh77zyiFFyWnznXOVbgYxhsxhjBqHaQlr5NcWoEJkVt2SszGdpJDy",
-	"0Nwu7cJ/AShgyDZyWWzk9DUYYndO3/YwIjI6pKiii55uX0k3X9RluqvhEV9P192nVbS1ubIrGal2uF5R",
-	"gzUXdZ92c59XidYoO9NbKZRtRn/PC8FHJfNo9W6rnZrE+iqdpJsiUWooUx/+6IywpNFZqqadkw8f4Xbd",
-	"vFMhUBTrHAe2Cp5f10NLXP+YDfKstG4A1SS69XkZi/UkvIZ8+uanj5/+XwAAAP//",
+	"7L0Lcxs3si/+VVD8n6qQe4Y09bAdS7VVq9hJ/j6xvb6SsvFZ01cDzoAkVkOAATCiuLm6n/0WGsAM5kUO",
+	"KcqPE22dOhVTMwAGj+5fN37d/Ucn4vMFZ4Qp2Tn5ozMjOCYC/vMljmbkJWdK8OQdv1BcEP1zTGQk6EJR",
+	"zjonnbNkiVcShYz3pX4iDNCYRDiVBKkZQWMer1CEhaBEIowkiQRRg07QIbd4vkhI56Tj3uwEHRnNyBzr",
+	"TghL552Tj/kfPwUdtVro56USlE07d3dB53VM5guuCFPnZJHgFYmrAwyVSEmIljPCYESCyAVnkiAq4d/Q",
+	"fJz/rDjCDBEsEkoEEuT3lEiFllTNzON4TkYszHqOVv1fyCpEXcbVjLIpWmKJyC2JUkVihKeYst4pwmNJ",
+	"mEJczYhYUkkGI1aYAz3G2u+HP9R++zlRYnU2UURUv/mCRJzFUn/LElOFxmTChf50JVaUTQvz/9Tv1nZD",
+	"mSJTIqCf33777SxVM8IUjbBaswN+wJJGSBCczP866si5WkSCxHLUCYvr3fhcp2Yk3gd/OMeKvKFzquD/",
+	"VQdybtZKIpwkfElitCACzSlLFUETLpCaUYlwFPGUFbfgweFwwyTkfZ+TOaZMj6m5/4RMFKJmu0WpEHrp",
+	"zTiK3R48X9vtXdBZYIHnRLkDKUis1wEnP//6+lV1AJe6v+yZ7yQKU0nElZ7iq2lK49JCDMfPJkf4mPQP",
+	"J8dR/zh6SvovJk+f95/hg8kheREfRQcHnaBDddMLrGadoMPwXL+Zd9IJOvqIUKGPnt6s/hdNuJhj1Tnp",
+	"pCmNO3Wb+BXXs/kOWq37mhj+jnS3qBthSfqUScIkVfSG9AJEBtMBCu0nDSI+L32i95f6LzEdrP2KOb59",
+	"Q9hUzTonh0+P1oqhaPULWdWcEHRNVmY3JFRvhmjGuSQSNmg0w2xKUBejX399/SpAEq96ATroHz59ihaC",
+	"MoXHCUFnFy9fv9bPChzp7RCMmORIzbCyQs2IqQgzNDYHnZIYSTwhyWqA9FROqJCqKM8wjIvm8mrEMIsR",
+	"VTIXh12psEol0n/QwjyA/hZYyiUXMaIsStKYxD3dzDVZKDhph8doxlMzSoITLQh111KdIpwNgU8ygepO",
+	"ZVHMwuh0v7ncde8KEPfSTEA21vHKnnT4D2grF9Sq73TECQKVEIyYfoSnyn6/lt4gsANEbghD1A6QiBu9",
+	"TgLLmf4SLXLNYpqVi/h8TpUi8WDELv2h2zmO6WRCQAa40XcxA02ABE8VCewuD5A+rbDVuRix/IzB3Aoy",
+	"SSWJTaPHh4coJEJwIQc033xX12QVDtDfJyjizAke26k0X4s4M4MjtzhSyQr+7e2AU/gyGJ00ukPPJ1Ww",
+	"DmbW9f7QK2EmfYB+wjQBBWqlX/f49raHsCCIcQV74kQ3urLzFSOrKQNoc45XaAwra7ZsZQeUVeXTyTB6",
+	"ET8l/e/x06P+8fgZ6b+Ivyf9w/FB/HwyjI5xLrUMmMlPe0lrb1A47/G0Riwd9MdYL8QCTwli6XxMxMD1",
+	"93tKxCrvTj9S6CMmE5wmqnNyEGixQudayR8M3f+Czpwy+2NQqw/crIM6+AHHVuXof0Wc6V2u/xMvFolW",
+	"1pSzJ/+SetR/5BP4R2dOpIRPAxHrNiUgNSph0W5wQmP0Xxd/f6c/TaZRRKTsnExwIsmd/0H/Icikc9L5",
+	"/57kIPKJ+at88qPen+d2wGb4VQFf32vgfsLwT8TH/yKRClDE0wT2jxFyOA4QF4C4NLyyOxwzlDKZLhZc",
+	"aAgWvjQT079cLUiod1Oud7j6iacs3nX6XlntxPUp0e087FxZZRhzYiaH3FItRgUak4SzqTTQ1UgWD+Z4",
+	"iP5DP8Mx/QxE1Y3LvvOkjLk0FPLaKIChdu3kr8BXvmZKy7wEJmDXdThjCIQh4hFIvRgtZzQhaCG4Xgwt",
+	"1z0l+ZBb+kzvPXK7IJHeehNMk1SQUxQThWkiQSgmfDolcYAYuQH7QqWCkXigp/a++zHHh597T3KrEfMB",
+	"bLNLR6wbls9SqF8J674o7BmV8FXv6/d4lXAcX3L+BgujRvYloBXnKNGNoi5WaM6lQgfP0C/0h95DC+vy",
+	"SGAUeuUxs0OAbXxBxA2NyK8M32CaaPh6n8+XpjX4cq29BRY0WaE0b32A3icEa9NdrAyAQwlWRi0/6N7H",
+	"CmssoIeWMkFwNAOs3pWKLxb6jGvIi4UCsKNxJgdkxkikW5GgvPRqyoQvRwzOhVwSARiIsgKwV3ROeKp6",
+	"A/TO+hmoREvB2TRHTPbZE2Pnj5hBqiE4CvrgKQiRNJ6BygnyHtq05z3HA0zMJedvMVs563fnteYczTFb",
+	"Iaz0Oiv5pZbV2SJdLgJAvxMDcBM+pXrRPDsOx7EgUgJA51qca9Mp0eJgsJfpDb5CyfYrw6macUH/TbZU",
+	"VMTo+GILgbcFSn94qEV+Sw0m0NARTlCutuQA/XhDxAoZD+aUKJkbI1rsldb1t99+65e9Y+tmtexMg9H9",
+	"Q+NemDVjSrWY1XYzkTfcauNTtkgVGguCr6W209OEnDozM0RS29vLGY1maEJJEoP1tpytvnKImW0bGJ2e",
+	"/JczEl3Len+T3n8W03wn0at3FyiCp5HG3QDiAnDaCBJxEetPXwi+IEJRY5Lp96/iazrftDQwiHMitTV4",
+	"F5j35re7vCUXk61eu/N9XR+9EXvt5QPKXc/GBtPd6kk0cO213jFrZrJr4G1/gdWs57Ci4kgShdJFwVXn",
+	"5s744046Y56yiAx8B95d/WzbN9a4D6mSJJno846RTMcOs04QVRqbg02OQtvjKB0OjyLzDPw3KfkUa0ZW",
+	"cQoGHT2lV9dkdZVY32HFW3xh3IKS/ps4X1hp+/3y+q1+5BQN9djnVmzNCWYSHQ6Pvy+MS/8Q1Pmu16zf",
+	"BVHpYuNJMF42Y2XrdQtyyKFPiDkLgOsX6TihclY9FxoqbdqlpWG90q/ceeqh6lWdpXPM+oLgGHBXxNmE",
+	"ijkIvOKSnXkfY74BWeUySZMERFhlATPt03DfoURq3Pnmpkb/Mz8sY84TglnltLlG888KzNx82rxOr+wc",
+	"rl2rACCI2zmZ97R+naxvr0mMrTlYjad7l6Pi9QaS6MqMtL5n+LTLD5foBicpKX9M6RAVR3PzV/3ywSm6",
+	"/quQ+BQt/vr29esfXv/r7N0P0+vfB4NBq8FJkpBIcbFmeO6R+mN9TVbFcWVXYJv6p/Lqhgg6oXX3nL/N",
+	"CNjUpQ41NHUvnSJAUihliiYohJ9Xff1w3zwcgmOfyML44J3qzg46MZN2qVpp05r91w0z9RMGKHT6J/vv",
+	"+W0IRi1VZC43yY9X7y7OzcbJhR4WAq8adJ67+Wle4eat2bwuxWlZf6z/AS8ZaFc/gzxVEZ+DfsA5HKnf",
+	"V7bP+wpff1D3k8H59ZQZtcBrxPKN1y3SA0yIInHtkfT23KZPOrePtpTnAcKJ5IYrgO2ojfW3F0nvBt5K",
+	"5lfWocURK0yiVFgRe13lbR6rvQmOZnbLwN7R4HBXRVCGCdCPnbN76IL7ijvE+BJ1QSJrPXjx/icj3uJe",
+	"YWTmvrcq3uxXXOEahPsro7fOl+JOIzxfvOB//uz48Pvvj4bDIL8Lp0w9O+5UkZrtsNW2tibMjmehtTQs",
+	"yrV899qBFqaoaTOfNymI38CUXCfJ7GplACab4DU2V6tN4mFrvV+sNipt2KZt4ZlqbTt7+8F+ElpwyhSo",
+	"QOOwS/BKwyhzVRWAj9stTa+dEvZtwLbj0SfBDsg6XCSR+YhaTMP9jUjfJq0M/e+M5LLJk1ySwx25BJ5D",
+	"TMYpXOxQoZ+pbgx3D1M3NQXFtMR2USaUxYG29ZdOk+byizPiT1z35q9yMTlAg8Ggp7WeMi4HR4g40VMw",
+	"yJCdE3tG+PJUof/ESVInACfuAqhmxAbFmwsjz/k/RIQpQYkMjFR3f3h6cAhMCP27jPCivKc+duw39PVY",
+	"PnkwqzKqIpxyF9y1APjdhaHrJJxfk7hs5nc2yH9+3byRddMzLNFSzwVwFsz6tjsoC8HHCakVEitvLxh1",
+	"nzH2AApQZUVR8VP0S/5RUsj7uPwCzG6ODTujbjLMD3/U3sRAl/qBpom+/HBZS7nyzy2/dmQF+2SQHxq3",
+	"FWsPb87/qsIphi7eXr737wIBvRrpcwr2aU4fkvYedIGFMh6ZGgFv6HxXkjDnZazOCGE3JOELguxTsKTg",
+	"sgeKSSoJ4iyXcSeGAOM8+EQC5yb8y9+sIXSKWJokZvn1IjIsBHAKx2TFrVFtLwq+8xCHedterzQfJ922",
+	"uRcriNfseEWCYNUCetShjWFLtBETQNi1fVhIrId5iuyDvpc8Y/fk19c1fTZ8pTcGcruggsjNECtj75oV",
+	"lYovJOgu60mnbGpXjOo9ZDeVbX6AzkbMvOi9QqRlCYSG4RbCDaNICYDFMB8a/AHa5sLeQMHy7vC9NG5B",
+	"2mTpnAgaIVoUN8eHrZaVyiu7YI3LCiKy/bpuFq1rgfoF8PskCgWZc0Wu5IpFJA7N1drFq18yEh+ODUMX",
+	"bhfadZxgqa6cMLmy/LJ2aF2/msshQSRR+Q5y3AxpuOo7rDSMzHzqFrsbYNoYR9eExWaE1p4mMcJaykht",
+	"2MEXUOkt3K6DpHOqrhZEXMW4hrb61hiuhqYaY/BDM27uNwMzVzk/8jvpPOmDLfue8VRs6Fw/8kC9G172",
+	"hv4tiTzH7DiKyEJJNBF8nsul/Q5Rt1gvLkC/wt8DFJr7CkcdNTcWf9t4iTFf6Tf+tgGNzXkMp/pBFdFC",
+	"kBvKU5kf5HVq4VUqHJ9rKnBE9PpQHhuMAScWdUP4y5X5y5UdYtgLUO2pGzHgtUbA6bTyYI2CKcVw7HDs",
+	"CoJwvd0GK53tn4J40EhYlXWHI/2C76edDDXab/0wPCwHIRSK3pBWxrL+xiviuH0VB0BitI2ZiQAtLRIH",
+	"yWdpII590XUEYZwqPsd6UZJk1VtzlvJtXIyCaKGCpSHdU/hlQokAbnaMzF0i+vX8jdwplGJDQIQZabNt",
+	"NTb8wQgngJcDrVZt+FJXQ2QRYUl6dQd9oyUAwynNkzccJ44K0LQoH4owINtXBURSQJ1N6rt8QCrKtLCt",
+	"CiAyqNgKNaK+onvKinCDSFpvEL0087Npk3nOUvOCdcv61tFunvzXUqYk9iy0Pd2helRMO+Rv4Q41H/Wr",
+	"RlRcoK3qpzTIMuwWIwIpwNNoZn2RnlDebYle2U4uVix6gOVxwP6bWp4frf1e7wwsQt3tZ7x4HB74u1t8",
+	"7RrijC8juD1qJaZMriWceK9QY9YrklyHOHMoh5Qn6KD/7NgLNdOPhGf9fyLc/zca9l+gAbpC/4n6YTBi",
+	"jt4Kx4WwmDo+KkYJUYoIbTPHdKrxsPN8hoNBOEAXRm9laku3MGIpo7+nxBgcls9QjvpLKhFBa1TcmiWo",
+	"j+7Rmw0iezyf1XeywBBs3IDr1lIa7xOV0HqAeBITqUxQXusb7uIuLjuNWhChVGlMhpKPFN/KR7vAU8qy",
+	"S+t1A36fP/mZjl2QR3R6w1x/GH9dxLWBzSZqkiSGs2DgySlSM653q3EPa0B2TRYqQKFGoSGKEoKt89HB",
+	"UsQZsR7BLf2aP5ZclN1wTJOEsqlvt4U9iJTIPJf5JQAu+yURn4yY8inO1l8J3yFLJ7J3mnm9wo+fQqRR",
+	"2U12T6S3A9DYS6fxY+cvJauyPGYupoXLBi++9uhwWGeF4tvX5uEDbVJucp6usx7Pf3qJjo6OXiC94n1F",
+	"58TFaU9SlQqyhaNxwoXxExXPzuHw8Hl/eNA/OrgcDk/g//7pI/+s4zaGy8M5aLLow8OD4+fH3x89O37u",
+	"RR8Ov7QHJ/clmLDIfY52C4/PLiN+tp/xNpnlIRjyIYqp1A349xxdqmo3bC9ANgkGYeYdqtr4Bir6M+jc",
+	"9qe8b3+c48VHs1U//UtyNjjHSzuFdeJ1E/DO7KHUPB4UEHgJdoPzQ5tKjCxrfB25So4KF1UVgauXoXjb",
+	"4vuu/BsS86QvWswvNDaeed/tbqez4BU3y9zgrzZNlV3GeihHz4+P9VBKgsC+UDqA5V/dRre/G39iveev",
+	"4OjzO17vnDMtl/xZNn+C3b92MnxHkHmr7JRp60OpBb81Q/DtKt86svurYh1l6MS+vL2RYTf6g5reTaP/",
+	"Cm27nI9Z8+05IRnOtsMnS0ZExsepgdrNJg3MBPo9xYnlfuG5c9hH9qY54/kgrBoYuANLfbomq01MtYWg",
+	"XFBVp5Y/oIUgkPMhIqibsX+0DWBdlp5+q3WJp2LBJVlDXMm/asLFiTeH30kUOj6tXExCc5s5vw2DKhFo",
+	"xBr4t+YlR8ENXHhvQtl1XwkcXWs77+W7s7c/om7ofnBxuS51keUDGSrQ/DbjljXShIKOa0rvp3x17Btb",
+	"0CP83bVa+Pvc0iLefugEHfiAYle1pImgA1zzdUyM76Tlo3c1LHz7wUz2HNMEzbhUvXsT0UsH0W2QjLZh",
+	"vbRmoLWn0fc51X6JFp6WNArGb8EjnvnFuphpi4Qagq/hsd0QFnONh8Y8Nvu7eGr3c+GRXYUGLp8V2NMu",
+	"JUaQ0Y3dZT+VaMoZGaDfNKg31PciK0QqmiQFUoA202EMhiOv7LyM2JKLayIQBONZ1OXmpGQBtWLMFaek",
+	"dsEazPkzYLjoA2iO8Ukh4iOo4QAHKDuzkwRPZYA4NIbNp49YMZBDn/3iSbdWooFkBOIj/ROWx/3UGbk7",
+	"h5IEKBx1Rp3QkXBMopqa0LHO5w0q2fO49hFPsr8hteZcwx1dHpEAXLEmnq1lX7e7j4wSGl1fwd5rHoHe",
+	"nxCUCSIWQ267paBKERBKxrsBLbWMZWnLuModBBayaJMFx3GJKrMtF2uXYMEKlxmYq2OqpKfvDoaHx8Hh",
+	"8Pj7TxtDBe0w7rn8bjDbhhBteTD3ENm1NnzJRIFXJFyeR9Auf9clTINtD+F2Jam5lwAmM9otRIXJ41Um",
+	"uCOsHGHEb88wRHzsu5E/sjZmbZ2410AlyJ2Mes9CBiCjkKi00B0O9yJlq4jHZCvvdNMFf3ZcGvh1z9vS",
+	"65oPyKVIiSUVNp6RQjhKlwuEGdL6Emv5Psfimuj9lHlue1sQ4bYNWCmOz7o1M2hF8suJHTgurZlDhcEY",
+	"j8h9JOn89r4CLA/WuF9gBl8QtkmN4VxaLOgtSYziknpDsJaKSy4mayWo3ma1yMYakvWBshAWsJ6wjv5v",
+	"QwSDHtE91gAzn1QPmH5jkMq9yE154NgWxCZYN41C1mLbOhh9P6xW7ncPgK00vu+ksezbTXDKZDreuM1N",
+	"Rr6x/tvYzApMdwU2NXbjPvFqvNqY9MQ++sOqnuSU3Q9WlnDD7G6K+fXChj1YUwS0BbFQnL1G/tQaxpV3",
+	"+IO9RDWXgWgZE5ZOd1HeVtVQEWQVl7HZ5l1LoSrHmsImeqCMFNYE35MX12a4gwF/E/5bGO96Xk6uPe4z",
+	"u1+Kj7MxiU2esQbHcfmKqWyzGasqS2CzNnPNTgbfPvLBNIPzs4oL3Uu+fYqYxl4Gnyvu0XZ2wOh3jUux",
+	"mZMDDBacJOb61UZbbcHIcYSHPbBx8v1bttW+boLMBl7MflJT7CcrxWfPSPHqoZJRvMUs1ibe6pvLSLFN",
+	"NoqHS0TxlSZjyJY1z8jQioa3LlHGJv9GW8BfnxDjBNUkxIAbvlpHxIhlL3dDD775+QB7pQuQRhR/j7Oy",
+	"HwMgQ8dFqO03vkuei2J2xfrQDR6v9N40tycmWzW5jchCoePDw5rcBfUxM+8FMYVkGDoeHqBu6KfMDEvX",
+	"jKV0mlVeXZMMhVvmJYS/C86mJlQTxKo8daG10YwTiWQ6NrUPjH9B1kpTPxf11jgXNpMn6+Dfuwi7uoWr",
+	"xErUqBNGlj5Pyfl7p4Tps+IFjQVIzviSwSU/4iwiNVKs0FN7qq/ron5vVYcyQK+hFkiWKV8JSm5cPaLi",
+	"Ij3/X/PD2xe/TN6I48t///b9+F108I/Zfz9bvJJHP//r7CmpV3p7vdAtx5jVXe+29fcIANRXlE34pjm+",
+	"sA+/1s+WN1ChxE02/+UeghYXuWUdsV5zbp9zdId0o1tnGr1nktEyFWTtNLXLGLRjsqDNeYJ2zwy0KSnQ",
+	"HtIANcZZbkoAtE3Kn2Y66NZramRvs2o8K8JzFyKiwWh17fbohPnaQqTqJu99wYqsLK0gCBuzWGp9ZGns",
+	"yxlPCEqoVAMU2mjgK/2U5XQtiLD/FGRBsEJh9scRC4E7GqKUxXbbmKu4AseH2wt4qUz5Ipnfgb7jMUEX",
+	"r37podSFR5f0nzegNZkiYEhF8N6YY6G+qXdQl6eU60Fb+uEc33YPAhQRmnQVVzhBTwy/u9cLUfcgu9/X",
+	"0wvJMBA4A3rl4bQwIZL6MnXvzZr9u3TP9bSuCT6ZSKLWfR+MrqAx9YcWmm4Zhl87kZeuRXNxOiYiQLYC",
+	"0uYFcpttzVKbHddiJmCtNk8EZQgnCYxYbr1kpWNqugxcGSeznNma+PsvKO5s78vrD7ZBE+ekdm1LQYBL",
+	"iDfKMhNos9HlK/Dc3hql3i9u+JzQB4ocfl/IsvItuL5r5mJ99IKTgHoZPqtlwMjy6s9gHfj7++uzDwqr",
+	"sIuNAKLAnZOGC4m/W9KmKedo9DEkUPoOjXlMtSJmnBEXihhA1F6Awj/uwh5cEmhl5udMMRq6zOUo7su6",
+	"TCqFSnbDoKH2bGwStZiKEQZolrOsXBNSCVZCYyJpTLJF54yMWHeosfKz4fH3w2GAnqMYr+QpGp6gPOJJ",
+	"wcEqu6K+f3ZciB+zTRRisdqkzC9shWZWfvWsaStijmOC+KQusd1ihse1+h3P8+sOF4kNJIHCLyZwMxZ4",
+	"ySAVUSnjLpbk2WEt49N2fKVhyDqlGlOpKIuU36VFmq6NYvDbYW2aN6YEX6yuxlTVUe3MX93neqVFgcwY",
+	"oNBckqG/oIRPD7uFwfdK2OHFcPDUj7bk6djPrWggDICzhou3/NvzTy50cXRYH64nGhrUJg4WkpT1pTDb",
+	"3X61naISD4eIFZJKcDbdGBGQXdhnm6q8zKV18MZcJ5EuXShGzQdltneRV16j1dpzedtzeJts4P0Srpp6",
+	"+SyEl3KaTp8zUqST+MNZt4xrLrmLi+iHupsfoJq1tsq1uLb5dsHbW7oQLyy2mT5/SWrD6tZukHPYDsRu",
+	"kH1viZfQGCy8S1lR3Bv33w5ncVy3FXaKvfXWsjGgtuBILC2rvX5jNoJwNxshEwr7pcR8Q0GNl44hts6Z",
+	"W2XU5ffjmVO3Rlq66MZd3aymgbXDXiMH6siKjcWa3HN5wSb4ZX29pspLu9VsKmVhrvTbinCSzcgad3Nu",
+	"pzRwJFs6naP6sFW/A9tcwS8M52aaCt0BFtMS1FrLTN00yZVlXnsj3W6KqzuxOpi1e3NNNarG8VYqUpmJ",
+	"vC/zrzimfZaiuix9ybdTjqpmTlqtlatBVV6ZxupTsHmuzJZvcn2vO5TzVCpzlOq2cavM6xtLG1X7rsYK",
+	"damyQ9pTDFCro10nxrc+zvchmpfXf2MBqqyrbcpPlX21pakJirtoI7V7U9GmbPPflxi3hm1/DzH1GSly",
+	"ZQG2f65cRTXvwJUrF3T4XGy55hVpKUa2YM5lQvXb482VYfT9NseXgTwPJCNN1apMdWxRsmqjSNwgA7cn",
+	"vlUz3my6zcoTPO3vDuRB2EjgAqm9aRgxSPKB3TOwkfxqLxER2n4JPHKHTSPIWbI68dPK2iTeI9acxbtX",
+	"yV+RjRiraEb0hCI1Ezydzir5KnZJTVG42dh8ddFUZHotDRKj48NDr7i04RkAFdgUl4ZJLZSiLhmg5s1i",
+	"qtOP0If7N0wuTrSWW6Ex0UoBXxM26HwqpIbKx++pikrp8Rp2pnHh21QoOHlfeKJ9KaU1SehMJQyU/ZZT",
+	"L81CF8mXnsrNV6cZBBi9GVY/P/Sy5dRMzqcvSeIM3NTX7sSc+FtNmxczGQYodAznENJawkWZPl9Y2cso",
+	"jzidE595KrKcN70TBG15mSKbwrxHzLKsT/1+s/cyMbQm/DtAGH4150EqzGI5YnlumuxVDQhigZdSv931",
+	"SIQmxY1IWeAMMSosWvDTfpqxmmtqykwKqUw32FxShX97gX9hZuKZPgM0TrVE1PJQD9bAfG9qe6cuXWoe",
+	"LJ8rQi1FXdPlVL8xk3VXllgpIvQy/+9uzOT/cbPS+49aR4UkUSqoWl1obWKO6xhLGp2ldfc3Nl+CS5ma",
+	"F9k4MX84e/8aKX5NXJ6EU/MvCXW5UEKvCQq1zXl9NRgM4LYKtJi9oKNRPsSZUgtTm9/dTkPpsEjlmc/y",
+	"vAtIT5fClJks96lIbAvy5MmTKVWzdKxhy5PsBe+/gNwgq8LHb5yBxClV8oJsY6X8QxJWPzs9c719IJWU",
+	"w6gj5mduNAHdtnyKfh7YCFSiJRWkr3U9VlQbJRnE/YUKOh/8CJleoCUzuDlhasTO3r+GsoDQbMZRg7JC",
+	"WgOi8cqoabhqY8nKKlBJ0K/nbwYjNmI20wdPFQRi+8mgYjOI///y8j36Qa8V/DWrudJ6SwyyXrJcVVa0",
+	"aSkEEi2AvtF/Xfz9HTISbYAu6ZxIhecLc1AL9VZci8XhuvZRhIWgRKLwQ/8cK/KGzqnqvzHsPuAB+r+f",
+	"k7kpXhiaCQEJi+RMd8pZXlotQOEfIyeUR50TI9YDNHLiWf826gwGg1HnLjw1Sl4LTjliTtMHaF6j4c7Y",
+	"CgivRAIxBXSNmXuIchjjQpWqXjBix4cvUJffWFgnMFwTzak6RUtMFQrPiRKr/pm2nEI3ab0APR0OIYNZ",
+	"ylydO+grFSSArGFTErsycWa/QnLlp8Mj1AUhhRWGzUMlShnUBNBy6BQ4NCtjqI1YfedGlCU0IhYd2RN9",
+	"tsDRjPQPB8PKMV4ulwMMfx5wMX1i35VP3rx++eO7ix/hHY0oqCrmZEFn71+bsBZpDvbBYGge5QvC8IJ2",
+	"TjpHg+HgCMhtagYi8Ale0Cf2SAPzg6jtQzGLoZSnKJQEi2gWoglNgDwwXgFrNU88r2dhYOLiBQCN13Hn",
+	"pPOGSvXKjkWPUeA5UZCy9WO9ZZA/8uS9yUC7lnYJNxa/p0SsXO68k4zfZ4yMAsnlwOeQHBQIJAd1BJLq",
+	"tCWrTFwaQh8gVFsaUhoDQ5FbhbrlfPe9pvGaqS0M2Eulffj0qKr7Pml8ZUQErPHhcOjUDGGw3JDfzngf",
+	"nvxLGhdXJa/ux1Jat/razo0Z2Fqla1qTJ62QfKgxeZmBBjWX0o3pfhsCuotJsUwbft6qVp9TcCh/rKrz",
+	"5sSjWS7QUh5Mk6rSZqZsMQa9K22vTR0YLn9D+61TwjR3lGVM1ecp79ak/jS9QmJO1+n8tsZb7zVfO3u1",
+	"ezHvzM9Bev+ZbNPZ3me1vtOGyfWSq+4ww3VusLztLF1r1rhJqZq333TloiVRMaNZ4VDXJlEwqb2eNyfW",
+	"9n2dcLBfHDwDWV1Obp394bbSUJmxUkywtF1mpGIipGJabOuJqWQRqnc8rvUzmqYKRBR7Z1IImgXbSc97",
+	"MTtBMSTjoBBVcZDFMOg95WIRhi5W4MBn+EMiY8PRP7irZtPOddTmeH+jwO8q5okPPrzUDzOCXfmMCtpt",
+	"6tC+8+RD9rx5/C7o1CLj9u3kr8AXHA8Pmt7NNPGTQqCufunwcPNLuWvmJ/DMmBdfbH7xkvO3mK3ODd4G",
+	"M/CpwQHr33ttEvUlYB+Yt442v3VBxA2NyK8M32BqrHawwdP5HIuVhXpFLFmyL/UBwFOZx29L8OAtuFS1",
+	"lCuZFe7JiBSuZWexaRPIcXVlIX8uWmAqDNhfCHqDFRmxGU5cSdiEYFcCxdoHA/TeXvcab6+tzh56Ct+k",
+	"3mYwjBFzt55zF+8YDpCjVNqCPMAAcVXctQVmxz0Ysd+AqcZQ+Dom8wVXhEWr/i9kFSKzFQOogqnA1lwk",
+	"cDPmMvnl1mFXEuN0Me9Y06SIwE0Spld5MZ1tILg3uF/IqmNwJ2y3H3i8agE5txEXhtJ0d2e8hwV0e7AL",
+	"ui2D27VQdgNSXQdQrZAuIFT3270gqm3kEaN+OYy6N3hj17KCb0wNjSqysRulgGxsGz60cVU59oRtXHOb",
+	"wM1GLGMb2ghm9OcXbnHWJle7Dxhxyehq8MhlQxZoD5BkglBjCS2PzQXlOiiRv5K9UUIlXwuyaYEZfsCx",
+	"xRmdncHQQQuU8R6vEo7jS87fYGEKEP2pQBQwzUvAqRY33QUFR9+TP8x/3BkklZC6wlimcqp/NxYUMJMM",
+	"1mfA9soGXLy9fO9fdiPOEFWn9loKCjO4UJA5vyFxXmC9+ebe1C+o1oa2l0tUlby1PRNAZxxwmBlsNibm",
+	"/I4YBEEGaLwyTjlIjGRi3nMUVkFLZooytHQ/J1tFqjVlK9hNrpWTMqyXbC6y1b8EWhJB3KD+h1pgw+PN",
+	"L5nVecfVT5Dc6BsVHWbrVqQHLDxOkvLiN1hjtbcF52ANFS7VsyLXbcqUVCTKiLUtRYK6BQusN0DnBMfW",
+	"cjOFLqHTkxHTwgJVrTITCEWia+jAhEbXnPyfidrTsa+3Pr5G13qd5fLoW3/0rT/61v88vnXLCG7nW6+x",
+	"QL8R53pbg9R41+9namaptjcjsvWZzh/x2DeMx34mxufbwpjb1i1rJ0iLH7gIqosEfQmkZpmTpUz48MIm",
+	"HrXJH8Y8XlVZG4YO7sGh/bt8i/HstU7fHWFXi/D1OjlQ54VqW2J2u092Yd8N0iEDz5IoRVkW8p2z2b8B",
+	"0fCZXEo7SpNHT9Rm8WV2aXU3buWNeqLXq+9H89R7ps7BSyTzuoP1dSQLF3zOoVE1QE8NWzULxeJLlilY",
+	"LAhKGZ5MgDQ4AGajLeDjVzz0Svk0eonOUjXbu6fozBvDF3EX+ZNgctSBA+8RjhTgyJ9IEJizWS4Jmh0/",
+	"dx73D2wahYrvxWoiuDqXFS8RXTOh4DVSqhuCQg0lQkPkniRYIYjxOR2xMKfcZHnzXRB7lsF1gFz+NyNt",
+	"DOHAEQrqxMkbKtXLgmfuyxNln+6BKGvyYektFUN58ZSEPVeCPKbS/QHgV9jzV2SAzhgitwsKES3eNQN1",
+	"gTBZu5IQFJpH5RVWrnh5LdHWVeLKP7gSuLRHZm2S8CWJrzT+h4U0V72NnjUj7L1L4fyj3C/atj8+BOPe",
+	"Pp4ZsU32vsvCdmWgY2w6PXp+DPn04BETE5gNCP7mGGNXCyKuYrxyI8h/nPFUVH+dU5ZqBW9/51NYh/kq",
+	"lUT8rWivVzwOblALQW4oT2U+9upMlEJF69wG+m9XtvyCeUkP4krO1eJqmuqp7AzHzyZH+Jj0DyfHUf84",
+	"ekr6LyZPn/ef4YPJIXkRH0UHB53AC0y0X2JcM/X+l51YeU83svKe7oGVl8uYNsw8/zg+Kv8/qfLPSH2V",
+	"ADII/q34NHzVfH+/Ri0z0BA5tG729IKN5HIn1cRr/a2m+jHiDOE8JDTLIeDIhdpYkHCxPGJ+7s88I+h4",
+	"5dEGAQZlZEHwtVBWSmg7YmFBXOXQoU04uwt8nmGJ6HbMQROgkrEFNZpPOPAHS4zCEcsD2uDb8LyQvxP8",
+	"uHGAKJOK4Fiv/QTTBNLC6tGMOhCRPeo0ExBfFstwfIUkxHyEzicVFFq77S+Xy/6Ei3k/FQlhEY8NCWj3",
+	"5udpougCC/UEmnUerF0brLXnCgkJspB6IMYmPMJJIYgL9iFo7d6gszcaZjEfxNeKiyxkqUFEbiifHRG5",
+	"jr8FROQXN2qTbbxhvKW03nlm5TwLcinp8bPDcmJimzzYXVEfHfppfQvJeO8KXt/8RCG7G/fkeskb3sBC",
+	"9MsFYOlGcVrKpyz9NPTaAC3hs5cQiPqS60lJNmEqeNg++45fKC7A1/lIeHz0Tn/FuNScI6gxXwSmjVi0",
+	"jTfpyR/5P1ozKfNXzDnNdGyEgY6YSleRwSW3N7xFaJtyhqgcsYjPbQqYLFMR8bMMcIRRghUR6OcfLxFm",
+	"ckmERMfDY7ScYUVc/DzkawAf+GDE3tBrYlCyIWVBiyY2H6iSS0yVRF2MxnrrkRgpOic9yAxRj0lHzIFS",
+	"xVEs+MKkTdEq7cQ4zQYloKulJJqmWGCmiJ0veB4xjhLOpkSMmJ/6AAr66p4H6CfIk2SKIvvZkmIauwRN",
+	"EyogTYUeOOoCQXTEPIYo4gLJhC97J17Pc7yyPiS/Y5TnYjFJLyDt0ogBxHGcWbtigS2GQJWtuSHt29QW",
+	"RSGxHKC/2+QlEklC9O+zEXMtQPL98Mlcvx3JEHXDjB8Bc3f1e0pSchWThZqFwYiV/2z8lVcLc7V8hafE",
+	"1XQIe80XFi+LCaH2cdlao8WbVOp+bzPyhl9ZxNdOpdpRnNbv13WGGVhgetcvILXPn9gn8j+FKdteeQSb",
+	"Lxl8LvykQLE3iaTGK7guCYuQOwxyJq3J92akN2gIH/EVbxFObAkmqrQonhKFsCuy0sBtfYCz/wUNOT+a",
+	"qq0lVzbMvn4brjYayzfiOpCCEjLjZmrRYAOnFTt7tvHuK6w3UeO8U9R1RST12XCT1nsUu988Ia690N3d",
+	"exxsfDrfkz//+vqVTaigolkzkw4KQ9EbwrIsoJOiExqz2A8sh2AjiUxm0BXcBXcxQ2S+UKsRM8nBLKML",
+	"kuXNKJv2Big0591m5QrdTan0wTZ1aQ712RB8GXjOasj/Z8k6JrzCVtYqluey2bE8gHOadw13tSO2SBXk",
+	"IdTQe1C4ZUWExT6ch1TTEOk+J0wBFofs7WPimIaTVKWCnI6YzRgoPMoPNLyyKN2D39lDVK0LIMvtkiwn",
+	"I1gEEZ8TOUBnWV2YOlOo2QoaMc/sOGkBGKmqTT5rlDnkjx0xu3W6YUl75rkXQe3Ino2ew9mFg0lAG1NB",
+	"IpUY+hMjJB4xxmHO6hS/IXGVdP82rnNP7Ts15NiS24p+M5b9Uj3XO5Y/dv5S0M6fdgUnB/oh+N+D+5qz",
+	"m/n74JRnwy929+4wy8O6mrcwO/fL4S1v57Zmp5cr+5G5uxPgefSKtjBsDVQILDsqsBQqxCFTsBI0UgXE",
+	"sj9n6ROwR/t+BdvPDd7qgiB+znID4ULl2WDDnb3x5PIkNhEcgJ80JKFsOhixS9+Tiq8BvZmM6Bm+g38W",
+	"K7hCouo/7kJQ7DhJbPJcEvf2lg4ou7tnZJkjwp5/bw/rBADQRcKO2DlXpbL9fMk0DDoxwCn8Y1RbP3bU",
+	"OUHv7sJsror1YAuO3XrECb7md2jOBcnqV3RdviRTHbYXlArJjkxt3BzXgi+7G67TXDlOY70BOrPOE4Cw",
+	"mK1MLd0RMx9ni+Yv8eokj53JPTHKlb+Vzr9vUkyZzpscMFAW2KdfZSWGPzMVwgNR9RWBodBua3VYU+74",
+	"M+K7b4lQOXwkVG7AdMUK6J1/jI/Y+ffyt98P3sw/PIv+OVT/TY5/Sf/rxew9Pnw1+fnrpBBsKJG/G+h0",
+	"jcJpawKcmYgyQRumRPepX377kTjwjbj2/lTBJbBRC6j0u9zduz1AlUSli34p7OwBWKiw32UlKqarWlU+",
+	"PUU20mLEQpupoIar2qvJb6mPrwu5GaBzh0U07sQioaa4fH3UGpR7LAWt7Z9GmXewfzzwzWRU2SaTyWMu",
+	"jnvn4igWgvJDKBuqsu6mh/OtbSrctoigdE7dbzK/wyNN7ltXrxdm+zst5YxxzmoDrLcL7TaaNsu68vB6",
+	"tlxrsaWu7a1Tk/VKMqtN+ZDJL/Iq7ns1mQs1l9eUSm5QUQ+ZzKhNrflWeXwK4r5lIe575OzIa5pvStmx",
+	"oVL2o8x/lPmfU+bXlRDfTsgXxHub7B11Xa5N1ZEXyLW5HyPM4OYdnKuONAq3/6/eXRQTdtRU392UtKMo",
+	"2veTs6Msgb5I3o7yXDzm7ngM3/Vzd7QRAw+TrsNmZH14n8wbzq8rLhmoqW6Mr3SBKIN0e4wvA5M+1lK1",
+	"TKn/wIbzLrhQNtq2bND5Bb5dXmqbBMUWiQXnFeq+/YDgQlG3RWKopAplVF1dXLiIMrV4bXraLLcFRofD",
+	"obl6M8WiIXWbo6yb2qzmSitACyJ0mxFcai5dKfSsKCIGUpT9FYjIO6Y8gpq8qz2mPNrRp1NXGq4hpWVe",
+	"wT73ocAYzNy0dAnBpOljsvnhT8H2jh5+XarmffnhUp9/5wYpDhgz9PaDU5QLThlcrCqOav0i+eDzkTUO",
+	"wnquFoKPEzLvnHQY9/rCCtW+mfto3JjlYlIaNHA+3//kmupaJ9JgMOi5won6K9Y7lQI0vz2p+0qw+Wr/",
+	"EmT32f9pUo16S9najdVi5qrLd5fX4C/uPvNotrZ2zvN5A2DQ6MwqwCctJ7PE7ffo7f7OsH94w2pCJ1bA",
+	"ZuVG9dF8hCV/VljyEvRdVVFrARuArNB6K5M+0qrt7UyXciL4Bwcdu8MMdOkXTh+xEsJojS5QBi5O89pp",
+	"kAXEYQRpo0ihMLPhz4yJlr5ZofbWqGTE1sMStBUqaYQce4Ybm8HCF8cJ7QDC3rBB52BY+4g/zg1DMur/",
+	"W9X8U86n5tvKKr8FSgJGW/6JWCHvJRRzE9rhvnb/n9qpII+mvPA115QebPARg95aWVr33OXaqnBXK4zS",
+	"orP75F9/BCR/0pTrOa54UEjx0HdeOaQoOW2+c67S7SDGiDmMUeMwLWGN/NoCVIjMSq9yNqHTFPJxmtul",
+	"ffgvAAWM2FYui62cvgZD7M/p2x5GREaHFFV00dPtK+nmi7pMdzU84uvpuvu0irY2V3YlI9UO16u4seGi",
+	"7m4/93mV0J2yM72VQtll9Pe8EHxUMo9W767aqUmsr9NJuikSpYYy9fGPzhhLGp2latY5+fgJbtfNOxUC",
+	"RbEId2BLNPpFZ7TE9Y/ZIE+Z7AZQzfBcnxC0WOzEa8inb959uvt/AQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -6,6 +6,19 @@
 -- expires_at to the targets that hold a copy (passwd-file, webhook).
 ALTER TABLE credentials ADD COLUMN expires_at timestamptz;
 
+-- Rotation with a grace period: after a reset with one, the replaced
+-- password keeps authenticating until expires_at. The targets hold it
+-- apart from the current one (a second passdb in Dovecot's chain), and a
+-- job due at the end of the grace removes it; the housekeeping deletes the
+-- row some time after. A table of its own: few credentials have one, and
+-- two more columns on credentials made the planner's generic plans of the
+-- sync's hot statements probe a whole domain instead of the unique key.
+CREATE TABLE credential_previous_passwords (
+    credential_id bigint      PRIMARY KEY REFERENCES credentials (id) ON DELETE CASCADE,
+    password_hash text        NOT NULL,
+    expires_at    timestamptz NOT NULL
+);
+
 -- Disabled credentials are few and listed by status=false: found without
 -- reading a domain's active ones.
 CREATE INDEX credentials_disabled_idx ON credentials (domain_id, id) WHERE NOT status;
@@ -18,9 +31,11 @@ CREATE OR REPLACE VIEW dovecot_passdb AS
 SELECT c.username || '@' || d.name AS login,
        c.username,
        d.name AS domain,
-       c.password_hash AS password
+       c.password_hash AS password,
+       p.password_hash AS previous_password
 FROM credentials c
 JOIN domains d ON d.id = c.domain_id
+LEFT JOIN credential_previous_passwords p ON p.credential_id = c.id AND p.expires_at > now()
 WHERE c.status AND (c.expires_at IS NULL OR c.expires_at > now());
 
 -- The relay's cache also forgets a login whose expiry changes.
@@ -84,7 +99,10 @@ BEGIN
     RETURN NULL;
 END $$;
 -- +goose StatementEnd
-CREATE OR REPLACE VIEW dovecot_passdb AS
+-- Dropping the view's last column takes a new view, and its grants go with
+-- it: re-grant SELECT to Dovecot's role after going down.
+DROP VIEW dovecot_passdb;
+CREATE VIEW dovecot_passdb AS
 SELECT c.username || '@' || d.name AS login,
        c.username,
        d.name AS domain,
@@ -93,5 +111,6 @@ FROM credentials c
 JOIN domains d ON d.id = c.domain_id
 WHERE c.status;
 ALTER TABLE sync_jobs DROP COLUMN not_before;
+DROP TABLE credential_previous_passwords;
 DROP INDEX credentials_disabled_idx;
 ALTER TABLE credentials DROP COLUMN expires_at;

@@ -620,7 +620,7 @@ func TestEndToEnd(t *testing.T) {
 	wantStatus(t, "get with upper-case domain", gr, err, http.StatusOK)
 
 	// Reset the password.
-	rr, err := acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid, nil)
+	rr, err := acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid, nil, gen.ResetCredentialPasswordJSONRequestBody{})
 	wantStatus(t, "reset-password", rr, err, http.StatusOK)
 	wantRateLimitHeaders(t, "reset-password", rr.HTTPResponse.Header)
 	if got := rr.HTTPResponse.Header.Get("Cache-Control"); got != "no-store" {
@@ -665,7 +665,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	dr, err = acme.DeleteCredentialWithResponse(ctx, "example.com", guid)
 	wantStatus(t, "delete again", dr, err, http.StatusNotFound)
-	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid, nil)
+	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid, nil, gen.ResetCredentialPasswordJSONRequestBody{})
 	wantStatus(t, "reset-password after delete", rr, err, http.StatusNotFound)
 	lr, err = acme.ListCredentialsWithResponse(ctx, "example.com", nil)
 	wantStatus(t, "list after delete", lr, err, http.StatusOK)
@@ -745,7 +745,7 @@ func TestEndToEnd(t *testing.T) {
 	if gr.JSON404 == nil || gr.JSON404.Message != "Credential not found" {
 		t.Errorf("get another account's credential via own domain: body %s, want Credential not found", gr.Body)
 	}
-	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "other.example", theirs, nil)
+	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "other.example", theirs, nil, gen.ResetCredentialPasswordJSONRequestBody{})
 	wantStatus(t, "reset another account's credential", rr, err, http.StatusNotFound)
 	dr, err = acme.DeleteCredentialWithResponse(ctx, "other.example", theirs)
 	wantStatus(t, "delete another account's credential", dr, err, http.StatusNotFound)

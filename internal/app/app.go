@@ -321,8 +321,9 @@ func (a *App) serveOperator() (func(), error) {
 }
 
 // maintain runs the periodic housekeeping: folding credential count
-// deltas every few seconds, pruning expired rate counters and idempotency
-// keys (with their sealed responses) every minute.
+// deltas every few seconds, pruning expired rate counters, idempotency
+// keys (with their sealed responses) and the previous passwords of ended
+// grace periods every minute.
 func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Service, idem *idempotency.Store, log *slog.Logger) {
 	compact := time.NewTicker(5 * time.Second)
 	defer compact.Stop()
@@ -342,6 +343,9 @@ func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Serv
 			}
 			if err := idem.Prune(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("prune idempotency keys", "error", err.Error())
+			}
+			if err := creds.PrunePrevious(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("prune previous passwords", "error", err.Error())
 			}
 		}
 	}

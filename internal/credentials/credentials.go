@@ -53,6 +53,9 @@ type Credential struct {
 	AllowedSenders []string
 	// The relay's sending limits (nil: the server's default, 0: none).
 	LimitPerMinute, LimitPerHour, LimitPerDay *int
+	// PreviousExpiresAt is when the password a reset replaced stops
+	// authenticating (nil: no grace period was given).
+	PreviousExpiresAt *time.Time
 }
 
 // Login is the SMTP login, <username>@<domain>.
@@ -109,6 +112,18 @@ func NewService(db *sqlx.DB, outbox *syncer.Service, cfg Config) *Service {
 // every few seconds.
 func (s *Service) CompactCounts(ctx context.Context) error {
 	return s.repo.CompactCounts(ctx, s.db, 10000)
+}
+
+// PrunePrevious deletes the previous passwords whose grace period ended
+// (they no longer authenticate anywhere: the targets left them out at the
+// end); run it every minute or so.
+func (s *Service) PrunePrevious(ctx context.Context) error {
+	for {
+		n, err := s.repo.PrunePrevious(ctx, s.db, 10000)
+		if err != nil || n < 10000 {
+			return err
+		}
+	}
 }
 
 // lookupName turns a domain name from a path into its stored form (lowercase
@@ -391,11 +406,21 @@ func (s *Service) Delete(ctx context.Context, accountID int64, domain string, gu
 	return s.outbox.Apply(ctx, jobs), nil
 }
 
-// ResetPassword replaces the credential's password with a fresh one; the old
-// one stops being stored. Errors as for Get.
-func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain string, guid uuid.UUID) (Issued, error) {
+// MaxGracePeriod bounds a reset's grace period.
+const MaxGracePeriod = 7 * 24 * time.Hour
+
+// ResetPassword replaces the credential's password with a fresh one. With
+// a grace period (0 to MaxGracePeriod), the replaced password keeps
+// authenticating until it ends (a job due then removes it from the
+// backend); without, it stops at once. Either way a grace period under way
+// ends: only the password just replaced can be the previous one. Errors as
+// for Get, and a *validation.Error for a grace period out of range.
+func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain string, guid uuid.UUID, grace time.Duration) (Issued, error) {
 	domain, err := lookupName(domain)
 	if err != nil {
+		return Issued{}, err
+	}
+	if err := checkGrace(grace); err != nil {
 		return Issued{}, err
 	}
 	tx, err := postgres.Begin(ctx, s.db)
@@ -403,7 +428,7 @@ func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain str
 		return Issued{}, fmt.Errorf("reset password: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	row, pw, jobs, err := s.reset(ctx, tx, accountID, domain, guid)
+	row, pw, jobs, err := s.reset(ctx, tx, accountID, domain, guid, grace)
 	if err != nil {
 		return Issued{}, err
 	}
@@ -417,33 +442,44 @@ func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain str
 // key, as CreateOnce is for Create: the first request resets and stores
 // render's response in the reset's transaction, later ones replay it (the
 // same new password) without resetting again.
-func (s *Service) ResetPasswordOnce(ctx context.Context, accountID int64, domain string, guid uuid.UUID, key string, render Render) (idempotency.Response, bool, error) {
+func (s *Service) ResetPasswordOnce(ctx context.Context, accountID int64, domain string, guid uuid.UUID, grace time.Duration, key string, render Render) (idempotency.Response, bool, error) {
 	domain, err := lookupName(domain)
 	if err != nil {
 		return idempotency.Response{}, false, err
 	}
-	k, err := idempotency.NewKey(accountID, key, "credential.reset-password", domain, guid.String())
+	if err := checkGrace(grace); err != nil {
+		return idempotency.Response{}, false, err
+	}
+	k, err := idempotency.NewKey(accountID, key, "credential.reset-password", domain, guid.String(), grace.String())
 	if err != nil {
 		return idempotency.Response{}, false, err
 	}
 	return s.once(ctx, k, "reset password", render, func(tx *postgres.Tx) (postgres.CredentialRow, string, syncer.Pending, error) {
-		return s.reset(ctx, tx, accountID, domain, guid)
+		return s.reset(ctx, tx, accountID, domain, guid, grace)
 	})
 }
 
-// reset stores a fresh password and enqueues its sync job in tx.
-func (s *Service) reset(ctx context.Context, tx *postgres.Tx, accountID int64, domain string, guid uuid.UUID) (postgres.CredentialRow, string, syncer.Pending, error) {
+func checkGrace(grace time.Duration) error {
+	if grace < 0 || grace > MaxGracePeriod || grace%time.Second != 0 {
+		return validation.New("grace_period_seconds",
+			fmt.Sprintf("The grace_period_seconds must be an integer between 0 and %d.", int64(MaxGracePeriod/time.Second)))
+	}
+	return nil
+}
+
+// reset stores a fresh password and enqueues its sync jobs in tx.
+func (s *Service) reset(ctx context.Context, tx *postgres.Tx, accountID int64, domain string, guid uuid.UUID, grace time.Duration) (postgres.CredentialRow, string, syncer.Pending, error) {
 	pw, hash, err := s.newPassword()
 	if err != nil {
 		return postgres.CredentialRow{}, "", syncer.Pending{}, fmt.Errorf("reset password: %w", err)
 	}
-	row, err := s.repo.SetPassword(ctx, tx, accountID, domain, guid, hash)
+	row, err := s.repo.SetPassword(ctx, tx, accountID, domain, guid, hash, grace)
 	if err != nil {
 		return row, "", syncer.Pending{}, s.credentialErr(ctx, tx, "reset password", accountID, domain, err)
 	}
 	// A disabled or expired credential gets its new password, and still
 	// does not authenticate.
-	jobs, err := s.outbox.Enqueue(ctx, tx, stateEvent(row, hash, time.Now()))
+	jobs, err := s.enqueueState(ctx, tx, row, hash, time.Now())
 	if err != nil {
 		return row, "", syncer.Pending{}, fmt.Errorf("reset password: %w", err)
 	}
@@ -502,5 +538,6 @@ func fromRow(r postgres.CredentialRow) Credential {
 		LimitPerMinute:    r.LimitPerMinute,
 		LimitPerHour:      r.LimitPerHour,
 		LimitPerDay:       r.LimitPerDay,
+		PreviousExpiresAt: r.PreviousExpiresAt,
 	}
 }

@@ -72,14 +72,8 @@ func (s *Service) Update(ctx context.Context, accountID int64, domain string, gu
 	}
 	var jobs syncer.Pending
 	if row.AuthChanged {
-		if jobs, err = s.outbox.Enqueue(ctx, tx, stateEvent(row.CredentialRow, row.Hash, now)); err != nil {
+		if jobs, err = s.enqueueState(ctx, tx, row.CredentialRow, row.Hash, now); err != nil {
 			return Credential{}, fmt.Errorf("update credential: %w", err)
-		}
-		if row.Status && row.ExpiresAt != nil && row.ExpiresAt.After(now) {
-			e := stateEvent(row.CredentialRow, "", *row.ExpiresAt)
-			if err := s.outbox.Schedule(ctx, tx, *row.ExpiresAt, e); err != nil {
-				return Credential{}, fmt.Errorf("update credential: %w", err)
-			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -200,12 +194,41 @@ func validLocal(s string) bool {
 	return true
 }
 
+// enqueueState enqueues, in tx, the job that brings the backend to the
+// credential's state now, and schedules the jobs of the changes that time
+// will make: the end of its grace period, its expiry. The scheduled jobs
+// check, when they come due, that they still apply (see syncer).
+func (s *Service) enqueueState(ctx context.Context, tx *postgres.Tx, r postgres.CredentialRow, hash string, now time.Time) (syncer.Pending, error) {
+	jobs, err := s.outbox.Enqueue(ctx, tx, stateEvent(r, hash, now))
+	if err != nil || !r.Active(now) {
+		return jobs, err
+	}
+	if r.InGrace(now) {
+		e := upserted(r, hash)
+		e.Reason = syncer.ReasonGraceEnded
+		if err := s.outbox.Schedule(ctx, tx, *r.PreviousExpiresAt, e); err != nil {
+			return jobs, err
+		}
+	}
+	if r.ExpiresAt != nil {
+		if err := s.outbox.Schedule(ctx, tx, *r.ExpiresAt, stateEvent(r, "", *r.ExpiresAt)); err != nil {
+			return jobs, err
+		}
+	}
+	return jobs, nil
+}
+
 // stateEvent is the event that brings a backend to the credential's state
-// at `at`: its login and hash while it is active, the login's removal
-// while it is disabled or expired.
+// at `at`: its login and hash (and its previous password in a grace
+// period) while it is active, the login's removal while it is disabled or
+// expired.
 func stateEvent(r postgres.CredentialRow, hash string, at time.Time) syncer.Event {
 	if r.Active(at) {
-		return upserted(r, hash)
+		e := upserted(r, hash)
+		if r.InGrace(at) {
+			e.PreviousPasswordHash, e.PreviousPasswordExpiresAt = *r.PreviousHash, r.PreviousExpiresAt.Unix()
+		}
+		return e
 	}
 	reason := syncer.ReasonExpired
 	if !r.Status {

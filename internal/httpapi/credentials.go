@@ -115,8 +115,12 @@ func (h *Handler) DeleteCredential(ctx context.Context, req gen.DeleteCredential
 
 // ResetCredentialPassword serves PUT .../credentials/{credential}/reset-password.
 func (h *Handler) ResetCredentialPassword(ctx context.Context, req gen.ResetCredentialPasswordRequestObject) (gen.ResetCredentialPasswordResponseObject, error) {
+	var grace time.Duration
+	if req.Body != nil && req.Body.GracePeriodSeconds != nil {
+		grace = time.Duration(*req.Body.GracePeriodSeconds) * time.Second
+	}
 	if key := req.Params.IdempotencyKey; key != nil {
-		r, replayed, err := h.credentials.ResetPasswordOnce(ctx, accountFrom(ctx).ID, req.Domain, req.Credential, *key,
+		r, replayed, err := h.credentials.ResetPasswordOnce(ctx, accountFrom(ctx).ID, req.Domain, req.Credential, grace, *key,
 			func(is credentials.Issued) (idempotency.Response, error) {
 				return encoded(http.StatusOK, passwordReset(is))
 			})
@@ -125,7 +129,7 @@ func (h *Handler) ResetCredentialPassword(ctx context.Context, req gen.ResetCred
 		}
 		return stored{r: r, replayed: replayed, noStore: true}, nil
 	}
-	issued, err := h.credentials.ResetPassword(ctx, accountFrom(ctx).ID, req.Domain, req.Credential)
+	issued, err := h.credentials.ResetPassword(ctx, accountFrom(ctx).ID, req.Domain, req.Credential, grace)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +206,10 @@ func toAPICredential(c credentials.Credential) gen.Credential {
 		out.AllowedSenders = &c.AllowedSenders
 	}
 	out.LimitPerMinute, out.LimitPerHour, out.LimitPerDay = c.LimitPerMinute, c.LimitPerHour, c.LimitPerDay
+	if c.PreviousExpiresAt != nil && c.PreviousExpiresAt.After(time.Now()) {
+		t := c.PreviousExpiresAt.Unix()
+		out.PreviousPasswordExpiresAt = &t
+	}
 	if !c.RemoteSynced {
 		out.SyncError = c.SyncError
 	}

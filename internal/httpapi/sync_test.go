@@ -45,7 +45,9 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	t.Helper()
 	dir := dovecottest.TempDir(t)
 	tmpl := filepath.Join(dir, "auth", layout)
-	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512"})
+	// With the second passdb for previous passwords, as the README's
+	// configuration has it.
+	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512", Previous: true})
 	// The server writes through its own Writer; this one only names the
 	// files and shards.
 	w, err := passwdfile.New(tmpl, dc.Group())

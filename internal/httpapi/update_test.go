@@ -282,3 +282,126 @@ func TestLifecycleWebhook(t *testing.T) {
 		t.Errorf("the agent was not told why logins went: %v", reasons)
 	}
 }
+
+// grace resets a login with a grace period against a real Dovecot: both
+// passwords authenticate during it, the old one stops at its end (by the
+// worker, within the sync deadline), a second reset ends the older grace.
+func grace(t *testing.T, a authTarget) {
+	w := a.w
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.outbox.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	d := w.MustCreateCredential("rot")
+	first := d["password"].(string)
+	guid := str(d, "credential", "user_smtp_guid")
+	const login = "rot@example.com"
+	reset := func(body string) (string, resp) {
+		t.Helper()
+		r := w.do(req{method: "PUT", path: credsPath + "/" + guid + "/reset-password", auth: w.alice.auth, body: body})
+		wantStatus(t, r, http.StatusOK)
+		if dig(r.body, "data", "remote_synced") != true {
+			t.Errorf("reset not confirmed by a healthy target: %s", r.raw)
+		}
+		return str(r.body, "data", "new_password"), r
+	}
+
+	second, r := reset(`{"grace_period_seconds":3600}`)
+	until, ok := dig(r.body, "data", "credential", "previous_password_expires_at").(float64)
+	if !ok || int64(until) < time.Now().Add(3590*time.Second).Unix() {
+		t.Errorf("previous_password_expires_at = %v, want in an hour", dig(r.body, "data", "credential", "previous_password_expires_at"))
+	}
+	if !a.auth(login, second) || !a.auth(login, first) {
+		t.Fatal("during the grace period both passwords must authenticate")
+	}
+	if a.auth(login, wrongPassword(first)) {
+		t.Fatal("a wrong password authenticates")
+	}
+	g := w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth})
+	if dig(g.body, "data", "previous_password_expires_at") != until {
+		t.Errorf("GET previous_password_expires_at: %s", g.raw)
+	}
+
+	// A second reset, with a short grace: the first password stops at once
+	// (its grace ends), the second lasts until the new grace's end.
+	third, r := reset(`{"grace_period_seconds":3}`)
+	end := time.Unix(int64(dig(r.body, "data", "credential", "previous_password_expires_at").(float64)), 0)
+	if a.auth(login, first) {
+		t.Fatal("a second reset did not end the first grace period")
+	}
+	if !a.auth(login, third) || time.Now().Before(end) && !a.auth(login, second) {
+		t.Fatal("during the second grace period both its passwords must authenticate")
+	}
+	a.eventually(login, second, false, time.Until(end)+5*time.Second, "end of the grace period")
+	if !a.auth(login, third) {
+		t.Fatal("the new password stopped with the grace period")
+	}
+	if g := w.do(req{method: "GET", path: credsPath + "/" + guid, auth: w.alice.auth}); dig(g.body, "data", "previous_password_expires_at") != nil {
+		t.Errorf("GET after the grace period: %s", g.raw)
+	}
+
+	// A reset without a grace period (the vendor SDKs' bodies) ends the old
+	// password at once.
+	fourth, _ := reset(`[]`)
+	if a.auth(login, third) || !a.auth(login, fourth) {
+		t.Fatal("a reset without grace must replace the password at once")
+	}
+	// Disabled during a grace period: neither password; enabled again:
+	// both, while it lasts.
+	fifth, _ := reset(`{"grace_period_seconds":3600}`)
+	wantUpdated(t, w.patch(guid, `{"status":false}`))
+	if a.auth(login, fourth) || a.auth(login, fifth) {
+		t.Fatal("a disabled login authenticates with a password of its grace period")
+	}
+	wantUpdated(t, w.patch(guid, `{"status":true}`))
+	if !a.auth(login, fourth) || !a.auth(login, fifth) {
+		t.Fatal("a login enabled again during its grace period must take both passwords")
+	}
+}
+
+func TestGracePeriodPasswdFile(t *testing.T) {
+	t.Parallel()
+	for name, layout := range map[string]string{"one file": oneFile, "file per domain": perDomain, "shards": sharded} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newSyncWorld(t, layout)
+			grace(t, authTarget{w: s.world, auth: s.auth})
+		})
+	}
+}
+
+func TestGracePeriodDovecotSQL(t *testing.T) {
+	t.Parallel()
+	s := newSQLWorld(t)
+	grace(t, authTarget{w: s.world, auth: s.auth})
+}
+
+func TestGracePeriodWebhook(t *testing.T) {
+	t.Parallel()
+	ag, w := newWebhookWorld(t)
+	grace(t, authTarget{w: w, auth: func(login, pw string) bool {
+		ag.mu.Lock()
+		h, prev := ag.hashes[login], ag.previous[login]
+		ag.mu.Unlock()
+		ok, err := password.Verify(h, pw)
+		okPrev, errPrev := password.Verify(prev, pw)
+		return h != "" && err == nil && ok || prev != "" && errPrev == nil && okPrev
+	}})
+}
+
+func TestGracePeriod422(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, opts{})
+	guid := str(w.MustCreateCredential("g"), "credential", "user_smtp_guid")
+	for _, body := range []string{`{"grace_period_seconds":-1}`, `{"grace_period_seconds":604801}`, `{"grace_period_seconds":"1"}`} {
+		wantFieldError(t, w.do(req{method: "PUT", path: credsPath + "/" + guid + "/reset-password", auth: w.alice.auth, body: body}), "grace_period_seconds")
+	}
+	r := w.do(req{method: "PUT", path: credsPath + "/" + guid + "/reset-password", auth: w.alice.auth, body: `{"grace_period_seconds":604800}`})
+	wantStatus(t, r, http.StatusOK)
+	// With an idempotency key, another grace period is another request.
+	k := keyed(req{method: "PUT", path: credsPath + "/" + guid + "/reset-password", auth: w.alice.auth, body: `{"grace_period_seconds":60}`}, "g")
+	wantStatus(t, w.do(k), http.StatusOK)
+	k.body = `{"grace_period_seconds":61}`
+	wantFieldError(t, w.do(k), "idempotency_key")
+}

@@ -34,6 +34,15 @@ type CredentialRow struct {
 	LimitPerMinute *int           `db:"limit_per_minute"`
 	LimitPerHour   *int           `db:"limit_per_hour"`
 	LimitPerDay    *int           `db:"limit_per_day"`
+	// PreviousHash is the password a reset with a grace period replaced,
+	// which authenticates until PreviousExpiresAt (both nil otherwise).
+	PreviousHash      *string    `db:"previous_password_hash"`
+	PreviousExpiresAt *time.Time `db:"previous_password_expires_at"`
+}
+
+// InGrace reports whether the previous password still authenticates at now.
+func (r CredentialRow) InGrace(now time.Time) bool {
+	return r.PreviousHash != nil && r.PreviousExpiresAt != nil && r.PreviousExpiresAt.After(now)
 }
 
 // Active reports whether the credential authenticates at now: enabled and
@@ -72,6 +81,15 @@ const credentialCols = `c.id, c.guid, c.account_id, c.domain_id, d.name AS domai
 	c.status, c.created_at, c.modified_at, c.password_changed_at,
 	c.version, c.synced_version, c.synced_at, c.sync_error,
 	c.expires_at, c.allowed_senders, c.limit_per_minute, c.limit_per_hour, c.limit_per_day`
+
+// previousCols are the previous password's columns of CredentialRow, from
+// credential_previous_passwords p (previousJoin); noPrevious when there is
+// none.
+const (
+	previousCols = `p.password_hash AS previous_password_hash, p.expires_at AS previous_password_expires_at`
+	previousJoin = ` LEFT JOIN credential_previous_passwords p ON p.credential_id = c.id`
+	noPrevious   = `NULL::text AS previous_password_hash, NULL::timestamptz AS previous_password_expires_at`
+)
 
 // Domain returns the domain called name if accountID owns it, else ErrNotFound.
 func (CredentialRepo) Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (CredentialDomainRow, error) {
@@ -178,7 +196,7 @@ var InsertVerifiedSQL = `
 		       coalesce(c.created_at, 'epoch') AS created_at, coalesce(c.modified_at, 'epoch') AS modified_at,
 		       c.password_changed_at, coalesce(c.version, 0) AS version, coalesce(c.synced_version, 0) AS synced_version,
 		       c.synced_at, c.sync_error, c.expires_at, c.allowed_senders,
-		       c.limit_per_minute, c.limit_per_hour, c.limit_per_day, (SELECT id FROM j) AS job_id
+		       c.limit_per_minute, c.limit_per_hour, c.limit_per_day, ` + noPrevious + `, (SELECT id FROM j) AS job_id
 		FROM (SELECT) one LEFT JOIN d ON true LEFT JOIN c ON true`
 
 // Get returns the credential guid of the domain called domain, owned by
@@ -186,8 +204,8 @@ var InsertVerifiedSQL = `
 func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (CredentialRow, error) {
 	var r CredentialRow
 	err := sqlx.GetContext(ctx, q, &r, `
-		SELECT `+credentialCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		SELECT `+credentialCols+`, `+previousCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id`+previousJoin+`
 		WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3`, accountID, domain, guid)
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("get credential: %w", translate(err))
@@ -221,8 +239,8 @@ func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID
 			SELECT bucket, n, (sum(n) OVER (ORDER BY bucket))::bigint - n + (SELECT before FROM range) AS before FROM b),
 		start AS (
 			SELECT bucket, before FROM bc WHERE before + n > $4 ORDER BY bucket LIMIT 1)
-		SELECT `+credentialCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		SELECT `+credentialCols+`, `+previousCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id`+previousJoin+`
 		WHERE c.account_id = $1 AND c.domain_id = $2 AND c.id >= (SELECT bucket << 10 FROM start)
 		ORDER BY c.id
 		LIMIT $3 OFFSET $4 - (SELECT before FROM start)`, accountID, domainID, limit, offset)
@@ -259,7 +277,7 @@ func (CredentialRepo) Delete(ctx context.Context, q sqlx.QueryerContext, account
 	err := sqlx.GetContext(ctx, q, &r, `
 		DELETE FROM credentials c USING domains d
 		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
-		RETURNING `+credentialCols, accountID, domain, guid)
+		RETURNING `+credentialCols+`, `+noPrevious, accountID, domain, guid)
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("delete credential: %w", translate(err))
 	}
@@ -269,15 +287,31 @@ func (CredentialRepo) Delete(ctx context.Context, q sqlx.QueryerContext, account
 // SetPassword stores a new password hash for the credential guid of the domain
 // called domain, owned by accountID, stamps the change and bumps its version
 // (the credential is unsynced until the backend confirms the new version).
-// ErrNotFound when there is none.
-func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string) (CredentialRow, error) {
+// With a grace period (above 0), the replaced password becomes the previous
+// one until then; without, there is no previous password (a grace under way
+// ends). ErrNotFound when there is none.
+func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string, grace time.Duration) (CredentialRow, error) {
 	var r CredentialRow
 	err := sqlx.GetContext(ctx, q, &r, `
-		UPDATE credentials c
-		SET password_hash = $4, modified_at = now(), password_changed_at = now(), version = c.version + 1
-		FROM domains d
-		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
-		RETURNING `+credentialCols, accountID, domain, guid, hash)
+		WITH old AS (
+			SELECT c.id, c.password_hash FROM credentials c JOIN domains d ON d.id = c.domain_id
+			WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3
+			FOR UPDATE OF c),
+		c AS (
+			UPDATE credentials c
+			SET password_hash = $4, modified_at = now(), password_changed_at = now(), version = c.version + 1
+			FROM old WHERE c.id = old.id
+			RETURNING c.*),
+		p AS (
+			INSERT INTO credential_previous_passwords AS p (credential_id, password_hash, expires_at)
+			SELECT id, password_hash, now() + $5 * interval '1 millisecond' FROM old WHERE $5 > 0
+			ON CONFLICT (credential_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, expires_at = EXCLUDED.expires_at
+			RETURNING p.*),
+		gone AS (
+			DELETE FROM credential_previous_passwords WHERE $5 <= 0 AND credential_id IN (SELECT id FROM old))
+		SELECT `+credentialCols+`, `+previousCols+`
+		FROM c JOIN domains d ON d.id = c.domain_id LEFT JOIN p ON p.credential_id = c.id`,
+		accountID, domain, guid, hash, grace.Milliseconds())
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("set credential password: %w", translate(err))
 	}
@@ -301,8 +335,8 @@ func (CredentialRepo) CountDisabled(ctx context.Context, q sqlx.QueryerContext, 
 func (CredentialRepo) ListStatus(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, status bool, limit int, offset int64) ([]CredentialRow, error) {
 	rows := []CredentialRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
-		SELECT `+credentialCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		SELECT `+credentialCols+`, `+previousCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id`+previousJoin+`
 		WHERE c.account_id = $1 AND c.domain_id = $2 AND c.status = $3
 		ORDER BY c.id LIMIT $4 OFFSET $5`, accountID, domainID, status, limit, offset)
 	if err != nil {
@@ -366,8 +400,8 @@ func (CredentialRepo) Update(ctx context.Context, q sqlx.QueryerContext, account
 			FROM old JOIN new USING (id)
 			WHERE c.id = old.id
 			RETURNING c.*, (old.status, old.expires_at) IS DISTINCT FROM (new.status, new.expires_at) AS auth_changed)
-		SELECT `+credentialCols+`, c.password_hash, c.auth_changed
-		FROM c JOIN domains d ON d.id = c.domain_id`,
+		SELECT `+credentialCols+`, `+previousCols+`, c.password_hash, c.auth_changed
+		FROM c JOIN domains d ON d.id = c.domain_id`+previousJoin,
 		accountID, domain, guid, u.Status, u.SetExpiresAt, u.ExpiresAt, u.SetAllowedSenders, senders,
 		u.SetLimitPerMinute, u.LimitPerMinute, u.SetLimitPerHour, u.LimitPerHour, u.SetLimitPerDay, u.LimitPerDay)
 	if err != nil {
@@ -385,4 +419,16 @@ func (CredentialRepo) VerifiedDomains(ctx context.Context, q sqlx.QueryerContext
 		return nil, fmt.Errorf("verified domains: %w", translate(err))
 	}
 	return out, nil
+}
+
+// PrunePrevious deletes the previous passwords whose grace period ended,
+// at most batch of them; it returns how many.
+func (CredentialRepo) PrunePrevious(ctx context.Context, q sqlx.ExecerContext, batch int) (int64, error) {
+	res, err := q.ExecContext(ctx, `
+		DELETE FROM credential_previous_passwords WHERE credential_id IN (
+			SELECT credential_id FROM credential_previous_passwords WHERE expires_at <= now() LIMIT $1)`, batch)
+	if err != nil {
+		return 0, fmt.Errorf("prune previous passwords: %w", translate(err))
+	}
+	return res.RowsAffected()
 }

@@ -63,15 +63,79 @@ func (SyncRepo) InsertScheduled(ctx context.Context, q sqlx.QueryerContext, targ
 	return id, nil
 }
 
-// Expired returns which of the credentials ids exist and have expired.
-func (SyncRepo) Expired(ctx context.Context, q sqlx.QueryerContext, ids []int64) ([]int64, error) {
-	out := []int64{}
-	err := sqlx.SelectContext(ctx, q, &out,
-		`SELECT id FROM credentials WHERE id = ANY($1) AND expires_at <= now()`, pq.Array(ids))
+// ScheduledState is what decides whether a scheduled job still applies to
+// its credential: its version, whether it has expired, whether a grace
+// period is under way.
+type ScheduledState struct {
+	ID      int64 `db:"id"`
+	Version int64 `db:"version"`
+	Expired bool  `db:"expired"`
+	InGrace bool  `db:"in_grace"`
+}
+
+// ScheduledStates returns the state of those of the credentials ids that exist.
+func (SyncRepo) ScheduledStates(ctx context.Context, q sqlx.QueryerContext, ids []int64) ([]ScheduledState, error) {
+	out := []ScheduledState{}
+	err := sqlx.SelectContext(ctx, q, &out, `
+		SELECT c.id, c.version, coalesce(c.expires_at <= now(), false) AS expired,
+		       EXISTS (SELECT FROM credential_previous_passwords p WHERE p.credential_id = c.id AND p.expires_at > now()) AS in_grace
+		FROM credentials c WHERE c.id = ANY($1)`, pq.Array(ids))
 	if err != nil {
-		return nil, fmt.Errorf("expired credentials: %w", translate(err))
+		return nil, fmt.Errorf("scheduled credentials: %w", translate(err))
 	}
 	return out, nil
+}
+
+// PreviousRow is the previous password of an active credential in a grace
+// period: its login and the hash that still authenticates.
+type PreviousRow struct {
+	Login string `db:"login"`
+	Hash  string `db:"hash"`
+}
+
+// previousFrom joins the previous passwords p that still authenticate of
+// active credentials c (of domains d).
+const previousFrom = `credential_previous_passwords p JOIN credentials c ON c.id = p.credential_id
+		JOIN domains d ON d.id = c.domain_id
+		WHERE p.expires_at > now() AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())`
+
+// PreviousOf returns the previous passwords of those of the credentials ids
+// in a grace period.
+func (SyncRepo) PreviousOf(ctx context.Context, q sqlx.QueryerContext, ids []int64) ([]PreviousRow, error) {
+	out := []PreviousRow{}
+	err := sqlx.SelectContext(ctx, q, &out, `
+		SELECT c.username || '@' || d.name AS login, p.password_hash AS hash
+		FROM `+previousFrom+` AND p.credential_id = ANY($1)`, pq.Array(ids))
+	if err != nil {
+		return nil, fmt.Errorf("previous passwords: %w", translate(err))
+	}
+	return out, nil
+}
+
+// PreviousIn calls fn with the previous password of each credential of
+// domain (every domain when domain is "") in a grace period (found through
+// their own table: they are few).
+func (SyncRepo) PreviousIn(ctx context.Context, q sqlx.QueryerContext, domain string, fn func(PreviousRow) error) error {
+	rows, err := q.QueryxContext(ctx, `
+		SELECT c.username || '@' || d.name AS login, p.password_hash AS hash
+		FROM `+previousFrom+` AND ($1 = '' OR d.name = $1)`, domain)
+	if err != nil {
+		return fmt.Errorf("previous passwords: %w", translate(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r PreviousRow
+		if err := rows.StructScan(&r); err != nil {
+			return fmt.Errorf("previous passwords: %w", err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("previous passwords: %w", translate(err))
+	}
+	return nil
 }
 
 // JobDraft is a sync job to be inserted in the statement that inserts the

@@ -212,7 +212,7 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 		b.Events = append(b.Events, e)
 	}
 	var err error
-	if b.Events, err = s.dueExpiries(ctx, tx, b.Events); err != nil {
+	if b.Events, err = s.dueScheduled(ctx, tx, b.Events); err != nil {
 		return err
 	}
 	for _, e := range b.Events {
@@ -286,24 +286,35 @@ func (s *Service) changeKeys() *postgres.EventKeys {
 	return &eventKeys
 }
 
-// dueExpiries drops the expiry events (scheduled at a credential's
-// expiry) of credentials that are not expired now: their expiry was moved
-// or cleared since, or they are gone. The others are kept.
-func (s *Service) dueExpiries(ctx context.Context, tx *postgres.Tx, events []Event) ([]Event, error) {
+// dueScheduled drops the scheduled events (a credential's expiry, the end
+// of its grace period) that no longer apply: an expiry whose credential has
+// not expired now (the expiry was moved or cleared since, or the
+// credential is gone), a grace's end whose credential changed since (its
+// later events carry its state) or is in a grace period again. The others
+// are kept.
+func (s *Service) dueScheduled(ctx context.Context, tx *postgres.Tx, events []Event) ([]Event, error) {
 	var ids []int64
 	for _, e := range events {
-		if e.Reason == ReasonExpired {
+		if e.Reason == ReasonExpired || e.Reason == ReasonGraceEnded {
 			ids = append(ids, e.CredentialID)
 		}
 	}
 	if len(ids) == 0 {
 		return events, nil
 	}
-	expired, err := s.repo.Expired(ctx, tx, ids)
+	states, err := s.repo.ScheduledStates(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(events, func(e Event) bool {
-		return e.Reason == ReasonExpired && !slices.Contains(expired, e.CredentialID)
-	}), nil
+	kept := make([]Event, 0, len(events))
+	for _, e := range events {
+		i := slices.IndexFunc(states, func(st postgres.ScheduledState) bool { return st.ID == e.CredentialID })
+		switch {
+		case e.Reason == ReasonExpired && (i < 0 || !states[i].Expired):
+		case e.Reason == ReasonGraceEnded && (i < 0 || states[i].Version != e.Version || states[i].InGrace):
+		default:
+			kept = append(kept, e)
+		}
+	}
+	return kept, nil
 }

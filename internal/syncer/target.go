@@ -89,6 +89,27 @@ func (b Batch) Changes(ctx context.Context) (logins []string, current []Entry, o
 		b.reads.note(r)
 		current[i] = Entry{Login: r.Login, Hash: r.Hash}
 	}
+	// The previous password of a login (PreviousSuffix) changes with any
+	// change but a create (version 1: it has none), and may be there only
+	// after a change that leaves the credential active (upserted).
+	var again []int64
+	for _, e := range b.Events {
+		if e.Version != 1 {
+			logins = append(logins, e.Login+PreviousSuffix)
+			if e.Type == CredentialUpserted {
+				again = append(again, e.CredentialID)
+			}
+		}
+	}
+	if len(again) > 0 {
+		prev, err := b.reads.repo.PreviousOf(ctx, b.reads.tx, again)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		for _, p := range prev {
+			current = append(current, Entry{Login: p.Login + PreviousSuffix, Hash: p.Hash})
+		}
+	}
 	return logins, current, true, nil
 }
 
@@ -100,9 +121,15 @@ func (b Batch) Scan(ctx context.Context, fn func(Entry) error) error {
 	r := b.reads
 	r.ids, r.versions = r.ids[:0], r.versions[:0]
 	r.read = true
-	return r.repo.Snapshot(ctx, r.tx, b.Scope, func(row postgres.SnapshotRow) error {
+	err := r.repo.Snapshot(ctx, r.tx, b.Scope, func(row postgres.SnapshotRow) error {
 		r.note(row)
 		return fn(Entry{Login: row.Login, Hash: row.Hash})
+	})
+	if err != nil {
+		return err
+	}
+	return r.repo.PreviousIn(ctx, r.tx, b.Scope, func(p postgres.PreviousRow) error {
+		return fn(Entry{Login: p.Login + PreviousSuffix, Hash: p.Hash})
 	})
 }
 

@@ -380,6 +380,11 @@ export interface paths {
          *     The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
          *     With an `Idempotency-Key` header, a retry replays the first response (the same new
          *     password) instead of resetting again.
+         *
+         *     Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+         *     authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+         *     one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+         *     period under way: only the password it replaces can be the previous one.
          */
         put: operations["resetCredentialPassword"];
         post?: never;
@@ -993,6 +998,13 @@ export interface components {
              * @example null
              */
             limit_per_day: number | null;
+            /**
+             * Format: int64
+             * @description During the grace period of a reset (`grace_period_seconds`), Unix seconds when the
+             *     replaced password stops authenticating; null otherwise.
+             * @example null
+             */
+            previous_password_expires_at: number | null;
         };
         /** @description The fields to change; those absent are kept, `null` clears the nullable ones. */
         CredentialUpdate: {
@@ -1032,6 +1044,16 @@ export interface components {
              */
             limit_per_day?: number | null;
         };
+        /** @description Optional. The vendor SDKs' bodies (none, `null`, `[]`, `{}`) mean no grace period. */
+        ResetPasswordInput: {
+            /**
+             * @description Seconds during which the replaced password keeps authenticating beside the new one
+             *     (0 to 604800, 7 days; 0: it stops at once).
+             * @default 0
+             * @example 86400
+             */
+            grace_period_seconds: number;
+        } | null;
         /**
          * @description A credential that was updated, and whether the SMTP server has its new state.
          * @example {
@@ -1057,7 +1079,8 @@ export interface components {
          *           "allowed_senders": null,
          *           "limit_per_minute": null,
          *           "limit_per_hour": null,
-         *           "limit_per_day": null
+         *           "limit_per_day": null,
+         *           "previous_password_expires_at": null
          *         },
          *         "remote_synced": true
          *       }
@@ -2587,7 +2610,8 @@ export interface operations {
                      *           "allowed_senders": null,
                      *           "limit_per_minute": null,
                      *           "limit_per_hour": null,
-                     *           "limit_per_day": null
+                     *           "limit_per_day": null,
+                     *           "previous_password_expires_at": null
                      *         }
                      *       ],
                      *       "domain": "example.com",
@@ -2685,7 +2709,8 @@ export interface operations {
                      *           "allowed_senders": null,
                      *           "limit_per_minute": null,
                      *           "limit_per_hour": null,
-                     *           "limit_per_day": null
+                     *           "limit_per_day": null,
+                     *           "previous_password_expires_at": null
                      *         },
                      *         "password": "7Qm2x9KfLr4TzW8bNc1VhY6pDs3GjA5e",
                      *         "strength_info": {
@@ -2762,7 +2787,8 @@ export interface operations {
                      *         "allowed_senders": null,
                      *         "limit_per_minute": null,
                      *         "limit_per_hour": null,
-                     *         "limit_per_day": null
+                     *         "limit_per_day": null,
+                     *         "previous_password_expires_at": null
                      *       }
                      *     }
                      */
@@ -2886,7 +2912,8 @@ export interface operations {
                      *           ],
                      *           "limit_per_minute": 60,
                      *           "limit_per_hour": null,
-                     *           "limit_per_day": null
+                     *           "limit_per_day": null,
+                     *           "previous_password_expires_at": null
                      *         },
                      *         "remote_synced": true
                      *       }
@@ -2939,7 +2966,16 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "grace_period_seconds": 86400
+                 *     }
+                 */
+                "application/json": components["schemas"]["ResetPasswordInput"];
+            };
+        };
         responses: {
             /** @description The password was replaced; the new one is shown only here. */
             200: {
@@ -2975,7 +3011,8 @@ export interface operations {
                      *           "allowed_senders": null,
                      *           "limit_per_minute": null,
                      *           "limit_per_hour": null,
-                     *           "limit_per_day": null
+                     *           "limit_per_day": null,
+                     *           "previous_password_expires_at": null
                      *         },
                      *         "new_password": "Vb3nR8sWq1LmX6cZ0tYe4KuJ9hPa2DfG",
                      *         "strength_info": {
