@@ -166,11 +166,13 @@ func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...
 	return p, nil
 }
 
-// Schedule writes a job of e that is due at at (a credential's expiry);
-// call it inside the transaction of the change. An event with Reason
-// ReasonExpired is applied only if its credential has expired by then (it
-// is dropped if the expiry was moved or cleared meanwhile, or the
-// credential deleted).
+// Schedule writes a job of e that is due at at (a credential's expiry, the
+// end of its grace period); call it inside the transaction of the change.
+// When it comes due it is applied only if it still applies: an event with
+// Reason ReasonExpired if its credential has expired (not if the expiry
+// was moved or cleared meanwhile, or the credential deleted), one with
+// ReasonGraceEnded if its credential is at the event's version and out of
+// any grace period (see dueScheduled).
 func (s *Service) Schedule(ctx context.Context, q sqlx.QueryerContext, at time.Time, e Event) error {
 	if s == nil {
 		return nil
