@@ -114,6 +114,21 @@ func (e CredentialPageSuccess) Valid() bool {
 	}
 }
 
+// Defines values for CredentialUpdatedSuccess.
+const (
+	CredentialUpdatedSuccessTrue CredentialUpdatedSuccess = true
+)
+
+// Valid indicates whether the value is a known member of the CredentialUpdatedSuccess enum.
+func (e CredentialUpdatedSuccess) Valid() bool {
+	switch e {
+	case CredentialUpdatedSuccessTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DNSRecordPurpose.
 const (
 	DNSRecordPurposeAuthDkim DNSRecordPurpose = "auth_dkim"
@@ -608,6 +623,10 @@ type CheckResult struct {
 
 // Credential An SMTP credential of a domain; its password is never part of it.
 type Credential struct {
+	// AllowedSenders The envelope senders the login may use on the relay: exact addresses or
+	// `*@domain`; null when not narrowed beyond the account's verified domains.
+	AllowedSenders *[]string `json:"allowed_senders"`
+
 	// CreatedAt Unix seconds.
 	//
 	// Example: 1764288000
@@ -615,6 +634,10 @@ type Credential struct {
 
 	// DeletedAt Always null; deleted credentials are not returned.
 	DeletedAt *int64 `json:"deleted_at"`
+
+	// ExpiresAt Unix seconds when the login stops authenticating; null if it never expires. A
+	// login authenticates while `status` is true and `expires_at` is null or later.
+	ExpiresAt *int64 `json:"expires_at"`
 
 	// Id The credential's numeric id.
 	//
@@ -647,6 +670,15 @@ type Credential struct {
 	// Example: 198.51.100.7
 	LastUsedIp *string `json:"last_used_ip"`
 
+	// LimitPerDay Messages per day; 0 no limit, null the server's default.
+	LimitPerDay *int `json:"limit_per_day"`
+
+	// LimitPerHour Messages per hour; 0 no limit, null the server's default.
+	LimitPerHour *int `json:"limit_per_hour"`
+
+	// LimitPerMinute Messages per minute the relay accepts from the login; 0 no limit, null the server's default.
+	LimitPerMinute *int `json:"limit_per_minute"`
+
 	// Login The SMTP login, `<username>@<domain>`.
 	//
 	// Example: myuser@example.com
@@ -666,6 +698,10 @@ type Credential struct {
 	//
 	// Example: 1764288000
 	ModifiedAt int64 `json:"modified_at"`
+
+	// PreviousPasswordExpiresAt During the grace period of a reset (`grace_period_seconds`), Unix seconds when the
+	// replaced password stops authenticating; null otherwise.
+	PreviousPasswordExpiresAt *int64 `json:"previous_password_expires_at"`
 
 	// RemoteSynced Whether the SMTP server's auth backend has the credential's current state.
 	//
@@ -770,6 +806,28 @@ type CredentialPage struct {
 
 // CredentialPageSuccess Always true.
 type CredentialPageSuccess bool
+
+// CredentialUpdate The fields to change; those absent are kept, `null` clears the nullable ones.
+type CredentialUpdate = map[string]json.RawMessage
+
+// CredentialUpdated A credential that was updated, and whether the SMTP server has its new state.
+//
+// Example: {"data":{"credential":{"allowed_senders":null,"created_at":1764288000,"deleted_at":null,"expires_at":null,"id":42,"is_deleted":false,"is_verified":true,"last_password_changed":null,"last_synced_at":1764374400,"limit_per_day":null,"limit_per_hour":null,"limit_per_minute":null,"login":"myuser@example.com","modified_at":1764374400,"previous_password_expires_at":null,"remote_synced":true,"status":false,"sync_error":null,"user_smtp_guid":"0b6f3a4e-2f4c-4c5e-9f57-6a1f2e9d3c11","username":"myuser"},"remote_synced":true},"message":"Credential updated successfully.","success":true}
+type CredentialUpdated struct {
+	// Data The credential as updated.
+	Data UpdatedCredential `json:"data"`
+
+	// Message A human-readable confirmation.
+	//
+	// Example: Credential updated successfully.
+	Message string `json:"message"`
+
+	// Success Always true.
+	Success CredentialUpdatedSuccess `json:"success"`
+}
+
+// CredentialUpdatedSuccess Always true.
+type CredentialUpdatedSuccess bool
 
 // DNSRecord A DNS record the domain owner publishes.
 type DNSRecord struct {
@@ -1407,6 +1465,16 @@ type ReissuedCredential struct {
 	StrengthInfo StrengthInfo `json:"strength_info"`
 }
 
+// ResetPasswordInput Optional. The vendor SDKs' bodies (none, `null`, `[]`, `{}`) mean no grace period.
+type ResetPasswordInput struct {
+	// GracePeriodSeconds Seconds during which the replaced password keeps authenticating beside the new one
+	// (0 to 604800, 7 days; 0: it stops at once).
+	//
+	//
+	// Example: 86400
+	GracePeriodSeconds *int `json:"grace_period_seconds,omitempty"`
+}
+
 // StrengthInfo What the generated password is made of.
 type StrengthInfo struct {
 	// Alphabet Name of the character set the characters are drawn from.
@@ -1601,6 +1669,21 @@ type TracklinkVerificationData struct {
 	TracklinkDomainIsVerified bool `json:"tracklink_domain_is_verified"`
 }
 
+// UpdatedCredential The credential as updated.
+type UpdatedCredential struct {
+	// Credential An SMTP credential of a domain; its password is never part of it.
+	Credential Credential `json:"credential"`
+
+	// RemoteSynced Whether the SMTP server's auth backend confirmed the change before this response
+	// (for a change that does not concern it, the relay fields only: whether it has the
+	// credential's current state). When false the backend catches up through the sync
+	// worker.
+	//
+	//
+	// Example: true
+	RemoteSynced bool `json:"remote_synced"`
+}
+
 // ValidationErrorResponse The body of a 422; `errors` names each field that breaks a rule.
 //
 // Example: {"errors":{"username":["The username has already been taken."]},"message":"Validation failed.","success":false}
@@ -1635,6 +1718,9 @@ type CredentialGUID = openapi_types.UUID
 
 // DomainName defines model for DomainName.
 type DomainName = string
+
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
 
 // Page defines model for Page.
 type Page = int
@@ -1689,6 +1775,22 @@ type ListDomainsParams struct {
 	Search *string `form:"search,omitempty" json:"search,omitempty"`
 }
 
+// CreateDomainParams defines parameters for CreateDomain.
+type CreateDomainParams struct {
+	// IdempotencyKey A key the client chooses per change (a UUID, say), 1-255 printable ASCII characters,
+	// so that the request can be retried safely. The first request with a key is executed
+	// and its response (status and body, the password included) is kept for 24 hours,
+	// sealed at rest; a request of the same account with the same key and the same
+	// request replays that response byte for byte with `Idempotent-Replayed: true`,
+	// without executing again, even if the server crashed after the change committed.
+	// The same key with a different request (another route, domain, username or
+	// credential) is refused with 422 `errors.idempotency_key`. Of concurrent requests
+	// with one key exactly one is executed; the others wait for it and replay its
+	// response. Failed requests (4xx) are not kept: they changed nothing, and may be
+	// retried with the same key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListCredentialsParams defines parameters for ListCredentials.
 type ListCredentialsParams struct {
 	// Page 1-based page number.
@@ -1696,6 +1798,42 @@ type ListCredentialsParams struct {
 
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Status Only the enabled (`true`) or the disabled (`false`) credentials. An expired
+	// credential is still enabled (see `expires_at`).
+	Status *bool `form:"status,omitempty" json:"status,omitempty"`
+}
+
+// CreateCredentialParams defines parameters for CreateCredential.
+type CreateCredentialParams struct {
+	// IdempotencyKey A key the client chooses per change (a UUID, say), 1-255 printable ASCII characters,
+	// so that the request can be retried safely. The first request with a key is executed
+	// and its response (status and body, the password included) is kept for 24 hours,
+	// sealed at rest; a request of the same account with the same key and the same
+	// request replays that response byte for byte with `Idempotent-Replayed: true`,
+	// without executing again, even if the server crashed after the change committed.
+	// The same key with a different request (another route, domain, username or
+	// credential) is refused with 422 `errors.idempotency_key`. Of concurrent requests
+	// with one key exactly one is executed; the others wait for it and replay its
+	// response. Failed requests (4xx) are not kept: they changed nothing, and may be
+	// retried with the same key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ResetCredentialPasswordParams defines parameters for ResetCredentialPassword.
+type ResetCredentialPasswordParams struct {
+	// IdempotencyKey A key the client chooses per change (a UUID, say), 1-255 printable ASCII characters,
+	// so that the request can be retried safely. The first request with a key is executed
+	// and its response (status and body, the password included) is kept for 24 hours,
+	// sealed at rest; a request of the same account with the same key and the same
+	// request replays that response byte for byte with `Idempotent-Replayed: true`,
+	// without executing again, even if the server crashed after the change committed.
+	// The same key with a different request (another route, domain, username or
+	// credential) is refused with 422 `errors.idempotency_key`. Of concurrent requests
+	// with one key exactly one is executed; the others wait for it and replay its
+	// response. Failed requests (4xx) are not kept: they changed nothing, and may be
+	// retried with the same key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // GetDomainLogParams defines parameters for GetDomainLog.
@@ -1746,6 +1884,12 @@ type CreateCredentialFormdataRequestBody = CredentialInput
 
 // CreateCredentialMultipartRequestBody defines body for CreateCredential for multipart/form-data ContentType.
 type CreateCredentialMultipartRequestBody = CredentialInput
+
+// UpdateCredentialJSONRequestBody defines body for UpdateCredential for application/json ContentType.
+type UpdateCredentialJSONRequestBody = CredentialUpdate
+
+// ResetCredentialPasswordJSONRequestBody defines body for ResetCredentialPassword for application/json ContentType.
+type ResetCredentialPasswordJSONRequestBody = ResetPasswordInput
 
 // SetupAuthDomainJSONRequestBody defines body for SetupAuthDomain for application/json ContentType.
 type SetupAuthDomainJSONRequestBody = AuthDomainInput
@@ -1839,22 +1983,24 @@ type ClientInterface interface {
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomainWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateDomainWithBody(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateDomain Add a sending domain
 	//
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomain(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateDomain(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteDomain Delete a sending domain and all its credentials
 	//
@@ -1914,33 +2060,39 @@ type ClientInterface interface {
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateCredentialWithBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateCredential Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredential(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateCredential(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateCredentialWithFormdataBody Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteCredential Delete an SMTP credential
 	//
@@ -1965,13 +2117,73 @@ type ClientInterface interface {
 	// Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
 	GetCredential(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// UpdateCredentialWithBody Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredentialWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateCredential Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredential(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ResetCredentialPasswordWithBody Replace a credential's password
+	//
+	// Generates a new password, returned only in this response; the old one stops working.
+	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
+	//
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+	ResetCredentialPasswordWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ResetCredentialPassword Replace a credential's password
 	//
 	// Generates a new password, returned only in this response; the old one stops working.
 	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
+	//
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetDomainLog List the message log of a domain
 	//
@@ -2111,12 +2323,13 @@ func (c *Client) ListDomains(ctx context.Context, params *ListDomainsParams, req
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *Client) CreateDomainWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateDomainRequestWithBody(c.Server, contentType, body)
+func (c *Client) CreateDomainWithBody(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDomainRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2132,12 +2345,13 @@ func (c *Client) CreateDomainWithBody(ctx context.Context, contentType string, b
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *Client) CreateDomain(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateDomainRequest(c.Server, body)
+func (c *Client) CreateDomain(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDomainRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2266,12 +2480,14 @@ func (c *Client) ListCredentials(ctx context.Context, domain DomainName, params 
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *Client) CreateCredentialWithBody(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateCredentialRequestWithBody(c.Server, domain, contentType, body)
+func (c *Client) CreateCredentialWithBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCredentialRequestWithBody(c.Server, domain, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2287,12 +2503,14 @@ func (c *Client) CreateCredentialWithBody(ctx context.Context, domain DomainName
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *Client) CreateCredential(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateCredentialRequest(c.Server, domain, body)
+func (c *Client) CreateCredential(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCredentialRequest(c.Server, domain, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2308,12 +2526,14 @@ func (c *Client) CreateCredential(ctx context.Context, domain DomainName, body C
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *Client) CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateCredentialRequestWithFormdataBody(c.Server, domain, body)
+func (c *Client) CreateCredentialWithFormdataBody(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCredentialRequestWithFormdataBody(c.Server, domain, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2367,14 +2587,104 @@ func (c *Client) GetCredential(ctx context.Context, domain DomainName, credentia
 	return c.Client.Do(req)
 }
 
+// UpdateCredentialWithBody Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *Client) UpdateCredentialWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateCredentialRequestWithBody(c.Server, domain, credential, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateCredential Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *Client) UpdateCredential(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateCredentialRequest(c.Server, domain, credential, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ResetCredentialPasswordWithBody Replace a credential's password
+//
+// Generates a new password, returned only in this response; the old one stops working.
+// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
+//
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+func (c *Client) ResetCredentialPasswordWithBody(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResetCredentialPasswordRequestWithBody(c.Server, domain, credential, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ResetCredentialPassword Replace a credential's password
 //
 // Generates a new password, returned only in this response; the old one stops working.
 // The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
+//
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes a body of the `application/json` content type.
 //
 // Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewResetCredentialPasswordRequest(c.Server, domain, credential)
+func (c *Client) ResetCredentialPassword(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResetCredentialPasswordRequest(c.Server, domain, credential, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2679,18 +2989,18 @@ func NewListDomainsRequest(server string, params *ListDomainsParams) (*http.Requ
 }
 
 // NewCreateDomainRequest calls the generic CreateDomain builder with application/json body
-func NewCreateDomainRequest(server string, body CreateDomainJSONRequestBody) (*http.Request, error) {
+func NewCreateDomainRequest(server string, params *CreateDomainParams, body CreateDomainJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewCreateDomainRequestWithBody(server, "application/json", bodyReader)
+	return NewCreateDomainRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewCreateDomainRequestWithBody constructs an http.Request for the CreateDomain method, with any body, and a specified content type
-func NewCreateDomainRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewCreateDomainRequestWithBody(server string, params *CreateDomainParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -2714,6 +3024,21 @@ func NewCreateDomainRequestWithBody(server string, contentType string, body io.R
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -2926,6 +3251,18 @@ func NewListCredentialsRequest(server string, domain DomainName, params *ListCre
 
 		}
 
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -2941,29 +3278,29 @@ func NewListCredentialsRequest(server string, domain DomainName, params *ListCre
 }
 
 // NewCreateCredentialRequest calls the generic CreateCredential builder with application/json body
-func NewCreateCredentialRequest(server string, domain DomainName, body CreateCredentialJSONRequestBody) (*http.Request, error) {
+func NewCreateCredentialRequest(server string, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewCreateCredentialRequestWithBody(server, domain, "application/json", bodyReader)
+	return NewCreateCredentialRequestWithBody(server, domain, params, "application/json", bodyReader)
 }
 
 // NewCreateCredentialRequestWithFormdataBody calls the generic CreateCredential builder with application/x-www-form-urlencoded body
-func NewCreateCredentialRequestWithFormdataBody(server string, domain DomainName, body CreateCredentialFormdataRequestBody) (*http.Request, error) {
+func NewCreateCredentialRequestWithFormdataBody(server string, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	bodyStr, err := runtime.MarshalForm(body, nil)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = strings.NewReader(bodyStr.Encode())
-	return NewCreateCredentialRequestWithBody(server, domain, "application/x-www-form-urlencoded", bodyReader)
+	return NewCreateCredentialRequestWithBody(server, domain, params, "application/x-www-form-urlencoded", bodyReader)
 }
 
 // NewCreateCredentialRequestWithBody constructs an http.Request for the CreateCredential method, with any body, and a specified content type
-func NewCreateCredentialRequestWithBody(server string, domain DomainName, contentType string, body io.Reader) (*http.Request, error) {
+func NewCreateCredentialRequestWithBody(server string, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2994,6 +3331,21 @@ func NewCreateCredentialRequestWithBody(server string, domain DomainName, conten
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -3080,8 +3432,73 @@ func NewGetCredentialRequest(server string, domain DomainName, credential Creden
 	return req, nil
 }
 
-// NewResetCredentialPasswordRequest constructs an http.Request for the ResetCredentialPassword method
-func NewResetCredentialPasswordRequest(server string, domain DomainName, credential CredentialGUID) (*http.Request, error) {
+// NewUpdateCredentialRequest calls the generic UpdateCredential builder with application/json body
+func NewUpdateCredentialRequest(server string, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateCredentialRequestWithBody(server, domain, credential, "application/json", bodyReader)
+}
+
+// NewUpdateCredentialRequestWithBody constructs an http.Request for the UpdateCredential method, with any body, and a specified content type
+func NewUpdateCredentialRequestWithBody(server string, domain DomainName, credential CredentialGUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "domain", domain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "credential", credential, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/domains/%s/credentials/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewResetCredentialPasswordRequest calls the generic ResetCredentialPassword builder with application/json body
+func NewResetCredentialPasswordRequest(server string, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewResetCredentialPasswordRequestWithBody(server, domain, credential, params, "application/json", bodyReader)
+}
+
+// NewResetCredentialPasswordRequestWithBody constructs an http.Request for the ResetCredentialPassword method, with any body, and a specified content type
+func NewResetCredentialPasswordRequestWithBody(server string, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -3113,9 +3530,26 @@ func NewResetCredentialPasswordRequest(server string, domain DomainName, credent
 		return nil, err
 	}
 
-	req, err := http.NewRequest(http.MethodPut, queryURL.String(), nil)
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
 	if err != nil {
 		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -3593,22 +4027,24 @@ type ClientWithResponsesInterface interface {
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomainWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
+	CreateDomainWithBodyWithResponse(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
 
 	// CreateDomainWithResponse Add a sending domain
 	//
 	// Adds a domain to the caller's account and generates its DKIM key pair (the private
 	// half never leaves the server). Publish the returned `dns_records`, then call
 	// `verify-mandatory`. A domain belongs to at most one account.
+	// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains (the `CreateDomain` operationId).
-	CreateDomainWithResponse(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
+	CreateDomainWithResponse(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error)
 
 	// DeleteDomainWithResponse Delete a sending domain and all its credentials
 	//
@@ -3676,33 +4112,39 @@ type ClientWithResponsesInterface interface {
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
+	CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
 
 	// CreateCredentialWithResponse Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithResponse(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
+	CreateCredentialWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
 
 	// CreateCredentialWithFormdataBodyWithResponse Create an SMTP credential
 	//
 	// Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 	// password is generated by the server and returned only in this response.
 	// `remote_synced` says whether the SMTP server's auth backend already has it.
+	// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+	// response, the same password included, instead of failing with "taken".
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-	CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
+	CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error)
 
 	// DeleteCredentialWithResponse Delete an SMTP credential
 	//
@@ -3731,15 +4173,73 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /api/domains/{domain}/credentials/{credential} (the `GetCredential` operationId).
 	GetCredentialWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*GetCredentialResponse, error)
 
+	// UpdateCredentialWithBodyWithResponse Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error)
+
+	// UpdateCredentialWithResponse Disable, enable, expire or restrict a credential
+	//
+	// Changes the given fields of a credential and leaves the others as they are (an empty
+	// object changes nothing). `status: false` disables the login: it keeps its row,
+	// password and settings, and stops authenticating on the SMTP server; `status: true`
+	// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+	// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+	// backend when the time comes. As with a create, the request waits (a bounded time) for
+	// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+	// fields (`allowed_senders` and the limits) are read by the relay directly and need
+	// no sync.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+	UpdateCredentialWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error)
+
+	// ResetCredentialPasswordWithBodyWithResponse Replace a credential's password
+	//
+	// Generates a new password, returned only in this response; the old one stops working.
+	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
+	//
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+	ResetCredentialPasswordWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
+
 	// ResetCredentialPasswordWithResponse Replace a credential's password
 	//
 	// Generates a new password, returned only in this response; the old one stops working.
 	// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+	// With an `Idempotency-Key` header, a retry replays the first response (the same new
+	// password) instead of resetting again.
 	//
-	// Returns a wrapper object for the known response body format(s).
+	// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+	// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+	// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+	// period under way: only the password it replaces can be the previous one.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
+	ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error)
 
 	// GetDomainLogWithResponse List the message log of a domain
 	//
@@ -3986,6 +4486,7 @@ func (r ListDomainsResponse) ContentType() string {
 
 // CreateDomainResponse201Headers the declared response headers of an HTTP 201 response for CreateDomain
 type CreateDomainResponse201Headers struct {
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -4750,6 +5251,7 @@ func (r ListCredentialsResponse) ContentType() string {
 // CreateCredentialResponse201Headers the declared response headers of an HTTP 201 response for CreateCredential
 type CreateCredentialResponse201Headers struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -5122,9 +5624,154 @@ func (r GetCredentialResponse) ContentType() string {
 	return ""
 }
 
+// UpdateCredentialResponse200Headers the declared response headers of an HTTP 200 response for UpdateCredential
+type UpdateCredentialResponse200Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse401Headers the declared response headers of an HTTP 401 response for UpdateCredential
+type UpdateCredentialResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateCredentialResponse404Headers the declared response headers of an HTTP 404 response for UpdateCredential
+type UpdateCredentialResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse422Headers the declared response headers of an HTTP 422 response for UpdateCredential
+type UpdateCredentialResponse422Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse429Headers the declared response headers of an HTTP 429 response for UpdateCredential
+type UpdateCredentialResponse429Headers struct {
+	RetryAfter          *int
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// UpdateCredentialResponse503Headers the declared response headers of an HTTP 503 response for UpdateCredential
+type UpdateCredentialResponse503Headers struct {
+	RetryAfter *int
+}
+
+type UpdateCredentialResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CredentialUpdated
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *UpdateCredentialResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateCredentialResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *UpdateCredentialResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *UpdateCredentialResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateCredentialResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateCredentialResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateCredentialResponse) GetJSON200() *CredentialUpdated {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateCredentialResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateCredentialResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateCredentialResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateCredentialResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r UpdateCredentialResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateCredentialResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateCredentialResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r UpdateCredentialResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateCredentialResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateCredentialResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateCredentialResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateCredentialResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ResetCredentialPasswordResponse200Headers the declared response headers of an HTTP 200 response for ResetCredentialPassword
 type ResetCredentialPasswordResponse200Headers struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -5136,6 +5783,12 @@ type ResetCredentialPasswordResponse401Headers struct {
 
 // ResetCredentialPasswordResponse404Headers the declared response headers of an HTTP 404 response for ResetCredentialPassword
 type ResetCredentialPasswordResponse404Headers struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+// ResetCredentialPasswordResponse422Headers the declared response headers of an HTTP 422 response for ResetCredentialPassword
+type ResetCredentialPasswordResponse422Headers struct {
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -5161,6 +5814,8 @@ type ResetCredentialPasswordResponse struct {
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ValidationFailed
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -5173,6 +5828,8 @@ type ResetCredentialPasswordResponse struct {
 	Headers401 *ResetCredentialPasswordResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ResetCredentialPasswordResponse404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *ResetCredentialPasswordResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ResetCredentialPasswordResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -5192,6 +5849,11 @@ func (r ResetCredentialPasswordResponse) GetJSON401() *Unauthorized {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r ResetCredentialPasswordResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r ResetCredentialPasswordResponse) GetJSON422() *ValidationFailed {
+	return r.JSON422
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -6296,12 +6958,13 @@ func (c *ClientWithResponses) ListDomainsWithResponse(ctx context.Context, param
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *ClientWithResponses) CreateDomainWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
-	rsp, err := c.CreateDomainWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) CreateDomainWithBodyWithResponse(ctx context.Context, params *CreateDomainParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
+	rsp, err := c.CreateDomainWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -6313,12 +6976,13 @@ func (c *ClientWithResponses) CreateDomainWithBodyWithResponse(ctx context.Conte
 // Adds a domain to the caller's account and generates its DKIM key pair (the private
 // half never leaves the server). Publish the returned `dns_records`, then call
 // `verify-mandatory`. A domain belongs to at most one account.
+// With an `Idempotency-Key` header, a retry replays the first response (see the header).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains (the `CreateDomain` operationId).
-func (c *ClientWithResponses) CreateDomainWithResponse(ctx context.Context, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
-	rsp, err := c.CreateDomain(ctx, body, reqEditors...)
+func (c *ClientWithResponses) CreateDomainWithResponse(ctx context.Context, params *CreateDomainParams, body CreateDomainJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDomainResponse, error) {
+	rsp, err := c.CreateDomain(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -6427,12 +7091,14 @@ func (c *ClientWithResponses) ListCredentialsWithResponse(ctx context.Context, d
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *ClientWithResponses) CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
-	rsp, err := c.CreateCredentialWithBody(ctx, domain, contentType, body, reqEditors...)
+func (c *ClientWithResponses) CreateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
+	rsp, err := c.CreateCredentialWithBody(ctx, domain, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -6444,12 +7110,14 @@ func (c *ClientWithResponses) CreateCredentialWithBodyWithResponse(ctx context.C
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *ClientWithResponses) CreateCredentialWithResponse(ctx context.Context, domain DomainName, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
-	rsp, err := c.CreateCredential(ctx, domain, body, reqEditors...)
+func (c *ClientWithResponses) CreateCredentialWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
+	rsp, err := c.CreateCredential(ctx, domain, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -6461,12 +7129,14 @@ func (c *ClientWithResponses) CreateCredentialWithResponse(ctx context.Context, 
 // Creates a credential `<username>@<domain>` on a verified domain the caller owns. The
 // password is generated by the server and returned only in this response.
 // `remote_synced` says whether the SMTP server's auth backend already has it.
+// With an `Idempotency-Key` header, a retry whose response was lost replays the first
+// response, the same password included, instead of failing with "taken".
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/domains/{domain}/credentials (the `CreateCredential` operationId).
-func (c *ClientWithResponses) CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
-	rsp, err := c.CreateCredentialWithFormdataBody(ctx, domain, body, reqEditors...)
+func (c *ClientWithResponses) CreateCredentialWithFormdataBodyWithResponse(ctx context.Context, domain DomainName, params *CreateCredentialParams, body CreateCredentialFormdataRequestBody, reqEditors ...RequestEditorFn) (*CreateCredentialResponse, error) {
+	rsp, err := c.CreateCredentialWithFormdataBody(ctx, domain, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -6512,16 +7182,92 @@ func (c *ClientWithResponses) GetCredentialWithResponse(ctx context.Context, dom
 	return ParseGetCredentialResponse(rsp)
 }
 
+// UpdateCredentialWithBodyWithResponse Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *ClientWithResponses) UpdateCredentialWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error) {
+	rsp, err := c.UpdateCredentialWithBody(ctx, domain, credential, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateCredentialResponse(rsp)
+}
+
+// UpdateCredentialWithResponse Disable, enable, expire or restrict a credential
+//
+// Changes the given fields of a credential and leaves the others as they are (an empty
+// object changes nothing). `status: false` disables the login: it keeps its row,
+// password and settings, and stops authenticating on the SMTP server; `status: true`
+// puts it back. `expires_at` ends the login at that moment (it must be in the future;
+// `null` removes the expiry): the sync worker removes it from the SMTP server's auth
+// backend when the time comes. As with a create, the request waits (a bounded time) for
+// the backend: `data.remote_synced` says whether it confirmed the change. The relay
+// fields (`allowed_senders` and the limits) are read by the relay directly and need
+// no sync.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /api/domains/{domain}/credentials/{credential} (the `UpdateCredential` operationId).
+func (c *ClientWithResponses) UpdateCredentialWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, body UpdateCredentialJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateCredentialResponse, error) {
+	rsp, err := c.UpdateCredential(ctx, domain, credential, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateCredentialResponse(rsp)
+}
+
+// ResetCredentialPasswordWithBodyWithResponse Replace a credential's password
+//
+// Generates a new password, returned only in this response; the old one stops working.
+// The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
+//
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
+func (c *ClientWithResponses) ResetCredentialPasswordWithBodyWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
+	rsp, err := c.ResetCredentialPasswordWithBody(ctx, domain, credential, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResetCredentialPasswordResponse(rsp)
+}
+
 // ResetCredentialPasswordWithResponse Replace a credential's password
 //
 // Generates a new password, returned only in this response; the old one stops working.
 // The request takes no body (an empty body, `null`, `[]` or `{}` are all accepted).
+// With an `Idempotency-Key` header, a retry replays the first response (the same new
+// password) instead of resetting again.
 //
-// Returns a wrapper object for the known response body format(s).
+// Rotation without downtime: with `{"grace_period_seconds": N}` the old password keeps
+// authenticating on the SMTP server for N more seconds (at most 7 days), beside the new
+// one, and stops then (`previous_password_expires_at` says when). A reset ends any grace
+// period under way: only the password it replaces can be the previous one.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /api/domains/{domain}/credentials/{credential}/reset-password (the `ResetCredentialPassword` operationId).
-func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
-	rsp, err := c.ResetCredentialPassword(ctx, domain, credential, reqEditors...)
+func (c *ClientWithResponses) ResetCredentialPasswordWithResponse(ctx context.Context, domain DomainName, credential CredentialGUID, params *ResetCredentialPasswordParams, body ResetCredentialPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*ResetCredentialPasswordResponse, error) {
+	rsp, err := c.ResetCredentialPassword(ctx, domain, credential, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -6932,6 +7678,13 @@ func ParseCreateDomainResponse(rsp *http.Response) (*CreateDomainResponse, error
 	switch {
 	case rsp.StatusCode == 201:
 		var headers CreateDomainResponse201Headers
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
 		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -7898,6 +8651,13 @@ func ParseCreateCredentialResponse(rsp *http.Response) (*CreateCredentialRespons
 			}
 			headers.CacheControl = &value
 		}
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
 		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -8280,6 +9040,186 @@ func ParseGetCredentialResponse(rsp *http.Response) (*GetCredentialResponse, err
 	return response, nil
 }
 
+// ParseUpdateCredentialResponse parses an HTTP response from a UpdateCredentialWithResponse call
+func ParseUpdateCredentialResponse(rsp *http.Response) (*UpdateCredentialResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateCredentialResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CredentialUpdated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers UpdateCredentialResponse200Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers UpdateCredentialResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers UpdateCredentialResponse404Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers UpdateCredentialResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateCredentialResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateCredentialResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseResetCredentialPasswordResponse parses an HTTP response from a ResetCredentialPasswordWithResponse call
 func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialPasswordResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8315,6 +9255,13 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ValidationFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8347,6 +9294,13 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 				return nil, err
 			}
 			headers.CacheControl = &value
+		}
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
 		}
 		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
 			var value int
@@ -8390,6 +9344,23 @@ func ParseResetCredentialPasswordResponse(rsp *http.Response) (*ResetCredentialP
 			headers.XRateLimitRemaining = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers ResetCredentialPasswordResponse422Headers
+		if values := rsp.Header.Values("X-RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("X-RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRateLimitRemaining = &value
+		}
+		response.Headers422 = &headers
 	case rsp.StatusCode == 429:
 		var headers ResetCredentialPasswordResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -9744,7 +10715,7 @@ type ServerInterface interface {
 	ListDomains(ctx echo.Context, params ListDomainsParams) error
 	// CreateDomain Add a sending domain
 	// (POST /api/domains)
-	CreateDomain(ctx echo.Context) error
+	CreateDomain(ctx echo.Context, params CreateDomainParams) error
 	// DeleteDomain Delete a sending domain and all its credentials
 	// (DELETE /api/domains/{domain})
 	DeleteDomain(ctx echo.Context, domain DomainName) error
@@ -9762,16 +10733,19 @@ type ServerInterface interface {
 	ListCredentials(ctx echo.Context, domain DomainName, params ListCredentialsParams) error
 	// CreateCredential Create an SMTP credential
 	// (POST /api/domains/{domain}/credentials)
-	CreateCredential(ctx echo.Context, domain DomainName) error
+	CreateCredential(ctx echo.Context, domain DomainName, params CreateCredentialParams) error
 	// DeleteCredential Delete an SMTP credential
 	// (DELETE /api/domains/{domain}/credentials/{credential})
 	DeleteCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error
 	// GetCredential Get one SMTP credential
 	// (GET /api/domains/{domain}/credentials/{credential})
 	GetCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error
+	// UpdateCredential Disable, enable, expire or restrict a credential
+	// (PATCH /api/domains/{domain}/credentials/{credential})
+	UpdateCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
-	ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID) error
+	ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID, params ResetCredentialPasswordParams) error
 	// GetDomainLog List the message log of a domain
 	// (GET /api/domains/{domain}/log)
 	GetDomainLog(ctx echo.Context, domain DomainName, params GetDomainLogParams) error
@@ -9839,8 +10813,28 @@ func (w *ServerInterfaceWrapper) ListDomains(ctx echo.Context) error {
 func (w *ServerInterfaceWrapper) CreateDomain(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateDomainParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CreateDomain(ctx)
+	err = w.Handler.CreateDomain(ctx, params)
 	return err
 }
 
@@ -9935,6 +10929,13 @@ func (w *ServerInterfaceWrapper) ListCredentials(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
 	}
 
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", ctx.QueryParams(), &params.Status, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter status: %s", err))
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.ListCredentials(ctx, domain, params)
 	return err
@@ -9951,8 +10952,28 @@ func (w *ServerInterfaceWrapper) CreateCredential(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateCredentialParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.CreateCredential(ctx, domain)
+	err = w.Handler.CreateCredential(ctx, domain, params)
 	return err
 }
 
@@ -10004,6 +11025,30 @@ func (w *ServerInterfaceWrapper) GetCredential(ctx echo.Context) error {
 	return err
 }
 
+// UpdateCredential converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateCredential(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "domain" -------------
+	var domain DomainName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "domain", ctx.Param("domain"), &domain, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter domain: %s", err))
+	}
+
+	// ------------- Path parameter "credential" -------------
+	var credential CredentialGUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "credential", ctx.Param("credential"), &credential, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter credential: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateCredential(ctx, domain, credential)
+	return err
+}
+
 // ResetCredentialPassword converts echo context to params.
 func (w *ServerInterfaceWrapper) ResetCredentialPassword(ctx echo.Context) error {
 	var err error
@@ -10023,8 +11068,28 @@ func (w *ServerInterfaceWrapper) ResetCredentialPassword(ctx echo.Context) error
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter credential: %s", err))
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ResetCredentialPasswordParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.ResetCredentialPassword(ctx, domain, credential)
+	err = w.Handler.ResetCredentialPassword(ctx, domain, credential, params)
 	return err
 }
 
@@ -10277,6 +11342,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/api/domains/:domain/credentials", wrapper.CreateCredential, options.OperationMiddlewares["createCredential"]...)
 	router.DELETE(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.DeleteCredential, options.OperationMiddlewares["deleteCredential"]...)
 	router.GET(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.GetCredential, options.OperationMiddlewares["getCredential"]...)
+	router.PATCH(options.BaseURL+"/api/domains/:domain/credentials/:credential", wrapper.UpdateCredential, options.OperationMiddlewares["updateCredential"]...)
 	router.PUT(options.BaseURL+"/api/domains/:domain/credentials/:credential/reset-password", wrapper.ResetCredentialPassword, options.OperationMiddlewares["resetCredentialPassword"]...)
 	router.GET(options.BaseURL+"/api/quota", wrapper.GetQuota, options.OperationMiddlewares["getQuota"]...)
 	router.GET(options.BaseURL+"/api/domains/:domain/log", wrapper.GetDomainLog, options.OperationMiddlewares["getDomainLog"]...)
@@ -10506,7 +11572,8 @@ func (response ListDomains503JSONResponse) VisitListDomainsResponse(w http.Respo
 }
 
 type CreateDomainRequestObject struct {
-	Body *CreateDomainJSONRequestBody
+	Params CreateDomainParams
+	Body   *CreateDomainJSONRequestBody
 }
 
 type CreateDomainResponseObject interface {
@@ -10514,6 +11581,7 @@ type CreateDomainResponseObject interface {
 }
 
 type CreateDomain201ResponseHeaders struct {
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -10530,6 +11598,9 @@ func (response CreateDomain201JSONResponse) VisitCreateDomainResponse(w http.Res
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
+	}
 	if response.Headers.XRateLimitLimit != nil {
 		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
 	}
@@ -11387,6 +12458,7 @@ func (response ListCredentials503JSONResponse) VisitListCredentialsResponse(w ht
 
 type CreateCredentialRequestObject struct {
 	Domain        DomainName `json:"domain"`
+	Params        CreateCredentialParams
 	JSONBody      *CreateCredentialJSONRequestBody
 	FormdataBody  *CreateCredentialFormdataRequestBody
 	MultipartBody *multipart.Reader
@@ -11398,6 +12470,7 @@ type CreateCredentialResponseObject interface {
 
 type CreateCredential201ResponseHeaders struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -11416,6 +12489,9 @@ func (response CreateCredential201JSONResponse) VisitCreateCredentialResponse(w 
 	w.Header().Set("Content-Type", "application/json")
 	if response.Headers.CacheControl != nil {
 		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
 	}
 	if response.Headers.XRateLimitLimit != nil {
 		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
@@ -11823,9 +12899,188 @@ func (response GetCredential503JSONResponse) VisitGetCredentialResponse(w http.R
 	return err
 }
 
+type UpdateCredentialRequestObject struct {
+	Domain     DomainName     `json:"domain"`
+	Credential CredentialGUID `json:"credential"`
+	Body       *UpdateCredentialJSONRequestBody
+}
+
+type UpdateCredentialResponseObject interface {
+	VisitUpdateCredentialResponse(w http.ResponseWriter) error
+}
+
+type UpdateCredential200ResponseHeaders struct {
+	XRateLimitLimit     *int
+	XRateLimitRemaining *int
+}
+
+type UpdateCredential200JSONResponse struct {
+	Body    CredentialUpdated
+	Headers UpdateCredential200ResponseHeaders
+}
+
+func (response UpdateCredential200JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response UpdateCredential400JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response UpdateCredential401JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response UpdateCredential404JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response UpdateCredential413JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response UpdateCredential422JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateCredential429JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response UpdateCredential500JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCredential503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response UpdateCredential503JSONResponse) VisitUpdateCredentialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResetCredentialPasswordRequestObject struct {
 	Domain     DomainName     `json:"domain"`
 	Credential CredentialGUID `json:"credential"`
+	Params     ResetCredentialPasswordParams
+	Body       *ResetCredentialPasswordJSONRequestBody
 }
 
 type ResetCredentialPasswordResponseObject interface {
@@ -11834,6 +13089,7 @@ type ResetCredentialPasswordResponseObject interface {
 
 type ResetCredentialPassword200ResponseHeaders struct {
 	CacheControl        *string
+	IdempotentReplayed  *string
 	XRateLimitLimit     *int
 	XRateLimitRemaining *int
 }
@@ -11852,6 +13108,9 @@ func (response ResetCredentialPassword200JSONResponse) VisitResetCredentialPassw
 	w.Header().Set("Content-Type", "application/json")
 	if response.Headers.CacheControl != nil {
 		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
 	}
 	if response.Headers.XRateLimitLimit != nil {
 		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
@@ -11897,6 +13156,26 @@ func (response ResetCredentialPassword404JSONResponse) VisitResetCredentialPassw
 		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
 	}
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResetCredentialPassword422JSONResponse struct{ ValidationFailedJSONResponse }
+
+func (response ResetCredentialPassword422JSONResponse) VisitResetCredentialPasswordResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XRateLimitLimit != nil {
+		w.Header().Set("X-RateLimit-Limit", fmt.Sprint(*response.Headers.XRateLimitLimit))
+	}
+	if response.Headers.XRateLimitRemaining != nil {
+		w.Header().Set("X-RateLimit-Remaining", fmt.Sprint(*response.Headers.XRateLimitRemaining))
+	}
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -13181,6 +14460,9 @@ type StrictServerInterface interface {
 	// GetCredential Get one SMTP credential
 	// (GET /api/domains/{domain}/credentials/{credential})
 	GetCredential(ctx context.Context, request GetCredentialRequestObject) (GetCredentialResponseObject, error)
+	// UpdateCredential Disable, enable, expire or restrict a credential
+	// (PATCH /api/domains/{domain}/credentials/{credential})
+	UpdateCredential(ctx context.Context, request UpdateCredentialRequestObject) (UpdateCredentialResponseObject, error)
 	// ResetCredentialPassword Replace a credential's password
 	// (PUT /api/domains/{domain}/credentials/{credential}/reset-password)
 	ResetCredentialPassword(ctx context.Context, request ResetCredentialPasswordRequestObject) (ResetCredentialPasswordResponseObject, error)
@@ -13248,8 +14530,10 @@ func (sh *strictHandler) ListDomains(ctx echo.Context, params ListDomainsParams)
 }
 
 // CreateDomain operation middleware
-func (sh *strictHandler) CreateDomain(ctx echo.Context) error {
+func (sh *strictHandler) CreateDomain(ctx echo.Context, params CreateDomainParams) error {
 	var request CreateDomainRequestObject
+
+	request.Params = params
 
 	var body CreateDomainJSONRequestBody
 	var err error
@@ -13449,10 +14733,11 @@ func (sh *strictHandler) ListCredentials(ctx echo.Context, domain DomainName, pa
 }
 
 // CreateCredential operation middleware
-func (sh *strictHandler) CreateCredential(ctx echo.Context, domain DomainName) error {
+func (sh *strictHandler) CreateCredential(ctx echo.Context, domain DomainName, params CreateCredentialParams) error {
 	var request CreateCredentialRequestObject
 
 	request.Domain = domain
+	request.Params = params
 	if strings.HasPrefix(ctx.Request().Header.Get("Content-Type"), "application/json") {
 		var body CreateCredentialJSONRequestBody
 		var err error
@@ -13570,12 +14855,91 @@ func (sh *strictHandler) GetCredential(ctx echo.Context, domain DomainName, cred
 	return nil
 }
 
+// UpdateCredential operation middleware
+func (sh *strictHandler) UpdateCredential(ctx echo.Context, domain DomainName, credential CredentialGUID) error {
+	var request UpdateCredentialRequestObject
+
+	request.Domain = domain
+	request.Credential = credential
+
+	var body UpdateCredentialJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateCredential(ctx.Request().Context(), request.(UpdateCredentialRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateCredential")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateCredentialResponseObject); ok {
+		return validResponse.VisitUpdateCredentialResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // ResetCredentialPassword operation middleware
-func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID) error {
+func (sh *strictHandler) ResetCredentialPassword(ctx echo.Context, domain DomainName, credential CredentialGUID, params ResetCredentialPasswordParams) error {
 	var request ResetCredentialPasswordRequestObject
 
 	request.Domain = domain
 	request.Credential = credential
+	request.Params = params
+
+	var body ResetCredentialPasswordJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+	} else {
+		request.Body = &body
+	}
 
 	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
 		return sh.ssi.ResetCredentialPassword(ctx.Request().Context(), request.(ResetCredentialPasswordRequestObject))
@@ -13852,235 +15216,272 @@ func (sh *strictHandler) GetQuota(ctx echo.Context) error {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H0Lc9s21uhfweh+M5G+pRXJdpLGns58zqs3WyfN2k6T3SrXhEhI4poCVAK0rPb6/vY7OAcgQYqUKFnO",
-	"Y5udnU4sksABcHDejz9bgZjOBGdcydbRn60JoyFL4J/PaTBhzwVXiYjfinMlEqZ/DpkMkmimIsFbR62T",
-	"eE4Xkvhc7En9hu+RIQtoKhlRE0aGIlyQgCZJxCShRLIgYarb8lrshk5nMWsdteyXLa8lgwmbUj0J4+m0",
-	"dfRb/vCT11KLmX5fqiTi49btrdc6YypZnIwUS5YBO2eB4KEkSpA5jRQZspFIGEn0JxEfF2B45E5tpom4",
-	"YmOWwDwfPnw4SdWEcRUFVK3YhWdURgFJGI2nPw5acqpmQcJCOWj5xTXXvteqgMRZ8MczqthpNI0U/GcZ",
-	"kDP2e8qkkoTGsZizkMxYQqYRTxUjI5EQNYkkoUEgUl48hv5+b80m5HOfsSmNuIapfv6YjRSJOCBBkCYJ",
-	"48rAUZy2/2TltLdea0YTOmXKImXCQn0ONP7p/esXywBc6Pmydx5I4qeSJZd6iy/HaRSWDqI3fDw6oIds",
-	"b390GOwdBo/Y3tPRoyd7j2l/tM+ehgdBv9/yWpEeekbVpOW1OJ3qL/NJWl4rYb+nUcLC1pFKUuauaCSS",
-	"KVWto1aaRmGrColfCL2bb2HUqtWE8JzoaUk7oJLtRVwyLiMVXbOOR1h33CW+WVI3ENPSEp0n1SvBCVau",
-	"YkpvThkfq0nraP/RQdUq3tFxBfz9vSGVGgvpmBGeTocs6Vogfk9Zssih0K8UsD9kI5rGqnXU9/T80VRT",
-	"hH7P/s9rTSNufvQqESdhcia4ZIA3z2h4KsavotgQi0BwxTjcIDqbxfpeR4I//LfUcP+Zb9+frSmTEhYH",
-	"pyEVTRSZplJTFEI5OXv1nBwcHDwlIVVsT0X6lOBI9nv7j/f6+3u9/kWvdwT//1dHr16mQcCkbB2NaCzZ",
-	"rbvm/0rYqHXU+l8Pc6L8EJ/Khy+TRCRnZk24whIRIiNYHokkmdJYYx4LjwglPgDtE5EQn/HQJ2pClX6L",
-	"C1W9BA9fHHBDNc0Inn475VdczDnx2TXj6lLvvH5A/FjTBp+IVMkoZKS/B4elH3E2phpbB9wXo5FkeiSR",
-	"EEoUu1EWaiUEiQXXyGy23Aekl0BD8KXuQOOpw6M+7mVUaS8jiVW7aL55WKagmrA5YxRIW7Nx8k/gTJ7R",
-	"0BDBu6BZgkMg/zQndU3jKCR/P//l7X1i0YXl2kuzehnKwJ9EDP/NAuWRQKRxCA+GGnAawuHOqSSScTXg",
-	"80hNEHFkOpuJRLGQ+M9xY/YuNProY80poVCvRMrDbbfvhaGXQpERjHO/e2XIcygYbg67iaTSGzBkGptB",
-	"AKFcqAlLXMb7VePwa65YwmkMG7DtOZxwwvT3RAQgAIRkPoliRmaJ0IcR8TFcbIPp90oYNe6xmxkLNOqN",
-	"aBSnCTsmIVM0iiWhCSOxGI9Z6BHOrlmihcQ04Szs6q09FeP7QUyNJAuRklDAb5qmgniW8eOvDG1JW5/X",
-	"NeOhSB5IMhdJqA8xEysTkSrW+eqR+67HmEugn5vGwEa74u1Gxzfgbb+MgigTVK3I73wDvPYdXcSChhdC",
-	"nNIE5c9dMVyQRvSgpE0VmQqpSP8x+Tl61rlv5luGBKDQJ0+5AQHI0j9Soehdcfm9ZAn5XY/02XBZzFhC",
-	"lUiIZIpwQUIaxYuMxIAM6REpANPtrxOqsdwAWqRClMs5S75+qnPOkusoYO85vaZRTIfxnbBV4miAqGw6",
-	"EwlN9C6m+ehd8i5mVDKikgWhY33rY6pQ/bpXUkUV1TqfBi3lCaPBRIND2lKJ2Uyz2ISBMhHxsad1BSJG",
-	"JBCcs0CPIkF21JdPxmI+4EDG9AkTLUUae4K9IVpTEanqdMlboR+O9aTzRPAxvO2+e4SGnwGnI61r+GA5",
-	"2gPTkU8kmoqWCJ7z0rpzdyxRsDEXQryhfGHNIVuftRBkSvmCUKXPWckvdayZCCASDzi+lqJYqOWmSB8a",
-	"8KU4YlwRGoYJk7KjD0NoaSpSEu91dyfb632Ft/s9p6maiCT6g21IixmK2MURPJdEFx/c1yG/iVAk15ob",
-	"3KBcypBd8vKaJQuCZt0xU6iSSzpFVbF0rh8+fNgrm0tX7WrZugrQ/arVTti1V4BpDXa12U7kAzdC/IjP",
-	"UkWGCaNXklCSpDE7Jj6cmvSJpAup1ZpgQkYRi0NCuVZzFl85O8rQBqDTm/98woIrWW2A1PhnRNAHkrx4",
-	"e04CeJto/QF0KA/MzAkLRBLqpc8SzeVVhKY3/f1leBVN1x0NAHHGZBrDiuG76c02X8nZaKPPbl3j528O",
-	"xM54OUC5LwJNIHpavYkoXb/WGLNiJ9uoXe7NqJp0rGivBMhD6axgu7V7hwrhUWsoUh6wrmvRva3ebfPF",
-	"CntypCSLR2iGk+nQqhgjEimtGoPtlfhmxkHa6x0E+A78m5WMzBWQLVmJvZbe0ssrtriMjTF5yX1wfkKu",
-	"2ILI6A+mYVHL6Pfz6zf6lWPS07BPDdmaMsol2e8d/lCAS//gVTkzVpzfOVPpbO1NQBsqGrn0uXm5yKFv",
-	"CN4FUMNm6TCO5GT5XmhRaR2WlsB6oT+5ddjDkiOKTNIp5XsJoyHIXYHgoyiZAsErHtmJsxhcAzHMZZTG",
-	"MZCwpQPMuE+NA0wlKfp30H2n/8wvy1CImFG+dNvsoPmyPNybT+vP6YXZw5Vn5YEIYjEHaHT9OYF0g7LK",
-	"hher9nZvc1Wc2YASXSKk1TPD0i4+XpBrGqesvJjSJSpCc/2j/rh/TK5+TCQ9JrMf37x+/ez1v0/ePhtf",
-	"/d7tdhsBJ1nMAiWSFeDZV6qv9RVbFOHKfKLr5o/k5TVLolHEKjbnw4SBCaQ0oRZN7UfHBCQpknIVxcSH",
-	"nxd7+uU9fNknMyolkwX44JtlzPZaIZfmqBpx0wr8a/sZ+/E94lv+k/17euODuhspNpXr6MeLt+dniDg5",
-	"0aNJQhc1PM+aHutPuB4168+luC2rr/Wv8BGKdtU7KFIViCnwB5qLI9V4Zea8K/F1gbobDUa+AeoSQJ3Q",
-	"FWT52pmWaABjplhYeSUdnFu3pDPzakN67hEaS0HmE8YJNVCj9rcTSm8Bb0Tzl86hwRUrbKJUVDGCRgAH",
-	"eQz3ZjSYGJQB3NHC4baMoCwmwDxmz+7AC+5K7ggXc9IGiqz54Pm7V0jewk4BMgwAWCZvZhWXtELCfc+j",
-	"G2tLsbcR3i9GfDx5fLj/ww8HvZ6XB0dEXD0+bC1LambCRmhtVJgt70Jjalikazn2GkALW1SHzGd1DOID",
-	"qJKrKJk5rUyAyTZ4hc7VCEkc2Vrji+FGJYStQwtHVWs62ZuPZklkJiKugAWiwS6mCy1GoafYA8O0PZpO",
-	"Mybs6oBN4dE3wQBkDC7ShB4ARA224e5KpKuTLoH+C2c5bXIolxQklSyRJKBaHx+m4FeNEv3OMmJYN2jV",
-	"1hQY05yaQxlFPPS0rj+3nDSnX4Izd+Pa1z/K2ahPut1uR3M9hSYHEvEgTkN2pLegm0l2luwh8RWpIn+j",
-	"cVxFAEfWx1EBMUrx6K91fDU9wrhKIiY9pOr2waP+PhkuFPwuAzor49RvLbOGPQ3LJ0fMWoKqKE7ZQKZK",
-	"AfjtOcZvxUJcsbCs5rfW0H9xVY/IeugJlWRuQnrs+Ta7KLNEDGNWSSQWDi4guz8mdCgZVygKRMqQouJS",
-	"9EfuVVLEWVzurzTIsQYzqjYDf/iz0nEGU+oX6jb64uNFZQyee2/FlQ1KM296+aWxqFh5efOAwGVxipPz",
-	"NxfvXNctSK9IfY5BP9W7qa8YRNlAGMKMJgotMsv3OEgYVQ0YcRXv7TXkvSEDebNyDiMg8jSOj4l50bUZ",
-	"Q1QFkm4bS1Exp/4cfWEFkurAEIUNYjx5OmVJFJCoiIyH+42WGclLs4DaZcIFar7O9RdvpRh3rkkFlcRP",
-	"2FQodikXPGChj46X8xc/S5QqtX6BkRdge242cUylurSodhlMKB9XgVAly+lPcyxNmGTqGBCARKMscEZi",
-	"ePcWJw2Q4VLXi5dAgjImPqTBFeMhQmi0LRYSqqVeqcV+WEEknYO7C5Cp3EACBpiMuuMIOCELopCFRPA8",
-	"gAacaaRNg4DNNJoJvaEjPVvH2WjB2dKlPtjvHVZe6k1WFNVYPZFyFZx7uDiaLWwFeK3+0x+6j/rdfq/X",
-	"fVIPUU7gYRdWQALPPeKjTVqLPppYo1X6f9YaqqcL/cX/rOG4Zlny8veUpVX34415IcMsPLv8fO0hekRG",
-	"PGCaXYIWiGS7FHp/cNiIUGVQGazYAizzJWlLxkPNYkQcBYuORrWQjRiE6bXBa0vRZ1uUjpoR1KkIgbLd",
-	"K3Mq0MbVgj6gjWTJNYOIEZdiaNFJldmJzVcAY0EzsqpfTeVqMBzmD0kYKrpmjbQrvcZLZmMxlzTGGBkQ",
-	"7oRH5kZ0A8Jj4gasu76dMC0Ug4ojplRFAY3jBZzx2ntZzKNowJWlAutXBL+MIpZ4BHAPnU/k/dmp3CoZ",
-	"Y01KBUJaL4wPMd4zoDEIWJ7mtJBjFJJ2LOYsCahknSqqsVZ0BHBK++SAY2mb50pvxetSlAwyvCoIKQXB",
-	"rI6jly/IEn8toFWJsZW4wjI9rKBFq0Xi57jgdVjjmMvwA2OYc+Xj7Wy5r6VMWejI6Dvyojmxkwbkb8GL",
-	"lkP9olbyLcSZ6re0IIXxDUjTIhBBg4mxRjlUdrsjemEmOV/w4B6Oxwrv39TxvOTXLBZVGu8vnJXE2c13",
-	"vHgd7nndDVa7InTCpRHCXLVSrERO9i29XgqOWM0ZcqZghfdc4Dwi/b3HhySY0IQGiiUgYvkne/8idO8P",
-	"0tt7SrrkkvyN7PnegNsAR7gujEOYPGbBkJgpxRKQt6JxpHLbl9/t+l1yjowo40N6hAFPefR7yiDIxnq0",
-	"y4mA8QLDFxvxrBVHUJ3Hp5ENcvgcq8UDWYgRq0XAVWcpiTBJD3p0j4g4ZFKRUZRgRkgjH2cRi8tWuQah",
-	"MKoEE8bQEyU2stLN6DjimdtyFcDv8jc/07Xz8iRPB8yqy5g7jCvIbh4xAXtmY4bmXGsSxmFQgQn1Nw6I",
-	"MPk9pbFxTtGpVZIDYwrLHBGEqpoQga7xzVyxxTpX2iyJRBKpRYXq9JHMEq0CMa2utTP3hEZRIyLnqkqv",
-	"SiOZpclMSLbCsp6vaiSSI2cPH0jiW4e/nI18IBz+9Mb3lj0VA14TIIAf2RgBz6aLxBG/2lMJDa40GXr+",
-	"9uTNS9L27Q82z8Mm3BuHBfoqpjeZ86vWj+G17FAan/LTMV9sYL91sWsxc3He2G3ffGx5LVhAcapKq67X",
-	"gmCYVabiB9IEzLRHIiFvPuJmT2kUk4mQJdV3m0iZ0qW0CJLZlY1WgIBW3kZXJKpciRbijVcbaHNBA8vE",
-	"tjblhIZhhBEI6GjLUiiGIkT8Lt7a3SjYmTXOsxUYMFfMhN16WTzEgKOtIpJkLDjrkg8Txk1sDqAxPJ3S",
-	"BZEqimOYxYYMay4CMGAQjzL7MuBzkVyxhEC0sPHm2T0psctGLr3illQeWA23OSHSyAF4jY8KIWleRZCC",
-	"R7I7O4rpWHpEwGAUlz7gxUgzffeLNx0nkh4KIRDA7d6wPDARNmJXsW4e8QetQctHCy0XHDJBKmJbW583",
-	"6m3HcO0i4G13IDUOCgGbUB4yhWmoNYEAJjykmf0riKPg6hJwrx4CjZ8QNQ4klkI1lnkSKcWAKGGGCYzU",
-	"MNiuqRMsdxcYkWVOpaaHZUPshu6xbaKZl4ItwLU+jJR0+F2/t3/o7fcOf/i0NpbZgHHH47fAbBrjuOHF",
-	"3EHo6cr4SkxTWaJwuYfFHH9b47YmwID2EA9copo7ibBEaDcgFcdwGOUIHEKV9Xa446F7w5V91zo/VgbV",
-	"riL3WlDxcq1U4yxUCECGFEkjusPlnqV8EYiQbaQ81RmUs+tS4+J90tTDW39BLpKUmdIEtXekEC/XFgmh",
-	"PE9kndLkiml8yoLsOhv4YjeNqCvCZxxvmWjFct15C19gY8dNARg0Od+Fkk5v7krA8miyu0WOiRnj69gY",
-	"zanFLLphMTIuqRGCN2RccjZaSUE1mlVKNkaRrI7kh7il1RE15P/VhFhpiO5wBpS7UT8g06+NoruTMy2P",
-	"bN3AkQbnpqWQlbJtlRh9N1mtPO8OBLYSfA8kavbNNjjlMh2uRXOs2DPUz4a4K7DdS2JT7TR2iZfDxdqs",
-	"TPPqs0W1Uy0zXy0d4ZrdXZeU4OQ1OGJNUaAtkIXi7tX661Z4+JzL7+0k7aIsiJZlwtLtLtLbZTZUFLKK",
-	"x1iv86708JWD4QGJ7illzqjgO3IgmYopAPC34DpCeFe7jXLucZfd/VLuorVZtnlKLQ3Dko9oSWdDrSrL",
-	"sF2ZWruVwreLhNV64fxkyYTulIs8JlzLXiifK+F4lbaQ0W9rj2K9ywgcLDSOwTxoNKxNHEbmk104i3L8",
-	"LetqX7f/Zp3bZie5c7tJm/vsKXMv7itb7g3loVbxFt9cytwm6XL3lyn3lWaLZceap4w18hKvyuRbZ99o",
-	"KvBXZ+wdkYqMPayhWmWIGPDs47bviG9uwZJOyQFSK8Xf4a7sRgHIpOOiqO0Ovk0iXrH8S3WooAgXGjfR",
-	"e4LVLNlNwGaKHO7vVyRXVcdovksY5M0ITg57fdL23Zo+fsnNWKr3UxeaXONlnkN+TiL4GLMFgKzKYxOe",
-	"z4KJYJLIdDiNlGIh2hdkJTV168FtLOcCMjm0Dv7ehthVHdxSKF8FO+Fs7oYMWXvvmHF9V6AiNUYTekRO",
-	"xJyDk58IHrDKVBtnpuaRKHaKatxaBqVLXisSUJ5V0lVJxK5ZiHW+iof05B/T/ZunP49Ok8OLPz78MHwb",
-	"9H+d/PPx7IU8+OnfJ49YNdPbqUO3HNNc5d5tau9JQKC+jPhIrNvjc/Pya/1uGYEKRdmz/S/P4DVw5JZ5",
-	"xGrOuXlRpC3qIW1cCumOVZDKoSArt6lZSvOW2czrE5m3T11el7W8gzzl2rj+dRnKm+Qk19yubc4Uae+p",
-	"GL+8NuXWllW7VRlNXeLn5i8IaYJkk8toZmKUsHI8XhOfJGzGqBpwX0VTJhWdzvQ3mHCUf5MwKgX3SQp5",
-	"K8o4pWQxlOX8xc9kKkIWS8iOqwptyMatCWxwE5wKuU+QKPBOSDXSgiudm7TM7ROdVnmvsxTAfE+aJ31V",
-	"yMUrmGUxsQrFXBBXIBgKj3mDdCvSvtLyESoOy2kvJgq7s01WFlpEozFfx74QITVN2MPX3bU0upouhq5M",
-	"0ASkbJQ/k7dLWB7Qx7wKP0/+84iBfD5hxrPnxo7YkCaPTCgP0bxjcLPjDbg/Y8mUalJ/OYI71raJX0NM",
-	"Diqkfx2RR90n3T5kgfm2nuzCfonZYANuA5ggLeyIHHafdG8KhT9RYJFYkLSsXrSyzJHl7P5ETKvR0pzY",
-	"A0n8V4mYHvkECxsS01vAeD+z6A5LlCY0RB+N6UOQLR5FFC0J4kBFLHxpfGTPojjWK0XsHuJfLnIiqjc5",
-	"9Dq/NiDDA0mi8NgWeI5CSeYsq0Wf13XNAHzaO+htkih4WTW7wZIHksCJkCi0tM7uXnsUgbhs2/dAtE4s",
-	"xh13uy0hxK1WhEqDr3rbF+UeT4fhP672b3r//KPfZNPwVtUXJbCAukfrJDACoXbwUr+mRBwa8LVaZO9b",
-	"txk4QTSLbIOsirM0xnaSv0ja/tnzdxfk4he/48RNlCpNBKlUYurQPZGMNys5gdd4DVjmrrf9NyevT8mr",
-	"s1/eFIA6Jmw6UwvYF4pblH2BN8BQ9hLNrrgXlaqi5f0ryGjO6+/GUWX0B1tHScA2H3EsAuKydK14pVof",
-	"gAqYPUTzCsphK97mvPiHpgm8MkUhax2I+JrB15THWiBRhdrpSiQse1Gjm+bgz89evji/fPPy/Pzkp5eX",
-	"p7/8dHn+/tnfXz6/OPebpXhmwkbTcLqlXPY6PruhvNIk17Tc2CvLSc8FDrODwiRg5+LHTvJO12xnlRs7",
-	"3+CSh9gRDgrkO7viBTJkeGaOUAb1vaICvJSJmsu+7r0sClYZ+S0JQas1hY3Shiz9jsXYs0wmE+HlhM4Y",
-	"FvmPI6ky040JsjGeACVmJGbXLK4IXIc3l4F5C+3HjDlPDxVx4odUUb+c4l7hfqs1npuxip4pzuabe6bK",
-	"alcFuY+rm/7BbTDdt6i8YqGm5aWElV5lygp246oZ0bTqqhmy2UVu7lQr4NJnd68hzmQbYrd6rd+tEuoq",
-	"3SRhhBb8oc4lIBJiUaeCjwmNYzKlKoB2BohcFRiOBQouZ5W3zh/FQiRtXAp5aOo4kL+RfkmHbHSCJr28",
-	"cqIpvWn3PRKwKG4roWiczdbZZqoZS2pm2h7DAaxVxKC02Zoq6DPQcMiNa1+U0AwndxbmFY/O3d0V2FXv",
-	"pDgpOkptLqlG6mWs2WE4zNeWS121eY0vJNw+w4bmExEj4+kS3z0rY4WyJ2mtVsTPHg64xdCVJiphUiGk",
-	"woZZMo9GfytCRs5f/NwhqWSVtquV9z4TpwGk8v3b6Gbn18Mp/ARmoFVXnrT7mWiotxcqYxFgfp1tKE81",
-	"t3uHZ/ZHScB8tAl/y9cH0BV8F7Oy7NqY01USLjMihrAPWeIR0xR1/QHV08PsqBHjGuzEWjqIG1FL/fp3",
-	"oH6G1BmOmrPYDP+WyGK28uqLjX6dM1Yruzg2x/lESJaXLUObwSymQSEAkbP5HQuMnLHonkqMvCuUXPsW",
-	"ghChN1mNfR0bCT2QWUIkdvWyKXu29tL7i+ckRBdHNQ38vXqOrAKW2z8szxrVkxIlQrpAWobD+NCaWn+j",
-	"cSWrv2beQ9/5kMViTnolzf/J48fNLHJ2qhUQ64uH/ZSylEEXfg35jCV2Z1BFshaBB1I/27MfYFO1qgJe",
-	"veb1tSRTcoPUOjxHKH0hCR0lTE4QRs5uFIH+xxr2zrJd4Mlhc7uA1otnLAkYV9UyaTvbarJHCsjSIQ9J",
-	"/vC/Sb/X8z3NhK0BfR8sGVNTzSKD8XG376YZhSIduqVJkawvu6ILeOpiQMUy3O2uvVD1Qb3FiwWzbEfE",
-	"8OJ+weDeCiq6ujKRlZ00Af+s0R2czS//ChEeLmf8+mI8CqewTZxHYar6yh3LZ4ld1kOtz1eUX49nEzqs",
-	"lDzpNA+JtsWEIJGo8AvWlQ0TOudklIhpyfROJXu8X5kVbia+rDaF5+JeGEkV8UC5UxodyI5RJIKVdjHG",
-	"VSJmi8thVOUceYlP7XLzncOEZ4/4GEhP/lvzvf12AfiyBeFpr/uoARX2WnXB+fna8yUXpjioXKJFqWrl",
-	"myaSlSW5hELtJ7Nqs0WlXD2WaIkkEXy8tmpIltSTIVX5mEvn4MBchfEXtlxLxYIyE22x9kS3Koqiab5/",
-	"8zz/Omf8bpMy62b5LElx5Vrjbl5ZMeXMBWfVMa5IhCkeImw9pOoemx9iNlLQgvWKsZlpGgARoaWkmcJh",
-	"4/a5R6J/ud0IQc4AHZhBkF2jxHMYDA7eVl0r4sbd0eEkDKtQoSEG1J7l+1m4Lodu6W7aEH1OUvh6O8Ev",
-	"Iwq7TZtDkL6JxLkLm0W6KuBzOes2z6HJAj8rqKWtgLZtKCYOsBLsFXSgKqG5tuOkfS/vOgm/rG46ufTR",
-	"do0nS60kluZtlJSW7ciKkNRcDq7Jo24YmBpUl7ZzJzDDFWJH4d6M00RPQJNxSdRamb2+bpOXjnll1kqz",
-	"LV7GxGVgVuLmipaatfAutdXEjbxrdnARpl3207woreTb6alZsSeNzso20iyfTG0LTUCeS0T5OqfMqks5",
-	"TaXCq1SFxo3ax6ztz7g893I9oXakDEg7qhPU6GpXkfGNr/NdilGUz39tF81sqk16aJa9CKWt8YpYtLb8",
-	"w7rOkxny3zV5dkVFjjuQqc+YRlsmYLvPp11izVvk05a7Un2ujNr6E2lIRjbIrs2I6reXW1sWo++GHF9G",
-	"5LknGomtNzPWsUHfzbUkcQ0N3Dw59lcaRyGg6gZpspQc7u8fEx/SYKVvoh8gVRw6VOHJDBNGryShJEnj",
-	"sqUBvyxWav8N5rB/Q8cWGmsKtyBDpgkCvWK82/rkEkYHfodMZKQGOM9tZfYumm9NqVwavyu80Twwu8bF",
-	"N2OJadZFst/y1FzMzCgm5zrkNj+degaANNNfXr7vVFOu2JxPXzLJ17NbX4mJeWL4srMv5NL3iG+9oD5k",
-	"sPA0jv0uAdv9FWMz6SbW54nxIk2ymsidIwJj5SymtgzggJss/GN33uy7zKWyojygRyj8anKtFOWhHPC8",
-	"dnH2qWYGYULnUn/ddpJM0ZmdpNyzQniUGE6BBldsaIOwogsMol3dslCm1njhb6cwlJ+J9zinR4apIqEg",
-	"XCgNLIp4ztZ2js3WO8UUcyLIRb7+cmpQyGVFOPWMKsUSfcz/px1y+X/trnT+q1JJlSxIk0gtzjU7wes6",
-	"pDIKTtIq273JbLD+8jyl7QgfnLx7TZS4Yjar7Rj/ktBYksTRFSO+1jeuLrvdLngqgI0Z50wU5CBOlJq1",
-	"bjWE1vMFvS8xC8C0q8g0F6K3S9GIs0RvSZrEZgR59PDhOFKTdKhZ1sPsA+df4DiVy8THHZwDxSm1ooRq",
-	"9KX61BJOP7s9U40+UGrcyicD7ngQTcE/iJvA98HTGUkyjxK2p5k9VZEWSDPx5ucoiabdl5BbBCMhcFPG",
-	"1YCfvHsNfW1hWDe5U5K5SK7IcIGWbHCz8BixcEglI+/PTrsDPuCmEqxIFRTqc4uFhwjE/764eEee6bOC",
-	"p1mGY2OU6GazZLXMDWnTVAgomgdzk7+f//KWIEXrkgubAoAXtdAOzY5YBNeOTwKaQIKd/3HvjCp2Gk0j",
-	"tXdqomJ5WPz9jE2x+66PGwIUlsiJnlTwPD3II/6fA0uUB60jJOseGVjyrH8btLrd7qB16x8jk9eEUw64",
-	"5fSejWYucLgTvoCEaCbB6Q28BvceqmAMaaGRZscb8MP9pybfEJJLKLgIppE6JnMaKeKfMZUs9k601Ozb",
-	"Tet45FGvBxXuU24btcJcacI8qCo/znNTEF8h0/FR7wDjU7TID8gTSZJyaGmk6dAx+OcXKKQPePXkSMri",
-	"KGBGOjI3+mRGgwnb2+/2lq7xfD7vUnjcFcn4oflWPjx9/fzl2/OX8A3k4qhizV5y8u41lj2ReLH73R6+",
-	"KmaM01nUOmoddHvdAwi5UxMggQ/pLHporrT+u9Lwsq5UV7HU1jHxJaNJMPHJKIrBcTxcQCxt3jdH70IX",
-	"6yYmIGi8DltHrdNIqhcGFg1jQqdMf986+q1aNchfeQgJJrfeymBQsFb/nrJkYXsrHGVRh6hl4NpHFBps",
-	"93sQlRNNtfTS11rQNOLmr6rgxuVtixcZucQwQ5BQTW9jiWESit0o0i636+nUwYtbWwB4Sm9ObbW6RwfL",
-	"vO8TRA8BiYAz3u/1LJsx6fuQLIya58N/m9RKtygeaLG/lcr+t4aQDldSlWor9Dcq572ijn6hOHVtcXsU",
-	"DSockm4yvVt9uK7gX7FoOo7h1jVvtJyCMfG3ZXZe35gm6xVT6pOCrUxM55IGMGisNLPWTYC1HmrGb1wy",
-	"uH6irKOOvk/5tNgaBmeFxi120ulNhaXWGb5y9ypxMZ/M7VFz951sMtnOd7V60prNdZrvbLHDVSaQfOys",
-	"nU82OLbcycevM7drSlSseF+41JVFNjFF/kmpQhrex6X66HCxn/YfA612a5UXHtwsDVSOVigW4N6scnax",
-	"ULYZzRSsNtabpSrT1UanlTYmHKoQhGDs5YWiaqA76X0vJtoVE0X6hVyPfpZZoXHKZkj0bAZD3807gEZX",
-	"mDnQdy0CJuQj51Hr60EiA79dUk9c4cMpDYr1GYCfLUm7dROabx5+zN7H12+9VqVk3Hyc/BNYwWGvX/dt",
-	"xokfFgq56Y/299d/lJtmXoFlBj98uv7DCyHeUL44Q3kb1MBHKAes/u41NnKIQT/Arw7Wf3XOkusoYO85",
-	"vaYRau2gg6fTKU0WRtQrypIl/VJfADqWeX0/CRa8mZCqMtxGZgnEmRPdjmw1Nq0C2ThNWeivRGY0SlDY",
-	"nyXRNVVswCc0tl3rY0avTcaA0Q+65J1x9WGWO7b2BxuRZfjYmo0DGANuPV5TWw/L7xIbTmf6CYL3nyoy",
-	"FVKBBmbgRhWiKCljMe0X1rxrtKhnIlw0kOw2uZUYNXJ7i0a6ghDZ30aILMuQKyXGNQLhKjnQ0MKCIGh/",
-	"u5MkaAb5Lgp+OVFwZ1KEOcslMYKncVwlQBhEKQgQZgxXgjA/7UqEsMOtkyHWigxmoLUyg15+wVmyssb9",
-	"XXi+7QlQwfYvappxfeV8vwFHfUZDw4VbW4sK/QY8+B1dxIKGF0Kc0gSMI38tEQNicEtiRaVUcesVzGAP",
-	"/8R/3KKcETNV4UjDtuiu58grSBTSW90/zGm6eP7m4t2AOylLgkOFIXTamIQ/DJKfimsWQr7Hmhwd7P6Y",
-	"RAwKQ4opVZGWQxbG9YK1bhxbZqdLbBsvMMWC5DJkeO0GHNKPPKwNF0ksK4156itkFNwiR0a5iwlqiRjV",
-	"VRjYjhyVCymsJkhZyRnHRQKV2ZzqQf+B+knvcP1HeDpvhXoFpaG/UdKBqLtEPeDgaRyXD79GV6m0pZ+B",
-	"rlBwOYPLQw/ZpMnrEkUZ8KaNXEm7oJ90uuSM0dDoNdhXHiY9GnBNLMiyzoIpIiy4ggkwKbHi5v/E1I6u",
-	"fbXS8DUanqsUju+W5++W5++W57+O5dnESjazPFcojt+I6bmpHom257tpiFlNg/US2eo+cd/lsW9YHvuJ",
-	"oUW0gTK3adyA2SBNfsBNUpUj9xyyYmUeSoSJlTPTtsWkxdu6r0VZCFM279VSW8z0rbTVbil2NUjsraID",
-	"VcajukzP7YhDOSG2hjpkwrNkSkU8S4Y1pRRMV+LvJqU7UJPvlqj15AuxdBkbN7JGPdTntefmOVRbps7A",
-	"SmTqW2llsY3uqb0ZVZNOpbEqM2gsK6DHGMuZJamIOc8YLE0YSTkdjSCkrgtxf6b9Mc6cR/eaTOJaK9FJ",
-	"qiY7txSdODB8EXORuwlYVw4MeN/FkYI48hciBHg386tZsifa+7h7waaWqLhWrLrwT2uyEqUw0IwoOIOU",
-	"uq6aAtoY5jyKqSKQAXM84H4ekJJ1HbTpvVnV1S6xtQ2R2qA73rrbq8jJaSTV84Jl7suHkT7aKIx0d9Ga",
-	"tYYnpIWOq1Mruof7oOmah5lGV6f82mJNlyhHhcVSffAKVtXKpodnNtQole4TU/g/fxLNlrs7gCekrheQ",
-	"jS+/NG1kjvrQcyH72fRpgCrNS/q5hbpUHq1KgdbPLk0bR9y7ciuCpt0C8gQ2syI0UlRbIraK3nq0Nnrr",
-	"0Q6it/Lb1iSCyyEV39ngX5UNZsFfS4lGTh8Ihwm6TOruGn5lBBlGImgu5Thim/c0E5zQPHUwyzO2QWha",
-	"bJbgYh1wtz5gXjUwa7sF6VJaIMiCysDqEPFSUcUB9wvkKmeiTUo42gTZCZUkWhFh9tytpXgftot8Amu9",
-	"8Aqj3ezN5/O9kUime2kSMx6IEDOstx9+msYqmtFEPYRhra1j2wErJf8ciR7IPDUZm5aIgMaFZJi8uV6n",
-	"29pZnF2xbulnlgVwqCopwE5clAKc9zP+b37biOv3qlh+b0Us15dm+W4X4CYlXWvgLdVOzcuL5qVAS5U/",
-	"H++Xq3OaCprWG3mw79a2LFSkvC0Y+PIrQQyW7UjLzgdeEyfmVnOn0kJxXCoqKt1av1rXKAkgzyEj77nQ",
-	"mxKvExrgZfPuW3GuRMLKAsh3++F3++Fu5CVEf0J5WWCqlZGa6PsP/8z/aBzr5vZOU27ZjYBCwBg0w4PA",
-	"EEIVVtSGyDIYOxKcRHLAAzE1JSyyetHMzZIWhGJ3S/LTywtCuZyzRJLD3iGZT6hiNv8X8s3BStkd8NPo",
-	"iqH0hmEzMCLmFkMw25xGSpI2JUNbzz2ask7WVmBZVhpwKywpQcJEzLDsg2ZHR2jW6JYEME3cyDilCeWK",
-	"mf3CnrlckFjwMUsG3E3dhrZgeuYueQXVsaaMmtAgO3cYYftMU6gJ5MBIixIQwjfgTgwfEQmRsZh3jpyZ",
-	"884G7sQkryWBSfsiuQLgsGksWnfMiXlkDh26o7yBK34dmVYTLJRd8ospviCJZEz/PhlwOwJ2Uns41V8H",
-	"0idtP/Ngw94h974M2UxNfG/Ay4/RonQ5Q+ffJR2zS5Ne7XfqTcol0XUX7rAK5lvHCXdrb84HfmFEsmac",
-	"0EBxXI2vqxQG0Aw01s+gNMlfWFf/T4llbM48vPVmYDdaeVQIgsZCOMMFGLTLLTi9PNZRI+GAI/UGDuEK",
-	"akU775FpbBMpTYrHTBEKXQcEZzXRh/dw93evQLnZJ001qLKe9DXpTpV5Kq7y1IL6Z1CWMeNryNwtW2vt",
-	"WLe6K7VdF33kXIO27a2nkdseZ+c73fzmY46aU83tzZLe2rdznPzp/esXDT16BQn/IRDRPbclzWcFuCa2",
-	"6qcsIZcWWsl4awygqH6IGBvKSyVmWPsp4uPugF+44j+9YlKL4FCGsE256Weu//RMSTKP+L99wupwf976",
-	"4GukWmY2nb4qxUxoL+d6P7IuMzvjOF/OgNfImfflzXhfi+eu3O6p9evwgJ/9ID/83j+dfnwc/Kun/skO",
-	"f07//nTyju6/GP30dZry1nQS3I6dFtsx1nDSyv6Lx1mDKX3H/7IGvO8cui6aBtCk4LN7kAtfmxvHYjGu",
-	"DYK5yFtyS2NdiunCtWWQKVQ78zvQJTDEmnLWvpTFyuTOHukNuNsI/gjL7l0zrqBKnpnNIz6SRZ+0s86T",
-	"lIdkQm1fwndCqlF00/EG3J+xZEr1Vl6OaBT7pG3oZ+5hhObDMxFHwcIjj7pPun0od+crNp2JhCYL+yUU",
-	"2qMDbqOuIa7AI4fdJ92bTpe8YHEEpMQ0xm77If6CpUIxawT+GbIRS/Dnbrfb0ex1AD3uMJJQa3hYKQ7r",
-	"NWJBycSom1zYNuegJsZibMpOZqdh9njAnWaXCdPcNhKctH295c/PXr44v3zz8vz85KeXl6e//HR59vLi",
-	"5duL17+89T1y0CMhXUCdOhO20zkecJlCSUa3YCrSnjxSKavEyrhG0JBEasDrZjx//+zvL59fnIPVasBf",
-	"meJ4gZgOI25KX568fdElPjTJNDUbGQ9RIDl79ZwcHBw8JSFVbE+rS/DtjGq4qMLW1Pq0wDTmkaHQqjYP",
-	"4lRG1wwFH0AukKKMbAXxmjgfQcf2j6CJQQXK7BcNgwbaR+wxkCUsiGYR48rHJumEmvbYNAwTJqVHylXt",
-	"4oVeHG6rP+DwFUh+rjvUPK/6mrSzQzdlG63WRe1n+k5pvIWxO13iaxqAAWj28tg7mRUODWK9ClPBNr/b",
-	"Ns6ViwHXoxxpEVXwPRQfzcB2DRZNu+TECpiI05pEwK796Hc0GLBEbM+sLwFnXXJCpjQeCWipaD7S8IJq",
-	"zEJy2OuRtr4uh/v7HY9Qt2E4CQWTK3MwT8V4OQqOxrGYv9RQ/oqZUybNcLl+obncVEHWt4me18sAK7TF",
-	"SY+w7rhL/P3e/uO9/v5er38BDV2Per1/+cUK5q2qd+qKHWq8LETV5f397CVYKvbrtW72xmJvqQLw1qt2",
-	"m1oWl905JtiqE14w17ZmtftrV8t4+AXXigUqbdVXyyciU6XSXOnlQpVe8c6XznoYxXHExyV5v7qupZ6v",
-	"rq7lwX6voqbzNqvE+sLOiuhU8HFWIdtQtI0XGqRSiamj2YhkXLPSbJL7XywcqU3tRvrYvPpovriIX4so",
-	"YHUnhwPXrebp0x92sxpgDxrkxcyYjDMCjicTR1K5hP54mZYPODBwK1F5ZEleAs5WEoVMrWlGoOaFNNyO",
-	"CzVBa0Nhs4oD1l11vaRL2BV322wBfqMHe3ArWqDko2DV8kw2rv4X1uZHys/hH5CvBf9yOg+CIFxYEDbQ",
-	"L0JpZbSKSv+NT+tkHYfV5JIoaEoI9UxQ+jMe35y1QjbvMmet2UsQ8mvr4T6qXE6p/YKQymKZEkY42qpg",
-	"cK9UMnjzosF5F1pYv5aIc8jkVTQjbVdpqK0TbCJ/K+Gs6udShLpXAr13H4HqUDkGIrLzkHXAk8rw77IB",
-	"7GC/90gTStdMVm1ewnoO0Zg7ljC8gNiPMeM+Rt61TGtIeZYYbSq9E/c327ZgOfLTkiq0ennuda8gEKNE",
-	"TF3j3dPeQT+zylxGmTMoYVRixf77hTbngtinvoKzffIsw855vDtZyz6vPEo0W/W8jHWYBWaKR/GEt7PT",
-	"6au1GTqBJXFDdEIyWMQmXEzhzDOCjmfdemnO5BnuXekonfnwJFsZYvSKiNE6DP9xtX/T++cf/VaOIBZd",
-	"1h6j1zL1m+Ta0y3uwdrD7f8A+RdrDxj2fMsD/uQUqu0tlaptni/hlrPt5QVt92/vmB54KsZNUiIK5iFz",
-	"uPouesQl9P8xicqnYoyWj/sNNTwV4/+M2gdZsoSDGjV5EiDq3luqoGQqne2VspDvIRUDbPFyKUmyrRq1",
-	"CD62FrwBNybIbkXCRqeiGLCY8ywDs0uMcVkSygmjSRyxhMAOVBlboC9qKYd597kS+QS7r/TwzRTY2qSw",
-	"1ffSTHcuzVTsmudm1Ne0L96OY+aoja2gGyTU25I/32S5n+8x+d96TP45or/lUiayGhxOFfU2Nqv0gZw2",
-	"K8J1/3y23JS0Ia/trGKT1Uwya+J6n7WQ9Pj3UAyp0Jx8RU/xGhZ1n7XtlvrgblvWrUDuG3asv0MJp7z5",
-	"/7oKTmtayn+n+d9p/uek+VW99jcj8gXy3qSYU9WUKys35Z2kTSnggPIBt6W9bYYKVBN/8fa8WL+pok31",
-	"uhpORdK+mxJOZQr0Rco4lffieymn7zUs3FJOTcjA/ZhkTIHu+7fJnApxtWSSgTArVL7SGYk4VF/lYu6h",
-	"yxnfF6kKxJR5pqbFTCTKlJwoK3RuJ3zbpsDUxDIdtSG0j7TffMQQJj0WCyFoB3pO2ybinS45MY3LTbXy",
-	"yHbEpmS/18MgABB3sJKnzY/DRtaYGOeRGUv0mAEEo88nVMHFzzrIapiyXyHracsKeNDAfLHDCnhb2nSq",
-	"+mjWVDjGjcrnuIqmCAPuTUOTEGyavibrX/7kbW7oEVmFUsfgcutlZpAiwJSTNx8to5yJiCt9o5UglXaR",
-	"HPgcslogjOVqlohhzKatoxYXzlxUkcovcxuNhVnORiWgIT/l3Ss7VNsYkSDI0sR56FWsNip5ZHpzVLVK",
-	"0Pkqn3hZ3N3fsPK0c5SNzVgNdm75+ECbM6pVAfvw1exszZ7n+waCQa0xqyA+aTqZ9fG4w2x3N4b96oBV",
-	"J50YApv1ZtZX87tY8lcVS54Dv1tm1JrAekArNN/KqI80bHsz1aXcF+TehY7txQziFImP5ICXJIzG0gXJ",
-	"hIvjvNEkxNdZGUGakhXQxR7z0YZMU187ZXOpZMBXiyVkI6mkVuTYsbixXlj44nJCMwFhZ7JBq9+rfMWF",
-	"cw1IyP6/Vc4/FmKMayuz/AZSElSkyJdIFXE+grh3WxlFwe3e9VJbS5JHXZuQCjelIza4EoNGrazLR25y",
-	"bdR+sZGM0mCyu7Tj+C6Q/EU7cORyxb2KFPft88pFipLR5oE1lW4mYgy4lTEqDKYlWSN3WwALkVmfasFH",
-	"0ThNWDjg6F3ahf0CpIAB38hksZHRF2WI3Rl9m4sRAfKQIosuWrpdJl3vqMt4V80rLp+u8qctcWt02ZWU",
-	"VAOu04BpjaPudjf+vKXyVGVjeiOGsg30d3QIfmcy37XebblTHVlvwJN+TwVSoNr8bxMs/UBmjajgmyzd",
-	"xcQZk/cXz0lIF1mqZn2q+IBj+DWJ1BHxp/TmEkb0baKok9E8Y8meAYCENIoXmI9dTDc+ef78l/dvLy5P",
-	"X795fXH57uXZ5YuTf/odj/g2BtqMD2wgkiRmI4XBHESJUEMJ6bMDPmSxmJOe/jSFcPMZSwLGFR0zn/xI",
-	"/HYGLNkjhcE75CHJH/436fd6vjfgia27KMg+ZMhPaSy75CWkkNvY1ny3Ctm6lC9MPUNz381G2O07JjbL",
-	"PcsPDoXWDpA3IySQnSkJHSVMTrQ6AcmYcFhtHwpeyEuqTHL2B80SCxnemhNyYbbeHgQcAWn3jkjK4d8s",
-	"7GDxSVvYCupWDrj/XrLEAKK1FmA9fjmZ15S67BL+Q7GvBlEQCC5M8i2+jm1aTSJfIlKFtTOvGJsR6uKI",
-	"I2KY0B4MkdXQ7fd6vV7HpLTzH/iAR1CxOqxJKv4H3JKdMXsXcVpH/R+ePH4MuUj2l/2eKTVmjqdY9qWM",
-	"ma2jx93+k605EKxtXc2vnAg4l19fnb8w+4GN+08o+KUKB4xXqEDrK6LtYRQWpBhy+9ufrSGVUXCSqknr",
-	"6LdPEJ2FXywF4BW6GUrPJCG7PSy1xO6Kad08wc8ysOUUwuquCsXeic5AbnGU5cE+aEaxrt5JFJK90t4V",
-	"OSR0pqbBpDLRpevmRus9vf10+/8DAAD//w==",
+	"7L2Lc9s29j/6r2B0fzOR9ksp8iMve3bm6yZpb7ZJmrWdtrtVrgmRkIQ1BagEGFntzf3b7+AcgAQpUqJs",
+	"uU222ensOBSJ58F54ZzP+b0TyflCCia06pz83pkxGrMU/nxOoxl7LoVOZfJWXmiZMvM4ZipK+UJzKTon",
+	"nbNkSVeKhEL2lXkjDMiYRTRTjOgZI2MZr0hE05QzRShRLEqZHnSCDruh80XCOicd92Un6KhoxubUdMJE",
+	"Nu+c/FL8+CHo6NXCvK90ysW08+lT0HkVs/lCaib0OVskdMXi9QGGOs1YSJYzJmBEKVMLKRQjXMG/ofm4",
+	"eKwloYIwmiacpSRlv2ZMabLkeoav0zkbiTDvOVr1v2erkHSF1DMupmRJFWE3LMo0iwmdUi56p4SOFROa",
+	"SD1j6ZIrNhiJ0hqYMdbOH36onfs50+nqbKJZuj7nCxZJESszlyXlmozZRKZm6jpdcTEtrf8jv1vbDRea",
+	"TVkK/fz0009nmZ4xoXlE9QYK+IYqHpGU0WT+91FHzfUiSlmsRp2wvN+N73VqRuJN+OdzqtlrPuca/m99",
+	"IOe4V4rQJJFLFpMFS8mci0wzMpEp0TOuCI0imYkyCR4cDrcsQtH3OZtTLsyYmvtP2EQTjuQWZWlqth7H",
+	"Ue724MnGbj8FnQVN6ZxpdyBTFpt9oMl371+9WB/Apekvf+eBImGmWHpllvhqmvG4shHD8ePJET1m/cPJ",
+	"cdQ/jh6x/rPJoyf9x/RgcsiexUfRwUEn6HDT9ILqWSfoCDo3XxaddIKOOSI8NUfPEKs/o4lM51R3TjpZ",
+	"xuNOHRG/kGY130KrdbOJ4XdiuiXdiCrW50IxobjmH1kvIGwwHZDQTmkQyXllit4v9TPBDjbOYk5vXjMx",
+	"1bPOyeGjo41sKFp9z1Y1J4RcsxVSQ8INMUQzKRVTQKDRjIopI11K3r9/9SIgiq56ATnoHz56RBYpF5qO",
+	"E0bOLp6/emXeTWlkyCEYCSWJnlFtmRqyqYgKMsaDzllMFJ2wZDUgZiknPFW6zM8ojIsX/GokqIgJ16pg",
+	"h12lqc4UMT8YZh5Afwuq1FKmMeEiSrKYxT3TzDVbaDhph8dkJjMcJaOJYYSma6VPCc2HICc5Q3Wnssxm",
+	"YXSm34Lvum9TYPcKFyAf63hlTzr8AW0VjFr3nYw4ISASgpEwr8hM2/kb7g0MOyDsIxOE2wGy9KPZp5Sq",
+	"mZmJYbm4mbhzkZzPudYsHozEpT90u8Yxn0wY8AA3+i4VIAlIKjPNAkvlATGnFUhdpiNRnDFY25RNMsVi",
+	"bPT48JCELE1lqga8IL6ra7YKB+SHCYmkcIzHdqpwtkQKHBy7oZFOVvBvjwJOYWYwOoWyw6wn17APuOqG",
+	"PsxO4KIPyLeUJyBALffrHt/c9AhNGRFSA02cmEZXdr1iYiVlAG3O6YqMYWeRZNcooCoqH02G0bP4Ees/",
+	"pY+O+sfjx6z/LH7K+ofjg/jJZBgd04JroTJTnPaK1N4icN7RaQ1bOuiPqdmIBZ0yIrL5mKUD19+vGUtX",
+	"RXfmlVIfMZvQLNGdk4PAsBU+N0L+YOj+F3TmXNiHQa08cKsO4uAbGr+W0295YnWASApD5+ZPulgkRlxz",
+	"KR7+R5lx/14s4e+dOVMKJgdMVmmaajLPlFEUjPJz/u1zcnR09IzEVLO+5ob5Aqc9HB4+7h8c9ocHl8Ph",
+	"Cfz3756ZvcqiiCnVOZnQRLFP/pz/T8omnZPO//Ww0DMf4q/q4UtDwud2TjjDKuecwPQMic5pYgSKOb+U",
+	"hDDokMiUhEzEIXICroDmaqcQ4IsjYZUh24KhQpKJayGXgoTm3Osrs/LmBxImRuSHRGZa8ZiRgz5slvlJ",
+	"sCk1QmgkQjmZKGZakimhRLMb7UatpSSJFEZG2SUPQZah5okvIX17avfP/VzZ6OeaTt0q2m8eVhUjo694",
+	"bZQ0lnbtFJ/AnnxDY6vb3IXMHPcDk8Du1Eea8Jj84+KHt/dJRZfOEFnrNchJBv5J5Pg/LNIBiWSWAKNC",
+	"aUpj2Fyj2hs93rJSIByVLRYyNbp++BwXpn9pyMdsa6HgSP2tzER82+V7YdUgadixaed+18pqXbFkuDjs",
+	"hht5nZIxM9Ss0EZCEebp0581Db8S2gjXBBbgtvtwJghIXSIjEK8xWc54wsgilWYzjALhaWP3yhgN7bGb",
+	"BYsM6U0oT7KUnZKYacoTBdI3kdMpiwMi2EcwZHWWChYPzNK+ltP7IUxDJCuZkVjCM8NTwerK1ezPjGxJ",
+	"1+zXRyZimT5QxKi0ZhNzaxEUtN5nT9x33cbCsPyjeYy0qnQxgF22byS6YZUEUSeom1HY+wJk7Tu6SiSN",
+	"L6V8TVPUP/clcEEbMY2SLtVkLpUmB4/J9/yb3n0L3+pIYBRm56mwQwC29M9ManpXWn6vWEp+NS39YbQs",
+	"FyylWqZEMU2EJDHlySpnMaBDBgTM9cLSnVFD5XagZS5EhVqy9PPnOhcs/cgj9l7Qj5QndJzciVoVtgaE",
+	"aqy0lKZmFbOi9QF5lzCqGNHpCg11klCN5te9siqqqbH5zNAykTIazcAn01VaLhZGxKYMjAkwamUGro1I",
+	"CsEi04oC3dEcPpXI5UgAGzM7DLYuFyUHjrFUZKZ7A/LW+pO5IstUimlhGdt3T9CfOxLokQjBIdwHj3BI",
+	"FHqA1xie99K2ffcczLAwl1K+oWLlvJy33mspyZyKFaHa7LNWf9a25iqATAOQ+BN0ZCRyys2mef46Gscp",
+	"UwocMdJoU1wrPNeDvSxv8Bme7veCZnomU/4b25EXM1Sxyy0EPosu/3Bfm/yGo0puLDc4QYWWoQbk5UeW",
+	"rgjeVE2ZVoXTyUipyr7+9NNP/eotyKZVrV6awOh+NGYnrBq6zFqsaruVKBpuRfhcLDJNximj14pQkmYJ",
+	"O3XuxJAoulLGrIlmZMJZEoOXbjlbfebiKCcbGJ1Z/OczFl2r+nsFQ39WBX2gyIu3FySCt4mxH8CGCsA5",
+	"n7JIprGZ+iI1Ul5zdL2Z76/iaz7ftjUwiHOmsgRmDN/Nb27zlVpMdvrsk3+n8Ys3Yq+9YkDFFSO6QEy3",
+	"ZhFRu35lKGbDSnbRuuwvqJ71nGqvJehD2aJ0JePWDg3Ck85YZiJiA/+i5lP9atsvNlwTca1YMkE3nMrG",
+	"zsSYEK6NaQy+VxLaHkfZcHgU4TvwN6vcHdWMbO3yJ+iYJb26ZqurxN4Rrd0KXuD1j+K/MXfnUSG/71+9",
+	"Ma+ckqEZ+9yyrTmjQpHD4fHT0rjMg6DujnLD/l0wnS22ngT0oaKTy+xbUKgc5oTgWQAzbJGNE65m6+fC",
+	"qErbqLQyrBfmk0+eeFi/PZtlcyr6KaMx6F2RFBOezoHhlbfszJsMzoFY4TLJkgRY2NoG5tKn4V5bpxle",
+	"2+KNvPlncVjGUiaMirXT5hotphXg2nzYvk8v7Bpu3KsAVBBHOfktWf0+2TucJja24WA1nu7bHBWvN+BE",
+	"VzjS+p5hapc/X5KPNMlYdTKVQ1Qezce/m48PTsn131NFT8ni729evfrm1X/O3n4zvf51MBi0GpxiCYu0",
+	"TDcMz71Sf6yv2ao8rjzUYVv/XF19ZCmf8Lp4lp9mDFwglQ6Nauo+OiWgSZFMaJ6QEB6v+ublPr4cwgUu",
+	"U6XxwTfrlB10YqHsVrWSpjX01w1z8RMGJHTyJ/97fhOCucs1m6tt/OPF24tzJJyC6dE0pasGmedcj807",
+	"3EyazftSXpbNx/pH+AhVu/oVlJmO5BzkAy3UkXq6sn3elfn6g7obDy7CEHDUKd3Alj963RIzwIRpFtce",
+	"SY/mtk3p3L7akp8HhCZKYkwYtaNG628vnN4NvBXPX9uHFkestIhKU81sWIJHPFZ6MxrNLMkA7Rjl8LaC",
+	"oKomQD92ze4gC+7K7oiQS9IFjmzk4MW7b5G9xb3SyDCuZ5292Vlc0RoN973gN86X4k4jvF8O5Hry+Pjw",
+	"6dOj4TAoYp640I+PO+uamu2wFVlbE+aWZ6E1NyzztYJ67UBLS9REzOdNAuInMCU3cTK7W7kCky/wBpur",
+	"FZF4urWhFyuNKgTbRBaeqda2szc/2ymRheRCgwhEh11CV0aNwpviABzTbmt67YSwbwO2HY85CXZA1uGi",
+	"bOgBjKjFMtzdiPRt0rWh/yBYwZs8zqUkxEIpiGeL2TiDe1WemnfWCcNdg9YtTUkwLandlAkXcWBs/aWT",
+	"pAX/koL5C9f9+He1mByQwWDQM1JPo8vBBb6dmCUY5JqdY3vIfGWmyf/QJKljgBN3x1EzYtTi8b7Wu6sZ",
+	"EiZ0ypkKkKu7Hx4dHELEm3muIrqo0tQvHTuHvhnLB0/NWhtVWZ1ygUy1CvDbCwzLTKS8ZnHVzO9s4f/y",
+	"upmQTdMzqsjShvS4/W13UBapHCeslkmsPFpAcZ9HZoMqwLVlReWpmI/8o6SJN7nivtISxxbKqFsMfPB7",
+	"7cUZdGleaFroy58va0Nr/XMrr11Qmn0zKA6NI8Xaw1vE+a6rU4JcvLl851/dgvaK3OcU7NMiTFTZMIQF",
+	"TTV6ZGoYPIZtXykmnJdxfUWY+MgSuWDEvgVbCi57CCXMFCNSFDzuBAMdnQefKYitDP/2v9YQOiUiSxLc",
+	"frOJgqYpxI6P2Upao9peFDzwNA782l6vNB8n0zbei5XYa368opRR3UL1qNM2hi21jZiBhl3bh1WJzTBP",
+	"iX3R95LnUZxF9EhNnw2z9MbAbhY8ZWq7ipVnaeCOKi0XCmSX9aRzMbU7xg0NWaKyzQ/I2Ujgh94nTNkg",
+	"nRAjmUO4YUwzBspiWAwNfoC2ZWpvoGB7bzFfHrcIzhfZnKU8IrzMbo4PW20rV1d2wxq3FVhk+33dzlo3",
+	"KuoXEMetSJiyudTsSq1ExOIQr9YuXnyfB2vTGGNr4HahXccJVfrKMZMrG0fcTls3nxZ8KGWK6YKCXGiU",
+	"wpykW+w0jAynugN1g5o2ptE1EzGO0NrTLCbUcBllDDuYAVfext1lkJnawcaBMVmD1lNhYxbxmMWGw+Yh",
+	"UnjgujSK2MKQmUxdrHrPW2gp2BoTOzocHtcysV1mxBv82iibSte3ODmaT2zD8DoHz54OHh0MDobDwZPm",
+	"ERWcHi6DrxYsvYppTQbIG+wRMz5iCq5+IV1oCAyjSDV4oNxlxaDdYuR9z2SWbuncvHJPvWOK05b+bT5W",
+	"QVNIOIpMUjkvWP9+h2ha3EAm8HtAQrwSclkYeCn0v1vvieYr88X/blF4Lc2pq18zltUxr3yV3LHHg1Vd",
+	"KGM+Ki4iZsQfOGFQh6gktB0dt5Ii+ajskb3FsFxiShcVMrKQCY9WPcMHYjZhECXbhaAJittZNk7aSbu5",
+	"jEHs3KumtEjZRy4zVUiaTXrLiyx18b7TlEbMUDeXMSrBIFJIN4RfrvCXKzvEsBeQWrEwEpBgE0FyiRVY",
+	"GzSgSjLpLbhoSVJvdizAOclPX0l+GVNNV5Ubl30Ezsl2Qh7Vs83D8IwNyOXU/CNr5c0xc7xiLvZ7zUOV",
+	"oDqEKxGQpTUVQQzaOCUXHtR1mUo003JOzaYkyao3aCMlyumYLXREhdl/HJ5MOEshSSwmeNlN3p+/VrfK",
+	"6dySmYkjbTb+xxhfHtEEDLrA6H02j7prbLg0oor16tjkVlMVhlNZJ284jpmXbKcyfyjrqTldlVTmklnU",
+	"pF9WD8iatlciq4qaVdFR1gVADfMtGUrBmj1cI2vXhH9VE9nC1TYb/c9xibfRqXchgB/YqwffA3C726pX",
+	"SmUs9rwQe4oT8KLD7ZC/hDiBYtQvGi2/UiS9ecsYEhjBhVyUgwkWzay/3ePrt9uiF7aTi5WI7mF7nPH6",
+	"RW3PS+ujqnd4l8253Ve8fBzued4tZrshOMznEdIetUo0WCFonIRYC//aLIsKMeSM10KnPyEH/cfHXtq8",
+	"eSU86/+b0P5vZNh/RgbkivwP6YfBSLgQbjguTEAikE3hTpjWLAWVlk+NQeK8++FgEA7IBYq+XPKZFkYi",
+	"E/zXjKHFZ2N2qggGyVp28wYpuWEL6jOVDbFBlrLnl32gSlGwjQS4aS8Veli5gtYDIpOYKY0AA62jOMpU",
+	"XHWMtgj205UxYZYQ0XKne4gFnXKRB2ZsGvC74s0/6NgFBTqFN8zNh/H9Iq4FaUEECJZgXA5qOKdEz6Sh",
+	"VrwCMTrdNVvogIRGkQ1JlDBqHexOsyVSMOv13tF3/7Lihu+GY54kXEx9wzkEs7HwzhcXXbTqeydyMhJ+",
+	"Qk3X+uRhHqpyIp0ryrT+y4eQGMXuY34XasgBUjUqp/GXzt8qZn11zDKdli7UPKyQo8NhnRuA3rzClw+M",
+	"VbrtgmCTAVqTpW+PxSTTWcp2cKZPZIq+0PLZORwePukPD/pHXrq/bzzkHf+5HrIcSeHw4PjJ8dOjx8dP",
+	"PCSF4Z/tQivcEQjxsM/R7uByu82IH+9nvE2WfQi+gJDEXJkG/Lu8Lte1BNsLiAX0YgK/4bqNe2FNfgad",
+	"m/5U9u3DOV38gqT64T9KisE5XdolrGOv2xTv3B7K8PWgpIFX1G7wnxhTSbBljbukEMlR6TJ2jeGabSjf",
+	"KPruL/8WEN/0WQs+4THePvlXS3Y5Szc/uM0NdzLYVPVaBNz9T47B3V9hBPaDygGsPnWEbp+jQ7fe9Vry",
+	"Ffodb/bvYcsVl5jFgrL0axfD9yXhV1W/Tls3TK3yWzME367yrSNLX2vWUa6d2I93NzIsod+r6d00+s/Q",
+	"titijmvmXgTdw9l2+slSsDSPOatRtZtNGlgJ8mtGExvfSOfuxiSy0RR5LBuhuiHKfGDD+67Zals05iLl",
+	"MuW6Tiz/TBYpA/yqiJFuHuFmbADr9fTkW61XPUsXUrENwVnFrCYyPfHW8IEioYsZV4tJiDf285swWA92",
+	"G4mGGHP8yIWZBw5xIOHiuq9TGl0bO+/527M3L0k3dA8cVICDYbQxbxjuNr/J4ycbQ+GCjmvK0FOxO/aL",
+	"HUKAfOpaLXw6t6E/b37uBB2YQLmr2sCgoAP5FJuijR4om3PRNWrhm59xseeUJ2QmVeX65jbJFpWD6Agk",
+	"D02yjl4caO1p9H1OtTMxzNMGRoPxW3Kq536xLhXGIuEYxI6xmnkW/ljGSN/lU7ufO5P8uj9w2JwIN2Iz",
+	"N4M8pN4FtHBFplKwAfnJKPWY3lGOfFKaJ0kp8MWY6TAGzAPRdl1GYinTa5YSSDi1Wpdbk4oF1CoqtLwk",
+	"tRvWYM6fQRSXOYB4jE9KWU1BTZx7QPIzO0noVAVEQmMUpz4S5WQlc/bLJ91aiaiSMcgB9k9YkdtWZ+Te",
+	"Ol0qIOGoM+qELtAMQfdq0iM7f2zi1J7HtY+cqf0NqXVeAVzzFVk3iGTUEEtuMwzaXWlGCY+ur4D2mkdg",
+	"6BMSj4HFUsDpXaZcawZMCb0b0FLLfK22UYWFg8CqLMZkoXFcDSbYMd7wNgmxa/H6EJ095lp58u5geHgc",
+	"HA6Pn37Ymg5rh3HH7XeD2TVNbseDuYfsxY0peoh0sMbhihAuu/1dB/4KZA8ppRWuuZckPRztDqwCMUmr",
+	"SRyEahex47eHITq+7rs1gGdjXuYmdm8UlaBwMhqaBZA5FEhcWdUdDvciE6tIxmwn73RTjEB+XBpiSJ+0",
+	"DSFtPiCXacZs4GzjGSmlXHVlSqgosJDmNL1mhp5yz21vh2DPXZOyyuOzbs1ctWLF5cQtwmRaBx+VBoMe",
+	"kbtw0vnNXRlYkZB0t+QjuWBimxijBbdY8BuWoOBShiBES8GlFpONHNSQWa1mYw3J+mRwSH3ZnJRB/r+G",
+	"LB0zojvsARV+4gjo9FsTse4UH1UkR+4QGwX7ZrSQjbptnRp9N12t2u8eFLbK+B4otOzbLXAmVDbeSuYI",
+	"+jo2v41xVWC519Smxm7cFK/Gq63APvbVb1b1cVL5/eDaFm5Z3W157V5qvKfWlBXaElsor15jCNaGoC3v",
+	"8Ad7ydyvKqJVnbByusv8dl0MlZWs8jY227wbQ6iq+dRARPeEumJN8D15cS3oJgz4i/Dfwng3x+UU0uMu",
+	"q/tnxeNsBWoqUJloHFevmKo2G1pVOUjTRnSmWxl8+8A8albOz9Zc6F4hkVMijO6F+rmWXtjOLXT0T41b",
+	"sT0mByJYaJLg9avNKNwhIscFPOwhGqeg36qt9nkHyGyJi9kP/Mp+kFf+cNSVF/cFuPKGitiYeKsvDnVl",
+	"F8SV+wNb+UwBR/JtLVBHWoXhbQKD2ebfaKvw14O+nJAa0Bcsw1HniBiJ/ONu6KlvPuZlr3IB0qjF3+Gs",
+	"7McAyLXjsqrtN34bLJcygmh99oeMV4Y28fYECyKwm4gtNDk+PKzB56hPu3mXMiyKJ8jx8IB0Qx8WNqxc",
+	"M1YgY5vS6xpumZcA8ZBKMcV0ZGCr6tSlj0czyRRR2RjrOKF/QdVyUx9SfGc9F4jJ43Xw79swu7qNW8uV",
+	"qBEngi39OCXn750yYc6Kl3cWEDWTSwGX/ESKiNVwsVJP7UN9XRf1tLU+lAF5BXXN8mIsOuXso6utWN6k",
+	"J/+cH948+37yOj2+/O2np+O30cGPs389XrxQR9/95+wRqxd6e73Qraap1V3vtvX3pKBQX3ExkdvW+MK+",
+	"/Mq8WyWgUrm+fP2rPQQtLnKrMmKz5NwdV/cWkLo7o+neEUi3GgqycZnaoWLdEhBrOxbW7dGvtgFf7QHq",
+	"qjFVcxvI1S6wVs3hoDvvKfLe13L68qNF7F437TZBJgxIWLi/IKQJQjev+MLGKGHxMTwmIUnZglE9EqHm",
+	"c6Y0nS/MN4hoUHyTMqqkCEkGudfaXkqpcijLxYvvyVzGLFEAv1EX2pC32xDY4CMolMAVIPfznVR6YhRX",
+	"uqzG4+6MpLDp9jrHGCnWpD2qRI1evEFYlsEBUM0FdQWCoXCbd4AMIF0ojukVjyxlMtt4295tkAXQI8qn",
+	"Ypv4QoI0PKGPr/tzaXU0fQrdiAADRNkqJbqouFcTH46psmGBLhIQO/LljNmbPT92xIU0BWRGRYzuHUub",
+	"vWAkwgVL59Sw+qsJnLGuAy8Yr2wwvAdhcEIeDZ4MDjAlxZUkWbkvEdFgJFwAE4Qqn5DjwZPBTal2BCos",
+	"ChGFquZFJ08GXgeIS+W8niztjj1QJPw2lfOTkCA2PrHl6XxMK2+HyYzGeEdjS9nlk0cVxWiC2FCZCl/a",
+	"O7JvMPeFIHXXZO8gqbfZ9KZ7bSCGB4rw+NTVCOKxIkuWlzMrSoPkA3w2PBruAnZxVde7pZIHisCOEB47",
+	"XudWrzvhoC67JBuI1knktOcvt2OEuNSaUGXp1Sz7qlr5/Dj+5/XhzfBfvx20WTQ8Vc24dm6g/tZ6IBzA",
+	"qD26NK9pmcReCpA7b4N2w4n4gruy8RuA2ooXSTc8f/7uklz+EPa8uIkKWGGUKS3nHt+rJlltRS3EY9wK",
+	"P450wzdnr16Tb89/eFMa1Clh84VewbpQXKL8CzwBlrNXeHbNuag1FZ3s38BGC1l/N4mq+G9sGycB3zwX",
+	"iCPpi3RjeGXGHoAiCkMk8xrO4YqmFLL4aVsQGpWhkrVtiPiapddMJEYh0aXyW1qmLH/RkJuR4M/PX764",
+	"uHrz8uLi7LuXV69/+O7q4v03/3j5/PIibIfakSsbbcPp1sCymuTsjvpKG/iQasn3HPSqUDhcLqQFESrU",
+	"j71AiWxZzrpr7GKBKzfEnnJQYt/5ES+xISszC4KypB+UDeA1cJFC9/XPZVmxytlvRQnabCnslJft+Hci",
+	"p4ETMrkKr2Z0wbBOXMKVzl03NsjG3gRouSAJ+8iSmsB1eHN9MG+hgrV155mmuCBhTDUNqzBNNddvjc5z",
+	"21b5Zkqw5e43U1Wzq4bdJ678UM1psAWcqbpmseHlNQmZ6/PCgs4NLdpqzw1NtkSaan2pVqKlP/x6DWkm",
+	"XxC31Fvv3WpHXWebpIzQ0n2odwiIgljUuRRTQpOEzKmOoCIeElcNhSPm1NWi9tSFk0TKtItTIQ8tFhn5",
+	"H3JQsSFb7aDNfqztaE5vugcBiRhPulpqmuS99W7T1YKlDT3dnsJhWJuYQWWxDVcwe2DGoXbGb6uQGXbu",
+	"TSwob52/uhuoq/mS4qx8UerAOgxRr1PNHsNhPjewmrrFa30g4fRZMbScyQQFz4CE/l5ZL5TbSee1ImH+",
+	"40g4Ct3oopI2FUJprLmsimj0tzJm5OLF9z2SOay7Xc59rk7DkKrnb6eTXRwPD1kW3ECbjjzpHuSqoVle",
+	"gN4lIPx6t+E89dLuHe7ZbxUF89Eu8q2YH4yudHexqOqurSVdLeOyLWII+5ilATnoj2kVev1gN36YbzVS",
+	"XIuV2MoHcSEaud/BHbifZXVWohYiNqe/NbaYz7z+YOO9zjlr1F08n+MSkF9ymEn0GSD4pBeAKNjyjghu",
+	"54zfE4bbuxKm85cQhAjlrRv86znEvPMnYmFol7Ln4DTfXz4nMV5x1PPAX+v7yPFAfMScImvUdEq0jOkK",
+	"eRk2EwJyiHIoQQ7g2b6Hd+djlsglGVYs/yePH7fzyLmuNozYHDwsyZunDPrjNyNfsNStDJpIziPwAABQ",
+	"+u4DrMtdB0I7bJuTAcS2C5A97iNgiylCJylTMxyjYDeaAKaOGXtv3S9gUSta+QWMXbxgacSErtdJu/lS",
+	"kz4pEUuPPCTFj38jB8NhGBgh7Bzoh+DJmFu4sAIbZnDgpxnFMhv71S2Qra9fRZfo1KeAmmn4y914oJqD",
+	"essHC3q5HRPDg/snBvfWcNHNCDROdzIM/A+N7hBsefVXiPDwJePnF+NR2oXbxHmAEuEkbENQ+Q828X5A",
+	"LnNNHgo9PCBjGXOjwgspmIOTCwB5LSDh75/CHgR6GzXYh85G3b7qPyzTZR2gNg4N0KtALa0ohZYjx4jX",
+	"jZWt0UtbBdu+ZmwNcIqMmeIxyzddCjYS3aFhjI+Hx0+Hw4A8MYJHnZLhCSlQqzQcrOp939PHxyUMMNtE",
+	"CU+rTWnfEik0I6usnzXCFZnTmBE5qSvAs5jRca1lQOdFyLpD04REr9ITBN+LU7oUgOdfuRqhij0+rM3a",
+	"tx1f1V9VFOp4zJXmItJ+l9ZGdW2UhVSt35IJncrF6mrM6y6vXuKvbrrFymFCekBCTHQgfzN6yWG3NPiq",
+	"h+fZcPCohZQMOk3JE8XciymXujg6rIdcSxsaPCORpKliVU07RXK3s7ZLVMmlZKnRGFMppltRXfKkq5yo",
+	"qttc2QdvzHUc6dLB6dRMKHehl7FBBnVRLm3xGNrjMDQFS+w3abaplz8kabFaTszP+yunBPrD2bSNGxKV",
+	"ypvow5Xig4RNNJGZBnZt6wJCxG4lqam02bh8/pbUQqNtJJBzIAdmCWTfJPEcGoONd7DDZdq4OzmcxXEd",
+	"KdwKP9Hby0ZQxFIwaGVbbQqFsChwt1PMc6aw37TGLwiY7tJl+W4KyF3Pii5ynPLA3Bpu6RDqbhsqiw1s",
+	"HPYGPlCXcG5OXU16+e852lqewo5PBhszF9c+2pDnwrViyQRyS4jKxjkI8Vq843q/rZIG8xXZEDJc2CkN",
+	"ee4tA4ejeuhBvwPbXCm2F87NNEtNBzSdVlStjegC2xZ5bZs3ZhW1W+J1SlwfzEbavGA6W+w4XiROz4WK",
+	"C3nX7O3ymO6WOFgpH1qZCU7gi2J9xZq02itqsSKqOwPO1rq6pEA8V0jyTZdmmw7lPFMaj1IdGbeqELsR",
+	"36mexa/jPXW5tkPaE45Tq6Ndx8Z3Ps53AQup7r+XRHhqkRQRIBFzAlf9vKsQ+am6hYpcXZqgTEVb4Tn8",
+	"Dd9I/HdNbt6AmHIHNvUHpjlXGdj+853XRPMt8p2rhaf/qIzn5h1pyUZ2yH7OmeqXl/tcVaPvRhx/jspz",
+	"TzySCLn0RIdVMdukcm1liVt44O7Jy+uo5dvuwQuQ/v3dgdxLRim4QGpvGkaii0Hq9h0gJL8qfcRSY78E",
+	"XmyyLQUjRbI68UuD2VqOI9FczLG3hkGcj5jqaMbMghI9S2U2na1hDt8GXrh0s7H96uJHmvAY2NUOqeyU",
+	"HB8enpIQUtVVaCOUAM4BlgoXdZwyeq0IJWmWVL1N+GW5XNUv0If7NywuTYyUW5ExM0KBXjMx6HwowfsX",
+	"4/dERS5uYNU/1WbYowvfwlnT5F3pjfbJExsKiWDFbpI/K9LncaPLCfSeyC12p1kJQLkZrk8/9BDPaxbn",
+	"w5+ZiB+4pa+lxAK8Yf1CPhYqDEjoIhVCyDKDizJzvqi2l1Ee+EUBXiGzNMct750QaMur9tME1TkSFinj",
+	"1O83/y5nQxsgPANC4anNh9RUxGokCnzx/FOjEMQpXSrzdddLBMeAkzQTgTPEeGq1Bb90E44Vr6khIt2H",
+	"brP1AEr/9sDbwtzEwz4DMs4MRzT80AwW1XxvaXunruRVAXhaCELDRV3T1fS9WKi6K0uqNUvNNv8/3Vio",
+	"/9etSu//1DoqFIuylOvVhZEmeFzHVPHoLKu7v7HZRy6mpUg7PcEfzt69IlpeM5d5eor/UiSR8pok/JqR",
+	"0Nic11eDwQBuq0CK2Qs6HhVDnGm96HwyI3S305EUmmKmji1bkluvxCyXplxgpdIsTWwL6uThwynXs2xs",
+	"1JaH+QfeXxDcoNaZj9+4AI6Dicde1Tcj+coY8gp2Pz89c0M+UA7A6agj4VffQVBOW4PcvA/RCFyRJU9Z",
+	"38h6qrkxSnIV93ue8vngJeT/QUs4uDkTeiTO3r0KiJLYrJ+ArYiRgGS8QjENV20iWVkBqhh5f/56MBIj",
+	"YdGaZaYBTNMH9I9xEP/35eU78o3ZK/g1z0JuTRKDvJe83oBlbYYLAUcLoG/yj4sf3hLkaANy6dJ08KCW",
+	"ym67FsvDde2TiKaQBBv+3D+nmr3mc677r23kuojLz8+Z2UcupiEuCHBYomamUymKFL6AhL+PHFMedU6Q",
+	"rQdk5NizeTbqDAaDUedTeIpC3jBONRJO0gcu46Ak4c7ECkALmILAFJA1uPaAVDOmsU+EvWAkjg+f2Zxg",
+	"ULIoXBPNuT4lS8o1Cc+ZTlf9M2M5hW7RegF5NBxCFYpMsJsFi8yamb6ylAVQ+WFa5I8hvUI28qPhEcaQ",
+	"GbMPiIcrkgmo62r40CnE0KzQUBuJ+s6RlSU8YlY7sif6bEGjGesfDoZrx3i5XA4o/DyQ6fSh/VY9fP3q",
+	"+cu3Fy/hG8iX02VcbXL27hVCEyk82AeDIb4qF0zQBe+cdI4Gw8ERhMXqGbDAh3TBH9ojDZEfTO8Op1eG",
+	"wzsloWI0jWYhmfAEggfGK4h3L4qHmlUYILZpCorGq7hz0nnNlX5hx2LGmNI501B265d6y6B45eE7rCK2",
+	"MWAbbix+zVi6cvVPTvLIYDQySkEuB34MyUEpgOSgLoBkfdmSVc4uMRQYNFTg7+YZGBia3WjSrdYs7TWN",
+	"F5e2NGCvHOLho6N12fcBIvyARcAeHw6HTsxYiA1I6Efvw8P/2PTntdpov1RKc3TGkLJaMZcbq2i0gtzf",
+	"UOuiBCDfWIACVYOaS+nGkm0NoJzlwgbYhl97oNV0Sg7lX9bFeXPxqLyeU6WWEZYbstWFWozBUKXttakD",
+	"xGNpaL81rHdzR3nVK3Oeim6xfBP2CsWVXKfzmxpvvdd87erV0mLRmV9H6u4r2aazva9qfacNi+sVyLrF",
+	"Cte5wYq285JbeeNYFqtov+nKxXCiclWK0qGuBcJFGIsnzcURfV8nHOxnB4+BV1cLFOY/3Kw1VI1YKYPk",
+	"74ZuXwazL5c2tJ6YNST4esfjRj8jNlUKRLF3JiXgQ7CdzLqXk2HLyVwHpXysgzz7ydCUy2IauiyjAz83",
+	"CIrRYXbPwaf1ioiFjNqO2YoC/NOaeeIrHx58L2KogDxb03abOrTfPPw5fx9f/xR0ajXj9u0Un8AMjocH",
+	"Td/mkvhhCWzRfHR4uP2jwjXzLXhm8MNn2z+8lPINFatz1LfBDHyEesDm715hsZUE7AP86mj7Vxcs/cgj",
+	"9l7Qj5Sj1Q42eDaf03RlVb2yLlmxL80BoFNVYHAq8OAtpNK1IVcqT/LPAylcy85iMyaQi9VVpRpoZEF5",
+	"isr+IuUfqWYjMaPJxPreEkZdGWtrHwzIO3vdi95enaWCxeAjcgIfyycKGMZIuFvPucOsCwfEhVTaouoQ",
+	"AUI1mUulwQKz4x6MxE8QqSZI+Cpm84XUTESr/vds5TCJAkKtMQLh1itVVGMprMOuYuh0wW+saVLWwBFI",
+	"/0VREH0XFdwb3Pds1UG9E8jtGxmvWqicu7ALDGn69Am9hyXt9uA22m1Vud2oym7RVDcpqJZJlzRU9+xO",
+	"Kqpt5KuO+ufpqHtTb+xeruk3WAd5XbOxhFLSbGwbvmrjKivvSbdxzW1TbrbqMrahrcqMmX7pFmdjgYy7",
+	"KCOuoEiNPnLZUMnPU0hyRmh0CcOP8YJykypRfJJ/UdFKPhfNpoXO8A2NrZ7RubUydNBCy3hHV4mk8aWU",
+	"r2mKReT/UkoURJpXFKdavelTUHL0Pfwd//iEmlTCdM1VIZT/Zf7dWFDSmVSwuYqhV/r14s3lO/+ym0gB",
+	"OGd4LWXTjjEVZC4/shiymrbc3GMN2pQzgKeVc6q50bRW9nIJEbc8b20PE+jQAUcF6mZjhud3JCAJMkCE",
+	"Sq4Q3B7RMgotbE1bwiXKtaW7OdnWuFoTzsnt+FoVzmUzZ8uBr7xLIMCH9DDM/gstsOHx9o9wd95K/S0A",
+	"1H+hrANJd417wMbTJKlufoM1VntbcA7WUOlSHS51TJNtSk2vcZSRaFtOmnRLFlhvQM4Zja3lBjfe2OnJ",
+	"SBhmQdatMkyEYtE1dICp0TUn/zum93Ts662Pz9G1Xme5fPWtf/Wtf/Wt/3V86zYiuJ1vvcYC/UKc620N",
+	"UvSu383UzJFVtmtkm6tVftXHvmB97DuGPt8Wxtyublm7QIb9wEVQXSbocwhqVkWwFKYPL2zxKAv+4NCn",
+	"y7oQhoN76tD+Xb7lfPZap+8t1a4W6et1fKDOC9WUz3w75lBN+27gDrnyrJjWXOQp30U0+xfAGv4gl9It",
+	"uclXT9R29oVUuk6NO3mjHpr96vvZPPWeqXPwElmUPWMsdvECrr+getardVblDo11A/QUo1XzVCy5FLmA",
+	"pSkjmaCTCQQNDiCy0RZhx56L+GWbL9/oJTrL9GzvnqIzbwx/irvIXwREtwQH3ld1pKSO/IUYAZ7N4mhW",
+	"/InuPO5fsWlkKr4XqynA1bmsZCXQNWcKXiOV2s8Wxh8DuScJ1QRyfE5HIixCbvLapy6JPcd+HhCH/4bc",
+	"BgMOXEBBHTt5zZV+XvLM/fmBso/2ECiLeFiGpGLSDQ2zCiEMG/aBK/cDqF9hz9+RATkThN0sOGS0lEt+",
+	"YSJM3q5ijIT4qrqiOrRBELWBtmhW+hNeS1zaY2Rtksgli6+wMoZyV72NnjVk9t6lcDEp98TY9seHYNzb",
+	"13MjtsnedyhsV6g6xmWMVHgFcwLzAcFvLn4sU/4vtuJK8QtfrJfVAaq6WrD0KqYrN/Li4Uxm6frTOReZ",
+	"UQzsczmF/aut4+byDq5sCbCTA6iXkz+2NXYAYX/Nq+EmvkjZRy4zVazP+mpX0lHrXBPmtytbphc/qpaa",
+	"aVsNpkh+tLNG90+9j+dWkX+Ptkb+PdpD5F/Bx9pE//lH/quC8RdVMPLAwbUkNa/Oj6de+OL/7r6T2uhD",
+	"DBYx8t+TPe1rVkpBaJF2muMUuABGY5AouLweCR9ftEAdzcsqQqqdUbXygETw53BRAc0dibDErgr1pE3K",
+	"vEuunlFF+G7RiZgEk0ckGoshkRCjWIlaHIkiaQ7mRucljFDwFccB4UJpRqGK4IRyKJwId42jDmR9jzrN",
+	"QY7Py+WaP8NAx2KEzu8VlFq76S+Xy/5EpvN+liZMRDLGQKPbNz/PEs0XNNUPoVnnJbttg7U2Ywn0IE/b",
+	"x6JbMqJJKVGsKA7bG3T2FupZxpz4XHUvq97UaF1uKGWty3s/17eqqtMfpGUN61Ss4YbQxS9BxfKr6reB",
+	"SG8YbwWLvICDLqCbK0jNjw+raMoW8djdqx8d+ljEJQThTyVXdXFEiSXvPfmLioa3hE761VGocqM4rYBA",
+	"Kx8731jNFYXvOWTPPpdmUZJtShq8bN99Ky+0TMFB+zVK86tL/TNWdPEcGb2qouk2KrdtXGAPfy/+0Tr8",
+	"0y9qqn2snYhCDCVUqYVYKYfIj8GW0DaXgnA1EpGcW9yaHF6J+dAIklAsO02+e3lJqFBLlipyPDwmyxnV",
+	"zCX9A8gEOO4HI/GaXzNUuzGSDFpEQAGI71xSrhXpUjJ2hVb4nPXyej/rSu5IOC1XSxKncoFYL0b2naCn",
+	"b1DRnA2XJNOMplRoZtcLi9kLSRIppiwdCR+vAep1mp4H5FsAd5ozaqPlXN8xjx2q1ISngK1hBk66ENU6",
+	"El5YK5EpUYlc9k68nouSQ37HpACQQaQOwIoaCVvNHR1tdscCW8GBF5XV8Wtua0CxWA3IDxZxRRHFmHk+",
+	"GwnXApY4fTg3X0cqJN0wD+qAtUNV4SpmCz0Lg5Go/oxO1qsF3odf0SlzhSjCXvMty/MyitU+bohrpHiT",
+	"SN3vFUzR8AurQrYTqXYUp/X0usnSA5POUP0C8Ij+wk6W/5bw3vbCI9h+M+IH8E9KeQGIfjVewR1PtTZ2",
+	"UIT/Ikgdcm+QEL7GV776OLEV57g2rHjKNKGuMkxDQO49nP0/0TL0U8DamoZVA/AvaBTW5qT5VmEHgDgB",
+	"HziXs6hsODHb2bPReFfuvy1A0DuWXVeE1xw2t2i9r3z8iw8LbM/Fb+/fDra+XdDkd+9fvbCwEjqaNccT",
+	"Qnks/pGJHAt1UnaTUxH76fWQcqUI4qOu4Ea8SwVh84VejQRCpNm4NoAMnHEx7Q1IiOfdYpOF7r5Y+do7",
+	"d2CP5mykchl47nRAQbQhS5hkYuuLlYuUWYwwT2M6LbqGG+uRWGQa0BiNLj8o3TUTJmLfPgDAbcj3nzOh",
+	"QbkHDPsxc/GWk0xnKTsdCYubmHqBT9Dwyqr9nj6fv8T1pjS6wtDJkSnBxIjknKkBOcur49TZVs1m1Uh4",
+	"dsxJCw2U61oIXtQOAEV3JCzpdMOKOC4QKEE+qZ7NIaT5lQjC8MY8ZZFOMAhMMBaPhJCwZnWaBIayVZSJ",
+	"XZz7nh7hxJCLGd2V9eNY9hvwutn1/UvnbyUx/uG22s6BeWmIFV/v2RuexyfcRaF5PNymztxbdIDTWe7X",
+	"d72DHbvfSOYqObe1Yz3E8K/xy7dSeL66WVtYyqgqBDZGLLCBZEQCXrJOeaRLGsv+vK8PwcDt+3V8/2jl",
+	"rS4V5LscIYmW6u8GW6IK0DUskxjzWEB/MioJF9PBSFz6rll6Ddob4sLn+h38s1zHFuC6f/8UgmCnSZKX",
+	"R+/tDRQpjy4QbFlohD0/sgD2CRRAlw88EudSYwy5s7hiuRRGDTpBxSn8fVRbRXfUOSFvP4X5WpWr4pY8",
+	"xfUaJziv35K5TFlexaPrUKOwRm4vqJTTHWGF4EKvBed4N9wkuQo9TfQG5Mx6Y0CFpWKFFYVHAidHjBaY",
+	"kiVdnRQZRIVrR7siwMpdGCDQFnbe5NGB4sh+gFheaPkPDtbwlKj6ushQbri1OKwp+vwH6ndfUljpf0WA",
+	"w5cUQ1otLN/5cXwkzp+qn349eD3/+XH076H+Fzv+PvvHs9k7evhi8t3nGeTgDpflWfvRYl2jcHybNNic",
+	"52EuDFY+P/Wrmn8NbfhCfIV/qZwdINSSmvug8B/vrvEmctqYamOOSV4MoPDReNfDZA6o8WGPxCziMWLz",
+	"uyv7PCOnCAxUwUgItsxTck6wfMFHJjRUG7C9BSRE5h2SrlMjQSWaUfRhSfJOKj3hN71gJMIFS+fULOXV",
+	"hPIkJF3L5YtoW9B5FjLh0SogjwZPBgeQrxJqc5BSmq7cl1CwgI6Ey+0GCRSQ48GTwU1vQF6whAMzgyEr",
+	"0g1jfIIlVxCbAv6M2YSl+HgwGIC7aySE1DZfkcUnFnG/UB3nVmsHfRs7QN9aIqfWH5rvhl3jkXCVVKDC",
+	"nGEJRtHthmbJn5+/fHFx9eblxcXZdy+vXv/w3dX5y8uXby9f/fA2DMjREBRQs0Y2Oah3OhIqA7+tX3gG",
+	"uV+RD5VXtHGZOlyPRFOPF++/+cfL55cXEAgwEt/aIgORnI+5sCVEzt6+QLdw6mpfMBGjHXH+7XNydHT0",
+	"jMRUs77R2eHbBTXjoposZzJhZrdAvQvIWOoZhhwr/tH6o4G4wPixJhF4UbE/gkHefwevKFTyyJ+YMZhB",
+	"h0g9dmQpi/iCM6FDMqc6mhGKYyA0jlOmVECq1QGSlZkcLms4EnNbEqxcY8H+Xvc16eabbstfODOGus/M",
+	"mTJ0C233BiQ0PADT3NzhcWcyL8ASJWYWthJQcbZdNq2QI2FaOTGWpRR9tPpsw24OjkwxqQveQJo2LAJW",
+	"7e9hzwwjN9yoModAMGOlzGkykeBLth+Z8cLtHovJ8XBIuua4HB8e9gJ7yWBHD6XcNiI9vZbTddsD9OuX",
+	"ZpQ/Ij6LBTNaT2+zh5tqwJazOfpmGhDY42gyIGwwHZDwcHj4uH9w2B8eXA6HJ/Dfv8NyNcBO3TvNuWxp",
+	"OXcvr+mYH4K1oklB56Y/lf21Skq3nrVfVq887d4p3MPaF+yxbZjt4dbZMhH/iXPFHAdXPcfJCW6rfdgj",
+	"vV7wIyif+cpej3mScDGtWCX19UFMf031QY4OhzW1sW4zS6zT5M2IzqWY5pXGLEfbeaJRprSce/aXTKcN",
+	"M807uf/JwpY6ALnM3kK2reJSTI6Lj5JHrGnnsOGm2Tx79nQ/swHxYIa8Wth7tpyB484kXGmf0Z+u8/KR",
+	"AAHuNKqArOlLINkqqpCt2ZVf86K0s9e41aJv5QabjrqZ0hWsir9srpChtdYDOBUd8G+gYtUJLOaX+Qtr",
+	"HCLnF/AHoMLAXwD9YlZyDP8sT6gTrI/S6Wg1FRNb79bZNglr2CUxctPeeKL2Z4NoC9EKmGHrkrVhLUHJ",
+	"b6wr9Kh2OpUyllJpR2VaWuXoVoWXhpXSS7vnlL/N5mOWGmKH+RuNuBiZuuYL0vWNhsZ6SzYLtnacdbWR",
+	"y6MeVoY+rBn6nZPIAZ8WMpjzdHKkk9qM66rv7+hw+MgwSt9xWO8EQ9RIPhWeyw8PYMy0oX4nfay+64TW",
+	"mIocfs1WzCP+M1f+cT0L0rEq9M0F/nGvYRCTVM59L+Wz4dFB7he64nHhZqMKKx/e72gLKQi2c51k+xA4",
+	"gV3IeL+zjvu9divRcTYMctFhJ5gbHuUdvp2n0Byt3cgJ/J07khOywTI1WQ+0v+c5Q8e97ry0e/INrl1l",
+	"K73+cCc7OWEMy4TROY7/eX14M/zXbwedgkAcuWzdxqBjUaLV1t0tr8HWzT14CngFWzcY1vyWG/zBK/gz",
+	"XCv50x47wC8LNCwKAx1+uiMI0Ws5bQMPUHIP2c01ZzEgPqP/rwkneC2n6Pm434CC13L634GwmAMHeKTR",
+	"gBkAqu69ARIpprNFv4J1dg+wBHAboNagmLp+3WWtWDIBj4Sxawo5xvWp8+CNhHVBDmrAC3o1RZXkUuQ4",
+	"TwNy7q5+qSCMpglnKYEVqHO2XJgfKkhp+8+rLzrY//XrFwPjvQt89lcA6DsDQH8o3VD6uH0IHLinW8qC",
+	"tOEotYHtczG0XySo8Nc05y/98vECyd9JKRf7JEUtqudueKIoaXOo7/uXs5UaOG1lbW+TmKwXkpf5pO4R",
+	"cdm0fw8RSobnXmEK1gZA+0YRdZ8I+u7rO4PHl9j9ZYUs9sry853ayPGrlOm4PizOV57/lef/STzfEG6/",
+	"Qpy7MfkSe28DGV3X5UZ8aPMcz4ktOBRRAYlOEMvqkv4h2erF24sySnS1nxZI0WXWvh+g6CoH+lPAoqtr",
+	"8RUw+iueow8Y3YYN3I9LxpYBu3+fzGspr9dcMhBmhcZXtiBcQI0XIZcBXjnbzNhMR3Juo/hTtpCptvCL",
+	"VYOOq+JmwhVDtMjb5tuLd99CaB/pvvkZQ5hMWyyGoB0hAXrx14ynLIa4f7wctTXRckBlSg6HQwwCAHUH",
+	"64U4yBF4WWEGQUAWLDVtRpBDspxRDQef3SwAVB/GlD8FIIlb4uz/CJu4R5z9W/p0aqLgm+oo4UIVfVzz",
+	"OY4B16alSwgWzRyT7S9/CHZ39Mi8DorncPkU5G6Q8oCpIG9+doJyIbmAPBYtSa1fpBh8MbLGQVjP1SKV",
+	"44TNOycdIb2+qCa1XxY+GjdmtZhUBg0p9u++dU11rRMJgixtnIeZxWanUkDmNyd1swSbr/aXII+7+x+s",
+	"b+VtZWs3VouVW98+sOasaVWiPnw131u75sW6gWLQ6MwqqU+GT+bVQu/Q292dYT96w2rSTiyDdTdJcDS/",
+	"qiV/VbXkOci7dUFtGGwAvMLIrZz7KCu2dzNdqtVH713puL2aQbxSdFyNREXDaK1dkFy5OM1v3jC+zukI",
+	"yqIAGsXDpiuOmeG+rsv2WslIbFZLyE5aSaPKsWd1Y7uy8KfrCe0UhL3pBp2DYe0r/ji3DAnF/5cq+adS",
+	"TnFuVZHfQkuCBOJiilQT7yOIe3dgkxpO976n2lnTPJqKkdZcU3pqg68xGNLKa4kWLtdScU6RJUldnb5W",
+	"OkqLzu5S9POrQvIXrfNZ6BX3qlLc951XoVJUnDYPnKt0NxVjJJyOUeMwregaxbUFiBC4sYYDIsWETzMo",
+	"AoW3S/vwX4AWMBI7uSx2cvqiDrE/p297NSJCGVIW0WVPty+kmy/qctnV8Iovp+vu09akNV7ZVYxUO1yv",
+	"zPOWi7pP+7nPW0NKqjrTWwmU24z+jheCX4XMV6v3ttKpia23kEm/ZhI5UGP+tw2WfqDyctfwTZ7uYuOM",
+	"yfvL5ySmqzxVszlVfCQw/JpwfULCOb25ghZDlyjqZTQvWNq3AyAx5ckK87HL6cZnz5//8P7t5dXrV29e",
+	"XV69e3l+9eLsX2EvIKGLgbbtgxjgiiRsojGYg2gZm1FC+uxIjFkil2RoPs0g3HzB0ogJTacsJH8nYTcf",
+	"LOmTUuM98pAUP/6NHAyHYTASqcNclOQQMuTnUALxJaSQu9jWYrVK2bpUrCz4pD3vdiHc8p0Sl+We5wfH",
+	"0lgHKJtxJJCdqQidpEzNjDkByZiwWd0QIDfy0ooj8ZNDl8wzvI0kFNIuvdsI2ALSHZ6QTMDfLO4h5qTD",
+	"5oVSACMRvlcstQMxVguInrCazGurBwyIeFqu3kk0BIJLm3yLr49ERJPEJvKlMtNYjuCasQWhPo14KoYN",
+	"7cEQWTO6w+FwOOzZlHbxVIwEh+pGcUNS8T/hlOxN2PuE0zk5ePrk8WPIRXJPDjERKd+eMjhNlTI7J48H",
+	"B09uLYFgbttgiwsm4B1+c3T+wuIHFu6/AbNYlzYYj1CJ19dE20MrLMow5PaX3ztjqnh0lulZ5+SXDxCd",
+	"hV+sBeDZhq0oCmwSsrE98kLeIi6paYMiwc8JsPUUwvoKg6rUm9eQD46y3thPM6q34p3wmPQra1eWkGYe",
+	"jEaz2kSXgZ8bbdb004dP/38AAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -66,15 +66,19 @@ func deployRun(t *testing.T, bin, target string) {
 		delete(env, "SMTPCREDS_PASSWD_FILE_GROUP")
 		env["SMTPCREDS_SYNC_TARGET"] = "dovecot-sql"
 		env["SMTPCREDS_DOVECOT_SQL_ROLE"] = role
-		ext := filepath.Join(files, "dovecot-sql.conf.ext")
-		text := postfixtest.Replace(t, readDeploy(t, "dovecot/dovecot-sql.conf.ext"),
-			"host=db.internal dbname=smtpcreds user=dovecot password=CHANGE-ME sslmode=verify-full", connect)
-		if err := os.WriteFile(ext, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
+		exts := map[string]string{}
+		for _, name := range []string{"dovecot-sql.conf.ext", "dovecot-sql-previous.conf.ext"} {
+			exts[name] = filepath.Join(files, name)
+			text := postfixtest.Replace(t, readDeploy(t, "dovecot/"+name),
+				"host=db.internal dbname=smtpcreds user=dovecot password=CHANGE-ME sslmode=verify-full", connect)
+			if err := os.WriteFile(exts[name], []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		dovecotConf = postfixtest.Replace(t, readDeploy(t, "dovecot/dovecot-sql.conf"),
 			"/var/spool/postfix", pf.QueueDir(),
-			"/etc/dovecot/dovecot-sql.conf.ext", ext)
+			"/etc/dovecot/dovecot-sql.conf.ext", exts["dovecot-sql.conf.ext"],
+			"/etc/dovecot/dovecot-sql-previous.conf.ext", exts["dovecot-sql-previous.conf.ext"])
 	}
 	dc := dovecottest.Start(t, dovecottest.Options{Config: dovecotConf})
 	// The milter, as its unit runs it, on a port of the test's.
@@ -101,7 +105,7 @@ func deployRun(t *testing.T, bin, target string) {
 	mail := &mailer{t: t, pf: pf, dc: dc, waits: target == "passwd-file"}
 
 	user := "mailer"
-	cr, err := api.CreateCredentialWithResponse(ctx, "acme.example", gen.CredentialInput{Username: &user})
+	cr, err := api.CreateCredentialWithResponse(ctx, "acme.example", nil, gen.CredentialInput{Username: &user})
 	wantStatus(t, "create", cr, err, http.StatusCreated)
 	if !cr.JSON201.Data.RemoteSynced {
 		t.Fatalf("create: remote_synced false: Dovecot's %s does not have it; server log:\n%s", target, srv.logText())
@@ -180,7 +184,7 @@ func deployRun(t *testing.T, bin, target string) {
 	}
 	c.Close()
 
-	rr, err := api.ResetCredentialPasswordWithResponse(ctx, "acme.example", guid)
+	rr, err := api.ResetCredentialPasswordWithResponse(ctx, "acme.example", guid, nil, gen.ResetCredentialPasswordJSONRequestBody{})
 	wantStatus(t, "reset-password", rr, err, http.StatusOK)
 	if !rr.JSON200.Data.RemoteSynced {
 		t.Fatalf("reset: remote_synced false; server log:\n%s", srv.logText())
@@ -189,6 +193,21 @@ func deployRun(t *testing.T, bin, target string) {
 	mail.waitNextSecond()
 	mail.refused(postfixtest.Submission, smtp.PlainAuth("", login, pw, "127.0.0.1"), "the password before the reset")
 	mail.sendAs(postfixtest.Submission, loginAuth{login, newPW}, login, "after reset")
+
+	// Rotation with a grace period: the second passdb of the deploy files
+	// keeps the replaced password working beside the new one.
+	grace := 3600
+	rr, err = api.ResetCredentialPasswordWithResponse(ctx, "acme.example", guid, nil,
+		gen.ResetCredentialPasswordJSONRequestBody{GracePeriodSeconds: &grace})
+	wantStatus(t, "reset-password with a grace period", rr, err, http.StatusOK)
+	if !rr.JSON200.Data.RemoteSynced || rr.JSON200.Data.Credential.PreviousPasswordExpiresAt == nil {
+		t.Fatalf("reset with grace: %+v; server log:\n%s", rr.JSON200.Data, srv.logText())
+	}
+	oldPW := newPW
+	newPW = rr.JSON200.Data.NewPassword
+	mail.waitNextSecond()
+	mail.sendAs(postfixtest.Submission, smtp.PlainAuth("", login, newPW, "127.0.0.1"), login, "new password in the grace period")
+	mail.sendAs(postfixtest.Submission, smtp.PlainAuth("", login, oldPW, "127.0.0.1"), login, "old password in the grace period")
 
 	dr, err := api.DeleteCredentialWithResponse(ctx, "acme.example", guid)
 	wantStatus(t, "delete", dr, err, http.StatusOK)

@@ -541,7 +541,7 @@ func TestEndToEnd(t *testing.T) {
 	// Create.
 	create := func(c *gen.ClientWithResponses, domain, username string) *gen.CreateCredentialResponse {
 		t.Helper()
-		r, err := c.CreateCredentialWithResponse(ctx, domain, gen.CredentialInput{Username: &username})
+		r, err := c.CreateCredentialWithResponse(ctx, domain, nil, gen.CredentialInput{Username: &username})
 		if err != nil {
 			t.Fatalf("create %s@%s: %v", username, domain, err)
 		}
@@ -634,7 +634,7 @@ func TestEndToEnd(t *testing.T) {
 	wantStatus(t, "get with upper-case domain", gr, err, http.StatusOK)
 
 	// Reset the password.
-	rr, err := acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid)
+	rr, err := acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid, nil, gen.ResetCredentialPasswordJSONRequestBody{})
 	wantStatus(t, "reset-password", rr, err, http.StatusOK)
 	wantRateLimitHeaders(t, "reset-password", rr.HTTPResponse.Header)
 	if got := rr.HTTPResponse.Header.Get("Cache-Control"); got != "no-store" {
@@ -679,7 +679,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	dr, err = acme.DeleteCredentialWithResponse(ctx, "example.com", guid)
 	wantStatus(t, "delete again", dr, err, http.StatusNotFound)
-	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid)
+	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "example.com", guid, nil, gen.ResetCredentialPasswordJSONRequestBody{})
 	wantStatus(t, "reset-password after delete", rr, err, http.StatusNotFound)
 	lr, err = acme.ListCredentialsWithResponse(ctx, "example.com", nil)
 	wantStatus(t, "list after delete", lr, err, http.StatusOK)
@@ -759,7 +759,7 @@ func TestEndToEnd(t *testing.T) {
 	if gr.JSON404 == nil || gr.JSON404.Message != "Credential not found" {
 		t.Errorf("get another account's credential via own domain: body %s, want Credential not found", gr.Body)
 	}
-	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "other.example", theirs)
+	rr, err = acme.ResetCredentialPasswordWithResponse(ctx, "other.example", theirs, nil, gen.ResetCredentialPasswordJSONRequestBody{})
 	wantStatus(t, "reset another account's credential", rr, err, http.StatusNotFound)
 	dr, err = acme.DeleteCredentialWithResponse(ctx, "other.example", theirs)
 	wantStatus(t, "delete another account's credential", dr, err, http.StatusNotFound)

@@ -109,7 +109,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ; i++ {
 				user := fmt.Sprintf("s%d-%d", w, i)
-				r, err := client.CreateCredentialWithResponse(context.Background(), "load.example", gen.CredentialInput{Username: &user})
+				r, err := client.CreateCredentialWithResponse(context.Background(), "load.example", nil, gen.CredentialInput{Username: &user})
 				mu.Lock()
 				switch {
 				case errors.Is(err, syscall.ECONNREFUSED):

@@ -99,7 +99,7 @@ func TestSyncSurvivesKill9MidBurst(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				user := fmt.Sprintf("w%d-%d", w, i)
-				r, err := client.CreateCredentialWithResponse(ctx, "burst.example", gen.CredentialInput{Username: &user})
+				r, err := client.CreateCredentialWithResponse(ctx, "burst.example", nil, gen.CredentialInput{Username: &user})
 				if err != nil || r.StatusCode() != http.StatusCreated {
 					return // the server died under us
 				}

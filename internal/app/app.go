@@ -27,6 +27,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/httpapi"
+	"github.com/smtpcreds/smtpcreds/internal/idempotency"
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/milter"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
@@ -70,6 +71,7 @@ type App struct {
 	domains     *domains.Service
 	credentials *credentials.Service
 	relay       *relay.Service
+	idem        *idempotency.Store
 	limiter     *ratelimit.Limiter
 	outbox      *syncer.Service
 	milter      *milter.Milter // nil unless cfg.MilterAddr: serve hosts the milter too
@@ -127,8 +129,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 		return a, err
 	}
 	a.limiter = ratelimit.New(a.limDB, cfg.RateLimit, cfg.AuthFailLimit)
+	if a.idem, err = NewIdempotency(cfg, a.db); err != nil {
+		return a, err
+	}
 	a.credentials = credentials.NewService(a.db, a.outbox,
-		credentials.Config{MaxPerDomain: cfg.MaxPerDomain, Scheme: cfg.PasswordScheme})
+		credentials.Config{MaxPerDomain: cfg.MaxPerDomain, Scheme: cfg.PasswordScheme, Idempotency: a.idem})
 	a.relay = relay.NewService(a.db, relay.ServiceConfig{Account: cfg.Relay.Account, LogRetention: cfg.Relay.LogRetention})
 	subCtx, stopSubs := context.WithCancel(ctx)
 	a.stopSubs = stopSubs
@@ -245,7 +250,7 @@ func (a *App) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	go maintain(ctx, a.limiter, a.credentials, a.relay, log)
+	go maintain(ctx, a.limiter, a.credentials, a.idem, a.relay, log)
 	workerDone := make(chan struct{})
 	go func() {
 		defer close(workerDone)
@@ -344,10 +349,13 @@ func serveOperator(cfg Config, m *metrics.Metrics, log *slog.Logger) (func(), er
 }
 
 // maintain runs the periodic housekeeping: folding credential count
-// deltas every few seconds, pruning expired rate counters and the message
-// log past its retention every minute, and the relay's ended send counters
-// every hour (a whole-table scan, and nothing reads them once ended).
-func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Service, rel *relay.Service, log *slog.Logger) {
+// deltas every few seconds; pruning expired rate counters, idempotency keys
+// (with their sealed responses), the previous passwords of ended grace
+// periods and the message log past its retention every minute; and the
+// relay's ended send counters every hour (a whole-table scan, and nothing
+// reads them once ended).
+func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Service, idem *idempotency.Store,
+	rel *relay.Service, log *slog.Logger) {
 	compact := time.NewTicker(5 * time.Second)
 	defer compact.Stop()
 	prune := time.NewTicker(time.Minute)
@@ -365,6 +373,12 @@ func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Serv
 		case <-prune.C:
 			if err := l.Prune(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("prune rate counters", "error", err.Error())
+			}
+			if err := idem.Prune(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("prune idempotency keys", "error", err.Error())
+			}
+			if err := creds.PrunePrevious(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("prune previous passwords", "error", err.Error())
 			}
 			if n, err := rel.PruneLog(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("prune message log", "error", err.Error())
@@ -443,5 +457,31 @@ func NewDomains(cfg Config, db *sqlx.DB, outbox *syncer.Service) (*domains.Servi
 	d := cfg.DNS
 	return domains.NewService(db, sealer, checker, outbox, domains.Config{
 		Selector: d.Selector, SPFInclude: d.SPFInclude, MXHost: d.MXHost, TrackingTarget: d.TrackingTarget,
+		Idempotency: idempotency.NewStore(db, sealer, idempotencyWait(cfg)),
 	}), nil
+}
+
+// NewIdempotency builds the store of idempotency keys: responses sealed
+// under cfg.DKIMKey, the server's key for secrets at rest.
+func NewIdempotency(cfg Config, db *sqlx.DB) (*idempotency.Store, error) {
+	sealer, err := dkim.NewSealer(cfg.DKIMKey)
+	if err != nil {
+		return nil, configErrorf("dkim key: %v", err)
+	}
+	return idempotency.NewStore(db, sealer, idempotencyWait(cfg)), nil
+}
+
+// idempotencyWait is how long after its commit the first request of a key
+// may still be about to answer (it waits for its sync, within its request
+// timeout): until then a replay waits for its final response.
+func idempotencyWait(cfg Config) time.Duration {
+	apply := cfg.Sync.Timeout
+	if apply <= 0 {
+		apply = 2 * time.Second
+	}
+	request := cfg.RequestTimeout
+	if request <= 0 {
+		request = 10 * time.Second // httpapi's default
+	}
+	return min(apply, request) + time.Second
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/smtpcreds/smtpcreds/internal/hostname"
+	"github.com/smtpcreds/smtpcreds/internal/idempotency"
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
@@ -46,6 +47,15 @@ type Credential struct {
 	LastSyncedAt *time.Time
 	// SyncError is the last failed attempt's error while unsynced.
 	SyncError *string
+	// ExpiresAt is when the login stops authenticating (nil: never).
+	ExpiresAt *time.Time
+	// AllowedSenders narrows what the login may send as (nil: not narrowed).
+	AllowedSenders []string
+	// The relay's sending limits (nil: the server's default, 0: none).
+	LimitPerMinute, LimitPerHour, LimitPerDay *int
+	// PreviousExpiresAt is when the password a reset replaced stops
+	// authenticating (nil: no grace period was given).
+	PreviousExpiresAt *time.Time
 	// Usage is what the relay recorded of the login (zero: nothing yet).
 	Usage Usage
 }
@@ -87,7 +97,14 @@ type Config struct {
 	MaxPerDomain int
 	// Scheme is the Dovecot password scheme of the stored hash.
 	Scheme password.Scheme
+	// Idempotency keeps the responses of requests with an idempotency key
+	// (nil: CreateOnce and ResetPasswordOnce are not available).
+	Idempotency *idempotency.Store
 }
+
+// Render turns the outcome of a create or reset into the response sent for
+// it, which a request with the same idempotency key replays.
+type Render func(Issued) (idempotency.Response, error)
 
 // Service implements the credential use cases.
 type Service struct {
@@ -110,6 +127,18 @@ func (s *Service) CompactCounts(ctx context.Context) error {
 	return s.repo.CompactCounts(ctx, s.db, 10000)
 }
 
+// PrunePrevious deletes the previous passwords whose grace period ended
+// (they no longer authenticate anywhere: the targets left them out at the
+// end); run it every minute or so.
+func (s *Service) PrunePrevious(ctx context.Context) error {
+	for {
+		n, err := s.repo.PrunePrevious(ctx, s.db, 10000)
+		if err != nil || n < 10000 {
+			return err
+		}
+	}
+}
+
 // lookupName turns a domain name from a path into its stored form (lowercase
 // punycode, no trailing dot); ErrDomainNotFound when it cannot be a domain.
 func lookupName(name string) (string, error) {
@@ -123,6 +152,12 @@ func lookupName(name string) (string, error) {
 // List returns one page (1-based) of the domain's credentials, oldest first.
 // ErrDomainNotFound unless accountID owns the domain.
 func (s *Service) List(ctx context.Context, accountID int64, domain string, page, limit int) (Page, error) {
+	return s.ListStatus(ctx, accountID, domain, page, limit, nil)
+}
+
+// ListStatus is List with a filter: with status, only the credentials
+// enabled (true) or disabled (false).
+func (s *Service) ListStatus(ctx context.Context, accountID int64, domain string, page, limit int, status *bool) (Page, error) {
 	domain, err := lookupName(domain)
 	if err != nil {
 		return Page{}, err
@@ -135,10 +170,22 @@ func (s *Service) List(ctx context.Context, accountID int64, domain string, page
 	if err != nil {
 		return Page{}, fmt.Errorf("list credentials: %w", err)
 	}
+	if status != nil {
+		disabled, err := s.repo.CountDisabled(ctx, s.db, d.ID)
+		if err != nil {
+			return Page{}, fmt.Errorf("list credentials: %w", err)
+		}
+		total = map[bool]int64{true: total - disabled, false: disabled}[*status]
+	}
 	offset := int64(page-1) * int64(limit)
 	items := []Credential{}
 	if offset < total {
-		rows, err := s.repo.List(ctx, s.db, accountID, d.ID, limit, offset)
+		var rows []postgres.CredentialRow
+		if status != nil {
+			rows, err = s.repo.ListStatus(ctx, s.db, accountID, d.ID, *status, limit, offset)
+		} else {
+			rows, err = s.repo.List(ctx, s.db, accountID, d.ID, limit, offset)
+		}
 		if err != nil {
 			return Page{}, fmt.Errorf("list credentials: %w", err)
 		}
@@ -163,32 +210,130 @@ func (s *Service) List(ctx context.Context, accountID int64, domain string, page
 // username yield exactly one success: the insert waits on the unique index
 // and then reports the conflict.
 func (s *Service) Create(ctx context.Context, accountID int64, domain, username string) (Issued, error) {
-	domain, err := lookupName(domain)
+	c, err := s.newCreate(accountID, domain, username)
 	if err != nil {
 		return Issued{}, err
 	}
+	row, jobID, err := s.repo.InsertVerified(ctx, s.db, c.cred, c.domain, int64(s.cfg.MaxPerDomain), c.draft)
+	if err != nil {
+		return Issued{}, s.whyNotInserted(c.domain, err)
+	}
+	return s.issued(ctx, row, c.pw, s.outbox.Drafted(jobID, c.draft)), nil
+}
+
+// CreateOnce is Create for a request with the idempotency key key: the
+// first request with the key creates the credential and stores its
+// response, render's, in the create's transaction; a later one (or a
+// concurrent one, once the first commits) gets that response back
+// (replayed true) without creating anything. Errors as for Create (which
+// store nothing: a request that failed may be sent again with its key),
+// and a *validation.Error on idempotency.Field for a malformed key or one
+// first used for another request.
+func (s *Service) CreateOnce(ctx context.Context, accountID int64, domain, username, key string, render Render) (r idempotency.Response, replayed bool, err error) {
+	c, err := s.newCreate(accountID, domain, username)
+	if err != nil {
+		return idempotency.Response{}, false, err
+	}
+	k, err := idempotency.NewKey(accountID, key, "credential.create", c.domain, c.cred.Username)
+	if err != nil {
+		return idempotency.Response{}, false, err
+	}
+	return s.once(ctx, k, "create credential", render, func(tx *postgres.Tx) (postgres.CredentialRow, string, syncer.Pending, error) {
+		row, jobID, err := s.repo.InsertVerified(ctx, tx, c.cred, c.domain, int64(s.cfg.MaxPerDomain), c.draft)
+		if err != nil {
+			return row, "", syncer.Pending{}, s.whyNotInserted(c.domain, err)
+		}
+		return row, c.pw, s.outbox.Drafted(jobID, c.draft), nil
+	})
+}
+
+// once runs change, a create or reset, in a transaction that first claims
+// k and then saves render's response to the change; after the commit it
+// applies the change's sync jobs and, once they are confirmed, saves the
+// final response (its remote_synced true). A key already used replays its
+// response instead.
+func (s *Service) once(ctx context.Context, k idempotency.Key, op string, render Render,
+	change func(*postgres.Tx) (postgres.CredentialRow, string, syncer.Pending, error)) (idempotency.Response, bool, error) {
+	store := s.cfg.Idempotency
+	if store == nil {
+		return idempotency.Response{}, false, fmt.Errorf("%s: no idempotency store", op)
+	}
+	tx, err := postgres.Begin(ctx, s.db)
+	if err != nil {
+		return idempotency.Response{}, false, fmt.Errorf("%s: begin: %w", op, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	claimed, err := store.Claim(ctx, tx, k)
+	if err != nil {
+		return idempotency.Response{}, false, fmt.Errorf("%s: %w", op, err)
+	}
+	if !claimed {
+		_ = tx.Rollback() // the connection is not held while the replay waits
+		r, err := store.Replay(ctx, k)
+		return r, err == nil, err
+	}
+	row, pw, jobs, err := change(tx)
+	if err != nil {
+		return idempotency.Response{}, false, err
+	}
+	first := Issued{Credential: fromRow(row), Password: pw, Strength: password.Strength()}
+	r, err := render(first)
+	if err != nil {
+		return idempotency.Response{}, false, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := store.Save(ctx, tx, k, r, s.outbox == nil); err != nil {
+		return idempotency.Response{}, false, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return idempotency.Response{}, false, fmt.Errorf("%s: commit: %w", op, err)
+	}
+	if s.outbox == nil {
+		return r, false, nil
+	}
+	if issued := s.issued(ctx, row, pw, jobs); issued.Credential.RemoteSynced {
+		if final, err := render(issued); err == nil {
+			r = final
+		}
+	}
+	// The change is committed: a failure to store the final response leaves
+	// the one saved at the commit to be replayed, and is no reason to
+	// withhold this one.
+	_ = store.Finish(ctx, k, r)
+	return r, false, nil
+}
+
+// newCreate is what a create inserts: the normalised domain and username,
+// a fresh password and hash, and the sync job's draft.
+type newCreate struct {
+	domain string
+	cred   postgres.NewCredential
+	pw     string
+	draft  *postgres.JobDraft
+}
+
+func (s *Service) newCreate(accountID int64, domain, username string) (newCreate, error) {
+	domain, err := lookupName(domain)
+	if err != nil {
+		return newCreate{}, err
+	}
 	if username == "" {
-		return Issued{}, validation.New("username", "The username field is required.")
+		return newCreate{}, validation.New("username", "The username field is required.")
 	}
 	name, ok := NormalizeUsername(username)
 	if !ok {
-		return Issued{}, validation.New("username", usernameRule)
+		return newCreate{}, validation.New("username", usernameRule)
 	}
 	pw, hash, err := s.newPassword()
 	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
+		return newCreate{}, fmt.Errorf("create credential: %w", err)
 	}
-	newCred := postgres.NewCredential{GUID: uuid.New(), AccountID: accountID, Username: name, PasswordHash: hash}
+	c := postgres.NewCredential{GUID: uuid.New(), AccountID: accountID, Username: name, PasswordHash: hash}
 	draft, err := s.outbox.Draft(upserted(postgres.CredentialRow{
-		GUID: newCred.GUID, Domain: domain, Username: name, Version: 1}, hash))
+		GUID: c.GUID, Domain: domain, Username: name, Version: 1}, hash))
 	if err != nil {
-		return Issued{}, fmt.Errorf("create credential: %w", err)
+		return newCreate{}, fmt.Errorf("create credential: %w", err)
 	}
-	row, jobID, err := s.repo.InsertVerified(ctx, s.db, newCred, domain, int64(s.cfg.MaxPerDomain), draft)
-	if err != nil {
-		return Issued{}, s.whyNotInserted(domain, err)
-	}
-	return s.issued(ctx, row, pw, s.outbox.Drafted(jobID, draft)), nil
+	return newCreate{domain: domain, cred: c, pw: pw, draft: draft}, nil
 }
 
 // whyNotInserted is the error of an InsertVerified into domain that added
@@ -274,34 +419,84 @@ func (s *Service) Delete(ctx context.Context, accountID int64, domain string, gu
 	return s.outbox.Apply(ctx, jobs), nil
 }
 
-// ResetPassword replaces the credential's password with a fresh one; the old
-// one stops being stored. Errors as for Get.
-func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain string, guid uuid.UUID) (Issued, error) {
+// MaxGracePeriod bounds a reset's grace period.
+const MaxGracePeriod = 7 * 24 * time.Hour
+
+// ResetPassword replaces the credential's password with a fresh one. With
+// a grace period (0 to MaxGracePeriod), the replaced password keeps
+// authenticating until it ends (a job due then removes it from the
+// backend); without, it stops at once. Either way a grace period under way
+// ends: only the password just replaced can be the previous one. Errors as
+// for Get, and a *validation.Error for a grace period out of range.
+func (s *Service) ResetPassword(ctx context.Context, accountID int64, domain string, guid uuid.UUID, grace time.Duration) (Issued, error) {
 	domain, err := lookupName(domain)
 	if err != nil {
 		return Issued{}, err
 	}
-	pw, hash, err := s.newPassword()
-	if err != nil {
-		return Issued{}, fmt.Errorf("reset password: %w", err)
+	if err := checkGrace(grace); err != nil {
+		return Issued{}, err
 	}
 	tx, err := postgres.Begin(ctx, s.db)
 	if err != nil {
 		return Issued{}, fmt.Errorf("reset password: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	row, err := s.repo.SetPassword(ctx, tx, accountID, domain, guid, hash)
+	row, pw, jobs, err := s.reset(ctx, tx, accountID, domain, guid, grace)
 	if err != nil {
-		return Issued{}, s.credentialErr(ctx, tx, "reset password", accountID, domain, err)
-	}
-	jobs, err := s.outbox.Enqueue(ctx, tx, upserted(row, hash))
-	if err != nil {
-		return Issued{}, fmt.Errorf("reset password: %w", err)
+		return Issued{}, err
 	}
 	if err := tx.Commit(); err != nil {
 		return Issued{}, fmt.Errorf("reset password: commit: %w", err)
 	}
 	return s.issued(ctx, row, pw, jobs), nil
+}
+
+// ResetPasswordOnce is ResetPassword for a request with the idempotency key
+// key, as CreateOnce is for Create: the first request resets and stores
+// render's response in the reset's transaction, later ones replay it (the
+// same new password) without resetting again.
+func (s *Service) ResetPasswordOnce(ctx context.Context, accountID int64, domain string, guid uuid.UUID, grace time.Duration, key string, render Render) (idempotency.Response, bool, error) {
+	domain, err := lookupName(domain)
+	if err != nil {
+		return idempotency.Response{}, false, err
+	}
+	if err := checkGrace(grace); err != nil {
+		return idempotency.Response{}, false, err
+	}
+	k, err := idempotency.NewKey(accountID, key, "credential.reset-password", domain, guid.String(), grace.String())
+	if err != nil {
+		return idempotency.Response{}, false, err
+	}
+	return s.once(ctx, k, "reset password", render, func(tx *postgres.Tx) (postgres.CredentialRow, string, syncer.Pending, error) {
+		return s.reset(ctx, tx, accountID, domain, guid, grace)
+	})
+}
+
+func checkGrace(grace time.Duration) error {
+	if grace < 0 || grace > MaxGracePeriod || grace%time.Second != 0 {
+		return validation.New("grace_period_seconds",
+			fmt.Sprintf("The grace_period_seconds must be an integer between 0 and %d.", int64(MaxGracePeriod/time.Second)))
+	}
+	return nil
+}
+
+// reset stores a fresh password and enqueues its sync jobs in tx.
+func (s *Service) reset(ctx context.Context, tx *postgres.Tx, accountID int64, domain string, guid uuid.UUID, grace time.Duration) (postgres.CredentialRow, string, syncer.Pending, error) {
+	pw, hash, err := s.newPassword()
+	if err != nil {
+		return postgres.CredentialRow{}, "", syncer.Pending{}, fmt.Errorf("reset password: %w", err)
+	}
+	row, err := s.repo.SetPassword(ctx, tx, accountID, domain, guid, hash, grace)
+	if err != nil {
+		return row, "", syncer.Pending{}, s.credentialErr(ctx, tx, "reset password", accountID, domain, err)
+	}
+	// A disabled or expired credential gets its new password, and still
+	// does not authenticate.
+	jobs, err := s.enqueueState(ctx, tx, row, hash, time.Now())
+	if err != nil {
+		return row, "", syncer.Pending{}, fmt.Errorf("reset password: %w", err)
+	}
+	return row, pw, jobs, nil
 }
 
 func (s *Service) newPassword() (pw, hash string, err error) {
@@ -355,5 +550,11 @@ func fromRow(r postgres.CredentialRow) Credential {
 			LastUsedAt: r.LastUsedAt, LastUsedIP: r.LastUsedIP,
 			MessagesQueued: r.MessagesQueued, MessagesRefused: r.MessagesRefused,
 		},
+		ExpiresAt:         r.ExpiresAt,
+		AllowedSenders:    r.AllowedSenders,
+		LimitPerMinute:    r.LimitPerMinute,
+		LimitPerHour:      r.LimitPerHour,
+		LimitPerDay:       r.LimitPerDay,
+		PreviousExpiresAt: r.PreviousExpiresAt,
 	}
 }

@@ -146,3 +146,40 @@ func additionalData(aad []byte) []byte {
 	ad = append(ad, sealVersion)
 	return append(ad, aad...)
 }
+
+// dataAAD prefixes the associated data of [Sealer.Seal], so that sealed
+// data never opens as a key (a key's aad, a domain name, holds no NUL) nor
+// a key as data.
+const dataAAD = "data\x00"
+
+// Seal encrypts plaintext (any bytes: a stored response holding a
+// password) in the format of [Sealer.SealKey], bound to aad, for
+// [Sealer.Open]; each call uses a fresh random nonce.
+func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {
+	if s == nil || s.aead == nil {
+		return nil, errors.New("dkim: Seal on a Sealer not made by NewSealer")
+	}
+	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plaintext)+s.aead.Overhead())
+	out[0] = sealVersion
+	if _, err := rand.Read(out[1:]); err != nil {
+		return nil, fmt.Errorf("dkim: reading nonce: %w", err)
+	}
+	return s.aead.Seal(out, out[1:], plaintext, additionalData(append([]byte(dataAAD), aad...))), nil
+}
+
+// Open decrypts data sealed by [Sealer.Seal] with the same aad; any failure
+// returns an error wrapping [ErrSealed], the cases not told apart.
+func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
+	if s == nil || s.aead == nil {
+		return nil, errors.New("dkim: Open on a Sealer not made by NewSealer")
+	}
+	if len(sealed) < 1+nonceSize+s.aead.Overhead() || sealed[0] != sealVersion {
+		return nil, fmt.Errorf("%w: malformed input", ErrSealed)
+	}
+	nonce, ciphertext := sealed[1:1+nonceSize], sealed[1+nonceSize:]
+	out, err := s.aead.Open(nil, nonce, ciphertext, additionalData(append([]byte(dataAAD), aad...)))
+	if err != nil {
+		return nil, fmt.Errorf("%w: authentication failed", ErrSealed)
+	}
+	return out, nil
+}

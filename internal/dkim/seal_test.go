@@ -226,3 +226,39 @@ func TestSealerConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Seal and Open round-trip any bytes, bound to their aad and key, and
+// sealed data and sealed keys never open as each other.
+func TestSealOpenData(t *testing.T) {
+	t.Parallel()
+	s := newSealer(t, 1)
+	msg := []byte(`{"password":"secret"}`)
+	sealed, err := s.Seal(msg, []byte("acct\x00key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("secret")) {
+		t.Fatal("sealed data holds the plaintext")
+	}
+	got, err := s.Open(sealed, []byte("acct\x00key"))
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("Open = %q, %v", got, err)
+	}
+	if _, err := s.Open(sealed, []byte("acct\x00other")); !errors.Is(err, dkim.ErrSealed) {
+		t.Errorf("Open with another aad: %v", err)
+	}
+	if _, err := newSealer(t, 2).Open(sealed, []byte("acct\x00key")); !errors.Is(err, dkim.ErrSealed) {
+		t.Errorf("Open under another key: %v", err)
+	}
+	tampered := bytes.Clone(sealed)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := s.Open(tampered, []byte("acct\x00key")); !errors.Is(err, dkim.ErrSealed) {
+		t.Errorf("Open of tampered data: %v", err)
+	}
+	if _, err := s.Open(sealed[:5], nil); !errors.Is(err, dkim.ErrSealed) {
+		t.Errorf("Open of truncated data: %v", err)
+	}
+	if _, err := s.OpenKey(sealed, []byte("acct\x00key")); !errors.Is(err, dkim.ErrSealed) {
+		t.Errorf("OpenKey of sealed data: %v", err)
+	}
+}

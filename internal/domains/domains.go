@@ -16,6 +16,7 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/internal/dkim"
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
+	"github.com/smtpcreds/smtpcreds/internal/idempotency"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/validation"
@@ -34,6 +35,9 @@ type Config struct {
 	SPFInclude     string // SPF include: domain, e.g. "_spf.mail.example.net"; may be empty if MXHost is set
 	MXHost         string // the relay's MX host, e.g. "mx.mail.example.net"
 	TrackingTarget string // CNAME target of tracking domains, e.g. "track.mail.example.net"
+	// Idempotency keeps the responses of creates with an idempotency key
+	// (nil: CreateOnce is not available).
+	Idempotency *idempotency.Store
 }
 
 // Checker looks records up in DNS; dnscheck.Checker implements it.
@@ -91,6 +95,71 @@ func (s *Service) Create(ctx context.Context, accountID int64, name string, bits
 		return Domain{}, fmt.Errorf("create domain: %w", err)
 	}
 	return s.fromRow(row), nil
+}
+
+// CreateOnce is Create for a request with the idempotency key key: the
+// first request with the key adds the domain and stores render's response
+// to it in the same transaction; a later one (or a concurrent one, once the
+// first commits) gets that response back (replayed true) without adding
+// anything. Errors as for Create (which store nothing), and a
+// *validation.Error on idempotency.Field for a malformed key or one first
+// used for another request.
+func (s *Service) CreateOnce(ctx context.Context, accountID int64, name string, bits int, key string,
+	render func(Domain) (idempotency.Response, error)) (idempotency.Response, bool, error) {
+	var none idempotency.Response
+	store := s.cfg.Idempotency
+	if store == nil {
+		return none, false, errors.New("create domain: no idempotency store")
+	}
+	if name == "" {
+		return none, false, validation.New("domain", "The domain field is required.")
+	}
+	name, err := Normalize(name)
+	if err != nil {
+		return none, false, err
+	}
+	k, err := idempotency.NewKey(accountID, key, "domain.create", name, fmt.Sprint(bits))
+	if err != nil {
+		return none, false, err
+	}
+	// The key is made before the transaction, which holds the claim (and
+	// makes concurrent requests with the key wait) only for the insert.
+	nd, err := s.newDomain(name, bits, false)
+	if err != nil {
+		return none, false, fmt.Errorf("create domain: %w", err)
+	}
+	tx, err := postgres.Begin(ctx, s.db)
+	if err != nil {
+		return none, false, fmt.Errorf("create domain: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	claimed, err := store.Claim(ctx, tx, k)
+	if err != nil {
+		return none, false, fmt.Errorf("create domain: %w", err)
+	}
+	if !claimed {
+		_ = tx.Rollback()
+		r, err := store.Replay(ctx, k)
+		return r, err == nil, err
+	}
+	row, err := s.repo.Insert(ctx, tx, accountID, nd)
+	if errors.Is(err, postgres.ErrConflict) {
+		return none, false, ErrTaken
+	}
+	if err != nil {
+		return none, false, fmt.Errorf("create domain: %w", err)
+	}
+	r, err := render(s.fromRow(row))
+	if err != nil {
+		return none, false, fmt.Errorf("create domain: %w", err)
+	}
+	if err := store.Save(ctx, tx, k, r, true); err != nil {
+		return none, false, fmt.Errorf("create domain: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return none, false, fmt.Errorf("create domain: commit: %w", err)
+	}
+	return r, false, nil
 }
 
 // AddForAccount attaches the domain name to the account called accountName

@@ -144,6 +144,11 @@ type Options struct {
 	// else, the passdb included, is run as given. The files it names must be
 	// readable by Dovecot's user (see the package documentation).
 	Config string
+	// Previous adds a second passdb to the chain, for the previous password
+	// of a login in a grace period (see syncer.PreviousSuffix): with
+	// PasswdFile, the same file(s) looked up under "<login>/previous"; with
+	// SQL, SQL.PreviousQuery.
+	Previous bool
 }
 
 // SQLPassdb is a passdb { driver = sql } reading PostgreSQL (Debian's
@@ -155,6 +160,9 @@ type SQLPassdb struct {
 	// PasswordQuery is the password_query, with Dovecot's variables (%n,
 	// %d, %u; %L lower-cases).
 	PasswordQuery string
+	// PreviousQuery is the second passdb's password_query, with
+	// Options.Previous.
+	PreviousQuery string
 }
 
 // Server is a running Dovecot started by Start. Its methods are safe for
@@ -212,8 +220,11 @@ func Start(tb testing.TB, opt Options) *Server {
 		tb.Fatalf("dovecottest: Options.PasswdFile, Options.SQL or Options.Config is required")
 	}
 	if opt.SQL != nil && (opt.SQL.Connect == "" || opt.SQL.PasswordQuery == "" ||
-		strings.ContainsAny(opt.SQL.Connect+opt.SQL.PasswordQuery, "\n\r")) {
+		strings.ContainsAny(opt.SQL.Connect+opt.SQL.PasswordQuery+opt.SQL.PreviousQuery, "\n\r")) {
 		tb.Fatalf("dovecottest: Options.SQL needs a one-line Connect and PasswordQuery")
+	}
+	if opt.Previous && (opt.Config != "" || opt.SQL != nil && opt.SQL.PreviousQuery == "") {
+		tb.Fatalf("dovecottest: Options.Previous needs PasswdFile, or SQL with a PreviousQuery")
 	}
 	passwd := ""
 	if opt.SQL == nil && opt.Config == "" {
@@ -257,7 +268,7 @@ func Start(tb testing.TB, opt Options) *Server {
 
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
-		s, retry, err := start(tb, dovecot, doveconf, dir, passwd, opt.SQL, opt.Config, scheme, id, attempt)
+		s, retry, err := start(tb, dovecot, doveconf, dir, passwd, opt.SQL, opt.Previous, opt.Config, scheme, id, attempt)
 		if err == nil {
 			return s
 		}
@@ -275,7 +286,7 @@ func Start(tb testing.TB, opt Options) *Server {
 // start makes one attempt at starting Dovecot in dir with a fresh port. On
 // failure it has already stopped whatever it started; retry reports that the
 // port was taken and another one may work.
-func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb, given, scheme string, id identity, attempt int) (s *Server, retry bool, err error) {
+func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb, previous bool, given, scheme string, id identity, attempt int) (s *Server, retry bool, err error) {
 	tb.Helper()
 
 	port, err := pickPort()
@@ -309,6 +320,7 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb,
 		Scheme:   scheme,
 		Port:     port,
 		ID:       id,
+		Previous: previous,
 	}
 	if sql != nil {
 		p.SQLConf = filepath.Join(dir, "dovecot-sql.conf.ext")
@@ -316,6 +328,14 @@ func start(tb testing.TB, dovecot, doveconf, dir, passwd string, sql *SQLPassdb,
 			sql.Connect, scheme, sql.PasswordQuery)
 		if err := os.WriteFile(p.SQLConf, []byte(conf), 0o644); err != nil {
 			return nil, false, err
+		}
+		if previous {
+			p.PreviousSQLConf = filepath.Join(dir, "dovecot-sql-previous.conf.ext")
+			conf := fmt.Sprintf("driver = pgsql\nconnect = %s\ndefault_pass_scheme = %s\npassword_query = %s\n",
+				sql.Connect, scheme, sql.PreviousQuery)
+			if err := os.WriteFile(p.PreviousSQLConf, []byte(conf), 0o644); err != nil {
+				return nil, false, err
+			}
 		}
 	}
 	if given != "" {
@@ -410,6 +430,8 @@ type configParams struct {
 	BaseDir, StateDir, LogPath string
 	Passwd, Scheme             string
 	SQLConf                    string // the SQL driver's file, instead of Passwd
+	Previous                   bool   // a second passdb for previous passwords
+	PreviousSQLConf            string // its SQL driver's file
 	Port                       int
 	ID                         identity
 }
@@ -466,6 +488,19 @@ func config(p configParams) string {
 		w("  args = scheme=%s username_format=%%u %s", p.Scheme, p.Passwd)
 	}
 	w("}")
+	if p.Previous {
+		// Tried when the first one refuses the password (a mismatch or an
+		// unknown user continue down the chain).
+		w("passdb {")
+		if p.PreviousSQLConf != "" {
+			w("  driver = sql")
+			w("  args = %s", p.PreviousSQLConf)
+		} else {
+			w("  driver = passwd-file")
+			w("  args = scheme=%s username_format=%%u/previous %s", p.Scheme, p.Passwd)
+		}
+		w("}")
+	}
 	return b.String() + instanceConfig(p)
 }
 

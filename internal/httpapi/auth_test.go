@@ -184,6 +184,7 @@ func everyRoute(guid string) []req {
 		{method: "GET", path: credsPath + "/" + guid},
 		{method: "DELETE", path: credsPath + "/" + guid},
 		{method: "PUT", path: credsPath + "/" + guid + "/reset-password"},
+		{method: "PATCH", path: credsPath + "/" + guid, body: `{"status":false}`},
 		{method: "GET", path: "/api/domains"},
 		{method: "POST", path: "/api/domains", body: `{"domain":"x.example"}`},
 		{method: "GET", path: "/api/domains/example.com"},

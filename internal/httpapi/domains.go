@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"net/http"
 	"slices"
 
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/dnscheck"
 	"github.com/smtpcreds/smtpcreds/internal/domains"
+	"github.com/smtpcreds/smtpcreds/internal/idempotency"
 )
 
 // ListDomains serves GET /api/domains.
@@ -48,13 +50,25 @@ func (h *Handler) CreateDomain(ctx context.Context, req gen.CreateDomainRequestO
 	if in.Domain != nil {
 		name = *in.Domain
 	}
+	if key := req.Params.IdempotencyKey; key != nil {
+		r, replayed, err := h.domains.CreateOnce(ctx, accountFrom(ctx).ID, name, bits, *key,
+			func(d domains.Domain) (idempotency.Response, error) {
+				return encoded(http.StatusCreated, domainCreated(d))
+			})
+		if err != nil {
+			return nil, err
+		}
+		return stored{r: r, replayed: replayed}, nil
+	}
 	d, err := h.domains.Create(ctx, accountFrom(ctx).ID, name, bits)
 	if err != nil {
 		return nil, err
 	}
-	return gen.CreateDomain201JSONResponse{Body: gen.DomainCreated{
-		Success: true, Message: "Domain added successfully.", Data: toAPIDomain(d),
-	}}, nil
+	return gen.CreateDomain201JSONResponse{Body: domainCreated(d)}, nil
+}
+
+func domainCreated(d domains.Domain) gen.DomainCreated {
+	return gen.DomainCreated{Success: true, Message: "Domain added successfully.", Data: toAPIDomain(d)}
 }
 
 // GetDomain serves GET /api/domains/{domain}.

@@ -20,6 +20,11 @@ import (
 // dovecot-sql target.
 const dovecotPasswordQuery = `SELECT password FROM dovecot_passdb WHERE username = '%Ln' AND domain = '%Ld'`
 
+// dovecotPreviousQuery is the README's password_query of the second passdb,
+// for the previous password of a login in a grace period.
+const dovecotPreviousQuery = `SELECT previous_password AS password FROM dovecot_passdb ` +
+	`WHERE username = '%Ln' AND domain = '%Ld' AND previous_password IS NOT NULL`
+
 // sqlWorld is a world synced to the dovecot-sql target, with a real Dovecot
 // whose passdb reads the dovecot_passdb view as a role that may read
 // nothing else.
@@ -52,8 +57,10 @@ func newSQLWorld(t *testing.T) sqlWorld {
 		SQL: &dovecottest.SQLPassdb{
 			Connect:       fmt.Sprintf("host=%s port=%s dbname=%s user=%s password=%s", host, port, dbname, role, pw),
 			PasswordQuery: dovecotPasswordQuery,
+			PreviousQuery: dovecotPreviousQuery,
 		},
-		Scheme: "SSHA512",
+		Scheme:   "SSHA512",
+		Previous: true,
 	})
 	ru := *u
 	ru.User = url.UserPassword(role, pw)

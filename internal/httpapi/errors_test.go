@@ -22,6 +22,7 @@ func TestInternalError500(t *testing.T) {
 		{method: "GET", path: credsPath + "/" + guid},
 		{method: "DELETE", path: credsPath + "/" + guid},
 		{method: "PUT", path: credsPath + "/" + guid + "/reset-password"},
+		{method: "PATCH", path: credsPath + "/" + guid, body: `{"status":false}`},
 	}
 	for _, c := range calls {
 		c.auth = w.alice.auth
@@ -112,6 +113,7 @@ func TestBodyRoutes400And413(t *testing.T) {
 		{method: "POST", path: "/api/domains/example.com/setup-auth-domain"},
 		{method: "POST", path: "/api/domains/example.com/setup-tracklink"},
 		{method: "POST", path: credsPath},
+		{method: "PATCH", path: credsPath + "/00000000-0000-4000-8000-000000000001"},
 	} {
 		c.auth = w.alice.auth
 		c.body = `{"broken`

@@ -105,6 +105,9 @@ func NewServer(d Deps) (*echo.Echo, error) {
 	e.Use(timeout(d.RequestTimeout, isAPIRoute))
 	e.Use(authenticate(d.Accounts, d.Limiter, isAPIRoute))
 	e.Use(jsonSentAsForm(func(c echo.Context) bool { return !isAPIRoute(c) }))
+	e.Use(emptyArrayAsNoBody(func(c echo.Context) bool {
+		return !isAPIRoute(c) || c.Path() != "/api/domains/:domain/credentials/:credential/reset-password"
+	}))
 	e.Use(requestValidator(spec, func(c echo.Context) bool { return !isAPIRoute(c) }))
 
 	gen.RegisterHandlers(e, gen.NewStrictHandler(&Handler{credentials: d.Credentials, domains: d.Domains, relay: d.Relay}, nil))

@@ -45,7 +45,9 @@ func newSyncWorld(t *testing.T, layout string, o ...opts) syncWorld {
 	t.Helper()
 	dir := dovecottest.TempDir(t)
 	tmpl := filepath.Join(dir, "auth", layout)
-	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512"})
+	// With the second passdb for previous passwords, as the README's
+	// configuration has it.
+	dc := dovecottest.Start(t, dovecottest.Options{PasswdFile: tmpl, Scheme: "SSHA512", Previous: true})
 	// The server writes through its own Writer; this one only names the
 	// files and shards.
 	w, err := passwdfile.New(tmpl, dc.Group())
@@ -121,7 +123,8 @@ func (s syncWorld) wantFileMatchesDB(domain string, plaintexts ...string) {
 	if err := s.db.Select(&want, `
 		SELECT c.username || '@' || d.name AS login, c.password_hash AS hash
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE d.name = $1 ORDER BY login`, domain); err != nil {
+		WHERE d.name = $1 AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())
+		ORDER BY login`, domain); err != nil {
 		s.t.Fatal(err)
 	}
 	if len(entries) != len(want) {

@@ -24,8 +24,10 @@ type agent struct {
 	down   atomic.Bool
 	mu     sync.Mutex
 	hashes map[string]string // login -> hash
-	bodies []string
-	bad    atomic.Int32
+	// previous holds the previous password of a login in a grace period.
+	previous map[string]string
+	bodies   []string
+	bad      atomic.Int32
 }
 
 func (a *agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -53,8 +55,14 @@ func (a *agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch e.Type {
 		case syncer.CredentialUpserted:
 			a.hashes[e.Login] = e.PasswordHash
+			if e.PreviousPasswordHash != "" {
+				a.previous[e.Login] = e.PreviousPasswordHash
+			} else {
+				delete(a.previous, e.Login)
+			}
 		case syncer.CredentialDeleted:
 			delete(a.hashes, e.Login)
+			delete(a.previous, e.Login)
 		case syncer.DomainDeleted:
 			for _, l := range e.Logins {
 				delete(a.hashes, l)
@@ -73,7 +81,7 @@ func (a *agent) hash(login string) string {
 // receiving agent, served until the test ends.
 func newWebhookWorld(t *testing.T) (*agent, world) {
 	t.Helper()
-	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}}
+	ag := &agent{secret: []byte("0123456789abcdef-secret"), hashes: map[string]string{}, previous: map[string]string{}}
 	srv := httptest.NewServer(ag)
 	t.Cleanup(srv.Close)
 	w := newWorld(t, opts{sync: fastSync(app.SyncConfig{

@@ -21,6 +21,8 @@ type login struct {
 	DomainVerified    bool
 	DomainActive      bool
 	PasswordChangedAt time.Time // zero when never reset
+	ExpiresAt         time.Time // zero when it never expires
+	PreviousExpiresAt time.Time // end of a reset's grace period; zero when none
 	Limits            relay.Limits
 	HasLimit          [3]bool // whether Limits' minute, hour, day are the credential's own
 }
@@ -114,8 +116,13 @@ func (m *Milter) login(ctx context.Context, name string) (login, error) {
 			DomainVerified: row.DomainVerified, DomainActive: row.DomainActive,
 			Limits: m.cfg.Login,
 		}
-		if row.PasswordChangedAt != nil {
-			l.PasswordChangedAt = *row.PasswordChangedAt
+		for _, t := range []struct {
+			v    *time.Time
+			into *time.Time
+		}{{row.PasswordChangedAt, &l.PasswordChangedAt}, {row.ExpiresAt, &l.ExpiresAt}, {row.PreviousExpiresAt, &l.PreviousExpiresAt}} {
+			if t.v != nil {
+				*t.into = *t.v
+			}
 		}
 		for i, own := range []struct {
 			v    *int

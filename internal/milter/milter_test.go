@@ -355,8 +355,27 @@ func TestRelay(t *testing.T) {
 		if err := relaytest.Send(c, doomed, to, message("<doomed@shop.example>", "doomed-3")); err != nil {
 			t.Fatalf("enabled again: %v", err)
 		}
+		if _, err := w.db.Exec(`UPDATE credentials SET expires_at = now() - interval '1 second' WHERE username = 'doomed'`); err != nil {
+			t.Fatal(err)
+		}
+		waitForgotten(t, m, doomed)
+		wantRefused(t, "expired", relaytest.Send(c, doomed, to, message("<doomed@shop.example>", "doomed-expired")), "5", "expired")
+		_ = c.Reset()
+		if _, err := w.db.Exec(`UPDATE credentials SET expires_at = NULL WHERE username = 'doomed'`); err != nil {
+			t.Fatal(err)
+		}
+		waitForgotten(t, m, doomed)
 		cred := w.credByName(t, "doomed")
-		if _, err := w.creds.ResetPassword(ctx, w.accts["shop"], "shop.example", cred); err != nil {
+		// A reset with a grace period: the replaced password still
+		// authenticates, so the session goes on.
+		if _, err := w.creds.ResetPassword(ctx, w.accts["shop"], "shop.example", cred, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		waitForgotten(t, m, doomed)
+		if err := relaytest.Send(c, doomed, to, message("<doomed@shop.example>", "doomed-grace")); err != nil {
+			t.Errorf("session of the replaced password during its grace period: %v", err)
+		}
+		if _, err := w.creds.ResetPassword(ctx, w.accts["shop"], "shop.example", cred, 0); err != nil {
 			t.Fatal(err)
 		}
 		waitForgotten(t, m, doomed)
@@ -367,7 +386,7 @@ func TestRelay(t *testing.T) {
 		}
 		waitForgotten(t, m, doomed)
 		wantRefused(t, "deleted", relaytest.Send(c, doomed, to, message("<doomed@shop.example>", "doomed-5")), "5", "not an SMTP credential")
-		for _, s := range []string{"doomed-2", "doomed-4", "doomed-5"} {
+		for _, s := range []string{"doomed-2", "doomed-expired", "doomed-4", "doomed-5"} {
 			if d := delivered(pf, s); len(d) > 0 {
 				t.Errorf("%s was delivered", s)
 			}

@@ -88,9 +88,13 @@ func (s *session) MailFrom(from, _ string, m gomilter.Modifier) (*gomilter.Respo
 	switch {
 	case !l.Active:
 		return s.m.refuse(ctx, &l, s.message(from), fmt.Sprintf("login %s is disabled", l.Name), 550, "5.7.1")
+	case !l.ExpiresAt.IsZero() && !l.ExpiresAt.After(s.m.now()):
+		return s.m.refuse(ctx, &l, s.message(from), fmt.Sprintf("login %s expired", l.Name), 550, "5.7.1")
 	case !l.DomainVerified || !l.DomainActive:
 		return s.m.refuse(ctx, &l, s.message(from), fmt.Sprintf("the domain of login %s is not verified or is disabled", l.Name), 550, "5.7.1")
-	case !l.PasswordChangedAt.IsZero() && l.PasswordChangedAt.After(s.start):
+	case !l.PasswordChangedAt.IsZero() && l.PasswordChangedAt.After(s.start) && !l.PreviousExpiresAt.After(s.m.now()):
+		// (During a reset's grace period the replaced password still
+		// authenticates, so a session that used it may go on.)
 		return s.m.refuse(ctx, &l, s.message(from), fmt.Sprintf("the password of login %s changed after this session began; connect and authenticate again", l.Name), 451, "4.7.0")
 	case from == "":
 		return s.m.refuse(ctx, &l, s.message(from), "sender <> refused: authenticated mail needs a sender address", 550, "5.7.1")

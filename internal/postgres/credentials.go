@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 // CredentialRow is a row of credentials joined with its domain's name.
@@ -27,11 +28,34 @@ type CredentialRow struct {
 	SyncedAt          *time.Time `db:"synced_at"`
 	SyncError         *string    `db:"sync_error"`
 	CredentialUsageRow
+	// ExpiresAt is when the login stops authenticating (nil: never).
+	ExpiresAt *time.Time `db:"expires_at"`
+	// The relay's policy (migration 00010): nil uses the defaults.
+	AllowedSenders pq.StringArray `db:"allowed_senders"`
+	LimitPerMinute *int           `db:"limit_per_minute"`
+	LimitPerHour   *int           `db:"limit_per_hour"`
+	LimitPerDay    *int           `db:"limit_per_day"`
+	// PreviousHash is the password a reset with a grace period replaced,
+	// which authenticates until PreviousExpiresAt (both nil otherwise).
+	PreviousHash      *string    `db:"previous_password_hash"`
+	PreviousExpiresAt *time.Time `db:"previous_password_expires_at"`
+}
+
+// InGrace reports whether the previous password still authenticates at now.
+func (r CredentialRow) InGrace(now time.Time) bool {
+	return r.PreviousHash != nil && r.PreviousExpiresAt != nil && r.PreviousExpiresAt.After(now)
+}
+
+// Active reports whether the credential authenticates at now: enabled and
+// not expired (the condition of the dovecot_passdb view and the snapshots).
+func (r CredentialRow) Active(now time.Time) bool {
+	return r.Status && (r.ExpiresAt == nil || r.ExpiresAt.After(now))
 }
 
 // CredentialUsageRow is what the relay recorded of a credential
-// (credential_usage), zero when it has none. Get, List and SetPassword
-// fill it; the other statements leave it zero.
+// (credential_usage), zero when it has none. The statements that answer
+// the API (Get, List, ListStatus, SetPassword, Update) fill it; the others
+// leave it zero.
 type CredentialUsageRow struct {
 	LastUsedAt      *time.Time `db:"last_used_at"`
 	LastUsedIP      *string    `db:"last_used_ip"`
@@ -45,11 +69,6 @@ const (
 	usageCols = `u.last_used_at, host(u.last_used_ip) AS last_used_ip,
 	coalesce(u.messages_queued, 0) AS messages_queued, coalesce(u.messages_refused, 0) AS messages_refused`
 	usageJoin = ` LEFT JOIN credential_usage u ON u.credential_id = c.id`
-	// usageReturning is usageCols for a RETURNING list, which cannot join.
-	usageReturning = `(SELECT last_used_at FROM credential_usage WHERE credential_id = c.id) AS last_used_at,
-	(SELECT host(last_used_ip) FROM credential_usage WHERE credential_id = c.id) AS last_used_ip,
-	coalesce((SELECT messages_queued FROM credential_usage WHERE credential_id = c.id), 0) AS messages_queued,
-	coalesce((SELECT messages_refused FROM credential_usage WHERE credential_id = c.id), 0) AS messages_refused`
 )
 
 // NewCredential is what InsertVerified writes.
@@ -80,7 +99,17 @@ type CredentialRepo struct{}
 
 const credentialCols = `c.id, c.guid, c.account_id, c.domain_id, d.name AS domain, c.username,
 	c.status, c.created_at, c.modified_at, c.password_changed_at,
-	c.version, c.synced_version, c.synced_at, c.sync_error`
+	c.version, c.synced_version, c.synced_at, c.sync_error,
+	c.expires_at, c.allowed_senders, c.limit_per_minute, c.limit_per_hour, c.limit_per_day`
+
+// previousCols are the previous password's columns of CredentialRow, from
+// credential_previous_passwords p (previousJoin); noPrevious when there is
+// none.
+const (
+	previousCols = `p.password_hash AS previous_password_hash, p.expires_at AS previous_password_expires_at`
+	previousJoin = ` LEFT JOIN credential_previous_passwords p ON p.credential_id = c.id`
+	noPrevious   = `NULL::text AS previous_password_hash, NULL::timestamptz AS previous_password_expires_at`
+)
 
 // Domain returns the domain called name if accountID owns it, else ErrNotFound.
 func (CredentialRepo) Domain(ctx context.Context, q sqlx.QueryerContext, accountID int64, name string) (CredentialDomainRow, error) {
@@ -186,7 +215,8 @@ var InsertVerifiedSQL = `
 		       coalesce(d.name, '') AS domain, coalesce(c.username, '') AS username, coalesce(c.status, false) AS status,
 		       coalesce(c.created_at, 'epoch') AS created_at, coalesce(c.modified_at, 'epoch') AS modified_at,
 		       c.password_changed_at, coalesce(c.version, 0) AS version, coalesce(c.synced_version, 0) AS synced_version,
-		       c.synced_at, c.sync_error, (SELECT id FROM j) AS job_id
+		       c.synced_at, c.sync_error, c.expires_at, c.allowed_senders,
+		       c.limit_per_minute, c.limit_per_hour, c.limit_per_day, ` + noPrevious + `, (SELECT id FROM j) AS job_id
 		FROM (SELECT) one LEFT JOIN d ON true LEFT JOIN c ON true`
 
 // Get returns the credential guid of the domain called domain, owned by
@@ -194,8 +224,8 @@ var InsertVerifiedSQL = `
 func (CredentialRepo) Get(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID) (CredentialRow, error) {
 	var r CredentialRow
 	err := sqlx.GetContext(ctx, q, &r, `
-		SELECT `+credentialCols+`, `+usageCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id`+usageJoin+`
+		SELECT `+credentialCols+`, `+usageCols+`, `+previousCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id`+usageJoin+previousJoin+`
 		WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3`, accountID, domain, guid)
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("get credential: %w", translate(err))
@@ -229,12 +259,12 @@ func (CredentialRepo) List(ctx context.Context, q sqlx.QueryerContext, accountID
 			SELECT bucket, n, (sum(n) OVER (ORDER BY bucket))::bigint - n + (SELECT before FROM range) AS before FROM b),
 		start AS (
 			SELECT bucket, before FROM bc WHERE before + n > $4 ORDER BY bucket LIMIT 1)
-		SELECT `+credentialCols+`, `+usageCols+`
+		SELECT `+credentialCols+`, `+usageCols+`, `+previousCols+`
 		FROM (SELECT * FROM credentials c
 		      WHERE c.account_id = $1 AND c.domain_id = $2 AND c.id >= (SELECT bucket << 10 FROM start)
 		      ORDER BY c.id
 		      LIMIT $3 OFFSET $4 - (SELECT before FROM start)) c
-		JOIN domains d ON d.id = c.domain_id`+usageJoin+`
+		JOIN domains d ON d.id = c.domain_id`+usageJoin+previousJoin+`
 		ORDER BY c.id`, accountID, domainID, limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("list credentials: %w", translate(err))
@@ -269,7 +299,7 @@ func (CredentialRepo) Delete(ctx context.Context, q sqlx.QueryerContext, account
 	err := sqlx.GetContext(ctx, q, &r, `
 		DELETE FROM credentials c USING domains d
 		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
-		RETURNING `+credentialCols, accountID, domain, guid)
+		RETURNING `+credentialCols+`, `+noPrevious, accountID, domain, guid)
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("delete credential: %w", translate(err))
 	}
@@ -279,17 +309,148 @@ func (CredentialRepo) Delete(ctx context.Context, q sqlx.QueryerContext, account
 // SetPassword stores a new password hash for the credential guid of the domain
 // called domain, owned by accountID, stamps the change and bumps its version
 // (the credential is unsynced until the backend confirms the new version).
-// ErrNotFound when there is none.
-func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string) (CredentialRow, error) {
+// With a grace period (above 0), the replaced password becomes the previous
+// one until then; without, there is no previous password (a grace under way
+// ends). ErrNotFound when there is none.
+func (CredentialRepo) SetPassword(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, hash string, grace time.Duration) (CredentialRow, error) {
 	var r CredentialRow
 	err := sqlx.GetContext(ctx, q, &r, `
-		UPDATE credentials c
-		SET password_hash = $4, modified_at = now(), password_changed_at = now(), version = c.version + 1
-		FROM domains d
-		WHERE d.id = c.domain_id AND c.account_id = $1 AND d.name = $2 AND c.guid = $3
-		RETURNING `+credentialCols+`, `+usageReturning, accountID, domain, guid, hash)
+		WITH old AS (
+			SELECT c.id, c.password_hash FROM credentials c JOIN domains d ON d.id = c.domain_id
+			WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3
+			FOR UPDATE OF c),
+		c AS (
+			UPDATE credentials c
+			SET password_hash = $4, modified_at = now(), password_changed_at = now(), version = c.version + 1
+			FROM old WHERE c.id = old.id
+			RETURNING c.*),
+		p AS (
+			INSERT INTO credential_previous_passwords AS p (credential_id, password_hash, expires_at)
+			SELECT id, password_hash, now() + $5 * interval '1 millisecond' FROM old WHERE $5 > 0
+			ON CONFLICT (credential_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, expires_at = EXCLUDED.expires_at
+			RETURNING p.*),
+		gone AS (
+			DELETE FROM credential_previous_passwords WHERE $5 <= 0 AND credential_id IN (SELECT id FROM old))
+		SELECT `+credentialCols+`, `+usageCols+`, `+previousCols+`
+		FROM c JOIN domains d ON d.id = c.domain_id LEFT JOIN p ON p.credential_id = c.id`+usageJoin,
+		accountID, domain, guid, hash, grace.Milliseconds())
 	if err != nil {
 		return CredentialRow{}, fmt.Errorf("set credential password: %w", translate(err))
 	}
 	return r, nil
+}
+
+// CountDisabled returns the number of disabled credentials of domainID
+// (from a partial index: disabled credentials are few).
+func (CredentialRepo) CountDisabled(ctx context.Context, q sqlx.QueryerContext, domainID int64) (int64, error) {
+	var n int64
+	err := sqlx.GetContext(ctx, q, &n, `SELECT count(*) FROM credentials WHERE domain_id = $1 AND NOT status`, domainID)
+	if err != nil {
+		return 0, fmt.Errorf("count disabled credentials: %w", translate(err))
+	}
+	return n, nil
+}
+
+// ListStatus is List of the credentials whose status is status only. It
+// skips offset rows: deep pages of enabled credentials cost their offset
+// (disabled ones are found through a partial index).
+func (CredentialRepo) ListStatus(ctx context.Context, q sqlx.QueryerContext, accountID, domainID int64, status bool, limit int, offset int64) ([]CredentialRow, error) {
+	rows := []CredentialRow{}
+	err := sqlx.SelectContext(ctx, q, &rows, `
+		SELECT `+credentialCols+`, `+usageCols+`, `+previousCols+`
+		FROM credentials c JOIN domains d ON d.id = c.domain_id`+usageJoin+previousJoin+`
+		WHERE c.account_id = $1 AND c.domain_id = $2 AND c.status = $3
+		ORDER BY c.id LIMIT $4 OFFSET $5`, accountID, domainID, status, limit, offset)
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", translate(err))
+	}
+	return rows, nil
+}
+
+// CredentialUpdate is what Update changes: each Set* field says whether
+// its value is to be stored (nil values store NULL).
+type CredentialUpdate struct {
+	Status                             *bool
+	SetExpiresAt                       bool
+	ExpiresAt                          *time.Time
+	SetAllowedSenders                  bool
+	AllowedSenders                     []string
+	SetLimitPerMinute, SetLimitPerHour bool
+	SetLimitPerDay                     bool
+	LimitPerMinute, LimitPerHour       *int
+	LimitPerDay                        *int
+}
+
+// UpdatedCredential is a credential as Update left it, with its stored
+// hash (for the sync event) and whether its authentication changed.
+type UpdatedCredential struct {
+	CredentialRow
+	Hash string `db:"password_hash"`
+	// AuthChanged: the status or the expiry changed (the version was
+	// bumped: the backend has to learn it).
+	AuthChanged bool `db:"auth_changed"`
+}
+
+// Update applies u to the credential guid of the domain called domain,
+// owned by accountID, and stamps modified_at. A change of status or expiry
+// bumps the version (the credential is unsynced until the backend
+// confirms). ErrNotFound when there is none.
+func (CredentialRepo) Update(ctx context.Context, q sqlx.QueryerContext, accountID int64, domain string, guid uuid.UUID, u CredentialUpdate) (UpdatedCredential, error) {
+	var r UpdatedCredential
+	var senders any // NULL unless set to a list
+	if u.AllowedSenders != nil {
+		senders = pq.StringArray(u.AllowedSenders)
+	}
+	err := sqlx.GetContext(ctx, q, &r, `
+		WITH old AS (
+			SELECT c.id, c.status, c.expires_at FROM credentials c JOIN domains d ON d.id = c.domain_id
+			WHERE c.account_id = $1 AND d.name = $2 AND c.guid = $3
+			FOR UPDATE OF c),
+		new AS (
+			SELECT old.id, coalesce($4, old.status) AS status,
+			       CASE WHEN $5 THEN $6::timestamptz ELSE old.expires_at END AS expires_at
+			FROM old),
+		c AS (
+			UPDATE credentials c
+			SET status = new.status, expires_at = new.expires_at,
+			    allowed_senders = CASE WHEN $7 THEN $8::text[] ELSE c.allowed_senders END,
+			    limit_per_minute = CASE WHEN $9 THEN $10::integer ELSE c.limit_per_minute END,
+			    limit_per_hour = CASE WHEN $11 THEN $12::integer ELSE c.limit_per_hour END,
+			    limit_per_day = CASE WHEN $13 THEN $14::integer ELSE c.limit_per_day END,
+			    modified_at = now(),
+			    version = c.version + CASE WHEN (old.status, old.expires_at) IS DISTINCT FROM (new.status, new.expires_at) THEN 1 ELSE 0 END
+			FROM old JOIN new USING (id)
+			WHERE c.id = old.id
+			RETURNING c.*, (old.status, old.expires_at) IS DISTINCT FROM (new.status, new.expires_at) AS auth_changed)
+		SELECT `+credentialCols+`, `+usageCols+`, `+previousCols+`, c.password_hash, c.auth_changed
+		FROM c JOIN domains d ON d.id = c.domain_id`+usageJoin+previousJoin,
+		accountID, domain, guid, u.Status, u.SetExpiresAt, u.ExpiresAt, u.SetAllowedSenders, senders,
+		u.SetLimitPerMinute, u.LimitPerMinute, u.SetLimitPerHour, u.LimitPerHour, u.SetLimitPerDay, u.LimitPerDay)
+	if err != nil {
+		return UpdatedCredential{}, fmt.Errorf("update credential: %w", translate(err))
+	}
+	return r, nil
+}
+
+// VerifiedDomains returns which of names are verified domains of accountID.
+func (CredentialRepo) VerifiedDomains(ctx context.Context, q sqlx.QueryerContext, accountID int64, names []string) ([]string, error) {
+	out := []string{}
+	err := sqlx.SelectContext(ctx, q, &out,
+		`SELECT name FROM domains WHERE account_id = $1 AND is_verified AND name = ANY($2)`, accountID, pq.Array(names))
+	if err != nil {
+		return nil, fmt.Errorf("verified domains: %w", translate(err))
+	}
+	return out, nil
+}
+
+// PrunePrevious deletes the previous passwords whose grace period ended,
+// at most batch of them; it returns how many.
+func (CredentialRepo) PrunePrevious(ctx context.Context, q sqlx.ExecerContext, batch int) (int64, error) {
+	res, err := q.ExecContext(ctx, `
+		DELETE FROM credential_previous_passwords WHERE credential_id IN (
+			SELECT credential_id FROM credential_previous_passwords WHERE expires_at <= now() LIMIT $1)`, batch)
+	if err != nil {
+		return 0, fmt.Errorf("prune previous passwords: %w", translate(err))
+	}
+	return res.RowsAffected()
 }

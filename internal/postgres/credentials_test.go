@@ -5,6 +5,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
@@ -97,5 +100,53 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A reset with a grace period keeps the replaced hash as the previous
+// password until then; a reset without ends it; the housekeeping deletes
+// those whose grace ended, and only those.
+func TestPreviousPassword(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	ctx := context.Background()
+	var account int64
+	must(t, db.Get(&account, `INSERT INTO accounts (name, token_digest) VALUES ('acct', '\x00') RETURNING id`))
+	_, err := db.Exec(`INSERT INTO domains (account_id, name, is_verified) VALUES ($1, 'a.example', true)`, account)
+	must(t, err)
+	var guids []uuid.UUID
+	must(t, db.Select(&guids, `
+		INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+		SELECT gen_random_uuid(), $1, d.id, 'u' || g, 'h0' FROM domains d, generate_series(1, 2) g RETURNING guid`, account))
+	repo := postgres.CredentialRepo{}
+	r, err := repo.SetPassword(ctx, db, account, "a.example", guids[0], "h1", time.Hour)
+	must(t, err)
+	if r.PreviousHash == nil || *r.PreviousHash != "h0" || r.PreviousExpiresAt == nil || !r.InGrace(time.Now()) {
+		t.Fatalf("after a reset with grace: previous %v until %v", r.PreviousHash, r.PreviousExpiresAt)
+	}
+	_, err = repo.SetPassword(ctx, db, account, "a.example", guids[1], "h1", time.Hour)
+	must(t, err)
+	if r, err = repo.SetPassword(ctx, db, account, "a.example", guids[1], "h2", time.Hour); err != nil || *r.PreviousHash != "h1" {
+		t.Fatalf("a second reset keeps the password it replaced: %v %v", r.PreviousHash, err)
+	}
+	if r, err = repo.Get(ctx, db, account, "a.example", guids[1]); err != nil || *r.PreviousHash != "h1" {
+		t.Fatalf("Get: %v %v", r.PreviousHash, err)
+	}
+	_, err = db.Exec(`UPDATE credential_previous_passwords SET expires_at = now() - interval '1 second'
+		WHERE credential_id = (SELECT id FROM credentials WHERE guid = $1)`, guids[0])
+	must(t, err)
+	n, err := repo.PrunePrevious(ctx, db, 10)
+	must(t, err)
+	var left int
+	must(t, db.Get(&left, `SELECT count(*) FROM credential_previous_passwords`))
+	if n != 1 || left != 1 {
+		t.Errorf("pruned %d, %d left; want 1 and 1", n, left)
+	}
+	if r, err = repo.SetPassword(ctx, db, account, "a.example", guids[1], "h3", 0); err != nil || r.PreviousHash != nil {
+		t.Fatalf("a reset without grace leaves a previous password: %v %v", r.PreviousHash, err)
+	}
+	must(t, db.Get(&left, `SELECT count(*) FROM credential_previous_passwords`))
+	if left != 0 {
+		t.Errorf("%d previous passwords after a reset without grace", left)
 	}
 }

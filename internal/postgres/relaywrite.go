@@ -16,14 +16,18 @@ const RelayChannel = "smtpcreds_relay"
 
 // RelayLoginRow is what the milter needs to know of an SMTP login.
 type RelayLoginRow struct {
-	CredentialID      int64          `db:"id"`
-	AccountID         int64          `db:"account_id"`
-	DomainID          int64          `db:"domain_id"`
-	Domain            string         `db:"domain"`
-	Active            bool           `db:"status"`
-	DomainVerified    bool           `db:"domain_verified"`
-	DomainActive      bool           `db:"domain_status"`
-	PasswordChangedAt *time.Time     `db:"password_changed_at"`
+	CredentialID      int64      `db:"id"`
+	AccountID         int64      `db:"account_id"`
+	DomainID          int64      `db:"domain_id"`
+	Domain            string     `db:"domain"`
+	Active            bool       `db:"status"`
+	DomainVerified    bool       `db:"domain_verified"`
+	DomainActive      bool       `db:"domain_status"`
+	PasswordChangedAt *time.Time `db:"password_changed_at"`
+	ExpiresAt         *time.Time `db:"expires_at"`
+	// PreviousExpiresAt is when the password a reset replaced stops
+	// authenticating (a grace period); nil when there is none.
+	PreviousExpiresAt *time.Time     `db:"previous_password_expires_at"`
 	AllowedSenders    pq.StringArray `db:"allowed_senders"`
 	LimitPerMinute    *int           `db:"limit_per_minute"`
 	LimitPerHour      *int           `db:"limit_per_hour"`
@@ -57,9 +61,10 @@ func (RelayRepo) Login(ctx context.Context, q sqlx.QueryerContext, username, dom
 	err := sqlx.GetContext(ctx, q, &r, `
 		SELECT c.id, c.account_id, c.domain_id, d.name AS domain, c.status,
 		       d.is_verified AS domain_verified, d.status AS domain_status,
-		       c.password_changed_at, c.allowed_senders,
-		       c.limit_per_minute, c.limit_per_hour, c.limit_per_day
+		       c.password_changed_at, c.expires_at, p.expires_at AS previous_password_expires_at,
+		       c.allowed_senders, c.limit_per_minute, c.limit_per_hour, c.limit_per_day
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		LEFT JOIN credential_previous_passwords p ON p.credential_id = c.id
 		WHERE d.name = $1 AND c.username = $2`, domain, username)
 	if err != nil {
 		return RelayLoginRow{}, fmt.Errorf("relay login: %w", translate(err))

@@ -49,6 +49,95 @@ func (SyncRepo) Insert(ctx context.Context, q sqlx.QueryerContext, target, scope
 	return id, nil
 }
 
+// InsertScheduled adds a job that is not due before at (a credential's
+// expiry): it is claimed neither alone nor with its scope's other jobs
+// until then. Call it in the transaction of the change that schedules it.
+func (SyncRepo) InsertScheduled(ctx context.Context, q sqlx.QueryerContext, target, scope string, event []byte, at time.Time) (int64, error) {
+	var id int64
+	err := sqlx.GetContext(ctx, q, &id, `
+		INSERT INTO sync_jobs (target, scope, event, available_at, not_before) VALUES ($1, $2, $3, $4, $4) RETURNING id`,
+		target, scope, jsonArg(event), at)
+	if err != nil {
+		return 0, fmt.Errorf("insert scheduled sync job: %w", translate(err))
+	}
+	return id, nil
+}
+
+// ScheduledState is what decides whether a scheduled job still applies to
+// its credential: its version, whether it has expired, whether a grace
+// period is under way.
+type ScheduledState struct {
+	ID      int64 `db:"id"`
+	Version int64 `db:"version"`
+	Expired bool  `db:"expired"`
+	InGrace bool  `db:"in_grace"`
+}
+
+// ScheduledStates returns the state of those of the credentials ids that exist.
+func (SyncRepo) ScheduledStates(ctx context.Context, q sqlx.QueryerContext, ids []int64) ([]ScheduledState, error) {
+	out := []ScheduledState{}
+	err := sqlx.SelectContext(ctx, q, &out, `
+		SELECT c.id, c.version, coalesce(c.expires_at <= now(), false) AS expired,
+		       EXISTS (SELECT FROM credential_previous_passwords p WHERE p.credential_id = c.id AND p.expires_at > now()) AS in_grace
+		FROM credentials c WHERE c.id = ANY($1)`, pq.Array(ids))
+	if err != nil {
+		return nil, fmt.Errorf("scheduled credentials: %w", translate(err))
+	}
+	return out, nil
+}
+
+// PreviousRow is the previous password of an active credential in a grace
+// period: its login and the hash that still authenticates.
+type PreviousRow struct {
+	Login string `db:"login"`
+	Hash  string `db:"hash"`
+}
+
+// previousFrom joins the previous passwords p that still authenticate of
+// active credentials c (of domains d).
+const previousFrom = `credential_previous_passwords p JOIN credentials c ON c.id = p.credential_id
+		JOIN domains d ON d.id = c.domain_id
+		WHERE p.expires_at > now() AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())`
+
+// PreviousOf returns the previous passwords of those of the credentials ids
+// in a grace period.
+func (SyncRepo) PreviousOf(ctx context.Context, q sqlx.QueryerContext, ids []int64) ([]PreviousRow, error) {
+	out := []PreviousRow{}
+	err := sqlx.SelectContext(ctx, q, &out, `
+		SELECT c.username || '@' || d.name AS login, p.password_hash AS hash
+		FROM `+previousFrom+` AND p.credential_id = ANY($1)`, pq.Array(ids))
+	if err != nil {
+		return nil, fmt.Errorf("previous passwords: %w", translate(err))
+	}
+	return out, nil
+}
+
+// PreviousIn calls fn with the previous password of each credential of
+// domain (every domain when domain is "") in a grace period (found through
+// their own table: they are few).
+func (SyncRepo) PreviousIn(ctx context.Context, q sqlx.QueryerContext, domain string, fn func(PreviousRow) error) error {
+	rows, err := q.QueryxContext(ctx, `
+		SELECT c.username || '@' || d.name AS login, p.password_hash AS hash
+		FROM `+previousFrom+` AND ($1 = '' OR d.name = $1)`, domain)
+	if err != nil {
+		return fmt.Errorf("previous passwords: %w", translate(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r PreviousRow
+		if err := rows.StructScan(&r); err != nil {
+			return fmt.Errorf("previous passwords: %w", err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("previous passwords: %w", translate(err))
+	}
+	return nil
+}
+
 // JobDraft is a sync job to be inserted in the statement that inserts the
 // credential it is about (insertDraftedJobSQL): the credential's id is
 // added to its event there.
@@ -92,13 +181,14 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 		WITH first AS (
 			SELECT target, scope FROM sync_jobs
 			WHERE done_at IS NULL AND available_at <= now() AND (locked_until IS NULL OR locked_until < now())
-			  AND (attempts > 0 OR first_failed_at IS NOT NULL OR available_at <= now() - $2 * interval '1 millisecond')
+			  AND (attempts > 0 OR first_failed_at IS NOT NULL OR not_before IS NOT NULL
+			       OR available_at <= now() - $2 * interval '1 millisecond')
 			ORDER BY available_at, id LIMIT 1
 			FOR UPDATE SKIP LOCKED),
 		c AS (
 			SELECT j.id FROM sync_jobs j, first
 			WHERE j.target = first.target AND j.scope = first.scope AND j.done_at IS NULL
-			  AND (j.locked_until IS NULL OR j.locked_until < now())
+			  AND (j.locked_until IS NULL OR j.locked_until < now()) AND (j.not_before IS NULL OR j.not_before <= now())
 			ORDER BY j.id
 			FOR UPDATE OF j SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
@@ -123,6 +213,7 @@ var ClaimLockedSQL = `
 		WITH j AS (
 			SELECT id, event, attempts FROM sync_jobs
 			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
+			  AND (not_before IS NULL OR not_before <= now())
 			ORDER BY id
 			FOR UPDATE SKIP LOCKED),
 		l AS (
@@ -224,6 +315,7 @@ const snapshotCols = `c.id, c.version, c.synced_version, c.username || '@' || d.
 
 // changedRowsSQL selects, for a CTE l(id, username, domain) of changed
 // credentials and their logins, the changed credentials that are active
+// (enabled and not expired)
 // and the active credentials that hold the logins now (snapshotCols, after
 // the columns pre): SnapshotOf's rows, which ClaimLocked also returns.
 //
@@ -238,13 +330,13 @@ func changedRowsSQL(pre string) string {
 	return `
 		SELECT ` + pre + snapshotCols + `
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.id IN (SELECT id FROM l) AND c.status
+		WHERE c.id IN (SELECT id FROM l) AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())
 		UNION
 		SELECT ` + pre + snapshotCols + `
 		FROM l JOIN domains d ON d.name = l.domain
 		CROSS JOIN LATERAL (
 			SELECT * FROM credentials c
-			WHERE c.domain_id = d.id AND c.username = l.username AND c.status
+			WHERE c.domain_id = d.id AND c.username = l.username AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())
 			OFFSET 0) c`
 }
 
@@ -262,7 +354,7 @@ func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain stri
 	rows, err := q.QueryxContext(ctx, `
 		SELECT `+snapshotCols+`
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.status AND ($1 = '' OR d.name = $1)`, domain)
+		WHERE c.status AND (c.expires_at IS NULL OR c.expires_at > now()) AND ($1 = '' OR d.name = $1)`, domain)
 	if err != nil {
 		return fmt.Errorf("sync snapshot: %w", translate(err))
 	}
@@ -448,11 +540,13 @@ type QueueStats struct {
 	OldestPending *time.Time `db:"oldest"`
 }
 
-// Stats counts unfinished jobs and finds the oldest.
+// Stats counts unfinished jobs and finds the oldest (by when it became due);
+// jobs scheduled for later (an expiry) count once they are due.
 func (SyncRepo) Stats(ctx context.Context, q sqlx.QueryerContext) (QueueStats, error) {
 	var s QueueStats
 	err := sqlx.GetContext(ctx, q, &s,
-		`SELECT count(*) AS pending, min(created_at) AS oldest FROM sync_jobs WHERE done_at IS NULL`)
+		`SELECT count(*) AS pending, min(coalesce(not_before, created_at)) AS oldest FROM sync_jobs
+		 WHERE done_at IS NULL AND (not_before IS NULL OR not_before <= now())`)
 	if err != nil {
 		return QueueStats{}, fmt.Errorf("sync stats: %w", translate(err))
 	}

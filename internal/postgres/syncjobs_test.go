@@ -219,3 +219,54 @@ func TestFailAfterRollbackKeepsTheScheduleAndAnotherLease(t *testing.T) {
 		t.Errorf("the first failure of a scope: %+v (want due after the delay)", j)
 	}
 }
+
+// A job scheduled for later (an expiry) is claimed neither alone nor with
+// its scope's due jobs before its time, nor counted as pending; once its
+// time comes it is claimed at once (no grace for the request that made it).
+func TestScheduledJobWaitsForItsTime(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	repo := postgres.SyncRepo{}
+	ctx := context.Background()
+	later, err := repo.InsertScheduled(ctx, db, "t", "s", []byte(`{"n":1}`), time.Now().Add(time.Hour))
+	must(t, err)
+	soon, err := repo.InsertScheduled(ctx, db, "t", "s", []byte(`{"n":2}`), time.Now().Add(-time.Second))
+	must(t, err)
+	now, err := repo.Insert(ctx, db, "t", "s", []byte(`{"n":3}`))
+	must(t, err)
+
+	st, err := repo.Stats(ctx, db)
+	must(t, err)
+	if st.Pending != 2 {
+		t.Errorf("pending = %d, want 2 (the job scheduled in an hour does not count)", st.Pending)
+	}
+	tx, err := db.BeginTxx(ctx, nil)
+	must(t, err)
+	locked, _, err := repo.ClaimLocked(ctx, tx, "t", "s", nil)
+	must(t, err)
+	must(t, tx.Rollback())
+	if ids := jobIDsOf(locked); !slices.Equal(ids, []int64{soon, now}) {
+		t.Errorf("ClaimLocked took %v, want %v (not %d)", ids, []int64{soon, now}, later)
+	}
+	// The grace keeps fresh jobs for their request; a due scheduled job
+	// is taken at once, with the scope's fresh jobs.
+	due, err := repo.ClaimDue(ctx, db, time.Minute, time.Hour)
+	must(t, err)
+	if ids := jobIDsOf(due); !slices.Equal(ids, []int64{soon, now}) {
+		t.Errorf("ClaimDue took %v, want %v (not %d)", ids, []int64{soon, now}, later)
+	}
+	again, err := repo.ClaimDue(ctx, db, time.Minute, 0)
+	must(t, err)
+	if len(again) != 0 {
+		t.Errorf("ClaimDue took %v before its time", jobIDsOf(again))
+	}
+}
+
+func jobIDsOf(rows []postgres.SyncJobRow) []int64 {
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	slices.Sort(ids)
+	return ids
+}

@@ -211,8 +211,22 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 		}
 		b.Events = append(b.Events, e)
 	}
-	if err := s.target.Apply(ctx, b); err != nil {
+	var err error
+	if b.Events, err = s.dueScheduled(ctx, tx, b.Events); err != nil {
 		return err
+	}
+	for _, e := range b.Events {
+		if e.Version > 0 && e.CredentialID != 0 {
+			if b.reads.seen == nil {
+				b.reads.seen = map[int64]bool{}
+			}
+			b.reads.seen[e.CredentialID] = false
+		}
+	}
+	if len(b.Events) > 0 {
+		if err := s.target.Apply(ctx, b); err != nil {
+			return err
+		}
 	}
 	ids, versions := b.confirmed()
 	if err := s.repo.Finish(ctx, tx, ids, versions, b.JobIDs); err != nil {
@@ -270,4 +284,37 @@ func (s *Service) changeKeys() *postgres.EventKeys {
 		return nil
 	}
 	return &eventKeys
+}
+
+// dueScheduled drops the scheduled events (a credential's expiry, the end
+// of its grace period) that no longer apply: an expiry whose credential has
+// not expired now (the expiry was moved or cleared since, or the
+// credential is gone), a grace's end whose credential changed since (its
+// later events carry its state) or is in a grace period again. The others
+// are kept.
+func (s *Service) dueScheduled(ctx context.Context, tx *postgres.Tx, events []Event) ([]Event, error) {
+	var ids []int64
+	for _, e := range events {
+		if e.Reason == ReasonExpired || e.Reason == ReasonGraceEnded {
+			ids = append(ids, e.CredentialID)
+		}
+	}
+	if len(ids) == 0 {
+		return events, nil
+	}
+	states, err := s.repo.ScheduledStates(ctx, tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	kept := make([]Event, 0, len(events))
+	for _, e := range events {
+		i := slices.IndexFunc(states, func(st postgres.ScheduledState) bool { return st.ID == e.CredentialID })
+		switch {
+		case e.Reason == ReasonExpired && (i < 0 || !states[i].Expired):
+		case e.Reason == ReasonGraceEnded && (i < 0 || states[i].Version != e.Version || states[i].InGrace):
+		default:
+			kept = append(kept, e)
+		}
+	}
+	return kept, nil
 }

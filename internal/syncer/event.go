@@ -20,7 +20,32 @@ type Event struct {
 	PasswordHash string   `json:"password_hash,omitempty"`
 	Logins       []string `json:"logins,omitempty"`
 	OccurredAt   int64    `json:"occurred_at"`
+	// Reason says why a credential.deleted event removes a login whose
+	// credential still exists: ReasonDisabled or ReasonExpired ("" for a
+	// deletion). The login must stop authenticating either way.
+	Reason string `json:"reason,omitempty"`
+	// PreviousPasswordHash is, on a credential.upserted event during a
+	// grace period, the replaced password's hash, which also authenticates
+	// until PreviousPasswordExpiresAt (Unix seconds). An upserted event
+	// without it ends any grace period.
+	PreviousPasswordHash      string `json:"previous_password_hash,omitempty"`
+	PreviousPasswordExpiresAt int64  `json:"previous_password_expires_at,omitempty"`
 }
+
+// Reasons of a credential.deleted event whose credential is kept, and of
+// the credential.upserted event that ends a grace period.
+const (
+	ReasonDisabled   = "disabled"
+	ReasonExpired    = "expired"
+	ReasonGraceEnded = "grace_ended"
+)
+
+// PreviousSuffix makes the key under which a state-reading target holds the
+// previous password of a login in a grace period: "<login>/previous" (a
+// login never holds '/', nor, by default, may Dovecot's users type one).
+// Dovecot finds it through a second passdb whose username_format is
+// "%u/previous".
+const PreviousSuffix = "/previous"
 
 // Entry is one credential as a backend holds it: a login and the hash it
 // verifies.

@@ -166,6 +166,28 @@ func (s *Service) Enqueue(ctx context.Context, q sqlx.QueryerContext, events ...
 	return p, nil
 }
 
+// Schedule writes a job of e that is due at at (a credential's expiry, the
+// end of its grace period); call it inside the transaction of the change.
+// When it comes due it is applied only if it still applies: an event with
+// Reason ReasonExpired if its credential has expired (not if the expiry
+// was moved or cleared meanwhile, or the credential deleted), one with
+// ReasonGraceEnded if its credential is at the event's version and out of
+// any grace period (see dueScheduled).
+func (s *Service) Schedule(ctx context.Context, q sqlx.QueryerContext, at time.Time, e Event) error {
+	if s == nil {
+		return nil
+	}
+	if e.OccurredAt == 0 {
+		e.OccurredAt = at.Unix()
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("schedule sync job: %w", err)
+	}
+	_, err = s.repo.InsertScheduled(ctx, q, s.target.Name(), s.target.Scope(e.Domain), b, at)
+	return err
+}
+
 // Draft returns the job of e for the caller's own insert statement to
 // write together with the new credential it is about (whose id the
 // statement adds to the event, under the key of Event.CredentialID): see

@@ -89,6 +89,27 @@ func (b Batch) Changes(ctx context.Context) (logins []string, current []Entry, o
 		b.reads.note(r)
 		current[i] = Entry{Login: r.Login, Hash: r.Hash}
 	}
+	// The previous password of a login (PreviousSuffix) changes with any
+	// change but a create (version 1: it has none), and may be there only
+	// after a change that leaves the credential active (upserted).
+	var again []int64
+	for _, e := range b.Events {
+		if e.Version != 1 {
+			logins = append(logins, e.Login+PreviousSuffix)
+			if e.Type == CredentialUpserted {
+				again = append(again, e.CredentialID)
+			}
+		}
+	}
+	if len(again) > 0 {
+		prev, err := b.reads.repo.PreviousOf(ctx, b.reads.tx, again)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		for _, p := range prev {
+			current = append(current, Entry{Login: p.Login + PreviousSuffix, Hash: p.Hash})
+		}
+	}
 	return logins, current, true, nil
 }
 
@@ -100,9 +121,15 @@ func (b Batch) Scan(ctx context.Context, fn func(Entry) error) error {
 	r := b.reads
 	r.ids, r.versions = r.ids[:0], r.versions[:0]
 	r.read = true
-	return r.repo.Snapshot(ctx, r.tx, b.Scope, func(row postgres.SnapshotRow) error {
+	err := r.repo.Snapshot(ctx, r.tx, b.Scope, func(row postgres.SnapshotRow) error {
 		r.note(row)
 		return fn(Entry{Login: row.Login, Hash: row.Hash})
+	})
+	if err != nil {
+		return err
+	}
+	return r.repo.PreviousIn(ctx, r.tx, b.Scope, func(p postgres.PreviousRow) error {
+		return fn(Entry{Login: p.Login + PreviousSuffix, Hash: p.Hash})
 	})
 }
 
@@ -117,6 +144,9 @@ type reads struct {
 	// what the apply confirms.
 	read          bool
 	ids, versions []int64
+	// seen has the credentials of the batch's events that carry a
+	// version, true once the target read them.
+	seen map[int64]bool
 }
 
 func (r *reads) note(row postgres.SnapshotRow) {
@@ -124,15 +154,30 @@ func (r *reads) note(row postgres.SnapshotRow) {
 	if row.SyncedVersion < row.Version { // only these need marking
 		r.ids, r.versions = append(r.ids, row.CredentialID), append(r.versions, row.Version)
 	}
+	if r.seen != nil {
+		if _, ok := r.seen[row.CredentialID]; ok {
+			r.seen[row.CredentialID] = true
+		}
+	}
 }
 
-// confirmed returns the credential versions the apply of b confirms.
+// confirmed returns the credential versions the apply of b confirms: what
+// the target read, and the versions the events carry of credentials it did
+// not read (disabled or expired ones, which the backend no longer holds:
+// that is their state), or, for a target that read nothing, the versions
+// the events carry.
 func (b Batch) confirmed() (ids, versions []int64) {
 	if b.reads.read {
-		return b.reads.ids, b.reads.versions
+		ids, versions = b.reads.ids, b.reads.versions
+		for _, e := range b.Events {
+			if seen, ok := b.reads.seen[e.CredentialID]; ok && !seen && e.Version > 0 {
+				ids, versions = append(ids, e.CredentialID), append(versions, e.Version)
+			}
+		}
+		return ids, versions
 	}
 	for _, e := range b.Events {
-		if e.Type == CredentialUpserted {
+		if e.Version > 0 && (e.Type == CredentialUpserted || e.Type == CredentialDeleted) {
 			ids, versions = append(ids, e.CredentialID), append(versions, e.Version)
 		}
 	}

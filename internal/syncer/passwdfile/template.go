@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/smtpcreds/smtpcreds/internal/hostname"
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
 // domainVar is the Dovecot variable of the domain a path template may
@@ -72,6 +73,9 @@ func (w *Writer) Shard(login string) string {
 	if w.shardDigits == 0 {
 		return ""
 	}
+	// A previous password is in its login's shard: Dovecot expands the
+	// path with the login, and only the key with "%u/previous".
+	login = strings.TrimSuffix(login, syncer.PreviousSuffix)
 	sum := md5.Sum([]byte(login))
 	return hex.EncodeToString(sum[:2])[:w.shardDigits]
 }
