@@ -337,7 +337,7 @@ func changedRowsSQL(pre string) string {
 }
 
 // ScopeScanSQL is the whole read of a scope: the active credentials of the
-// domain $1 (every domain when $1 is ”), the one statement both
+// domain $1 (every domain when $1 is empty), the one statement both
 // whole reads run, with order (an ORDER BY clause, or "") appended. The
 // domain is looked up apart, so that the planner can read the credentials
 // of its id from an index in that index's order.
