@@ -964,3 +964,34 @@ func TestManyFailedAppliesDoNotPutRecoveryOff(t *testing.T) {
 	t.Logf("outage %v: %d failed attempts by requests, %d by the worker (bound %d), max attempts %d",
 		outage.Round(time.Millisecond), count.request.Load(), worker, bound, most)
 }
+
+// An apply that takes longer than its request waits (a whole write of a
+// large scope) runs on to its own deadline and confirms the jobs itself:
+// the request answers unconfirmed when its wait ends, and the change is
+// synced without a worker's retry and without a recorded failure.
+func TestApplyOutlivesTheRequestsWait(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	slow := &gated{recorder: rec, started: make(chan struct{}), release: make(chan struct{})}
+	slow.gate.Store(true)
+	cfg := fastConfig()
+	cfg.Lease = time.Minute // the apply's own deadline
+	s := syncer.New(f.db, snapshot.New(slow, nil), cfg, nil)
+	p := f.change(t, s, "alice", "{SSHA512}a")
+	confirmed := make(chan bool)
+	go func() { confirmed <- s.Apply(context.Background(), p) }()
+	<-slow.started
+	if <-confirmed {
+		t.Fatal("the request saw its change confirmed while the target was still writing")
+	}
+	close(slow.release)
+	eventually(t, 10*time.Second, "the apply to confirm alice", func() bool { return f.synced(t, "alice") })
+	var failed int
+	if err := f.db.Get(&failed, `SELECT count(*) FROM sync_jobs WHERE attempts > 0 OR last_error IS NOT NULL OR first_failed_at IS NOT NULL`); err != nil {
+		t.Fatal(err)
+	}
+	if failed != 0 {
+		t.Errorf("%d jobs recorded a failed attempt", failed)
+	}
+	f.wantBackendMatchesDB(t, rec)
+}
