@@ -214,24 +214,29 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 // token was not changed behind the syncer's back since.
 func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, token int64) (prev int64, partsTrusted bool, err error) {
 	var prevTok, partsTok sql.NullInt64
-	err = queryRowHot(ctx, q, `
-		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
-		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
-		RETURNING prev_token, parts_token, set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`,
-		target, scope, token).Scan(&prevTok, &partsTok, new(string), new(string))
+	err = queryRowHot(ctx, q, LockScopeSQL, target, scope, token).Scan(&prevTok, &partsTok, new(string), new(string))
 	if err != nil {
 		return 0, false, fmt.Errorf("lock sync scope: %w", translate(err))
 	}
 	return prevTok.Int64, prevTok.Valid && partsTok.Valid && partsTok.Int64 == prevTok.Int64, nil
 }
 
+// LockScopeSQL is LockScope's statement, exported for the bench.
+const LockScopeSQL = `
+		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
+		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
+		RETURNING prev_token, parts_token, set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`
+
+// PartsSQL is Parts' statement, exported for the bench.
+const PartsSQL = `
+		SELECT part, fingerprint FROM sync_parts
+		WHERE target = $1 AND scope = $2 AND ($3::text[] IS NULL OR part = ANY($3))`
+
 // Parts returns the fingerprints stored for the parts keys of (target,
 // scope), or for all its parts when keys is nil, by part; a part without
 // one has none stored (its file does not exist).
 func (SyncRepo) Parts(ctx context.Context, q sqlx.QueryerContext, target, scope string, keys []string) (map[string]string, error) {
-	rows, err := queryHot(ctx, q, `
-		SELECT part, fingerprint FROM sync_parts
-		WHERE target = $1 AND scope = $2 AND ($3::text[] IS NULL OR part = ANY($3))`, target, scope, nullArray(keys))
+	rows, err := queryHot(ctx, q, PartsSQL, target, scope, nullArray(keys))
 	if err != nil {
 		return nil, fmt.Errorf("sync parts: %w", translate(err))
 	}
@@ -258,8 +263,8 @@ func nullArray(keys []string) any {
 	return pq.Array(keys)
 }
 
-// keepPartsSQL is KeepParts' statement.
-const keepPartsSQL = `
+// KeepPartsSQL is KeepParts' statement, exported for the bench.
+const KeepPartsSQL = `
 		WITH v AS (SELECT * FROM unnest($3::text[], $4::text[]) AS v(part, fp)),
 		gone AS (
 			DELETE FROM sync_parts p WHERE p.target = $1 AND p.scope = $2
@@ -280,11 +285,16 @@ func (SyncRepo) KeepParts(ctx context.Context, q sqlx.ExecerContext, target, sco
 	for k, fp := range prints {
 		parts, fps = append(parts, k), append(fps, fp)
 	}
-	if _, err := execHot(ctx, q, keepPartsSQL, target, scope, pq.Array(parts), pq.Array(fps), whole, token); err != nil {
+	if _, err := execHot(ctx, q, KeepPartsSQL, target, scope, pq.Array(parts), pq.Array(fps), whole, token); err != nil {
 		return fmt.Errorf("keep sync parts: %w", translate(err))
 	}
 	return nil
 }
+
+// PendingForSQL is PendingFor's statement, exported for the bench.
+const PendingForSQL = `
+		SELECT EXISTS (SELECT 1 FROM sync_jobs
+			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND id <> ALL($3) AND event->>$5::text = ANY($4))`
 
 // PendingFor reports whether a job of (target, scope) other than the jobs
 // given is pending for one of logins (the events' login under the key
@@ -292,10 +302,7 @@ func (SyncRepo) KeepParts(ctx context.Context, q sqlx.ExecerContext, target, sco
 // e.g. a deletion a worker holds.
 func (SyncRepo) PendingFor(ctx context.Context, q sqlx.QueryerContext, target, scope string, jobs []int64, logins []string, loginKey string) (bool, error) {
 	var pending bool
-	err := queryRowHot(ctx, q, `
-		SELECT EXISTS (SELECT 1 FROM sync_jobs
-			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND id <> ALL($3) AND event->>$5::text = ANY($4))`,
-		target, scope, pq.Array(jobs), pq.Array(logins), loginKey).Scan(&pending)
+	err := queryRowHot(ctx, q, PendingForSQL, target, scope, pq.Array(jobs), pq.Array(logins), loginKey).Scan(&pending)
 	if err != nil {
 		return false, fmt.Errorf("sync jobs pending: %w", translate(err))
 	}

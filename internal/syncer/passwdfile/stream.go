@@ -7,6 +7,7 @@ package passwdfile
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/crc64"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -50,7 +52,17 @@ func (w *Writer) Stream(domain string, known map[string]Print, scan func(fn func
 	done := map[string]bool{}
 	var dirs []string
 	var cur *streamFile
+	// Files are finished (synced and renamed) by up to updateWorkers
+	// goroutines while the scan goes on, so that their fsyncs overlap, as
+	// in Update.
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		failed  error
+		workers = make(chan struct{}, updateWorkers)
+	)
 	defer func() {
+		wg.Wait()
 		if cur != nil {
 			cur.discard()
 		}
@@ -58,14 +70,29 @@ func (w *Writer) Stream(domain string, known map[string]Print, scan func(fn func
 	finish := func() error {
 		f := cur
 		cur = nil
-		p, dir, err := w.finishStream(f, known[f.shard])
+		workers <- struct{}{}
+		mu.Lock()
+		err := failed
+		mu.Unlock()
 		if err != nil {
+			<-workers
+			f.discard()
 			return err
 		}
-		prints[f.shard] = p
-		if dir != "" && !slices.Contains(dirs, dir) {
-			dirs = append(dirs, dir)
-		}
+		wg.Go(func() {
+			defer func() { <-workers }()
+			p, dir, err := w.finishStream(f, known[f.shard])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = cmp.Or(failed, err)
+				return
+			}
+			prints[f.shard] = p
+			if dir != "" && !slices.Contains(dirs, dir) {
+				dirs = append(dirs, dir)
+			}
+		})
 		return nil
 	}
 	err := scan(func(e syncer.Entry) error {
@@ -94,6 +121,8 @@ func (w *Writer) Stream(domain string, known map[string]Print, scan func(fn func
 	if err == nil && cur != nil {
 		err = finish()
 	}
+	wg.Wait()
+	err = cmp.Or(err, failed)
 	if err != nil {
 		return nil, errors.Join(err, w.syncDirs(dirs))
 	}
@@ -139,7 +168,7 @@ func (w *Writer) startStream(domain, shard string) (*streamFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("passwdfile: %w", err)
 	}
-	return &streamFile{shard: shard, path: path, tmp: f.Name(), f: f, buf: alignedGrow(nil, streamChunk+64<<10)}, nil
+	return &streamFile{shard: shard, path: path, tmp: f.Name(), f: f, buf: make([]byte, 0, 16<<10)}, nil
 }
 
 // add appends e's line, writing a chunk when the buffer holds one.
@@ -148,6 +177,11 @@ func (s *streamFile) add(w *Writer, e syncer.Entry) error {
 	s.sum += crc64.Checksum(s.line, crcTable)
 	s.lines++
 	s.size += int64(len(s.line))
+	if len(s.buf)+len(s.line) > cap(s.buf) && cap(s.buf) < streamChunk {
+		// A file that outgrows the small first buffer (most shards do
+		// not) gets a chunk's, aligned for O_DIRECT.
+		s.buf = append(alignedGrow(nil, streamChunk+64<<10), s.buf...)
+	}
 	s.buf = append(s.buf, s.line...)
 	if len(s.buf) < streamChunk {
 		return nil
