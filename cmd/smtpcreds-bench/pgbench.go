@@ -120,7 +120,7 @@ var allCreateSteps = []step{
 	{target: targetFile, comment: "syncer.Batch.NewLogins (postgres.SyncRepo.PendingFor): no other job pending for the new logins",
 		sql: postgres.PendingForSQL, args: []string{"target", "dom", "cids", "logins", "loginkey"}},
 	{target: targetFile, harness: true, comment: "harness: the files (parts) of the new logins, and fingerprints to store (the server has both in Go)",
-		sql: `SELECT coalesce(array_agg(p)::text, '{}') AS parts, coalesce(array_agg('v1 1 1 1 1 1')::text, '{}') AS prints
+		sql: `SELECT coalesce(array_agg(p)::text, '{}') AS parts, coalesce(array_agg('v1 1 1 1 1 1'::text)::text, '{}') AS prints
 		FROM (SELECT DISTINCT CASE WHEN :digits > 0 THEN left(md5(l), :digits) ELSE '' END AS p FROM unnest(:logins::text[]) l) x`, suffix: `\gset`},
 	{target: targetFile, comment: "syncer.Batch.Prints (postgres.SyncRepo.Parts): the stored fingerprints of those files",
 		sql: postgres.PartsSQL, args: []string{"target", "dom", "parts"}},
