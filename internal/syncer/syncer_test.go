@@ -625,6 +625,11 @@ func testLateDelete(t *testing.T, target func() (snapshot.Renderer, *recorder), 
 	if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}new")) {
 		t.Fatal("re-create not confirmed")
 	}
+	// The backend still had the old alice (its deletion is pending): the
+	// re-create is no new login to add beside it.
+	if got, want := rec.held("example.com"), []syncer.Entry{{Login: "alice@example.com", Hash: "{SSHA512}new"}}; !slices.Equal(got, want) {
+		t.Fatalf("after the re-create the backend holds %v, want %v", got, want)
+	}
 	f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() - interval '1 second' WHERE done_at IS NULL`)
 	if by == "request" {
 		if !s.Apply(ctx, del) {
