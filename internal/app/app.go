@@ -259,7 +259,8 @@ func (a *App) Run(ctx context.Context) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	<-workerDone // the sync worker finishes or releases its batch
+	<-workerDone     // the sync worker finishes or releases its batch
+	a.outbox.Drain() // and the applies requests left running finish
 	log.Info("stopped")
 	return nil
 }

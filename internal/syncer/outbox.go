@@ -116,7 +116,7 @@ type Service struct {
 	// connection.
 	applying map[string]chan struct{}
 	// bg counts the applies requests started, which may outlive the
-	// request's wait (Apply); Run waits for them before it returns.
+	// request's wait (Apply); Drain waits for them.
 	bg sync.WaitGroup
 }
 
@@ -214,4 +214,13 @@ func (s *Service) Stats(ctx context.Context) (postgres.QueueStats, error) {
 		return postgres.QueueStats{}, nil
 	}
 	return s.repo.Stats(ctx, s.db)
+}
+
+// Drain waits for the applies that requests started (Apply) and left
+// running when they stopped waiting, each bounded by Lease. Call it once no
+// request can call Apply any more (the HTTP server has shut down).
+func (s *Service) Drain() {
+	if s != nil {
+		s.bg.Wait()
+	}
 }

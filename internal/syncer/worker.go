@@ -21,7 +21,6 @@ func (s *Service) Run(ctx context.Context) {
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
 	defer s.beat.Store(0)
-	defer s.bg.Wait() // the applies requests started finish too
 	failures := 0
 	_, live := s.target.(Live)
 	catchUpFailed := false
