@@ -226,7 +226,8 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // cfg.OperatorAddr), with the sync worker and the housekeeping loops, until
 // ctx ends; then /readyz fails for cfg.ShutdownDelay while still serving,
 // in-flight requests get cfg.ShutdownTimeout, and the sync worker finishes
-// or releases its batch before Run returns.
+// or releases its batch, and the sync applies requests left running (each
+// bounded by the sync lease) finish, before Run returns.
 func (a *App) Run(ctx context.Context) error {
 	c, log := a.cfg, a.log
 	if c.OperatorAddr != "" {
@@ -292,7 +293,8 @@ func (a *App) Run(ctx context.Context) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	<-workerDone // the sync worker finishes or releases its batch
+	<-workerDone     // the sync worker finishes or releases its batch
+	a.outbox.Drain() // and the applies requests left running finish
 	log.Info("stopped")
 	return nil
 }
