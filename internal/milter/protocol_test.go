@@ -39,7 +39,7 @@ func (o outcome) accepted() bool {
 }
 
 // run sends tx to the milter at addr (inet:HOST:PORT).
-func run(t *testing.T, addr string, tx transaction) outcome {
+func run(t testing.TB, addr string, tx transaction) outcome {
 	t.Helper()
 	c := gomilter.NewClient("tcp", strings.TrimPrefix(addr, "inet:"))
 	macros := gomilter.NewMacroBag()
@@ -107,7 +107,7 @@ func headersOf(from, subject string) [][2]string {
 
 // signedMessage rebuilds the message the MTA would send on from tx and
 // the milter's modifications (only header insertions are expected).
-func signedMessage(t *testing.T, tx transaction, o outcome) string {
+func signedMessage(t testing.TB, tx transaction, o outcome) string {
 	t.Helper()
 	var b strings.Builder
 	for _, m := range o.mods {
