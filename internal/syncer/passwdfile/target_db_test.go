@@ -223,3 +223,37 @@ func mapsSubset(a, b map[string]uint64) bool {
 	}
 	return true
 }
+
+// A whole write (here: the scope's token changed behind the syncer's
+// back) streams a login's previous password of a grace period into the
+// login's file, right after the login, for a file per domain and shards.
+func TestTargetWholeWriteKeepsPreviousPasswords(t *testing.T) {
+	for _, tmpl := range []string{"%d", "%d/%1Mu"} {
+		t.Run(tmpl, func(t *testing.T) {
+			t.Parallel()
+			wd := newWorld(t, tmpl)
+			s := wd.process()
+			for _, u := range []string{"a", "b", "c"} {
+				wd.change(t, s, u, "{PLAIN}"+u)
+			}
+			wd.db.MustExec(`INSERT INTO credential_previous_passwords (credential_id, password_hash, expires_at)
+				SELECT id, '{PLAIN}old-b', now() + interval '1 hour' FROM credentials WHERE username = 'b'`)
+			wd.db.MustExec(`UPDATE sync_scopes SET token = token + 1 WHERE scope = 'example.com'`)
+			wd.change(t, s, "d", "{PLAIN}d")
+			lines, _ := wd.files(t)
+			want := []string{"a@example.com:{PLAIN}a", "b@example.com/previous:{PLAIN}old-b", "b@example.com:{PLAIN}b",
+				"c@example.com:{PLAIN}c", "d@example.com:{PLAIN}d"}
+			if !slices.Equal(lines, want) {
+				t.Fatalf("files hold\n%q\nwant\n%q", lines, want)
+			}
+			// In the file, the previous password follows its login.
+			data, err := os.ReadFile(wd.w.Path("example.com", wd.w.Shard("b@example.com")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(data), "b@example.com:{PLAIN}b\nb@example.com/previous:{PLAIN}old-b\n") {
+				t.Errorf("b's file:\n%s", data)
+			}
+		})
+	}
+}
