@@ -103,12 +103,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 	if a.db, err = OpenDB(ctx, cfg); err != nil {
 		return a, err
 	}
-	pending, err := sqlmigrations.Pending(ctx, a.db.DB)
-	if err != nil {
+	if err := requireMigrated(ctx, a.db); err != nil {
 		return a, err
-	}
-	if pending {
-		return a, errors.New("the database has pending migrations: run 'smtpcreds migrate' first")
 	}
 	// Rate counters go through a small pool of their own with
 	// synchronous_commit=off: losing a counter in a crash is harmless, and
@@ -393,6 +389,19 @@ func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Serv
 			}
 		}
 	}
+}
+
+// requireMigrated fails when db has pending migrations: a server runs only
+// on the schema it was built for.
+func requireMigrated(ctx context.Context, db *sqlx.DB) error {
+	pending, err := sqlmigrations.Pending(ctx, db.DB)
+	if err != nil {
+		return err
+	}
+	if pending {
+		return errors.New("the database has pending migrations: run 'smtpcreds migrate' first")
+	}
+	return nil
 }
 
 // OpenDB opens the main pool of cfg: cfg.DBMaxConns connections, each
