@@ -195,6 +195,17 @@ func TestProtocol(t *testing.T) {
 		})
 	}
 
+	t.Run("a key that does not unseal: tempfail, never unsigned", func(t *testing.T) {
+		w.domain("shop", "broken.example", true)
+		w.credential("shop", "broken.example", "x")
+		w.db.MustExec(`UPDATE domains SET dkim_private_key = '\x01deadbeef' WHERE name = 'broken.example'`)
+		const broken = "x@broken.example"
+		o := run(t, addr, transaction{login: broken, sender: broken, rcpts: to, headers: headersOf("<"+broken+">", "broken"), body: body})
+		if o.accepted() || !strings.HasPrefix(o.act.SMTPReply, "451 4.3.0") {
+			t.Errorf("got %s %+v, want 451 4.3.0", o.stage, o.act)
+		}
+	})
+
 	t.Run("huge header", func(t *testing.T) {
 		h := headersOf("<mailer@shop.example>", "huge")
 		for i := range 3000 {
