@@ -84,7 +84,9 @@ func milterSend(addr, login, subject string) (string, error) {
 	}
 	defer s.Close()
 	steps := []func() (*gomilter.Action, error){
-		func() (*gomilter.Action, error) { return s.Conn("client.test", gomilter.FamilyInet, 40000, "192.0.2.1") },
+		func() (*gomilter.Action, error) {
+			return s.Conn("client.test", gomilter.FamilyInet, 40000, "192.0.2.1")
+		},
 		func() (*gomilter.Action, error) { return s.Helo("client.test") },
 		func() (*gomilter.Action, error) {
 			macros.Set(gomilter.MacroAuthAuthen, login)
