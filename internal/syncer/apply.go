@@ -228,6 +228,16 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 			return err
 		}
 	}
+	if ds := importedDomains(b.Events); len(ds) > 0 {
+		// A live target has whatever is committed: the imported
+		// credentials, which the events do not name, are confirmed by
+		// their domains.
+		if _, live := s.target.(Live); live {
+			if err := s.repo.MarkSyncedIn(ctx, tx, ds); err != nil {
+				return err
+			}
+		}
+	}
 	ids, versions := b.confirmed()
 	if err := s.repo.Finish(ctx, tx, ids, versions, b.JobIDs); err != nil {
 		return err
