@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
+	"github.com/smtpcreds/smtpcreds/internal/syncer/dovecotsql"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/webhook"
 )
@@ -34,7 +36,11 @@ type importWorld struct {
 
 func newImportWorld(t *testing.T) importWorld {
 	t.Helper()
-	db := dbtest.New(t)
+	return newImportWorldOn(t, dbtest.New(t))
+}
+
+func newImportWorldOn(t *testing.T, db *sqlx.DB) importWorld {
+	t.Helper()
 	var acc, other int64
 	mustGet(t, db, &acc, `INSERT INTO accounts (name, token_digest) VALUES ('acme', '\x00') RETURNING id`)
 	mustGet(t, db, &other, `INSERT INTO accounts (name, token_digest) VALUES ('other', '\x01') RETURNING id`)
@@ -376,4 +382,60 @@ func TestImportJobs(t *testing.T) {
 			}
 		}
 	})
+}
+
+// With the dovecot-sql target Dovecot reads the database: the imported
+// logins authenticate once committed, and the import's one job per scope
+// marks them synced.
+func TestImportDovecotSQL(t *testing.T) {
+	t.Parallel()
+	dsn := dbtest.NewURL(t)
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	w := newImportWorldOn(t, db)
+	role, rolePW := dbtest.ViewReader(t, dsn, "dovecot_passdb")
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "5432"
+	}
+	dc := dovecottest.Start(t, dovecottest.Options{
+		SQL: &dovecottest.SQLPassdb{
+			Connect:       fmt.Sprintf("host=%s port=%s dbname=%s user=%s password=%s", u.Hostname(), port, strings.TrimPrefix(u.Path, "/"), role, rolePW),
+			PasswordQuery: `SELECT password FROM dovecot_passdb WHERE username = '%Ln' AND domain = '%Ld'`,
+		},
+		Scheme: "SSHA512",
+	})
+	outbox := syncer.New(db, dovecotsql.NewTarget(role), syncer.Config{ApplyTimeout: 30 * time.Second}, nil)
+	svc := credentials.NewService(db, outbox, credentials.Config{Scheme: password.SSHA512})
+	pws := map[string]string{}
+	file := ""
+	for i, scheme := range []string{"SSHA512", "SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"} {
+		login, pw := fmt.Sprintf("s%d@example.com", i), fmt.Sprintf("pw %d", i)
+		pws[login] = pw
+		file += login + ":" + doveadmHash(t, scheme, pw) + "\n"
+	}
+	rep, got := w.run(svc, file, credentials.ImportOptions{})
+	if rep.Created != 4 || len(got) != 0 || rep.Pending.Len() != 1 {
+		t.Fatalf("report %+v, refused %q", rep, got)
+	}
+	if !outbox.Apply(context.Background(), rep.Pending) {
+		t.Fatal("the import's sync job was not applied")
+	}
+	var unsynced int
+	mustGet(t, db, &unsynced, `SELECT count(*) FROM credentials WHERE synced_version < version`)
+	if unsynced != 0 {
+		t.Errorf("%d imported credentials not marked synced", unsynced)
+	}
+	for login, pw := range pws {
+		if ok, err := dc.Auth(login, pw); err != nil || !ok {
+			t.Errorf("Dovecot refuses %s with its original password (%v)\n%s", login, err, dc.Log())
+		}
+	}
 }
