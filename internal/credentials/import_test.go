@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,5 +439,40 @@ func TestImportDovecotSQL(t *testing.T) {
 		if ok, err := dc.Auth(login, pw); err != nil || !ok {
 			t.Errorf("Dovecot refuses %s with its original password (%v)\n%s", login, err, dc.Log())
 		}
+	}
+}
+
+// The cap holds exactly while the API creates in the same domain during
+// an import.
+func TestImportCapUnderConcurrentCreates(t *testing.T) {
+	t.Parallel()
+	w := newImportWorld(t)
+	const limit = 60
+	svc := credentials.NewService(w.db, nil, credentials.Config{MaxPerDomain: limit, Scheme: password.SSHA512})
+	h, _ := password.Hash(password.SSHA512, "pw")
+	var file strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&file, "imp%d@example.com:%s\n", i, h)
+	}
+	var wg sync.WaitGroup
+	var apiCreated atomic.Int64
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				if _, err := svc.Create(context.Background(), w.acc, "example.com", fmt.Sprintf("api%d-%d", g, i)); err == nil {
+					apiCreated.Add(1)
+				}
+			}
+		}()
+	}
+	rep, _ := w.run(svc, file.String(), credentials.ImportOptions{BatchSize: 5})
+	wg.Wait()
+	var n int64
+	mustGet(t, w.db, &n, `SELECT count(*) FROM credentials`)
+	if n != limit || rep.Created+apiCreated.Load() != limit || rep.Created+rep.Refused != 50 {
+		t.Errorf("%d credentials (import created %d, refused %d; API created %d), want exactly the cap %d",
+			n, rep.Created, rep.Refused, apiCreated.Load(), limit)
 	}
 }
