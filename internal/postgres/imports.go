@@ -101,7 +101,7 @@ func (ImportRepo) ImportBatch(ctx context.Context, tx *sqlx.Tx, accountID int64,
 	fail := func(step string, err error) (ImportOutcome, error) {
 		return ImportOutcome{}, fmt.Errorf("import batch: %s: %w", step, translate(err))
 	}
-	st, err := tx.PrepareContext(ctx, pq.CopyIn("import_batch", "line", "domain", "username", "hash"))
+	st, err := tx.PrepareContext(ctx, `COPY import_batch (line, domain, username, hash) FROM STDIN`)
 	if err != nil {
 		return fail("copy", err)
 	}
