@@ -128,8 +128,16 @@ func (s *Service) Import(ctx context.Context, accountID int64, r io.Reader, opt 
 		if err != nil {
 			return err
 		}
+		// A line refused for its hash may be a duplicate too: one reason
+		// per line, the first found.
+		seen := make(map[int64]bool, len(b.refused))
+		for _, f := range b.refused {
+			seen[f.line] = true
+		}
 		for _, f := range out.Refused {
-			b.refused = append(b.refused, lineRefusal{f.Line, s.refusalText(f)})
+			if !seen[f.Line] {
+				b.refused = append(b.refused, lineRefusal{f.Line, s.refusalText(f)})
+			}
 		}
 		slices.SortFunc(b.refused, func(x, y lineRefusal) int { return int(x.line - y.line) })
 		for _, f := range b.refused {
@@ -338,8 +346,15 @@ func hashOf(hash string) (canonical, why string) {
 	}
 	scheme := ""
 	if rest, ok := strings.CutPrefix(hash, "{"); ok {
-		if name, _, ok := strings.Cut(rest, "}"); ok && len(name) <= 32 && strings.Trim(strings.ToUpper(name), "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") == "" {
-			scheme = "{" + strings.ToUpper(name) + "}"
+		if name, _, ok := strings.Cut(rest, "}"); ok {
+			// Only a scheme Dovecot knows is named: what stands between
+			// braces might be a password.
+			base, _, _ := strings.Cut(strings.ToUpper(name), ".")
+			if dovecotSchemes[base] {
+				scheme = "{" + strings.ToUpper(name) + "}"
+			} else {
+				return "", "unknown scheme: smtpcreds serves SSHA512, SHA512-CRYPT, BLF-CRYPT and ARGON2ID"
+			}
 		}
 	}
 	switch {
@@ -351,6 +366,18 @@ func hashOf(hash string) (canonical, why string) {
 		return "", "no {SCHEME} prefix, and not a $6$, $2y$ or $argon2id$ crypt string"
 	default:
 		return "", "malformed hash: " + strings.TrimPrefix(err.Error(), "password: malformed hash: ")
+	}
+}
+
+// dovecotSchemes are the password schemes Dovecot 2.3 knows (doveadm pw -l).
+var dovecotSchemes = map[string]bool{}
+
+func init() {
+	for _, n := range strings.Fields(`ARGON2I ARGON2ID BLF-CRYPT CLEAR CLEARTEXT CRAM-MD5 CRYPT DES-CRYPT
+		DIGEST-MD5 HMAC-MD5 LANMAN LDAP-MD5 MD5 MD5-CRYPT NTLM OTP PBKDF2 PLAIN PLAIN-MD4 PLAIN-MD5
+		PLAIN-TRUNC RPA SCRAM-SHA-1 SCRAM-SHA-256 SHA SHA1 SHA256 SHA256-CRYPT SHA512 SHA512-CRYPT
+		SKEY SMD5 SSHA SSHA256 SSHA512`) {
+		dovecotSchemes[n] = true
 	}
 }
 
