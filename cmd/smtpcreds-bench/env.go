@@ -66,6 +66,12 @@ func freeAddr() (string, error) {
 // setupEnv builds the server, starts PostgreSQL with pg_stat_statements
 // loaded, migrates and creates the bench account and domain.
 func setupEnv(ctx context.Context, layout string, logf func(string, ...any)) (*env, error) {
+	return setupEnvBin(ctx, layout, "", logf)
+}
+
+// setupEnvBin is setupEnv with the server binary bin ("": built from this
+// tree), e.g. one built from an earlier commit, to measure it the same way.
+func setupEnvBin(ctx context.Context, layout, bin string, logf func(string, ...any)) (*env, error) {
 	tmp, err := os.MkdirTemp("", "smtpcreds-bench-")
 	if err != nil {
 		return nil, err
@@ -76,10 +82,16 @@ func setupEnv(ctx context.Context, layout string, logf func(string, ...any)) (*e
 	}
 	e := &env{tmp: tmp, tokenKey: randHex(32), dkimKey: randHex(32), account: "bench", domain: "bench.example", layout: layout, target: targetFile}
 	e.bin = filepath.Join(tmp, "smtpcreds")
-	logf("building the server binary")
-	build := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/smtpcreds")
-	if out, err := build.CombinedOutput(); err != nil {
-		return e, fmt.Errorf("go build: %w\n%s", err, out)
+	if bin != "" {
+		if e.bin, err = filepath.Abs(bin); err != nil {
+			return e, err
+		}
+	} else {
+		logf("building the server binary")
+		build := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/smtpcreds")
+		if out, err := build.CombinedOutput(); err != nil {
+			return e, fmt.Errorf("go build: %w\n%s", err, out)
+		}
 	}
 	logf("starting a durable PostgreSQL (Fast=false) in %s", tmp)
 	e.cluster, err = localpg.Start(ctx, localpg.Options{Dir: filepath.Join(tmp, "pg")})

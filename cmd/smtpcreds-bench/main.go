@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/password"
@@ -35,6 +36,9 @@ type options struct {
 	plot        string
 	cpuProfile  string
 	layout      string
+	serverBin   string
+	skipMemory  bool
+	onlyMemory  bool
 }
 
 func main() {
@@ -47,6 +51,9 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench/results.md", "results file (read first for the comparison, then overwritten)")
 	flag.StringVar(&o.plot, "plot", "bench/latency.png", "PNG plot")
 	flag.StringVar(&o.layout, "passwd-layout", "%d", `the passwd-file path below the bench directory: "%d" (a file per domain), "%d/%2Mu" (256 shard files per domain)`)
+	flag.StringVar(&o.serverBin, "server-bin", "", "the smtpcreds binary to measure (default: built from this tree), e.g. one built from an earlier commit")
+	flag.BoolVar(&o.skipMemory, "skip-memory", false, "skip the memory and cold-path bench (1M credentials in one domain and over 10,000 domains, both passwd-file layouts)")
+	flag.BoolVar(&o.onlyMemory, "only-memory", false, "run only the memory and cold-path bench; print its table, and write it to -out only when -out is given")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the c=N create run to this file (go tool pprof)")
 	flag.Parse()
 	if o.quick && !isSet("duration") {
@@ -85,6 +92,7 @@ type results struct {
 	SQL       *createRun   // with the dovecot-sql target
 	Sweep     []loadResult // API throughput by concurrency (passwd-file)
 	Reads     []readPoint
+	Memory    []memPoint // the memory and cold-path bench, both layouts
 	Micro     []microResult
 	Notes     []string
 }
@@ -116,6 +124,9 @@ func run(ctx context.Context, o options) error {
 	}
 	var failed error
 	r := &results{Date: time.Now(), Cores: runtime.NumCPU(), Quick: o.quick, Duration: o.duration, Concurrency: o.concurrency, Layout: o.layout}
+	if o.onlyMemory {
+		return runOnlyMemory(ctx, o, r)
+	}
 
 	e, err := setupEnv(ctx, o.layout, logf)
 	defer func() {
@@ -221,6 +232,12 @@ func run(ctx context.Context, o options) error {
 	e.close(o.keep)
 	e = nil
 
+	if !o.skipMemory {
+		if r.Memory, err = runMemory(ctx, o, hash); err != nil {
+			return err
+		}
+	}
+
 	logf("micro-benchmarks: go test -bench")
 	var notes []string
 	r.Micro, notes = runMicro(ctx, o.quick)
@@ -323,4 +340,20 @@ func (e *env) measureCreates(ctx context.Context, o options, hash, warmPrefix st
 		logf("  %.0f tps, latency %.2f ms, p99 %s %s", cr.Pgbench.TPS, cr.Pgbench.LatencyMs, cr.Pgbench.P99, cr.Pgbench.Failed)
 	}
 	return baseID, nil
+}
+
+// runOnlyMemory runs the memory and cold-path bench alone (-only-memory).
+func runOnlyMemory(ctx context.Context, o options, r *results) error {
+	hash, err := password.Hash(password.SSHA512, "bench-password-0123456789")
+	if err != nil {
+		return err
+	}
+	r.Memory, err = runMemory(ctx, o, hash)
+	var b strings.Builder
+	memoryTable(&b, r.Memory)
+	fmt.Println(b.String())
+	if err == nil && isSet("out") {
+		err = os.WriteFile(o.out, []byte(b.String()), 0o644)
+	}
+	return err
 }

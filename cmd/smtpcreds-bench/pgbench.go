@@ -87,13 +87,10 @@ var allCreateSteps = []step{
 	{comment: "syncer.Service.applyGroup: one transaction", sql: `BEGIN READ WRITE`},
 	{meta: `\set tok random(1, 4611686018427387904)`},
 	{comment: "postgres.SyncRepo.LockScope: the scope's row lock and token",
-		sql: `
-		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
-		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
-		RETURNING prev_token, set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`,
+		sql:  postgres.LockScopeSQL,
 		args: []string{"target", "dom", "tok"}, suffix: `\gset l_`},
 	{comment: "postgres.SyncRepo.ClaimLocked: in its scope's turn, claims the scope's pending jobs (row locks),\n" +
-		"-- with the changed credentials and the holders of their logins (the server holds the rest of the file in memory)",
+		"-- with the changed credentials and the holders of their logins (the server holds none of the file in memory)",
 		sql:  postgres.ClaimLockedSQL,
 		args: []string{"target", "dom", "changes", "idkey", "loginkey"}},
 	{harness: true, comment: "harness: the jobs this transaction holds, and which of their credentials are not yet marked synced\n" +
@@ -120,6 +117,15 @@ var allCreateSteps = []step{
 		        FROM unnest($2::text[]) AS l(login)
 		        JOIN dovecot_passdb p ON p.username = split_part(l.login, '@', 1) AND p.domain = split_part(l.login, '@', 2))`,
 		args: []string{"role", "logins"}},
+	{target: targetFile, comment: "syncer.Batch.NewLogins (postgres.SyncRepo.PendingFor): no other job pending for the new logins",
+		sql: postgres.PendingForSQL, args: []string{"target", "dom", "cids", "logins", "loginkey"}},
+	{target: targetFile, harness: true, comment: "harness: the files (parts) of the new logins, and fingerprints to store (the server has both in Go)",
+		sql: `SELECT coalesce(array_agg(p)::text, '{}') AS parts, coalesce(array_agg('v1 1 1 1 1 1'::text)::text, '{}') AS prints
+		FROM (SELECT DISTINCT CASE WHEN :digits > 0 THEN left(md5(l), :digits) ELSE '' END AS p FROM unnest(:logins::text[]) l) x`, suffix: `\gset`},
+	{target: targetFile, comment: "syncer.Batch.Prints (postgres.SyncRepo.Parts): the stored fingerprints of those files",
+		sql: postgres.PartsSQL, args: []string{"target", "dom", "parts"}},
+	{target: targetFile, comment: "syncer.Batch.KeepPrints (postgres.SyncRepo.KeepParts): their new fingerprints, after the append",
+		sql: postgres.KeepPartsSQL, args: []string{"target", "dom", "parts", "prints", "'f'", "tok"}},
 	{comment: "postgres.SyncRepo.Finish: credentials synced, jobs done",
 		sql: `
 		WITH synced AS (
@@ -429,6 +435,7 @@ func (e *env) pgbenchVars(ctx context.Context, hash string) (map[string]string, 
 		"idkey":    "credential_id",                            // the key of the new credential's id in the event (syncer.Event's tag)
 		"loginkey": "login",                                    // and of its login
 		"changes":  strconv.FormatBool(e.target == targetFile), // the passwd-file target renders state
+		"digits":   strconv.Itoa(shardDigits(e.layout)),        // the passwd-file's shard digits (its parts)
 		"claimppm": "1000000",                                  // every create claims, unless the API run measured otherwise
 	}, nil
 }
@@ -476,4 +483,12 @@ func (e *env) syncShares(ctx context.Context, creates int) (claims, applies floa
 		return 0, 0, fmt.Errorf("sync shares: %w", err)
 	}
 	return float64(n.Claims) / float64(creates), float64(n.Applies) / float64(creates), nil
+}
+
+// shardDigits is the k of a layout's "%<k>Mu" (0: none).
+func shardDigits(layout string) int {
+	if m := shardVarRe.FindString(layout); m != "" {
+		return int(m[1] - '0')
+	}
+	return 0
 }

@@ -57,6 +57,7 @@ func render(r *results, prev []byte) string {
 	}
 	fmt.Fprintf(&b, "| server peak RSS under the create load (VmHWM after the create runs) | %.1f MB | < 150 MB | %s |\n", peak, mark(peak > 0 && peak < 150))
 	add("peak_rss_mb", peak, false)
+	memoryHeadline(&b, r.Memory, add)
 	if len(r.Reads) >= 2 {
 		lo, hi := r.Reads[0], r.Reads[len(r.Reads)-1]
 		for _, g := range []struct {
@@ -134,6 +135,12 @@ func render(r *results, prev []byte) string {
 		}
 	}
 
+	if len(r.Memory) > 0 {
+		var mb strings.Builder
+		memoryTable(&mb, r.Memory)
+		_, table, _ := strings.Cut(mb.String(), "\n## ") // the headline rows are above
+		b.WriteString("\n## " + table)
+	}
 	b.WriteString("\n## Micro-benchmarks (`go test -bench`)\n\n| package | benchmark | ns/op | allocs/op |\n|---|---|---|---|\n")
 	if len(r.Micro) == 0 {
 		b.WriteString("| – | none found | | |\n")

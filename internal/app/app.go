@@ -103,12 +103,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (a *App, err error) {
 	if a.db, err = OpenDB(ctx, cfg); err != nil {
 		return a, err
 	}
-	pending, err := sqlmigrations.Pending(ctx, a.db.DB)
-	if err != nil {
+	if err := requireMigrated(ctx, a.db); err != nil {
 		return a, err
-	}
-	if pending {
-		return a, errors.New("the database has pending migrations: run 'smtpcreds migrate' first")
 	}
 	// Rate counters go through a small pool of their own with
 	// synchronous_commit=off: losing a counter in a crash is harmless, and
@@ -226,7 +222,8 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // cfg.OperatorAddr), with the sync worker and the housekeeping loops, until
 // ctx ends; then /readyz fails for cfg.ShutdownDelay while still serving,
 // in-flight requests get cfg.ShutdownTimeout, and the sync worker finishes
-// or releases its batch before Run returns.
+// or releases its batch, and the sync applies requests left running (each
+// bounded by the sync lease) finish, before Run returns.
 func (a *App) Run(ctx context.Context) error {
 	c, log := a.cfg, a.log
 	if c.OperatorAddr != "" {
@@ -292,7 +289,8 @@ func (a *App) Run(ctx context.Context) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	<-workerDone // the sync worker finishes or releases its batch
+	<-workerDone     // the sync worker finishes or releases its batch
+	a.outbox.Drain() // and the applies requests left running finish
 	log.Info("stopped")
 	return nil
 }
@@ -391,6 +389,19 @@ func maintain(ctx context.Context, l *ratelimit.Limiter, creds *credentials.Serv
 			}
 		}
 	}
+}
+
+// requireMigrated fails when db has pending migrations: a server runs only
+// on the schema it was built for.
+func requireMigrated(ctx context.Context, db *sqlx.DB) error {
+	pending, err := sqlmigrations.Pending(ctx, db.DB)
+	if err != nil {
+		return err
+	}
+	if pending {
+		return errors.New("the database has pending migrations: run 'smtpcreds migrate' first")
+	}
+	return nil
 }
 
 // OpenDB opens the main pool of cfg: cfg.DBMaxConns connections, each

@@ -1,37 +1,18 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/smtpcreds/smtpcreds/internal/app"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	"github.com/smtpcreds/smtpcreds/internal/proctest"
 )
 
 func TestMain(m *testing.M) { dbtest.Main(m) }
-
-// lockedBuffer is a log destination safe for the app's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A server built without a sync target says so at start, since its
 // credentials then reach no SMTP server; one with a target does not.
@@ -45,7 +26,7 @@ func TestNoSyncTargetIsLogged(t *testing.T) {
 		{app.SyncConfig{Target: "none"}, true},
 		{app.SyncConfig{Target: "passwd-file", PasswdFile: filepath.Join(t.TempDir(), "passwd")}, false},
 	} {
-		var logs lockedBuffer
+		var logs proctest.Buffer
 		a, err := app.New(context.Background(), app.Config{
 			DatabaseURL: dbtest.NewURL(t), DBMaxConns: 4, TokenKey: key, DKIMKey: key, Sync: c.sync,
 		}, app.Deps{Logger: slog.New(slog.NewTextHandler(&logs, nil))})

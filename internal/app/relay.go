@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/milter"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/relay"
-	"github.com/smtpcreds/smtpcreds/sqlmigrations"
 )
 
 // Relay is the milter process (`smtpcreds milter`): built by NewRelay,
@@ -53,12 +51,8 @@ func NewRelay(ctx context.Context, cfg Config, deps Deps) (r *Relay, err error) 
 	if r.db, err = openRelayDB(ctx, cfg); err != nil {
 		return r, err
 	}
-	pending, err := sqlmigrations.Pending(ctx, r.db.DB)
-	if err != nil {
+	if err := requireMigrated(ctx, r.db); err != nil {
 		return r, err
-	}
-	if pending {
-		return r, errors.New("the database has pending migrations: run 'smtpcreds migrate' first")
 	}
 	subCtx, stop := context.WithCancel(ctx)
 	r.stopSubs = stop

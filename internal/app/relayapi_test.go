@@ -16,6 +16,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/basicauth"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/password"
+	"github.com/smtpcreds/smtpcreds/internal/proctest"
 	"github.com/smtpcreds/smtpcreds/internal/relay"
 )
 
@@ -35,7 +36,7 @@ func TestRelayRoutesShowWhatTheMilterDid(t *testing.T) {
 		DNS:            app.DNSConfig{Selector: "sel"},
 		Relay:          app.RelayConfig{Account: relay.Limits{PerDay: 10}},
 	}
-	logs := &lockedBuffer{}
+	logs := &proctest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smtpcreds/smtpcreds/gen"
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	"github.com/smtpcreds/smtpcreds/internal/proctest"
 )
 
 // TestMain runs the tests (in parallel, in any order), then checks what the
@@ -73,7 +74,7 @@ func noSecretInAnyLog(w io.Writer, complete bool) bool {
 	}
 	ok := true
 	allLogs.Range(func(k, _ any) bool {
-		logs := k.(*syncBuffer).String()
+		logs := k.(*proctest.Buffer).String()
 		allSecrets.Range(func(s, what any) bool {
 			if strings.Contains(logs, s.(string)) {
 				fmt.Fprintf(w, "FAIL: a %s reached a server log\n", what)

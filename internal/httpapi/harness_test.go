@@ -29,6 +29,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/domains"
 	"github.com/smtpcreds/smtpcreds/internal/metrics"
 	"github.com/smtpcreds/smtpcreds/internal/password"
+	"github.com/smtpcreds/smtpcreds/internal/proctest"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
@@ -82,7 +83,7 @@ type env struct {
 	db   *sqlx.DB
 	app  *app.App
 	e    http.Handler
-	logs *syncBuffer
+	logs *proctest.Buffer
 	acc  *accounts.Service
 	dns  *dnstest.Server
 	dom  *domains.Service
@@ -95,7 +96,7 @@ type env struct {
 // Every secret the tests saw and every server log they produced: checks
 // after the tests (see TestMain) find that no secret reached any log.
 var (
-	allLogs    sync.Map // *syncBuffer -> true
+	allLogs    sync.Map // *proctest.Buffer -> true
 	allSecrets sync.Map // string -> what it is
 )
 
@@ -103,23 +104,6 @@ func rememberSecret(s, what string) {
 	if s != "" {
 		allSecrets.Store(s, what)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newEnv(t *testing.T, o opts) *env {
@@ -152,7 +136,7 @@ func newEnvOn(t *testing.T, url string, o opts) *env {
 	default:
 		o.relay.Account.PerDay = 0 // no quota
 	}
-	logs := &syncBuffer{}
+	logs := &proctest.Buffer{}
 	allLogs.Store(logs, true)
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dns := dnstest.Start(t)

@@ -25,6 +25,7 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/password"
 	"github.com/smtpcreds/smtpcreds/internal/postfixtest"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
+	"github.com/smtpcreds/smtpcreds/internal/proctest"
 	"github.com/smtpcreds/smtpcreds/internal/relay"
 	"github.com/smtpcreds/smtpcreds/internal/relaytest"
 )
@@ -112,7 +113,7 @@ func (w *world) milter(cfg Config) (*Milter, string) {
 		w.t.Fatal(err)
 	}
 	w.t.Cleanup(func() { db.Close() })
-	logs := &syncBuffer{}
+	logs := &proctest.Buffer{} // the milter may log after its test ended, when t.Log would panic
 	w.t.Cleanup(func() {
 		if w.t.Failed() {
 			w.t.Logf("milter log:\n%s", logs.String())
@@ -435,23 +436,4 @@ func (w *world) credByName(t *testing.T, username string) (guid uuid.UUID) {
 		t.Fatal(err)
 	}
 	return guid
-}
-
-// syncBuffer is a log kept for a failing test's output (the milter may
-// log after its test ended, when t.Log would panic).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -39,7 +39,7 @@ func (o outcome) accepted() bool {
 }
 
 // run sends tx to the milter at addr (inet:HOST:PORT).
-func run(t *testing.T, addr string, tx transaction) outcome {
+func run(t testing.TB, addr string, tx transaction) outcome {
 	t.Helper()
 	c := gomilter.NewClient("tcp", strings.TrimPrefix(addr, "inet:"))
 	macros := gomilter.NewMacroBag()
@@ -107,7 +107,7 @@ func headersOf(from, subject string) [][2]string {
 
 // signedMessage rebuilds the message the MTA would send on from tx and
 // the milter's modifications (only header insertions are expected).
-func signedMessage(t *testing.T, tx transaction, o outcome) string {
+func signedMessage(t testing.TB, tx transaction, o outcome) string {
 	t.Helper()
 	var b strings.Builder
 	for _, m := range o.mods {
@@ -194,6 +194,17 @@ func TestProtocol(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a key that does not unseal: tempfail, never unsigned", func(t *testing.T) {
+		w.domain("shop", "broken.example", true)
+		w.credential("shop", "broken.example", "x")
+		w.db.MustExec(`UPDATE domains SET dkim_private_key = '\x01deadbeef' WHERE name = 'broken.example'`)
+		const broken = "x@broken.example"
+		o := run(t, addr, transaction{login: broken, sender: broken, rcpts: to, headers: headersOf("<"+broken+">", "broken"), body: body})
+		if o.accepted() || !strings.HasPrefix(o.act.SMTPReply, "451 4.3.0") {
+			t.Errorf("got %s %+v, want 451 4.3.0", o.stage, o.act)
+		}
+	})
 
 	t.Run("huge header", func(t *testing.T) {
 		h := headersOf("<mailer@shop.example>", "huge")

@@ -184,6 +184,12 @@ func (s *session) checkHeaders(gomilter.Modifier) (*gomilter.Response, error) {
 			signFor = &d
 		}
 	}
+	if signFor != nil && signFor.Key == nil {
+		// Its key did not unseal (logged when it was read): the message
+		// would leave unsigned. The client retries once it is fixed.
+		s.login = nil
+		return s.m.fail("sign", fmt.Errorf("no usable DKIM key for %s", signFor.Name))
+	}
 	s.sign, err = startSigning(signFor, s.headers)
 	if err != nil {
 		s.login = nil

@@ -1,6 +1,8 @@
 package postgres_test
 
 import (
+	"crypto/md5"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strings"
@@ -129,7 +131,7 @@ func TestScansStayOffAfterAWholeRead(t *testing.T) {
 	must(t, err)
 	defer tx.Rollback() //nolint:errcheck // only read
 	repo := postgres.SyncRepo{}
-	_, err = repo.LockScope(ctx, tx, "t", "a.example", 1)
+	_, _, err = repo.LockScope(ctx, tx, "t", "a.example", 1)
 	must(t, err)
 	must(t, repo.Snapshot(ctx, tx, "a.example", func(postgres.SnapshotRow) error { return nil }))
 	var setting string
@@ -137,4 +139,81 @@ func TestScansStayOffAfterAWholeRead(t *testing.T) {
 	if setting != "off" {
 		t.Errorf("enable_seqscan = %s after Snapshot, want off", setting)
 	}
+}
+
+// A whole read of one domain (or all) for files without shards streams it
+// in login order from credentials_domain_login_idx, with no sort (which
+// would hold the domain in PostgreSQL's memory or on its disk first); the
+// order is the bytewise login order the passwd-file writer checks.
+func TestScanInOrderReadsTheDomainIndexInOrder(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := t.Context()
+	var account, domain int64
+	must(t, db.Get(&account, `INSERT INTO accounts (name, token_digest) VALUES ('acct', '\x00') RETURNING id`))
+	must(t, db.Get(&domain, `INSERT INTO domains (account_id, name, is_verified) VALUES ($1, 'a.example', true) RETURNING id`, account))
+	_, err := db.Exec(`INSERT INTO domains (account_id, name, is_verified) VALUES ($1, 'b.example', true)`, account)
+	must(t, err)
+	_, err = db.Exec(`INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+		SELECT gen_random_uuid(), $1, d.id, u, 'x' FROM domains d,
+		       unnest(ARRAY['u1', 'u10', 'u1.x', 'u1-y', 'a', 'z', 'u2']) u`, account)
+	must(t, err)
+	_, err = db.Exec(`INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+		SELECT gen_random_uuid(), $1, $2, 'n' || g, 'x' FROM generate_series(1, 20000) g`, account, domain)
+	must(t, err)
+	_, err = db.Exec(`ANALYZE credentials`)
+	must(t, err)
+
+	tx, err := postgres.Begin(ctx, db)
+	must(t, err)
+	defer tx.Rollback() //nolint:errcheck // only read
+	repo := postgres.SyncRepo{}
+	_, _, err = repo.LockScope(ctx, tx, "t", "a.example", 1)
+	must(t, err)
+	_, err = tx.Exec(`SET LOCAL enable_sort = off`) // as ScanInOrder does
+	must(t, err)
+	for _, domain := range []string{"'a.example'", "''"} {
+		var lines []string
+		must(t, tx.Select(&lines, `EXPLAIN `+strings.ReplaceAll(strings.ReplaceAll(postgres.ScopeScanSQL(postgres.InOrderSQL), "$1", domain), "$2", "0")))
+		plan := strings.Join(lines, "\n")
+		if !strings.Contains(plan, "Index Scan using credentials_domain_login_idx") || strings.Contains(plan, "Sort") {
+			t.Errorf("the ordered read of %s is not the index's order:\n%s", domain, plan)
+		}
+	}
+	_, err = tx.Exec(`SET LOCAL enable_sort = on`)
+	must(t, err)
+
+	for _, tc := range []struct {
+		domain string
+		digits int
+	}{{"a.example", 0}, {"a.example", 2}, {"", 0}, {"", 1}} {
+		var got []string
+		must(t, repo.ScanInOrder(ctx, tx, tc.domain, tc.digits, func(r postgres.SnapshotRow) error {
+			got = append(got, r.Login)
+			return nil
+		}))
+		// Each run of one domain (and shard) must be strictly increasing, bytewise.
+		for i := 1; i < len(got); i++ {
+			prev, cur := got[i-1], got[i]
+			_, pd, _ := strings.Cut(prev, "@")
+			_, cd, _ := strings.Cut(cur, "@")
+			if pd == cd && shardOf(prev, tc.digits) == shardOf(cur, tc.digits) && prev >= cur {
+				t.Fatalf("%+v: %q before %q", tc, prev, cur)
+			}
+			if shardOf(prev, tc.digits) > shardOf(cur, tc.digits) {
+				t.Fatalf("%+v: shard of %q after that of %q", tc, cur, prev)
+			}
+		}
+		want := 20007
+		if tc.domain == "" {
+			want += 7
+		}
+		if len(got) != want {
+			t.Fatalf("%+v: %d rows, want %d", tc, len(got), want)
+		}
+	}
+}
+
+func shardOf(login string, digits int) string {
+	sum := md5.Sum([]byte(login))
+	return hex.EncodeToString(sum[:])[:digits]
 }

@@ -97,7 +97,7 @@ type PreviousRow struct {
 // active credentials c (of domains d).
 const previousFrom = `credential_previous_passwords p JOIN credentials c ON c.id = p.credential_id
 		JOIN domains d ON d.id = c.domain_id
-		WHERE p.expires_at > now() AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())`
+		WHERE p.expires_at > now() AND ` + activeSQL
 
 // PreviousOf returns the previous passwords of those of the credentials ids
 // in a grace period.
@@ -299,19 +299,114 @@ func (SyncRepo) AllDone(ctx context.Context, q sqlx.QueryerContext, ids []int64)
 // deployment, the bench's start), would otherwise keep scanning
 // credentials and sync_jobs as they grow (the bench saw Finish go from
 // 0.45 to 2.9 ms over 20,000 creates).
-func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, token int64) (int64, error) {
-	var prev sql.NullInt64
-	err := queryRowHot(ctx, q, `
+//
+// partsTrusted reports whether the scope's sync_parts are what its last
+// committed apply left (see KeepParts): that apply kept them true, and the
+// token was not changed behind the syncer's back since.
+func (SyncRepo) LockScope(ctx context.Context, q sqlx.QueryerContext, target, scope string, token int64) (prev int64, partsTrusted bool, err error) {
+	var prevTok, partsTok sql.NullInt64
+	err = queryRowHot(ctx, q, LockScopeSQL, target, scope, token).Scan(&prevTok, &partsTok, new(string), new(string))
+	if err != nil {
+		return 0, false, fmt.Errorf("lock sync scope: %w", translate(err))
+	}
+	return prevTok.Int64, prevTok.Valid && partsTok.Valid && partsTok.Int64 == prevTok.Int64, nil
+}
+
+// LockScopeSQL is LockScope's statement, exported for the bench.
+const LockScopeSQL = `
 		INSERT INTO sync_scopes (target, scope, token) VALUES ($1, $2, $3)
 		ON CONFLICT (target, scope) DO UPDATE SET prev_token = sync_scopes.token, token = EXCLUDED.token
-		RETURNING prev_token, set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`, target, scope, token).Scan(&prev, new(string), new(string))
+		RETURNING prev_token, parts_token, set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`
+
+// PartsSQL is Parts' statement, exported for the bench.
+const PartsSQL = `
+		SELECT part, fingerprint FROM sync_parts
+		WHERE target = $1 AND scope = $2 AND ($3::text[] IS NULL OR part = ANY($3))`
+
+// Parts returns the fingerprints stored for the parts keys of (target,
+// scope), or for all its parts when keys is nil, by part; a part without
+// one has none stored (its file does not exist).
+func (SyncRepo) Parts(ctx context.Context, q sqlx.QueryerContext, target, scope string, keys []string) (map[string]string, error) {
+	rows, err := queryHot(ctx, q, PartsSQL, target, scope, nullArray(keys))
 	if err != nil {
-		return 0, fmt.Errorf("lock sync scope: %w", translate(err))
+		return nil, fmt.Errorf("sync parts: %w", translate(err))
 	}
-	return prev.Int64, nil
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var part, fp string
+		if err := rows.Scan(&part, &fp); err != nil {
+			return nil, fmt.Errorf("sync parts: %w", err)
+		}
+		out[part] = fp
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sync parts: %w", translate(err))
+	}
+	return out, nil
+}
+
+// nullArray is keys as a text[] parameter, NULL when keys is nil.
+func nullArray(keys []string) any {
+	if keys == nil {
+		return nil
+	}
+	return pq.Array(keys)
+}
+
+// KeepPartsSQL is KeepParts' statement, exported for the bench.
+const KeepPartsSQL = `
+		WITH v AS (SELECT * FROM unnest($3::text[], $4::text[]) AS v(part, fp)),
+		gone AS (
+			DELETE FROM sync_parts p WHERE p.target = $1 AND p.scope = $2
+			  AND (p.part IN (SELECT part FROM v WHERE fp = '') OR $5 AND p.part NOT IN (SELECT part FROM v))),
+		kept AS (
+			INSERT INTO sync_parts (target, scope, part, fingerprint)
+			SELECT $1, $2, part, fp FROM v WHERE fp <> ''
+			ON CONFLICT (target, scope, part) DO UPDATE SET fingerprint = EXCLUDED.fingerprint)
+		UPDATE sync_scopes SET parts_token = $6 WHERE target = $1 AND scope = $2`
+
+// KeepParts records, in the transaction of the apply that holds the
+// scope's lock with token (LockScope), the fingerprints of the parts the
+// apply wrote (an empty one: the part's file was removed); with whole, the
+// scope's other parts have none. It stamps the scope's parts as kept by
+// token, so that the next apply trusts them (LockScope's partsTrusted).
+func (SyncRepo) KeepParts(ctx context.Context, q sqlx.ExecerContext, target, scope string, token int64, prints map[string]string, whole bool) error {
+	parts, fps := make([]string, 0, len(prints)), make([]string, 0, len(prints))
+	for k, fp := range prints {
+		parts, fps = append(parts, k), append(fps, fp)
+	}
+	if _, err := execHot(ctx, q, KeepPartsSQL, target, scope, pq.Array(parts), pq.Array(fps), whole, token); err != nil {
+		return fmt.Errorf("keep sync parts: %w", translate(err))
+	}
+	return nil
+}
+
+// PendingForSQL is PendingFor's statement, exported for the bench.
+const PendingForSQL = `
+		SELECT EXISTS (SELECT 1 FROM sync_jobs
+			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND id <> ALL($3) AND event->>$5::text = ANY($4))`
+
+// PendingFor reports whether a job of (target, scope) other than the jobs
+// given is pending for one of logins (the events' login under the key
+// loginKey): a change of those logins the backend has not been given yet,
+// e.g. a deletion a worker holds.
+func (SyncRepo) PendingFor(ctx context.Context, q sqlx.QueryerContext, target, scope string, jobs []int64, logins []string, loginKey string) (bool, error) {
+	var pending bool
+	err := queryRowHot(ctx, q, PendingForSQL, target, scope, pq.Array(jobs), pq.Array(logins), loginKey).Scan(&pending)
+	if err != nil {
+		return false, fmt.Errorf("sync jobs pending: %w", translate(err))
+	}
+	return pending, nil
 }
 
 const snapshotCols = `c.id, c.version, c.synced_version, c.username || '@' || d.name AS login, c.password_hash`
+
+// activeSQL is the condition on a credential c that a backend must hold
+// it: every statement that reads what backends hold (a scope's whole read,
+// Snapshot and ScanInOrder, and the changed credentials, changedRowsSQL)
+// uses it, so that they agree.
+const activeSQL = `c.status AND (c.expires_at IS NULL OR c.expires_at > now())`
 
 // changedRowsSQL selects, for a CTE l(id, username, domain) of changed
 // credentials and their logins, the changed credentials that are active
@@ -330,14 +425,27 @@ func changedRowsSQL(pre string) string {
 	return `
 		SELECT ` + pre + snapshotCols + `
 		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.id IN (SELECT id FROM l) AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())
+		WHERE c.id IN (SELECT id FROM l) AND ` + activeSQL + `
 		UNION
 		SELECT ` + pre + snapshotCols + `
 		FROM l JOIN domains d ON d.name = l.domain
 		CROSS JOIN LATERAL (
 			SELECT * FROM credentials c
-			WHERE c.domain_id = d.id AND c.username = l.username AND c.status AND (c.expires_at IS NULL OR c.expires_at > now())
+			WHERE c.domain_id = d.id AND c.username = l.username AND ` + activeSQL + `
 			OFFSET 0) c`
+}
+
+// ScopeScanSQL is the whole read of a scope: the active credentials of the
+// domain $1 (every domain when $1 is empty), the one statement both
+// whole reads run, with order (an ORDER BY clause, or "") appended. The
+// domain is looked up apart, so that the planner can read the credentials
+// of its id from an index in that index's order.
+// Exported for the bench, which runs the server's own SQL.
+func ScopeScanSQL(order string) string {
+	return `
+		SELECT ` + snapshotCols + `
+		FROM credentials c JOIN domains d ON d.id = c.domain_id
+		WHERE ` + activeSQL + ` AND ($1 = '' OR c.domain_id = (SELECT id FROM domains WHERE name = $1))` + order
 }
 
 // Snapshot calls fn with each active credential of domain (every domain
@@ -346,15 +454,54 @@ func changedRowsSQL(pre string) string {
 // Rows are streamed, not collected: a scope of a million credentials costs
 // the caller only what it keeps of them. An error from fn stops the scan.
 func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain string, fn func(SnapshotRow) error) error {
-	// A whole read may want to scan (LockScope turned scans off for the
-	// keyed statements of its transaction).
-	if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_seqscan', 'on', true)`).Scan(new(string)); err != nil {
+	return scan(ctx, q, true, ScopeScanSQL(""), fn, domain)
+}
+
+// InOrderSQL is the ORDER BY of ScanInOrder: by the first $2 hex digits of
+// the MD5 of the login (none when 0), then by domain, then by login,
+// bytewise (the login is username || '@' || domain). For one domain and no
+// digits it is the order of the index credentials_domain_login_idx, which
+// the planner then reads in order, without a sort.
+const InOrderSQL = `
+		ORDER BY CASE WHEN $2 > 0 THEN left(md5(c.username || '@' || d.name), $2) END,
+		         c.domain_id, (c.username || '@') COLLATE "C"`
+
+// ScanInOrder is Snapshot with the credentials in order: grouped by the
+// first md5Digits hex digits of the MD5 of their login ("%<k>Mu" in a
+// Dovecot path, when md5Digits is k > 0), then by domain, and in login
+// order (bytewise) within a domain. A writer can then stream a scope of
+// any size straight into its files, one file after the other. For one
+// domain (or every domain) and md5Digits 0, PostgreSQL reads the index
+// credentials_domain_login_idx in order; with shards it sorts (on disk
+// when large), still at no memory cost to the caller.
+func (SyncRepo) ScanInOrder(ctx context.Context, q sqlx.QueryerContext, domain string, md5Digits int, fn func(SnapshotRow) error) error {
+	if md5Digits > 0 {
+		return scan(ctx, q, true, ScopeScanSQL(InOrderSQL), fn, domain, md5Digits)
+	}
+	// The planner would rather sort a bitmap scan's rows than read the
+	// index in order, which costs it less only by its estimates: sorts
+	// are off for this read.
+	if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_sort', 'off', true)`).Scan(new(string)); err != nil {
 		return fmt.Errorf("sync snapshot: %w", translate(err))
 	}
-	rows, err := q.QueryxContext(ctx, `
-		SELECT `+snapshotCols+`
-		FROM credentials c JOIN domains d ON d.id = c.domain_id
-		WHERE c.status AND (c.expires_at IS NULL OR c.expires_at > now()) AND ($1 = '' OR d.name = $1)`, domain)
+	if err := scan(ctx, q, false, ScopeScanSQL(InOrderSQL), fn, domain, md5Digits); err != nil {
+		return err
+	}
+	if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_sort', 'on', true)`).Scan(new(string)); err != nil {
+		return fmt.Errorf("sync snapshot: %w", translate(err))
+	}
+	return nil
+}
+
+// scan runs a whole read, seqScan allowing sequential scans for it
+// (LockScope turned them off for the keyed statements of its transaction).
+func scan(ctx context.Context, q sqlx.QueryerContext, seqScan bool, query string, fn func(SnapshotRow) error, args ...any) error {
+	if seqScan {
+		if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_seqscan', 'on', true)`).Scan(new(string)); err != nil {
+			return fmt.Errorf("sync snapshot: %w", translate(err))
+		}
+	}
+	rows, err := q.QueryxContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("sync snapshot: %w", translate(err))
 	}
@@ -371,10 +518,12 @@ func (SyncRepo) Snapshot(ctx context.Context, q sqlx.QueryerContext, domain stri
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("sync snapshot: %w", translate(err))
 	}
-	// Off again for the keyed statements that follow (Finish): a generic
-	// plan first made here would keep a scan for the connection's life.
-	if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_seqscan', 'off', true)`).Scan(new(string)); err != nil {
-		return fmt.Errorf("sync snapshot: %w", translate(err))
+	if seqScan {
+		// Off again for the keyed statements that follow (Finish): a generic
+		// plan first made here would keep a scan for the connection's life.
+		if err := q.QueryRowxContext(ctx, `SELECT set_config('enable_seqscan', 'off', true)`).Scan(new(string)); err != nil {
+			return fmt.Errorf("sync snapshot: %w", translate(err))
+		}
 	}
 	return nil
 }

@@ -134,7 +134,7 @@ func TestApplyStatementsNeedNoSecondConnection(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		tx, err := postgres.Begin(ctx, db)
 		must(t, err)
-		_, err = repo.LockScope(ctx, tx, "t", "s", int64(round))
+		_, _, err = repo.LockScope(ctx, tx, "t", "s", int64(round))
 		if err == nil {
 			_, _, err = repo.ClaimLocked(ctx, tx, "t", "s", &postgres.EventKeys{ID: "credential_id", Login: "login"})
 		}

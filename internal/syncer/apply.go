@@ -19,6 +19,13 @@ import (
 // claims every job of the scope then pending (its own and those committed
 // meanwhile by others), so that under load one apply serves many requests;
 // a request whose jobs another turn applied meanwhile is woken without SQL.
+//
+// The request waits ApplyTimeout at most, but an apply it started has its
+// own deadline, Lease, as a worker's attempt has: an apply that must read
+// and write a large scope whole (after a restart, an import, a file in
+// doubt) finishes in the background when the request stops waiting, and
+// confirms the jobs then, instead of failing on the request's deadline
+// every time and leaving the work to a retry that would fail the same way.
 func (s *Service) Apply(ctx context.Context, p Pending) bool {
 	if s == nil || len(p.ids) == 0 {
 		return false
@@ -42,9 +49,24 @@ func (s *Service) Apply(ctx context.Context, p Pending) bool {
 			return true
 		default:
 		}
-		err := s.applyOrRelease(ctx, scope, nil, p.ids)
-		<-turn
-		if err != nil {
+		done := make(chan error, 1)
+		s.bg.Add(1)
+		go func() { // holds the turn until the apply is over
+			defer s.bg.Done()
+			work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
+			defer cancel()
+			err := s.applyOrRelease(work, scope, nil, p.ids)
+			<-turn
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				return false
+			}
+		case <-w.done:
+			return true
+		case <-ctx.Done():
 			return false
 		}
 	}
@@ -175,7 +197,7 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	token := rand.Int64N(1<<62) + 1
-	prev, err := s.repo.LockScope(ctx, tx, s.target.Name(), scope, token)
+	prev, partsTrusted, err := s.repo.LockScope(ctx, tx, s.target.Name(), scope, token)
 	if err != nil {
 		return g, err
 	}
@@ -193,17 +215,18 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 			changes = func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil }
 		}
 	}
-	return g, s.apply(ctx, tx, scope, g, prev, token, changes)
+	return g, s.apply(ctx, tx, scope, g, prev, token, partsTrusted, changes)
 }
 
 // apply is applyGroup's work once g is claimed and the scope locked (prev
-// is the scope's token before this apply's, token); changes returns the
+// is the scope's token before this apply's, token; partsTrusted says whether
+// the scope's stored fingerprints are its last apply's); changes returns the
 // current rows of the credentials and logins the jobs change.
-func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []postgres.SyncJobRow, prev, token int64,
+func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []postgres.SyncJobRow, prev, token int64, partsTrusted bool,
 	changes func(ctx context.Context, ids []int64, logins []string) ([]postgres.SnapshotRow, error)) error {
 	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
 	b := Batch{Scope: scope, JobIDs: jobIDs(g), Tx: tx, Continues: s.continues(scope, prev),
-		reads: &reads{repo: s.repo, tx: tx, changes: changes}}
+		reads: &reads{repo: s.repo, tx: tx, target: s.target.Name(), changes: changes, partsTrusted: partsTrusted}}
 	for _, j := range g {
 		var e Event
 		if err := json.Unmarshal(j.Event, &e); err != nil {
@@ -236,6 +259,11 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 			if err := s.repo.MarkSyncedIn(ctx, tx, ds); err != nil {
 				return err
 			}
+		}
+	}
+	if r := b.reads; r.keep {
+		if err := s.repo.KeepParts(ctx, tx, s.target.Name(), scope, token, r.prints, r.printsWhole); err != nil {
+			return err
 		}
 	}
 	ids, versions := b.confirmed()

@@ -47,9 +47,10 @@ type Config struct {
 	// the target before answering with remote_synced false.
 	ApplyTimeout time.Duration
 	// Lease is how long a job claimed by a worker stays claimed; a crashed
-	// worker's jobs are claimable again after it. A worker's attempt is
-	// bounded by it. (A request claims its jobs with row locks in the
-	// apply's transaction, which its ApplyTimeout bounds.)
+	// worker's jobs are claimable again after it. Every attempt is bounded
+	// by it, a worker's and a request's (whose jobs are claimed with row
+	// locks in the apply's transaction, and which the request waits for
+	// ApplyTimeout at most: see Service.Apply).
 	Lease time.Duration
 	// PollInterval is how often an idle worker looks for due jobs.
 	PollInterval time.Duration
@@ -114,6 +115,9 @@ type Service struct {
 	// lock serialises processes): an apply waits here, not on a pooled
 	// connection.
 	applying map[string]chan struct{}
+	// bg counts the applies requests started, which may outlive the
+	// request's wait (Apply); Drain waits for them.
+	bg sync.WaitGroup
 }
 
 // waiter is one Apply call waiting for its jobs.
@@ -232,4 +236,13 @@ func (s *Service) Stats(ctx context.Context) (postgres.QueueStats, error) {
 		return postgres.QueueStats{}, nil
 	}
 	return s.repo.Stats(ctx, s.db)
+}
+
+// Drain waits for the applies that requests started (Apply) and left
+// running when they stopped waiting, each bounded by Lease. Call it once no
+// request can call Apply any more (the HTTP server has shut down).
+func (s *Service) Drain() {
+	if s != nil {
+		s.bg.Wait()
+	}
 }

@@ -26,15 +26,24 @@ func TestMain(m *testing.M) { dbtest.Main(m) }
 // recorder is a backend that records what it is asked to hold (a
 // snapshot.Renderer, given to each Service through its own snapshot.Target,
 // as each process has its own); it can be told to fail, and it flags
-// overlapping applies of one scope.
+// overlapping applies of one scope. A part's fingerprint is a digest of its
+// entries.
 type recorder struct {
 	mu       sync.Mutex
-	batches  []snapshot.Batch
+	batches  []batch
 	state    map[string]map[string][]syncer.Entry // scope -> part -> entries
 	fail     atomic.Bool
 	inFlight map[string]int
 	overlap  atomic.Bool
 	delay    time.Duration
+	partOf   func(string) string // Partition's, for Stream
+}
+
+// batch is what one render or stream was given.
+type batch struct {
+	Whole  bool // streamed whole
+	Parts  []snapshot.Part
+	Events []syncer.Event
 }
 
 func newRecorder() *recorder {
@@ -42,10 +51,19 @@ func newRecorder() *recorder {
 }
 
 // partitioned is a recorder whose scopes are split into parts by the
-// login's first letter.
+// login's first letter (which login order groups, as ScanInOrder's).
 type partitioned struct{ *recorder }
 
-func (partitioned) Partition(login string) string { return login[:1] }
+func (partitioned) Partition(login string) string { return firstLetter(login) }
+
+func firstLetter(login string) string { return login[:1] }
+
+// newPartitioned returns a partitioned recorder.
+func newPartitioned() partitioned {
+	r := newRecorder()
+	r.partOf = firstLetter
+	return partitioned{r}
+}
 
 // stored is a partitioned recorder that is also a PartStore: the target
 // reads the parts it changes back from it. readErr, when set, fails
@@ -56,7 +74,7 @@ type stored struct {
 	reads   atomic.Int64
 }
 
-func (s *stored) ReadPart(scope, key string) ([]syncer.Entry, error) {
+func (s *stored) ReadPart(scope, key, print string) ([]syncer.Entry, error) {
 	s.reads.Add(1)
 	if s.readErr.Load() {
 		return nil, errors.New("part unreadable")
@@ -68,31 +86,102 @@ func (s *stored) ReadPart(scope, key string) ([]syncer.Entry, error) {
 
 func (r *recorder) Name() string               { return "recorder" }
 func (r *recorder) Scope(domain string) string { return domain }
-func (r *recorder) Render(_ context.Context, b snapshot.Batch) error {
+func (r *recorder) Partition(string) string    { return "" }
+func (r *recorder) MD5Digits() int             { return 0 }
+
+// printOf is the fingerprint of entries.
+func printOf(entries []syncer.Entry) string {
+	if len(entries) == 0 {
+		return ""
+	}
+	return fmt.Sprint(entries)
+}
+
+func (r *recorder) Holds(scope, key, print string) bool {
 	r.mu.Lock()
-	r.inFlight[b.Scope]++
-	if r.inFlight[b.Scope] > 1 {
+	defer r.mu.Unlock()
+	return printOf(r.state[scope][key]) == print
+}
+
+// enter and leave bracket a write, flagging overlaps.
+func (r *recorder) enter(scope string) error {
+	r.mu.Lock()
+	r.inFlight[scope]++
+	if r.inFlight[scope] > 1 {
 		r.overlap.Store(true)
 	}
 	r.mu.Unlock()
 	time.Sleep(r.delay) // simulated backend latency, to give overlaps a chance
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.inFlight[b.Scope]--
+	r.inFlight[scope]--
 	if r.fail.Load() {
+		r.mu.Unlock()
 		return errors.New("backend unavailable")
 	}
-	r.batches = append(r.batches, b)
-	if b.Whole || r.state[b.Scope] == nil {
-		if !b.Whole {
-			return errors.New("recorder: a first batch must carry the whole state")
-		}
+	return nil // r.mu held
+}
+
+func (r *recorder) Render(_ context.Context, b snapshot.Batch) (map[string]string, error) {
+	if err := r.enter(b.Scope); err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	if r.state[b.Scope] == nil {
 		r.state[b.Scope] = map[string][]syncer.Entry{}
 	}
 	for _, p := range b.Parts {
-		r.state[b.Scope][p.Key] = slices.Clone(p.Entries)
+		if p.AddOnly && p.Entries == nil && printOf(r.state[b.Scope][p.Key]) != p.Print {
+			return nil, fmt.Errorf("%w: part %q", snapshot.ErrInDoubt, p.Key)
+		}
 	}
-	return nil
+	r.batches = append(r.batches, batch{Parts: b.Parts, Events: b.Events})
+	prints := map[string]string{}
+	for _, p := range b.Parts {
+		if p.AddOnly && p.Entries == nil {
+			next := append(slices.Clone(r.state[b.Scope][p.Key]), p.Added...)
+			slices.SortFunc(next, func(a, b syncer.Entry) int { return strings.Compare(a.Login, b.Login) })
+			r.state[b.Scope][p.Key] = next
+		} else {
+			r.state[b.Scope][p.Key] = slices.Clone(p.Entries)
+		}
+		prints[p.Key] = printOf(r.state[b.Scope][p.Key])
+	}
+	return prints, nil
+}
+
+func (r *recorder) Stream(_ context.Context, b snapshot.Batch, _ map[string]string, scan func(fn func(syncer.Entry) error) error) (map[string]string, error) {
+	var parts []snapshot.Part
+	err := scan(func(e syncer.Entry) error {
+		k := r.partition(e.Login)
+		if len(parts) == 0 || parts[len(parts)-1].Key != k {
+			parts = append(parts, snapshot.Part{Key: k})
+		}
+		parts[len(parts)-1].Entries = append(parts[len(parts)-1].Entries, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.enter(b.Scope); err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, batch{Whole: true, Parts: parts, Events: b.Events})
+	r.state[b.Scope] = map[string][]syncer.Entry{}
+	prints := map[string]string{}
+	for _, p := range parts {
+		r.state[b.Scope][p.Key] = p.Entries
+		prints[p.Key] = printOf(p.Entries)
+	}
+	return prints, nil
+}
+
+// partition is the part of login, as Partition gives it.
+func (r *recorder) partition(login string) string {
+	if r.partOf == nil {
+		return ""
+	}
+	return r.partOf(login)
 }
 
 func (r *recorder) applies() int {
@@ -367,10 +456,11 @@ func TestWorkersCooperate(t *testing.T) {
 	}
 }
 
-// A process applies only what changed on top of what it last wrote, unless
-// another process wrote the scope since: then it reads the scope whole, so
-// the other's changes stay in the backend.
-func TestApplyAfterAnotherProcessReadsWhole(t *testing.T) {
+// A process applies only what changed on top of what the backend holds,
+// whichever process wrote it: the parts' fingerprints, stored with each
+// apply, vouch for them, so that another process's turn reads nothing
+// whole, and the backend still ends up with every change.
+func TestApplyAfterAnotherProcessTrustsItsParts(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
 	a := syncer.New(f.db, snapshot.New(rec, nil), fastConfig(), nil)
@@ -388,36 +478,50 @@ func TestApplyAfterAnotherProcessReadsWhole(t *testing.T) {
 		if len(logins) != i+1 {
 			t.Fatalf("after %s the backend holds %v, want u0..u%d", user, logins, i)
 		}
+		if last := rec.batches[len(rec.batches)-1]; last.Whole != (i == 0) {
+			t.Fatalf("apply of %s: whole %v, want a whole write only for the first", user, last.Whole)
+		}
 	}
-	// A reset and a deletion merge into what a holds.
-	ids := f.change(t, a, "u1", "{SSHA512}new")
-	if !a.Apply(ctx, ids) {
+	// A reset, by b: the recorder is no PartStore, so the scope is written whole.
+	ids := f.change(t, b, "u1", "{SSHA512}new")
+	if !b.Apply(ctx, ids) {
 		t.Fatal("reset not confirmed")
 	}
 	got := rec.held("example.com")
 	if len(got) != 5 || got[1].Login != "u1@example.com" || got[1].Hash != "{SSHA512}new" {
 		t.Errorf("after the reset the backend holds %v", got)
 	}
+	// A change of the scope's token behind the syncer's back (as a bulk
+	// import does) makes the next apply write the scope whole.
+	f.db.MustExec(`UPDATE sync_scopes SET token = token + 1`)
+	if !a.Apply(ctx, f.change(t, a, "u9", "{SSHA512}u9")) {
+		t.Fatal("apply of u9 not confirmed")
+	}
+	if last := rec.batches[len(rec.batches)-1]; !last.Whole {
+		t.Error("after the token changed behind the syncer's back the apply added to parts it cannot trust")
+	}
+	f.wantBackendMatchesDB(t, rec)
 }
 
 // A partitioned target is given only the parts a batch changed, except
-// when the scope is read whole (first apply, or another process wrote
-// since), when it is given every part.
+// when the scope is written whole (the first apply, a part in doubt, a
+// change other than new logins for a target that cannot read parts back),
+// when it is given every part. Another process's apply trusts the parts.
 func TestBatchesCarryOnlyChangedParts(t *testing.T) {
-	t.Run("held in memory", func(t *testing.T) {
-		rec := partitioned{newRecorder()}
-		testChangedParts(t, rec, rec.recorder)
+	t.Run("not read back", func(t *testing.T) {
+		rec := newPartitioned()
+		testChangedParts(t, rec, rec.recorder, false)
 	})
 	t.Run("read back from the target", func(t *testing.T) {
-		st := &stored{partitioned: partitioned{newRecorder()}}
-		testChangedParts(t, st, st.recorder)
+		st := &stored{partitioned: newPartitioned()}
+		testChangedParts(t, st, st.recorder, true)
 		if st.reads.Load() == 0 {
 			t.Error("the syncer never read a part back from the PartStore")
 		}
 	})
 }
 
-func testChangedParts(t *testing.T, target snapshot.Renderer, rec *recorder) {
+func testChangedParts(t *testing.T, target snapshot.Renderer, rec *recorder, readBack bool) {
 	f := newFixture(t)
 	a := syncer.New(f.db, snapshot.New(target, nil), fastConfig(), nil)
 	b := syncer.New(f.db, snapshot.New(target, nil), fastConfig(), nil)
@@ -431,9 +535,10 @@ func testChangedParts(t *testing.T, target snapshot.Renderer, rec *recorder) {
 		{a, "alice", true, "a"},
 		{a, "bob", false, "b"},
 		{a, "anna", false, "a"},
-		{a, "alice", false, "a"}, // a reset
-		{b, "carol", true, "abc"},
-		{a, "bert", true, "abc"},
+		{a, "alice", !readBack, map[bool]string{true: "a", false: "ab"}[readBack]}, // a reset
+		{b, "carol", false, "c"},
+		{a, "bert", false, "b"},
+		{b, "bob", !readBack, map[bool]string{true: "b", false: "abc"}[readBack]}, // a reset
 		{a, "carl", false, "c"},
 	}
 	for i, st := range steps {
@@ -457,14 +562,14 @@ func testChangedParts(t *testing.T, target snapshot.Renderer, rec *recorder) {
 // and the backend still ends up equal to the database.
 func TestUnreadablePartReadsWhole(t *testing.T) {
 	f := newFixture(t)
-	st := &stored{partitioned: partitioned{newRecorder()}}
+	st := &stored{partitioned: newPartitioned()}
 	s := syncer.New(f.db, snapshot.New(st, nil), fastConfig(), nil)
 	ctx := context.Background()
-	for i, user := range []string{"alice", "bob", "anna"} {
-		if i == 2 {
+	for i, user := range []string{"alice", "bob", "anna", "alice"} {
+		if i == 3 { // a reset, merged into its part read back
 			st.readErr.Store(true)
 		}
-		if !s.Apply(ctx, f.change(t, s, user, "{SSHA512}"+user)) {
+		if !s.Apply(ctx, f.change(t, s, user, fmt.Sprintf("{SSHA512}%s%d", user, i))) {
 			t.Fatalf("apply of %s not confirmed", user)
 		}
 	}
@@ -480,9 +585,9 @@ func TestUnreadablePartReadsWhole(t *testing.T) {
 // the backend: a login is gone only when no active credential holds it.
 func TestLateDeleteKeepsTheLoginsNewOwner(t *testing.T) {
 	for name, target := range map[string]func() (snapshot.Renderer, *recorder){
-		"held in memory": func() (snapshot.Renderer, *recorder) { r := partitioned{newRecorder()}; return r, r.recorder },
+		"not read back": func() (snapshot.Renderer, *recorder) { r := newPartitioned(); return r, r.recorder },
 		"read back from the target": func() (snapshot.Renderer, *recorder) {
-			st := &stored{partitioned: partitioned{newRecorder()}}
+			st := &stored{partitioned: newPartitioned()}
 			return st, st.recorder
 		},
 	} {
@@ -519,6 +624,11 @@ func testLateDelete(t *testing.T, target func() (snapshot.Renderer, *recorder), 
 	f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() + interval '1 hour', attempts = attempts + 1 WHERE done_at IS NULL`)
 	if !s.Apply(ctx, f.change(t, s, "alice", "{SSHA512}new")) {
 		t.Fatal("re-create not confirmed")
+	}
+	// The backend still had the old alice (its deletion is pending): the
+	// re-create is no new login to add beside it.
+	if got, want := rec.held("example.com"), []syncer.Entry{{Login: "alice@example.com", Hash: "{SSHA512}new"}}; !slices.Equal(got, want) {
+		t.Fatalf("after the re-create the backend holds %v, want %v", got, want)
 	}
 	f.db.MustExec(`UPDATE sync_jobs SET locked_until = now() - interval '1 second' WHERE done_at IS NULL`)
 	if by == "request" {
@@ -591,12 +701,21 @@ type gated struct {
 	started, release chan struct{}
 }
 
-func (g *gated) Render(ctx context.Context, b snapshot.Batch) error {
+func (g *gated) Render(ctx context.Context, b snapshot.Batch) (map[string]string, error) {
+	g.hold()
+	return g.recorder.Render(ctx, b)
+}
+
+func (g *gated) Stream(ctx context.Context, b snapshot.Batch, known map[string]string, scan func(fn func(syncer.Entry) error) error) (map[string]string, error) {
+	g.hold()
+	return g.recorder.Stream(ctx, b, known, scan)
+}
+
+func (g *gated) hold() {
 	if g.gate.CompareAndSwap(true, false) {
 		close(g.started)
 		<-g.release
 	}
-	return g.recorder.Render(ctx, b)
 }
 
 // A request whose context ends while its target is still applying keeps
@@ -639,8 +758,9 @@ func TestApplyHoldsTheScopeLockUntilTheTargetReturns(t *testing.T) {
 }
 
 // After an apply whose target succeeded but whose commit failed, the
-// backend holds a state the database does not record: the next batch
-// reads the scope whole instead of continuing from what was held.
+// backend holds a state the database does not record (its fingerprint is
+// not the one stored): the next batch finds the part in doubt and writes
+// the scope whole instead of adding to it.
 func TestFailedCommitMakesTheNextBatchWhole(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
@@ -663,7 +783,7 @@ func TestFailedCommitMakesTheNextBatchWhole(t *testing.T) {
 		t.Fatal("apply of dave not confirmed")
 	}
 	if last := rec.batches[len(rec.batches)-1]; !last.Whole {
-		t.Error("after a failed commit the next batch continued from the held state")
+		t.Error("after a failed commit the next batch added to a part in doubt")
 	}
 	f.wantBackendMatchesDB(t, rec)
 }
@@ -675,15 +795,16 @@ type txBreaker struct {
 	once atomic.Bool
 }
 
-func (x *txBreaker) Render(ctx context.Context, b snapshot.Batch) error {
-	if err := x.recorder.Render(ctx, b); err != nil {
-		return err
+func (x *txBreaker) Render(ctx context.Context, b snapshot.Batch) (map[string]string, error) {
+	prints, err := x.recorder.Render(ctx, b)
+	if err != nil {
+		return nil, err
 	}
 	if x.once.CompareAndSwap(true, false) {
 		var n int
 		_ = sqlx.GetContext(ctx, b.Tx, &n, `SELECT 1/0`) // aborts the transaction
 	}
-	return nil
+	return prints, nil
 }
 
 // replayer is a target that replays events and reads state only through
@@ -847,4 +968,35 @@ func TestManyFailedAppliesDoNotPutRecoveryOff(t *testing.T) {
 	}
 	t.Logf("outage %v: %d failed attempts by requests, %d by the worker (bound %d), max attempts %d",
 		outage.Round(time.Millisecond), count.request.Load(), worker, bound, most)
+}
+
+// An apply that takes longer than its request waits (a whole write of a
+// large scope) runs on to its own deadline and confirms the jobs itself:
+// the request answers unconfirmed when its wait ends, and the change is
+// synced without a worker's retry and without a recorded failure.
+func TestApplyOutlivesTheRequestsWait(t *testing.T) {
+	f := newFixture(t)
+	rec := newRecorder()
+	slow := &gated{recorder: rec, started: make(chan struct{}), release: make(chan struct{})}
+	slow.gate.Store(true)
+	cfg := fastConfig()
+	cfg.Lease = time.Minute // the apply's own deadline
+	s := syncer.New(f.db, snapshot.New(slow, nil), cfg, nil)
+	p := f.change(t, s, "alice", "{SSHA512}a")
+	confirmed := make(chan bool)
+	go func() { confirmed <- s.Apply(context.Background(), p) }()
+	<-slow.started
+	if <-confirmed {
+		t.Fatal("the request saw its change confirmed while the target was still writing")
+	}
+	close(slow.release)
+	eventually(t, 10*time.Second, "the apply to confirm alice", func() bool { return f.synced(t, "alice") })
+	var failed int
+	if err := f.db.Get(&failed, `SELECT count(*) FROM sync_jobs WHERE attempts > 0 OR last_error IS NOT NULL OR first_failed_at IS NOT NULL`); err != nil {
+		t.Fatal(err)
+	}
+	if failed != 0 {
+		t.Errorf("%d jobs recorded a failed attempt", failed)
+	}
+	f.wantBackendMatchesDB(t, rec)
 }

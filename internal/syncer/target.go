@@ -2,6 +2,8 @@ package syncer
 
 import (
 	"context"
+	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -79,11 +81,12 @@ func (b Batch) Changes(ctx context.Context) (logins []string, current []Entry, o
 	if !ok {
 		return nil, nil, false, nil
 	}
-	rows, err := b.reads.changes(ctx, ids, logins)
+	rows, err := b.reads.rows(ctx, ids, logins)
 	if err != nil {
 		return nil, nil, false, err
 	}
 	b.reads.read = true // what was read is confirmed, even nothing
+	b.reads.ids, b.reads.versions = b.reads.ids[:0], b.reads.versions[:0]
 	current = make([]Entry, len(rows))
 	for i, r := range rows {
 		b.reads.note(r)
@@ -133,13 +136,125 @@ func (b Batch) Scan(ctx context.Context, fn func(Entry) error) error {
 	})
 }
 
+// ScanInOrder is Scan with the entries in order: grouped by the first
+// md5Digits hex digits of the MD5 of the login (as Dovecot's "%<k>Mu"
+// shards them; no grouping when 0), then by domain, then in login order
+// (bytewise) within a domain. A target writing files can stream them
+// straight in, one file after the other: a whole read of a scope of any
+// size then costs it constant memory.
+//
+// A login's previous password (PreviousSuffix, during a reset's grace
+// period) comes right after the login: it sorts there bytewise, and is in
+// the login's shard. The scope's previous passwords are read first and
+// held until their login comes: only logins in a grace period cost memory.
+func (b Batch) ScanInOrder(ctx context.Context, md5Digits int, fn func(Entry) error) error {
+	r := b.reads
+	r.ids, r.versions = r.ids[:0], r.versions[:0]
+	r.read = true
+	prev := map[string]string{}
+	if err := r.repo.PreviousIn(ctx, r.tx, b.Scope, func(p postgres.PreviousRow) error {
+		prev[p.Login] = p.Hash
+		return nil
+	}); err != nil {
+		return err
+	}
+	return r.repo.ScanInOrder(ctx, r.tx, b.Scope, md5Digits, func(row postgres.SnapshotRow) error {
+		r.note(row)
+		if err := fn(Entry{Login: row.Login, Hash: row.Hash}); err != nil {
+			return err
+		}
+		if h, ok := prev[row.Login]; ok {
+			return fn(Entry{Login: row.Login + PreviousSuffix, Hash: h})
+		}
+		return nil
+	})
+}
+
+// Prints returns the fingerprints that the scope's applies kept (KeepPrints)
+// for the parts keys (every part with one, when keys is nil), and whether
+// they can be trusted: the scope's last committed apply kept them, and
+// nobody changed the scope's token behind the syncer's back since. A part
+// without a fingerprint then has nothing in the backend. The fingerprint's
+// format is the target's.
+func (b Batch) Prints(ctx context.Context, keys []string) (map[string]string, bool, error) {
+	r := b.reads
+	if !r.partsTrusted {
+		return nil, false, nil
+	}
+	prints, err := r.repo.Parts(ctx, r.tx, r.target, b.Scope, keys)
+	if err != nil {
+		return nil, false, err
+	}
+	return prints, true, nil
+}
+
+// KeepPrints records, when the apply commits, the fingerprints of the parts
+// the target wrote (an empty one: the part is gone), and that every part's
+// fingerprint is true; with whole, the parts not in prints are gone. A
+// target that does not call it leaves the scope's fingerprints untrusted.
+func (b Batch) KeepPrints(prints map[string]string, whole bool) {
+	b.reads.keep, b.reads.prints, b.reads.printsWhole = true, prints, whole
+}
+
+// NewLogins reports whether the batch only adds logins that no apply can
+// have given the backend yet, and returns their entries, sorted by login:
+// every event is an upsert of a credential that is active, holds its login,
+// and was never confirmed synced (synced_version 0), and no other job of
+// the scope is pending for those logins (a deletion a worker holds). A
+// target that still holds exactly what the last apply gave it may then add
+// these entries and touch nothing else. What it returns is confirmed as
+// Changes' would be.
+func (b Batch) NewLogins(ctx context.Context) ([]Entry, bool, error) {
+	ids, logins, ok := changedCredentials(b.Events)
+	if !ok {
+		return nil, false, nil
+	}
+	want := make(map[string]int64, len(logins)) // login -> credential
+	for _, e := range b.Events {
+		if e.Type != CredentialUpserted {
+			return nil, false, nil
+		}
+		if id, seen := want[e.Login]; seen && id != e.CredentialID {
+			return nil, false, nil
+		}
+		want[e.Login] = e.CredentialID
+	}
+	rows, err := b.reads.rows(ctx, ids, logins)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(rows) != len(want) {
+		return nil, false, nil
+	}
+	for _, r := range rows {
+		if id, ok := want[r.Login]; !ok || id != r.CredentialID || r.SyncedVersion != 0 {
+			return nil, false, nil
+		}
+	}
+	r := b.reads
+	if pending, err := r.repo.PendingFor(ctx, r.tx, r.target, b.Scope, b.JobIDs, logins, eventKeys.Login); err != nil || pending {
+		return nil, false, err
+	}
+	r.read = true
+	entries := make([]Entry, len(rows))
+	for i, row := range rows {
+		r.note(row)
+		entries[i] = Entry{Login: row.Login, Hash: row.Hash}
+	}
+	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Login, b.Login) })
+	return entries, true, nil
+}
+
 // reads is a batch's access to the scope's state, and the versions read.
 type reads struct {
-	repo postgres.SyncRepo
-	tx   sqlx.QueryerContext
+	repo   postgres.SyncRepo
+	tx     sqlx.QueryerContext
+	target string
 	// changes returns the current rows of the changed credentials and
 	// logins: given by the claim, or read on demand.
 	changes func(ctx context.Context, ids []int64, logins []string) ([]postgres.SnapshotRow, error)
+	changed []postgres.SnapshotRow // what changes returned, once called
+	asked   bool
 	// read is set once the target read state; ids and versions are then
 	// what the apply confirms.
 	read          bool
@@ -147,6 +262,24 @@ type reads struct {
 	// seen has the credentials of the batch's events that carry a
 	// version, true once the target read them.
 	seen map[int64]bool
+	// partsTrusted: the scope's stored fingerprints are its last apply's.
+	partsTrusted bool
+	// keep is set by KeepPrints, with what it was given.
+	keep        bool
+	prints      map[string]string
+	printsWhole bool
+}
+
+// rows returns what changes returns, read once.
+func (r *reads) rows(ctx context.Context, ids []int64, logins []string) ([]postgres.SnapshotRow, error) {
+	if !r.asked {
+		rows, err := r.changes(ctx, ids, logins)
+		if err != nil {
+			return nil, err
+		}
+		r.changed, r.asked = rows, true
+	}
+	return r.changed, nil
 }
 
 func (r *reads) note(row postgres.SnapshotRow) {

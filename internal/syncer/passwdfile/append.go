@@ -40,11 +40,12 @@ import (
 
 // appendLines appends the lines of added to the file at path when the file
 // is still the one st last recorded and entries is its entries plus added
-// (see File.Append). It reports false, having written nothing, when it
-// cannot tell, and the caller then replaces the file; true with an error
-// when the append failed, leaving the file in doubt.
+// (see File.Append; entries nil: the caller vouches for it with a Known
+// print, which st has adopted). It reports false, having written nothing,
+// when it cannot tell, and the caller then replaces the file; true with an
+// error when the append failed, leaving the file in doubt.
 func (w *Writer) appendLines(path string, st *fileState, entries, added []syncer.Entry) (bool, error) {
-	if st.lastIno == 0 || len(entries) != st.lines+len(added) || !w.addedIn(entries, added) {
+	if st.lastIno == 0 || entries != nil && len(entries) != st.lines+len(added) || !w.addedIn(entries, added) {
 		return false, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0)
@@ -96,15 +97,39 @@ func (w *Writer) appendLines(path string, st *fileState, entries, added []syncer
 		return fail(err)
 	}
 	st.wrote(mtime, inode(fi), from, size, lines+len(added))
+	st.sum += lineSum(added)
 	return true, nil
 }
 
+// adopt makes st describe the file that known describes, as a Known print
+// vouches for it, unless st already does (it wrote that file). The sizes
+// such a file showed within its mtime's second are not known here (another
+// Writer wrote it): an append may only start once the clock has left that
+// second (see appendSafe), so adopt waits for it when the clock is in it,
+// at most a second, which only a file written moments ago by another
+// process costs.
+func (st *fileState) adopt(known Print) {
+	if st.lastIno == known.Ino && st.size == known.Size && st.lastMtime.Equal(known.Mtime) {
+		st.lines, st.sum = int(known.Lines), known.Sum
+		return
+	}
+	st.lastIno, st.size, st.lastMtime, st.lines, st.sum = known.Ino, known.Size, known.Mtime, int(known.Lines), known.Sum
+	st.seen = st.seen[:0]
+	for fileClock().Unix() == known.Mtime.Unix() { // (an mtime ahead of the clock: no append, see appendSafe)
+		time.Sleep(max(time.Until(known.Mtime.Add(time.Second)), time.Millisecond))
+	}
+}
+
 // addedIn reports whether added is strictly sorted and every entry of it
-// in entries (sorted) with the same hash. (appendRender checks the fields.)
+// in entries (sorted) with the same hash; entries nil: only the order is
+// checked. (appendRender checks the fields.)
 func (w *Writer) addedIn(entries, added []syncer.Entry) bool {
 	for i, a := range added {
 		if i > 0 && added[i-1].Login >= a.Login {
 			return false
+		}
+		if entries == nil {
+			continue
 		}
 		j, found := slices.BinarySearchFunc(entries, a.Login, func(e syncer.Entry, l string) int { return cmp.Compare(e.Login, l) })
 		if !found || entries[j].Hash != a.Hash {

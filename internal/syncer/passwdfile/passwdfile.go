@@ -113,6 +113,7 @@ type fileState struct {
 	seen      []sizeRange // the sizes the file may have shown with lastMtime's second
 	size      int64       // the file's size then
 	lines     int         // and its number of lines
+	sum       uint64      // and the sum of its lines' checksums (see Print)
 
 	// For a file that is not a shard and not larger than spliceMax: the
 	// last content rendered and the entries it was rendered from, so that
@@ -285,13 +286,26 @@ func (w *Writer) Write(domain, shard string, entries []syncer.Entry) error {
 // same inode, size, mtime, mode and group, and as many lines as Entries
 // less Added); otherwise it replaces the file as without Append. An append
 // costs O(len(Added)), where a replacement costs O(len(Entries)).
+//
+// With Known, the caller states that the file is the one that Print
+// describes (the fingerprint recorded when it was written, maybe by
+// another Writer or process): an Append then needs no Entries (nil), and
+// is made when the file still matches Known, which the Writer checks by
+// its inode, size, mtime, mode and group; if it does not, the file is
+// replaced from Entries, or, without Entries, Update fails with an error
+// for which InDoubt is true, having left that file alone.
 type File struct {
 	Shard   string
 	Entries []syncer.Entry
 	Remove  bool
 	Append  bool
 	Added   []syncer.Entry
+	Known   *Print
 }
+
+// InDoubt reports whether err is (or wraps) an Update's refusal to append
+// to a file that is not as its Known print says.
+func InDoubt(err error) bool { return errors.Is(err, errInDoubt) }
 
 // Update brings files of domain to their new states, as Write and Remove
 // would one by one, except that the files are written concurrently (their
@@ -308,22 +322,34 @@ type File struct {
 // mtime): for writing a whole state of which most files are likely
 // current, e.g. after a restart. A shard given twice is written in order.
 func (w *Writer) Update(domain string, files []File, unlessSame bool) error {
+	_, err := w.UpdatePrints(domain, files, unlessSame)
+	return err
+}
+
+// UpdatePrints is Update, returning the fingerprint of each file as it
+// left it (the zero Print for a file removed, or not written because of an
+// error).
+func (w *Writer) UpdatePrints(domain string, files []File, unlessSame bool) ([]Print, error) {
 	for _, f := range files {
 		path, err := w.path(domain, f.Shard)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := w.checkShard(path, f.Shard, f.Entries); err != nil {
-			return err
+			return nil, err
+		}
+		if err := w.checkShard(path, f.Shard, f.Added); err != nil {
+			return nil, err
 		}
 	}
 	dirs := make([]string, len(files)) // the directory each file changed in
 	errs := make([]error, len(files))
+	prints := make([]Print, len(files))
 	one := func(i int) {
 		if f := files[i]; f.Remove {
 			dirs[i], errs[i] = w.remove(domain, f.Shard)
 		} else {
-			dirs[i], errs[i] = w.write(domain, f, unlessSame)
+			dirs[i], prints[i], errs[i] = w.write(domain, f, unlessSame)
 		}
 	}
 	if len(files) < 2 || repeatsShard(files) {
@@ -352,10 +378,10 @@ func (w *Writer) Update(domain string, files []File, unlessSame bool) error {
 	}
 	for _, err := range errs {
 		if err != nil {
-			return errors.Join(err, w.syncDirs(changed))
+			return prints, errors.Join(err, w.syncDirs(changed))
 		}
 	}
-	return w.syncDirs(changed)
+	return prints, w.syncDirs(changed)
 }
 
 // updateWorkers bounds the files Update writes at once.
@@ -383,54 +409,77 @@ func (w *Writer) syncDirs(dirs []string) error {
 }
 
 // write appends to one file (see File.Append) or replaces it, and returns
-// its directory if it changed there (which the caller syncs).
-func (w *Writer) write(domain string, f File, unlessSame bool) (changedDir string, err error) {
+// its directory if it changed there (which the caller syncs), and its
+// fingerprint.
+func (w *Writer) write(domain string, f File, unlessSame bool) (changedDir string, p Print, err error) {
 	path, err := w.path(domain, f.Shard) // checked by Update, with the shard
 	if err != nil {
-		return "", err
+		return "", Print{}, err
 	}
 	st := w.lock(path)
 	defer st.mu.Unlock()
-	if f.Append {
+	switch {
+	case f.Known != nil:
+		fi, err := os.Lstat(path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", Print{}, fmt.Errorf("passwdfile: %w", err)
+		}
+		if err != nil {
+			fi = nil
+		}
+		switch matches := w.matches(fi, *f.Known); {
+		case matches && f.Append && fi != nil:
+			st.adopt(*f.Known)
+			if done, err := w.appendLines(path, st, nil, f.Added); done || err != nil {
+				return "", st.print(), err // an append leaves the directory as it was
+			}
+		case matches && f.Append && f.Entries == nil: // no file: the added are all its entries
+			f.Entries = f.Added
+		}
+		if f.Entries == nil {
+			return "", Print{}, fmt.Errorf("%w: %s", errInDoubt, path)
+		}
+	case f.Append:
 		if done, err := w.appendLines(path, st, f.Entries, f.Added); done || err != nil {
-			return "", err // an append leaves the directory as it was
+			return "", st.print(), err
 		}
 	}
 	entries := f.Entries
 	data, err := st.render(entries, w.shardDigits == 0)
 	if err != nil {
-		return "", err
+		return "", Print{}, err
 	}
 
 	dir := filepath.Dir(path)
 	if err := w.ensureDir(dir); err != nil {
-		return "", err
+		return "", Print{}, err
 	}
 	fi, err := os.Lstat(path)
 	exists := err == nil
 	switch {
 	case exists && !fi.Mode().IsRegular():
-		return "", fmt.Errorf("passwdfile: %s exists and is not a regular file (%v)", path, fi.Mode().Type())
+		return "", Print{}, fmt.Errorf("passwdfile: %s exists and is not a regular file (%v)", path, fi.Mode().Type())
 	case !exists && !errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("passwdfile: %w", err)
+		return "", Print{}, fmt.Errorf("passwdfile: %w", err)
 	}
 	if unlessSame && exists && fi.Size() == int64(len(data)) && w.holds(path, fi, data) {
 		// Left alone, but its directory is synced all the same: the
 		// file may be the rename of a process that crashed before it
 		// synced the directory.
-		return dir, nil
+		return dir, Print{Ino: inode(fi), Size: fi.Size(), Mtime: fi.ModTime(), Lines: int64(len(entries)), Sum: lineSum(entries)}, nil
 	}
 	mtime := st.nextMtime(fi, exists, int64(len(data)), time.Now())
 	if err := w.replace(path, data, mtime); err != nil {
 		st.lastIno = 0 // the file is in doubt
-		return "", err
+		return "", Print{}, err
 	}
 	var ino uint64 // 0, unknown, when the Lstat fails: no append then, but the mtime is kept
 	if fi, err := os.Lstat(path); err == nil {
 		ino = inode(fi)
 	}
 	st.wrote(mtime, ino, int64(len(data)), int64(len(data)), len(entries))
-	return dir, nil
+	st.sum = lineSum(entries)
+	return dir, st.print(), nil
 }
 
 // checkShard makes sure that every entry of the file at path belongs in

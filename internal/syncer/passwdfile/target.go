@@ -17,15 +17,17 @@ import (
 const TargetName = "passwd-file"
 
 // NewTarget returns the sync target keeping w's passwd-file(s) equal to
-// the database: each apply rewrites the files (shards) its changes touch,
-// each rendered whole from the state, so retries are idempotent and a crash
-// leaves either the old or the new file. A change that only adds logins to
-// a file this process wrote is appended to it instead (see File.Append): a
-// crash may then leave a partial last line, of a login not yet reported
-// synced, which the retry's whole write replaces. With shards, a changed
-// shard's file is read back instead of the domain's state being held in
-// memory (snapshot.PartStore). log gets the warnings of files that could
-// not be read back.
+// the database, holding none of their content in memory (see package
+// snapshot). A change that only adds new logins is appended to their files
+// (see File.Append), when each file is still the one its fingerprint,
+// stored with the apply that wrote it, describes: a crash may then leave a
+// partial last line, of a login not yet reported synced, and a file that
+// no longer matches its fingerprint, which the retry writes whole. With
+// shards, another change rewrites the changed shards, read back
+// (snapshot.PartStore); without, and whenever a file is in doubt, the
+// scope's files are streamed whole from the database (Writer.Stream). Each
+// rewrite is atomic: a crash leaves the old or the new file. log gets the
+// warnings of files in doubt.
 func NewTarget(w *Writer, log *slog.Logger) *snapshot.Target {
 	r := newRenderer(w)
 	if w.Sharded() {
@@ -56,11 +58,19 @@ type renderer struct {
 // small enough to read back at each change.
 type shardRenderer struct{ *renderer }
 
-// ReadPart implements snapshot.PartStore.
-func (r shardRenderer) ReadPart(scope, key string) ([]syncer.Entry, error) {
+// ReadPart implements snapshot.PartStore: the shard's file, checked
+// against its fingerprint.
+func (r shardRenderer) ReadPart(scope, key, print string) ([]syncer.Entry, error) {
+	p, err := ParsePrint(print)
+	if err != nil {
+		return nil, err
+	}
 	entries, err := r.w.Read(scope, key)
 	if err != nil {
 		return nil, r.hidePaths(err)
+	}
+	if int64(len(entries)) != p.Lines || lineSum(entries) != p.Sum {
+		return nil, fmt.Errorf("%w: shard %q of %q holds %d lines, not those of its fingerprint", snapshot.ErrInDoubt, key, scope, len(entries))
 	}
 	return entries, nil
 }
@@ -77,19 +87,67 @@ func (r *renderer) Scope(domain string) string {
 	return ""
 }
 
-// Partition implements snapshot.Partitioner: a login's part is its shard
+// Partition implements snapshot.Renderer: a login's part is its shard
 // ("", one file per scope, when the path has no shard variable).
 func (r *renderer) Partition(login string) string { return r.w.Shard(login) }
 
+// MD5Digits implements snapshot.Renderer.
+func (r *renderer) MD5Digits() int { return r.w.shardDigits }
+
+// Holds implements snapshot.Renderer.
+func (r *renderer) Holds(scope, key, print string) bool {
+	p, err := ParsePrint(print)
+	return err == nil && r.w.Holds(scope, key, p)
+}
+
 // Render implements snapshot.Renderer: it rewrites the file of each part
-// given; a file whose path has a variable and that has no login left is
-// removed. A whole state also visits the parts not given, and rewrites only
-// the files whose content differs.
-func (r *renderer) Render(_ context.Context, b snapshot.Batch) error {
-	if err := r.render(b); err != nil {
-		return r.hidePaths(err)
+// given, or appends the added logins to it (see File.Append); a file whose
+// path has a variable and that has no login left is removed.
+func (r *renderer) Render(_ context.Context, b snapshot.Batch) (map[string]string, error) {
+	removable := r.w.PerDomain() || r.w.Sharded() // else the one file stays, maybe empty
+	files := make([]File, 0, len(b.Parts))
+	for _, part := range b.Parts {
+		f := File{Shard: part.Key, Entries: part.Entries, Remove: len(part.Entries) == 0 && !part.AddOnly && removable}
+		if part.AddOnly {
+			known, err := ParsePrint(part.Print)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", snapshot.ErrInDoubt, err)
+			}
+			f.Append, f.Added, f.Known = true, part.Added, &known
+		}
+		files = append(files, f)
 	}
-	return nil
+	prints, err := r.w.UpdatePrints(b.Scope, files, false)
+	if err != nil {
+		if InDoubt(err) {
+			return nil, fmt.Errorf("%w: %v", snapshot.ErrInDoubt, r.hidePaths(err))
+		}
+		return nil, r.hidePaths(err)
+	}
+	out := make(map[string]string, len(files))
+	for i, f := range files {
+		out[f.Shard] = prints[i].String()
+	}
+	return out, nil
+}
+
+// Stream implements snapshot.Renderer (see Writer.Stream).
+func (r *renderer) Stream(_ context.Context, b snapshot.Batch, known map[string]string, scan func(fn func(syncer.Entry) error) error) (map[string]string, error) {
+	kp := make(map[string]Print, len(known))
+	for k, s := range known {
+		if p, err := ParsePrint(s); err == nil {
+			kp[k] = p
+		}
+	}
+	prints, err := r.w.Stream(b.Scope, kp, scan)
+	if err != nil {
+		return nil, r.hidePaths(err)
+	}
+	out := make(map[string]string, len(prints))
+	for k, p := range prints {
+		out[k] = p.String()
+	}
+	return out, nil
 }
 
 // hidePaths returns err with the files' directory (up to the first
@@ -100,36 +158,4 @@ func (r *renderer) hidePaths(err error) error {
 		return err
 	}
 	return errors.New(r.dirRe.ReplaceAllString(err.Error(), "<passwd-file dir>$1"))
-}
-
-func (r *renderer) render(b snapshot.Batch) error {
-	removable := r.w.PerDomain() || r.w.Sharded() // else the one file stays, maybe empty
-	file := func(shard string, entries []syncer.Entry) File {
-		return File{Shard: shard, Entries: entries, Remove: len(entries) == 0 && removable}
-	}
-	if !b.Whole {
-		files := make([]File, 0, len(b.Parts))
-		for _, part := range b.Parts {
-			f := file(part.Key, part.Entries)
-			// New logins only: appended to the file when it is the one the
-			// Writer last wrote.
-			f.Append, f.Added = part.AddOnly, part.Added
-			files = append(files, f)
-		}
-		return r.w.Update(b.Scope, files, false)
-	}
-	given := make(map[string][]syncer.Entry, len(b.Parts))
-	for _, part := range b.Parts {
-		given[part.Key] = part.Entries
-	}
-	shards := r.w.Shards()
-	files := make([]File, 0, len(shards))
-	for _, shard := range shards {
-		files = append(files, file(shard, given[shard]))
-		delete(given, shard)
-	}
-	for k := range given {
-		return fmt.Errorf("sync: part %q is not a shard of the passwd-file template", k)
-	}
-	return r.w.Update(b.Scope, files, true)
 }

@@ -5,12 +5,11 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
-// Merging the changed credentials' rows into what was held must give
+// Merging the changed credentials' rows into the parts read back must give
 // exactly what a whole-scope read of the new state gives, whatever the
 // changes: new logins, new hashes, deletions, a login taken over by a new
 // credential whose predecessor's deletion is not among the changes; and the
@@ -45,13 +44,13 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 		}
 		return 0, false
 	}
-	h := newHeld(time.Now(), partOf).done()
 	key := func(login string) string {
 		if partOf == nil {
 			return ""
 		}
 		return partOf(login)
 	}
+	h := &heldParts{partOf: key, parts: map[string][]syncer.Entry{}}
 	type db0 struct {
 		id    int64
 		login string
@@ -129,11 +128,14 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 				otherParts++
 			}
 		}
-		whole := newHeld(time.Now(), partOf)
+		whole := &heldParts{partOf: key, parts: map[string][]syncer.Entry{}}
 		for _, r := range rowsOf() {
-			whole.add(r)
+			whole.parts[key(r.Login)] = append(whole.parts[key(r.Login)], r)
 		}
-		full := whole.done().all()
+		for _, es := range whole.parts {
+			slices.SortFunc(es, byLogin)
+		}
+		full := whole.all()
 		if got := h.all(); !slices.EqualFunc(got, full, equalPart) {
 			t.Fatalf("round %d: merged state differs from a full read:\n got %v\nwant %v", round, got, full)
 		}
@@ -162,21 +164,34 @@ func testHeldMerge(t *testing.T, partOf func(string) string) {
 
 func equalPart(a, b Part) bool { return a.Key == b.Key && slices.Equal(a.Entries, b.Entries) }
 
-// One apply's merge into a domain of 20,000 logins: 8 creates.
-func BenchmarkHeldMerge(b *testing.B) {
-	h := newHeld(time.Now(), nil)
-	for i := range 20000 {
-		h.add(syncer.Entry{Login: fmt.Sprintf("u%07d@bench.example", i*3), Hash: "{X}h"})
+// heldParts is a scope's parts as a backend holds them, changed by
+// changedParts as a PartStore's are.
+type heldParts struct {
+	partOf func(string) string
+	parts  map[string][]syncer.Entry
+}
+
+func (h *heldParts) merge(logins []string, rows []syncer.Entry) []Part {
+	parts, err := changedParts(h.partOf, logins, rows, func(k string) ([]syncer.Entry, error) {
+		return slices.Clone(h.parts[k]), nil
+	}, nil)
+	if err != nil {
+		panic(err)
 	}
-	h.done()
-	var logins []string
-	var rows []syncer.Entry
-	for i := range 8 {
-		l := fmt.Sprintf("u%07d@bench.example", i*7001*3+1)
-		logins = append(logins, l)
-		rows = append(rows, syncer.Entry{Login: l, Hash: "{X}new"})
+	for _, p := range parts {
+		h.parts[p.Key] = p.Entries
 	}
-	for b.Loop() {
-		h.merge(logins, rows)
+	return parts
+}
+
+// all returns every non-empty part, by key.
+func (h *heldParts) all() []Part {
+	var out []Part
+	for k, es := range h.parts {
+		if len(es) > 0 {
+			out = append(out, Part{Key: k, Entries: es})
+		}
 	}
+	slices.SortFunc(out, byKey)
+	return out
 }
