@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -52,8 +53,12 @@ func (c *credentialsImportCmd) Run(r *runEnv) error {
 			return accountErr("credentials import", err)
 		}
 		ac := cfg.appConfig()
+		// The apply may rewrite a scope of a million logins: it gets the
+		// whole wait, not a worker's lease.
 		ac.Sync.Timeout = max(c.SyncWait, time.Millisecond)
-		outbox, err := app.NewOutbox(ac, db, nil)
+		ac.Sync.Lease = max(c.SyncWait, 15*time.Second)
+		log := slog.New(slog.NewTextHandler(r.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		outbox, err := app.NewOutbox(ac, db, log)
 		if err != nil {
 			return cliError(err)
 		}
