@@ -23,7 +23,7 @@ type cli struct {
 	Migrate     migrateCmd     `cmd:"" help:"Apply the embedded migrations to DATABASE_URL."`
 	Accounts    accountsCmd    `cmd:"" help:"Create, list and re-key accounts (API tenants)."`
 	Domains     domainsCmd     `cmd:"" help:"Attach, list, verify sending domains, or mark them verified."`
-	Credentials credentialsCmd `cmd:"" help:"List a domain's SMTP credentials."`
+	Credentials credentialsCmd `cmd:"" help:"List a domain's SMTP credentials, or import existing ones from a Dovecot passwd-file or CSV."`
 	Dev         devCmd         `cmd:"" help:"What make run runs: local PostgreSQL under --data-dir, migrate, demo account and domain, serve."`
 	VersionCmd  versionCmd     `cmd:"" name:"version" help:"Print version and commit."`
 }
@@ -42,7 +42,8 @@ type domainsCmd struct {
 }
 
 type credentialsCmd struct {
-	List credentialsListCmd `cmd:"" help:"List a domain's credentials: login, guid, active, synced, created."`
+	List   credentialsListCmd   `cmd:"" help:"List a domain's credentials: login, guid, active, synced, created."`
+	Import credentialsImportCmd `cmd:"" help:"Import the logins of a Dovecot passwd-file or CSV with their hashes (the passwords keep working); refused lines on stderr, counts on stdout, exit 1 if any line was refused."`
 }
 
 const description = `smtpcreds is the smtpcreds API server and its operator CLI.

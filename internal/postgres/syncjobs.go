@@ -597,6 +597,20 @@ func (SyncRepo) MarkAllSynced(ctx context.Context, q sqlx.ExecerContext) (int64,
 	return res.RowsAffected()
 }
 
+// MarkSyncedIn marks the active credentials of the domains synced at
+// their current version (MarkAllSynced for some domains: after a bulk
+// insert into them, for a backend that reads the database itself).
+func (SyncRepo) MarkSyncedIn(ctx context.Context, q sqlx.ExecerContext, domains []string) error {
+	_, err := q.ExecContext(ctx, `
+		UPDATE credentials c SET synced_version = c.version, synced_at = now(), sync_error = NULL
+		FROM domains d WHERE d.id = c.domain_id AND d.name = ANY($1) AND c.status AND c.synced_version < c.version`,
+		pq.Array(domains))
+	if err != nil {
+		return fmt.Errorf("mark synced: %w", translate(err))
+	}
+	return nil
+}
+
 // Failing returns how long the oldest pending job of (target, scope) has
 // been failing, by the database's clock: since the first failed attempt at
 // it (Release, Fail); 0 when none has failed. Read after a failed attempt,

@@ -251,6 +251,16 @@ func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []
 			return err
 		}
 	}
+	if ds := importedDomains(b.Events); len(ds) > 0 {
+		// A live target has whatever is committed: the imported
+		// credentials, which the events do not name, are confirmed by
+		// their domains.
+		if _, live := s.target.(Live); live {
+			if err := s.repo.MarkSyncedIn(ctx, tx, ds); err != nil {
+				return err
+			}
+		}
+	}
 	if r := b.reads; r.keep {
 		if err := s.repo.KeepParts(ctx, tx, s.target.Name(), scope, token, r.prints, r.printsWhole); err != nil {
 			return err

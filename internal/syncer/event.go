@@ -5,6 +5,12 @@ const (
 	CredentialUpserted = "credential.upserted"
 	CredentialDeleted  = "credential.deleted"
 	DomainDeleted      = "domain.deleted"
+	// CredentialsImported: credentials were added in bulk (an import) to
+	// the domains of Domains, all in one scope; the event names none of
+	// them. A target that reads state reads the scope whole (Batch.Scan).
+	// Targets that do neither get one CredentialUpserted event per
+	// credential instead (see Service.Bulk).
+	CredentialsImported = "credentials.imported"
 )
 
 // Event is one change, as stored in the outbox and as sent to event targets.
@@ -19,7 +25,9 @@ type Event struct {
 	Version      int64    `json:"version,omitempty"`
 	PasswordHash string   `json:"password_hash,omitempty"`
 	Logins       []string `json:"logins,omitempty"`
-	OccurredAt   int64    `json:"occurred_at"`
+	// Domains are the domains a CredentialsImported event added to.
+	Domains    []string `json:"domains,omitempty"`
+	OccurredAt int64    `json:"occurred_at"`
 	// Reason says why a credential.deleted event removes a login whose
 	// credential still exists: ReasonDisabled or ReasonExpired ("" for a
 	// deletion). The login must stop authenticating either way.
