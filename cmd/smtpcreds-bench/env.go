@@ -48,6 +48,9 @@ type env struct {
 	// spread > 0: creates go round-robin into the domains sp1.example ...
 	// sp<spread>.example instead of domain.
 	spread int
+	// passwdGroup is the group of the passwd-file(s) ("": the server's
+	// default), Dovecot's when the bench runs one.
+	passwdGroup string
 
 	srv    *exec.Cmd
 	srvLog *os.File
@@ -240,6 +243,9 @@ func (e *env) startServer(ctx context.Context) error {
 	}
 	if e.target == targetFile {
 		e.srv.Env = append(e.srv.Env, "SMTPCREDS_PASSWD_FILE="+e.passwd)
+		if e.passwdGroup != "" {
+			e.srv.Env = append(e.srv.Env, "SMTPCREDS_PASSWD_FILE_GROUP="+e.passwdGroup)
+		}
 	}
 	e.srv.Stdout, e.srv.Stderr = e.srvLog, e.srvLog
 	if err := e.srv.Start(); err != nil {

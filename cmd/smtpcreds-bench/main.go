@@ -43,6 +43,8 @@ type options struct {
 	onlySpread  bool
 	skipIdle    bool
 	onlyIdle    bool
+	skipDovecot bool
+	onlyDovecot bool
 }
 
 func main() {
@@ -62,6 +64,8 @@ func main() {
 	flag.BoolVar(&o.onlySpread, "only-spread", false, "run only the creates spread over 100 domains; print their table, and write it to -out only when -out is given")
 	flag.BoolVar(&o.skipIdle, "skip-idle", false, "skip the idle bench (2M credentials, nothing changing for a minute)")
 	flag.BoolVar(&o.onlyIdle, "only-idle", false, "run only the idle bench; print its table, and write it to -out only when -out is given")
+	flag.BoolVar(&o.skipDovecot, "skip-dovecot", false, "skip the Dovecot bench (authentications/s against 1k and 1M credentials, create to first authentication)")
+	flag.BoolVar(&o.onlyDovecot, "only-dovecot", false, "run only the Dovecot bench; print its table, and write it to -out only when -out is given")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the c=N create run to this file (go tool pprof)")
 	flag.Parse()
 	if o.quick && !isSet("duration") {
@@ -100,9 +104,10 @@ type results struct {
 	SQL       *createRun   // with the dovecot-sql target
 	Sweep     []loadResult // API throughput by concurrency (passwd-file)
 	Reads     []readPoint
-	Memory    []memPoint  // the memory and cold-path bench, both layouts
-	Spread    []spreadRun // creates over 100 domains: default configuration, cap off
-	Idle      *idleResult // 2M credentials, nothing changing
+	Memory    []memPoint     // the memory and cold-path bench, both layouts
+	Spread    []spreadRun    // creates over 100 domains: default configuration, cap off
+	Idle      *idleResult    // 2M credentials, nothing changing
+	Dovecot   []dovecotPoint // a real Dovecot on the passwd-file: 1k, 1M
 	Micro     []microResult
 	Notes     []string
 }
@@ -137,7 +142,7 @@ func run(ctx context.Context, o options) error {
 	if o.onlyMemory {
 		return runOnlyMemory(ctx, o, r)
 	}
-	if o.onlySpread || o.onlyIdle {
+	if o.onlySpread || o.onlyIdle || o.onlyDovecot {
 		return runOnly(ctx, o, r)
 	}
 
@@ -265,6 +270,11 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	if !o.skipDovecot {
+		if r.Dovecot, err = runDovecot(ctx, o, hash); err != nil {
+			return err
+		}
+	}
 
 	logf("micro-benchmarks: go test -bench")
 	var notes []string
@@ -385,8 +395,8 @@ func runOnlyMemory(ctx context.Context, o options, r *results) error {
 	return err
 }
 
-// runOnly runs the spread creates (-only-spread) and/or the idle bench
-// (-only-idle) alone, printing their tables (written to -out only when
+// runOnly runs the spread creates (-only-spread), the idle bench
+// (-only-idle) and/or the Dovecot bench (-only-dovecot) alone, printing their tables (written to -out only when
 // -out is given).
 func runOnly(ctx context.Context, o options, r *results) error {
 	hash, err := password.Hash(password.SSHA512, "bench-password-0123456789")
@@ -406,6 +416,10 @@ func runOnly(ctx context.Context, o options, r *results) error {
 	if o.onlyIdle && err == nil {
 		r.Idle, err = runIdle(ctx, o, hash)
 		idleTable(&b, r.Idle)
+	}
+	if o.onlyDovecot && err == nil {
+		r.Dovecot, err = runDovecot(ctx, o, hash)
+		dovecotTable(&b, r.Dovecot, o.concurrency)
 	}
 	fmt.Println(b.String())
 	if err == nil && isSet("out") {

@@ -60,6 +60,7 @@ func render(r *results, prev []byte) string {
 	memoryHeadline(&b, r.Memory, add)
 	spreadHeadline(&b, r.Spread, r.Concurrency, add)
 	idleHeadline(&b, r.Idle, add)
+	dovecotHeadline(&b, r.Dovecot, add)
 	if len(r.Reads) >= 2 {
 		lo, hi := r.Reads[0], r.Reads[len(r.Reads)-1]
 		for _, g := range []struct {
@@ -153,6 +154,12 @@ func render(r *results, prev []byte) string {
 		var ib strings.Builder
 		idleTable(&ib, r.Idle)
 		_, table, _ := strings.Cut(ib.String(), "\n## ")
+		b.WriteString("\n## " + table)
+	}
+	if len(r.Dovecot) > 0 {
+		var db strings.Builder
+		dovecotTable(&db, r.Dovecot, r.Concurrency)
+		_, table, _ := strings.Cut(db.String(), "\n## ")
 		b.WriteString("\n## " + table)
 	}
 	b.WriteString("\n## Micro-benchmarks (`go test -bench`)\n\n| package | benchmark | ns/op | allocs/op |\n|---|---|---|---|\n")
