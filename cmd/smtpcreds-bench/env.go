@@ -179,7 +179,7 @@ const benchCap = 10_000_000
 // none); defaultCap is that default (the default of --max-credentials-per-domain
 // in cmd/smtpcreds/config.go, which `serve --help` does not print), for
 // pgbench to run the same. Were the server's lower, the spread runs' creates
-// would answer 409 and count as errors.
+// would be refused and count as errors.
 const (
 	capDefault = "default"
 	defaultCap = 1000
