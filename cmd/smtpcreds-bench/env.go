@@ -41,6 +41,16 @@ type env struct {
 	passwd  string
 	layout  string // passwd-file template below tmp/passwd
 	target  string // the server's sync target: targetFile or targetSQL
+	// capSetting is the server's credential cap per domain: "" for
+	// benchCap, capDefault for none set (the server's default), or a
+	// number ("0": no cap).
+	capSetting string
+	// spread > 0: creates go round-robin into the domains sp1.example ...
+	// sp<spread>.example instead of domain.
+	spread int
+	// passwdGroup is the group of the passwd-file(s) ("": the server's
+	// default), Dovecot's when the bench runs one.
+	passwdGroup string
 
 	srv    *exec.Cmd
 	srvLog *os.File
@@ -165,9 +175,44 @@ func (e *env) cli(ctx context.Context, args ...string) (string, error) {
 // path, the default configuration's, and never meet it.
 const benchCap = 10_000_000
 
-// startServer runs `smtpcreds serve` with no rate limit, a cap it never
-// reaches (benchCap), a passwd-file sync target and an operator listener
-// with pprof.
+// capDefault is capSetting for the server's default cap (the bench sets
+// none); defaultCap is that default (the default of --max-credentials-per-domain
+// in cmd/smtpcreds/config.go, which `serve --help` does not print), for
+// pgbench to run the same. Were the server's lower, the spread runs' creates
+// would be refused and count as errors.
+const (
+	capDefault = "default"
+	defaultCap = 1000
+)
+
+// capValue is the cap the server runs with.
+func (e *env) capValue() int {
+	switch e.capSetting {
+	case "":
+		return benchCap
+	case capDefault:
+		return defaultCap
+	}
+	n, _ := strconv.Atoi(e.capSetting)
+	return n
+}
+
+// spreadDomain is the name of the i-th (from 1) spread domain.
+func spreadDomain(i int) string { return "sp" + strconv.Itoa(i) + ".example" }
+
+// createURL is where the n-th create of a run goes: the bench domain, or
+// round-robin over the spread domains.
+func (e *env) createURL(n int64) string {
+	d := e.domain
+	if e.spread > 0 {
+		d = spreadDomain(int(n%int64(e.spread)) + 1)
+	}
+	return e.baseURL + "/api/domains/" + d + "/credentials"
+}
+
+// startServer runs `smtpcreds serve` with a rate limit it never reaches, a
+// cap (benchCap, which it never reaches, unless capSetting says otherwise),
+// a passwd-file sync target and an operator listener with pprof.
 func (e *env) startServer(ctx context.Context) error {
 	addr, err := freeAddr()
 	if err != nil {
@@ -188,13 +233,22 @@ func (e *env) startServer(ctx context.Context) error {
 	e.srv.Env = append(e.environ(),
 		"SMTPCREDS_ADDR="+addr,
 		"SMTPCREDS_RATE_LIMIT=100000000", // on, and never reached
-		"SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN="+strconv.Itoa(benchCap),
 		"SMTPCREDS_SYNC_TARGET="+e.target,
 		"SMTPCREDS_OPERATOR_ADDR="+e.opAddr,
 		"SMTPCREDS_PPROF=true",
 	)
+	switch e.capSetting {
+	case "":
+		e.srv.Env = append(e.srv.Env, "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN="+strconv.Itoa(benchCap))
+	case capDefault: // the server's own default
+	default:
+		e.srv.Env = append(e.srv.Env, "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN="+e.capSetting)
+	}
 	if e.target == targetFile {
 		e.srv.Env = append(e.srv.Env, "SMTPCREDS_PASSWD_FILE="+e.passwd)
+		if e.passwdGroup != "" {
+			e.srv.Env = append(e.srv.Env, "SMTPCREDS_PASSWD_FILE_GROUP="+e.passwdGroup)
+		}
 	}
 	e.srv.Stdout, e.srv.Stderr = e.srvLog, e.srvLog
 	if err := e.srv.Start(); err != nil {

@@ -51,7 +51,6 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // for dur through the full stack and measures the server process.
 func (e *env) runCreates(ctx context.Context, prefix string, conc int, dur time.Duration) (loadResult, error) {
 	client := newClient(conc)
-	url := e.baseURL + "/api/domains/" + e.domain + "/credentials"
 	pid := e.srv.Process.Pid
 	cpu0, err := procCPU(pid)
 	if err != nil {
@@ -76,7 +75,7 @@ func (e *env) runCreates(ctx context.Context, prefix string, conc int, dur time.
 				n := seq.Add(1)
 				body := fmt.Appendf(nil, `{"username":"%s%d"}`, prefix, n)
 				t0 := time.Now()
-				status, msg, err := e.do(ctx, client, http.MethodPost, url, body)
+				status, msg, err := e.do(ctx, client, http.MethodPost, e.createURL(n), body)
 				d := time.Since(t0)
 				if err != nil || status != http.StatusCreated {
 					localErrs++

@@ -4,7 +4,10 @@
 // It runs pgbench with the SQL of one credential create, the same creates
 // through the HTTP API (with the passwd-file sync target, the default, then
 // again with the dovecot-sql target), read latency as a domain grows to a
-// million credentials, and the packages' micro-benchmarks. It prints a table with the
+// million credentials, the memory and cold paths, creates spread over 100
+// domains (the default configuration, and the cap off), the idle cost with
+// 2 million credentials, a real Dovecot's authentications against the
+// passwd-file, and the packages' micro-benchmarks. It prints a table with the
 // budget next to each figure, writes it to bench/results.md (comparing with
 // the previous one) and draws bench/latency.png.
 //
@@ -39,6 +42,12 @@ type options struct {
 	serverBin   string
 	skipMemory  bool
 	onlyMemory  bool
+	skipSpread  bool
+	onlySpread  bool
+	skipIdle    bool
+	onlyIdle    bool
+	skipDovecot bool
+	onlyDovecot bool
 }
 
 func main() {
@@ -54,6 +63,12 @@ func main() {
 	flag.StringVar(&o.serverBin, "server-bin", "", "the smtpcreds binary to measure (default: built from this tree), e.g. one built from an earlier commit")
 	flag.BoolVar(&o.skipMemory, "skip-memory", false, "skip the memory and cold-path bench (1M credentials in one domain and over 10,000 domains, both passwd-file layouts)")
 	flag.BoolVar(&o.onlyMemory, "only-memory", false, "run only the memory and cold-path bench; print its table, and write it to -out only when -out is given")
+	flag.BoolVar(&o.skipSpread, "skip-spread", false, "skip the creates spread over 100 domains (default configuration, and cap off)")
+	flag.BoolVar(&o.onlySpread, "only-spread", false, "run only the creates spread over 100 domains; print their table, and write it to -out only when -out is given")
+	flag.BoolVar(&o.skipIdle, "skip-idle", false, "skip the idle bench (2M credentials, nothing changing for a minute)")
+	flag.BoolVar(&o.onlyIdle, "only-idle", false, "run only the idle bench; print its table, and write it to -out only when -out is given")
+	flag.BoolVar(&o.skipDovecot, "skip-dovecot", false, "skip the Dovecot bench (authentications/s against 1k and 1M credentials, create to first authentication)")
+	flag.BoolVar(&o.onlyDovecot, "only-dovecot", false, "run only the Dovecot bench; print its table, and write it to -out only when -out is given")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the c=N create run to this file (go tool pprof)")
 	flag.Parse()
 	if o.quick && !isSet("duration") {
@@ -92,7 +107,10 @@ type results struct {
 	SQL       *createRun   // with the dovecot-sql target
 	Sweep     []loadResult // API throughput by concurrency (passwd-file)
 	Reads     []readPoint
-	Memory    []memPoint // the memory and cold-path bench, both layouts
+	Memory    []memPoint     // the memory and cold-path bench, both layouts
+	Spread    []spreadRun    // creates over 100 domains: default configuration, cap off
+	Idle      *idleResult    // 2M credentials, nothing changing
+	Dovecot   []dovecotPoint // a real Dovecot on the passwd-file: 1k, 1M
 	Micro     []microResult
 	Notes     []string
 }
@@ -126,6 +144,9 @@ func run(ctx context.Context, o options) error {
 	r := &results{Date: time.Now(), Cores: runtime.NumCPU(), Quick: o.quick, Duration: o.duration, Concurrency: o.concurrency, Layout: o.layout}
 	if o.onlyMemory {
 		return runOnlyMemory(ctx, o, r)
+	}
+	if o.onlySpread || o.onlyIdle || o.onlyDovecot {
+		return runOnly(ctx, o, r)
 	}
 
 	e, err := setupEnv(ctx, o.layout, logf)
@@ -237,6 +258,26 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	if !o.skipSpread {
+		if r.Spread, err = runSpread(ctx, o, hash); err != nil {
+			return err
+		}
+		for _, s := range r.Spread {
+			if s.ScriptErr != "" {
+				failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
+			}
+		}
+	}
+	if !o.skipIdle {
+		if r.Idle, err = runIdle(ctx, o, hash); err != nil {
+			return err
+		}
+	}
+	if !o.skipDovecot {
+		if r.Dovecot, err = runDovecot(ctx, o, hash); err != nil {
+			return err
+		}
+	}
 
 	logf("micro-benchmarks: go test -bench")
 	var notes []string
@@ -276,9 +317,8 @@ func (e *env) measureCreates(ctx context.Context, o options, hash, warmPrefix st
 		return 0, err
 	}
 	client := newClient(1)
-	url := e.baseURL + "/api/domains/" + e.domain + "/credentials"
 	for i := range warm {
-		st, msg, err := e.do(ctx, client, "POST", url, []byte(`{"username":"`+warmPrefix+strconv.Itoa(i)+`"}`))
+		st, msg, err := e.do(ctx, client, "POST", e.createURL(int64(i)), []byte(`{"username":"`+warmPrefix+strconv.Itoa(i)+`"}`))
 		if err != nil || st != 201 {
 			return 0, fmt.Errorf("warm-up create: status %d %v %s", st, err, msg)
 		}
@@ -351,6 +391,39 @@ func runOnlyMemory(ctx context.Context, o options, r *results) error {
 	r.Memory, err = runMemory(ctx, o, hash)
 	var b strings.Builder
 	memoryTable(&b, r.Memory)
+	fmt.Println(b.String())
+	if err == nil && isSet("out") {
+		err = os.WriteFile(o.out, []byte(b.String()), 0o644)
+	}
+	return err
+}
+
+// runOnly runs the spread creates (-only-spread), the idle bench
+// (-only-idle) and/or the Dovecot bench (-only-dovecot) alone, printing their tables (written to -out only when
+// -out is given).
+func runOnly(ctx context.Context, o options, r *results) error {
+	hash, err := password.Hash(password.SSHA512, "bench-password-0123456789")
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	if o.onlySpread {
+		r.Spread, err = runSpread(ctx, o, hash)
+		spreadTable(&b, r.Spread, o.concurrency)
+		for _, s := range r.Spread {
+			if err == nil && s.ScriptErr != "" {
+				err = fmt.Errorf("the pgbench script no longer matches the server's SQL")
+			}
+		}
+	}
+	if o.onlyIdle && err == nil {
+		r.Idle, err = runIdle(ctx, o, hash)
+		idleTable(&b, r.Idle)
+	}
+	if o.onlyDovecot && err == nil {
+		r.Dovecot, err = runDovecot(ctx, o, hash)
+		dovecotTable(&b, r.Dovecot, o.concurrency)
+	}
 	fmt.Println(b.String())
 	if err == nil && isSet("out") {
 		err = os.WriteFile(o.out, []byte(b.String()), 0o644)

@@ -58,6 +58,9 @@ func render(r *results, prev []byte) string {
 	fmt.Fprintf(&b, "| server peak RSS under the create load (VmHWM after the create runs) | %.1f MB | < 150 MB | %s |\n", peak, mark(peak > 0 && peak < 150))
 	add("peak_rss_mb", peak, false)
 	memoryHeadline(&b, r.Memory, add)
+	spreadHeadline(&b, r.Spread, r.Concurrency, add)
+	idleHeadline(&b, r.Idle, add)
+	dovecotHeadline(&b, r.Dovecot, add)
 	if len(r.Reads) >= 2 {
 		lo, hi := r.Reads[0], r.Reads[len(r.Reads)-1]
 		for _, g := range []struct {
@@ -139,6 +142,24 @@ func render(r *results, prev []byte) string {
 		var mb strings.Builder
 		memoryTable(&mb, r.Memory)
 		_, table, _ := strings.Cut(mb.String(), "\n## ") // the headline rows are above
+		b.WriteString("\n## " + table)
+	}
+	if len(r.Spread) > 0 {
+		var sb strings.Builder
+		spreadTable(&sb, r.Spread, r.Concurrency)
+		_, table, _ := strings.Cut(sb.String(), "\n## ") // the headline rows are above
+		b.WriteString("\n## " + table)
+	}
+	if r.Idle != nil {
+		var ib strings.Builder
+		idleTable(&ib, r.Idle)
+		_, table, _ := strings.Cut(ib.String(), "\n## ")
+		b.WriteString("\n## " + table)
+	}
+	if len(r.Dovecot) > 0 {
+		var db strings.Builder
+		dovecotTable(&db, r.Dovecot, r.Concurrency)
+		_, table, _ := strings.Cut(db.String(), "\n## ")
 		b.WriteString("\n## " + table)
 	}
 	b.WriteString("\n## Micro-benchmarks (`go test -bench`)\n\n| package | benchmark | ns/op | allocs/op |\n|---|---|---|---|\n")
