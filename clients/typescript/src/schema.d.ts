@@ -1169,6 +1169,10 @@ export interface components {
          *           "remote_synced": true,
          *           "last_synced_at": 1764374400,
          *           "sync_error": null,
+         *           "last_used_at": null,
+         *           "last_used_ip": null,
+         *           "messages_queued": 0,
+         *           "messages_refused": 0,
          *           "expires_at": null,
          *           "allowed_senders": null,
          *           "limit_per_minute": null,
@@ -3256,6 +3260,10 @@ export interface operations {
                      *           "remote_synced": true,
                      *           "last_synced_at": 1764374400,
                      *           "sync_error": null,
+                     *           "last_used_at": 1764320400,
+                     *           "last_used_ip": "198.51.100.7",
+                     *           "messages_queued": 1234,
+                     *           "messages_refused": 2,
                      *           "expires_at": 1800000000,
                      *           "allowed_senders": [
                      *             "*@example.com"
