@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
 )
 
@@ -136,7 +132,8 @@ func (e *env) measureReads(ctx context.Context, size int, quick bool) (readPoint
 		return p, err
 	}
 	p.Errors += errs
-	if err := e.checkFiles(ctx); err != nil {
+	// The creates measured paid for a file of the domain's real size.
+	if err := e.checkDomainFiles(ctx, readsDomain); err != nil {
 		return p, err
 	}
 	if e.srv != nil {
@@ -203,31 +200,3 @@ func (e *env) waitSynced(ctx context.Context, limit time.Duration) error {
 }
 
 var shardVarRe = regexp.MustCompile(`%[1-3]Mu`)
-
-// checkFiles makes sure that the passwd-file(s) of readsDomain hold one
-// line per active credential, so that the creates measured paid for a file
-// of the domain's real size.
-func (e *env) checkFiles(ctx context.Context) error {
-	var want int
-	if err := e.db.GetContext(ctx, &want, `
-		SELECT count(*) FROM credentials c JOIN domains d ON d.id = c.domain_id WHERE d.name = $1 AND c.status`, readsDomain); err != nil {
-		return err
-	}
-	pattern := shardVarRe.ReplaceAllString(strings.ReplaceAll(e.passwd, "%d", readsDomain), "*")
-	files, err := filepath.Glob(pattern)
-	if err != nil {
-		return err
-	}
-	lines := 0
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		lines += bytes.Count(b, []byte{'\n'})
-	}
-	if lines != want {
-		return fmt.Errorf("the passwd-file(s) %s hold %d lines, the domain %d active credentials", pattern, lines, want)
-	}
-	return nil
-}

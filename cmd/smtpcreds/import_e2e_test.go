@@ -12,20 +12,6 @@ import (
 	"github.com/smtpcreds/smtpcreds/internal/dovecottest"
 )
 
-// doveadmPw is Dovecot's own hash of pw in scheme.
-func doveadmPw(t *testing.T, scheme, pw string) string {
-	t.Helper()
-	bin, err := exec.LookPath("doveadm")
-	if err != nil {
-		bin = "/usr/bin/doveadm"
-	}
-	out, err := exec.Command(bin, "pw", "-s", scheme, "-p", pw).Output()
-	if err != nil {
-		t.Fatalf("doveadm pw -s %s: %v", scheme, err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // The real binary imports a passwd-file of doveadm's hashes, refuses its
 // bad lines by number, syncs the rest to a real Dovecot, which accepts the
 // original passwords; a second run skips everything; CSV on stdin.
@@ -54,15 +40,15 @@ func TestCredentialsImportE2E(t *testing.T) {
 	for i, scheme := range []string{"SSHA512", "SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"} {
 		login, pw := fmt.Sprintf("%s@example.com", strings.ToLower(strings.ReplaceAll(scheme, "-", ""))), fmt.Sprintf("old password %d", i)
 		pws[login] = pw
-		lines = append(lines, login+":"+doveadmPw(t, scheme, pw)+"::::::")
+		lines = append(lines, login+":"+dovecottest.Hash(t, scheme, pw)+"::::::")
 	}
 	file := strings.Join(append([]string{"# the old server's users"}, append(lines,
-		"plain@example.com:{PLAIN}old-plaintext",                   // 6
-		"md5@example.com:{MD5-CRYPT}$1$abc$def",                    // 7
-		"them@other.test:"+doveadmPw(t, "SHA512-CRYPT", "x"),       // 8
-		"later@unverified.test:"+doveadmPw(t, "SHA512-CRYPT", "x"), // 9
+		"plain@example.com:{PLAIN}old-plaintext",                          // 6
+		"md5@example.com:{MD5-CRYPT}$1$abc$def",                           // 7
+		"them@other.test:"+dovecottest.Hash(t, "SHA512-CRYPT", "x"),       // 8
+		"later@unverified.test:"+dovecottest.Hash(t, "SHA512-CRYPT", "x"), // 9
 		"garbage", // 10
-		strings.Split(lines[0], ":")[0]+":"+doveadmPw(t, "SSHA512", "y"), // 11: duplicate of 2
+		strings.Split(lines[0], ":")[0]+":"+dovecottest.Hash(t, "SSHA512", "y"), // 11: duplicate of 2
 	)...), "\n") + "\n"
 	path := filepath.Join(t.TempDir(), "users.passwd")
 	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
@@ -117,7 +103,7 @@ func TestCredentialsImportE2E(t *testing.T) {
 	}
 
 	// CSV on standard input, all good: exit 0.
-	csv := "login,hash\nnew@example.com,\"" + doveadmPw(t, "ARGON2ID", "new pw") + "\"\n"
+	csv := "login,hash\nnew@example.com,\"" + dovecottest.Hash(t, "ARGON2ID", "new pw") + "\"\n"
 	cmd := exec.Command(bin, "credentials", "import", "--account", "acme", "-")
 	cmd.Env = childEnv(env)
 	cmd.Stdin = strings.NewReader(csv)

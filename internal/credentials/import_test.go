@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -83,20 +82,6 @@ func (w importWorld) logins() []string {
 	return out
 }
 
-// doveadmHash is Dovecot's own hash of pw in scheme.
-func doveadmHash(t *testing.T, scheme, pw string) string {
-	t.Helper()
-	bin, err := exec.LookPath("doveadm")
-	if err != nil {
-		bin = "/usr/bin/doveadm"
-	}
-	out, err := exec.Command(bin, "pw", "-s", scheme, "-p", pw).Output()
-	if err != nil {
-		t.Fatalf("doveadm pw -s %s: %v", scheme, err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 func TestImportDoveadmHashesAuthenticateInDovecot(t *testing.T) {
 	t.Parallel()
 	w := newImportWorld(t)
@@ -117,7 +102,7 @@ func TestImportDoveadmHashesAuthenticateInDovecot(t *testing.T) {
 	file := "# exported from the old server\n\n"
 	for i, scheme := range []string{"SSHA512", "SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"} {
 		pw := fmt.Sprintf("Pw%d:with colon,comma", i)
-		h := doveadmHash(t, scheme, pw)
+		h := dovecottest.Hash(t, scheme, pw)
 		l := login{fmt.Sprintf("user%d@example.com", i), pw, ""}
 		if i == 3 {
 			l.login = "user3@example.net"
@@ -125,9 +110,9 @@ func TestImportDoveadmHashesAuthenticateInDovecot(t *testing.T) {
 		l.line = l.login + ":" + h + ":1000:1000::/home/x::userdb_quota_rule=*:storage=1G"
 		want = append(want, l)
 	}
-	bare := strings.TrimPrefix(doveadmHash(t, "SHA512-CRYPT", "bare-pw"), "{SHA512-CRYPT}")
+	bare := strings.TrimPrefix(dovecottest.Hash(t, "SHA512-CRYPT", "bare-pw"), "{SHA512-CRYPT}")
 	want = append(want, login{"bare@example.com", "bare-pw", "Bare@Example.COM:" + bare})
-	crypt := strings.TrimPrefix(doveadmHash(t, "BLF-CRYPT", "crypt-pw"), "{BLF-CRYPT}")
+	crypt := strings.TrimPrefix(dovecottest.Hash(t, "BLF-CRYPT", "crypt-pw"), "{BLF-CRYPT}")
 	want = append(want, login{"crypt@example.net", "crypt-pw", "crypt@example.net:{CRYPT}" + crypt + ":"})
 	for _, l := range want {
 		file += l.line + "\r\n"
@@ -252,11 +237,11 @@ func TestImportCSV(t *testing.T) {
 	t.Parallel()
 	w := newImportWorld(t)
 	svc := credentials.NewService(w.db, nil, credentials.Config{Scheme: password.SSHA512})
-	argon := doveadmHash(t, "ARGON2ID", "a-pw")
+	argon := dovecottest.Hash(t, "ARGON2ID", "a-pw")
 	file := "login,hash\n" +
 		"a@example.com,\"" + argon + "\"\n" +
 		"b@example.com," + argon + "\n" + // unquoted: the rest of the line
-		"\"c@example.com\",\"" + strings.TrimPrefix(doveadmHash(t, "SHA512-CRYPT", "c-pw"), "{SHA512-CRYPT}") + "\"\n" +
+		"\"c@example.com\",\"" + strings.TrimPrefix(dovecottest.Hash(t, "SHA512-CRYPT", "c-pw"), "{SHA512-CRYPT}") + "\"\n" +
 		"d@example.com:{SSHA512}abc\n" // not CSV
 	rep, got := w.run(svc, file, credentials.ImportOptions{})
 	if rep.Format != credentials.FormatCSV || rep.Created != 3 || rep.Refused != 1 || len(got) != 1 || !strings.HasPrefix(got[0], "5: malformed: expected login,hash") {
@@ -425,7 +410,7 @@ func TestImportDovecotSQL(t *testing.T) {
 	for i, scheme := range []string{"SSHA512", "SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"} {
 		login, pw := fmt.Sprintf("s%d@example.com", i), fmt.Sprintf("pw %d", i)
 		pws[login] = pw
-		file += login + ":" + doveadmHash(t, scheme, pw) + "\n"
+		file += login + ":" + dovecottest.Hash(t, scheme, pw) + "\n"
 	}
 	rep, got := w.run(svc, file, credentials.ImportOptions{})
 	if rep.Created != 4 || len(got) != 0 || rep.Pending.Len() != 1 {

@@ -602,6 +602,21 @@ func staticPrefixDir(path string) string {
 	return filepath.Dir(path)
 }
 
+// Hash is Dovecot's own hash of password in scheme ("doveadm pw"), with
+// its {SCHEME} prefix: what an operator's existing passwd-file holds.
+func Hash(tb testing.TB, scheme, password string) string {
+	tb.Helper()
+	doveadm, err := findBinary("doveadm")
+	if err != nil {
+		tb.Fatalf("dovecottest: %v", err)
+	}
+	out, err := exec.Command(doveadm, "pw", "-s", scheme, "-p", password).Output()
+	if err != nil {
+		tb.Fatalf("dovecottest: doveadm pw -s %s: %v", scheme, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // checkScheme asks "doveadm pw -l" whether Dovecot knows scheme. It does
 // not fail when doveadm itself cannot be run.
 func checkScheme(conf, scheme string) error {

@@ -93,93 +93,93 @@ var errUnknownLogin = errors.New("unknown login")
 // it is not a credential.
 func (m *Milter) login(ctx context.Context, name string) (login, error) {
 	key := strings.ToLower(name)
-	if l, gen, ok := m.cache.logins.Get(key); ok {
-		return l, nil
-	} else {
-		at := strings.LastIndexByte(key, '@')
-		if at <= 0 {
-			return login{}, errUnknownLogin
-		}
-		row, err := postgres.RelayRepo{}.Login(ctx, m.db, key[:at], key[at+1:])
-		if errors.Is(err, postgres.ErrNotFound) {
-			return login{}, errUnknownLogin
-		}
-		if err != nil {
-			return login{}, err
-		}
-		l = login{
-			Login: relay.Login{
-				Name: key, AccountID: row.AccountID, DomainID: row.DomainID, Domain: row.Domain,
-				AllowedSenders: lower(row.AllowedSenders),
-			},
-			CredentialID: row.CredentialID, Active: row.Active,
-			DomainVerified: row.DomainVerified, DomainActive: row.DomainActive,
-			Limits: m.cfg.Login,
-		}
-		for _, t := range []struct {
-			v    *time.Time
-			into *time.Time
-		}{{row.PasswordChangedAt, &l.PasswordChangedAt}, {row.ExpiresAt, &l.ExpiresAt}, {row.PreviousExpiresAt, &l.PreviousExpiresAt}} {
-			if t.v != nil {
-				*t.into = *t.v
-			}
-		}
-		for i, own := range []struct {
-			v    *int
-			into *int
-		}{{row.LimitPerMinute, &l.Limits.PerMinute}, {row.LimitPerHour, &l.Limits.PerHour}, {row.LimitPerDay, &l.Limits.PerDay}} {
-			if own.v != nil {
-				*own.into, l.HasLimit[i] = *own.v, true
-			}
-		}
-		m.cache.mu.Lock()
-		if len(m.cache.byID) >= 200_000 {
-			clear(m.cache.byID)
-			m.cache.logins.Clear()
-		}
-		m.cache.byID[l.CredentialID] = key
-		m.cache.mu.Unlock()
-		m.cache.logins.Put(key, l, gen)
+	l, gen, ok := m.cache.logins.Get(key)
+	if ok {
 		return l, nil
 	}
+	at := strings.LastIndexByte(key, '@')
+	if at <= 0 {
+		return login{}, errUnknownLogin
+	}
+	row, err := postgres.RelayRepo{}.Login(ctx, m.db, key[:at], key[at+1:])
+	if errors.Is(err, postgres.ErrNotFound) {
+		return login{}, errUnknownLogin
+	}
+	if err != nil {
+		return login{}, err
+	}
+	l = login{
+		Login: relay.Login{
+			Name: key, AccountID: row.AccountID, DomainID: row.DomainID, Domain: row.Domain,
+			AllowedSenders: lower(row.AllowedSenders),
+		},
+		CredentialID: row.CredentialID, Active: row.Active,
+		DomainVerified: row.DomainVerified, DomainActive: row.DomainActive,
+		Limits: m.cfg.Login,
+	}
+	for _, t := range []struct {
+		v    *time.Time
+		into *time.Time
+	}{{row.PasswordChangedAt, &l.PasswordChangedAt}, {row.ExpiresAt, &l.ExpiresAt}, {row.PreviousExpiresAt, &l.PreviousExpiresAt}} {
+		if t.v != nil {
+			*t.into = *t.v
+		}
+	}
+	for i, own := range []struct {
+		v    *int
+		into *int
+	}{{row.LimitPerMinute, &l.Limits.PerMinute}, {row.LimitPerHour, &l.Limits.PerHour}, {row.LimitPerDay, &l.Limits.PerDay}} {
+		if own.v != nil {
+			*own.into, l.HasLimit[i] = *own.v, true
+		}
+	}
+	m.cache.mu.Lock()
+	if len(m.cache.byID) >= 200_000 {
+		clear(m.cache.byID)
+		m.cache.logins.Clear()
+	}
+	m.cache.byID[l.CredentialID] = key
+	m.cache.mu.Unlock()
+	m.cache.logins.Put(key, l, gen)
+	return l, nil
 }
 
 // domain returns the domain called name (lowercase ASCII), found false when
 // there is none. Keys that do not unseal are left nil (the message goes
 // unsigned by them) and logged.
 func (m *Milter) domain(ctx context.Context, name string) (domain, error) {
-	if d, gen, ok := m.cache.domains.Get(name); ok {
-		return d, nil
-	} else {
-		row, err := postgres.RelayRepo{}.Domain(ctx, m.db, name)
-		if errors.Is(err, postgres.ErrNotFound) {
-			m.cache.domains.Put(name, domain{}, gen)
-			return domain{}, nil
-		}
-		if err != nil {
-			return domain{}, err
-		}
-		d = domain{
-			found:  true,
-			Domain: relay.Domain{ID: row.ID, AccountID: row.AccountID, Verified: row.Verified, Active: row.Active},
-			Name:   row.Name, Selector: row.DKIMSelector,
-			AuthDomain: row.AuthDomain, AuthSelector: row.AuthDKIMSelector,
-		}
-		if len(row.DKIMPrivateKey) > 0 {
-			if d.Key, err = m.sealer.OpenKey(row.DKIMPrivateKey, []byte("dkim:"+row.Name)); err != nil {
-				m.log.Error("milter: a DKIM key does not unseal; its domain's mail goes unsigned", "domain", row.Name, "error", err.Error())
-				d.Key = nil
-			}
-		}
-		if row.AuthVerified && row.AuthDomain != "" && len(row.AuthDKIMPrivateKey) > 0 {
-			if d.AuthKey, err = m.sealer.OpenKey(row.AuthDKIMPrivateKey, []byte("auth_dkim:"+row.AuthDomain)); err != nil {
-				m.log.Error("milter: an auth-domain DKIM key does not unseal", "domain", row.Name, "error", err.Error())
-				d.AuthKey = nil
-			}
-		}
-		m.cache.domains.Put(name, d, gen)
+	d, gen, ok := m.cache.domains.Get(name)
+	if ok {
 		return d, nil
 	}
+	row, err := postgres.RelayRepo{}.Domain(ctx, m.db, name)
+	if errors.Is(err, postgres.ErrNotFound) {
+		m.cache.domains.Put(name, domain{}, gen)
+		return domain{}, nil
+	}
+	if err != nil {
+		return domain{}, err
+	}
+	d = domain{
+		found:  true,
+		Domain: relay.Domain{ID: row.ID, AccountID: row.AccountID, Verified: row.Verified, Active: row.Active},
+		Name:   row.Name, Selector: row.DKIMSelector,
+		AuthDomain: row.AuthDomain, AuthSelector: row.AuthDKIMSelector,
+	}
+	if len(row.DKIMPrivateKey) > 0 {
+		if d.Key, err = m.sealer.OpenKey(row.DKIMPrivateKey, []byte("dkim:"+row.Name)); err != nil {
+			m.log.Error("milter: a DKIM key does not unseal; its domain's mail goes unsigned", "domain", row.Name, "error", err.Error())
+			d.Key = nil
+		}
+	}
+	if row.AuthVerified && row.AuthDomain != "" && len(row.AuthDKIMPrivateKey) > 0 {
+		if d.AuthKey, err = m.sealer.OpenKey(row.AuthDKIMPrivateKey, []byte("auth_dkim:"+row.AuthDomain)); err != nil {
+			m.log.Error("milter: an auth-domain DKIM key does not unseal", "domain", row.Name, "error", err.Error())
+			d.AuthKey = nil
+		}
+	}
+	m.cache.domains.Put(name, d, gen)
+	return d, nil
 }
 
 func lower(list []string) []string {

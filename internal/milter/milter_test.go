@@ -276,9 +276,9 @@ func TestRelay(t *testing.T) {
 		}
 	})
 
-	t.Run("unauthenticated untouched", func(t *testing.T) {
-		// Port 25 does not pass mail through the milter at all; the
-		// milter's own pass-through is checked by the protocol tests.
+	t.Run("a login is cached after its message", func(t *testing.T) {
+		// (Unauthenticated mail passing untouched is a protocol test: port
+		// 25 does not pass mail through the milter at all.)
 		if _, _, ok := m.cache.logins.Get(mailer); !ok {
 			t.Errorf("the login is not cached after a message: every message costs a lookup")
 		}

@@ -391,8 +391,6 @@ func (m *Milter) count(l login) postgres.Count {
 	return c
 }
 
-func (s *session) String() string { return "milter session" }
-
 // unfold joins a folded header value's lines.
 func unfold(v string) string {
 	return strings.NewReplacer("\r\n", "", "\n", "").Replace(v)
