@@ -42,7 +42,7 @@ func statIno(t *testing.T, path string) (os.FileInfo, uint64) {
 
 func TestAppendAddsLinesInPlace(t *testing.T) {
 	for _, tmpl := range []string{"%d", "%d/%1Mu"} {
-		t.Run(tmpl, func(t *testing.T) {
+		t.Run(layoutName(tmpl), func(t *testing.T) {
 			dir := t.TempDir()
 			w := newWriter(t, filepath.Join(dir, tmpl), "")
 			const domain = "example.com"
@@ -337,4 +337,11 @@ func TestAppendCutShortLeavesANewPair(t *testing.T) {
 			t.Fatalf("the file's mtime went back from %d to %d (Update: %v)", ahead.sec, got.sec, err)
 		}
 	})
+}
+
+// layoutName names a subtest after a path template without its '%': the
+// test's temporary directory is named after the subtest, and a '%' in it
+// would be expanded with the template, writing outside the directory.
+func layoutName(tmpl string) string {
+	return strings.ReplaceAll(tmpl, "%", "")
 }

@@ -39,7 +39,7 @@ func scanOf(w *Writer, entries []syncer.Entry) func(fn func(syncer.Entry) error)
 // and returns fingerprints that Holds and an append accept.
 func TestStreamWritesAsUpdateWould(t *testing.T) {
 	for _, tmpl := range []string{"%d", "%d/%1Mu"} {
-		t.Run(tmpl, func(t *testing.T) {
+		t.Run(layoutName(tmpl), func(t *testing.T) {
 			dir := t.TempDir()
 			w := newWriter(t, filepath.Join(dir, tmpl), "")
 			const domain = "example.com"

@@ -133,7 +133,7 @@ func (wd world) holds(t *testing.T, login string) bool {
 // apply write the domain whole.
 func TestTargetTrustsFilesByFingerprint(t *testing.T) {
 	for _, tmpl := range []string{"%d", "%d/%1Mu"} {
-		t.Run(tmpl, func(t *testing.T) {
+		t.Run(strings.ReplaceAll(tmpl, "%", ""), func(t *testing.T) {
 			t.Parallel()
 			wd := newWorld(t, tmpl)
 			first := wd.process()
@@ -229,7 +229,7 @@ func mapsSubset(a, b map[string]uint64) bool {
 // login's file, right after the login, for a file per domain and shards.
 func TestTargetWholeWriteKeepsPreviousPasswords(t *testing.T) {
 	for _, tmpl := range []string{"%d", "%d/%1Mu"} {
-		t.Run(tmpl, func(t *testing.T) {
+		t.Run(strings.ReplaceAll(tmpl, "%", ""), func(t *testing.T) {
 			t.Parallel()
 			wd := newWorld(t, tmpl)
 			s := wd.process()
