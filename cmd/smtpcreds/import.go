@@ -53,10 +53,10 @@ func (c *credentialsImportCmd) Run(r *runEnv) error {
 			return accountErr("credentials import", err)
 		}
 		ac := cfg.appConfig()
-		// The apply may rewrite a scope of a million logins: it gets the
-		// whole wait, not a worker's lease.
+		// The command waits for its applies for the whole --sync-wait; an
+		// apply that rewrites a scope of a million logins runs for as long
+		// as it makes progress (the syncer's lease follows it).
 		ac.Sync.Timeout = max(c.SyncWait, time.Millisecond)
-		ac.Sync.Lease = max(c.SyncWait, 15*time.Second)
 		log := slog.New(slog.NewTextHandler(r.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		outbox, err := app.NewOutbox(ac, db, log)
 		if err != nil {

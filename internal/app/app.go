@@ -446,7 +446,7 @@ func NewOutbox(cfg Config, db *sqlx.DB, log *slog.Logger) (*syncer.Service, erro
 		return nil, nil
 	}
 	return syncer.New(db, target, syncer.Config{
-		ApplyTimeout: c.Timeout, Lease: c.Lease, PollInterval: c.PollInterval, BaseBackoff: c.BaseBackoff, MaxBackoff: c.MaxBackoff,
+		ApplyTimeout: c.Timeout, PollInterval: c.PollInterval, BaseBackoff: c.BaseBackoff, MaxBackoff: c.MaxBackoff,
 	}, log), nil
 }
 

@@ -81,9 +81,6 @@ type SyncConfig struct {
 	Timeout time.Duration
 	// The worker's pace (0: the syncer's defaults; tests shorten them).
 	PollInterval, BaseBackoff, MaxBackoff time.Duration
-	// Lease bounds one apply (0: the syncer's default); the import CLI,
-	// which may rewrite a scope of a million logins, lengthens it.
-	Lease time.Duration
 }
 
 // RelayConfig is the relay side's policy: the milter applies it to

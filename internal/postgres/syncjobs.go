@@ -626,6 +626,20 @@ func (SyncRepo) Failing(ctx context.Context, q sqlx.QueryerContext, target, scop
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
+// Extend renews a worker's lease on jobs it holds (ClaimDue) for lease
+// from now, while their apply is still making progress; jobs done or
+// handed back meanwhile are left alone.
+func (SyncRepo) Extend(ctx context.Context, q sqlx.ExecerContext, ids []int64, lease time.Duration) error {
+	_, err := q.ExecContext(ctx, `
+		UPDATE sync_jobs SET locked_until = now() + $2 * interval '1 millisecond'
+		WHERE id = ANY($1) AND done_at IS NULL AND locked_until IS NOT NULL`,
+		pq.Array(ids), lease.Milliseconds())
+	if err != nil {
+		return fmt.Errorf("extend sync jobs' lease: %w", translate(err))
+	}
+	return nil
+}
+
 // Release ends a worker's lease on jobs (ClaimDue counted the attempt):
 // they are due again after delay. msg is the attempt's error, which also
 // marks the jobs failing from now unless they already were; it is empty

@@ -21,11 +21,13 @@ import (
 // a request whose jobs another turn applied meanwhile is woken without SQL.
 //
 // The request waits ApplyTimeout at most, but an apply it started has its
-// own deadline, Lease, as a worker's attempt has: an apply that must read
-// and write a large scope whole (after a restart, an import, a file in
-// doubt) finishes in the background when the request stops waiting, and
-// confirms the jobs then, instead of failing on the request's deadline
-// every time and leaving the work to a retry that would fail the same way.
+// own deadline, as a worker's attempt has: it ends once Lease passes
+// without progress (see leased). An apply that must read and write a large
+// scope whole (after a restart, an import, a file in doubt) finishes in the
+// background when the request stops waiting, and confirms the jobs then,
+// instead of failing on the request's deadline every time and leaving the
+// work to a retry that would fail the same way. A failed apply answers at
+// once: its jobs are left to the worker's retry.
 func (s *Service) Apply(ctx context.Context, p Pending) bool {
 	if s == nil || len(p.ids) == 0 {
 		return false
@@ -53,9 +55,9 @@ func (s *Service) Apply(ctx context.Context, p Pending) bool {
 		s.bg.Add(1)
 		go func() { // holds the turn until the apply is over
 			defer s.bg.Done()
-			work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
-			defer cancel()
-			err := s.applyOrRelease(work, scope, nil, p.ids)
+			work, prog, stop := s.leased(context.WithoutCancel(ctx), nil)
+			defer stop()
+			err := s.applyOrRelease(work, prog, scope, nil, p.ids)
 			<-turn
 			done <- err
 		}()
@@ -137,8 +139,8 @@ func (s *Service) applied(ids []int64) {
 // scope's turn), or, when g is nil, claims the scope's pending jobs in the
 // apply's transaction and applies them (a request's apply, whose own jobs
 // are own); on failure the jobs are released with a backoff and the
-// credentials marked with the error. It returns an error only when the jobs
-// could not be claimed.
+// credentials marked with the error. It returns the error of an apply that
+// did not commit, nil when it did or when its claim found nothing.
 //
 // The backoff depends on how long the scope's oldest pending job has been
 // failing, never on how many attempts failed: a request's failure counts
@@ -146,12 +148,13 @@ func (s *Service) applied(ids []int64) {
 // due (SyncRepo.Fail), so the worker retries a scope about once per backoff
 // however many requests fail meanwhile, and within MaxBackoff of the
 // target's recovery.
-func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres.SyncJobRow, own []int64) error {
+func (s *Service) applyOrRelease(ctx context.Context, prog *progress, scope string, g []postgres.SyncJobRow, own []int64) error {
 	claim := g == nil
-	g, err := s.applyGroup(ctx, scope, g)
+	g, err := s.applyGroup(ctx, prog, scope, g)
 	if err == nil {
 		return nil
 	}
+	err = cause(ctx, err)
 	if len(g) == 0 {
 		s.log.WarnContext(ctx, "sync: claim", "target", s.target.Name(), "scope", scope, "error", err.Error())
 		return err
@@ -174,7 +177,7 @@ func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres
 		s.release(g, delay, msg)
 	}
 	s.markError(g, msg)
-	return nil
+	return err
 }
 
 // applyGroup applies one group in a transaction holding the scope's lock;
@@ -190,7 +193,7 @@ func (s *Service) applyOrRelease(ctx context.Context, scope string, g []postgres
 // scope's lock while the target is still applying, and let another process
 // apply the scope meanwhile, its newer state then overwritten by this older
 // one. The lock is held until the target's Apply has returned.
-func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.SyncJobRow) ([]postgres.SyncJobRow, error) {
+func (s *Service) applyGroup(ctx context.Context, prog *progress, scope string, g []postgres.SyncJobRow) ([]postgres.SyncJobRow, error) {
 	tx, err := postgres.Begin(context.WithoutCancel(ctx), s.db)
 	if err != nil {
 		return g, err
@@ -215,18 +218,18 @@ func (s *Service) applyGroup(ctx context.Context, scope string, g []postgres.Syn
 			changes = func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil }
 		}
 	}
-	return g, s.apply(ctx, tx, scope, g, prev, token, partsTrusted, changes)
+	return g, s.apply(ctx, prog, tx, scope, g, prev, token, partsTrusted, changes)
 }
 
 // apply is applyGroup's work once g is claimed and the scope locked (prev
 // is the scope's token before this apply's, token; partsTrusted says whether
 // the scope's stored fingerprints are its last apply's); changes returns the
 // current rows of the credentials and logins the jobs change.
-func (s *Service) apply(ctx context.Context, tx *postgres.Tx, scope string, g []postgres.SyncJobRow, prev, token int64, partsTrusted bool,
+func (s *Service) apply(ctx context.Context, prog *progress, tx *postgres.Tx, scope string, g []postgres.SyncJobRow, prev, token int64, partsTrusted bool,
 	changes func(ctx context.Context, ids []int64, logins []string) ([]postgres.SnapshotRow, error)) error {
 	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
 	b := Batch{Scope: scope, JobIDs: jobIDs(g), Tx: tx, Continues: s.continues(scope, prev),
-		reads: &reads{repo: s.repo, tx: tx, target: s.target.Name(), changes: changes, partsTrusted: partsTrusted}}
+		reads: &reads{repo: s.repo, tx: tx, target: s.target.Name(), changes: changes, partsTrusted: partsTrusted, progress: prog}}
 	for _, j := range g {
 		var e Event
 		if err := json.Unmarshal(j.Event, &e); err != nil {

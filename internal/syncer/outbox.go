@@ -47,10 +47,11 @@ type Config struct {
 	// the target before answering with remote_synced false.
 	ApplyTimeout time.Duration
 	// Lease is how long a job claimed by a worker stays claimed; a crashed
-	// worker's jobs are claimable again after it. Every attempt is bounded
-	// by it, a worker's and a request's (whose jobs are claimed with row
-	// locks in the apply's transaction, and which the request waits for
-	// ApplyTimeout at most: see Service.Apply).
+	// worker's jobs are claimable again after it. An attempt, a worker's or
+	// a request's (whose jobs are claimed with row locks in the apply's
+	// transaction, and which the request waits for ApplyTimeout at most:
+	// see Service.Apply), ends once a lease passes without progress; while
+	// it progresses, a worker's claim is extended (see leased).
 	Lease time.Duration
 	// PollInterval is how often an idle worker looks for due jobs.
 	PollInterval time.Duration

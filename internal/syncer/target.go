@@ -132,6 +132,7 @@ func (b Batch) Scan(ctx context.Context, fn func(Entry) error) error {
 		return err
 	}
 	return r.repo.PreviousIn(ctx, r.tx, b.Scope, func(p postgres.PreviousRow) error {
+		r.progress.touch()
 		return fn(Entry{Login: p.Login + PreviousSuffix, Hash: p.Hash})
 	})
 }
@@ -153,6 +154,7 @@ func (b Batch) ScanInOrder(ctx context.Context, md5Digits int, fn func(Entry) er
 	r.read = true
 	prev := map[string]string{}
 	if err := r.repo.PreviousIn(ctx, r.tx, b.Scope, func(p postgres.PreviousRow) error {
+		r.progress.touch()
 		prev[p.Login] = p.Hash
 		return nil
 	}); err != nil {
@@ -245,6 +247,14 @@ func (b Batch) NewLogins(ctx context.Context) ([]Entry, bool, error) {
 	return entries, true, nil
 }
 
+// Progress reports that the apply is making progress: an apply ends once
+// the syncer's lease passes without any (a hung backend), however long it
+// has run. Each row read (Changes, Scan, ScanInOrder) is progress; a target
+// calls Progress in long work of its own, such as one send per event.
+func (b Batch) Progress() {
+	b.reads.progress.touch()
+}
+
 // reads is a batch's access to the scope's state, and the versions read.
 type reads struct {
 	repo   postgres.SyncRepo
@@ -264,6 +274,8 @@ type reads struct {
 	seen map[int64]bool
 	// partsTrusted: the scope's stored fingerprints are its last apply's.
 	partsTrusted bool
+	// progress is the apply's (see leased); each row read is progress.
+	progress *progress
 	// keep is set by KeepPrints, with what it was given.
 	keep        bool
 	prints      map[string]string
@@ -283,6 +295,7 @@ func (r *reads) rows(ctx context.Context, ids []int64, logins []string) ([]postg
 }
 
 func (r *reads) note(row postgres.SnapshotRow) {
+	r.progress.touch()
 	r.read = true
 	if row.SyncedVersion < row.Version { // only these need marking
 		r.ids, r.versions = append(r.ids, row.CredentialID), append(r.versions, row.Version)

@@ -34,13 +34,14 @@ func (s *Service) Run(ctx context.Context) {
 				s.log.Warn("sync: marking what the target already reads", "target", s.target.Name(), "error", err.Error())
 			}
 		}
-		// The batch in hand is finished even while stopping; bounded by the lease.
-		work, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
-		jobs, err := s.repo.ClaimDue(work, s.db, s.cfg.Lease, s.cfg.ApplyTimeout+time.Second)
-		if err == nil && len(jobs) > 0 {
-			s.process(work, jobs)
-		}
+		claim, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
+		jobs, err := s.repo.ClaimDue(claim, s.db, s.cfg.Lease, s.cfg.ApplyTimeout+time.Second)
 		cancel()
+		if err == nil && len(jobs) > 0 {
+			// The group in hand is finished even while stopping, for as
+			// long as it makes progress (see leased).
+			s.process(context.WithoutCancel(ctx), jobs)
+		}
 		wait := s.cfg.PollInterval
 		if err != nil && ctx.Err() == nil {
 			// The database is away: back off, and say so once per streak.
@@ -118,15 +119,29 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 			s.release(g, s.cfg.MaxBackoff, "")
 			continue
 		}
-		turn := s.scopeTurn(k.scope)
-		select {
-		case turn <- struct{}{}:
-		case <-ctx.Done():
+		if !s.takeTurn(ctx, k.scope) {
 			s.release(g, 0, "")
 			continue
 		}
-		_ = s.applyOrRelease(ctx, k.scope, g, nil) // a claimed group is released on failure
-		<-turn
+		work, prog, stop := s.leased(ctx, jobIDs(g))
+		_ = s.applyOrRelease(work, prog, k.scope, g, nil) // a claimed group is released on failure
+		stop()
+		<-s.scopeTurn(k.scope)
+	}
+}
+
+// takeTurn waits for scope's turn (a request's apply of it in this process
+// may hold it) for a lease at most, and reports whether it got it.
+func (s *Service) takeTurn(ctx context.Context, scope string) bool {
+	wait := time.NewTimer(s.cfg.Lease)
+	defer wait.Stop()
+	select {
+	case s.scopeTurn(scope) <- struct{}{}:
+		return true
+	case <-wait.C:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -1,0 +1,140 @@
+package syncer_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smtpcreds/smtpcreds/internal/syncer"
+)
+
+// slowTarget takes steps of work in each Apply, reporting progress after
+// each step when report is set; fail makes Apply fail at once.
+type slowTarget struct {
+	step   time.Duration
+	steps  int
+	report bool
+	fail   bool
+	calls  atomic.Int32
+	made   atomic.Int32 // steps made, over every Apply
+}
+
+func (*slowTarget) Name() string               { return "slow" }
+func (*slowTarget) Scope(domain string) string { return domain }
+
+func (t *slowTarget) Apply(ctx context.Context, b syncer.Batch) error {
+	t.calls.Add(1)
+	if t.fail {
+		return errors.New("backend refused")
+	}
+	for range t.steps {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(t.step): // the work of one step
+		}
+		t.made.Add(1)
+		if t.report {
+			b.Progress()
+		}
+	}
+	return nil
+}
+
+func syncError(t *testing.T, f fixture, user string) string {
+	t.Helper()
+	var msg *string
+	if err := f.db.Get(&msg, `SELECT sync_error FROM credentials WHERE username = $1`, user); err != nil {
+		t.Fatal(err)
+	}
+	if msg == nil {
+		return ""
+	}
+	return *msg
+}
+
+// An apply that keeps making progress runs past the lease (a whole write
+// of a large scope on a loaded machine), and one that makes none is cut at
+// the lease (a hung backend), telling the user so.
+func TestApplyLeaseFollowsProgress(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	cfg.Lease = 300 * time.Millisecond
+	cfg.ApplyTimeout = 10 * time.Second
+
+	t.Run("progressing", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		target := &slowTarget{step: cfg.Lease / 3, steps: 9, report: true} // three leases
+		s := syncer.New(f.db, target, cfg, nil)
+		if !s.Apply(context.Background(), f.change(t, s, "alice", "{SSHA512}a")) {
+			t.Fatalf("an apply making progress for %d steps of %v was cut (sync_error %q)", target.steps, target.step, syncError(t, f, "alice"))
+		}
+		if !f.synced(t, "alice") || target.made.Load() != int32(target.steps) {
+			t.Errorf("synced %v after %d of %d steps", f.synced(t, "alice"), target.made.Load(), target.steps)
+		}
+	})
+
+	t.Run("stalled", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		target := &slowTarget{step: time.Hour, steps: 1}
+		s := syncer.New(f.db, target, cfg, nil)
+		if s.Apply(context.Background(), f.change(t, s, "bob", "{SSHA512}b")) {
+			t.Fatal("an apply that made no progress reported success")
+		}
+		if got, want := syncError(t, f, "bob"), "the target did not answer in time"; got != want {
+			t.Errorf("sync_error %q, want %q", got, want)
+		}
+	})
+}
+
+// A failed apply answers its request at once, with the error, instead of
+// waiting out the request's timeout for jobs only the worker's retry can
+// apply now.
+func TestFailedApplyAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	cfg := fastConfig()
+	cfg.ApplyTimeout = time.Minute
+	target := &slowTarget{fail: true}
+	s := syncer.New(f.db, target, cfg, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ApplyTimeout/2)
+	defer cancel()
+	if s.Apply(ctx, f.change(t, s, "carol", "{SSHA512}c")) {
+		t.Fatal("a failed apply reported success")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the request waited %v after its apply had failed", cfg.ApplyTimeout/2)
+	}
+	if got := syncError(t, f, "carol"); got != "backend refused" {
+		t.Errorf("sync_error %q, want the target's error", got)
+	}
+}
+
+// A worker's apply that runs past the lease while making progress keeps
+// its jobs leased: another process's worker does not claim and apply them
+// again meanwhile.
+func TestWorkerExtendsTheLeaseOfAnApplyInProgress(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	cfg := fastConfig()
+	cfg.Lease = 400 * time.Millisecond
+	target := &slowTarget{step: cfg.Lease / 4, steps: 12, report: true} // three leases
+	first := syncer.New(f.db, target, cfg, nil)
+	f.change(t, first, "dave", "{SSHA512}d")
+	// As after a failed attempt of the request, so that a worker takes it at once.
+	if _, err := f.db.Exec(`UPDATE sync_jobs SET attempts = 1`); err != nil {
+		t.Fatal(err)
+	}
+	defer runWorker(first)()
+	eventually(t, 5*time.Second, "the first worker to start applying", func() bool { return target.calls.Load() == 1 })
+	second := syncer.New(f.db, target, cfg, nil) // another process
+	defer runWorker(second)()
+	eventually(t, 10*time.Second, "the apply to confirm dave", func() bool { return f.synced(t, "dave") })
+	if n := target.calls.Load(); n != 1 {
+		t.Errorf("the jobs were applied %d times: the second worker claimed them while the first was applying", n)
+	}
+}
