@@ -174,13 +174,15 @@ const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 // request wait for the worker's turn.
 // Once a scope is due (a failed attempt, or a request that gave up), its
 // fresh jobs are taken along all the same, so that one apply brings the
-// backend up to date.
-func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grace time.Duration) ([]SyncJobRow, error) {
+// backend up to date. Only target's jobs are claimed: those of a target
+// the process does not run (its configuration changed) wait for a process
+// that does, without counting attempts.
+func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, target string, lease, grace time.Duration) ([]SyncJobRow, error) {
 	rows := []SyncJobRow{}
 	err := sqlx.SelectContext(ctx, q, &rows, `
 		WITH first AS (
 			SELECT target, scope FROM sync_jobs
-			WHERE done_at IS NULL AND available_at <= now() AND (locked_until IS NULL OR locked_until < now())
+			WHERE target = $3 AND done_at IS NULL AND available_at <= now() AND (locked_until IS NULL OR locked_until < now())
 			  AND (attempts > 0 OR first_failed_at IS NOT NULL OR not_before IS NOT NULL
 			       OR available_at <= now() - $2 * interval '1 millisecond')
 			ORDER BY available_at, id LIMIT 1
@@ -193,7 +195,7 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, lease, grac
 			FOR UPDATE OF j SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
 		FROM c WHERE j.id = c.id
-		RETURNING `+claimCols, lease.Milliseconds(), grace.Milliseconds())
+		RETURNING `+claimCols, lease.Milliseconds(), grace.Milliseconds(), target)
 	if err != nil {
 		return nil, fmt.Errorf("claim sync jobs: %w", translate(err))
 	}

@@ -51,7 +51,7 @@ func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 						rows, _, err = repo.ClaimLocked(ctx, tx, "t", "s", &postgres.EventKeys{ID: "credential_id", Login: "login"})
 					}
 				} else {
-					rows, err = repo.ClaimDue(ctx, db, time.Minute, 0)
+					rows, err = repo.ClaimDue(ctx, db, "t", time.Minute, 0)
 				}
 				if err != nil {
 					errs <- err
@@ -99,7 +99,7 @@ func TestClaimDueLeavesFreshJobsToTheirRequest(t *testing.T) {
 	repo := postgres.SyncRepo{}
 	_, err := db.Exec(`INSERT INTO sync_jobs (target, scope, event) VALUES ('t', 'fresh', '{}')`)
 	must(t, err)
-	rows, err := repo.ClaimDue(ctx, db, time.Minute, time.Hour)
+	rows, err := repo.ClaimDue(ctx, db, "t", time.Minute, time.Hour)
 	must(t, err)
 	if len(rows) != 0 {
 		t.Fatalf("a fresh job was claimed within the grace: %+v", rows)
@@ -108,16 +108,38 @@ func TestClaimDueLeavesFreshJobsToTheirRequest(t *testing.T) {
 	// along (one apply brings the backend up to date).
 	_, err = db.Exec(`INSERT INTO sync_jobs (target, scope, event, attempts) VALUES ('t', 'failed', '{}', 1), ('t', 'failed', '{}', 0)`)
 	must(t, err)
-	rows, err = repo.ClaimDue(ctx, db, time.Minute, time.Hour)
+	rows, err = repo.ClaimDue(ctx, db, "t", time.Minute, time.Hour)
 	must(t, err)
 	slices.SortFunc(rows, func(a, b postgres.SyncJobRow) int { return cmp.Compare(a.ID, b.ID) })
 	if len(rows) != 2 || rows[0].Scope != "failed" || rows[0].Attempts != 2 || rows[1].Attempts != 1 {
 		t.Fatalf("want the failed job (attempt 2) and its scope's fresh one (attempt 1), got %+v", rows)
 	}
-	rows, err = repo.ClaimDue(ctx, db, time.Minute, 0)
+	rows, err = repo.ClaimDue(ctx, db, "t", time.Minute, 0)
 	must(t, err)
 	if len(rows) != 1 || rows[0].Scope != "fresh" {
 		t.Fatalf("want the oldest fresh job's scope claimed once the grace is over, got %+v", rows)
+	}
+}
+
+// A worker claims only its own target's jobs: another target's (the
+// configuration changed) wait for a process that runs it, without an
+// attempt counted.
+func TestClaimDueTakesOnlyItsTarget(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	ctx := context.Background()
+	repo := postgres.SyncRepo{}
+	var other int64
+	must(t, db.Get(&other, `INSERT INTO sync_jobs (target, scope, event, attempts) VALUES ('other', 's', '{}', 1) RETURNING id`))
+	rows, err := repo.ClaimDue(ctx, db, "t", time.Minute, 0)
+	must(t, err)
+	if len(rows) != 0 {
+		t.Fatalf("target t's worker claimed another target's job: %+v", rows)
+	}
+	rows, err = repo.ClaimDue(ctx, db, "other", time.Minute, 0)
+	must(t, err)
+	if len(rows) != 1 || rows[0].ID != other || rows[0].Attempts != 2 {
+		t.Fatalf("want the job claimed by its own target's worker at its second attempt, got %+v", rows)
 	}
 }
 
@@ -250,12 +272,12 @@ func TestScheduledJobWaitsForItsTime(t *testing.T) {
 	}
 	// The grace keeps fresh jobs for their request; a due scheduled job
 	// is taken at once, with the scope's fresh jobs.
-	due, err := repo.ClaimDue(ctx, db, time.Minute, time.Hour)
+	due, err := repo.ClaimDue(ctx, db, "t", time.Minute, time.Hour)
 	must(t, err)
 	if ids := jobIDsOf(due); !slices.Equal(ids, []int64{soon, now}) {
 		t.Errorf("ClaimDue took %v, want %v (not %d)", ids, []int64{soon, now}, later)
 	}
-	again, err := repo.ClaimDue(ctx, db, time.Minute, 0)
+	again, err := repo.ClaimDue(ctx, db, "t", time.Minute, 0)
 	must(t, err)
 	if len(again) != 0 {
 		t.Errorf("ClaimDue took %v before its time", jobIDsOf(again))

@@ -396,7 +396,7 @@ func TestCrashedWorkersJobsAreReclaimed(t *testing.T) {
 	s := syncer.New(f.db, snapshot.New(rec, nil), cfg, nil)
 	f.change(t, s, "carol", "{SSHA512}ccc")
 	// The "crashed" worker: claims with a short lease and never finishes.
-	claimed, err := postgres.SyncRepo{}.ClaimDue(context.Background(), f.db, 300*time.Millisecond, 0)
+	claimed, err := postgres.SyncRepo{}.ClaimDue(context.Background(), f.db, "recorder", 300*time.Millisecond, 0)
 	if err != nil || len(claimed) != 1 {
 		t.Fatalf("claim: %v %v", claimed, err)
 	}

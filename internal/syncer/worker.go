@@ -35,7 +35,7 @@ func (s *Service) Run(ctx context.Context) {
 			}
 		}
 		claim, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Lease)
-		jobs, err := s.repo.ClaimDue(claim, s.db, s.cfg.Lease, s.cfg.ApplyTimeout+time.Second)
+		jobs, err := s.repo.ClaimDue(claim, s.db, s.target.Name(), s.cfg.Lease, s.cfg.ApplyTimeout+time.Second)
 		cancel()
 		if err == nil && len(jobs) > 0 {
 			// The group in hand is finished even while stopping, for as
@@ -99,34 +99,26 @@ func (s *Service) catchUp(ctx context.Context) error {
 	return nil
 }
 
-// process applies claimed jobs, one (target, scope) group at a time.
+// process applies claimed jobs (of this target), one scope at a time.
 func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
-	type key struct{ target, scope string }
-	groups := map[key][]postgres.SyncJobRow{}
-	var order []key
+	groups := map[string][]postgres.SyncJobRow{}
+	var order []string
 	for _, j := range jobs {
-		k := key{j.Target, j.Scope}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
+		if _, ok := groups[j.Scope]; !ok {
+			order = append(order, j.Scope)
 		}
-		groups[k] = append(groups[k], j)
+		groups[j.Scope] = append(groups[j.Scope], j)
 	}
-	for _, k := range order {
-		g := groups[k]
-		if k.target != s.target.Name() {
-			// A job of a target this process does not run (configuration
-			// changed): leave it for a process that does.
-			s.release(g, s.cfg.MaxBackoff, "")
-			continue
-		}
-		if !s.takeTurn(ctx, k.scope) {
+	for _, scope := range order {
+		g := groups[scope]
+		if !s.takeTurn(ctx, scope) {
 			s.release(g, 0, "")
 			continue
 		}
 		work, prog, stop := s.leased(ctx, jobIDs(g))
-		_ = s.applyOrRelease(work, prog, k.scope, g, nil) // a claimed group is released on failure
+		_ = s.applyOrRelease(work, prog, scope, g, nil) // a claimed group is released on failure
 		stop()
-		<-s.scopeTurn(k.scope)
+		<-s.scopeTurn(scope)
 	}
 }
 
