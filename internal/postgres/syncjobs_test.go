@@ -5,27 +5,42 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
 	"github.com/smtpcreds/smtpcreds/internal/postgres"
 )
 
-// Claims racing for the same jobs never wait for each other (which could
-// deadlock, two multi-row updates taking rows in different orders): each
-// takes what is free, and no job is claimed twice, whether claimed by a
-// lease (ClaimDue) or by a row lock held until the apply's transaction ends
-// (ClaimLocked; those stay open until every claim is done).
+// Claims racing for the same jobs never claim a job twice and never wait
+// for each other in a cycle, whether claimed by a lease (ClaimDue) or by a
+// row lock held until the apply's transaction ends (ClaimLocked).
+//
+// A request's claim (ClaimLocked, SKIP LOCKED) never waits. A worker's
+// claim may: in READ COMMITTED, when its UPDATE meets a row a concurrent
+// claim has updated since the statement began, PostgreSQL locks the row's
+// newest version waiting (no SKIP LOCKED there), and a ClaimLocked whose
+// recheck of that version failed still holds the lock it took. The worker
+// then waits for that apply's transaction to end, which never waits for
+// the worker: so here the request claims stay open until every worker
+// claim has returned or is waiting on a lock, then commit as an apply does
+// (their jobs done), and every worker claim must then return.
 func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 	db := dbtest.New(t)
 	repo := postgres.SyncRepo{}
+	// waiting reports whether a session of the database waits on a lock.
+	waiting := func(ctx context.Context) bool {
+		var n int
+		err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+		return err == nil && n > 0
+	}
 	for round := range 30 {
-		// A claim that waits would wait for ever here (the claimed rows
-		// stay locked until every claim is done): it fails instead, with
-		// what the sessions were waiting on.
+		// A claim that waited for ever fails instead, with what the
+		// sessions were waiting on.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := db.Exec(`DELETE FROM sync_jobs`)
 		must(t, err)
@@ -33,7 +48,7 @@ func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 		must(t, err)
 		var mu sync.Mutex
 		seen := map[int64]int{}
-		var open []*sqlx.Tx
+		var dueDone atomic.Int32
 		var wg sync.WaitGroup
 		errs := make(chan error, 4)
 		for i := range 4 {
@@ -43,15 +58,30 @@ func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 				var rows []postgres.SyncJobRow
 				var err error
 				if i%2 == 0 {
-					var tx *sqlx.Tx
-					if tx, err = db.BeginTxx(ctx, nil); err == nil {
-						mu.Lock()
-						open = append(open, tx)
-						mu.Unlock()
-						rows, _, err = repo.ClaimLocked(ctx, tx, "t", "s", &postgres.EventKeys{ID: "credential_id", Login: "login"})
-					}
+					err = func() error {
+						tx, err := db.BeginTxx(ctx, nil)
+						if err != nil {
+							return err
+						}
+						defer tx.Rollback() //nolint:errcheck // no-op after Commit
+						if rows, _, err = repo.ClaimLocked(ctx, tx, "t", "s", &postgres.EventKeys{ID: "credential_id", Login: "login"}); err != nil {
+							return err
+						}
+						ids := make([]int64, len(rows))
+						for i, r := range rows {
+							ids[i] = r.ID
+						}
+						if _, err := tx.ExecContext(ctx, `UPDATE sync_jobs SET done_at = now() WHERE id = ANY($1)`, pq.Array(ids)); err != nil {
+							return err
+						}
+						for dueDone.Load() < 2 && !waiting(ctx) && ctx.Err() == nil {
+							time.Sleep(2 * time.Millisecond)
+						}
+						return tx.Commit()
+					}()
 				} else {
 					rows, err = repo.ClaimDue(ctx, db, "t", time.Minute, 0)
+					dueDone.Add(1)
 				}
 				if err != nil {
 					errs <- err
@@ -69,13 +99,6 @@ func TestConcurrentClaimsNeitherDeadlockNorOverlap(t *testing.T) {
 		if ctx.Err() != nil {
 			_ = db.Select(&waits, `SELECT format('%s %s/%s: %s', state, wait_event_type, wait_event, left(query, 120))
 				FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
-		}
-		for _, tx := range open {
-			if ctx.Err() == nil {
-				must(t, tx.Rollback())
-			} else {
-				_ = tx.Rollback() // a cancelled claim's is gone already
-			}
 		}
 		cancel()
 		close(errs)
