@@ -222,8 +222,9 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // cfg.OperatorAddr), with the sync worker and the housekeeping loops, until
 // ctx ends; then /readyz fails for cfg.ShutdownDelay while still serving,
 // in-flight requests get cfg.ShutdownTimeout, and the sync worker finishes
-// or releases its batch, and the sync applies requests left running (each
-// bounded by the sync lease) finish, before Run returns.
+// or releases its batch, and the sync applies requests left running finish,
+// before Run returns; sync applies still running at the end of
+// cfg.ShutdownTimeout are stopped (rolled back, their jobs left as they were).
 func (a *App) Run(ctx context.Context) error {
 	c, log := a.cfg, a.log
 	if c.OperatorAddr != "" {
@@ -286,6 +287,9 @@ func (a *App) Run(ctx context.Context) error {
 	log.Info("shutting down", "timeout", c.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
+	// Sync applies still running when the timeout ends are stopped: they
+	// roll back and leave their jobs to the next process.
+	defer context.AfterFunc(sctx, a.outbox.Halt)()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

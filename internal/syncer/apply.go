@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -155,6 +156,15 @@ func (s *Service) applyOrRelease(ctx context.Context, prog *progress, scope stri
 		return nil
 	}
 	err = cause(ctx, err)
+	if errors.Is(err, errHalted) {
+		// Stopping: a request's claim rolled back with the apply, a
+		// worker's is handed back; neither failed.
+		if !claim {
+			s.release(g, 0, "")
+		}
+		s.log.Info("sync: apply stopped by the shutdown", "target", s.target.Name(), "scope", scope, "jobs", len(g))
+		return err
+	}
 	if len(g) == 0 {
 		s.log.WarnContext(ctx, "sync: claim", "target", s.target.Name(), "scope", scope, "error", err.Error())
 		return err

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,10 @@ func (p *progress) idle(now time.Time) time.Duration {
 	return now.Sub(time.Unix(0, p.last.Load()))
 }
 
+// errHalted ends the applies in progress when the Service halts: no
+// failure of the target.
+var errHalted = errors.New("sync: stopped before the apply finished")
+
 // errStalled ends an apply that made no progress for a lease; it is a
 // deadline, as API users are told ("the target did not answer in time").
 var errStalled = fmt.Errorf("no progress for the apply's lease: %w", context.DeadlineExceeded)
@@ -40,6 +45,7 @@ var errStalled = fmt.Errorf("no progress for the apply's lease: %w", context.Dea
 // transaction's row locks instead (nil). Call stop when the apply is over.
 func (s *Service) leased(parent context.Context, held []int64) (ctx context.Context, p *progress, stop func()) {
 	ctx, cancel := context.WithCancelCause(parent)
+	unhalt := context.AfterFunc(s.halt, func() { cancel(errHalted) })
 	p = &progress{}
 	p.touch()
 	done := make(chan struct{})
@@ -68,6 +74,7 @@ func (s *Service) leased(parent context.Context, held []int64) (ctx context.Cont
 		}
 	}()
 	return ctx, p, func() {
+		unhalt()
 		close(done)
 		cancel(context.Canceled)
 	}

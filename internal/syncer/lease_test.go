@@ -138,3 +138,63 @@ func TestWorkerExtendsTheLeaseOfAnApplyInProgress(t *testing.T) {
 		t.Errorf("the jobs were applied %d times: the second worker claimed them while the first was applying", n)
 	}
 }
+
+// Halt stops the applies in progress, a request's and the worker's, however
+// well they progress: they roll back and leave their jobs as they were,
+// with no failure counted, for the next process.
+func TestHaltStopsAppliesInProgress(t *testing.T) {
+	t.Parallel()
+	for _, by := range []string{"request", "worker"} {
+		t.Run(by, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			cfg := fastConfig()
+			cfg.ApplyTimeout = 50 * time.Millisecond
+			target := &slowTarget{step: 20 * time.Millisecond, steps: 1 << 20, report: true} // for ever, progressing
+			s := syncer.New(f.db, target, cfg, nil)
+			p := f.change(t, s, "erin", "{SSHA512}e")
+			stopWorker := func() {}
+			if by == "request" {
+				if s.Apply(context.Background(), p) { // outlives the request's wait
+					t.Fatal("an apply that never ends reported success")
+				}
+			} else {
+				// Due at once, as after a failed attempt of its request.
+				if _, err := f.db.Exec(`UPDATE sync_jobs SET attempts = 1`); err != nil {
+					t.Fatal(err)
+				}
+				stopWorker = runWorker(s)
+			}
+			eventually(t, 5*time.Second, "the apply to be running", func() bool { return target.made.Load() > 0 })
+			s.Halt()
+			drained := make(chan struct{})
+			go func() { stopWorker(); s.Drain(); close(drained) }()
+			eventually(t, 5*time.Second, "the apply to stop", func() bool {
+				select {
+				case <-drained:
+					return true
+				default:
+					return false
+				}
+			})
+			var j struct {
+				Done    bool `db:"done"`
+				Failing bool `db:"failing"`
+			}
+			eventually(t, 5*time.Second, "the job to be free again", func() bool {
+				var free bool
+				err := f.db.Get(&free, `SELECT locked_until IS NULL FROM sync_jobs`)
+				return err == nil && free
+			})
+			if err := f.db.Get(&j, `SELECT done_at IS NOT NULL AS done, last_error IS NOT NULL OR first_failed_at IS NOT NULL AS failing FROM sync_jobs`); err != nil {
+				t.Fatal(err)
+			}
+			if j.Done || j.Failing {
+				t.Errorf("a halted apply left its job %+v, want pending and not failing", j)
+			}
+			if msg := syncError(t, f, "erin"); msg != "" || f.synced(t, "erin") {
+				t.Errorf("sync_error %q, synced %v after a halted apply", msg, f.synced(t, "erin"))
+			}
+		})
+	}
+}

@@ -119,6 +119,9 @@ type Service struct {
 	// bg counts the applies requests started, which may outlive the
 	// request's wait (Apply); Drain waits for them.
 	bg sync.WaitGroup
+	// halt ends every apply in progress when cancelled (Halt).
+	halt    context.Context
+	haltNow context.CancelFunc
 }
 
 // waiter is one Apply call waiting for its jobs.
@@ -134,7 +137,8 @@ func New(db *sqlx.DB, target Target, cfg Config, log *slog.Logger) *Service {
 		log = slog.New(slog.DiscardHandler)
 	}
 	_, readsState := target.(StateReader)
-	return &Service{db: db, target: target, readsState: readsState, cfg: cfg, log: log}
+	halt, haltNow := context.WithCancel(context.Background())
+	return &Service{db: db, target: target, readsState: readsState, cfg: cfg, log: log, halt: halt, haltNow: haltNow}
 }
 
 // Pending is the jobs of one change, as Enqueue made them, for Apply.
@@ -240,10 +244,21 @@ func (s *Service) Stats(ctx context.Context) (postgres.QueueStats, error) {
 }
 
 // Drain waits for the applies that requests started (Apply) and left
-// running when they stopped waiting, each bounded by Lease. Call it once no
-// request can call Apply any more (the HTTP server has shut down).
+// running when they stopped waiting, each running while it makes progress
+// (or until Halt). Call it once no request can call Apply any more (the
+// HTTP server has shut down).
 func (s *Service) Drain() {
 	if s != nil {
 		s.bg.Wait()
+	}
+}
+
+// Halt ends every apply in progress, a request's or the worker's, and every
+// later one: each rolls back and leaves its jobs as they were, for the next
+// process, without counting a failure. It bounds a shutdown: an apply
+// otherwise runs as long as it makes progress.
+func (s *Service) Halt() {
+	if s != nil {
+		s.haltNow()
 	}
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // Run is the background worker: it applies due jobs until ctx ends, then
-// finishes (or releases) the batch in hand and returns.
+// finishes (or releases) the batch in hand and returns; or until Halt.
 func (s *Service) Run(ctx context.Context) {
 	if s == nil {
 		return
@@ -24,7 +24,7 @@ func (s *Service) Run(ctx context.Context) {
 	failures := 0
 	_, live := s.target.(Live)
 	catchUpFailed := false
-	for {
+	for s.halt.Err() == nil { // a halted Service applies nothing more
 		s.beat.Store(time.Now().UnixNano())
 		if live { // tried again each round until it succeeds
 			if err := s.catchUp(ctx); err == nil {
