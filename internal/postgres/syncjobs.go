@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -164,7 +165,7 @@ const claimCols = `j.id, j.target, j.scope, j.event, j.attempts`
 
 // ClaimDue claims the group (same target and scope) of the oldest due job:
 // every unfinished, unleased job of that group, due or not, so that a burst
-// coalesces. Returns nothing when no job is due. Rows locked by a concurrent
+// coalesces (ClaimMax at most, the oldest). Returns nothing when no job is due. Rows locked by a concurrent
 // claimer are skipped, never waited for: two claims that each wait for the
 // other's rows deadlock (PostgreSQL then stalls both for deadlock_timeout).
 //
@@ -191,7 +192,7 @@ func (SyncRepo) ClaimDue(ctx context.Context, q sqlx.QueryerContext, target stri
 			SELECT j.id FROM sync_jobs j, first
 			WHERE j.target = first.target AND j.scope = first.scope AND j.done_at IS NULL
 			  AND (j.locked_until IS NULL OR j.locked_until < now()) AND (j.not_before IS NULL OR j.not_before <= now())
-			ORDER BY j.id
+			ORDER BY j.id LIMIT `+claimMaxSQL+`
 			FOR UPDATE OF j SKIP LOCKED)
 		UPDATE sync_jobs j SET locked_until = now() + $1 * interval '1 millisecond', attempts = j.attempts + 1
 		FROM c WHERE j.id = c.id
@@ -209,6 +210,15 @@ type EventKeys struct {
 	ID, Login string
 }
 
+// ClaimMax is the most jobs one claim takes (ClaimDue, ClaimLocked), the
+// oldest first: a backlog of any size (a million jobs of an import for the
+// webhook target, changes made during a long outage) is applied in batches
+// of this many, each apply's memory and each webhook delivery bounded; the
+// applies that follow take the rest.
+const ClaimMax = 1000
+
+var claimMaxSQL = strconv.Itoa(ClaimMax)
+
 // ClaimLockedSQL is ClaimLocked's statement (one text, prepared once),
 // exported for the bench, which runs the server's own SQL through pgbench.
 var ClaimLockedSQL = `
@@ -216,7 +226,7 @@ var ClaimLockedSQL = `
 			SELECT id, event, attempts FROM sync_jobs
 			WHERE target = $1 AND scope = $2 AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
 			  AND (not_before IS NULL OR not_before <= now())
-			ORDER BY id
+			ORDER BY id LIMIT ` + claimMaxSQL + `
 			FOR UPDATE SKIP LOCKED),
 		l AS (
 			SELECT (event->>$4::text)::bigint AS id,
@@ -228,7 +238,7 @@ var ClaimLockedSQL = `
 // ClaimLocked claims, in the transaction that holds the scope's lock
 // (LockScope), every unfinished job of (target, scope), due or not (a
 // request applying its change at once takes along whatever else is pending
-// there): the jobs stay claimed, by their row locks, until the transaction
+// there; ClaimMax at most, the oldest): the jobs stay claimed, by their row locks, until the transaction
 // ends, so a claim costs no commit of its own and an apply that fails or
 // dies leaves them as they were. Jobs leased by a worker (ClaimDue), and
 // rows another claim is locking at this moment, are left alone (skipped, as

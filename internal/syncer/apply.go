@@ -38,39 +38,46 @@ func (s *Service) Apply(ctx context.Context, p Pending) bool {
 	w := s.wait(p.ids)
 	defer s.unwait(p.ids, w)
 	for _, scope := range p.scopes {
-		turn := s.scopeTurn(scope)
-		select {
-		case <-w.done:
-			return true
-		case <-ctx.Done():
-			return false
-		case turn <- struct{}{}:
-		}
-		select {
-		case <-w.done: // the turn before this one applied them
-			<-turn
-			return true
-		default:
-		}
-		done := make(chan error, 1)
-		s.bg.Add(1)
-		go func() { // holds the turn until the apply is over
-			defer s.bg.Done()
-			work, prog, stop := s.leased(context.WithoutCancel(ctx), nil)
-			defer stop()
-			err := s.applyOrRelease(work, prog, scope, nil, p.ids)
-			<-turn
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
+		for more := true; more; { // a claim takes ClaimMax jobs at most: again while it was full
+			turn := s.scopeTurn(scope)
+			select {
+			case <-w.done:
+				return true
+			case <-ctx.Done():
+				return false
+			case turn <- struct{}{}:
+			}
+			select {
+			case <-w.done: // the turn before this one applied them
+				<-turn
+				return true
+			default:
+			}
+			type result struct {
+				claimed int
+				err     error
+			}
+			done := make(chan result, 1)
+			s.bg.Add(1)
+			go func() { // holds the turn until the apply is over
+				defer s.bg.Done()
+				work, prog, stop := s.leased(context.WithoutCancel(ctx), nil)
+				defer stop()
+				n, err := s.applyOrRelease(work, prog, scope, nil, p.ids)
+				<-turn
+				done <- result{n, err}
+			}()
+			select {
+			case r := <-done:
+				if r.err != nil {
+					return false
+				}
+				more = r.claimed == postgres.ClaimMax
+			case <-w.done:
+				return true
+			case <-ctx.Done():
 				return false
 			}
-		case <-w.done:
-			return true
-		case <-ctx.Done():
-			return false
 		}
 	}
 	// Jobs applied in this process wake w; jobs claimed by another process
@@ -140,8 +147,9 @@ func (s *Service) applied(ids []int64) {
 // scope's turn), or, when g is nil, claims the scope's pending jobs in the
 // apply's transaction and applies them (a request's apply, whose own jobs
 // are own); on failure the jobs are released with a backoff and the
-// credentials marked with the error. It returns the error of an apply that
-// did not commit, nil when it did or when its claim found nothing.
+// credentials marked with the error. It returns how many jobs it applied
+// or tried to, and the error of an apply that did not commit (nil when it
+// did or when its claim found nothing).
 //
 // The backoff depends on how long the scope's oldest pending job has been
 // failing, never on how many attempts failed: a request's failure counts
@@ -149,11 +157,11 @@ func (s *Service) applied(ids []int64) {
 // due (SyncRepo.Fail), so the worker retries a scope about once per backoff
 // however many requests fail meanwhile, and within MaxBackoff of the
 // target's recovery.
-func (s *Service) applyOrRelease(ctx context.Context, prog *progress, scope string, g []postgres.SyncJobRow, own []int64) error {
+func (s *Service) applyOrRelease(ctx context.Context, prog *progress, scope string, g []postgres.SyncJobRow, own []int64) (int, error) {
 	claim := g == nil
 	g, err := s.applyGroup(ctx, prog, scope, g)
 	if err == nil {
-		return nil
+		return len(g), nil
 	}
 	err = cause(ctx, err)
 	if errors.Is(err, errHalted) {
@@ -163,11 +171,11 @@ func (s *Service) applyOrRelease(ctx context.Context, prog *progress, scope stri
 			s.release(g, 0, "")
 		}
 		s.log.Info("sync: apply stopped by the shutdown", "target", s.target.Name(), "scope", scope, "jobs", len(g))
-		return err
+		return len(g), err
 	}
 	if len(g) == 0 {
 		s.log.WarnContext(ctx, "sync: claim", "target", s.target.Name(), "scope", scope, "error", err.Error())
-		return err
+		return len(g), err
 	}
 	msg := publicError(err)
 	failing, ferr := s.failing(scope)
@@ -187,7 +195,7 @@ func (s *Service) applyOrRelease(ctx context.Context, prog *progress, scope stri
 		s.release(g, delay, msg)
 	}
 	s.markError(g, msg)
-	return err
+	return len(g), err
 }
 
 // applyGroup applies one group in a transaction holding the scope's lock;

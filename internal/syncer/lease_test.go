@@ -3,10 +3,12 @@ package syncer_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 )
 
@@ -194,6 +196,85 @@ func TestHaltStopsAppliesInProgress(t *testing.T) {
 			}
 			if msg := syncError(t, f, "erin"); msg != "" || f.synced(t, "erin") {
 				t.Errorf("sync_error %q, synced %v after a halted apply", msg, f.synced(t, "erin"))
+			}
+		})
+	}
+}
+
+// batches is an event target that records the size of each batch.
+type batches struct {
+	mu    sync.Mutex
+	sizes []int
+	ids   map[int64]int // job id -> times applied
+}
+
+func (*batches) Name() string               { return "batches" }
+func (*batches) Scope(domain string) string { return domain }
+func (b *batches) Apply(_ context.Context, batch syncer.Batch) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sizes = append(b.sizes, len(batch.Events))
+	for _, id := range batch.JobIDs {
+		b.ids[id]++
+	}
+	return nil
+}
+
+// A backlog larger than one claim (a bulk import's jobs for an event
+// target, an outage's changes) is applied in batches of postgres.ClaimMax
+// at most, the oldest first, by the request that waits for the newest and
+// by the worker alike: each apply's memory and each delivery stay bounded.
+func TestBacklogIsAppliedInBoundedBatches(t *testing.T) {
+	t.Parallel()
+	for _, by := range []string{"request", "worker"} {
+		t.Run(by, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			target := &batches{ids: map[int64]int{}}
+			cfg := fastConfig()
+			cfg.ApplyTimeout = time.Minute
+			s := syncer.New(f.db, target, cfg, nil)
+			backlog := 2*postgres.ClaimMax + postgres.ClaimMax/2
+			// The backlog: jobs of one credential's events, as a bulk insert writes them.
+			var id int64
+			if err := f.db.Get(&id, `INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+				VALUES (gen_random_uuid(), $1, $2, 'bulk', '{SSHA512}x') RETURNING id`, f.account, f.domainID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.db.Exec(`INSERT INTO sync_jobs (target, scope, event)
+				SELECT 'batches', 'example.com', jsonb_build_object('type', 'credential.upserted', 'domain', 'example.com',
+				       'login', 'bulk@example.com', 'credential_id', $1::bigint, 'version', 1, 'occurred_at', 0)
+				FROM generate_series(1, $2::int)`, id, backlog); err != nil {
+				t.Fatal(err)
+			}
+			p := f.change(t, s, "last", "{SSHA512}l") // the newest job
+			if by == "request" {
+				if !s.Apply(context.Background(), p) {
+					t.Fatal("the request's apply did not get through the backlog to its own job")
+				}
+			} else {
+				if _, err := f.db.Exec(`UPDATE sync_jobs SET attempts = 1`); err != nil { // due at once
+					t.Fatal(err)
+				}
+				defer runWorker(s)()
+				eventually(t, 30*time.Second, "the worker to apply the backlog", func() bool { return f.synced(t, "last") })
+			}
+			target.mu.Lock()
+			defer target.mu.Unlock()
+			total := 0
+			for _, n := range target.sizes {
+				if n > postgres.ClaimMax {
+					t.Errorf("a batch of %d events, over ClaimMax %d", n, postgres.ClaimMax)
+				}
+				total += n
+			}
+			if total != backlog+1 || len(target.ids) != backlog+1 {
+				t.Errorf("applied %d events of %d jobs, want each of the %d jobs once", total, len(target.ids), backlog+1)
+			}
+			for job, n := range target.ids {
+				if n != 1 {
+					t.Errorf("job %d applied %d times", job, n)
+				}
 			}
 		})
 	}

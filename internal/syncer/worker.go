@@ -116,7 +116,7 @@ func (s *Service) process(ctx context.Context, jobs []postgres.SyncJobRow) {
 			continue
 		}
 		work, prog, stop := s.leased(ctx, jobIDs(g))
-		_ = s.applyOrRelease(work, prog, scope, g, nil) // a claimed group is released on failure
+		_, _ = s.applyOrRelease(work, prog, scope, g, nil) // a claimed group is released on failure
 		stop()
 		<-s.scopeTurn(scope)
 	}
