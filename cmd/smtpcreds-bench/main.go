@@ -225,12 +225,7 @@ func run(ctx context.Context, o options) error {
 	// are the passwd-file's): its role for Dovecot, as the README sets up.
 	logf("sync target dovecot-sql: restarting the server")
 	e.stopServer()
-	for _, q := range []string{`CREATE ROLE dovecot LOGIN`, `GRANT SELECT ON dovecot_passdb TO dovecot`} {
-		if _, err := e.db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("%s: %w", q, err)
-		}
-	}
-	e.target = targetSQL
+	e.target = targetSQL // startServer creates Dovecot's role
 	if err := e.startServer(ctx); err != nil {
 		return err
 	}
