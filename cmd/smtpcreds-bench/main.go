@@ -41,13 +41,15 @@ type options struct {
 	layout      string
 	serverBin   string
 	skipMemory  bool
-	onlyMemory  bool
-	skipSpread  bool
-	onlySpread  bool
-	skipIdle    bool
-	onlyIdle    bool
-	skipDovecot bool
-	onlyDovecot bool
+	// memoryTargets are the sync targets of the memory bench.
+	memoryTargets string
+	onlyMemory    bool
+	skipSpread    bool
+	onlySpread    bool
+	skipIdle      bool
+	onlyIdle      bool
+	skipDovecot   bool
+	onlyDovecot   bool
 }
 
 func main() {
@@ -61,7 +63,8 @@ func main() {
 	flag.StringVar(&o.plot, "plot", "bench/latency.png", "PNG plot")
 	flag.StringVar(&o.layout, "passwd-layout", "%d", `the passwd-file path below the bench directory: "%d" (a file per domain), "%d/%2Mu" (256 shard files per domain)`)
 	flag.StringVar(&o.serverBin, "server-bin", "", "the smtpcreds binary to measure (default: built from this tree), e.g. one built from an earlier commit")
-	flag.BoolVar(&o.skipMemory, "skip-memory", false, "skip the memory and cold-path bench (1M credentials in one domain and over 10,000 domains, both passwd-file layouts)")
+	flag.BoolVar(&o.skipMemory, "skip-memory", false, "skip the memory and cold-path bench (1M credentials in one domain, an import of 1M, 1M over 10,000 domains; each target of -memory-targets)")
+	flag.StringVar(&o.memoryTargets, "memory-targets", "passwd-file,passwd-file-shards,dovecot-sql,webhook", "the sync targets of the memory bench, comma-separated: passwd-file (a file per domain), passwd-file-shards (%d/%2Mu), dovecot-sql, webhook")
 	flag.BoolVar(&o.onlyMemory, "only-memory", false, "run only the memory and cold-path bench; print its table, and write it to -out only when -out is given")
 	flag.BoolVar(&o.skipSpread, "skip-spread", false, "skip the creates spread over 100 domains (default configuration, and cap off)")
 	flag.BoolVar(&o.onlySpread, "only-spread", false, "run only the creates spread over 100 domains; print their table, and write it to -out only when -out is given")
