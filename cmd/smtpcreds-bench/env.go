@@ -369,3 +369,23 @@ func (e *env) cpuProfile(ctx context.Context, path string, d time.Duration) erro
 	}
 	return f.Close()
 }
+
+// withEnv runs fn on a fresh env (setupEnvBin: a database of its own, the
+// server binary of -server-bin or built from this tree, no server
+// running yet) with the passwd-file layout, and closes the env after it
+// (its directory kept with -keep).
+func withEnv(ctx context.Context, o options, layout string, fn func(*env) error) error {
+	e, err := setupEnvBin(ctx, layout, o.serverBin, logf)
+	defer func() {
+		if e != nil {
+			e.close(o.keep)
+			if o.keep {
+				logf("kept %s", e.tmp)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	return fn(e)
+}

@@ -126,84 +126,48 @@ func runMemory(ctx context.Context, o options, hash string) ([]memPoint, error) 
 }
 
 func memoryRun(ctx context.Context, o options, t memTarget, hash string, big, spread, domains int) (points []memPoint, err error) {
-	e, err := setupEnvBin(ctx, t.layout, o.serverBin, logf)
-	defer func() {
-		if e != nil {
-			e.close(o.keep)
-		}
-	}()
-	if err != nil {
-		return nil, err
-	}
-	e.target = t.target
-	for _, d := range []string{bigDomain, smallDomain, importDomain} {
-		if _, err := e.cli(ctx, "domains", "add", e.account, d, "--verified"); err != nil {
-			return nil, err
-		}
-	}
-	for d, n := range map[string]int{smallDomain: 1000, bigDomain: big} {
-		if err := e.fillDomain(ctx, d, n, hash); err != nil {
-			return nil, err
-		}
-	}
-	point := func(phase string, pt memPoint, t0 time.Time) {
-		pt.Target, pt.Layout, pt.Phase = t.target, t.layout, phase
-		pt.Took = time.Since(t0)
-		pt.HWMMB, _ = procHWM(e.srv.Process.Pid)
-		logf("  %s: VmHWM %.1f MB; %d creates, %d unsynced, %d late, p50 %s p99 %s (1k domain p99 %s); %s",
-			phase, pt.HWMMB, pt.Creates, pt.Unsynced, pt.Late, pt.P50, pt.P99, pt.SmallP99, pt.Took.Round(time.Millisecond))
-		points = append(points, pt)
-	}
-	client := newClient(1)
-	n := 0
-	create := func(domain string) (time.Duration, bool, bool) {
-		n++
-		var body struct {
-			Data struct {
-				RemoteSynced bool `json:"remote_synced"`
-			} `json:"data"`
-		}
-		t0 := time.Now()
-		st, err := e.sendJSON(ctx, client, http.MethodPost, e.baseURL+"/api/domains/"+domain+"/credentials",
-			fmt.Appendf(nil, `{"username":"m%d"}`, n), &body)
-		d := time.Since(t0)
-		return d, err == nil && st == http.StatusCreated && body.Data.RemoteSynced, err != nil || d > requestTimeout
-	}
-	seq := func(domain string, k int) memPoint {
-		var pt memPoint
-		var lat []time.Duration
-		for range k {
-			d, ok, late := create(domain)
-			lat = append(lat, d)
-			pt.Creates++
-			if !ok {
-				pt.Unsynced++
-			}
-			if late {
-				pt.Late++
+	err = withEnv(ctx, o, t.layout, func(e *env) error {
+		e.target = t.target
+		for _, d := range []string{bigDomain, smallDomain, importDomain} {
+			if _, err := e.cli(ctx, "domains", "add", e.account, d, "--verified"); err != nil {
+				return err
 			}
 		}
-		pt.P50, pt.P99 = percentile(lat, .5), percentile(lat, .99)
-		return pt
-	}
-	// cold: creates into domain alternating with creates into the 1k
-	// domain, as they come in the first minute.
-	rounds := 100
-	if o.quick {
-		rounds = 20
-	}
-	cold := func(domain string) memPoint {
-		var bigLat, smallLat []time.Duration
-		var pt memPoint
-		for range rounds {
-			for _, d := range []string{domain, smallDomain} {
-				dur, ok, late := create(d)
-				if d == domain {
-					bigLat = append(bigLat, dur)
-					pt.Creates++
-				} else {
-					smallLat = append(smallLat, dur)
-				}
+		for d, n := range map[string]int{smallDomain: 1000, bigDomain: big} {
+			if err := e.fillDomain(ctx, d, n, hash); err != nil {
+				return err
+			}
+		}
+		point := func(phase string, pt memPoint, t0 time.Time) {
+			pt.Target, pt.Layout, pt.Phase = t.target, t.layout, phase
+			pt.Took = time.Since(t0)
+			pt.HWMMB, _ = procHWM(e.srv.Process.Pid)
+			logf("  %s: VmHWM %.1f MB; %d creates, %d unsynced, %d late, p50 %s p99 %s (1k domain p99 %s); %s",
+				phase, pt.HWMMB, pt.Creates, pt.Unsynced, pt.Late, pt.P50, pt.P99, pt.SmallP99, pt.Took.Round(time.Millisecond))
+			points = append(points, pt)
+		}
+		client := newClient(1)
+		n := 0
+		create := func(domain string) (time.Duration, bool, bool) {
+			n++
+			var body struct {
+				Data struct {
+					RemoteSynced bool `json:"remote_synced"`
+				} `json:"data"`
+			}
+			t0 := time.Now()
+			st, err := e.sendJSON(ctx, client, http.MethodPost, e.baseURL+"/api/domains/"+domain+"/credentials",
+				fmt.Appendf(nil, `{"username":"m%d"}`, n), &body)
+			d := time.Since(t0)
+			return d, err == nil && st == http.StatusCreated && body.Data.RemoteSynced, err != nil || d > requestTimeout
+		}
+		seq := func(domain string, k int) memPoint {
+			var pt memPoint
+			var lat []time.Duration
+			for range k {
+				d, ok, late := create(domain)
+				lat = append(lat, d)
+				pt.Creates++
 				if !ok {
 					pt.Unsynced++
 				}
@@ -211,121 +175,151 @@ func memoryRun(ctx context.Context, o options, t memTarget, hash string, big, sp
 					pt.Late++
 				}
 			}
+			pt.P50, pt.P99 = percentile(lat, .5), percentile(lat, .99)
+			return pt
 		}
-		pt.P50, pt.P99 = percentile(bigLat, .5), percentile(bigLat, .99)
-		pt.SmallP50, pt.SmallP99 = percentile(smallLat, .5), percentile(smallLat, .99)
-		return pt
-	}
+		// cold: creates into domain alternating with creates into the 1k
+		// domain, as they come in the first minute.
+		rounds := 100
+		if o.quick {
+			rounds = 20
+		}
+		cold := func(domain string) memPoint {
+			var bigLat, smallLat []time.Duration
+			var pt memPoint
+			for range rounds {
+				for _, d := range []string{domain, smallDomain} {
+					dur, ok, late := create(d)
+					if d == domain {
+						bigLat = append(bigLat, dur)
+						pt.Creates++
+					} else {
+						smallLat = append(smallLat, dur)
+					}
+					if !ok {
+						pt.Unsynced++
+					}
+					if late {
+						pt.Late++
+					}
+				}
+			}
+			pt.P50, pt.P99 = percentile(bigLat, .5), percentile(bigLat, .99)
+			pt.SmallP50, pt.SmallP99 = percentile(smallLat, .5), percentile(smallLat, .99)
+			return pt
+		}
 
-	// 1. The server starts on a target that does not hold the bulk load:
-	// with the passwd-file, its first creates write the large domain
-	// whole.
-	if err := e.startServer(ctx); err != nil {
-		return points, err
-	}
-	t0 := time.Now()
-	pt := seq(bigDomain, 5)
-	if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
-		return points, err
-	}
-	if err := e.checkTarget(ctx, bigDomain); err != nil {
-		return points, err
-	}
-	point(count(big)+" domain: first creates after a bulk load in SQL (passwd-file: a whole write)", pt, t0)
+		// 1. The server starts on a target that does not hold the bulk load:
+		// with the passwd-file, its first creates write the large domain
+		// whole.
+		if err := e.startServer(ctx); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		pt := seq(bigDomain, 5)
+		if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
+			return err
+		}
+		if err := e.checkTarget(ctx, bigDomain); err != nil {
+			return err
+		}
+		point(count(big)+" domain: first creates after a bulk load in SQL (passwd-file: a whole write)", pt, t0)
 
-	// 2. A restart, then the creates of the first minute: into the large
-	// domain, alternating with creates into the 1k domain.
-	e.stopServer()
-	if err := e.startServer(ctx); err != nil {
-		return points, err
-	}
-	t0 = time.Now()
-	pt = cold(bigDomain)
-	pt.Cold = "restart"
-	if err := e.waitSynced(ctx, time.Minute); err != nil {
-		return points, err
-	}
-	point("restart, creates in the first minute ("+count(big)+" domain vs 1k domain)", pt, t0)
+		// 2. A restart, then the creates of the first minute: into the large
+		// domain, alternating with creates into the 1k domain.
+		e.stopServer()
+		if err := e.startServer(ctx); err != nil {
+			return err
+		}
+		t0 = time.Now()
+		pt = cold(bigDomain)
+		pt.Cold = "restart"
+		if err := e.waitSynced(ctx, time.Minute); err != nil {
+			return err
+		}
+		point("restart, creates in the first minute ("+count(big)+" domain vs 1k domain)", pt, t0)
 
-	// 3. An import of big lines with the real command into a domain of
-	// its own, the server running, then the creates of the first minute
-	// after the command returns, into that domain and the 1k domain.
-	imp, err := e.importLines(ctx, importDomain, big, hash)
-	if err != nil {
-		return points, err
-	}
-	t0 = time.Now()
-	pt = cold(importDomain)
-	pt.Cold = "import"
-	pt.ImportTook, pt.ImportRSSMB, pt.ImportOut = imp.took, imp.rssMB, imp.sync
-	if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
-		return points, err
-	}
-	if err := e.checkTarget(ctx, importDomain); err != nil {
-		return points, err
-	}
-	point(fmt.Sprintf("`credentials import` of %s lines into a new domain (%s), then creates in the first minute (vs 1k domain)", count(big), imp.took.Round(time.Second)), pt, t0)
+		// 3. An import of big lines with the real command into a domain of
+		// its own, the server running, then the creates of the first minute
+		// after the command returns, into that domain and the 1k domain.
+		imp, err := e.importLines(ctx, importDomain, big, hash)
+		if err != nil {
+			return err
+		}
+		t0 = time.Now()
+		pt = cold(importDomain)
+		pt.Cold = "import"
+		pt.ImportTook, pt.ImportRSSMB, pt.ImportOut = imp.took, imp.rssMB, imp.sync
+		if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
+			return err
+		}
+		if err := e.checkTarget(ctx, importDomain); err != nil {
+			return err
+		}
+		point(fmt.Sprintf("`credentials import` of %s lines into a new domain (%s), then creates in the first minute (vs 1k domain)", count(big), imp.took.Round(time.Second)), pt, t0)
 
-	// 4. A bulk load in SQL behind the server's back (1,000 rows and a
-	// new scope token, as the bench's bulk loads do): with the passwd-file
-	// the next apply writes the domain whole again, in the running process.
-	if err := e.fillDomain(ctx, bigDomain, big+1000, hash); err != nil {
-		return points, err
-	}
-	t0 = time.Now()
-	pt = seq(bigDomain, 5)
-	if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
-		return points, err
-	}
-	if err := e.checkTarget(ctx, bigDomain); err != nil {
-		return points, err
-	}
-	point(count(big)+" domain: bulk load in SQL, then creates (passwd-file: a whole write in the running process)", pt, t0)
+		// 4. A bulk load in SQL behind the server's back (1,000 rows and a
+		// new scope token, as the bench's bulk loads do): with the passwd-file
+		// the next apply writes the domain whole again, in the running process.
+		if err := e.fillDomain(ctx, bigDomain, big+1000, hash); err != nil {
+			return err
+		}
+		t0 = time.Now()
+		pt = seq(bigDomain, 5)
+		if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
+			return err
+		}
+		if err := e.checkTarget(ctx, bigDomain); err != nil {
+			return err
+		}
+		point(count(big)+" domain: bulk load in SQL, then creates (passwd-file: a whole write in the running process)", pt, t0)
 
-	// 5. A million credentials over many domains, loaded behind the
-	// server's back; a restart; then a create into every domain (with the
-	// passwd-file each domain's first apply writes it whole), 16 at a
-	// time. With shards a domain of 100 logins is some 80 files, each
-	// written and fsynced: creates go into a sample of 1,000 of the
-	// domains (the server's memory does not depend on how many it visits:
-	// it holds none of them).
-	visit := domains
-	if strings.Contains(t.layout, "Mu") && t.target == targetFile {
-		visit = min(domains, 1000)
-	}
-	e.stopServer()
-	if err := e.fillSpread(ctx, domains, spread/domains, hash); err != nil {
-		return points, err
-	}
-	if err := e.startServer(ctx); err != nil {
-		return points, err
-	}
-	t0 = time.Now()
-	pt = e.createInEach(ctx, visit, 16)
-	if err := e.waitSynced(ctx, 10*time.Minute); err != nil {
-		return points, err
-	}
-	point(fmt.Sprintf("%s over %s domains: restart, a create into %s of them (passwd-file: whole writes)", count(spread), count(domains), count(visit)), pt, t0)
+		// 5. A million credentials over many domains, loaded behind the
+		// server's back; a restart; then a create into every domain (with the
+		// passwd-file each domain's first apply writes it whole), 16 at a
+		// time. With shards a domain of 100 logins is some 80 files, each
+		// written and fsynced: creates go into a sample of 1,000 of the
+		// domains (the server's memory does not depend on how many it visits:
+		// it holds none of them).
+		visit := domains
+		if strings.Contains(t.layout, "Mu") && t.target == targetFile {
+			visit = min(domains, 1000)
+		}
+		e.stopServer()
+		if err := e.fillSpread(ctx, domains, spread/domains, hash); err != nil {
+			return err
+		}
+		if err := e.startServer(ctx); err != nil {
+			return err
+		}
+		t0 = time.Now()
+		pt = e.createInEach(ctx, visit, 16)
+		if err := e.waitSynced(ctx, 10*time.Minute); err != nil {
+			return err
+		}
+		point(fmt.Sprintf("%s over %s domains: restart, a create into %s of them (passwd-file: whole writes)", count(spread), count(domains), count(visit)), pt, t0)
 
-	// 6. And again after a restart: each domain's files are trusted by
-	// their fingerprints.
-	e.stopServer()
-	if err := e.startServer(ctx); err != nil {
-		return points, err
-	}
-	t0 = time.Now()
-	pt = e.createInEach(ctx, visit, 16)
-	if err := e.waitSynced(ctx, 10*time.Minute); err != nil {
-		return points, err
-	}
-	if err := e.checkTarget(ctx, "s1.example"); err != nil {
-		return points, err
-	}
-	point(fmt.Sprintf("%s over %s domains: restart, a create into the same %s again", count(spread), count(domains), count(visit)), pt, t0)
-	if e.hook != nil {
-		logf("  webhook receiver: %s", e.hook.summary())
-	}
-	return points, nil
+		// 6. And again after a restart: each domain's files are trusted by
+		// their fingerprints.
+		e.stopServer()
+		if err := e.startServer(ctx); err != nil {
+			return err
+		}
+		t0 = time.Now()
+		pt = e.createInEach(ctx, visit, 16)
+		if err := e.waitSynced(ctx, 10*time.Minute); err != nil {
+			return err
+		}
+		if err := e.checkTarget(ctx, "s1.example"); err != nil {
+			return err
+		}
+		point(fmt.Sprintf("%s over %s domains: restart, a create into the same %s again", count(spread), count(domains), count(visit)), pt, t0)
+		if e.hook != nil {
+			logf("  webhook receiver: %s", e.hook.summary())
+		}
+		return nil
+	})
+	return points, err
 }
 
 // importResult is one run of `smtpcreds credentials import`.
