@@ -4,10 +4,12 @@
 // It runs pgbench with the SQL of one credential create, the same creates
 // through the HTTP API (with the passwd-file sync target, the default, then
 // again with the dovecot-sql target), read latency as a domain grows to a
-// million credentials, the memory and cold paths, creates spread over 100
+// million credentials, the memory and cold paths (for every sync target:
+// bulk loads, a real 1M-line import, restarts), creates spread over 100
 // domains (the default configuration, and the cap off), the idle cost with
 // 2 million credentials, a real Dovecot's authentications against the
-// passwd-file, and the packages' micro-benchmarks. It prints a table with the
+// passwd-file (both layouts) and the dovecot-sql view, and the packages'
+// micro-benchmarks. It prints a table with the
 // budget next to each figure, writes it to bench/results.md (comparing with
 // the previous one) and draws bench/latency.png.
 //
@@ -49,7 +51,9 @@ type options struct {
 	skipIdle      bool
 	onlyIdle      bool
 	skipDovecot   bool
-	onlyDovecot   bool
+	// dovecotTargets are the sync targets of the Dovecot bench.
+	dovecotTargets string
+	onlyDovecot    bool
 }
 
 func main() {
@@ -71,6 +75,7 @@ func main() {
 	flag.BoolVar(&o.skipIdle, "skip-idle", false, "skip the idle bench (2M credentials, nothing changing for a minute)")
 	flag.BoolVar(&o.onlyIdle, "only-idle", false, "run only the idle bench; print its table, and write it to -out only when -out is given")
 	flag.BoolVar(&o.skipDovecot, "skip-dovecot", false, "skip the Dovecot bench (authentications/s against 1k and 1M credentials, create to first authentication)")
+	flag.StringVar(&o.dovecotTargets, "dovecot-targets", "passwd-file,passwd-file-shards,dovecot-sql", "the sync targets of the Dovecot bench, comma-separated: passwd-file (a file per domain), passwd-file-shards (%d/%2Mu), dovecot-sql")
 	flag.BoolVar(&o.onlyDovecot, "only-dovecot", false, "run only the Dovecot bench; print its table, and write it to -out only when -out is given")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the c=N create run to this file (go tool pprof)")
 	flag.Parse()
@@ -110,10 +115,10 @@ type results struct {
 	SQL       *createRun   // with the dovecot-sql target
 	Sweep     []loadResult // API throughput by concurrency (passwd-file)
 	Reads     []readPoint
-	Memory    []memPoint     // the memory and cold-path bench, both layouts
+	Memory    []memPoint     // the memory and cold-path bench, each target
 	Spread    []spreadRun    // creates over 100 domains: default configuration, cap off
 	Idle      *idleResult    // 2M credentials, nothing changing
-	Dovecot   []dovecotPoint // a real Dovecot on the passwd-file: 1k, 1M
+	Dovecot   []dovecotPoint // a real Dovecot on each target: 1k, 1M (pairs)
 	Micro     []microResult
 	Notes     []string
 }
