@@ -61,7 +61,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "duration of each create run (pgbench and API)")
 	flag.IntVar(&o.concurrency, "concurrency", 16, "concurrency of the create runs")
 	flag.BoolVar(&o.skipReads, "skip-reads", false, "skip the read-growth benchmark")
-	flag.BoolVar(&o.quick, "quick", false, "smoke run: short runs, small data sizes (under 2 minutes)")
+	flag.BoolVar(&o.quick, "quick", false, "smoke run: short runs, small data sizes (a few minutes)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (cluster, server log, pgbench script)")
 	flag.StringVar(&o.out, "out", "bench/results.md", "results file (read first for the comparison, then overwritten)")
 	flag.StringVar(&o.plot, "plot", "bench/latency.png", "PNG plot")
