@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,19 +19,23 @@ import (
 )
 
 // The Dovecot bench (issue 19): a real Dovecot (internal/dovecottest's
-// auth-only instance, the one the tests use) reading the passwd-file the
-// server writes, a file per domain: authentications per second at the
-// bench concurrency against a domain of 1k credentials and one of 1M (a
-// fresh connection per authentication, PLAIN, as dovecottest.Server.Auth
-// speaks the auth protocol), and the time from a create's request to the
-// first successful authentication of the new login.
+// auth-only instance, the one the tests use) reading what the server's
+// sync target keeps, for each target of -dovecot-targets: the passwd-file
+// with a file per domain, with 256 shards per domain, and dovecot-sql (the
+// passdb of deploy/dovecot, reading the database's view):
+// authentications per second at the bench concurrency against a domain of
+// 1k credentials and one of 1M (a fresh connection per authentication,
+// PLAIN, as dovecottest.Server.Auth speaks the auth protocol), and the
+// time from a create's request to the first successful authentication of
+// the new login.
 
-// dovecotPoint is the figures of one domain.
+// dovecotPoint is the figures of one domain with one target.
 type dovecotPoint struct {
-	Size          int
-	AuthPerSec    float64
-	Auths, Failed int // failed: refused or an error (none expected)
-	FirstErr      string
+	Target, Layout string
+	Size           int
+	AuthPerSec     float64
+	Auths, Failed  int // failed: refused or an error (none expected)
+	FirstErr       string
 	// Create to first successful authentication.
 	Creates            int
 	FirstP50, FirstP99 time.Duration
@@ -74,8 +80,8 @@ func (t *benchTB) cleanup() {
 	}
 }
 
-// startDovecot starts the fixture on passwd, recovering its Fatalf.
-func startDovecot(tb *benchTB, passwd string) (s *dovecottest.Server, err error) {
+// startDovecot starts the fixture with opt, recovering its Fatalf.
+func startDovecot(tb *benchTB, opt dovecottest.Options) (s *dovecottest.Server, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			f, ok := p.(tbFatal)
@@ -85,7 +91,7 @@ func startDovecot(tb *benchTB, passwd string) (s *dovecottest.Server, err error)
 			err = fmt.Errorf("%s", string(f))
 		}
 	}()
-	return dovecottest.Start(tb, dovecottest.Options{Config: dovecotConf(passwd)}), nil
+	return dovecottest.Start(tb, opt), nil
 }
 
 // authVSZ is the auth service's address-space limit in the bench. With
@@ -118,89 +124,164 @@ service auth {
 // benchPassword is the password of every bulk-loaded credential.
 const benchPassword = "bench-password-0123456789"
 
-// runDovecot measures Dovecot against the server's files, on a database of
-// its own.
+// dovecotTargets parses -dovecot-targets (the memory bench's names, but
+// the webhook: Dovecot cannot read what it sends).
+func dovecotTargets(list string) ([]memTarget, error) {
+	ts, err := memTargets(list)
+	if err != nil {
+		return nil, fmt.Errorf("-dovecot-targets: %w", err)
+	}
+	for _, t := range ts {
+		if t.target == targetWebhook {
+			return nil, fmt.Errorf("-dovecot-targets: Dovecot does not read the webhook target")
+		}
+	}
+	return ts, nil
+}
+
+// runDovecot measures Dovecot against each target of -dovecot-targets, each
+// on a database of its own.
 func runDovecot(ctx context.Context, o options, hash string) (points []dovecotPoint, err error) {
+	targets, err := dovecotTargets(o.dovecotTargets)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, t := range targets {
+		logf("dovecot (%s)", memLabel(t.target, t.layout))
+		pts, err := dovecotRun(ctx, o, t, hash)
+		points = append(points, pts...)
+		if err != nil {
+			// The other targets still run.
+			errs = append(errs, fmt.Errorf("dovecot bench (%s): %w", memLabel(t.target, t.layout), err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	return points, errors.Join(errs...)
+}
+
+// dovecotSQLQuery is the password_query of deploy/dovecot's
+// dovecot-sql.conf.ext, the file operators copy: the bench runs Dovecot
+// with it.
+func dovecotSQLQuery() (string, error) {
+	b, err := os.ReadFile(filepath.Join("deploy", "dovecot", "dovecot-sql.conf.ext"))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "password_query"); ok {
+			if v, ok = strings.CutPrefix(strings.TrimSpace(v), "="); ok {
+				return strings.TrimSpace(v), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("deploy/dovecot/dovecot-sql.conf.ext has no password_query")
+}
+
+func dovecotRun(ctx context.Context, o options, t memTarget, hash string) (points []dovecotPoint, err error) {
 	big, authDur, creates := 1_000_000, 10*time.Second, 50
 	if o.quick {
 		big, authDur, creates = 20_000, 3*time.Second, 10
 	}
 	tb := &benchTB{}
 	defer tb.cleanup()
-	e, err := setupEnvBin(ctx, "%d", o.serverBin, logf)
-	defer func() {
-		if e != nil {
-			e.close(o.keep)
-		}
-	}()
-	if err != nil {
-		return nil, err
-	}
-	// The passwd directory must be searchable by Dovecot's auth user.
-	passwd := filepath.Join(e.tmp, "passwd", e.layout)
-	if err := os.MkdirAll(filepath.Dir(passwd), 0o755); err != nil {
-		return nil, err
-	}
-	dc, err := startDovecot(tb, passwd)
-	if err != nil {
-		return nil, err
-	}
-	e.passwdGroup = dc.Group()
-	sizes := map[string]int{smallDomain: 1000, bigDomain: big}
-	for _, d := range []string{smallDomain, bigDomain} {
-		if _, err := e.cli(ctx, "domains", "add", e.account, d, "--verified"); err != nil {
-			return nil, err
-		}
-		logf("dovecot: loading %d credentials into %s", sizes[d], d)
-		if err := e.fillDomain(ctx, d, sizes[d], hash); err != nil {
-			return nil, err
-		}
-	}
-	if err := e.startServer(ctx); err != nil {
-		return nil, err
-	}
-	client := newClient(o.concurrency)
-	for _, d := range []string{smallDomain, bigDomain} {
-		// One create writes the domain's file whole.
-		if _, _, err := e.createAndAuth(ctx, client, dc, d, "dfirst"); err != nil {
-			return points, err
-		}
-		if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
-			return points, err
-		}
-		if err := e.checkDomainFiles(ctx, d); err != nil {
-			return points, err
-		}
-	}
-	for _, d := range []string{smallDomain, bigDomain} {
-		p := dovecotPoint{Size: sizes[d]}
-		logf("dovecot: authentications at c=%d for %s against %s (%d credentials)", o.concurrency, authDur, d, p.Size)
-		p.Auths, p.Failed, p.FirstErr, p.AuthPerSec = authLoad(ctx, dc, d, p.Size, o.concurrency, authDur)
-		logf("  %.0f auth/s, %d of %d failed %s", p.AuthPerSec, p.Failed, p.Auths, p.FirstErr)
-		logf("dovecot: %d creates into %s, each until Dovecot accepts its login", creates, d)
-		var lat []time.Duration
-		for i := range creates {
-			// Dovecot looks at a file at most once a wall-clock second:
-			// creates back to back would all land at the same point of
-			// the second. A random pause spreads them over it, as
-			// creates come.
-			time.Sleep(rand.N(time.Second))
-			dur, ok, err := e.createAndAuth(ctx, client, dc, d, fmt.Sprintf("d%d", i))
+	err = withEnv(ctx, o, t.layout, func(e *env) error {
+		e.target = t.target
+		var dc *dovecottest.Server
+		if t.target == targetSQL {
+			// Dovecot's role, as the README sets it up, with a password for
+			// the driver's connect string.
+			if err := e.prepareTarget(ctx); err != nil {
+				return err
+			}
+			pw := randHex(16)
+			if _, err := e.db.ExecContext(ctx, `ALTER ROLE dovecot PASSWORD '`+pw+`'`); err != nil {
+				return err
+			}
+			query, err := dovecotSQLQuery()
 			if err != nil {
-				return points, err
+				return err
 			}
-			p.Creates++
-			if !ok {
-				p.NeverMs++
-				continue
+			u, err := url.Parse(e.dbURL)
+			if err != nil {
+				return err
 			}
-			lat = append(lat, dur)
+			if dc, err = startDovecot(tb, dovecottest.Options{Scheme: "SSHA512", SQL: &dovecottest.SQLPassdb{
+				Connect:       fmt.Sprintf("host=%s port=%s dbname=%s user=dovecot password=%s", u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), pw),
+				PasswordQuery: query,
+			}}); err != nil {
+				return err
+			}
+		} else {
+			// The passwd directory must be searchable by Dovecot's auth user.
+			if err := os.MkdirAll(filepath.Join(e.tmp, "passwd"), 0o755); err != nil {
+				return err
+			}
+			if dc, err = startDovecot(tb, dovecottest.Options{Config: dovecotConf(filepath.Join(e.tmp, "passwd", e.layout))}); err != nil {
+				return err
+			}
+			e.passwdGroup = dc.Group()
 		}
-		p.FirstP50, p.FirstP99 = percentile(lat, .5), percentile(lat, .99)
-		logf("  create to first authentication p50 %s p99 %s, %d never", p.FirstP50, p.FirstP99, p.NeverMs)
-		points = append(points, p)
-	}
-	return points, nil
+		sizes := map[string]int{smallDomain: 1000, bigDomain: big}
+		for _, d := range []string{smallDomain, bigDomain} {
+			if _, err := e.cli(ctx, "domains", "add", e.account, d, "--verified"); err != nil {
+				return err
+			}
+			logf("dovecot: loading %d credentials into %s", sizes[d], d)
+			if err := e.fillDomain(ctx, d, sizes[d], hash); err != nil {
+				return err
+			}
+		}
+		if err := e.startServer(ctx); err != nil {
+			return err
+		}
+		client := newClient(o.concurrency)
+		for _, d := range []string{smallDomain, bigDomain} {
+			// One create writes the domain's file whole.
+			if _, _, err := e.createAndAuth(ctx, client, dc, d, "dfirst"); err != nil {
+				return err
+			}
+			if err := e.waitSynced(ctx, 5*time.Minute); err != nil {
+				return err
+			}
+			if err := e.checkTarget(ctx, d); err != nil {
+				return err
+			}
+		}
+		for _, d := range []string{smallDomain, bigDomain} {
+			p := dovecotPoint{Target: t.target, Layout: t.layout, Size: sizes[d]}
+			logf("dovecot: authentications at c=%d for %s against %s (%d credentials)", o.concurrency, authDur, d, p.Size)
+			p.Auths, p.Failed, p.FirstErr, p.AuthPerSec = authLoad(ctx, dc, d, p.Size, o.concurrency, authDur)
+			logf("  %.0f auth/s, %d of %d failed %s", p.AuthPerSec, p.Failed, p.Auths, p.FirstErr)
+			logf("dovecot: %d creates into %s, each until Dovecot accepts its login", creates, d)
+			var lat []time.Duration
+			for i := range creates {
+				// Dovecot looks at a file at most once a wall-clock second:
+				// creates back to back would all land at the same point of
+				// the second. A random pause spreads them over it, as
+				// creates come (the same for every target, so that the
+				// figures compare).
+				time.Sleep(rand.N(time.Second))
+				dur, ok, err := e.createAndAuth(ctx, client, dc, d, fmt.Sprintf("d%d", i))
+				if err != nil {
+					return err
+				}
+				p.Creates++
+				if !ok {
+					p.NeverMs++
+					continue
+				}
+				lat = append(lat, dur)
+			}
+			p.FirstP50, p.FirstP99 = percentile(lat, .5), percentile(lat, .99)
+			logf("  create to first authentication p50 %s p99 %s, %d never", p.FirstP50, p.FirstP99, p.NeverMs)
+			points = append(points, p)
+		}
+		return nil
+	})
+	return points, err
 }
 
 // authLoad authenticates random bulk-loaded logins of domain (u1 ... un)
@@ -308,21 +389,47 @@ loop:
 	return got, ok, nil
 }
 
-// dovecotHeadline writes the Dovecot bench's headline rows.
-func dovecotHeadline(b *strings.Builder, points []dovecotPoint, add func(string, float64, bool)) {
-	if len(points) < 2 {
-		return
+// dovecotKey is the suffix of a target's figures in the results data (the
+// passwd-file with a file per domain keeps the names it had alone).
+func dovecotKey(target, layout string) string {
+	if target == targetFile && layout == "%d" {
+		return ""
 	}
-	lo, hi := points[0], points[len(points)-1]
-	ratio := hi.AuthPerSec / max(lo.AuthPerSec, 1e-9)
-	fmt.Fprintf(b, "| **Dovecot authentications/s** (passwd-file, a file per domain, c=16, a connection each) %s vs %s credentials | **%.2fx** (%.0f vs %.0f /s), %d failed | | |\n",
-		count(hi.Size), count(lo.Size), ratio, hi.AuthPerSec, lo.AuthPerSec, hi.Failed+lo.Failed)
+	if target == targetFile {
+		return "_shards"
+	}
+	return "_" + target
+}
+
+// dovecotHeadline writes the Dovecot bench's headline rows: for each
+// target, the authentications per second with 1M credentials against
+// those with 1k, and create to first authentication in each domain.
+func dovecotHeadline(b *strings.Builder, points []dovecotPoint, add func(string, float64, bool)) {
+	var labels []string
+	byLabel := map[string][]dovecotPoint{}
 	for _, p := range points {
-		fmt.Fprintf(b, "| create → first successful Dovecot authentication (passwd-file, %s domain) | p50 %.0f ms, p99 %.0f ms (%d creates, %d never within 10 s) | | |\n",
-			count(p.Size), ms(p.FirstP50), ms(p.FirstP99), p.Creates, p.NeverMs)
-		if add != nil {
-			add(fmt.Sprintf("dovecot_auth_per_s_%d", p.Size), p.AuthPerSec, true)
-			add(fmt.Sprintf("dovecot_first_auth_p99_ms_%d", p.Size), ms(p.FirstP99), false)
+		l := memLabel(p.Target, p.Layout)
+		if _, ok := byLabel[l]; !ok {
+			labels = append(labels, l)
+		}
+		byLabel[l] = append(byLabel[l], p)
+	}
+	for _, label := range labels {
+		pts := byLabel[label] // 1k, then 1M (only 1k when the bench stopped)
+		key := dovecotKey(pts[0].Target, pts[0].Layout)
+		if len(pts) >= 2 {
+			lo, hi := pts[0], pts[len(pts)-1]
+			ratio := hi.AuthPerSec / max(lo.AuthPerSec, 1e-9)
+			fmt.Fprintf(b, "| **Dovecot authentications/s** (%s, c=16, a connection each) %s vs %s credentials | **%.2fx** (%.0f vs %.0f /s), %d failed | | |\n",
+				label, count(hi.Size), count(lo.Size), ratio, hi.AuthPerSec, lo.AuthPerSec, hi.Failed+lo.Failed)
+		}
+		for _, p := range pts {
+			fmt.Fprintf(b, "| create → first successful Dovecot authentication (%s, %s domain) | p50 %.0f ms, p99 %.0f ms (%d creates, %d never within 10 s) | | |\n",
+				label, count(p.Size), ms(p.FirstP50), ms(p.FirstP99), p.Creates, p.NeverMs)
+			if add != nil {
+				add(fmt.Sprintf("dovecot_auth_per_s_%d%s", p.Size, key), p.AuthPerSec, true)
+				add(fmt.Sprintf("dovecot_first_auth_p99_ms_%d%s", p.Size, key), ms(p.FirstP99), false)
+			}
 		}
 	}
 }
@@ -330,13 +437,13 @@ func dovecotHeadline(b *strings.Builder, points []dovecotPoint, add func(string,
 // dovecotTable writes the Dovecot bench's headline rows and its table.
 func dovecotTable(b *strings.Builder, points []dovecotPoint, conc int) {
 	dovecotHeadline(b, points, nil)
-	fmt.Fprintf(b, "\n## Dovecot (passwd-file, a file per domain; a real Dovecot 2.3, auth cache off, auth vsz_limit %s)\n\n", authVSZ)
-	fmt.Fprintf(b, "| credentials in the domain | authentications/s at c=%d | failed | create → first authentication p50 / p99 | never within 10 s |\n|---|---|---|---|---|\n", conc)
+	fmt.Fprintf(b, "\n## Dovecot (a real Dovecot 2.3, auth cache off; passwd-file: auth vsz_limit %s; dovecot-sql: deploy/dovecot's password_query)\n\n", authVSZ)
+	fmt.Fprintf(b, "| target | credentials in the domain | authentications/s at c=%d | failed | create → first authentication p50 / p99 | never within 10 s |\n|---|---|---|---|---|---|\n", conc)
 	for _, p := range points {
-		fmt.Fprintf(b, "| %s | %.0f | %d of %d | %.0f / %.0f ms | %d of %d |\n",
-			count(p.Size), p.AuthPerSec, p.Failed, p.Auths, ms(p.FirstP50), ms(p.FirstP99), p.NeverMs, p.Creates)
+		fmt.Fprintf(b, "| %s | %s | %.0f | %d of %d | %.0f / %.0f ms | %d of %d |\n",
+			memLabel(p.Target, p.Layout), count(p.Size), p.AuthPerSec, p.Failed, p.Auths, ms(p.FirstP50), ms(p.FirstP99), p.NeverMs, p.Creates)
 		if p.FirstErr != "" {
-			fmt.Fprintf(b, "\nFirst failed authentication (%s): `%s`\n\n", count(p.Size), p.FirstErr)
+			fmt.Fprintf(b, "\nFirst failed authentication (%s, %s): `%s`\n\n", memLabel(p.Target, p.Layout), count(p.Size), p.FirstErr)
 		}
 	}
 }

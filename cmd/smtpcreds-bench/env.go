@@ -39,8 +39,9 @@ type env struct {
 	baseURL string
 	opAddr  string
 	passwd  string
-	layout  string // passwd-file template below tmp/passwd
-	target  string // the server's sync target: targetFile or targetSQL
+	layout  string        // passwd-file template below tmp/passwd
+	target  string        // the server's sync target: targetFile, targetSQL or targetWebhook
+	hook    *hookReceiver // the webhook target's receiver
 	// capSetting is the server's credential cap per domain: "" for
 	// benchCap, capDefault for none set (the server's default), or a
 	// number ("0": no cap).
@@ -229,11 +230,13 @@ func (e *env) startServer(ctx context.Context) error {
 	if e.srvLog, err = os.OpenFile(filepath.Join(e.tmp, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
 		return err
 	}
+	if err := e.prepareTarget(ctx); err != nil {
+		return err
+	}
 	e.srv = exec.Command(e.bin, "serve")
-	e.srv.Env = append(e.environ(),
+	e.srv.Env = append(append(e.environ(), e.syncEnv()...),
 		"SMTPCREDS_ADDR="+addr,
 		"SMTPCREDS_RATE_LIMIT=100000000", // on, and never reached
-		"SMTPCREDS_SYNC_TARGET="+e.target,
 		"SMTPCREDS_OPERATOR_ADDR="+e.opAddr,
 		"SMTPCREDS_PPROF=true",
 	)
@@ -243,12 +246,6 @@ func (e *env) startServer(ctx context.Context) error {
 	case capDefault: // the server's own default
 	default:
 		e.srv.Env = append(e.srv.Env, "SMTPCREDS_MAX_CREDENTIALS_PER_DOMAIN="+e.capSetting)
-	}
-	if e.target == targetFile {
-		e.srv.Env = append(e.srv.Env, "SMTPCREDS_PASSWD_FILE="+e.passwd)
-		if e.passwdGroup != "" {
-			e.srv.Env = append(e.srv.Env, "SMTPCREDS_PASSWD_FILE_GROUP="+e.passwdGroup)
-		}
 	}
 	e.srv.Stdout, e.srv.Stderr = e.srvLog, e.srvLog
 	if err := e.srv.Start(); err != nil {
@@ -289,6 +286,9 @@ func (e *env) stopServer() {
 
 func (e *env) close(keep bool) {
 	e.stopServer()
+	if e.hook != nil {
+		e.hook.close()
+	}
 	if e.db != nil {
 		e.db.Close()
 	}
@@ -368,4 +368,24 @@ func (e *env) cpuProfile(ctx context.Context, path string, d time.Duration) erro
 		return err
 	}
 	return f.Close()
+}
+
+// withEnv runs fn on a fresh env (setupEnvBin: a database of its own, the
+// server binary of -server-bin or built from this tree, no server
+// running yet) with the passwd-file layout, and closes the env after it
+// (its directory kept with -keep).
+func withEnv(ctx context.Context, o options, layout string, fn func(*env) error) error {
+	e, err := setupEnvBin(ctx, layout, o.serverBin, logf)
+	defer func() {
+		if e != nil {
+			e.close(o.keep)
+			if o.keep {
+				logf("kept %s", e.tmp)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	return fn(e)
 }

@@ -47,90 +47,87 @@ func runIdle(ctx context.Context, o options, hash string) (res *idleResult, err 
 	if o.quick {
 		big, spread, domains, window = 20_000, 20_000, 100, 10*time.Second
 	}
-	e, err := setupEnvBin(ctx, "%d", o.serverBin, logf)
-	defer func() {
-		if e != nil {
-			e.close(o.keep)
+	err = withEnv(ctx, o, "%d", func(e *env) error {
+		logf("idle: loading %d credentials into %s and %d over %d domains", big, bigDomain, spread, domains)
+		if _, err := e.cli(ctx, "domains", "add", e.account, bigDomain, "--verified"); err != nil {
+			return err
 		}
-	}()
+		if err := e.fillDomain(ctx, bigDomain, big, hash); err != nil {
+			return err
+		}
+		if err := e.fillSpread(ctx, domains, spread/domains, hash); err != nil {
+			return err
+		}
+		// Every domain's files written, then a restart.
+		if err := e.startServer(ctx); err != nil {
+			return err
+		}
+		logf("idle: a create into each domain, so that the server writes every file")
+		if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
+			return err
+		}
+		if st, err := e.sendJSON(ctx, newClient(1), "POST", e.baseURL+"/api/domains/"+bigDomain+"/credentials", []byte(`{"username":"idle0"}`), nil); err != nil || st != 201 {
+			return fmt.Errorf("create into %s: status %d %v", bigDomain, st, err)
+		}
+		if pt := e.createInEach(ctx, domains, 16); pt.Creates != domains {
+			return fmt.Errorf("%d of %d creates", pt.Creates, domains)
+		}
+		if err := e.waitSynced(ctx, 10*time.Minute); err != nil {
+			return err
+		}
+		if err := e.checkDomainFiles(ctx, bigDomain); err != nil {
+			return err
+		}
+		res = &idleResult{Credentials: big + spread, Domains: domains + 1, Window: window}
+		if res.WholeReadsWriting, err = e.wholeReads(ctx); err != nil {
+			return err
+		}
+		logf("  %d whole reads while writing the files of %d domains", res.WholeReadsWriting, domains+1)
+		if res.WholeReadsWriting < int64(domains+1) {
+			return fmt.Errorf("%d whole reads counted while %d domains were written whole: the count misses them", res.WholeReadsWriting, domains+1)
+		}
+		e.stopServer()
+		if err := e.startServer(ctx); err != nil {
+			return err
+		}
+		if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
+			return err
+		}
+		pid := e.srv.Process.Pid
+		cpu0, err := procCPU(pid)
+		if err != nil {
+			return err
+		}
+		logf("idle: restarted; watching the server for %s", window)
+		t0 := time.Now()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(window):
+		}
+		cpu1, err := procCPU(pid)
+		if err != nil {
+			return err
+		}
+		res.Window = time.Since(t0)
+		res.CPUSeconds = cpu1 - cpu0
+		res.HWMMB, _ = procHWM(pid)
+		if res.WholeReads, err = e.wholeReads(ctx); err != nil {
+			return err
+		}
+		if err := e.db.GetContext(ctx, &res.Statements, `SELECT coalesce(sum(calls), 0)::bigint `+idleStatsFrom); err != nil {
+			return err
+		}
+		if err := e.db.SelectContext(ctx, &res.Top, `SELECT calls, regexp_replace(query, '\s+', ' ', 'g') AS query `+idleStatsFrom+` ORDER BY calls DESC, query LIMIT 8`); err != nil {
+			return err
+		}
+		logf("  %.3f CPU s in %s (%.3f%% of a core), %d whole reads, %d statements, VmHWM %.1f MB",
+			res.CPUSeconds, res.Window.Round(time.Millisecond), res.CorePercent(), res.WholeReads, res.Statements, res.HWMMB)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	logf("idle: loading %d credentials into %s and %d over %d domains", big, bigDomain, spread, domains)
-	if _, err := e.cli(ctx, "domains", "add", e.account, bigDomain, "--verified"); err != nil {
-		return nil, err
-	}
-	if err := e.fillDomain(ctx, bigDomain, big, hash); err != nil {
-		return nil, err
-	}
-	if err := e.fillSpread(ctx, domains, spread/domains, hash); err != nil {
-		return nil, err
-	}
-	// Every domain's files written, then a restart.
-	if err := e.startServer(ctx); err != nil {
-		return nil, err
-	}
-	logf("idle: a create into each domain, so that the server writes every file")
-	if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
-		return nil, err
-	}
-	if st, err := e.sendJSON(ctx, newClient(1), "POST", e.baseURL+"/api/domains/"+bigDomain+"/credentials", []byte(`{"username":"idle0"}`), nil); err != nil || st != 201 {
-		return nil, fmt.Errorf("create into %s: status %d %v", bigDomain, st, err)
-	}
-	if pt := e.createInEach(ctx, domains, 16); pt.Creates != domains {
-		return nil, fmt.Errorf("%d of %d creates", pt.Creates, domains)
-	}
-	if err := e.waitSynced(ctx, 10*time.Minute); err != nil {
-		return nil, err
-	}
-	if err := e.checkDomainFiles(ctx, bigDomain); err != nil {
-		return nil, err
-	}
-	res = &idleResult{Credentials: big + spread, Domains: domains + 1, Window: window}
-	if res.WholeReadsWriting, err = e.wholeReads(ctx); err != nil {
-		return nil, err
-	}
-	logf("  %d whole reads while writing the files of %d domains", res.WholeReadsWriting, domains+1)
-	if res.WholeReadsWriting < int64(domains+1) {
-		return nil, fmt.Errorf("%d whole reads counted while %d domains were written whole: the count misses them", res.WholeReadsWriting, domains+1)
-	}
-	e.stopServer()
-	if err := e.startServer(ctx); err != nil {
-		return nil, err
-	}
-	if _, err := e.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
-		return nil, err
-	}
-	pid := e.srv.Process.Pid
-	cpu0, err := procCPU(pid)
-	if err != nil {
-		return nil, err
-	}
-	logf("idle: restarted; watching the server for %s", window)
-	t0 := time.Now()
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(window):
-	}
-	cpu1, err := procCPU(pid)
-	if err != nil {
-		return nil, err
-	}
-	res.Window = time.Since(t0)
-	res.CPUSeconds = cpu1 - cpu0
-	res.HWMMB, _ = procHWM(pid)
-	if res.WholeReads, err = e.wholeReads(ctx); err != nil {
-		return nil, err
-	}
-	if err := e.db.GetContext(ctx, &res.Statements, `SELECT coalesce(sum(calls), 0)::bigint `+idleStatsFrom); err != nil {
-		return nil, err
-	}
-	if err := e.db.SelectContext(ctx, &res.Top, `SELECT calls, regexp_replace(query, '\s+', ' ', 'g') AS query `+idleStatsFrom+` ORDER BY calls DESC, query LIMIT 8`); err != nil {
-		return nil, err
-	}
-	logf("  %.3f CPU s in %s (%.3f%% of a core), %d whole reads, %d statements, VmHWM %.1f MB",
-		res.CPUSeconds, res.Window.Round(time.Millisecond), res.CorePercent(), res.WholeReads, res.Statements, res.HWMMB)
 	return res, nil
 }
 

@@ -28,57 +28,51 @@ type spreadRun struct {
 
 // runSpread measures the spread creates on a database of its own.
 func runSpread(ctx context.Context, o options, hash string) (runs []spreadRun, err error) {
-	e, err := setupEnvBin(ctx, "%d", o.serverBin, logf)
-	defer func() {
-		if e != nil {
-			e.close(o.keep)
-		}
-	}()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := e.db.ExecContext(ctx, fmt.Sprintf(`
+	err = withEnv(ctx, o, "%d", func(e *env) error {
+		if _, err := e.db.ExecContext(ctx, fmt.Sprintf(`
 		INSERT INTO domains (account_id, name, is_verified)
 		SELECT a.id, 'sp' || g || '.example', true FROM accounts a, generate_series(1, %d) g WHERE a.name = $1`, spreadDomains), e.account); err != nil {
-		return nil, fmt.Errorf("spread domains: %w", err)
-	}
-	e.spread = spreadDomains
-	for i, c := range []struct{ label, cap string }{
-		{fmt.Sprintf("the default configuration: cap %d per domain", defaultCap), capDefault},
-		{"cap off", "0"},
-	} {
-		e.capSetting = c.cap
-		logf("spread creates over %d domains, %s", spreadDomains, c.label)
-		if err := e.startServer(ctx); err != nil {
-			return runs, err
+			return fmt.Errorf("spread domains: %w", err)
 		}
-		// A domain's first apply writes its file whole (another set of
-		// statements): one create into each first, so that the recorded
-		// warm-up runs the steady path, as the one-domain warm-up does.
-		client := newClient(1)
-		for d := 1; d <= spreadDomains; d++ {
-			st, msg, err := e.do(ctx, client, http.MethodPost, e.baseURL+"/api/domains/"+spreadDomain(d)+"/credentials",
-				fmt.Appendf(nil, `{"username":"sp%dpre"}`, i))
-			if err != nil || st != http.StatusCreated {
-				e.stopServer()
-				return runs, fmt.Errorf("first create into %s: status %d %v %s", spreadDomain(d), st, err, msg)
+		e.spread = spreadDomains
+		for i, c := range []struct{ label, cap string }{
+			{fmt.Sprintf("the default configuration: cap %d per domain", defaultCap), capDefault},
+			{"cap off", "0"},
+		} {
+			e.capSetting = c.cap
+			logf("spread creates over %d domains, %s", spreadDomains, c.label)
+			if err := e.startServer(ctx); err != nil {
+				return err
+			}
+			// A domain's first apply writes its file whole (another set of
+			// statements): one create into each first, so that the recorded
+			// warm-up runs the steady path, as the one-domain warm-up does.
+			client := newClient(1)
+			for d := 1; d <= spreadDomains; d++ {
+				st, msg, err := e.do(ctx, client, http.MethodPost, e.baseURL+"/api/domains/"+spreadDomain(d)+"/credentials",
+					fmt.Appendf(nil, `{"username":"sp%dpre"}`, i))
+				if err != nil || st != http.StatusCreated {
+					e.stopServer()
+					return fmt.Errorf("first create into %s: status %d %v %s", spreadDomain(d), st, err, msg)
+				}
+			}
+			run := spreadRun{Label: c.label}
+			baseID, err := e.measureCreates(ctx, o, hash, fmt.Sprintf("sp%dw", i), &run.createRun)
+			e.stopServer()
+			if err != nil {
+				return err
+			}
+			if err := e.checkSpreadCap(ctx); err != nil {
+				return err
+			}
+			runs = append(runs, run)
+			if err := e.resetCreates(ctx, baseID); err != nil {
+				return err
 			}
 		}
-		run := spreadRun{Label: c.label}
-		baseID, err := e.measureCreates(ctx, o, hash, fmt.Sprintf("sp%dw", i), &run.createRun)
-		e.stopServer()
-		if err != nil {
-			return runs, err
-		}
-		if err := e.checkSpreadCap(ctx); err != nil {
-			return runs, err
-		}
-		runs = append(runs, run)
-		if err := e.resetCreates(ctx, baseID); err != nil {
-			return runs, err
-		}
-	}
-	return runs, nil
+		return nil
+	})
+	return runs, err
 }
 
 // checkSpreadCap makes sure that no spread domain went past the default
