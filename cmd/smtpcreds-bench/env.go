@@ -74,14 +74,10 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// setupEnv builds the server, starts PostgreSQL with pg_stat_statements
-// loaded, migrates and creates the bench account and domain.
-func setupEnv(ctx context.Context, layout string, logf func(string, ...any)) (*env, error) {
-	return setupEnvBin(ctx, layout, "", logf)
-}
-
-// setupEnvBin is setupEnv with the server binary bin ("": built from this
-// tree), e.g. one built from an earlier commit, to measure it the same way.
+// setupEnvBin builds the server (or takes the binary bin, e.g. one built
+// from an earlier commit, to measure it the same way; "": built from this
+// tree), starts PostgreSQL with pg_stat_statements loaded, migrates and
+// creates the bench account and domain.
 func setupEnvBin(ctx context.Context, layout, bin string, logf func(string, ...any)) (*env, error) {
 	tmp, err := os.MkdirTemp("", "smtpcreds-bench-")
 	if err != nil {

@@ -157,34 +157,88 @@ func run(ctx context.Context, o options) error {
 		return runOnly(ctx, o, r)
 	}
 
-	e, err := setupEnv(ctx, o.layout, logf)
-	defer func() {
-		if e != nil {
-			e.close(o.keep)
-			if o.keep {
-				logf("kept %s", e.tmp)
-			}
-		}
-	}()
+	hash, err := password.Hash(password.SSHA512, "bench-password-0123456789")
 	if err != nil {
 		return err
 	}
+	if err := withEnv(ctx, o, o.layout, func(e *env) error { return e.mainRuns(ctx, o, r, hash, &failed) }); err != nil {
+		return err
+	}
+
+	if !o.skipMemory {
+		// A target that does not converge is a finding, not the end of
+		// the bench: its rows say so, and the bench fails at the end.
+		if r.Memory, err = runMemory(ctx, o, hash); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			failed = err
+			r.Notes = append(r.Notes, err.Error())
+		}
+	}
+	if !o.skipSpread {
+		if r.Spread, err = runSpread(ctx, o, hash); err != nil {
+			return err
+		}
+		for _, s := range r.Spread {
+			if s.ScriptErr != "" {
+				failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
+			}
+		}
+	}
+	if !o.skipIdle {
+		if r.Idle, err = runIdle(ctx, o, hash); err != nil {
+			return err
+		}
+	}
+	if !o.skipDovecot {
+		if r.Dovecot, err = runDovecot(ctx, o, hash); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			failed = err
+			r.Notes = append(r.Notes, err.Error())
+		}
+	}
+
+	logf("micro-benchmarks: go test -bench")
+	var notes []string
+	r.Micro, notes = runMicro(ctx, o.quick)
+	r.Notes = append(r.Notes, notes...)
+
+	prev, _ := os.ReadFile(o.out)
+	report := render(r, prev)
+	fmt.Println(report)
+	if err := os.MkdirAll("bench", 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
+		return err
+	}
+	if err := writePlot(o.plot, r); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	logf("wrote %s and %s", o.out, o.plot)
+	return failed
+}
+
+// mainRuns runs, on one database, the creates with the passwd-file target
+// and their sweep by concurrency, the reads as a domain grows, then the
+// creates with the dovecot-sql target; a pgbench script that no longer
+// matches the server's SQL sets *failed.
+func (e *env) mainRuns(ctx context.Context, o options, r *results, hash string, failed *error) error {
 	_ = e.db.GetContext(ctx, &r.PGVersion, `SHOW server_version`)
 	_ = e.db.GetContext(ctx, &r.SyncCommit, `SHOW synchronous_commit`)
 	if err := e.startServer(ctx); err != nil {
 		return err
 	}
 
-	hash, err := password.Hash(password.SSHA512, "bench-password-0123456789")
-	if err != nil {
-		return err
-	}
 	baseID, err := e.measureCreates(ctx, o, hash, "warm", &r.createRun)
 	if err != nil {
 		return err
 	}
 	if r.ScriptErr != "" {
-		failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
+		*failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
 	}
 
 	// Throughput against concurrency.
@@ -251,66 +305,9 @@ func run(ctx context.Context, o options) error {
 		logf("  p50 %s p99 %s, %d errors", g.P50, g.P99, g.Errors)
 	}
 	if r.SQL.ScriptErr != "" {
-		failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
+		*failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
 	}
-	e.close(o.keep)
-	e = nil
-
-	if !o.skipMemory {
-		// A target that does not converge is a finding, not the end of
-		// the bench: its rows say so, and the bench fails at the end.
-		if r.Memory, err = runMemory(ctx, o, hash); err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
-			failed = err
-			r.Notes = append(r.Notes, err.Error())
-		}
-	}
-	if !o.skipSpread {
-		if r.Spread, err = runSpread(ctx, o, hash); err != nil {
-			return err
-		}
-		for _, s := range r.Spread {
-			if s.ScriptErr != "" {
-				failed = fmt.Errorf("the pgbench script no longer matches the server's SQL")
-			}
-		}
-	}
-	if !o.skipIdle {
-		if r.Idle, err = runIdle(ctx, o, hash); err != nil {
-			return err
-		}
-	}
-	if !o.skipDovecot {
-		if r.Dovecot, err = runDovecot(ctx, o, hash); err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
-			failed = err
-			r.Notes = append(r.Notes, err.Error())
-		}
-	}
-
-	logf("micro-benchmarks: go test -bench")
-	var notes []string
-	r.Micro, notes = runMicro(ctx, o.quick)
-	r.Notes = append(r.Notes, notes...)
-
-	prev, _ := os.ReadFile(o.out)
-	report := render(r, prev)
-	fmt.Println(report)
-	if err := os.MkdirAll("bench", 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
-		return err
-	}
-	if err := writePlot(o.plot, r); err != nil {
-		return fmt.Errorf("plot: %w", err)
-	}
-	logf("wrote %s and %s", o.out, o.plot)
-	return failed
+	return nil
 }
 
 // measureCreates measures creates with the server's sync target into cr:
