@@ -479,27 +479,24 @@ func config(p configParams) string {
 	w("disable_plaintext_auth = no")
 	w("ssl = no")
 	w("auth_cache_size = 0")
-	w("passdb {")
-	if p.SQLConf != "" {
-		w("  driver = sql")
-		w("  args = %s", p.SQLConf)
-	} else {
-		w("  driver = passwd-file")
-		w("  args = scheme=%s username_format=%%u %s", p.Scheme, p.Passwd)
+	// passdb is one passdb block: SQL with sqlConf, else the passwd-file
+	// looked up by username (a username_format).
+	passdb := func(sqlConf, username string) {
+		w("passdb {")
+		if sqlConf != "" {
+			w("  driver = sql")
+			w("  args = %s", sqlConf)
+		} else {
+			w("  driver = passwd-file")
+			w("  args = scheme=%s username_format=%s %s", p.Scheme, username, p.Passwd)
+		}
+		w("}")
 	}
-	w("}")
+	passdb(p.SQLConf, "%u")
 	if p.Previous {
 		// Tried when the first one refuses the password (a mismatch or an
 		// unknown user continue down the chain).
-		w("passdb {")
-		if p.PreviousSQLConf != "" {
-			w("  driver = sql")
-			w("  args = %s", p.PreviousSQLConf)
-		} else {
-			w("  driver = passwd-file")
-			w("  args = scheme=%s username_format=%%u/previous %s", p.Scheme, p.Passwd)
-		}
-		w("}")
+		passdb(p.PreviousSQLConf, "%u/previous")
 	}
 	return b.String() + instanceConfig(p)
 }

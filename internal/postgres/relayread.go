@@ -151,11 +151,7 @@ func (RelayRepo) PruneLog(ctx context.Context, q sqlx.ExecerContext, before time
 	if err != nil {
 		return 0, fmt.Errorf("prune message log: %w", translate(err))
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("prune message log: %w", err)
-	}
-	return n, nil
+	return res.RowsAffected()
 }
 
 // PruneCounters deletes up to batch send_counters rows whose window ended
@@ -172,9 +168,5 @@ func (RelayRepo) PruneCounters(ctx context.Context, q sqlx.ExecerContext, endedB
 	if err != nil {
 		return 0, fmt.Errorf("prune send counters: %w", translate(err))
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("prune send counters: %w", err)
-	}
-	return n, nil
+	return res.RowsAffected()
 }
