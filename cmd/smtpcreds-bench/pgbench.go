@@ -42,9 +42,11 @@ type step struct {
 // dovecot-sql adds its lookup).
 // Transaction boundaries are the server's: the rate counter runs on its own,
 // the create is one statement, the request's sync claim and apply are one
-// transaction. (Under load the server does less: a request whose job
-// another request's turn applied is woken in process without any of the
-// sync SQL; pgbench clients claim in the share the API run measured.)
+// transaction: for the passwd-file, a grouped apply (syncer.applyGrouped)
+// of the scopes with jobs pending, for dovecot-sql the scope's own apply.
+// (Under load the server does less: a request whose job another request's
+// turn or group applied is woken in process without any of the sync SQL;
+// pgbench clients claim in the share the API run measured.)
 func createSteps(target string) []step {
 	steps := make([]step, 0, len(allCreateSteps))
 	for _, s := range allCreateSteps {
@@ -84,16 +86,27 @@ var allCreateSteps = []step{
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
 	{meta: `\if :r <= :claimppm`},
-	{comment: "syncer.Service.applyGroup: one transaction", sql: `BEGIN READ WRITE`},
+	{target: targetFile, harness: true,
+		comment: "harness: the scopes of a grouped apply (syncer.Service.applyGrouped): those with jobs pending, as the server's\n" +
+			"-- group has those of the requests that came while the group before it ran, and its own",
+		sql:    `SELECT array(SELECT :dom::text UNION SELECT DISTINCT scope FROM sync_jobs WHERE target = :target AND done_at IS NULL)::text AS scopes`,
+		suffix: `\gset`},
+	{comment: "syncer.Service.applyGroup or applyGrouped: one transaction", sql: `BEGIN READ WRITE`},
 	{meta: `\set tok random(1, 4611686018427387904)`},
-	{comment: "postgres.SyncRepo.LockScope: the scope's row lock and token",
+	{target: targetSQL, comment: "postgres.SyncRepo.LockScope: the scope's row lock and token",
 		sql:  postgres.LockScopeSQL,
 		args: []string{"target", "dom", "tok"}, suffix: `\gset l_`},
-	{comment: "postgres.SyncRepo.ClaimLocked: in its scope's turn, claims the scope's pending jobs (row locks),\n" +
-		"-- with the changed credentials and the holders of their logins (the server holds none of the file in memory)",
-		sql:  postgres.ClaimLockedSQL,
-		args: []string{"target", "dom", "changes", "idkey", "loginkey"}},
-	{harness: true, comment: "harness: the jobs this transaction holds, and which of their credentials are not yet marked synced\n" +
+	{target: targetSQL,
+		comment: "postgres.SyncRepo.ClaimLocked: in its scope's turn, claims the scope's pending jobs (row locks)",
+		sql:     postgres.ClaimLockedSQL,
+		args:    []string{"target", "dom", "changes", "idkey", "loginkey"}},
+	{target: targetFile, comment: "postgres.SyncRepo.LockScopes: the group's scopes, locked in order",
+		sql: postgres.LockScopesSQL, args: []string{"target", "scopes"}},
+	{target: targetFile,
+		comment: "postgres.SyncRepo.ClaimGroup: claims the scopes' pending jobs (row locks), with the changed credentials,\n" +
+			"-- whether another job is pending for their logins, and the stored fingerprints of their parts (files)",
+		sql: postgres.ClaimGroupSQL, args: []string{"target", "scopes", "idkey", "loginkey", "digits"}},
+	{target: targetSQL, harness: true, comment: "harness: the jobs this transaction holds, and which of their credentials are not yet marked synced\n" +
 		"-- (the server has both in Go from the claim; this also takes any job committed since, as the next claim would)",
 		sql: `SELECT count(*) AS n, coalesce(array_agg(id)::text, '{}') AS cids,
 		coalesce((SELECT array_agg(c.id)::text FROM credentials c WHERE c.id = ANY(array_agg((h.event->>'credential_id')::bigint))
@@ -104,6 +117,23 @@ var allCreateSteps = []step{
 		FROM (SELECT id, event FROM sync_jobs
 		      WHERE target = :target AND scope = :dom AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
 		      FOR UPDATE SKIP LOCKED) h`, suffix: `\gset`},
+	{target: targetFile, harness: true, comment: "harness: the jobs this transaction holds, which of their credentials are not yet marked synced,\n" +
+		"-- the scopes with their new tokens, and the files (parts) of the new logins with fingerprints to store\n" +
+		"-- (the server has all of it in Go; this also takes any job committed since, as the next claim would)",
+		sql: `WITH h AS (
+			SELECT id, scope, event FROM sync_jobs
+			WHERE target = :target AND scope = ANY(:scopes::text[]) AND done_at IS NULL AND (locked_until IS NULL OR locked_until < now())
+			FOR UPDATE SKIP LOCKED),
+		s AS (SELECT DISTINCT scope FROM h),
+		p AS (SELECT DISTINCT scope, CASE WHEN :digits > 0 THEN left(md5(event->>'login'), :digits) ELSE '' END AS part FROM h),
+		c AS (SELECT c.id, c.version FROM credentials c
+		      WHERE c.id IN (SELECT (event->>'credential_id')::bigint FROM h) AND c.status AND c.synced_version < c.version)
+		SELECT (SELECT count(*) FROM h) AS n, (SELECT coalesce(array_agg(id)::text, '{}') FROM h) AS cids,
+		       (SELECT coalesce(array_agg(id)::text, '{}') FROM c) AS sids, (SELECT coalesce(array_agg(version)::text, '{}') FROM c) AS svers,
+		       (SELECT coalesce(array_agg(scope)::text, '{}') FROM s) AS gscopes, (SELECT coalesce(array_agg(:tok::bigint)::text, '{}') FROM s) AS gtoks,
+		       (SELECT coalesce(array_agg(true)::text, '{}') FROM s) AS gkeep,
+		       (SELECT coalesce(array_agg(scope)::text, '{}') FROM p) AS pscopes, (SELECT coalesce(array_agg(part)::text, '{}') FROM p) AS parts,
+		       (SELECT coalesce(array_agg('v1 1 1 1 1 1'::text)::text, '{}') FROM p) AS prints`, suffix: `\gset`},
 	{comment: "only when the claim got jobs (a concurrent request may have claimed ours)", meta: `\if :n > 0`},
 	{target: targetSQL,
 		comment: "dovecotsql.Target.Apply (postgres.PassdbRepo.CheckPassdb): Dovecot's role may read the view, and Dovecot's lookup\n" +
@@ -117,16 +147,7 @@ var allCreateSteps = []step{
 		        FROM unnest($2::text[]) AS l(login)
 		        JOIN dovecot_passdb p ON p.username = split_part(l.login, '@', 1) AND p.domain = split_part(l.login, '@', 2))`,
 		args: []string{"role", "logins"}},
-	{target: targetFile, comment: "syncer.Batch.NewLogins (postgres.SyncRepo.PendingFor): no other job pending for the new logins",
-		sql: postgres.PendingForSQL, args: []string{"target", "dom", "cids", "logins", "loginkey"}},
-	{target: targetFile, harness: true, comment: "harness: the files (parts) of the new logins, and fingerprints to store (the server has both in Go)",
-		sql: `SELECT coalesce(array_agg(p)::text, '{}') AS parts, coalesce(array_agg('v1 1 1 1 1 1'::text)::text, '{}') AS prints
-		FROM (SELECT DISTINCT CASE WHEN :digits > 0 THEN left(md5(l), :digits) ELSE '' END AS p FROM unnest(:logins::text[]) l) x`, suffix: `\gset`},
-	{target: targetFile, comment: "syncer.Batch.Prints (postgres.SyncRepo.Parts): the stored fingerprints of those files",
-		sql: postgres.PartsSQL, args: []string{"target", "dom", "parts"}},
-	{target: targetFile, comment: "syncer.Batch.KeepPrints (postgres.SyncRepo.KeepParts): their new fingerprints, after the append",
-		sql: postgres.KeepPartsSQL, args: []string{"target", "dom", "parts", "prints", "'f'", "tok"}},
-	{comment: "postgres.SyncRepo.Finish: credentials synced, jobs done",
+	{target: targetSQL, comment: "postgres.SyncRepo.Finish: credentials synced, jobs done",
 		sql: `
 		WITH synced AS (
 			UPDATE credentials c SET synced_version = v.version, synced_at = now(), sync_error = NULL
@@ -134,6 +155,9 @@ var allCreateSteps = []step{
 			WHERE c.id = v.id AND c.synced_version < v.version)
 		UPDATE sync_jobs SET done_at = now(), locked_until = NULL, last_error = NULL WHERE id = ANY($3)`,
 		args: []string{"sids", "svers", "cids"}},
+	{target: targetFile, comment: "postgres.SyncRepo.FinishGroup: the files' new fingerprints, the scopes' tokens, credentials synced, jobs done",
+		sql:  postgres.FinishGroupSQL,
+		args: []string{"target", "gscopes", "gtoks", "gkeep", "pscopes", "parts", "prints", "sids", "svers", "cids"}},
 	{sql: `COMMIT`},
 	{meta: `\else`},
 	{harness: true, comment: "nothing claimed: the server rolls back, keeping the scope's token (rare in the warm-up, so not checked)", sql: `ROLLBACK`},
@@ -485,8 +509,10 @@ func (e *env) syncShares(ctx context.Context, creates int) (claims, applies floa
 		Applies int64 `db:"applies"`
 	}
 	err = e.db.GetContext(ctx, &n, `
-		SELECT coalesce(sum(calls) FILTER (WHERE query ILIKE '%scope = $2 AND done_at IS NULL%FOR UPDATE SKIP LOCKED%'), 0)::bigint AS claims,
-		       coalesce(sum(calls) FILTER (WHERE query ILIKE 'INSERT INTO sync_scopes%'), 0)::bigint AS applies
+		SELECT coalesce(sum(calls) FILTER (WHERE query ILIKE '%scope = $2 AND done_at IS NULL%FOR UPDATE SKIP LOCKED%'
+		                                     OR query ILIKE '%scope = ANY($2::text[]) AND done_at IS NULL%FOR UPDATE SKIP LOCKED%'), 0)::bigint AS claims,
+		       coalesce(sum(calls) FILTER (WHERE query ILIKE 'INSERT INTO sync_scopes%'
+		                                     OR query ILIKE '%FROM sync_scopes WHERE target = $1 AND scope = ANY($2::text[])%FOR UPDATE SKIP LOCKED'), 0)::bigint AS applies
 		FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`)
 	if err != nil {

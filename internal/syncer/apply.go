@@ -53,22 +53,15 @@ func (s *Service) Apply(ctx context.Context, p Pending) bool {
 				return true
 			default:
 			}
-			type result struct {
-				claimed int
-				err     error
+			h := &turnHolder{scope: scope, own: p.ids, turn: turn, done: make(chan applied, 1)}
+			if s.groupable(scope) {
+				s.join(h)
+			} else {
+				s.bg.Add(1)
+				go s.applyAlone(ctx, h) // holds the turn until the apply is over
 			}
-			done := make(chan result, 1)
-			s.bg.Add(1)
-			go func() { // holds the turn until the apply is over
-				defer s.bg.Done()
-				work, prog, stop := s.leased(context.WithoutCancel(ctx), nil)
-				defer stop()
-				n, err := s.applyOrRelease(work, prog, scope, nil, p.ids)
-				<-turn
-				done <- result{n, err}
-			}()
 			select {
-			case r := <-done:
+			case r := <-h.done:
 				if r.err != nil {
 					return false
 				}

@@ -22,7 +22,8 @@
 // several processes share one database safely (FOR UPDATE SKIP LOCKED).
 //
 // Files: outbox.go (the Service, enqueueing), apply.go (a request's apply
-// and its waiters), worker.go (the background worker and retries),
+// and its waiters), group.go (requests' applies of several scopes in one
+// transaction), worker.go (the background worker and retries),
 // target.go (what a target implements and is given), event.go.
 package syncer
 
@@ -116,8 +117,13 @@ type Service struct {
 	// lock serialises processes): an apply waits here, not on a pooled
 	// connection.
 	applying map[string]chan struct{}
+	// queue is the requests' applies handed to the group runner, which
+	// runs while grouping is set (group.go).
+	gmu      sync.Mutex
+	queue    []*turnHolder
+	grouping bool
 	// bg counts the applies requests started, which may outlive the
-	// request's wait (Apply); Drain waits for them.
+	// request's wait (Apply), and the group runner; Drain waits for them.
 	bg sync.WaitGroup
 	// halt ends every apply in progress when cancelled (Halt).
 	halt    context.Context

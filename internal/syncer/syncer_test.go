@@ -235,6 +235,11 @@ func (f fixture) change(t *testing.T, s *syncer.Service, user, hash string) sync
 // tryChange is change for other goroutines than the test's: it returns
 // the error.
 func (f fixture) tryChange(s *syncer.Service, user, hash string) (syncer.Pending, error) {
+	return f.tryChangeIn(s, f.domainID, "example.com", user, hash)
+}
+
+// tryChangeIn is tryChange in another domain of the account.
+func (f fixture) tryChangeIn(s *syncer.Service, domainID int64, domain, user, hash string) (syncer.Pending, error) {
 	ctx := context.Background()
 	tx, err := f.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -246,12 +251,12 @@ func (f fixture) tryChange(s *syncer.Service, user, hash string) (syncer.Pending
 		INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
 		VALUES (gen_random_uuid(), $1, $2, $3, $4)
 		ON CONFLICT (domain_id, username) DO UPDATE SET password_hash = EXCLUDED.password_hash, version = credentials.version + 1
-		RETURNING id, version`, f.account, f.domainID, user, hash).Scan(&id, &version)
+		RETURNING id, version`, f.account, domainID, user, hash).Scan(&id, &version)
 	if err != nil {
 		return syncer.Pending{}, err
 	}
-	ids, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialUpserted, Domain: "example.com",
-		Login: user + "@example.com", CredentialID: id, Version: version, PasswordHash: hash})
+	ids, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialUpserted, Domain: domain,
+		Login: user + "@" + domain, CredentialID: id, Version: version, PasswordHash: hash})
 	if err != nil {
 		return syncer.Pending{}, err
 	}
@@ -760,51 +765,86 @@ func TestApplyHoldsTheScopeLockUntilTheTargetReturns(t *testing.T) {
 // After an apply whose target succeeded but whose commit failed, the
 // backend holds a state the database does not record (its fingerprint is
 // not the one stored): the next batch finds the part in doubt and writes
-// the scope whole instead of adding to it.
+// the scope whole instead of adding to it. The scope's applies after the
+// first are grouped (group.go): a grouped apply that fails is applied
+// again alone at once, which then finds the part in doubt; when that one
+// fails too, the request is not confirmed and the next batch is whole.
 func TestFailedCommitMakesTheNextBatchWhole(t *testing.T) {
-	f := newFixture(t)
-	rec := newRecorder()
-	breakTx := &txBreaker{recorder: rec}
-	s := syncer.New(f.db, snapshot.New(breakTx, nil), fastConfig(), nil)
-	ctx := context.Background()
-	for _, user := range []string{"alice", "bob"} {
-		if !s.Apply(ctx, f.change(t, s, user, "{SSHA512}"+user)) {
-			t.Fatalf("apply of %s not confirmed", user)
-		}
+	for _, c := range []struct {
+		name       string
+		breaks     int32
+		carolWhole bool // else dave's batch is whole
+	}{
+		{"the group's commit fails, the apply alone writes whole", 1, true},
+		{"the group's and the apply alone's commits fail", 2, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			rec := newRecorder()
+			breakTx := &txBreaker{recorder: rec, db: f.db}
+			s := syncer.New(f.db, snapshot.New(breakTx, nil), fastConfig(), nil)
+			ctx := context.Background()
+			for _, user := range []string{"alice", "bob"} {
+				if !s.Apply(ctx, f.change(t, s, user, "{SSHA512}"+user)) {
+					t.Fatalf("apply of %s not confirmed", user)
+				}
+			}
+			if last := rec.batches[len(rec.batches)-1]; last.Whole {
+				t.Fatal("the second apply read the scope whole: nothing to test")
+			}
+			breakTx.breaks.Store(c.breaks)
+			if s.Apply(ctx, f.change(t, s, "carol", "{SSHA512}carol")) != c.carolWhole {
+				t.Fatalf("apply of carol confirmed: %v, want %v", !c.carolWhole, c.carolWhole)
+			}
+			if n := breakTx.broken.Load(); n != c.breaks {
+				t.Fatalf("%d transactions broken, want %d", n, c.breaks)
+			}
+			if last := rec.batches[len(rec.batches)-1]; c.carolWhole && !last.Whole {
+				t.Error("after a failed commit the apply alone added to a part in doubt")
+			}
+			if !s.Apply(ctx, f.change(t, s, "dave", "{SSHA512}dave")) {
+				t.Fatal("apply of dave not confirmed")
+			}
+			if last := rec.batches[len(rec.batches)-1]; !c.carolWhole && !last.Whole {
+				t.Error("after a failed commit the next batch added to a part in doubt")
+			}
+			f.wantBackendMatchesDB(t, rec)
+		})
 	}
-	if last := rec.batches[len(rec.batches)-1]; last.Whole {
-		t.Fatal("the second apply read the scope whole: nothing to test")
-	}
-	breakTx.once.Store(true)
-	if s.Apply(ctx, f.change(t, s, "carol", "{SSHA512}carol")) {
-		t.Fatal("an apply whose transaction failed was confirmed")
-	}
-	if !s.Apply(ctx, f.change(t, s, "dave", "{SSHA512}dave")) {
-		t.Fatal("apply of dave not confirmed")
-	}
-	if last := rec.batches[len(rec.batches)-1]; !last.Whole {
-		t.Error("after a failed commit the next batch added to a part in doubt")
-	}
-	f.wantBackendMatchesDB(t, rec)
 }
 
-// txBreaker renders, and once, when told, breaks the apply's transaction
-// afterwards, so that the target succeeds and the commit fails.
+// txBreaker renders, and then, as many times as told, breaks the apply's
+// transaction (it ends the connection that is idle in a transaction while
+// the target renders), so that the target succeeds and the commit fails.
 type txBreaker struct {
 	*recorder
-	once atomic.Bool
+	db             *sqlx.DB
+	breaks, broken atomic.Int32
 }
 
 func (x *txBreaker) Render(ctx context.Context, b snapshot.Batch) (map[string]string, error) {
-	prints, err := x.recorder.Render(ctx, b)
-	if err != nil {
-		return nil, err
+	return x.breakAfter(ctx)(x.recorder.Render(ctx, b))
+}
+
+func (x *txBreaker) Stream(ctx context.Context, b snapshot.Batch, known map[string]string, scan func(fn func(syncer.Entry) error) error) (map[string]string, error) {
+	return x.breakAfter(ctx)(x.recorder.Stream(ctx, b, known, scan))
+}
+
+// breakAfter returns what passes on a render's result, having broken the
+// apply's transaction if told to.
+func (x *txBreaker) breakAfter(ctx context.Context) func(map[string]string, error) (map[string]string, error) {
+	return func(prints map[string]string, err error) (map[string]string, error) {
+		if err != nil || x.breaks.Add(-1) < 0 {
+			return prints, err
+		}
+		var n int32
+		if err := x.db.GetContext(ctx, &n, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle in transaction'`); err == nil {
+			x.broken.Add(n)
+		}
+		return prints, nil
 	}
-	if x.once.CompareAndSwap(true, false) {
-		var n int
-		_ = sqlx.GetContext(ctx, b.Tx, &n, `SELECT 1/0`) // aborts the transaction
-	}
-	return prints, nil
 }
 
 // replayer is a target that replays events and reads state only through

@@ -30,7 +30,11 @@ type Target interface {
 // StateReader is implemented by targets whose Apply reads the changed
 // credentials' current state (Batch.Changes) instead of replaying the
 // events: a request's claim then reads them in its own statement, which
-// saves the apply a round trip.
+// saves the apply a round trip. Requests' applies of such a target (unless
+// it is Live) are grouped: several scopes are applied in one transaction,
+// their Apply calls running at the same time, each with a Batch whose Tx is
+// nil and whose reads answer from what the group's claim read (see
+// group.go); an Apply must then read through the Batch only.
 type StateReader interface {
 	Target
 	ReadsState()
@@ -61,7 +65,7 @@ type Batch struct {
 	Continues bool
 	// Tx is the apply's transaction, which holds the scope's lock: for a
 	// target kept in smtpcreds' own database. Its commit records the batch
-	// as applied.
+	// as applied. It is nil in a grouped apply (see StateReader).
 	Tx sqlx.QueryerContext
 
 	reads *reads
@@ -105,6 +109,9 @@ func (b Batch) Changes(ctx context.Context) (logins []string, current []Entry, o
 		}
 	}
 	if len(again) > 0 {
+		if b.reads.grouped != nil {
+			return nil, nil, false, errAlone
+		}
 		prev, err := b.reads.repo.PreviousOf(ctx, b.reads.tx, again)
 		if err != nil {
 			return nil, nil, false, err
@@ -122,6 +129,9 @@ func (b Batch) Changes(ctx context.Context) (logins []string, current []Entry, o
 // the scan. What Scan reads replaces what Changes read.
 func (b Batch) Scan(ctx context.Context, fn func(Entry) error) error {
 	r := b.reads
+	if r.grouped != nil {
+		return errAlone
+	}
 	r.ids, r.versions = r.ids[:0], r.versions[:0]
 	r.read = true
 	err := r.repo.Snapshot(ctx, r.tx, b.Scope, func(row postgres.SnapshotRow) error {
@@ -150,6 +160,9 @@ func (b Batch) Scan(ctx context.Context, fn func(Entry) error) error {
 // held until their login comes: only logins in a grace period cost memory.
 func (b Batch) ScanInOrder(ctx context.Context, md5Digits int, fn func(Entry) error) error {
 	r := b.reads
+	if r.grouped != nil {
+		return errAlone
+	}
 	r.ids, r.versions = r.ids[:0], r.versions[:0]
 	r.read = true
 	prev := map[string]string{}
@@ -182,6 +195,21 @@ func (b Batch) Prints(ctx context.Context, keys []string) (map[string]string, bo
 	r := b.reads
 	if !r.partsTrusted {
 		return nil, false, nil
+	}
+	if g := r.grouped; g != nil {
+		if keys == nil { // every part, which the claim did not read
+			return nil, false, errAlone
+		}
+		prints := make(map[string]string, len(keys))
+		for _, k := range keys {
+			if !g.parts[k] {
+				return nil, false, errAlone
+			}
+			if p, ok := g.prints[k]; ok {
+				prints[k] = p
+			}
+		}
+		return prints, true, nil
 	}
 	prints, err := r.repo.Parts(ctx, r.tx, r.target, b.Scope, keys)
 	if err != nil {
@@ -234,7 +262,11 @@ func (b Batch) NewLogins(ctx context.Context) ([]Entry, bool, error) {
 		}
 	}
 	r := b.reads
-	if pending, err := r.repo.PendingFor(ctx, r.tx, r.target, b.Scope, b.JobIDs, logins, eventKeys.Login); err != nil || pending {
+	if g := r.grouped; g != nil {
+		if g.pending {
+			return nil, false, nil
+		}
+	} else if pending, err := r.repo.PendingFor(ctx, r.tx, r.target, b.Scope, b.JobIDs, logins, eventKeys.Login); err != nil || pending {
 		return nil, false, err
 	}
 	r.read = true
@@ -280,6 +312,17 @@ type reads struct {
 	keep        bool
 	prints      map[string]string
 	printsWhole bool
+	// grouped is set in a grouped apply: what its claim read, which the
+	// reads answer from; what it did not read, they answer with errAlone.
+	grouped *groupReads
+}
+
+// groupReads is what a grouped apply's claim read of one scope
+// (postgres.ClaimGroup).
+type groupReads struct {
+	pending bool              // another job is pending for a login of the batch
+	parts   map[string]bool   // the parts of the batch's logins
+	prints  map[string]string // their stored fingerprints
 }
 
 // rows returns what changes returns, read once.

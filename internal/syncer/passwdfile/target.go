@@ -2,7 +2,6 @@ package passwdfile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -151,11 +150,21 @@ func (r *renderer) Stream(_ context.Context, b snapshot.Batch, known map[string]
 }
 
 // hidePaths returns err with the files' directory (up to the first
-// variable) replaced: users see sync errors, and the server's paths are not
-// theirs to know.
+// variable) replaced in its text: users see sync errors, and the server's
+// paths are not theirs to know. What err wraps is still wrapped (errors.Is:
+// a scan that stopped, a context that ended).
 func (r *renderer) hidePaths(err error) error {
 	if r.dirRe == nil {
 		return err
 	}
-	return errors.New(r.dirRe.ReplaceAllString(err.Error(), "<passwd-file dir>$1"))
+	return hidden{msg: r.dirRe.ReplaceAllString(err.Error(), "<passwd-file dir>$1"), err: err}
 }
+
+// hidden is an error with another text.
+type hidden struct {
+	msg string
+	err error
+}
+
+func (h hidden) Error() string { return h.msg }
+func (h hidden) Unwrap() error { return h.err }

@@ -113,7 +113,10 @@ type Target struct {
 	log *slog.Logger
 }
 
-var _ syncer.StateReader = (*Target)(nil)
+var (
+	_ syncer.StateReader = (*Target)(nil)
+	_ syncer.MD5Parts    = (*Target)(nil)
+)
 
 // New returns the target rendering through r; log gets the warnings of
 // parts in doubt.
@@ -132,6 +135,9 @@ func (t *Target) Scope(domain string) string { return t.r.Scope(domain) }
 
 // ReadsState implements syncer.StateReader.
 func (*Target) ReadsState() {}
+
+// MD5Digits implements syncer.MD5Parts: the renderer's parts are named so.
+func (t *Target) MD5Digits() int { return t.r.MD5Digits() }
 
 // errWhole is returned by the cheap ways of applying a batch when only a
 // whole write can.
