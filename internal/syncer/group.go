@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -28,10 +29,15 @@ import (
 //
 // A group does only what needs no more SQL than its claim read: a scope
 // whose apply would (a whole write, a scheduled event, a credential in a
-// grace period, a part in doubt) is taken out of the group before its
-// target wrote anything, and applied alone, by the usual path, as is a
-// scope whose target failed and every scope of a group whose transaction
-// failed: the usual path then counts and reports the failure.
+// grace period, a part in doubt) is left out of the group's commit and
+// applied alone, by the usual path, as is a scope whose target failed and
+// every scope of a group whose transaction failed: the usual path then
+// counts and reports the failure, and, not continuing what the group may
+// have written, checks the backend against its fingerprints.
+//
+// One runner per Service: a group takes as long as its slowest scope,
+// which is an append or a merge into one shard (anything longer is applied
+// alone), and the next group gathers meanwhile.
 
 // turnHolder is a request's apply of one scope, which holds the scope's
 // turn until its result is sent.
@@ -115,7 +121,12 @@ func (s *Service) runGroup(q []*turnHolder) {
 	work, prog, stop := s.leased(context.Background(), nil)
 	results, err := s.applyGrouped(work, prog, q)
 	if err != nil {
-		s.log.Warn("sync: grouped apply failed, applying its scopes alone", "target", s.target.Name(), "scopes", len(q), "error", cause(work, err).Error())
+		err = cause(work, err)
+		level := slog.LevelWarn
+		if errors.Is(err, errHalted) {
+			level = slog.LevelInfo
+		}
+		s.log.Log(work, level, "sync: grouped apply failed, applying its scopes alone", "target", s.target.Name(), "scopes", len(q), "error", err.Error())
 	}
 	stop()
 	for _, h := range q {
@@ -166,7 +177,7 @@ func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHol
 	// put back.
 	last := s.takeLast(scopes)
 	results := map[string]applied{}
-	touched := map[string]bool{} // by a target (committed or not)
+	touched := map[string]bool{} // whose target ran (its backend may have changed, committed or not)
 	defer func() { s.putBack(last, touched) }()
 
 	tx, err := postgres.Begin(context.WithoutCancel(ctx), s.db)
@@ -206,13 +217,16 @@ func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHol
 			results[scope] = applied{}
 		}
 	}
-	s.applyTargets(ctx, gs)
+	s.applyTargets(ctx, gs, touched)
 
 	f := postgres.GroupFinish{}
 	var done []*grouped
 	for _, g := range gs {
-		if !errors.Is(g.err, errAlone) { // else its target wrote nothing
-			touched[g.scope] = true
+		if g.err == nil && g.b.reads.printsWhole {
+			// A whole write that did not stream the scope (ScanInOrder,
+			// which a group cannot): the parts it did not name would keep
+			// fingerprints FinishGroup does not remove.
+			g.err = errAlone
 		}
 		if g.err == nil {
 			done = append(done, g)
@@ -304,13 +318,17 @@ func (s *Service) groupScopes(claim postgres.GroupClaim, trusted map[string]bool
 	return gs
 }
 
-// applyTargets has the target apply each scope's batch, side by side.
-func (s *Service) applyTargets(ctx context.Context, gs map[string]*grouped) {
+// applyTargets has the target apply each scope's batch, side by side, and
+// marks the scopes it ran in touched. It returns when every Apply has: a
+// group takes as long as its slowest scope (an append, or a merge into a
+// shard; anything longer is applied alone).
+func (s *Service) applyTargets(ctx context.Context, gs map[string]*grouped, touched map[string]bool) {
 	var wg sync.WaitGroup
 	for _, g := range gs {
 		if g.err != nil {
 			continue
 		}
+		touched[g.scope] = true
 		wg.Go(func() { g.err = s.target.Apply(ctx, g.b) })
 	}
 	wg.Wait()
@@ -331,9 +349,10 @@ func (s *Service) takeLast(scopes []string) map[string]int64 {
 	return out
 }
 
-// putBack puts back the entries of last but those of the scopes a target
-// applied (committed: committed recorded their new token; or not: their
-// backend is in doubt), which the group neither stamped nor wrote.
+// putBack puts back the entries of last but those of the scopes whose
+// target ran (committed: committed recorded their new token; or not, even
+// one that stopped at errAlone: their backend may have changed), which the
+// group neither stamped nor wrote.
 func (s *Service) putBack(last map[string]int64, touched map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
