@@ -86,12 +86,17 @@ var allCreateSteps = []step{
 	{comment: "the share of creates whose request claims (measured from the API run at the same concurrency:\n" +
 		"-- a request whose job another request's turn applied does no sync SQL)", meta: `\set r random(1, 1000000)`},
 	{meta: `\if :r <= :claimppm`},
+	{comment: "syncer.Service.applyGroup or applyGrouped: one transaction", sql: `BEGIN READ WRITE`},
 	{target: targetFile, harness: true,
-		comment: "harness: the scopes of a grouped apply (syncer.Service.applyGrouped): those with jobs pending, as the server's\n" +
+		comment: "harness: one grouped apply at a time, as the server's one group runner per process applies one group at a time\n" +
+			"-- (LockScopes skips a scope another transaction holds: without this, pgbench's claimers would skip each other's\n" +
+			"-- scopes instead of waiting their turn as the server's requests do)",
+		sql: `SELECT pg_advisory_xact_lock(1919)`},
+	{target: targetFile, harness: true,
+		comment: "harness: the scopes of the grouped apply (syncer.Service.applyGrouped): those with jobs pending, as the server's\n" +
 			"-- group has those of the requests that came while the group before it ran, and its own",
 		sql:    `SELECT array(SELECT :dom::text UNION SELECT DISTINCT scope FROM sync_jobs WHERE target = :target AND done_at IS NULL)::text AS scopes`,
 		suffix: `\gset`},
-	{comment: "syncer.Service.applyGroup or applyGrouped: one transaction", sql: `BEGIN READ WRITE`},
 	{meta: `\set tok random(1, 4611686018427387904)`},
 	{target: targetSQL, comment: "postgres.SyncRepo.LockScope: the scope's row lock and token",
 		sql:  postgres.LockScopeSQL,
