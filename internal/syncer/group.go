@@ -288,7 +288,7 @@ func (s *Service) groupScopes(claim postgres.GroupClaim, trusted map[string]bool
 	}
 	for scope, g := range gs {
 		rows := changed[scope]
-		g.b = Batch{Scope: scope, JobIDs: jobIDs(g.jobs), Continues: true,
+		g.b = Batch{Scope: scope, Continues: true,
 			reads: &reads{repo: s.repo, target: s.target.Name(), partsTrusted: trusted[scope], progress: prog,
 				changes: func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil },
 				grouped: &groupReads{pending: pending[scope], prints: claim.Prints[scope], parts: parts[scope]}}}
