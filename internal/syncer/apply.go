@@ -53,7 +53,7 @@ func (s *Service) Apply(ctx context.Context, p Pending) bool {
 				return true
 			default:
 			}
-			h := &turnHolder{scope: scope, own: p.ids, turn: turn, done: make(chan applied, 1)}
+			h := &turnHolder{scope: scope, own: p.ids, turn: turn, done: make(chan applyResult, 1)}
 			if s.groupable(scope) {
 				s.join(h)
 			} else {
@@ -238,28 +238,16 @@ func (s *Service) applyGroup(ctx context.Context, prog *progress, scope string, 
 // current rows of the credentials and logins the jobs change.
 func (s *Service) apply(ctx context.Context, prog *progress, tx *postgres.Tx, scope string, g []postgres.SyncJobRow, prev, token int64, partsTrusted bool,
 	changes func(ctx context.Context, ids []int64, logins []string) ([]postgres.SnapshotRow, error)) error {
-	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
-	b := Batch{Scope: scope, JobIDs: jobIDs(g), Tx: tx, Continues: s.continues(scope, prev),
-		reads: &reads{repo: s.repo, tx: tx, target: s.target.Name(), changes: changes, partsTrusted: partsTrusted, progress: prog}}
-	for _, j := range g {
-		var e Event
-		if err := json.Unmarshal(j.Event, &e); err != nil {
-			return fmt.Errorf("sync job %d: %w", j.ID, err)
-		}
-		b.Events = append(b.Events, e)
-	}
-	var err error
-	if b.Events, err = s.dueScheduled(ctx, tx, b.Events); err != nil {
+	events, err := decodeJobs(g)
+	if err != nil {
 		return err
 	}
-	for _, e := range b.Events {
-		if e.Version > 0 && e.CredentialID != 0 {
-			if b.reads.seen == nil {
-				b.reads.seen = map[int64]bool{}
-			}
-			b.reads.seen[e.CredentialID] = false
-		}
+	b := Batch{Scope: scope, JobIDs: jobIDs(g), Tx: tx, Continues: s.continues(scope, prev),
+		reads: &reads{repo: s.repo, tx: tx, target: s.target.Name(), changes: changes, partsTrusted: partsTrusted, progress: prog}}
+	if b.Events, err = s.dueScheduled(ctx, tx, events); err != nil {
+		return err
 	}
+	b.reads.expect(b.Events)
 	if len(b.Events) > 0 {
 		if err := s.target.Apply(ctx, b); err != nil {
 			return err
@@ -290,6 +278,20 @@ func (s *Service) apply(ctx context.Context, prog *progress, tx *postgres.Tx, sc
 	s.committed(scope, token)
 	s.applied(b.JobIDs)
 	return nil
+}
+
+// decodeJobs sorts g by id and returns the events of its jobs, in order.
+func decodeJobs(g []postgres.SyncJobRow) ([]Event, error) {
+	slices.SortFunc(g, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
+	events := make([]Event, 0, len(g))
+	for _, j := range g {
+		var e Event
+		if err := json.Unmarshal(j.Event, &e); err != nil {
+			return nil, fmt.Errorf("sync job %d: %w", j.ID, err)
+		}
+		events = append(events, e)
+	}
+	return events, nil
 }
 
 // continues reports whether the scope's previous apply, whose token is

@@ -2,9 +2,7 @@ package syncer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -45,12 +43,12 @@ type turnHolder struct {
 	scope string
 	own   []int64 // the request's jobs (for the failure's accounting)
 	turn  chan struct{}
-	done  chan applied // buffered
+	done  chan applyResult // buffered
 }
 
-// applied is the result of one scope's apply: how many jobs it claimed,
+// applyResult is the result of one scope's apply: how many jobs it claimed,
 // and the error of an apply that did not commit.
-type applied struct {
+type applyResult struct {
 	claimed int
 	err     error
 }
@@ -149,13 +147,12 @@ func (s *Service) applyAlone(ctx context.Context, h *turnHolder) {
 	defer stop()
 	n, err := s.applyOrRelease(work, prog, h.scope, nil, h.own)
 	<-h.turn
-	h.done <- applied{n, err}
+	h.done <- applyResult{n, err}
 }
 
 // grouped is one scope of a group.
 type grouped struct {
 	scope string
-	token int64
 	jobs  []postgres.SyncJobRow
 	b     Batch
 	err   error
@@ -165,7 +162,7 @@ type grouped struct {
 // result of each scope it applied or found nothing to apply in; the others
 // are to be applied alone. Its error is that of a transaction that failed
 // (every scope is then applied alone).
-func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHolder) (map[string]applied, error) {
+func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHolder) (map[string]applyResult, error) {
 	scopes := make([]string, 0, len(q))
 	for _, h := range q {
 		scopes = append(scopes, h.scope)
@@ -176,7 +173,7 @@ func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHol
 	// continues does); those of the scopes the group leaves untouched are
 	// put back.
 	last := s.takeLast(scopes)
-	results := map[string]applied{}
+	results := map[string]applyResult{}
 	touched := map[string]bool{} // whose target ran (its backend may have changed, committed or not)
 	defer func() { s.putBack(last, touched) }()
 
@@ -214,7 +211,7 @@ func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHol
 	gs := s.groupScopes(claim, trusted, prog)
 	for _, scope := range in {
 		if gs[scope] == nil { // nothing to apply (another turn applied it)
-			results[scope] = applied{}
+			results[scope] = applyResult{}
 		}
 	}
 	s.applyTargets(ctx, gs, touched)
@@ -238,9 +235,8 @@ func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHol
 	slices.SortFunc(done, func(a, b *grouped) int { return strings.Compare(a.scope, b.scope) })
 	token := rand.Int64N(1<<62) + 1 // the transaction's: each scope's row has its own
 	for _, g := range done {
-		g.token = token
 		r := g.b.reads
-		f.Scopes, f.Tokens, f.Keep = append(f.Scopes, g.scope), append(f.Tokens, g.token), append(f.Keep, r.keep)
+		f.Scopes, f.Tokens, f.Keep = append(f.Scopes, g.scope), append(f.Tokens, token), append(f.Keep, r.keep)
 		for k, p := range r.prints {
 			f.PartScopes, f.Parts, f.Prints = append(f.PartScopes, g.scope), append(f.Parts, k), append(f.Prints, p)
 		}
@@ -255,9 +251,9 @@ func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHol
 		return nil, err
 	}
 	for _, g := range done {
-		s.committed(g.scope, g.token)
+		s.committed(g.scope, token)
 		s.applied(g.b.JobIDs)
-		results[g.scope] = applied{claimed: len(g.jobs)}
+		results[g.scope] = applyResult{claimed: len(g.jobs)}
 	}
 	return results, nil
 }
@@ -267,18 +263,16 @@ func (s *Service) applyGrouped(ctx context.Context, prog *progress, q []*turnHol
 // needs reading again) is left out, to be applied alone.
 func (s *Service) groupScopes(claim postgres.GroupClaim, trusted map[string]bool, prog *progress) map[string]*grouped {
 	gs := map[string]*grouped{}
-	pending := map[string]bool{}
-	parts := map[string]map[string]bool{}
+	read := map[string]*groupReads{}
 	for _, j := range claim.Jobs {
-		g := gs[j.Scope]
+		g, r := gs[j.Scope], read[j.Scope]
 		if g == nil {
-			g = &grouped{scope: j.Scope}
-			gs[j.Scope] = g
-			parts[j.Scope] = map[string]bool{}
+			g, r = &grouped{scope: j.Scope}, &groupReads{parts: map[string]bool{}, prints: claim.Prints[j.Scope]}
+			gs[j.Scope], read[j.Scope] = g, r
 		}
 		g.jobs = append(g.jobs, j.SyncJobRow)
-		pending[j.Scope] = pending[j.Scope] || j.Pending
-		parts[j.Scope][j.Part] = true
+		r.pending = r.pending || j.Pending
+		r.parts[j.Part] = true
 	}
 	changed := map[string][]postgres.SnapshotRow{}
 	for _, r := range claim.Changed {
@@ -291,29 +285,20 @@ func (s *Service) groupScopes(claim postgres.GroupClaim, trusted map[string]bool
 		g.b = Batch{Scope: scope, Continues: true,
 			reads: &reads{repo: s.repo, target: s.target.Name(), partsTrusted: trusted[scope], progress: prog,
 				changes: func(context.Context, []int64, []string) ([]postgres.SnapshotRow, error) { return rows, nil },
-				grouped: &groupReads{pending: pending[scope], prints: claim.Prints[scope], parts: parts[scope]}}}
-		slices.SortFunc(g.jobs, func(a, b postgres.SyncJobRow) int { return int(a.ID - b.ID) })
+				grouped: read[scope]}}
+		events, err := decodeJobs(g.jobs)
+		if err != nil {
+			g.err = err
+			continue
+		}
 		g.b.JobIDs = jobIDs(g.jobs)
-		for _, j := range g.jobs {
-			var e Event
-			if err := json.Unmarshal(j.Event, &e); err != nil {
-				g.err = fmt.Errorf("sync job %d: %w", j.ID, err)
-				break
-			}
+		for _, e := range events {
 			if e.Reason == ReasonExpired || e.Reason == ReasonGraceEnded {
-				g.err = errAlone
-				break
-			}
-			g.b.Events = append(g.b.Events, e)
-		}
-		for _, e := range g.b.Events {
-			if e.Version > 0 && e.CredentialID != 0 {
-				if g.b.reads.seen == nil {
-					g.b.reads.seen = map[int64]bool{}
-				}
-				g.b.reads.seen[e.CredentialID] = false
+				g.err = errAlone // dueScheduled reads whether they still apply
 			}
 		}
+		g.b.Events = events
+		g.b.reads.expect(events)
 	}
 	return gs
 }

@@ -337,6 +337,19 @@ func (r *reads) rows(ctx context.Context, ids []int64, logins []string) ([]postg
 	return r.changed, nil
 }
 
+// expect records the credentials of events that carry a version, which
+// the target has not read yet (see confirmed).
+func (r *reads) expect(events []Event) {
+	for _, e := range events {
+		if e.Version > 0 && e.CredentialID != 0 {
+			if r.seen == nil {
+				r.seen = map[int64]bool{}
+			}
+			r.seen[e.CredentialID] = false
+		}
+	}
+}
+
 func (r *reads) note(row postgres.SnapshotRow) {
 	r.progress.touch()
 	r.read = true

@@ -2,6 +2,7 @@ package passwdfile_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/smtpcreds/smtpcreds/internal/dbtest"
+	"github.com/smtpcreds/smtpcreds/internal/postgres"
 	"github.com/smtpcreds/smtpcreds/internal/syncer"
 	"github.com/smtpcreds/smtpcreds/internal/syncer/passwdfile"
 )
@@ -255,5 +257,53 @@ func TestTargetWholeWriteKeepsPreviousPasswords(t *testing.T) {
 				t.Errorf("b's file:\n%s", data)
 			}
 		})
+	}
+}
+
+// A grouped apply reads the stored fingerprints of the shards its logins
+// are in, naming each shard in SQL (postgres.ClaimGroup): the names must be
+// the Writer's, or every grouped create would fall back to an apply alone.
+func TestGroupClaimNamesTheWritersShards(t *testing.T) {
+	wd := newWorld(t, "%d/%2Mu")
+	s := wd.process()
+	ctx := context.Background()
+	tx := wd.db.MustBegin()
+	defer tx.Rollback() //nolint:errcheck
+	var logins []string
+	for _, user := range []string{"alice", "bob", "carol", "d.e-f_9", "zz"} {
+		var id int64
+		if err := tx.Get(&id, `INSERT INTO credentials (guid, account_id, domain_id, username, password_hash)
+			VALUES (gen_random_uuid(), $1, $2, $3, '{SSHA512}x') RETURNING id`, wd.account, wd.domainID, user); err != nil {
+			t.Fatal(err)
+		}
+		login := user + "@example.com"
+		if _, err := s.Enqueue(ctx, tx, syncer.Event{Type: syncer.CredentialUpserted, Domain: "example.com",
+			Login: login, CredentialID: id, Version: 1, PasswordHash: "{SSHA512}x"}); err != nil {
+			t.Fatal(err)
+		}
+		logins = append(logins, login)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	claimTx := wd.db.MustBegin()
+	defer claimTx.Rollback() //nolint:errcheck
+	digits := passwdfile.NewTarget(wd.w, nil).MD5Digits()
+	claim, err := postgres.SyncRepo{}.ClaimGroup(ctx, claimTx, passwdfile.TargetName, []string{"example.com"},
+		postgres.EventKeys{ID: "credential_id", Login: "login"}, digits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claim.Jobs) != len(logins) {
+		t.Fatalf("claimed %d jobs, want %d", len(claim.Jobs), len(logins))
+	}
+	for _, j := range claim.Jobs {
+		var e syncer.Event
+		if err := json.Unmarshal(j.Event, &e); err != nil || !slices.Contains(logins, e.Login) {
+			t.Fatalf("job %d: event %s (%v)", j.ID, j.Event, err)
+		}
+		if want := wd.w.Shard(e.Login); j.Part != want || want == "" {
+			t.Errorf("%s: the claim names its shard %q, the Writer %q", e.Login, j.Part, want)
+		}
 	}
 }
